@@ -1,0 +1,6 @@
+"""The quantization results database (polars + parquet)."""
+
+from qbayes.db.schema import SCHEMA_VERSION, TABLES
+from qbayes.db.store import Database, InvalidDatabase, load, save
+
+__all__ = ["SCHEMA_VERSION", "TABLES", "Database", "InvalidDatabase", "load", "save"]

@@ -1,0 +1,145 @@
+"""Reading and writing databases: a directory with one parquet file per table.
+
+Writes are atomic: each table goes to a temporary file in the same directory and is
+renamed over the old one only after every table of the database has been written, so a
+crash leaves either the old or the new files, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from qbayes.db.schema import META_TABLE_KEY, META_VERSION_KEY, SCHEMA_VERSION, TABLES, Table
+from qbayes.db.validate import Problem, check_database
+from qbayes.errors import QBayesError
+
+
+class InvalidDatabase(QBayesError):
+    """A database or shard that fails validation; carries every problem found."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        lines = [str(p) for p in problems]
+        super().__init__(f"{len(problems)} problem(s):\n  " + "\n  ".join(lines))
+
+
+@dataclass
+class Database:
+    """The four tables of a database (each may be empty)."""
+
+    models: pl.DataFrame = field(default_factory=lambda: TABLES["models"].empty())
+    results: pl.DataFrame = field(default_factory=lambda: TABLES["results"].empty())
+    features: pl.DataFrame = field(default_factory=lambda: TABLES["features"].empty())
+    failures: pl.DataFrame = field(default_factory=lambda: TABLES["failures"].empty())
+
+    def tables(self) -> dict[str, pl.DataFrame]:
+        return {name: getattr(self, name) for name in TABLES}
+
+    def conform(self) -> Database:
+        """Columns in schema order with schema dtypes (nulls filled for missing nullable columns)."""
+        out = {}
+        for name, df in self.tables().items():
+            out[name] = conform(df, TABLES[name])
+        return Database(**out)
+
+    def problems(self, where: str = "<memory>") -> list[Problem]:
+        return check_database(self.tables(), {n: f"{where}/{n}.parquet" for n in TABLES})
+
+
+def conform(df: pl.DataFrame, table: Table) -> pl.DataFrame:
+    """Select the schema's columns in order, adding missing nullable ones as nulls and
+    casting all-null columns. Wrong-typed data is left for the validator to report."""
+    cols = []
+    for col in table.columns:
+        if col.name in df.columns:
+            expr = pl.col(col.name)
+            if df.schema[col.name] == pl.Null:
+                expr = expr.cast(col.dtype)
+            cols.append(expr)
+        elif col.nullable:
+            cols.append(pl.lit(None, dtype=col.dtype).alias(col.name))
+    return df.select(cols) if cols else df
+
+
+def read_table(path: Path, table: Table) -> pl.DataFrame:
+    """Read one parquet table, refusing unreadable files and newer schema versions."""
+    try:
+        meta = pl.read_parquet_metadata(path)
+        df = pl.read_parquet(path)
+    except Exception as exc:  # polars raises several types for corrupt files
+        raise QBayesError(f"{path}: not a readable parquet file ({type(exc).__name__}: {exc})") from exc
+    version = meta.get(META_VERSION_KEY)
+    if version is not None:
+        try:
+            v = int(version)
+        except ValueError:
+            raise QBayesError(f"{path}: bad schema version {version!r} in metadata") from None
+        if v > SCHEMA_VERSION:
+            raise QBayesError(
+                f"{path}: written with database schema v{v}, newer than this qbayes reads "
+                f"(v{SCHEMA_VERSION}); upgrade qbayes to read it"
+            )
+    found = meta.get(META_TABLE_KEY)
+    if found is not None and found != table.name:
+        raise QBayesError(f"{path}: holds table '{found}', expected '{table.name}'")
+    return df
+
+
+def load(path: str | os.PathLike, *, validate: bool = True) -> Database:
+    """Load a database directory. Missing table files are empty tables; at least one must exist."""
+    root = Path(path)
+    if not root.is_dir():
+        raise QBayesError(f"{root}: no such database directory")
+    tables = {}
+    for name, table in TABLES.items():
+        f = root / f"{name}.parquet"
+        tables[name] = read_table(f, table) if f.exists() else table.empty()
+    if not any((root / f"{n}.parquet").exists() for n in TABLES):
+        raise QBayesError(f"{root}: no database tables ({', '.join(n + '.parquet' for n in TABLES)})")
+    db = Database(**tables)
+    if validate:
+        problems = check_database(db.tables(), {n: str(root / f"{n}.parquet") for n in TABLES})
+        if problems:
+            raise InvalidDatabase(problems)
+    return db
+
+
+def load_many(paths: list[str | os.PathLike]) -> Database:
+    """Load and concatenate several databases (no deduplication; see :mod:`merge`)."""
+    from qbayes.db.merge import merge
+
+    db, _ = merge([load(p) for p in paths])
+    return db
+
+
+def save(db: Database, path: str | os.PathLike, *, validate: bool = True) -> None:
+    """Write every table atomically into ``path`` (created if needed)."""
+    root = Path(path)
+    db = db.conform()
+    if validate:
+        problems = db.problems(str(root))
+        if problems:
+            raise InvalidDatabase(problems)
+    root.mkdir(parents=True, exist_ok=True)
+    staged: list[tuple[str, Path]] = []
+    try:
+        for name, df in db.tables().items():
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".parquet.tmp", dir=root)
+            os.close(fd)
+            df.write_parquet(
+                tmp, metadata={META_VERSION_KEY: str(SCHEMA_VERSION), META_TABLE_KEY: name}
+            )
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            staged.append((tmp, root / f"{name}.parquet"))
+        for tmp, final in staged:
+            os.replace(tmp, final)
+    finally:
+        for tmp, _ in staged:
+            if os.path.exists(tmp):
+                os.unlink(tmp)

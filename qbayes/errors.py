@@ -1,0 +1,24 @@
+"""User-facing errors: the CLI prints their message and exits non-zero, without a traceback."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class QBayesError(Exception):
+    """An error caused by input the user can fix (bad file, bad name, bad option)."""
+
+
+def suggest(name: str, choices: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' for the closest choice, or '' when nothing is close."""
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def unknown(kind: str, name: str, choices: Iterable[str]) -> QBayesError:
+    """Error for an unknown registry name, with a close-match suggestion and the options."""
+    choices = sorted(str(c) for c in choices)
+    return QBayesError(
+        f"unknown {kind} '{name}'{suggest(name, choices)}; known: {', '.join(choices)}"
+    )
