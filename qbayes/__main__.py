@@ -1,0 +1,3 @@
+from qbayes.cli import main
+
+main()

@@ -1,0 +1,168 @@
+"""Import published tables (``published_ptq.csv`` + ``model_meta.csv``) into a database.
+
+The CSV is read with type inference off (arXiv ids like ``2210.17323`` would otherwise
+become floats) and every column is cast explicitly; a cell that does not parse is
+reported with its CSV line and column.  Mapping decisions, all documented in
+``data/README.md``:
+
+* ``method == "fp16"`` (the baseline) becomes ``method = "none"``, ``w_kind = "float"``;
+* ``w_kind`` comes from the label: ``avg-*`` and fractional-bit labels -> ``mixed``,
+  llama.cpp k-quants -> ``kquant``, everything else -> ``int``;
+* ``w_bits_eff`` (bits per weight with scale/zero overhead) where the format tells it:
+  grouped integers carry one fp16 scale and one b-bit zero per group, b + (16+b)/g;
+  llama.cpp legacy blocks as its README states; average-bit methods as printed;
+* ``doubt``: notes saying columns look swapped or values are non-monotonic -> ``suspect``;
+  notes warning of extraction/layout problems -> ``caution``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import polars as pl
+
+from qbayes.db.schema import BASELINE_METHOD, MODELS, RESULTS
+from qbayes.db.store import Database, InvalidDatabase
+from qbayes.db.validate import Problem
+from qbayes.errors import QBayesError
+
+PTQ_COLUMNS = (
+    "family", "model", "params_b", "method", "w_bits", "group_size", "dtype_label", "act_bits",
+    "eval_set", "seq_len", "metric", "value", "source_arxiv_id", "source_table", "note",
+)
+META_COLUMNS = (
+    "family", "model", "params_b", "train_tokens_b", "year", "position_encoding", "norm", "mlp", "source",
+)
+# llama.cpp legacy block formats: bits per weight as its README states
+LEGACY_BPW = {"Q4_0": 4.5, "Q4_1": 5.0, "Q5_0": 5.5, "Q5_1": 6.0, "Q8_0": 8.5}
+SUSPECT_PATTERNS = ("look swapped", "non-monotonic")
+CAUTION_PATTERNS = ("layout problems", "header missing", "garbled")
+
+
+def _read_csv(path: Path, required: tuple[str, ...]) -> pl.DataFrame:
+    try:
+        df = pl.read_csv(path, infer_schema=False, null_values=[""])
+    except Exception as exc:
+        raise QBayesError(f"{path}: not a readable CSV file ({type(exc).__name__}: {exc})") from exc
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise QBayesError(f"{path}: missing column(s) {', '.join(missing)}")
+    return df
+
+
+def _cast(df: pl.DataFrame, path: Path, casts: dict[str, pl.DataType]) -> tuple[pl.DataFrame, list[Problem]]:
+    """Cast string columns, reporting each unparseable cell by CSV line (header = line 1)."""
+    problems = []
+    out = df
+    for name, dtype in casts.items():
+        cast = df.get_column(name).cast(dtype, strict=False)
+        bad = df.get_column(name).is_not_null() & cast.is_null()
+        for i in bad.arg_true().head(20).to_list():
+            problems.append(Problem(str(path), f"'{df[i, name]}' is not a valid {dtype}", row=i + 2, column=name))
+        out = out.with_columns(cast.alias(name))
+    return out, problems
+
+
+def _w_kind(method: str, label: str, bits: float) -> str:
+    if method == "fp16":
+        return "float"
+    if method == "llama.cpp-kquant":
+        return "kquant"
+    if label.startswith("avg-") or bits != math.floor(bits):
+        return "mixed"
+    return "int"
+
+
+def _w_bits_eff(kind: str, method: str, label: str, bits: float, group: int | None) -> float | None:
+    if kind in ("float", "mixed"):
+        return bits
+    if method == "llama.cpp-legacy":
+        return LEGACY_BPW.get(label)
+    if kind == "kquant":
+        return None  # mixes keep some tensors at higher precision: not known per model
+    if group is not None:
+        return bits + (16 + bits) / group
+    return bits
+
+
+def _doubt(note: str | None) -> str | None:
+    if note is None:
+        return None
+    low = note.lower()
+    if any(p in low for p in SUSPECT_PATTERNS):
+        return "suspect"
+    if any(p in low for p in CAUTION_PATTERNS):
+        return "caution"
+    return None
+
+
+def _source_kind(source: str) -> str:
+    return "paper" if re.fullmatch(r"\d{4}\.\d{4,5}(v\d+)?", source) else "repository"
+
+
+def import_published(ptq_csv: str | Path, meta_csv: str | Path) -> Database:
+    """Read both CSVs and return a validated :class:`Database` (raises on any problem)."""
+    ptq_path, meta_path = Path(ptq_csv), Path(meta_csv)
+    ptq = _read_csv(ptq_path, PTQ_COLUMNS)
+    meta = _read_csv(meta_path, META_COLUMNS)
+
+    ptq, problems = _cast(ptq, ptq_path, {
+        "params_b": pl.Float64, "w_bits": pl.Float64, "group_size": pl.Int64,
+        "act_bits": pl.Float64, "seq_len": pl.Int64, "value": pl.Float64,
+    })
+    meta, meta_problems = _cast(meta, meta_path, {
+        "params_b": pl.Float64, "train_tokens_b": pl.Float64, "year": pl.Int64,
+    })
+    problems += meta_problems
+    bad_metric = ptq.with_row_index("i").filter(pl.col("metric") != "ppl")
+    for i, m in bad_metric.select("i", "metric").iter_rows():
+        problems.append(Problem(str(ptq_path), f"metric '{m}' is not supported (only 'ppl')", row=i + 2, column="metric"))
+    if problems:
+        raise InvalidDatabase(problems)
+
+    models = meta.select(
+        "family", "model", "params_b",
+        pl.lit(None, dtype=pl.Float64).alias("non_embedding_params_b"),
+        "train_tokens_b", "year",
+        pl.lit(None, dtype=pl.String).alias("architecture"),
+        "position_encoding", "norm", "mlp",
+        pl.col("source").alias("reference"),
+        pl.lit(None, dtype=pl.String).alias("notes"),
+    )
+
+    rows = []
+    for r in ptq.iter_rows(named=True):
+        kind = _w_kind(r["method"], r["dtype_label"], r["w_bits"])
+        rows.append({
+            "model": r["model"],
+            "method": BASELINE_METHOD if r["method"] == "fp16" else r["method"],
+            "w_kind": kind,
+            "w_bits": r["w_bits"],
+            "group_size": r["group_size"],
+            "w_bits_eff": _w_bits_eff(kind, r["method"], r["dtype_label"], r["w_bits"], r["group_size"]),
+            "dtype_label": r["dtype_label"],
+            "act_bits": r["act_bits"],
+            "eval_set": r["eval_set"],
+            "seq_len": r["seq_len"],
+            "ppl": r["value"],
+            "nll": math.log(r["value"]) if r["value"] is not None and r["value"] > 0 else None,
+            "source_kind": _source_kind(r["source_arxiv_id"]),
+            "source": r["source_arxiv_id"],
+            "source_table": r["source_table"],
+            "note": r["note"],
+            "doubt": _doubt(r["note"]),
+        })
+    results = pl.DataFrame(rows, schema={c: RESULTS.polars_schema[c] for c in rows[0]}) if rows else RESULTS.empty()
+    db = Database(models=models, results=results).conform()
+
+    # the family in the results CSV must agree with model_meta
+    fam = ptq.select("model", "family").unique().join(meta.select("model", pl.col("family").alias("meta_family")),
+                                                      on="model", how="left")
+    for m, f, mf in fam.filter(pl.col("meta_family").is_not_null() & (pl.col("family") != pl.col("meta_family"))).iter_rows():
+        problems.append(Problem(str(ptq_path), f"model '{m}' has family '{f}' but '{mf}' in {meta_path.name}", column="family"))
+    problems += db.problems(str(ptq_path.parent))
+    if problems:
+        raise InvalidDatabase(problems)
+    return db
