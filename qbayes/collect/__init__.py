@@ -1,0 +1,22 @@
+"""Collection: measure how quantization changes a causal LM's loss, with provenance.
+
+``qbayes collect`` loads a Hugging Face model from a local directory and, for every
+configuration of a grid (``collectors/NAME.toml``), writes rows in the database schema
+(:mod:`qbayes.db.schema`) to a shard directory:
+
+* :mod:`.grid`      the grid file, parsed into frozen dataclasses;
+* :mod:`.formats`   number formats (int, fp8, nf4, MX) and their labels;
+* :mod:`.rtn`       round-to-nearest quantize-dequantize of a weight matrix;
+* :mod:`.texts`     calibration and evaluation texts read from installed packages;
+* :mod:`.modelio`   loading the model, its quantizable layers and parameter counts;
+* :mod:`.evaluate`  NLL / perplexity and decode speed;
+* :mod:`.methods`   the registry of quantization methods (RTN, quanto, GPTQ, AWQ, ...);
+* :mod:`.landscape` Hessian trace, top eigenvalue and radial loss;
+* :mod:`.outliers`  activation and weight outlier statistics;
+* :mod:`.sqnr`      signal-to-quantization-noise ratio per layer and overall;
+* :mod:`.shard`     the shard being written: resume, force, atomic saves;
+* :mod:`.runner`    the loop over configurations.
+
+Everything that imports torch lives in this package (and ``qbayes.cli.collect``), so
+``import qbayes`` and ``qbayes fit`` never need it.
+"""

@@ -1,0 +1,155 @@
+"""Loading a causal LM from a local directory, and the layers quantization acts on.
+
+The model must be a directory saved with ``save_pretrained`` (``config.json``, weights and
+a tokenizer); nothing is fetched from a hub. The *quantizable layers* are the linear
+projections inside the network: every ``torch.nn.Linear`` and transformers ``Conv1D``
+(GPT-2) except the output head. Embeddings, norms and the head stay in float, for every
+method, so methods are compared on the same weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from qbayes.errors import QBayesError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+# what the models table records for architectures we know (position, norm, mlp)
+ARCH_INFO = {
+    "llama": ("rope", "rmsnorm", "gated-silu"),
+    "mistral": ("rope", "rmsnorm", "gated-silu"),
+    "qwen2": ("rope", "rmsnorm", "gated-silu"),
+    "gpt2": ("learned", "layernorm", "gelu"),
+    "opt": ("learned", "layernorm", "relu"),
+    "gpt_neox": ("rope", "layernorm", "gelu"),
+    "bloom": ("alibi", "layernorm", "gelu"),
+    "falcon": ("rope", "layernorm", "gelu"),
+}
+
+
+@dataclass
+class LayerRef:
+    """A quantizable layer, with its weight seen as ``[out_features, in_features]``."""
+
+    name: str
+    module: torch.nn.Module
+    transposed: bool  # Conv1D stores [in, out]
+
+    def weight(self) -> torch.Tensor:
+        w = self.module.weight.data
+        return w.t() if self.transposed else w
+
+    def set_weight(self, w_out_in: torch.Tensor) -> None:
+        w = w_out_in.t() if self.transposed else w_out_in
+        self.module.weight.data.copy_(w.to(self.module.weight.dtype))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        out_f, in_f = self.weight().shape
+        return int(out_f), int(in_f)
+
+
+@dataclass
+class LoadedModel:
+    path: Path
+    model: torch.nn.Module
+    tokenizer: object
+    model_type: str
+    device: torch.device
+    dtype: torch.dtype
+
+    def layers(self, model: torch.nn.Module | None = None) -> list[LayerRef]:
+        return quantizable_layers(model if model is not None else self.model)
+
+    def fresh_copy(self) -> torch.nn.Module:
+        """A deep copy of the unquantized model, for a method to modify."""
+        return copy.deepcopy(self.model)
+
+
+def check_model_dir(path: str | os.PathLike) -> Path:
+    """The model directory, or a QBayesError saying what is missing."""
+    p = Path(path)
+    if not p.exists():
+        raise QBayesError(f"{p}: no such model directory")
+    if not p.is_dir():
+        raise QBayesError(f"{p}: not a directory (expected a model saved with save_pretrained)")
+    if not (p / "config.json").is_file():
+        raise QBayesError(f"{p}: no config.json - not a Hugging Face model directory")
+    weights = list(p.glob("*.safetensors")) + list(p.glob("*.bin"))
+    if not weights:
+        raise QBayesError(f"{p}: no weights (*.safetensors or *.bin)")
+    return p
+
+
+def load_model(path: str | os.PathLike, *, device: str = "cpu", dtype: str = "float32") -> LoadedModel:
+    """Load model and tokenizer from a local directory, in eval mode, on ``device``."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    p = check_model_dir(path)
+    try:
+        config = AutoConfig.from_pretrained(p, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(
+            p, dtype=DTYPES[dtype], local_files_only=True, attn_implementation="sdpa"
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        raise QBayesError(f"{p}: cannot load the model ({type(exc).__name__}: {exc})") from exc
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(p, local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise QBayesError(f"{p}: cannot load the tokenizer ({type(exc).__name__}: {exc})") from exc
+    dev = torch.device(device)
+    model.to(dev).eval()
+    for param in model.parameters():
+        param.requires_grad_(False)
+    return LoadedModel(p, model, tokenizer, config.model_type, dev, DTYPES[dtype])
+
+
+def quantizable_layers(model: torch.nn.Module) -> list[LayerRef]:
+    from transformers.pytorch_utils import Conv1D
+
+    head = model.get_output_embeddings()
+    out = []
+    for name, module in model.named_modules():
+        if module is head:
+            continue
+        if isinstance(module, torch.nn.Linear):
+            out.append(LayerRef(name, module, transposed=False))
+        elif isinstance(module, Conv1D):
+            out.append(LayerRef(name, module, transposed=True))
+    return out
+
+
+def param_counts(model: torch.nn.Module) -> tuple[int, int]:
+    """(all parameters, parameters outside the input and output embeddings); tied
+    weights are counted once."""
+    seen, total = set(), 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    embed = set()
+    for m in (model.get_input_embeddings(), model.get_output_embeddings()):
+        if m is not None and id(m.weight) not in embed:
+            embed.add(id(m.weight))
+    # learned position embeddings count as embeddings too (GPT-2 wpe, OPT embed_positions)
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.Embedding) and id(m.weight) not in embed:
+            embed.add(id(m.weight))
+    n_embed = sum(p.numel() for p in model.parameters() if id(p) in embed)
+    return total, total - n_embed
+
+
+def model_bytes(model: torch.nn.Module) -> int:
+    """Bytes of all parameters as stored (tied weights once)."""
+    seen, total = set(), 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel() * p.element_size()
+    return total

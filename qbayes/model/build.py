@@ -1,0 +1,73 @@
+"""Build the PyMC graph for a :class:`ModelSpec` on encoded data.
+
+Every grouping effect is non-centred (``a = sd * z``). Missing training tokens are
+latent: the ln D of models whose D is known are observed draws from a population
+Normal(m, s), and each model without D gets its own latent from that population.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pymc as pm
+import pytensor.tensor as pt
+
+from qbayes.model.design import Design, Encoding
+from qbayes.model.mean import mean_degradation, noise_scale
+from qbayes.model.spec import ModelSpec
+
+LOG_SHIFT = 0.01  # nats; ln(delta + LOG_SHIFT) is modelled for log_student_t
+
+SCALARS = ("intercept", "bits_rate", "bits_curvature", "gamma_n", "gamma_d", "per_channel", "per_channel_bits",
+           "log2_group", "act_intercept", "act_rate")
+
+
+def known_log_tokens(design: Design) -> np.ndarray:
+    """Centred ln D of the distinct known token counts (one value per distinct model row
+    set would over-weight large families; distinct values suffice for the population)."""
+    return np.unique(design.log_d_c[~np.isnan(design.log_d_c)])
+
+
+def build_model(spec: ModelSpec, design: Design, enc: Encoding, delta: np.ndarray | None) -> pm.Model:
+    """The PyMC model. ``delta`` None builds it for prior predictive sampling."""
+    pr = spec.priors
+    coords = {g: list(enc.levels[g]) for g in spec.effects}
+    coords["tokens_missing"] = list(enc.tokens_missing)
+    with pm.Model(coords=coords) as model:
+        p = {name: pm.Normal(name, getattr(pr, name).mu, getattr(pr, name).sigma)
+             for name in SCALARS if hasattr(getattr(pr, name), "mu")}
+        for g, e in spec.effects.items():
+            if e.intercept:
+                sd = pm.HalfNormal(f"sd_a_{g}", pr.group_sd.sigma)
+                p[f"a_{g}"] = pm.Deterministic(f"a_{g}", sd * pm.Normal(f"z_a_{g}", 0, 1, dims=g), dims=g)
+            if e.bits_slope:
+                sd = pm.HalfNormal(f"sd_b_{g}", pr.slope_sd.sigma)
+                p[f"b_{g}"] = pm.Deterministic(f"b_{g}", sd * pm.Normal(f"z_b_{g}", 0, 1, dims=g), dims=g)
+            if e.per_channel:
+                sd = pm.HalfNormal(f"sd_c_{g}", pr.per_channel_sd.sigma)
+                p[f"c_{g}"] = pm.Deterministic(f"c_{g}", sd * pm.Normal(f"z_c_{g}", 0, 1, dims=g), dims=g)
+
+        tok_mean = pm.Normal("log_tokens_mean", pr.log_tokens_mean.mu, pr.log_tokens_mean.sigma)
+        tok_sd = pm.HalfNormal("log_tokens_sd", pr.log_tokens_sd.sigma)
+        known = known_log_tokens(design)
+        if known.size:
+            pm.Normal("log_tokens_known", tok_mean, tok_sd, observed=known)
+        log_d = np.nan_to_num(design.log_d_c)
+        if enc.tokens_missing:
+            z = pm.Normal("z_log_tokens", 0, 1, dims="tokens_missing")
+            latent = pm.Deterministic("log_tokens_missing", tok_mean + tok_sd * z, dims="tokens_missing")
+            missing = np.isnan(design.log_d_c)
+            log_d = pt.where(missing, latent[np.where(missing, design.tokens_idx, 0)], log_d)
+
+        p["ceiling"] = pm.LogNormal("ceiling", np.log(pr.ceiling.mu), pr.ceiling.sigma)
+        p["noise_floor"] = pm.HalfNormal("noise_floor", pr.noise_floor.sigma)
+        p["noise_rel"] = pm.HalfNormal("noise_rel", pr.noise_rel.sigma)
+        mu = mean_degradation(p, design, spec.effects, log_d, pt)
+        sigma = noise_scale(p, mu)
+        nu = pm.Gamma("nu", alpha=pr.nu[0], beta=pr.nu[1])
+        if spec.likelihood == "student_t":
+            pm.StudentT("delta", nu=nu, mu=mu, sigma=sigma, observed=delta, shape=design.n)
+        elif spec.likelihood == "log_student_t":
+            obs = None if delta is None else np.log(np.maximum(delta, -LOG_SHIFT / 2) + LOG_SHIFT)
+            pm.StudentT("log_delta", nu=nu, mu=pt.log(mu + LOG_SHIFT), sigma=p["noise_rel"] + p["noise_floor"] / (mu + LOG_SHIFT),
+                        observed=obs, shape=design.n)
+    return model

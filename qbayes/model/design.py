@@ -1,0 +1,202 @@
+"""From database rows or prediction queries to model covariates.
+
+Training rows and queries are first normalised into one *standard table* (one column
+per quantity the model uses), then :func:`encode` turns a standard table into centred
+covariates and integer level indexes. Fit and predict go through the same ``encode``,
+so they cannot disagree on a covariate. Unseen levels get index -1 and are flagged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from qbayes.db.schema import BASELINE_METHOD
+from qbayes.db.store import Database
+from qbayes.errors import QBayesError
+from qbayes.model.spec import GROUPINGS
+
+BITS_REF = 4.0  # covariates are centred here, so intercepts are 4-bit values
+LOG_N_REF = math.log(7.0)  # 7B parameters
+LOG_D_REF = math.log(1000.0)  # 1T training tokens
+GROUP_REF = 128
+
+STANDARD = {
+    "family": pl.String, "model": pl.String, "params_b": pl.Float64, "train_tokens_b": pl.Float64,
+    "method": pl.String, "w_kind": pl.String, "w_bits": pl.Float64, "group_size": pl.Int64,
+    "bits": pl.Float64, "act_bits": pl.Float64, "eval_set": pl.String, "source": pl.String,
+    "fp16_ppl": pl.Float64,
+}
+
+
+def effective_bits(w_bits: pl.Expr, group_size: pl.Expr, w_kind: pl.Expr) -> pl.Expr:
+    """Bits per weight with one fp16 scale and one b-bit zero per group (the database's
+    convention for grouped integer formats); per-channel and other kinds: nominal bits."""
+    grouped = group_size.is_not_null() & w_kind.is_in(["int"])
+    return pl.when(grouped).then(w_bits + (16.0 + w_bits) / group_size).otherwise(w_bits)
+
+
+def training_table(db: Database, *, exclude_families=(), include_suspect: bool = False) -> pl.DataFrame:
+    """Quantized rows joined to their baseline: the standard table plus ``delta``, the
+    degradation ln(ppl_q) - ln(ppl_base) in nats per token."""
+    res = db.results
+    if not include_suspect:
+        res = res.filter(pl.col("doubt").is_null() | (pl.col("doubt") != "suspect"))
+    key = ["model", "eval_set", "source", "source_table"]
+    base = (res.filter(pl.col("method") == BASELINE_METHOD)
+            .group_by(key).agg(pl.col("ppl").first().alias("fp16_ppl")))
+    quant = res.filter(pl.col("method") != BASELINE_METHOD).join(base, on=key, how="inner", nulls_equal=True)
+    models = db.models.select("model", "family", "params_b", "train_tokens_b")
+    df = quant.join(models, on="model", how="inner")
+    if exclude_families:
+        unknown_fams = set(exclude_families) - set(df["family"])
+        if unknown_fams:
+            from qbayes.errors import unknown
+
+            raise unknown("family", sorted(unknown_fams)[0], sorted(set(df["family"])))
+        df = df.filter(~pl.col("family").is_in(list(exclude_families)))
+    df = df.with_columns(
+        pl.coalesce("w_bits_eff", "w_bits").alias("bits"),
+        (pl.col("ppl").log() - pl.col("fp16_ppl").log()).alias("delta"),
+    )
+    return df.select(*STANDARD, "delta", "doubt")
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """What a fit learned about its data's categories: level lists per grouping and the
+    models whose training tokens were missing (each has a latent ln D)."""
+
+    levels: dict[str, tuple[str, ...]]
+    tokens_missing: tuple[str, ...]
+
+    @classmethod
+    def from_table(cls, df: pl.DataFrame) -> Encoding:
+        levels = {g: tuple(sorted(set(df.get_column(g).drop_nulls()))) for g in GROUPINGS}
+        missing = tuple(sorted(set(df.filter(pl.col("train_tokens_b").is_null())["model"])))
+        return cls(levels=levels, tokens_missing=missing)
+
+    def to_dict(self) -> dict:
+        return {"levels": {k: list(v) for k, v in self.levels.items()}, "tokens_missing": list(self.tokens_missing)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Encoding:
+        return cls(levels={k: tuple(v) for k, v in d["levels"].items()}, tokens_missing=tuple(d["tokens_missing"]))
+
+
+@dataclass(frozen=True)
+class Design:
+    """Covariates for N rows. ``idx[g]`` is -1 for a level the fit has not seen;
+    ``tokens_idx`` indexes the latent ln D of a model seen without D (-1 otherwise)."""
+
+    bits_c: np.ndarray
+    log_n_c: np.ndarray
+    log_d_c: np.ndarray  # NaN where training tokens are unknown
+    tokens_idx: np.ndarray
+    per_channel: np.ndarray
+    log2_group: np.ndarray
+    act_q: np.ndarray
+    act_c: np.ndarray
+    idx: dict[str, np.ndarray]
+
+    @property
+    def n(self) -> int:
+        return len(self.bits_c)
+
+    def new_level(self, grouping: str) -> np.ndarray:
+        return self.idx[grouping] < 0
+
+
+def encode(df: pl.DataFrame, enc: Encoding) -> Design:
+    """Turn a standard table into a :class:`Design` under a fit's encoding."""
+    def col(name: str) -> np.ndarray:
+        return df.get_column(name).cast(pl.Float64).to_numpy()
+
+    group = df.get_column("group_size").cast(pl.Float64).to_numpy()
+    per_channel = np.isnan(group)
+    act = col("act_bits")
+    idx = {}
+    for g, levels in enc.levels.items():
+        lookup = {name: i for i, name in enumerate(levels)}
+        values = df.get_column(g).to_list() if g in df.columns else [None] * df.height
+        idx[g] = np.array([lookup.get(v, -1) for v in values], dtype=np.int64)
+    tok_lookup = {m: i for i, m in enumerate(enc.tokens_missing)}
+    tokens = col("train_tokens_b")
+    tokens_idx = np.array([tok_lookup.get(m, -1) if np.isnan(t) else -1
+                           for m, t in zip(df["model"].to_list(), tokens)], dtype=np.int64)
+    return Design(
+        bits_c=col("bits") - BITS_REF,
+        log_n_c=np.log(col("params_b")) - LOG_N_REF,
+        log_d_c=np.log(tokens) - LOG_D_REF,
+        tokens_idx=tokens_idx,
+        per_channel=per_channel.astype(np.float64),
+        log2_group=np.where(per_channel, 0.0, np.log2(np.where(per_channel, GROUP_REF, group) / GROUP_REF)),
+        act_q=(act < 16).astype(np.float64),
+        act_c=act - BITS_REF,
+        idx=idx,
+    )
+
+
+# --- prediction queries ------------------------------------------------------------
+
+QUERY_REQUIRED = ("family", "model", "params_b", "method", "w_bits", "eval_set", "fp16_ppl")
+QUERY_OPTIONAL = {"train_tokens_b": None, "group_size": None, "act_bits": 16.0, "w_kind": "int", "source": None}
+
+
+def query_table(df: pl.DataFrame, where: str = "queries") -> pl.DataFrame:
+    """Check and normalise prediction queries into the standard table. Raises
+    :class:`QBayesError` naming every problem (missing columns with close matches,
+    out-of-range values with their rows)."""
+    from qbayes.errors import suggest
+
+    known = list(QUERY_REQUIRED) + list(QUERY_OPTIONAL)
+    problems = []
+    for c in QUERY_REQUIRED:
+        if c not in df.columns:
+            extra = [x for x in df.columns if x not in known]
+            problems.append(f"missing column '{c}'{suggest(c, extra)}")
+    for c in df.columns:
+        if c not in known:
+            problems.append(f"unknown column '{c}'{suggest(c, known)}")
+    if problems:
+        raise QBayesError(f"{where}: " + "; ".join(problems) + f". Expected columns: {', '.join(known)}")
+    for c, default in QUERY_OPTIONAL.items():
+        if c not in df.columns:
+            df = df.with_columns(pl.lit(default).alias(c))
+    casts = {c: STANDARD[c] for c in STANDARD if c in df.columns}
+    out = {}
+    for c, dtype in casts.items():
+        s = df.get_column(c)
+        if s.dtype == pl.String and dtype != pl.String:
+            s = s.str.strip_chars().replace("", None)
+        cast = s.cast(dtype, strict=False)
+        bad = s.is_not_null() & cast.is_null()
+        if bad.any():
+            rows = (bad.arg_true() + 1).head(5).to_list()
+            problems.append(f"column '{c}' has values that are not {dtype} in rows {rows}")
+        out[c] = cast
+    df = pl.DataFrame(out)
+
+    def check(mask: pl.Series, msg: str):
+        if mask.any():
+            problems.append(f"{msg} (rows {(mask.arg_true() + 1).head(5).to_list()})")
+
+    if not problems:
+        for c in ("family", "model", "method", "eval_set", "params_b", "w_bits", "fp16_ppl"):
+            check(df[c].is_null(), f"column '{c}' is empty")
+        check(df["w_bits"] <= 0, "w_bits must be > 0")
+        check(df["w_bits"] > 16, "w_bits must be <= 16")
+        check(df["params_b"] <= 0, "params_b must be > 0")
+        check(df["fp16_ppl"] <= 1, "fp16_ppl must be > 1")
+        check(df["train_tokens_b"] <= 0, "train_tokens_b must be > 0")
+        check(df["group_size"] <= 0, "group_size must be > 0")
+        check((df["act_bits"] <= 0) | (df["act_bits"] > 16), "act_bits must be in (0, 16]")
+        for c in ("w_bits", "params_b", "fp16_ppl", "act_bits"):
+            check(df[c].is_nan(), f"column '{c}' is NaN")
+    if problems:
+        raise QBayesError(f"{where}: " + "; ".join(problems))
+    df = df.with_columns(effective_bits(pl.col("w_bits"), pl.col("group_size"), pl.col("w_kind")).alias("bits"))
+    return df.select(*STANDARD)

@@ -1,0 +1,150 @@
+"""Model specifications: what a model is, kept apart from the code that builds it.
+
+A spec is a TOML file under ``models/`` parsed into frozen dataclasses; unknown keys are
+errors with a close-match suggestion, so a typo never silently falls back to a default.
+The spec's hash (of its canonical JSON) is stored with every fit and checked on load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qbayes.errors import QBayesError, suggest, unknown
+
+SPEC_DIR = Path(__file__).resolve().parents[2] / "models"
+
+GROUPINGS = ("family", "method", "w_kind", "eval_set", "source")
+LIKELIHOODS = ("log_student_t", "student_t")
+
+
+@dataclass(frozen=True)
+class Normal:
+    mu: float
+    sigma: float
+
+
+@dataclass(frozen=True)
+class HalfNormal:
+    sigma: float
+
+
+@dataclass(frozen=True)
+class Effect:
+    """A grouping's partially pooled effects: an intercept, and optionally a bits slope
+    and a per-channel shift (how much worse one scale per channel is than groups)."""
+
+    intercept: bool = True
+    bits_slope: bool = False
+    per_channel: bool = False
+
+
+@dataclass(frozen=True)
+class Priors:
+    """Priors on the log-degradation scale; covariates are centred (see design.py)."""
+
+    intercept: Normal = Normal(-2.5, 1.5)       # log delta at 4 bits, 7B params, 1T tokens
+    bits_rate: Normal = Normal(1.4, 0.5)        # 1/gamma; ln 4 if noise power falls 4x per bit
+    bits_curvature: Normal = Normal(0.0, 0.3)   # acceleration into collapse at low bits
+    gamma_n: Normal = Normal(0.3, 0.3)          # N exponent (arXiv 2411.04330: 0.34)
+    gamma_d: Normal = Normal(0.3, 0.3)          # D exponent (arXiv 2411.04330: 0.51)
+    per_channel: Normal = Normal(1.0, 1.0)      # per-channel vs group-128, at 4 bits
+    per_channel_bits: Normal = Normal(0.5, 0.5)  # per-channel penalty growth per bit removed
+    log2_group: Normal = Normal(0.3, 0.3)       # per doubling of the group size
+    act_intercept: Normal = Normal(-1.0, 2.0)   # log activation-quantization degradation at A4
+    act_rate: Normal = Normal(1.0, 0.5)         # its decrease per activation bit
+    group_sd: HalfNormal = HalfNormal(0.7)      # sd of grouping intercepts
+    slope_sd: HalfNormal = HalfNormal(0.3)      # sd of grouping bits slopes
+    per_channel_sd: HalfNormal = HalfNormal(0.7)  # sd of grouping per-channel shifts
+    log_tokens_mean: Normal = Normal(0.0, 1.0)  # population of log(D / 1T) for missing D
+    log_tokens_sd: HalfNormal = HalfNormal(1.0)
+    ceiling: Normal = Normal(8.0, 0.5)          # LogNormal(ln 8, 0.5): collapse level, nats
+    noise_floor: HalfNormal = HalfNormal(0.02)  # absolute noise, nats (table rounding)
+    noise_rel: HalfNormal = HalfNormal(0.5)     # noise proportional to the mean degradation
+    nu: tuple[float, float] = (2.0, 0.1)        # Gamma(alpha, beta) on Student-t dof
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    description: str
+    effects: dict[str, Effect] = field(default_factory=dict)
+    priors: Priors = Priors()
+    likelihood: str = "student_t"  # or "normal"
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelSpec:
+        return _build(json.loads(text), "<fit file>")
+
+
+def _check_keys(given: dict, allowed, where: str) -> None:
+    for k in given:
+        if k not in allowed:
+            raise QBayesError(f"{where}: unknown key '{k}'{suggest(k, allowed)}; allowed: {', '.join(allowed)}")
+
+
+def _prior(value, kind: type, where: str):
+    names = [f.name for f in dataclasses.fields(kind)]
+    if isinstance(value, dict):
+        _check_keys(value, names, where)
+        return kind(**{k: float(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)) and len(value) == len(names):
+        return kind(*map(float, value))
+    raise QBayesError(f"{where}: expected {{{', '.join(names)}}}, got {value!r}")
+
+
+def _build(raw: dict, where: str) -> ModelSpec:
+    _check_keys(raw, [f.name for f in dataclasses.fields(ModelSpec)], where)
+    effects = {}
+    for g, e in raw.get("effects", {}).items():
+        if g not in GROUPINGS:
+            raise unknown(f"grouping in {where}", g, GROUPINGS)
+        _check_keys(e, [f.name for f in dataclasses.fields(Effect)], f"{where} effects.{g}")
+        effects[g] = Effect(**e)
+    prior_fields = {f.name: f for f in dataclasses.fields(Priors)}
+    given = raw.get("priors", {})
+    _check_keys(given, list(prior_fields), f"{where} [priors]")
+    priors = {}
+    defaults = Priors()
+    for k, v in given.items():
+        default = getattr(defaults, k)
+        kind = type(default)
+        priors[k] = tuple(map(float, v)) if kind is tuple else _prior(v, kind, f"{where} priors.{k}")
+    likelihood = raw.get("likelihood", "student_t")
+    if likelihood not in LIKELIHOODS:
+        raise unknown(f"likelihood in {where}", likelihood, LIKELIHOODS)
+    if "name" not in raw:
+        raise QBayesError(f"{where}: missing 'name'")
+    return ModelSpec(name=raw["name"], description=raw.get("description", ""), effects=effects,
+                     priors=Priors(**priors), likelihood=likelihood)
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in SPEC_DIR.glob("*.toml"))
+
+
+def load_spec(name_or_path: str) -> ModelSpec:
+    """A spec by registry name (``models/NAME.toml``) or by path to a TOML file."""
+    path = Path(name_or_path)
+    if not path.suffix == ".toml":
+        path = SPEC_DIR / f"{name_or_path}.toml"
+        if not path.exists():
+            raise unknown("model", name_or_path, available())
+    if not path.exists():
+        raise QBayesError(f"{path}: no such model spec")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise QBayesError(f"{path}: invalid TOML ({exc})") from exc
+    return _build(raw, str(path))
