@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from helpers import SHIPPED_DB
 from qbayes.cli import main
-
-ROOT = Path(__file__).resolve().parents[1]
-SHIPPED_DB = ROOT / "data"
 
 
 @dataclass
@@ -46,11 +43,3 @@ def shipped_copy(tmp_path) -> Path:
     shutil.copytree(SHIPPED_DB, dst, ignore=shutil.ignore_patterns("*.csv", "*.md", "published"))
     return dst
 
-
-def tree_digest(path: Path) -> str:
-    """Hash of every file under ``path`` (names and bytes), to prove nothing changed."""
-    h = hashlib.sha256()
-    for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(path)).encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()

@@ -7,7 +7,7 @@ import math
 import polars as pl
 import pytest
 
-from conftest import ROOT, SHIPPED_DB, tree_digest
+from helpers import ROOT, SHIPPED_DB, tree_digest
 from qbayes.db import store
 from qbayes.db.merge import MergeConflict, merge
 from qbayes.db.published import import_published

@@ -5,7 +5,9 @@ evaluation texts, the evaluation protocol (token budget, sequence length) and th
 feature settings. Every table and key is checked: an unknown key or a value of the
 wrong type is a :class:`~qbayes.errors.QBayesError` naming the file and the key.
 
-Method tables (``[methods.NAME]``) hold ``formats``, optionally ``calib`` (a subset of
+Method tables (``[methods.NAME]``) hold ``formats`` (spec strings, see
+:mod:`qbayes.collect.formats`; a spec that does not parse, such as ``int9``, fails as its
+own configuration while the others run), optionally ``calib`` (a subset of
 ``calibration.sets``) and method-specific options, which the method itself parses into
 its own options dataclass (see :mod:`qbayes.collect.methods`).
 """
@@ -18,7 +20,6 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qbayes.collect.formats import Format, parse_format
 from qbayes.db.schema import CALIB_SETS, EVAL_SETS
 from qbayes.errors import QBayesError, suggest, unknown
 
@@ -76,7 +77,7 @@ class MethodSpec:
     (key, value) pairs; the method turns them into its options dataclass."""
 
     name: str
-    formats: tuple[Format, ...]
+    formats: tuple[str, ...]  # format specs; checked per configuration, so a bad one fails alone
     calib: tuple[str, ...] | None = None  # None: every calibration set (if it needs any)
     options: tuple[tuple[str, object], ...] = ()
 
@@ -106,8 +107,7 @@ class Grid:
                     specs = specs + (MethodSpec(name, ()),)
             specs = tuple(m for m in specs if m.name in methods)
         if formats:
-            fmts = tuple(parse_format(f) for f in formats)
-            specs = tuple(dataclasses.replace(m, formats=fmts) for m in specs)
+            specs = tuple(dataclasses.replace(m, formats=tuple(formats)) for m in specs)
         out = dataclasses.replace(self, methods=specs)
         if calib:
             _check_names(calib, CALIB_SETS, "calibration set")
@@ -162,10 +162,7 @@ def _method_spec(name: str, table: dict, where: str) -> MethodSpec:
     formats = table.pop("formats", None)
     if not isinstance(formats, list) or not all(isinstance(f, str) for f in formats):
         raise QBayesError(f"{where}: 'formats' must be a list of format strings")
-    try:
-        fmts = tuple(parse_format(f) for f in formats)
-    except QBayesError as exc:
-        raise QBayesError(f"{where}: {exc}") from None
+    fmts = tuple(formats)
     calib = table.pop("calib", None)
     if calib is not None:
         if not isinstance(calib, list) or not all(isinstance(c, str) for c in calib):

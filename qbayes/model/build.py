@@ -17,6 +17,11 @@ from qbayes.model.spec import ModelSpec
 
 LOG_SHIFT = 0.01  # nats; ln(delta + LOG_SHIFT) is modelled for log_student_t
 
+def log_target(delta: np.ndarray) -> np.ndarray:
+    """ln(delta + shift); deltas below -shift/2 (never seen: tables round to 0.01 ppl) are floored."""
+    return np.log(np.maximum(delta, -LOG_SHIFT / 2) + LOG_SHIFT)
+
+
 SCALARS = ("intercept", "bits_rate", "bits_curvature", "gamma_n", "gamma_d", "per_channel", "per_channel_bits",
            "log2_group", "act_intercept", "act_rate")
 
@@ -59,15 +64,15 @@ def build_model(spec: ModelSpec, design: Design, enc: Encoding, delta: np.ndarra
             log_d = pt.where(missing, latent[np.where(missing, design.tokens_idx, 0)], log_d)
 
         p["ceiling"] = pm.LogNormal("ceiling", np.log(pr.ceiling.mu), pr.ceiling.sigma)
-        p["noise_floor"] = pm.HalfNormal("noise_floor", pr.noise_floor.sigma)
         p["noise_rel"] = pm.HalfNormal("noise_rel", pr.noise_rel.sigma)
         mu = mean_degradation(p, design, spec.effects, log_d, pt)
-        sigma = noise_scale(p, mu)
         nu = pm.Gamma("nu", alpha=pr.nu[0], beta=pr.nu[1])
         if spec.likelihood == "student_t":
-            pm.StudentT("delta", nu=nu, mu=mu, sigma=sigma, observed=delta, shape=design.n)
+            p["noise_floor"] = pm.HalfNormal("noise_floor", pr.noise_floor.sigma)
+            pm.StudentT("delta", nu=nu, mu=mu, sigma=noise_scale(p, mu), observed=delta, shape=design.n)
         elif spec.likelihood == "log_student_t":
-            obs = None if delta is None else np.log(np.maximum(delta, -LOG_SHIFT / 2) + LOG_SHIFT)
-            pm.StudentT("log_delta", nu=nu, mu=pt.log(mu + LOG_SHIFT), sigma=p["noise_rel"] + p["noise_floor"] / (mu + LOG_SHIFT),
-                        observed=obs, shape=design.n)
+            # the shift already absorbs near-zero deltas, so the scale is purely relative
+            obs = None if delta is None else log_target(delta)
+            pm.StudentT("log_delta", nu=nu, mu=pt.log(mu + LOG_SHIFT), sigma=p["noise_rel"], observed=obs,
+                        shape=design.n)
     return model

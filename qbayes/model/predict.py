@@ -22,6 +22,9 @@ from qbayes.model.mean import mean_degradation, noise_scale
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 CHUNK_ROWS = 20_000
 DEFAULT_DRAWS = 1000
+# predictive draws are capped at 15 nats (a perplexity ratio of 3e6), beyond the worst
+# published collapse (11 nats); Student-t tails with small dof would otherwise overflow
+DELTA_MAX = 15.0
 FLAGS = {"family": "new_family", "method": "new_method", "eval_set": "new_eval_set", "w_kind": "new_w_kind"}
 
 
@@ -76,9 +79,9 @@ def delta_draws(fit: Fit, d: Design, draws: Draws, *, rng: np.random.Generator, 
     p = draws.p
     t = rng.standard_t(p["nu"], size=mu.shape) if "nu" in p else rng.standard_normal(mu.shape)
     if fit.spec.likelihood == "log_student_t":
-        scale = p["noise_rel"] + p["noise_floor"] / (mu + LOG_SHIFT)
-        return np.exp(np.log(mu + LOG_SHIFT) + scale * t) - LOG_SHIFT
-    return mu + noise_scale(p, mu) * t
+        log_rep = np.minimum(np.log(mu + LOG_SHIFT) + p["noise_rel"] * t, np.log(DELTA_MAX + LOG_SHIFT))
+        return np.exp(log_rep) - LOG_SHIFT
+    return np.clip(mu + noise_scale(p, mu) * t, -DELTA_MAX, DELTA_MAX)
 
 
 def predict_table(fit: Fit, table: pl.DataFrame, *, n_draws: int = DEFAULT_DRAWS, seed: int = 0,

@@ -27,6 +27,7 @@ class SampleConfig:
     cores: int = 2
     target_accept: float = 0.9
     progress: bool = True
+    low_rank_mass_matrix: bool = True  # nutpie only: fewer steps per draw on this model
 
 
 @dataclass
@@ -56,7 +57,7 @@ def _nutpie(model: pm.Model, cfg: SampleConfig) -> SampleResult:
     t1 = time.perf_counter()
     idata = nutpie.sample(compiled, draws=cfg.draws, tune=cfg.tune, chains=cfg.chains, cores=cfg.cores,
                           seed=cfg.seed, progress_bar=cfg.progress, target_accept=cfg.target_accept,
-                          save_warmup=False)
+                          save_warmup=False, low_rank_modified_mass_matrix=cfg.low_rank_mass_matrix)
     t2 = time.perf_counter()
     return SampleResult(_to_tree(idata), t1 - t0, t2 - t1)
 

@@ -51,7 +51,7 @@ class Priors:
     bits_rate: Normal = Normal(1.4, 0.5)        # 1/gamma; ln 4 if noise power falls 4x per bit
     bits_curvature: Normal = Normal(0.0, 0.3)   # acceleration into collapse at low bits
     gamma_n: Normal = Normal(0.3, 0.3)          # N exponent (arXiv 2411.04330: 0.34)
-    gamma_d: Normal = Normal(0.3, 0.3)          # D exponent (arXiv 2411.04330: 0.51)
+    gamma_d: Normal = Normal(0.5, 0.15)         # D exponent: informative, see models/hierarchical.toml
     per_channel: Normal = Normal(1.0, 1.0)      # per-channel vs group-128, at 4 bits
     per_channel_bits: Normal = Normal(0.5, 0.5)  # per-channel penalty growth per bit removed
     log2_group: Normal = Normal(0.3, 0.3)       # per doubling of the group size

@@ -23,6 +23,7 @@ AUTOAWQ_GROUPS = (32, 64, 128)
 class AutoAWQ(Method):
     name = "autoawq"
     label = "AWQ"
+    label_suffix = "@autoawq"  # llm-compressor's AWQ rows have the same method label
     description = "AutoAWQ (deprecated upstream), CUDA only, 4-bit GEMM kernels"
     devices = ("cuda",)
     needs_calibration = True

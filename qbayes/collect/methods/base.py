@@ -62,6 +62,7 @@ class Method:
 
     name: str = ""  # registry key used in grids and on the command line
     label: str = ""  # results.method value
+    label_suffix: str = ""  # appended to dtype_label, to keep two backends of one method apart
     description: str = ""
     devices: tuple[str, ...] = ("cpu", "cuda")
     needs_calibration: bool = False

@@ -81,9 +81,10 @@ class _LlmcMethod(Method):
         return True
 
     def quantize(self, job: QuantizeJob) -> Quantized:
-        _quiet_llmcompressor()
         from compressed_tensors.quantization import forward_quantize
         from llmcompressor import oneshot
+
+        _quiet_llmcompressor()  # after the import, which turns llm-compressor's logging on
 
         if job.calib is None or job.calib.numel() == 0:
             raise ValueError(f"{self.label} needs calibration data and got none")

@@ -1,0 +1,78 @@
+"""``qbayes fit``: fit a model to one or more databases and save the posterior."""
+
+from __future__ import annotations
+
+import click
+
+from qbayes.cli.options import database_options, load_databases
+
+
+
+@click.command()
+@database_options
+@click.option("--model", "model_name", default="hierarchical", show_default=True,
+              help="model spec name (models/NAME.toml) or path to a spec TOML")
+@click.option("--out", "out", type=click.Path(), default=None, help="fit file to write [default: fits/MODEL.nc]")
+@click.option("--draws", type=click.IntRange(10), default=1000, show_default=True, help="draws per chain")
+@click.option("--tune", type=click.IntRange(10), default=1000, show_default=True, help="tuning steps per chain")
+@click.option("--chains", type=click.IntRange(1), default=4, show_default=True)
+@click.option("--seed", type=int, default=20261123, show_default=True, help="integer seed (reproducible)")
+@click.option("--sampler", default="nutpie", show_default=True, help="nutpie, pymc, numpyro or blackjax")
+@click.option("--allow-bad-fit", is_flag=True, help="save and exit 0 even if convergence checks fail")
+@click.option("--prior-check", is_flag=True, help="run a prior predictive check instead of fitting")
+def fit(data, exclude_family, include_suspect, model_name, out, draws, tune, chains, seed, sampler,
+        allow_bad_fit, prior_check):
+    """Fit a hierarchical model of quantization degradation (no GPU, no torch)."""
+    from rich.console import Console
+
+    from qbayes.model import fitfile
+    from qbayes.model.diagnostics import Convergence
+    from qbayes.model.fit import FitOptions, fit_database
+    from qbayes.model.samplers import SampleConfig
+    from qbayes.model.spec import load_spec
+
+    console = Console(stderr=True)
+    spec = load_spec(model_name)
+    db = load_databases(data)
+    if prior_check:
+        _prior_check(db, spec, seed)
+        return
+    opts = FitOptions(
+        sampler=sampler,
+        sample=SampleConfig(draws=draws, tune=tune, chains=chains, seed=seed),
+        exclude_families=tuple(exclude_family), include_suspect=include_suspect,
+    )
+    console.print(f"fitting model [bold]{spec.name}[/bold] (spec {spec.hash}) with {sampler}: "
+                  f"{chains} chains x ({tune} tune + {draws} draws), seed {seed}")
+    result = fit_database(db, spec, opts)
+    conv = Convergence(**result.attrs["convergence"])
+    path = fitfile.save(result, out or f"fits/{spec.name}.nc")
+    click.echo(f"rows fitted: {result.attrs['n_rows']} | compile {result.attrs['compile_s']:.1f} s, "
+               f"sampling {result.attrs['sample_s']:.1f} s")
+    click.echo(f"convergence: {conv.line()}")
+    click.echo(f"saved {path} (data {result.attrs['data_hash']}, spec {spec.hash})")
+    if not conv.ok:
+        msg = "fit failed convergence checks: " + "; ".join(conv.failures)
+        if allow_bad_fit:
+            click.echo(f"warning: {msg} (kept because of --allow-bad-fit)", err=True)
+            return
+        from qbayes.errors import QBayesError
+
+        raise QBayesError(msg + ". Try more --tune/--draws, or --allow-bad-fit to keep it anyway; "
+                          f"the file {path} is kept for inspection")
+
+
+def _prior_check(db, spec, seed):
+    import numpy as np
+
+    from qbayes.model.fit import prior_predictive
+
+    pp = prior_predictive(db, spec, seed=seed)
+    sim, obs = pp["simulated"], pp["observed"]
+    qs = [0.05, 0.25, 0.5, 0.75, 0.95]
+    click.echo(f"prior predictive check for '{spec.name}' ({sim.shape[0]} draws x {sim.shape[1]} rows)")
+    click.echo("quantile   observed delta   prior-predictive delta")
+    for q in qs:
+        click.echo(f"  {q:>5.2f}   {np.quantile(obs, q):>14.3f}   {np.quantile(sim, q):>14.3f}")
+    inside = np.mean((obs >= np.quantile(sim, 0.005, axis=0)) & (obs <= np.quantile(sim, 0.995, axis=0)))
+    click.echo(f"observed rows inside the prior's 99% predictive interval: {inside:.1%}")

@@ -1,0 +1,119 @@
+"""``qbayes predict``: posterior-predictive quantized perplexity for new configurations."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import click
+
+from qbayes.errors import QBayesError
+
+OUTPUT_COLUMNS = ("ppl_q05", "ppl_q25", "ppl_q50", "ppl_q75", "ppl_q95", "ppl_mean", "delta_q50",
+                  "new_family", "new_method", "new_eval_set", "new_w_kind", "tokens_imputed")
+SUFFIXES = (".csv", ".parquet")
+
+
+def _read_queries(path: Path):
+    import polars as pl
+
+    if not path.is_file():
+        raise QBayesError(f"{path}: no such query file")
+    if path.suffix not in SUFFIXES:
+        raise QBayesError(f"{path}: query file must end in .csv or .parquet")
+    try:
+        if path.suffix == ".csv":
+            return pl.read_csv(path, infer_schema=False, null_values=[""])
+        return pl.read_parquet(path)
+    except Exception as exc:
+        raise QBayesError(f"{path}: cannot read queries ({type(exc).__name__}: {exc})") from exc
+
+
+def _write_atomic(df, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        df.write_csv(tmp) if path.suffix == ".csv" else df.write_parquet(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@click.command()
+@click.option("--fit", "fit_path", required=True, type=click.Path(), help="fit file from `qbayes fit`")
+@click.option("--input", "input_path", type=click.Path(), help="queries, .csv or .parquet")
+@click.option("--output", "output_path", type=click.Path(), help="predictions, .csv or .parquet")
+@click.option("--family")
+@click.option("--model", "model_name", help="model name (default: FAMILY-<params>B)")
+@click.option("--params-b", type=float, help="parameters, billions")
+@click.option("--train-tokens-b", type=float, help="training tokens, billions (omit if unknown)")
+@click.option("--method", help="quantization method, e.g. GPTQ, AWQ, RTN")
+@click.option("--w-bits", type=float, help="weight bits")
+@click.option("--group-size", type=int, help="group size (omit for per-channel)")
+@click.option("--act-bits", type=float, default=16.0, show_default=True)
+@click.option("--w-kind", default="int", show_default=True, help="int, fp, nf, mx, kquant, mixed")
+@click.option("--eval-set", default="wikitext2", show_default=True)
+@click.option("--fp16-ppl", type=float, help="unquantized perplexity on the evaluation set")
+@click.option("--draws", type=click.IntRange(50), default=1000, show_default=True, help="posterior draws used")
+@click.option("--seed", type=int, default=0, show_default=True)
+def predict(fit_path, input_path, output_path, family, model_name, params_b, train_tokens_b, method, w_bits,
+            group_size, act_bits, w_kind, eval_set, fp16_ppl, draws, seed):
+    """Predict quantized perplexity with intervals, from a file of queries or one query given by flags."""
+    import polars as pl
+
+    from qbayes.model import fitfile
+    from qbayes.model.design import query_table
+    from qbayes.model.predict import predict_table
+
+    if input_path:
+        if not output_path:
+            raise QBayesError("--input needs --output (a .csv or .parquet path)")
+        out = Path(output_path)
+        if out.suffix not in SUFFIXES:
+            raise QBayesError(f"{out}: output must end in .csv or .parquet")
+        raw = _read_queries(Path(input_path))
+        where = str(input_path)
+    else:
+        missing = [f"--{n.replace('_', '-')}" for n, v in
+                   (("family", family), ("params_b", params_b), ("method", method), ("w_bits", w_bits),
+                    ("fp16_ppl", fp16_ppl)) if v is None]
+        if missing:
+            raise QBayesError(f"give --input/--output, or a single query with {', '.join(missing)}")
+        raw = pl.DataFrame({
+            "family": [family], "model": [model_name or f"{family}-{params_b:g}B"], "params_b": [params_b],
+            "train_tokens_b": [train_tokens_b], "method": [method], "w_bits": [w_bits],
+            "group_size": [group_size], "act_bits": [act_bits], "w_kind": [w_kind],
+            "eval_set": [eval_set], "fp16_ppl": [fp16_ppl],
+        }, schema_overrides={"train_tokens_b": pl.Float64, "group_size": pl.Int64})
+        where = "query"
+    queries = query_table(raw, where)
+    fit = fitfile.load(fit_path)
+    pred = predict_table(fit, queries, n_draws=draws, seed=seed)
+    result = pl.concat([raw, pred.select(OUTPUT_COLUMNS)], how="horizontal")
+    if input_path:
+        _write_atomic(result, out)
+        flagged = {c: int(result[c].sum()) for c in OUTPUT_COLUMNS if c.startswith("new_")}
+        click.echo(f"wrote {result.height} predictions to {out}; rows with unseen levels: {flagged}")
+        return
+    _print_one(result.row(0, named=True))
+
+
+def _print_one(r: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    group = "" if r["group_size"] is None else f" g{r['group_size']}"
+    t = Table(title=f"{r['model']}: {r['method']} w{r['w_bits']:g}{group} a{r['act_bits']:g} on {r['eval_set']}")
+    for c in ("", "5%", "25%", "median", "75%", "95%", "mean"):
+        t.add_column(c, justify="right")
+    t.add_row("perplexity", *(f"{r[k]:.3f}" for k in ("ppl_q05", "ppl_q25", "ppl_q50", "ppl_q75", "ppl_q95", "ppl_mean")))
+    Console().print(t)
+    notes = [n.replace("_", " ") for n in ("new_family", "new_method", "new_eval_set", "new_w_kind") if r[n]]
+    if r["tokens_imputed"]:
+        notes.append("training tokens imputed from the fitted population")
+    click.echo(f"fp16 perplexity {r['fp16_ppl']:g}; median degradation {r['delta_q50']:.4f} nats/token")
+    if notes:
+        click.echo("predicted from the population (wider intervals): " + ", ".join(notes))

@@ -1,0 +1,86 @@
+"""``qbayes validate``: leave-one-family-out cross-validation against baselines."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import click
+
+from qbayes.cli.options import database_options, load_databases
+from qbayes.errors import QBayesError
+
+
+@click.command()
+@database_options
+@click.option("--model", "models", multiple=True, default=("hierarchical", "pooled"), show_default=True,
+              help="Bayesian model spec(s) to validate (repeatable)")
+@click.option("--baseline", "baselines", multiple=True,
+              default=("cell_median", "scaling_law_ls", "random_forest"), show_default=True)
+@click.option("--family", "families", multiple=True, help="hold out only these families (default: every family)")
+@click.option("--draws", type=click.IntRange(10), default=500, show_default=True)
+@click.option("--tune", type=click.IntRange(10), default=500, show_default=True)
+@click.option("--chains", type=click.IntRange(1), default=4, show_default=True)
+@click.option("--seed", type=int, default=20261123, show_default=True)
+@click.option("--sampler", default="nutpie", show_default=True)
+@click.option("--json", "json_path", type=click.Path(), help="also write the results as JSON here")
+def validate(data, exclude_family, include_suspect, models, baselines, families, draws, tune, chains, seed,
+             sampler, json_path):
+    """Hold out each family in turn, fit on the rest, and score predictions for it."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from qbayes.model import crossval
+    from qbayes.model.baselines import BASELINES
+    from qbayes.model.design import training_table
+    from qbayes.model.fit import FitOptions
+    from qbayes.model.samplers import SampleConfig
+    from qbayes.model.spec import load_spec
+
+    for b in baselines:
+        if b not in BASELINES:
+            from qbayes.errors import unknown
+
+            raise unknown("baseline", b, BASELINES)
+    for m in models:
+        load_spec(m)
+    db = load_databases(data)
+    table = training_table(db, exclude_families=tuple(exclude_family), include_suspect=include_suspect)
+    known = sorted(set(table["family"]))
+    for f in families:
+        if f not in known:
+            from qbayes.errors import unknown
+
+            raise unknown("family", f, known)
+    if len(known) < 2:
+        raise QBayesError(f"leave-one-family-out needs at least 2 families; the data have {known}")
+    opts = FitOptions(sampler=sampler, sample=SampleConfig(draws=draws, tune=tune, chains=chains, seed=seed,
+                                                           progress=False))
+    console = Console(stderr=True)
+    with console.status("cross-validating") as status:
+        results = crossval.run(table, bayes_models=models, baselines=baselines, opts=opts,
+                               families=families or None, seed=seed, progress=lambda m: status.update(m))
+    settings = {"draws": draws, "tune": tune, "chains": chains, "seed": seed, "sampler": sampler,
+                "rows": table.height, "families": list(families or known)}
+    summary = crossval.summarise(results, settings)
+
+    out = Console()
+    for title, rows, first in (("overall", summary["overall"], "model"),
+                               ("per held-out family", summary["per_family"], "family")):
+        t = Table(title=f"Leave-one-family-out validation: {title} (delta in nats/token)", title_justify="left")
+        cols = ([first] if first == "model" else ["family", "model"]) + ["n", "mdae", "mae", "cov50", "cov90", "crps"]
+        for c in cols:
+            t.add_column(c, justify="left" if c in ("family", "model") else "right")
+        for r in rows:
+            t.add_row(*[str(r[c]) if isinstance(r[c], (str, int)) else f"{r[c]:.4f}" for c in cols])
+        out.print(t)
+    if json_path:
+        path = Path(json_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(summary, fh, indent=1)
+        os.replace(tmp, path)
+        click.echo(f"wrote {path}")

@@ -1,0 +1,419 @@
+"""The collection run: baseline, features and every configuration of a grid, in steps.
+
+A run is a list of steps; each step is skipped when its rows are already in the shard
+(unless ``force``), runs otherwise, and is followed by an atomic save. A step that fails
+(bad format for a backend, unsupported model type, missing package, empty text, out of
+memory, a failed self-check, any exception) becomes a row in the ``failures`` table with
+a clear message, and the run goes on with the next step.
+
+Order: load the model (failure here is fatal: nothing else can run), the unquantized
+baseline on every evaluation text, the features, then the quantized configurations
+(method x format x calibration set), each evaluated on every evaluation text. Before a
+method's first configuration runs, its self-check must reproduce the baseline loss.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+
+from qbayes.collect import methods, texts
+from qbayes.collect.evaluate import EvalResult, decode_tokens_per_s, evaluate, make_windows
+from qbayes.collect.features import FeatureSteps
+from qbayes.collect.formats import Format, parse_format
+from qbayes.collect.grid import DTYPES, Grid, build_options
+from qbayes.collect.methods.base import Method, Quantized, QuantizeJob
+from qbayes.collect.modelio import ARCH_INFO, LoadedModel, load_model, model_bytes, param_counts
+from qbayes.collect.provenance import Provenance, now
+from qbayes.collect.shard import Shard
+from qbayes.errors import QBayesError
+
+
+@dataclass(frozen=True)
+class CollectOptions:
+    model_path: Path
+    family: str
+    grid: Grid
+    out: Path
+    name: str | None = None  # model name in the database; default: the directory name
+    device: str = "cpu"
+    seed: int = 0
+    force: bool = False
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    """One quantized configuration: a method, a format and (maybe) a calibration set.
+    ``fmt`` is None when the format spec did not parse (``problem`` says why)."""
+
+    method: Method
+    spec: str
+    fmt: Format | None
+    problem: str | None
+    calib: str | None
+    options: object
+
+    @classmethod
+    def make(cls, method: Method, spec: str, calib: str | None, options: object) -> Config:
+        try:
+            return cls(method, spec, parse_format(spec), None, calib, options)
+        except QBayesError as exc:
+            return cls(method, spec, None, str(exc), calib, options)
+
+    @property
+    def label(self) -> str:
+        return f"{self.method.name}/{self.fmt.label if self.fmt else self.spec}/{self.calib or '-'}"
+
+    @property
+    def dtype_label(self) -> str:
+        return self.fmt.label + self.method.label_suffix
+
+
+@dataclass
+class Step:
+    label: str
+    stage: str
+    done: Callable[[], bool]
+    run: Callable[[], str | None]  # returns a short result for the log
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    shard: Path
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+class OutOfMemory(Exception):
+    pass
+
+
+class Collector:
+    def __init__(self, opts: CollectOptions, console: Console | None = None):
+        self.opts = opts
+        self.grid = opts.grid
+        self.console = console or Console(stderr=True, soft_wrap=True)
+        self.device = _device(opts.device)
+        self.prov = Provenance.new(self.device, opts.seed)
+        self.shard = Shard(opts.out)
+        self.name = opts.name or Path(opts.model_path).resolve().name
+        self.loaded: LoadedModel | None = None
+        self.summary = RunSummary(self.prov.run_id, Path(opts.out))
+        self.baselines: dict[str, EvalResult] = {}
+        self.base_bytes = 0
+        self.base_decode: float | None = None
+        self._windows: dict[tuple, torch.Tensor] = {}
+        self._self_checks: dict[str, str | None] = {}  # method -> failure message (None: passed)
+        self._self_check_notes: dict[str, str] = {}
+
+    # --- public ---------------------------------------------------------------------
+
+    def run(self) -> RunSummary:
+        configs = self.plan()  # unknown method names are hard errors, before anything runs
+        self.load()
+        steps = self.baseline_steps() + FeatureSteps(self).steps() + [self.config_step(c) for c in configs]
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn())
+        with Progress(*columns, console=self.console, disable=not self.opts.progress) as bar:
+            task = bar.add_task(f"collect {self.name}", total=len(steps))
+            for step in steps:
+                bar.update(task, description=f"{self.name}: {step.label}")
+                self.execute(step)
+                bar.advance(task)
+        return self.summary
+
+    def plan(self) -> list[Config]:
+        configs = []
+        for spec in self.grid.methods:
+            method = methods.get(spec.name)
+            options = build_options(method.options_type, spec.options, f"[methods.{spec.name}]")
+            calibs = (spec.calib or self.grid.calibration.sets) if method.needs_calibration else (None,)
+            for fmt in spec.formats:
+                for calib in calibs:
+                    configs.append(Config.make(method, fmt, calib, options))
+        return configs
+
+    # --- steps ----------------------------------------------------------------------
+
+    def execute(self, step: Step) -> None:
+        if not self.opts.force and step.done():
+            self.summary.skipped.append(step.label)
+            return
+        try:
+            result = step.run()
+        except (torch.OutOfMemoryError, MemoryError) as exc:
+            self._oom_cleanup()
+            self.fail(step.label, step.stage, "OutOfMemory", f"out of memory: {_short(exc)}")
+        except Exception as exc:  # one configuration's failure must not stop the run
+            stage = getattr(exc, "stage", step.stage)
+            self.fail(step.label, stage, getattr(exc, "error_type", type(exc).__name__), _short(exc), exc)
+        else:
+            self.summary.ran.append(step.label)
+            if result:
+                self.console.print(f"  {step.label}: {result}", highlight=False)
+        self.shard.save()
+
+    def fail(self, config: str, stage: str, error_type: str, message: str, exc=None) -> None:
+        self.summary.failed.append(f"{config} [{stage}] {error_type}: {message}")
+        self.console.print(f"  [red]failed[/red] {config} ({stage}): {error_type}: {message}", highlight=False)
+        if exc is not None and not isinstance(exc, (QBayesError, ValueError, SkipConfig)):
+            tb = traceback.format_exception(exc, limit=-3)
+            message = f"{message}\n{''.join(tb)[-1500:]}"
+        self.shard.add_failures([{
+            "run_id": self.prov.run_id, "model": self.name, "config": config, "stage": stage,
+            "error_type": error_type, "message": message, "created_at": now(),
+        }])
+
+    def load(self) -> None:
+        t0 = time.perf_counter()
+        try:
+            self.loaded = load_model(self.opts.model_path, device=str(self.device), dtype=self.grid.eval.dtype)
+        except QBayesError as exc:
+            self.fail("model", "load", type(exc).__name__, str(exc))
+            self.shard.save()
+            raise
+        model = self.loaded.model
+        total, non_embed = param_counts(model)
+        pos, norm, mlp = ARCH_INFO.get(self.loaded.model_type, (None, None, None))
+        self.shard.add_models([{
+            "family": self.opts.family, "model": self.name, "params_b": total / 1e9,
+            "non_embedding_params_b": non_embed / 1e9, "architecture": self.loaded.model_type,
+            "position_encoding": pos, "norm": norm, "mlp": mlp,
+            "notes": f"collected by qbayes-collect from {Path(self.opts.model_path).resolve()}; "
+                     f"{len(self.loaded.layers())} quantizable layers",
+        }])
+        self.base_bytes = model_bytes(model)
+        self.shard.save()
+        self.console.print(f"loaded {self.name} ({self.loaded.model_type}, {total / 1e6:.2f}M parameters) "
+                           f"in {time.perf_counter() - t0:.1f} s", highlight=False)
+
+    def baseline_steps(self) -> list[Step]:
+        steps = []
+        for eval_set in self.grid.eval.sets:
+            def run(eval_set=eval_set):
+                t0 = time.perf_counter()
+                res = self.baseline(eval_set)
+                if self.base_decode is None and self.grid.efficiency.decode_tokens > 0:
+                    self.base_decode = self.decode_speed(self.loaded.model)
+                self.shard.add_results([self.result_row(
+                    res, eval_set, method="none", w_kind="float", w_bits=self.eval_bits(),
+                    group_size=None, w_bits_eff=float(self.eval_bits()), w_sym=None,
+                    dtype_label=DTYPES[self.grid.eval.dtype][0], calib=None, sqnr=None,
+                    weight_bytes=self.base_bytes, decode=self.base_decode,
+                    note="unquantized baseline", wall_s=time.perf_counter() - t0)])
+                return f"nll {res.nll:.4f} ± {res.nll_se:.4f}"
+
+            steps.append(Step(f"baseline/{eval_set}", "evaluate",
+                              lambda e=eval_set: self.shard.has_result(
+                                  model=self.name, method="none", dtype_label=DTYPES[self.grid.eval.dtype][0],
+                                  calib_set=None, eval_set=e, seq_len=self.grid.eval.seq_len), run))
+        return steps
+
+    def config_step(self, cfg: Config) -> Step:
+        def done() -> bool:
+            if cfg.fmt is None:
+                return False
+            return all(self.shard.has_result(model=self.name, method=cfg.method.label, dtype_label=cfg.dtype_label,
+                                             calib_set=cfg.calib, eval_set=e, seq_len=self.grid.eval.seq_len)
+                       for e in self.grid.eval.sets)
+
+        return Step(cfg.label, "quantize", done, lambda: self.run_config(cfg))
+
+    # --- one configuration ----------------------------------------------------------
+
+    def run_config(self, cfg: Config) -> str:
+        if cfg.fmt is None:
+            raise SkipConfig(cfg.problem, stage="plan", error_type="BadFormat")
+        self.check_runnable(cfg.method, cfg.fmt)
+        self.self_check(cfg)
+        evals = [e for e in self.grid.eval.sets if e in self.baselines or self._baseline_from_shard(e)]
+        if not evals:
+            raise SkipConfig("no evaluation text has a baseline", stage="evaluate")
+        t0 = time.perf_counter()
+        q = cfg.method.quantize(self.job(cfg, cfg.fmt))
+        t_quant = time.perf_counter() - t0
+        decode = None
+        if cfg.method.has_kernel and self.grid.efficiency.decode_tokens > 0:
+            decode = self.decode_speed(q.model)
+        rows, deltas = [], []
+        for eval_set in evals:
+            t1 = time.perf_counter()
+            res = self._stage("evaluate", lambda: evaluate(q.model, self.windows("eval", eval_set),
+                                                           self.grid.eval.batch_size))
+            base = self.baselines.get(eval_set)
+            deltas.append(f"{eval_set} {res.nll - base.nll:+.4f}" if base else eval_set)
+            rows.append(self.result_row(
+                res, eval_set, method=cfg.method.label, w_kind=cfg.fmt.kind, w_bits=cfg.fmt.bits,
+                group_size=q.group_size, w_bits_eff=q.w_bits_eff, w_sym=q.w_sym, dtype_label=cfg.dtype_label,
+                calib=cfg.calib, sqnr=q.sqnr.overall(), weight_bytes=self.quant_bytes(q), decode=decode,
+                note=self.note(cfg, q, t_quant), wall_s=t_quant + time.perf_counter() - t1))
+        self.shard.add_results(rows)
+        self.shard.add_features(FeatureSteps(self).sqnr_rows(cfg, q))
+        del q
+        return f"sqnr {rows[0]['sqnr_db']:.1f} dB, Δnll " + ", ".join(deltas)
+
+    def check_runnable(self, method: Method, fmt: Format) -> None:
+        if self.device.type not in method.devices:
+            raise SkipConfig(f"method '{method.name}' runs on {', '.join(method.devices)} only; this run is on "
+                             f"{self.device.type}", stage="plan", error_type="DeviceUnsupported")
+        reason = method.unavailable()
+        if reason:
+            raise SkipConfig(reason, stage="plan", error_type="BackendUnavailable")
+        reason = method.format_problem(fmt)
+        if reason:
+            raise SkipConfig(reason, stage="plan", error_type="UnsupportedFormat")
+        reason = method.model_problem(self.loaded)
+        if reason:
+            raise SkipConfig(reason, stage="plan", error_type="UnsupportedModel")
+
+    def self_check(self, cfg: Config) -> None:
+        """The method's identity configuration must reproduce the baseline loss; run once
+        per method and run, before the method's first configuration."""
+        method = cfg.method
+        if method.name not in self._self_checks:
+            self._self_checks[method.name] = self._run_self_check(cfg)
+        message = self._self_checks[method.name]
+        if message is not None:
+            raise SkipConfig(f"not run: method '{method.name}' failed its self-check ({message})",
+                             stage="self-check", error_type="SelfCheckFailed")
+
+    def _run_self_check(self, cfg: Config) -> str | None:
+        method = cfg.method
+        fmt = method.self_check_format
+        label = f"{method.name}/self-check"
+        if fmt is None:
+            return None
+        tol = method.self_check_tol if method.self_check_tol is not None else self.grid.self_check.tol_nats
+        eval_set = self.grid.eval.sets[0]
+        t0 = time.perf_counter()
+        try:
+            windows = self.windows("selfcheck", eval_set)
+            base = evaluate(self.loaded.model, windows, self.grid.eval.batch_size)
+            q = method.quantize(self.job(cfg, fmt))
+            got = evaluate(q.model, windows, self.grid.eval.batch_size)
+        except Exception as exc:
+            message = f"{fmt.label} run raised {type(exc).__name__}: {_short(exc)}"
+            self.fail(label, "self-check", type(exc).__name__, message, exc)
+            return message
+        delta = got.nll - base.nll
+        text = f"{fmt.label}: nll {got.nll:.5f} vs baseline {base.nll:.5f} (Δ {delta:+.2e}, tolerance {tol:g})"
+        self._self_check_notes[method.name] = f"self-check {fmt.label} Δnll {delta:+.1e}"
+        if not math.isfinite(delta) or abs(delta) > tol:
+            self.fail(label, "self-check", "SelfCheckFailed", text)
+            return text
+        self.console.print(f"  {label}: passed, {text} [{time.perf_counter() - t0:.1f} s]", highlight=False)
+        return None
+
+    def job(self, cfg: Config, fmt: Format) -> QuantizeJob:
+        calib = None
+        if cfg.method.needs_calibration:
+            calib = self._stage("calibration", lambda: self.windows("calib", cfg.calib))
+        return QuantizeJob(self.loaded, fmt, cfg.options, calib, self.opts.seed)
+
+    # --- shared pieces --------------------------------------------------------------
+
+    def baseline(self, eval_set: str) -> EvalResult:
+        res = evaluate(self.loaded.model, self.windows("eval", eval_set), self.grid.eval.batch_size)
+        self.baselines[eval_set] = res
+        return res
+
+    def _baseline_from_shard(self, eval_set: str) -> bool:
+        return self.shard.has_result(model=self.name, method="none", dtype_label=DTYPES[self.grid.eval.dtype][0],
+                                     calib_set=None, eval_set=eval_set, seq_len=self.grid.eval.seq_len)
+
+    def windows(self, purpose: str, name: str) -> torch.Tensor:
+        """Token windows: ``eval``/``selfcheck`` from a text's evaluation part, ``calib``
+        and ``outliers`` from its calibration part, ``landscape`` for Hessian features."""
+        key = (purpose, name)
+        if key not in self._windows:
+            g, f = self.grid, self.grid.features
+            n_tokens, seq_len, split = {
+                "eval": (g.eval.tokens, g.eval.seq_len, "eval"),
+                "selfcheck": (min(g.self_check.tokens, g.eval.tokens), g.eval.seq_len, "eval"),
+                "calib": (g.calibration.samples * g.calibration.seq_len, g.calibration.seq_len, "calib"),
+                "outliers": (f.outlier_tokens, g.calibration.seq_len, "calib"),
+                "landscape": (f.tokens, f.seq_len, "eval"),
+            }[purpose]
+            ids = texts.tokens(self.loaded.tokenizer, name, split, n_tokens, seed=self.opts.seed)
+            if len(ids) < seq_len:
+                what = "calibration" if split == "calib" else "evaluation"
+                raise QBayesError(f"empty {what} set '{name}': {len(ids)} tokens, fewer than one window "
+                                  f"of {seq_len}")
+            self._windows[key] = make_windows(ids, seq_len)
+        return self._windows[key]
+
+    def decode_speed(self, model: torch.nn.Module) -> float:
+        prompt = self.windows("eval", self.grid.eval.sets[0])[0, : self.grid.efficiency.prompt_tokens].tolist()
+        return decode_tokens_per_s(model, prompt, self.grid.efficiency.decode_tokens)
+
+    def quant_bytes(self, q: Quantized) -> int:
+        layers = self.loaded.layers()
+        float_layer_bytes = sum(layer.module.weight.numel() * layer.module.weight.element_size() for layer in layers)
+        return int(self.base_bytes - float_layer_bytes + math.ceil(q.quant_bits / 8))
+
+    def eval_bits(self) -> int:
+        return DTYPES[self.grid.eval.dtype][1]
+
+    def note(self, cfg: Config, q: Quantized, t_quant: float) -> str:
+        parts = [cfg.method.description, f"quantize {t_quant:.1f} s"]
+        check = self._self_check_notes.get(cfg.method.name)
+        if check:
+            parts.append(check)
+        return "; ".join(parts + q.notes)
+
+    def result_row(self, res: EvalResult, eval_set: str, *, method, w_kind, w_bits, group_size, w_bits_eff,
+                   w_sym, dtype_label, calib, sqnr, weight_bytes, decode, note, wall_s) -> dict:
+        return {
+            "model": self.name, "method": method, "w_kind": w_kind, "w_bits": float(w_bits),
+            "group_size": group_size, "w_bits_eff": w_bits_eff, "w_sym": w_sym, "dtype_label": dtype_label,
+            "act_bits": float(self.eval_bits()), "calib_set": calib, "eval_set": eval_set,
+            "seq_len": res.seq_len, "eval_tokens": res.eval_tokens, "ppl": res.ppl, "nll": res.nll,
+            "nll_se": res.nll_se, "sqnr_db": sqnr, "weight_bytes": weight_bytes, "decode_tok_s": decode,
+            "note": note, **self.prov.columns(wall_s),
+        }
+
+    def _stage(self, stage: str, fn):
+        try:
+            return fn()
+        except Exception as exc:
+            exc.stage = stage
+            raise
+
+    def _oom_cleanup(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+class SkipConfig(Exception):
+    """A configuration that cannot run; recorded as a failure with its stage and type."""
+
+    def __init__(self, message: str, *, stage: str, error_type: str | None = None):
+        super().__init__(message)
+        self.stage = stage
+        self.error_type = error_type or "Skipped"
+
+
+def _device(name: str) -> torch.device:
+    if name not in ("cpu", "cuda"):
+        raise QBayesError(f"unknown device '{name}': use cpu or cuda")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise QBayesError("--device cuda: no CUDA device is available (torch "
+                          f"{torch.__version__}, built {'with' if torch.version.cuda else 'without'} CUDA)")
+    return torch.device(name)
+
+
+def _short(exc: BaseException, limit: int = 600) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,47 @@
+"""The HTML report of a fit: one self-contained file (inline CSS and images, no script,
+no network), sections in :mod:`qbayes.report.sections`."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+SECTION_IDS = ("data", "convergence", "ppc", "learned", "validation", "decisions")
+DEFAULT_DRAWS = 500  # posterior draws for predictive checks and predictions
+
+
+def build(fit, validation: dict | None = None, *, n_draws: int | None = None, seed: int = 0) -> str:
+    """The report of ``fit`` as an HTML string. ``validation`` is a parsed
+    ``qbayes validate --json`` document (see :mod:`qbayes.report.validation`) or None."""
+    from qbayes.report import figures
+    from qbayes.report.context import Context
+    from qbayes.report.html import page
+    from qbayes.report.sections import convergence, data, decisions, learned, ppc
+    from qbayes.report.sections import validation as val_section
+
+    ctx = Context(fit=fit, n_draws=n_draws or DEFAULT_DRAWS, seed=seed, validation=validation)
+    with figures.style():
+        sections = [m.render(ctx) for m in (data, convergence, ppc, learned, val_section, decisions)]
+    a = fit.attrs
+    title = f"qbayes report: {fit.spec.name} fit of {fit.data.height} results"
+    subtitle = (f"data hash {a.get('data_hash', '?')} · spec hash {a.get('spec_hash', fit.spec.hash)} · "
+                f"posterior {a.get('posterior_checksum', '?')} · "
+                f"validation {'included' if validation is not None else 'not provided'}")
+    return page(title, subtitle, sections)
+
+
+def write(text: str, out: str | os.PathLike) -> Path:
+    """Write atomically (temporary file, then rename); parents are created."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out

@@ -1,0 +1,90 @@
+"""What every section reads: the fit, a subsample of its draws and the posterior
+predictive replicates of the training rows, computed once per report."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import polars as pl
+
+from qbayes.model.design import Design, encode
+from qbayes.model.fitfile import Fit
+from qbayes.model.predict import Draws, delta_draws, draws_from_fit
+from qbayes.report import DEFAULT_DRAWS
+
+
+def attr_json(attrs: dict, key: str, default=None):
+    """A fit attribute that was a dict or list when saved (stored as a JSON string)."""
+    value = attrs.get(key, default)
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def bits_bucket(w_bits: np.ndarray) -> np.ndarray:
+    """Nominal bit width rounded to whole bits, as a label ('2', '3', ... '8+')."""
+    b = np.rint(np.asarray(w_bits, dtype=float))
+    return np.array([("8+" if x >= 8 else f"{int(x)}") if np.isfinite(x) else "?" for x in b])
+
+
+def coverage_tolerance(nominal: float, n) -> float:
+    """How far an observed interval coverage may stray from ``nominal`` before a table
+    flags it: 0.1, or 2.6 binomial standard errors for small groups (about 1% of
+    calibrated groups flagged)."""
+    n = 1 if n is None or not np.isfinite(n) or n < 1 else n
+    return max(0.1, 2.6 * float(np.sqrt(nominal * (1 - nominal) / n)))
+
+
+@dataclass
+class Context:
+    fit: Fit
+    n_draws: int = DEFAULT_DRAWS
+    seed: int = 0
+    validation: dict | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def data(self) -> pl.DataFrame:
+        return self.fit.data
+
+    @cached_property
+    def design(self) -> Design:
+        return encode(self.fit.data, self.fit.encoding)
+
+    @cached_property
+    def draws(self) -> Draws:
+        return draws_from_fit(self.fit, n=self.n_draws, seed=self.seed)
+
+    @cached_property
+    def replicated(self) -> np.ndarray:
+        """Posterior predictive degradation of every training row, shape (S, N)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            return delta_draws(self.fit, self.design, self.draws, rng=np.random.default_rng(self.seed + 2))
+
+    @cached_property
+    def observed(self) -> np.ndarray:
+        return self.fit.data.get_column("delta").to_numpy().astype(float)
+
+    @cached_property
+    def pit(self) -> np.ndarray:
+        """Probability integral transform of each observation within its replicates
+        (ties split evenly, so a point mass does not bias it)."""
+        rep, obs = self.replicated, self.observed[None, :]
+        return (rep < obs).mean(axis=0) + 0.5 * (rep == obs).mean(axis=0)
+
+    @cached_property
+    def bits_bucket(self) -> np.ndarray:
+        return bits_bucket(self.fit.data.get_column("w_bits").to_numpy())
+
+    def levels(self, grouping: str) -> tuple[str, ...]:
+        return self.fit.encoding.levels.get(grouping, ())
+
+    def counts(self, grouping: str) -> dict[str, int]:
+        vc = self.fit.data.get_column(grouping).drop_nulls().value_counts()
+        return dict(zip(vc[grouping].to_list(), vc["count"].to_list()))

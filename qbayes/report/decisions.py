@@ -1,0 +1,155 @@
+"""Numbers behind the decision section: synthetic queries for one family, method and
+evaluation set; their predicted perplexity; the size–precision frontier under memory
+budgets. Weight memory in GB = params (billions) × effective bits / 8."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from qbayes.model.design import encode, query_table
+from qbayes.model.fitfile import Fit
+from qbayes.model.predict import delta_draws, draws_from_fit, predict_table
+
+SIZES = (7.0, 13.0, 70.0)
+CURVE_BITS = tuple(np.round(np.arange(2.0, 8.01, 0.25), 2))
+TABLE_BITS = (2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
+FRONTIER_SIZES = (1.0, 3.0, 7.0, 13.0, 34.0, 70.0, 180.0)
+FRONTIER_BITS = (2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
+BUDGETS_GB = (2.0, 4.0, 8.0, 16.0, 24.0, 48.0, 80.0, 160.0)
+GROUP = 128
+FP16_BITS = 16.0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    family: str
+    method: str
+    eval_set: str
+    train_tokens_b: float | None
+    ppl_a: float  # ln fp16 ppl = ppl_a + ppl_b * ln(params_b)
+    ppl_b: float
+    ppl_basis: str
+
+    def fp16_ppl(self, params_b) -> np.ndarray:
+        return np.exp(self.ppl_a + self.ppl_b * np.log(np.asarray(params_b, dtype=float)))
+
+
+def _most_rows(df: pl.DataFrame, col: str) -> str:
+    vc = df.get_column(col).drop_nulls().value_counts().sort(["count", col], descending=[True, False])
+    return vc[col][0]
+
+
+def scenario(fit: Fit) -> Scenario:
+    """The family with the most rows, GPTQ (else the commonest method), wikitext2 (else the
+    commonest evaluation set); fp16 perplexity from a fit of ln ppl against ln params."""
+    df = fit.data
+    family = _most_rows(df, "family")
+    methods = set(fit.encoding.levels.get("method", ()))
+    method = "GPTQ" if "GPTQ" in methods else _most_rows(df, "method")
+    evals = set(fit.encoding.levels.get("eval_set", ()))
+    eval_set = "wikitext2" if "wikitext2" in evals else _most_rows(df, "eval_set")
+    fam = df.filter(pl.col("family") == family)
+    tokens = fam.get_column("train_tokens_b").drop_nulls()
+    train_tokens = float(tokens.median()) if tokens.len() else None
+    base = (df.filter(pl.col("eval_set") == eval_set).select("family", "model", "params_b", "fp16_ppl")
+            .unique(["model"]).drop_nulls())
+    own = base.filter(pl.col("family") == family)
+    if own.get_column("params_b").n_unique() >= 2:
+        pts, basis = own, f"{family} models on {eval_set}"
+    elif base.get_column("params_b").n_unique() >= 2:
+        pts, basis = base, f"all families' models on {eval_set}"
+    else:
+        pts, basis = None, "the median fp16 perplexity (too few sizes to fit a trend)"
+    if pts is None:
+        a, b = math.log(float(df.get_column("fp16_ppl").median())), 0.0
+    else:
+        x = np.log(pts.get_column("params_b").to_numpy())
+        y = np.log(pts.get_column("fp16_ppl").to_numpy())
+        b, a = np.polyfit(x, y, 1)
+        basis += f" ({pts.height} models)"
+    return Scenario(family, method, eval_set, train_tokens, float(a), float(b), basis)
+
+
+def queries(sc: Scenario, sizes, bits) -> pl.DataFrame:
+    """A standard table (through :func:`query_table`) for every size × weight bits."""
+    grid = [(p, w) for p in sizes for w in bits]
+    p = np.array([g[0] for g in grid])
+    return query_table(pl.DataFrame({
+        "family": [sc.family] * len(grid),
+        "model": [f"{sc.family} {x:g}B (hypothetical)" for x in p],
+        "params_b": p,
+        "train_tokens_b": [sc.train_tokens_b] * len(grid),
+        "method": [sc.method] * len(grid),
+        "w_bits": [g[1] for g in grid],
+        "group_size": [GROUP] * len(grid),
+        "eval_set": [sc.eval_set] * len(grid),
+        "fp16_ppl": sc.fp16_ppl(p),
+    }, schema_overrides={"train_tokens_b": pl.Float64}), where="report scenario")
+
+
+def curves(fit: Fit, sc: Scenario, *, n_draws: int, seed: int) -> pl.DataFrame:
+    """Predicted perplexity quantiles along ``CURVE_BITS`` (plus ``TABLE_BITS``) for ``SIZES``."""
+    bits = sorted(set(CURVE_BITS) | set(TABLE_BITS))
+    with np.errstate(over="ignore", invalid="ignore"):
+        return predict_table(fit, queries(sc, SIZES, bits), n_draws=n_draws, seed=seed)
+
+
+@dataclass
+class Frontier:
+    options: pl.DataFrame  # one row per (size, bits), fp16 included: memory, ppl quantiles
+    choices: pl.DataFrame  # one row per budget: the best option, its runner-up, P(best)
+
+
+def frontier(fit: Fit, sc: Scenario, *, n_draws: int, seed: int) -> Frontier:
+    q = queries(sc, FRONTIER_SIZES, FRONTIER_BITS)
+    with np.errstate(over="ignore", invalid="ignore"):
+        pred = predict_table(fit, q, n_draws=n_draws, seed=seed)
+        draws = draws_from_fit(fit, n=n_draws, seed=seed)
+        # The comparison between options uses the mean degradation (no observation noise):
+        # noise is independent per row and would blur a choice that the posterior does settle.
+        mean = delta_draws(fit, encode(q, fit.encoding), draws, rng=np.random.default_rng(seed), noise=False)
+    fp16 = q.get_column("fp16_ppl").to_numpy()
+    ppl_draws = np.exp(np.nan_to_num(mean, nan=np.inf, posinf=50.0)) * fp16[None, :]
+    opts = pred.select(
+        "params_b", "w_bits", "bits", "ppl_q05", "ppl_q50", "ppl_q95", "fp16_ppl",
+        (pl.col("params_b") * pl.col("bits") / 8).alias("memory_gb"),
+        pl.lit(False).alias("fp16"),
+    )
+    fp = pl.DataFrame({"params_b": list(FRONTIER_SIZES), "w_bits": FP16_BITS, "bits": FP16_BITS})
+    fp = fp.with_columns(pl.Series("fp16_ppl", sc.fp16_ppl(FRONTIER_SIZES)))
+    fp = fp.with_columns(pl.col("fp16_ppl").alias("ppl_q05"), pl.col("fp16_ppl").alias("ppl_q50"),
+                         pl.col("fp16_ppl").alias("ppl_q95"),
+                         (pl.col("params_b") * FP16_BITS / 8).alias("memory_gb"), pl.lit(True).alias("fp16"))
+    options = pl.concat([opts, fp.select(opts.columns)], how="vertical_relaxed")
+    fp_draws = np.broadcast_to(sc.fp16_ppl(FRONTIER_SIZES)[None, :], (ppl_draws.shape[0], len(FRONTIER_SIZES)))
+    all_draws = np.concatenate([ppl_draws, fp_draws], axis=1)
+    mem = options.get_column("memory_gb").to_numpy()
+    med = options.get_column("ppl_q50").to_numpy()
+    rows = []
+    for budget in BUDGETS_GB:
+        ok = np.flatnonzero(mem <= budget)
+        if len(ok) == 0:
+            rows.append({"budget_gb": budget, "best": None, "runner_up": None, "p_best": math.nan})
+            continue
+        order = ok[np.argsort(med[ok])]
+        winner_per_draw = ok[np.argmin(all_draws[:, ok], axis=1)]
+        rows.append({"budget_gb": budget, "best": int(order[0]),
+                     "runner_up": int(order[1]) if len(order) > 1 else None,
+                     "p_best": float(np.mean(winner_per_draw == order[0]))})
+    return Frontier(options, pl.DataFrame(rows, schema={"budget_gb": pl.Float64, "best": pl.Int64,
+                                                        "runner_up": pl.Int64, "p_best": pl.Float64}))
+
+
+def pareto(options: pl.DataFrame) -> pl.DataFrame:
+    """Options that no other option beats on both memory and median perplexity."""
+    o = options.sort(["memory_gb", "ppl_q50"])
+    keep, best = [], math.inf
+    for i, v in enumerate(o.get_column("ppl_q50").to_list()):
+        if v < best:
+            keep.append(i)
+            best = v
+    return o[keep]

@@ -1,0 +1,144 @@
+"""Section 5: held-out validation (leave one family out) against the baselines of
+``qbayes validate``, and interval calibration. Absent validation: say how to make it."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+
+from qbayes.report import figures as F
+from qbayes.report.context import Context, coverage_tolerance
+from qbayes.report.html import Cell, Section, details, esc, fixed, is_missing, kv_table, num, table
+
+METRIC_LABELS = [("n", "rows"), ("mdae", "MdAE (nats)"), ("mae", "MAE (nats)"), ("cov50", "50% coverage"),
+                 ("cov90", "90% coverage"), ("crps", "CRPS")]
+LOWER_BETTER = ("mdae", "mae", "crps")
+NOMINAL = {"cov50": 0.5, "cov90": 0.9}
+HOW_TO = ("qbayes validate --json reports/validation.json",
+          "qbayes report --fit FIT --validation reports/validation.json --out reports/NAME.html")
+
+
+def _best(rows: list[dict], metric: str) -> float:
+    vals = [r[metric] for r in rows if not is_missing(r[metric])]
+    if not vals:
+        return math.nan
+    if metric in NOMINAL:
+        return min(vals, key=lambda v: abs(v - NOMINAL[metric]))
+    return min(vals)
+
+
+def _metric_cell(r: dict, metric: str, best: float) -> Cell:
+    v = r[metric]
+    if metric == "n":
+        return Cell("—" if is_missing(v) else f"{v:.0f}", "num")
+    text = fixed(v, 2) if metric in NOMINAL else num(v)
+    cls = "num"
+    if not is_missing(v) and v == best:
+        cls += " best"
+    title = ""
+    if metric in NOMINAL and not is_missing(v):
+        tol = coverage_tolerance(NOMINAL[metric], r["n"])
+        title = f"nominal {NOMINAL[metric]:.2f}; flagged beyond ±{tol:.2f}"
+        if abs(v - NOMINAL[metric]) > tol:
+            cls += " bad"
+    return Cell(text, cls, title)
+
+
+def _overall_table(val: dict) -> str:
+    rows = val["overall"]
+    best = {m: _best(rows, m) for m, _ in METRIC_LABELS if m != "n"}
+    out = []
+    for r in rows:
+        out.append([Cell(r["model"], "best" if r["model"] == "hierarchical" else "")]
+                   + [_metric_cell(r, m, best.get(m, math.nan)) for m, _ in METRIC_LABELS])
+    return table(["model"] + [label for _, label in METRIC_LABELS], out)
+
+
+def _pivot(val: dict, metric: str) -> str:
+    models = val["models"]
+    fams = sorted({r["family"] for r in val["per_family"]})
+    cell = {(r["family"], r["model"]): r for r in val["per_family"]}
+    rows = []
+    for f in fams:
+        present = [cell[(f, m)] for m in models if (f, m) in cell]
+        best = _best(present, metric)
+        n = next((r["n"] for r in present if not is_missing(r["n"])), math.nan)
+        rows.append([f, Cell("—" if is_missing(n) else f"{n:.0f}", "num")]
+                    + [_metric_cell(cell[(f, m)], metric, best) if (f, m) in cell else Cell("—", "num")
+                       for m in models])
+    return table(["held-out family", "rows"] + models, rows)
+
+
+def _calibration_figure(val: dict) -> str:
+    fig = F.new_figure(5.4, 4.2)
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], color="black", linewidth=0.8, linestyle="--", label="ideal")
+    drawn = 0
+    for i, m in enumerate(val["models"]):
+        pts = sorted((r["nominal"], r["observed"]) for r in val["calibration"]
+                     if r["model"] == m and not is_missing(r["observed"]) and not is_missing(r["nominal"]))
+        if not pts:
+            continue
+        x, y = np.array(pts).T
+        ax.plot(x, y, marker="o", markersize=3.5, color=F.PALETTE[i % len(F.PALETTE)], label=F.plain(m),
+                linewidth=2.2 if m == "hierarchical" else 1.2)
+        drawn += 1
+    ax.set_xlim(0, 1), ax.set_ylim(0, 1)
+    ax.set_xlabel("nominal central-interval probability")
+    ax.set_ylabel("observed share of held-out rows inside")
+    ax.set_title("Interval calibration (held out)")
+    ax.legend(frameon=False, loc="upper left")
+    return F.img(fig, "Calibration: nominal against observed interval coverage on held-out families")
+
+
+def _per_family_figure(val: dict) -> str:
+    fams = sorted({r["family"] for r in val["per_family"]})
+    fig = F.new_figure(5.6, 1.0 + 0.32 * len(fams))
+    ax = fig.add_subplot()
+    y = {f: i for i, f in enumerate(fams[::-1])}
+    for i, m in enumerate(val["models"]):
+        pts = [(r["mdae"], y[r["family"]]) for r in val["per_family"] if r["model"] == m and not is_missing(r["mdae"])]
+        if not pts:
+            continue
+        x, yy = np.array(pts).T
+        off = (i - (len(val["models"]) - 1) / 2) * 0.1
+        ax.plot(np.clip(x, 1e-4, None), yy + off, "o" if m == "hierarchical" else "s",
+                color=F.PALETTE[i % len(F.PALETTE)], markersize=5 if m == "hierarchical" else 3.5, label=F.plain(m),
+                linestyle="none")
+    ax.set_yticks(list(y.values()), [F.plain(f) for f in y])
+    F.plain_log(ax, "x")
+    ax.set_xlabel("median absolute error of Δ (nats, log scale)")
+    ax.set_title("Error per held-out family")
+    fig.legend(frameon=False, fontsize=7, loc="outside lower center", ncols=3)
+    return F.img(fig, "Median absolute error per held-out family and model")
+
+
+def render(ctx: Context) -> Section:
+    val = ctx.validation
+    if val is None:
+        body = (
+            '<div class="banner note">Held-out validation was not provided.</div>'
+            "<p>To add it, run the leave-one-family-out validation and pass its JSON to the report:</p>"
+            f"<pre class=\"mono\">{esc(HOW_TO[0])}\n{esc(HOW_TO[1])}</pre>"
+        )
+        return Section("validation", "5. Held-out validation", body)
+    settings = val.get("settings") or {}
+    body = (
+        "<p>Each family in turn is left out of the fit and predicted from the others (leave one family out), "
+        "so these numbers measure how the model transfers to a family it has never seen. Baselines come from "
+        "<code>qbayes validate</code>. Errors are on Δ (nats per token); coverage is the share of held-out rows "
+        "inside the central 50% / 90% predictive interval (ideal 0.50 / 0.90; red when further off than 0.10 "
+        "and than binomial noise allows). "
+        "Best value per column in bold; — means the model gives no such number.</p>"
+        "<h3>Overall</h3>" + _overall_table(val)
+        + '<div class="grid"><figure>' + F.safe("the calibration plot", _calibration_figure, val) + "</figure>"
+        + "<figure>" + F.safe("the per-family errors", _per_family_figure, val) + "</figure></div>"
+        + "<h3>Per held-out family: median absolute error</h3>" + _pivot(val, "mdae")
+        + "<h3>Per held-out family: 90% interval coverage</h3>" + _pivot(val, "cov90")
+        + details("Per held-out family: CRPS", _pivot(val, "crps"))
+        + details("Validation settings", kv_table(
+            (str(k), v if isinstance(v, (str, int, float)) else json.dumps(v)) for k, v in settings.items()))
+    )
+    return Section("validation", "5. Held-out validation", body)

@@ -1,0 +1,18 @@
+"""Constants and helpers shared by test modules (fixtures live in conftest.py files)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_DB = ROOT / "data"
+
+
+def tree_digest(path: Path) -> str:
+    """Hash of every file under ``path`` (names and bytes), to prove nothing changed."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(path)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()

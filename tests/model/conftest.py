@@ -1,0 +1,34 @@
+"""A small real fit shared by the model tests (two families, short chains)."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from helpers import SHIPPED_DB
+from qbayes.db import store
+from qbayes.model import fitfile
+from qbayes.model.design import training_table
+from qbayes.model.fit import FitOptions, fit_table
+from qbayes.model.samplers import SampleConfig
+from qbayes.model.spec import load_spec
+
+SMALL = FitOptions(sample=SampleConfig(draws=150, tune=150, chains=2, seed=7, progress=False))
+
+
+@pytest.fixture(scope="session")
+def table() -> pl.DataFrame:
+    return training_table(store.load(SHIPPED_DB))
+
+
+@pytest.fixture(scope="session")
+def small_fit_path(tmp_path_factory, table):
+    """Hierarchical model fitted to OPT and LLaMA-1 rows (wikitext2 only), saved."""
+    sub = table.filter(pl.col("family").is_in(["OPT", "LLaMA-1"]) & (pl.col("eval_set") == "wikitext2"))
+    fit = fit_table(sub, load_spec("hierarchical"), SMALL)
+    return fitfile.save(fit, tmp_path_factory.mktemp("fit") / "small.nc")
+
+
+@pytest.fixture(scope="session")
+def small_fit(small_fit_path):
+    return fitfile.load(small_fit_path)

@@ -1,0 +1,145 @@
+"""Fitting, the fit file's checks, and prediction through the CLI, on a small real fit."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+import xarray as xr
+
+from qbayes.errors import QBayesError
+from qbayes.model import fitfile
+from qbayes.model.design import query_table
+from qbayes.model.predict import predict_table
+
+
+def test_fit_records_provenance_and_diagnostics(small_fit):
+    a = small_fit.attrs
+    assert a["format"] == "qbayes-fit" and a["model"] == "hierarchical"
+    assert a["spec_hash"] == small_fit.spec.hash and len(a["data_hash"]) == 16
+    assert a["seed"] == 7 and a["sampler"] == "nutpie"
+    conv = a["convergence"] if isinstance(a["convergence"], dict) else __import__("json").loads(a["convergence"])
+    assert {"max_rhat", "min_ess_bulk", "divergences"} <= set(conv)
+    post = small_fit.posterior
+    assert post.sizes["chain"] == 2 and post.sizes["draw"] == 150
+    assert set(small_fit.encoding.levels["family"]) == {"OPT", "LLaMA-1"}
+    # the model learned that fewer bits hurt more (1/gamma > 0 with certainty)
+    assert float((post["bits_rate"] > 0).mean()) == 1.0
+
+
+def test_fit_file_round_trip_keeps_training_data(small_fit_path, small_fit):
+    again = fitfile.load(small_fit_path)
+    assert again.data.equals(small_fit.data)
+    assert again.data.get_column("group_size").dtype == pl.Int64
+    assert again.data["group_size"].null_count() > 0  # per-channel rows survive as nulls
+
+
+def test_corrupted_fit_is_refused(small_fit_path, tmp_path):
+    tree = xr.open_datatree(small_fit_path, engine="h5netcdf").load()
+    post = tree["posterior"].to_dataset()
+    post["bits_rate"] = post["bits_rate"] + 0.5  # tampered draws, attributes unchanged
+    tree["posterior"] = xr.DataTree(post)
+    bad = tmp_path / "tampered.nc"
+    tree.to_netcdf(bad, engine="h5netcdf")
+    with pytest.raises(QBayesError, match="posterior draws do not match their checksum"):
+        fitfile.load(bad)
+
+
+def test_non_fit_files_are_refused(tmp_path):
+    junk = tmp_path / "junk.nc"
+    junk.write_bytes(b"\x89HDF\r\n\x1a\n not really")
+    with pytest.raises(QBayesError, match="not a qbayes fit"):
+        fitfile.load(junk)
+    other = tmp_path / "other.nc"
+    xr.Dataset({"x": ("a", np.arange(3.0))}).to_netcdf(other, engine="h5netcdf")
+    with pytest.raises(QBayesError, match="not a qbayes fit"):
+        fitfile.load(other)
+
+
+def _queries(**over) -> pl.DataFrame:
+    base = {"family": "OPT", "model": "OPT-6.7B", "params_b": 6.7, "train_tokens_b": 180.0, "method": "GPTQ",
+            "w_bits": 3.0, "group_size": 128, "act_bits": 16.0, "eval_set": "wikitext2", "fp16_ppl": 10.86}
+    base.update(over)
+    return pl.DataFrame({k: [v] for k, v in base.items()})
+
+
+def test_fewer_bits_predict_higher_perplexity(small_fit):
+    q = query_table(pl.concat([_queries(w_bits=b) for b in (2.0, 3.0, 4.0, 8.0)]))
+    pred = predict_table(small_fit, q, n_draws=300, seed=1)
+    med = pred["ppl_q50"].to_numpy()
+    assert np.all(np.diff(med) < 0), med
+    # quantiles are ordered and bracket the median
+    qs = pred.select("ppl_q05", "ppl_q25", "ppl_q50", "ppl_q75", "ppl_q95").to_numpy()
+    assert np.all(np.diff(qs, axis=1) >= 0)
+    assert np.all(qs[:, 2] >= 10.86 * 0.99)
+
+
+def test_unseen_family_is_flagged_and_wider(small_fit):
+    q = query_table(pl.concat([_queries(), _queries(family="NewFam", model="NewFam-7B")]))
+    pred = predict_table(small_fit, q, n_draws=600, seed=2)
+    assert pred["new_family"].to_list() == [False, True]
+    width = np.log(pred["ppl_q95"].to_numpy()) - np.log(pred["ppl_q05"].to_numpy())
+    assert width[1] > width[0]
+
+
+def test_predict_cli_file_round_trip(small_fit_path, tmp_path, cli):
+    rows = pl.concat([_queries(w_bits=4.0), _queries(method="BrandNewMethod"), _queries(eval_set="c4", group_size=None)])
+    src = tmp_path / "q.csv"
+    rows.write_csv(src)
+    out = tmp_path / "p.parquet"
+    r = cli("predict", "--fit", small_fit_path, "--input", src, "--output", out, "--draws", 200)
+    assert r.code == 0, r.err
+    pred = pl.read_parquet(out)
+    assert pred.height == 3 and pred["method"].to_list() == ["GPTQ", "BrandNewMethod", "GPTQ"]
+    for c in ("ppl_q05", "ppl_q25", "ppl_q50", "ppl_q75", "ppl_q95", "ppl_mean", "delta_q50",
+              "new_family", "new_method", "new_eval_set"):
+        assert c in pred.columns
+    assert pred["new_method"].to_list() == [False, True, False]
+    assert pred["new_eval_set"].to_list() == [False, False, True]  # the fixture saw wikitext2 only
+
+
+def test_predict_cli_single_query_prints_table(small_fit_path, cli):
+    r = cli("predict", "--fit", small_fit_path, "--family", "OPT", "--params-b", 13, "--train-tokens-b", 180,
+            "--method", "AWQ", "--w-bits", 3, "--group-size", 128, "--fp16-ppl", 10.13, "--draws", 200)
+    assert r.code == 0, r.err
+    assert "perplexity" in r.out and "median degradation" in r.out
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d.rename({"params_b": "param_b"}), "missing column 'params_b' (did you mean 'param_b'?)"),
+    (lambda d: d.with_columns(pl.lit(0.0).alias("w_bits")), "w_bits must be > 0"),
+    (lambda d: d.with_columns(pl.lit(20.0).alias("w_bits")), "w_bits must be <= 16"),
+    (lambda d: d.with_columns(pl.lit(-7.0).alias("params_b")), "params_b must be > 0"),
+    (lambda d: d.with_columns(pl.lit(0.9).alias("fp16_ppl")), "fp16_ppl must be > 1"),
+])
+def test_predict_cli_bad_queries_leave_no_output(small_fit_path, tmp_path, cli, edit, message):
+    src = tmp_path / "q.csv"
+    edit(_queries()).write_csv(src)
+    out = tmp_path / "p.csv"
+    r = cli("predict", "--fit", small_fit_path, "--input", src, "--output", out)
+    assert r.code == 2 and message in r.err
+    assert not out.exists() and not list(tmp_path.glob("*.tmp"))
+
+
+def test_predict_cli_refuses_a_non_fit(tmp_path, cli):
+    src = tmp_path / "q.csv"
+    _queries().write_csv(src)
+    fake = tmp_path / "fake.nc"
+    fake.write_text("hello")
+    r = cli("predict", "--fit", fake, "--input", src, "--output", tmp_path / "p.csv")
+    assert r.code == 2 and "not a qbayes fit" in r.err and not (tmp_path / "p.csv").exists()
+
+
+def test_fit_cli_fails_on_bad_convergence_unless_allowed(tmp_path, cli):
+    """Ten draws cannot reach bulk ESS 400: the fit must fail loudly, or pass with --allow-bad-fit."""
+    args = ["fit", "--exclude-family", "OPT", "--exclude-family", "LLaMA-1", "--exclude-family", "BLOOM",
+            "--draws", 10, "--tune", 10, "--chains", 2]
+    r = cli(*args, "--out", tmp_path / "bad.nc")
+    assert r.code == 2 and "fit failed convergence checks" in r.err and "ESS" in r.err
+    r = cli(*args, "--out", tmp_path / "bad2.nc", "--allow-bad-fit")
+    assert r.code == 0 and (tmp_path / "bad2.nc").exists() and "--allow-bad-fit" in r.err
+
+
+def test_fit_cli_unknown_family_suggests(cli, tmp_path):
+    r = cli("fit", "--exclude-family", "Lama-2", "--out", tmp_path / "x.nc")
+    assert r.code == 2 and "did you mean 'Llama-2'" in r.err

@@ -1,0 +1,88 @@
+"""Model specs, the shared mean function, and query checking (no sampling here)."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from qbayes.errors import QBayesError
+from qbayes.model.design import Encoding, encode, query_table
+from qbayes.model.spec import available, load_spec
+
+
+def test_shipped_specs_load_and_differ():
+    assert {"hierarchical", "pooled"} <= set(available())
+    h, p = load_spec("hierarchical"), load_spec("pooled")
+    assert "family" in h.effects and "family" not in p.effects
+    assert h.hash != p.hash
+
+
+def test_unknown_model_name_suggests_close_match():
+    with pytest.raises(QBayesError, match="did you mean 'hierarchical'"):
+        load_spec("hierarchicl")
+
+
+def test_spec_with_unknown_key_is_refused(tmp_path):
+    f = tmp_path / "bad.toml"
+    f.write_text('name = "x"\n[priors]\nbits_rat = { mu = 1.0, sigma = 0.5 }\n')
+    with pytest.raises(QBayesError, match="unknown key 'bits_rat' \\(did you mean 'bits_rate'\\?\\)"):
+        load_spec(str(f))
+
+
+def test_pymc_likelihood_matches_numpy_mean_function(table):
+    """The PyMC graph's log-likelihood at a random point equals a NumPy/SciPy Student-t on
+    ln(delta + shift) around the NumPy mean function prediction uses."""
+    from scipy import stats
+
+    from qbayes.model.build import LOG_SHIFT, build_model
+    from qbayes.model.mean import mean_degradation
+
+    spec = load_spec("hierarchical")
+    sub = table.head(200)
+    enc = Encoding.from_table(sub)
+    d = encode(sub, enc)
+    model = build_model(spec, d, enc, sub["delta"].to_numpy())
+    rng = np.random.default_rng(0)
+    point = {k: v + rng.normal(0, 0.3, np.shape(v)) for k, v in model.initial_point(random_seed=3).items()}
+    outs = model.unobserved_value_vars  # constrained values and deterministics at the point
+    fn = model.compile_fn(outs, inputs=model.value_vars, point_fn=True, on_unused_input="ignore")
+    values = dict(zip([v.name for v in outs], fn(point)))
+    p = {k: np.asarray(v)[None, ...] if np.ndim(v) else np.array([[float(v)]]) for k, v in values.items()}
+    mu = mean_degradation(p, d, spec.effects, np.nan_to_num(d.log_d_c), np)[0]
+    y = np.log(sub["delta"].to_numpy() + LOG_SHIFT)
+    expected = stats.t.logpdf(y, df=values["nu"], loc=np.log(mu + LOG_SHIFT), scale=values["noise_rel"]).sum()
+    logp = model.compile_logp(vars=[model["log_delta"]], sum=True)(point)
+    assert np.isfinite(expected)
+    assert logp == pytest.approx(expected, rel=1e-8)
+
+
+GOOD_QUERY = {"family": ["OPT"], "model": ["OPT-6.7B"], "params_b": ["6.7"], "method": ["GPTQ"], "w_bits": ["3"],
+              "group_size": ["128"], "eval_set": ["wikitext2"], "fp16_ppl": ["10.86"]}
+
+
+def test_query_table_casts_and_fills_defaults():
+    q = query_table(pl.DataFrame(GOOD_QUERY))
+    row = q.row(0, named=True)
+    assert row["act_bits"] == 16.0 and row["w_kind"] == "int" and row["train_tokens_b"] is None
+    assert row["bits"] == pytest.approx(3 + 19 / 128)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"param_b": ["6.7"], "params_b": None}, "missing column 'params_b' (did you mean 'param_b'?)"),
+    ({"w_bits": ["0"]}, "w_bits must be > 0"),
+    ({"w_bits": ["17"]}, "w_bits must be <= 16"),
+    ({"params_b": ["-1"]}, "params_b must be > 0"),
+    ({"fp16_ppl": ["1.0"]}, "fp16_ppl must be > 1"),
+    ({"w_bits": ["three"]}, "column 'w_bits' has values that are not Float64 in rows [1]"),
+])
+def test_bad_queries_are_refused_with_the_reason(change, message):
+    q = dict(GOOD_QUERY)
+    for k, v in change.items():
+        if v is None:
+            q.pop(k)
+        else:
+            q[k] = v
+    with pytest.raises(QBayesError) as exc:
+        query_table(pl.DataFrame(q))
+    assert message in str(exc.value)

@@ -1,0 +1,137 @@
+"""The HTML report: every section present, names escaped, self-contained (no reference
+that could make a request), small, and the pieces that can go wrong on their own."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+from report_fixtures import EVIL_FAMILY, VALIDATION_JSON
+
+from qbayes.errors import QBayesError
+from qbayes.report import SECTION_IDS
+
+HEADINGS = ("1. Data", "2. Convergence", "3. Posterior predictive checks", "4. What the model learned",
+            "5. Held-out validation", "6. Decisions")
+# Anything that could make a browser fetch: attributes that load (checked by value
+# below), CSS url()/@import, element kinds that load by themselves. (A web address as
+# plain text, say a source named by its URL, is harmless and allowed.)
+LOADING_ATTR = re.compile(
+    r"""(?i)\b(src|href|action|poster|data|srcset|formaction|background)\s*=\s*("[^"]*"|'[^']*'|[^\s>]+)""")
+NETWORK_REFS = [
+    re.compile(r"(?i)url\s*\("),
+    re.compile(r"(?i)@import"),
+    re.compile(r"(?i)<\s*(?:script|link|iframe|frame|object|embed|video|audio|source|track|base|meta\s+http-equiv=.?refresh)\b"),
+]
+
+
+def test_every_section_is_there(report_html):
+    for sid, heading in zip(SECTION_IDS, HEADINGS):
+        assert f'<section id="{sid}"><h2>{heading}</h2>' in report_html
+        assert f'href="#{sid}"' in report_html
+    assert "Could not draw" not in report_html, "a figure or table failed to render"
+
+
+def test_names_from_data_are_escaped(report_html):
+    assert EVIL_FAMILY not in report_html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in report_html
+    assert "<b>bold</b>" not in report_html
+    assert "Odd $x$ &amp; &lt;b&gt;bold&lt;/b&gt;" in report_html
+    assert not re.search(r"(?i)<script", report_html)
+
+
+def test_report_is_self_contained_and_small(report_html, report_path):
+    for m in LOADING_ATTR.finditer(report_html):
+        value = m.group(2).strip("\"'")
+        assert value.startswith(("data:image/png;base64,", "#")), f"loading attribute: {m.group(0)[:120]!r}"
+    for pattern in NETWORK_REFS:
+        m = pattern.search(report_html)
+        assert m is None, f"possible external reference: {report_html[max(m.start() - 60, 0):m.end() + 60]!r}"
+    assert "Content-Security-Policy" in report_html and "default-src 'none'" in report_html
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', report_html)
+    assert len(images) >= 12
+    for data in images:
+        assert base64.b64decode(data)[:8] == b"\x89PNG\r\n\x1a\n"
+    assert report_path.stat().st_size < 2_000_000
+
+
+def test_report_content(report_html):
+    # convergence thresholds are shown; the tiny fit (2 x 100 draws) must fail ESS and say so
+    assert "R-hat (≤ 1.01)" in report_html and "bulk ESS (≥ 400)" in report_html
+    assert "Convergence checks FAIL" in report_html
+    # the published constants sit next to the fitted exponents
+    assert "arXiv 2411.04330" in report_html and ">0.34<" in report_html and ">0.51<" in report_html
+    # validation section from the fixture: every baseline is listed
+    for model in json.loads(VALIDATION_JSON.read_text())["models"]:
+        assert f">{model}<" in report_html
+    assert "budget (GB)" in report_html and "P(best)" in report_html
+
+
+def test_validation_absent_says_how_to_make_it(tiny_fit):
+    from qbayes.report.context import Context
+    from qbayes.report.sections import validation
+
+    sec = validation.render(Context(fit=tiny_fit))
+    assert sec.id == "validation"
+    assert "not provided" in sec.body and "qbayes validate --json" in sec.body
+
+
+def test_validation_file_is_checked(tmp_path):
+    from qbayes.report import validation
+
+    good = json.loads(VALIDATION_JSON.read_text())
+    parsed = validation.parse(good)
+    assert math.isnan(next(r for r in parsed["overall"] if r["model"] == "cell_median")["cov90"])
+    nan_text = tmp_path / "nan.json"
+    nan_text.write_text(json.dumps({**good, "overall": [{"model": "x", "n": 3, "mdae": float("nan")}]}))
+    assert math.isnan(validation.load(nan_text)["overall"][0]["mdae"])
+    with pytest.raises(QBayesError, match="missing calibration"):
+        validation.parse({k: v for k, v in good.items() if k != "calibration"})
+    with pytest.raises(QBayesError, match=r"overall\[0\]\.mdae"):
+        validation.parse({**good, "overall": [{"model": "x", "mdae": "small"}]})
+    with pytest.raises(QBayesError, match="not valid JSON"):
+        (tmp_path / "bad.json").write_text("{")
+        validation.load(tmp_path / "bad.json")
+
+
+def test_cli_errors_are_one_clear_line(cli, tmp_path, tiny_fit_path):
+    r = cli("report", "--fit", tmp_path / "absent.nc", "--out", tmp_path / "x.html")
+    assert r.code == 2 and "no such fit file" in r.err
+    r = cli("report", "--fit", tiny_fit_path, "--validation", tmp_path / "absent.json", "--out", tmp_path / "x.html")
+    assert r.code == 2 and "qbayes validate --json" in r.err
+    assert not (tmp_path / "x.html").exists()
+
+
+def test_decision_frontier_respects_budgets(tiny_fit):
+    from qbayes.report import decisions as dec
+
+    sc = dec.scenario(tiny_fit)
+    assert sc.family in tiny_fit.encoding.levels["family"]
+    assert np.allclose(np.log(sc.fp16_ppl([1.0, 10.0])), [sc.ppl_a, sc.ppl_a + sc.ppl_b * np.log(10.0)])
+    fr = dec.frontier(tiny_fit, sc, n_draws=100, seed=0)
+    opts = fr.options.to_dicts()
+    assert len(opts) == len(dec.FRONTIER_SIZES) * (len(dec.FRONTIER_BITS) + 1)
+    for c in fr.choices.iter_rows(named=True):
+        if c["best"] is None:
+            assert all(o["memory_gb"] > c["budget_gb"] for o in opts)
+            continue
+        best = opts[c["best"]]
+        feasible = [o for o in opts if o["memory_gb"] <= c["budget_gb"]]
+        assert best["memory_gb"] <= c["budget_gb"]
+        assert best["ppl_q50"] == min(o["ppl_q50"] for o in feasible)
+        assert 0.0 <= c["p_best"] <= 1.0
+    p = dec.pareto(fr.options)
+    assert np.all(np.diff(p["ppl_q50"].to_numpy()) < 0)
+
+
+def test_html_helpers_escape_and_format():
+    from qbayes.report.html import Cell, num, table
+
+    t = table(["<h>"], [["<td>"], [Cell("<i>x</i>", "num")], [float("nan")], [1234.5]])
+    assert "<h>" not in t and "&lt;h&gt;" in t and "&lt;i&gt;x&lt;/i&gt;" in t
+    assert "—" in t and re.search(r">123[45]<", t)
+    assert num(0.012345) == "0.0123" and num(None) == "—" and num(float("inf")) == "∞"
