@@ -74,13 +74,14 @@ def validate(data, exclude_family, include_suspect, models, baselines, families,
         for c in cols:
             t.add_column(c, justify="left" if c in ("family", "model") else "right")
         for r in rows:
-            t.add_row(*[str(r[c]) if isinstance(r[c], (str, int)) else f"{r[c]:.4f}" for c in cols])
+            t.add_row(*["—" if r[c] is None else str(r[c]) if isinstance(r[c], (str, int)) else f"{r[c]:.4f}"
+                        for c in cols])
         out.print(t)
     if json_path:
         path = Path(json_path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         with os.fdopen(fd, "w") as fh:
-            json.dump(summary, fh, indent=1)
+            json.dump(summary, fh, indent=1, allow_nan=False)
         os.replace(tmp, path)
         click.echo(f"wrote {path}")

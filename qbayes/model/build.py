@@ -1,6 +1,7 @@
 """Build the PyMC graph for a :class:`ModelSpec` on encoded data.
 
-Every grouping effect is non-centred (``a = sd * z``). Missing training tokens are
+Every grouping effect is non-centred (``a = sd * z``) with zero-sum ``z`` over the
+levels seen, so global terms carry the average; a new level is N(0, sd) around it. Missing training tokens are
 latent: the ln D of models whose D is known are observed draws from a population
 Normal(m, s), and each model without D gets its own latent from that population.
 """
@@ -32,6 +33,13 @@ def known_log_tokens(design: Design) -> np.ndarray:
     return np.unique(design.log_d_c[~np.isnan(design.log_d_c)])
 
 
+def _z(name: str, dim: str):
+    """Standardised effects that sum to zero over the levels: the grouping's mean lives in
+    the global term, which removes the ridge between the intercept and every grouping's
+    mean (five groupings gave five such ridges and R-hat > 1.01 on the group sds)."""
+    return pm.ZeroSumNormal(name, sigma=1.0, dims=dim)
+
+
 def build_model(spec: ModelSpec, design: Design, enc: Encoding, delta: np.ndarray | None) -> pm.Model:
     """The PyMC model. ``delta`` None builds it for prior predictive sampling."""
     pr = spec.priors
@@ -43,13 +51,13 @@ def build_model(spec: ModelSpec, design: Design, enc: Encoding, delta: np.ndarra
         for g, e in spec.effects.items():
             if e.intercept:
                 sd = pm.HalfNormal(f"sd_a_{g}", pr.group_sd.sigma)
-                p[f"a_{g}"] = pm.Deterministic(f"a_{g}", sd * pm.Normal(f"z_a_{g}", 0, 1, dims=g), dims=g)
+                p[f"a_{g}"] = pm.Deterministic(f"a_{g}", sd * _z(f"z_a_{g}", g), dims=g)
             if e.bits_slope:
                 sd = pm.HalfNormal(f"sd_b_{g}", pr.slope_sd.sigma)
-                p[f"b_{g}"] = pm.Deterministic(f"b_{g}", sd * pm.Normal(f"z_b_{g}", 0, 1, dims=g), dims=g)
+                p[f"b_{g}"] = pm.Deterministic(f"b_{g}", sd * _z(f"z_b_{g}", g), dims=g)
             if e.per_channel:
                 sd = pm.HalfNormal(f"sd_c_{g}", pr.per_channel_sd.sigma)
-                p[f"c_{g}"] = pm.Deterministic(f"c_{g}", sd * pm.Normal(f"z_c_{g}", 0, 1, dims=g), dims=g)
+                p[f"c_{g}"] = pm.Deterministic(f"c_{g}", sd * _z(f"z_c_{g}", g), dims=g)
 
         tok_mean = pm.Normal("log_tokens_mean", pr.log_tokens_mean.mu, pr.log_tokens_mean.sigma)
         tok_sd = pm.HalfNormal("log_tokens_sd", pr.log_tokens_sd.sigma)

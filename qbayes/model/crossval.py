@@ -109,5 +109,16 @@ def summarise(results: list[FoldResult], settings: dict) -> dict:
         ok = ~np.isnan(q[_qidx(0.5)])
         for level in NOMINAL:
             calibration.append({"model": m, "nominal": float(level), "observed": coverage(y[ok], q[:, ok], level)})
-    return {"models": models, "overall": overall, "per_family": per_family,
-            "calibration": calibration, "settings": settings}
+    return _json_safe({"models": models, "overall": overall, "per_family": per_family,
+                       "calibration": calibration, "settings": settings})
+
+
+def _json_safe(obj):
+    """NaN and infinities become None, so the JSON is strict (``null``)."""
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj

@@ -56,9 +56,13 @@ def sampled_vars(posterior: xr.Dataset) -> list[str]:
 
 def check(tree: xr.DataTree, *, rhat_max: float = RHAT_MAX, ess_min: float = ESS_MIN,
           bfmi_min: float = BFMI_MIN) -> Convergence:
+    import warnings
+
     import arviz_stats as azs
 
     post = tree["posterior"].to_dataset()
+    if post.sizes.get("chain", 1) < 2:
+        warnings.warn("R-hat needs at least 2 chains; it is reported as NaN", stacklevel=2)
     names = sampled_vars(post)
     rhat = azs.rhat(tree, var_names=names)
     bulk = azs.ess(tree, var_names=names, method="bulk")

@@ -93,20 +93,18 @@ def interval(mid, lo, hi, digits: int = 3) -> str:
 
 @dataclass(frozen=True)
 class Cell:
-    """A table cell with optional CSS class (``num``, ``bad``, ``best``...) and a tooltip.
-    ``text`` is escaped when rendered; ``raw`` is trusted markup from this package."""
+    """A table cell with optional CSS class (``num``, ``bad``, ``best``...) and a tooltip;
+    all three are escaped when rendered."""
 
     text: str = ""
     cls: str = ""
     title: str = ""
-    raw: bool = False
 
     def render(self, tag: str = "td") -> str:
         attrs = f' class="{esc(self.cls)}"' if self.cls else ""
         if self.title:
             attrs += f' title="{esc(self.title)}"'
-        body = self.text if self.raw else esc(self.text)
-        return f"<{tag}{attrs}>{body}</{tag}>"
+        return f"<{tag}{attrs}>{esc(self.text)}</{tag}>"
 
 
 def _cell(value) -> Cell:

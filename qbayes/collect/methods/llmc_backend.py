@@ -40,7 +40,8 @@ INSTALL = "pip install llmcompressor==0.14.0.1"
 OPT_AWQ_MAPPINGS = (
     ("re:.*self_attn_layer_norm$", ("re:.*q_proj$", "re:.*k_proj$", "re:.*v_proj$")),
     ("re:.*v_proj$", ("re:.*out_proj$",)),
-    ("re:.*final_layer_norm$", ("re:.*fc1$",)),
+    # layers.N.final_layer_norm, not the decoder's own final_layer_norm after the last layer
+    (r"re:.*layers\.\d+\.final_layer_norm$", ("re:.*fc1$",)),
 )
 OWN_AWQ_MAPPINGS = {"OPTForCausalLM": OPT_AWQ_MAPPINGS}
 

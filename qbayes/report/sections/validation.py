@@ -95,7 +95,7 @@ def _calibration_figure(val: dict) -> str:
 
 def _per_family_figure(val: dict) -> str:
     fams = sorted({r["family"] for r in val["per_family"]})
-    fig = F.new_figure(5.6, 1.0 + 0.32 * len(fams))
+    fig = F.new_figure(5.6, max(2.6, 1.2 + 0.32 * len(fams)))
     ax = fig.add_subplot()
     y = {f: i for i, f in enumerate(fams[::-1])}
     for i, m in enumerate(val["models"]):
