@@ -79,7 +79,7 @@ def collect(model_path, family, name, grid, methods, formats, calib, evals, out,
     from rich.console import Console
 
     from qbayes.collect.grid import load_grid
-    from qbayes.collect.runner import Collector, CollectOptions
+    from qbayes.collect.runner import CollectOptions, Collector
 
     g = load_grid(resolve_grid(grid)).select(
         methods=_names(methods), formats=_names(formats), calib=_names(calib), evals=_names(evals))

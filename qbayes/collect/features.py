@@ -73,7 +73,10 @@ class FeatureSteps:
         return f"kurtosis {summary.kurtosis:.2f}, max/std {summary.max_over_std:.1f}"
 
     def outliers(self, calib: str) -> str:
-        windows = self.c._stage("calibration", lambda: self.c.windows("outliers", calib))
+        from qbayes.collect.runner import stage
+
+        with stage("calibration"):
+            windows = self.c.windows("outliers", calib)
         t0 = time.perf_counter()
         per_layer = activation_stats(self.c.loaded.model, self.c.loaded.layers(), windows,
                                      self.c.grid.eval.batch_size, self.settings.outlier_threshold, self.c.opts.seed)

@@ -89,10 +89,10 @@ def hutchinson(model, layers: list[LayerRef], windows, n_samples: int, gen: torc
         totals, per_layer = [], {layer.name: [] for layer in layers}
         for _ in range(n_samples):
             vs = [_rademacher(w, gen) for w in weights]
-            dot = sum((g * v).sum() for g, v in zip(grads, vs))
+            dot = sum((g * v).sum() for g, v in zip(grads, vs, strict=True))
             hvs = torch.autograd.grad(dot, weights, retain_graph=True)
-            parts = [float((v * hv).sum()) for v, hv in zip(vs, hvs)]
-            for layer, part in zip(layers, parts):
+            parts = [float((v * hv).sum()) for v, hv in zip(vs, hvs, strict=True)]
+            for layer, part in zip(layers, parts, strict=True):
                 per_layer[layer.name].append(part)
             totals.append(sum(parts))
     return _mean_se(totals), {name: _mean_se(s) for name, s in per_layer.items()}
@@ -107,9 +107,9 @@ def top_eigenvalue(model, layers: list[LayerRef], windows, iters: int, gen: torc
         vs = _normalise(vs)
         eig = 0.0
         for _ in range(iters):
-            dot = sum((g * v).sum() for g, v in zip(grads, vs))
+            dot = sum((g * v).sum() for g, v in zip(grads, vs, strict=True))
             hvs = torch.autograd.grad(dot, weights, retain_graph=True)
-            eig = float(sum((v * hv).sum() for v, hv in zip(vs, hvs)))
+            eig = float(sum((v * hv).sum() for v, hv in zip(vs, hvs, strict=True)))
             if float(sum((hv * hv).sum() for hv in hvs)) == 0.0:
                 break
             vs = _normalise([hv.detach() for hv in hvs])
@@ -125,13 +125,13 @@ def radial_loss(model, layers: list[LayerRef], windows, radii, n_directions: int
         rises: dict[float, list[float]] = {r: [] for r in radii}
         try:
             for _ in range(n_directions):
-                dirs = [_filter_normalised(layer, w0, gen) for layer, w0 in zip(layers, originals)]
+                dirs = [_filter_normalised(layer, w0, gen) for layer, w0 in zip(layers, originals, strict=True)]
                 for r in radii:
-                    for layer, w0, d in zip(layers, originals, dirs):
+                    for layer, w0, d in zip(layers, originals, dirs, strict=True):
                         layer.module.weight.data.copy_(w0 + r * d)
                     rises[r].append(float(batch_loss(model, windows)) - base)
         finally:
-            for layer, w0 in zip(layers, originals):
+            for layer, w0 in zip(layers, originals, strict=True):
                 layer.module.weight.data.copy_(w0)
     return {r: _mean_se(v) for r, v in rises.items()}
 

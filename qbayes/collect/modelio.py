@@ -138,7 +138,7 @@ def param_counts(model: torch.nn.Module) -> tuple[int, int]:
         if m is not None and id(m.weight) not in embed:
             embed.add(id(m.weight))
     # learned position embeddings count as embeddings too (GPT-2 wpe, OPT embed_positions)
-    for name, m in model.named_modules():
+    for m in model.modules():
         if isinstance(m, torch.nn.Embedding) and id(m.weight) not in embed:
             embed.add(id(m.weight))
     n_embed = sum(p.numel() for p in model.parameters() if id(p) in embed)

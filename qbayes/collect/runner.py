@@ -14,6 +14,7 @@ method's first configuration runs, its self-check must reproduce the baseline lo
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import traceback
@@ -23,8 +24,7 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from qbayes.collect import methods, texts
 from qbayes.collect.evaluate import EvalResult, decode_tokens_per_s, evaluate, make_windows
@@ -250,8 +250,8 @@ class Collector:
         rows, deltas = [], []
         for eval_set in evals:
             t1 = time.perf_counter()
-            res = self._stage("evaluate", lambda: evaluate(q.model, self.windows("eval", eval_set),
-                                                           self.grid.eval.batch_size))
+            with stage("evaluate"):
+                res = evaluate(q.model, self.windows("eval", eval_set), self.grid.eval.batch_size)
             base = self.baselines.get(eval_set)
             deltas.append(f"{eval_set} {res.nll - base.nll:+.4f}" if base else eval_set)
             rows.append(self.result_row(
@@ -261,7 +261,6 @@ class Collector:
                 note=self.note(cfg, q, t_quant), wall_s=t_quant + time.perf_counter() - t1))
         self.shard.add_results(rows)
         self.shard.add_features(FeatureSteps(self).sqnr_rows(cfg, q))
-        del q
         return f"sqnr {rows[0]['sqnr_db']:.1f} dB, Δnll " + ", ".join(deltas)
 
     def check_runnable(self, method: Method, fmt: Format) -> None:
@@ -319,7 +318,8 @@ class Collector:
     def job(self, cfg: Config, fmt: Format) -> QuantizeJob:
         calib = None
         if cfg.method.needs_calibration:
-            calib = self._stage("calibration", lambda: self.windows("calib", cfg.calib))
+            with stage("calibration"):
+                calib = self.windows("calib", cfg.calib)
         return QuantizeJob(self.loaded, fmt, cfg.options, calib, self.opts.seed)
 
     # --- shared pieces --------------------------------------------------------------
@@ -384,16 +384,19 @@ class Collector:
             "note": note, **self.prov.columns(wall_s),
         }
 
-    def _stage(self, stage: str, fn):
-        try:
-            return fn()
-        except Exception as exc:
-            exc.stage = stage
-            raise
-
     def _oom_cleanup(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+@contextlib.contextmanager
+def stage(name: str):
+    """Label an exception raised inside with the stage it failed in (for the failures table)."""
+    try:
+        yield
+    except Exception as exc:
+        exc.stage = name
+        raise
 
 
 class SkipConfig(Exception):

@@ -64,16 +64,16 @@ def build_model(spec: ModelSpec, design: Design, enc: Encoding, delta: np.ndarra
         known = known_log_tokens(design)
         if known.size:
             pm.Normal("log_tokens_known", tok_mean, tok_sd, observed=known)
-        log_d = np.nan_to_num(design.log_d_c)
+        log_d_missing = None
         if enc.tokens_missing:
             z = pm.Normal("z_log_tokens", 0, 1, dims="tokens_missing")
             latent = pm.Deterministic("log_tokens_missing", tok_mean + tok_sd * z, dims="tokens_missing")
             missing = np.isnan(design.log_d_c)
-            log_d = pt.where(missing, latent[np.where(missing, design.tokens_idx, 0)], log_d)
+            log_d_missing = pt.where(missing, latent[np.where(missing, design.tokens_idx, 0)], 0.0)
 
-        p["ceiling"] = pm.LogNormal("ceiling", np.log(pr.ceiling.mu), pr.ceiling.sigma)
         p["noise_rel"] = pm.HalfNormal("noise_rel", pr.noise_rel.sigma)
-        mu = mean_degradation(p, design, spec.effects, log_d, pt)
+        p["ceiling"] = pm.LogNormal("ceiling", np.log(pr.ceiling.mu), pr.ceiling.sigma)
+        mu = mean_degradation(p, design, spec.effects, enc.levels, pt, log_d_missing)
         nu = pm.Gamma("nu", alpha=pr.nu[0], beta=pr.nu[1])
         if spec.likelihood == "student_t":
             p["noise_floor"] = pm.HalfNormal("noise_floor", pr.noise_floor.sigma)

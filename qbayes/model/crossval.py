@@ -19,6 +19,7 @@ import numpy as np
 import polars as pl
 
 from qbayes.model.baselines import BASELINES
+from qbayes.model.design import family_tokens
 from qbayes.model.fit import FitOptions, fit_table
 from qbayes.model.predict import delta_draws, draws_from_fit
 from qbayes.model.spec import load_spec
@@ -68,7 +69,7 @@ def bayes_quantiles(fit, test: pl.DataFrame, *, seed: int) -> np.ndarray:
     # the held-out rows come from a study of unknown protocol: score them as a new source
     d.idx["source"][:] = -1
     delta = delta_draws(fit, d, draws, rng=np.random.default_rng(seed + 1))
-    return np.quantile(delta, QGRID, axis=0)
+    return np.quantile(delta, QGRID, axis=1)
 
 
 def run(table: pl.DataFrame, *, bayes_models: Sequence[str], baselines: Sequence[str], opts: FitOptions,
@@ -80,6 +81,7 @@ def run(table: pl.DataFrame, *, bayes_models: Sequence[str], baselines: Sequence
     for fam in families:
         train = table.filter(pl.col("family") != fam)
         test = table.filter(pl.col("family") == fam)
+        test_for = {n: family_tokens(test) if load_spec(n).tokens == "family" else test for n in bayes_models}
         y = test.get_column("delta").to_numpy()
         for name in baselines:
             progress(f"{fam}: {name}")
@@ -89,7 +91,7 @@ def run(table: pl.DataFrame, *, bayes_models: Sequence[str], baselines: Sequence
             progress(f"{fam}: {name} (sampling)")
             fit = fit_table(train, load_spec(name), opts)
             conv = fit.attrs["convergence"]
-            out.append(FoldResult(fam, name, y, bayes_quantiles(fit, test, seed=seed),
+            out.append(FoldResult(fam, name, y, bayes_quantiles(fit, test_for[name], seed=seed),
                                   info={"max_rhat": conv["max_rhat"], "divergences": conv["divergences"],
                                         "min_ess_bulk": conv["min_ess_bulk"]}))
     return out

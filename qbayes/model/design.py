@@ -65,6 +65,14 @@ def training_table(db: Database, *, exclude_families=(), include_suspect: bool =
     return df.select(*STANDARD, "delta", "doubt")
 
 
+def family_tokens(df: pl.DataFrame) -> pl.DataFrame:
+    """Replace each row's training tokens by the geometric mean of its family's known
+    token counts (rows whose family has none stay null, to be imputed)."""
+    fam = df.group_by("family").agg(pl.col("train_tokens_b").log().mean().exp().alias("_fam_tokens"))
+    return (df.join(fam, on="family", how="left", maintain_order="left")
+            .with_columns(pl.col("_fam_tokens").alias("train_tokens_b")).drop("_fam_tokens"))
+
+
 @dataclass(frozen=True)
 class Encoding:
     """What a fit learned about its data's categories: level lists per grouping and the

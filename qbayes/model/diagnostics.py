@@ -50,8 +50,17 @@ class Convergence:
 
 def sampled_vars(posterior: xr.Dataset) -> list[str]:
     """Free parameters and their transforms: the variables diagnostics should cover
-    (deterministic products like a_family = sd * z are covered through their parts)."""
-    return [v for v in posterior.data_vars if not v.startswith(("a_", "b_", "c_", "log_tokens_missing"))]
+    (deterministic products like a_family = sd * z are covered through their parts).
+    Empty or constant variables (zero-sum effects of a grouping with one level) carry no
+    information and are left out."""
+    out = []
+    for v in posterior.data_vars:
+        if v.startswith(("a_", "b_", "c_", "log_tokens_missing")):
+            continue
+        values = posterior[v].values
+        if values.size and np.ptp(values) > 0:
+            out.append(v)
+    return out
 
 
 def check(tree: xr.DataTree, *, rhat_max: float = RHAT_MAX, ess_min: float = ESS_MIN,

@@ -12,7 +12,7 @@ from qbayes.db.store import Database
 from qbayes.errors import QBayesError
 from qbayes.model import diagnostics
 from qbayes.model.build import build_model
-from qbayes.model.design import Encoding, encode, training_table
+from qbayes.model.design import Encoding, encode, family_tokens, training_table
 from qbayes.model.fitfile import Fit, package_versions
 from qbayes.model.samplers import DEFAULT_SAMPLER, SampleConfig, sample
 from qbayes.model.spec import ModelSpec
@@ -32,6 +32,8 @@ def fit_table(df: pl.DataFrame, spec: ModelSpec, opts: FitOptions = FitOptions()
     """Fit ``spec`` to a training table (see :func:`training_table`)."""
     if df.height < MIN_ROWS:
         raise QBayesError(f"only {df.height} quantized rows with baselines to fit; need at least {MIN_ROWS}")
+    if spec.tokens == "family":
+        df = family_tokens(df)  # the fit keeps the covariates the model actually saw
     enc = Encoding.from_table(df)
     design = encode(df, enc)
     model = build_model(spec, design, enc, df.get_column("delta").to_numpy())

@@ -1,8 +1,10 @@
 """The mean degradation, written once for both PyTensor (fitting) and NumPy (prediction).
 
-``p`` maps parameter names to values: PyTensor scalars/vectors inside the PyMC model, or
-NumPy arrays with a leading draw axis for prediction (scalars shaped (S, 1), grouping
-effects (S, K)).  Indexing with ``[..., idx]`` gathers per-row effects in both cases.
+The log-mean is linear in the parameters, so it is one matrix product ``X @ theta``:
+``X`` (N x P) is the row design built by :func:`design_matrix` and ``theta`` stacks the
+parameters in the order of :func:`layout`.  Inside the PyMC model ``theta`` is a PyTensor
+vector (P,); for prediction it is a NumPy array (P, S) of posterior draws, so a whole
+chunk of rows x draws is one BLAS call.
 
     log mu_w = intercept + sum_g a_g[idx_g]
                - (bits_rate + sum_g b_g[idx_g]) * (bits - 4) + curvature * (bits - 4)^2
@@ -12,11 +14,18 @@ effects (S, K)).  Indexing with ``[..., idx]`` gathers per-row effects in both c
     mu_u = mu_w + [act_bits < 16] * exp(act_intercept - act_rate * (act_bits - 4))
     mu = mu_u / (1 + mu_u / ceiling)
 
-The curvature lets degradation accelerate into a collapse at low bits; the ceiling saturates collapses: a broken model's loss cannot grow without bound (the
-data's worst cells sit near 9-11 nats), while exp(-bits/gamma) would.
+The curvature lets degradation accelerate into a collapse at low bits; the ceiling
+saturates collapses: a broken model's loss cannot grow without bound (the data's worst
+cells sit near 9-11 nats), while exp(-bits/gamma) would.
+
+Each grouping contributes K + 1 columns: one per level the fit saw, and a last one for a
+level it did not see (the design's index -1). In the PyMC model that last parameter is
+fixed at 0 (no row uses it); in prediction it holds a fresh draw from the population.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from qbayes.model.design import Design
 from qbayes.model.spec import Effect
@@ -25,28 +34,71 @@ from qbayes.model.spec import Effect
 # of 1e13), beyond any collapse in the data; it keeps early warm-up and prior draws finite.
 LOG_MU_MAX = 3.4
 
+# scalar parameters of the log-mean and the covariate each multiplies
+SCALAR_TERMS = ("intercept", "bits_rate", "bits_curvature", "gamma_n", "gamma_d", "per_channel",
+                "per_channel_bits", "log2_group")
 
-def mean_degradation(p: dict, d: Design, effects: dict[str, Effect], log_d, xp):
-    """Expected degradation (nats per token) for every row of ``d``. ``xp`` provides
-    ``exp`` and ``minimum`` (numpy, or pytensor.tensor)."""
-    eta = p["intercept"]
-    rate = p["bits_rate"]
-    pc = p["per_channel"]
+
+def layout(effects: dict[str, Effect], levels: dict[str, tuple[str, ...]]) -> list[tuple[str, int]]:
+    """(parameter name, number of columns) in the order of theta and of X's columns."""
+    out = [(name, 1) for name in SCALAR_TERMS]
     for g, e in effects.items():
-        if e.per_channel:
-            pc = pc + p[f"c_{g}"][..., d.idx[g]]
-        if e.intercept:
-            eta = eta + p[f"a_{g}"][..., d.idx[g]]
-        if e.bits_slope:
-            rate = rate + p[f"b_{g}"][..., d.idx[g]]
-    eta = (eta - rate * d.bits_c + p["bits_curvature"] * d.bits_c**2 - p["gamma_n"] * d.log_n_c + p["gamma_d"] * log_d
-           + d.per_channel * (pc - p["per_channel_bits"] * d.bits_c)
-           + p["log2_group"] * d.log2_group)
-    act = d.act_q * xp.exp(xp.minimum(p["act_intercept"] - p["act_rate"] * d.act_c, LOG_MU_MAX))
-    mu = xp.exp(xp.minimum(eta, LOG_MU_MAX)) + act
+        for kind, on in (("a", e.intercept), ("b", e.bits_slope), ("c", e.per_channel)):
+            if on:
+                out.append((f"{kind}_{g}", len(levels[g]) + 1))
+    return out
+
+
+def design_matrix(d: Design, effects: dict[str, Effect], levels: dict[str, tuple[str, ...]]) -> np.ndarray:
+    """X (N x P): the covariate each column of theta multiplies, row by row. Rows whose
+    training tokens are unknown get 0 in the gamma_d column (see :func:`mean_degradation`)."""
+    n = d.n
+    cols = [np.ones(n), -d.bits_c, d.bits_c**2, -d.log_n_c, np.nan_to_num(d.log_d_c), d.per_channel,
+            -d.per_channel * d.bits_c, d.log2_group]
+    weights = {"a": np.ones(n), "b": -d.bits_c, "c": d.per_channel}
+    for g, e in effects.items():
+        k = len(levels[g]) + 1
+        onehot = np.zeros((n, k))
+        onehot[np.arange(n), d.idx[g]] = 1.0  # index -1 lands on the new-level column
+        for kind, on in (("a", e.intercept), ("b", e.bits_slope), ("c", e.per_channel)):
+            if on:
+                cols.extend((onehot * weights[kind][:, None]).T)
+    return np.column_stack(cols)
+
+
+def stack_theta(p: dict, effects: dict[str, Effect], levels: dict[str, tuple[str, ...]], xp):
+    """theta in layout order: PyTensor (P,) from scalars and (K,) vectors (the new-level
+    slot is a 0), or NumPy (P, S) from (1, S) scalars and (K + 1, S) effects."""
+    if xp is np:
+        return np.concatenate([p[name] for name, _ in layout(effects, levels)], axis=0)
+    parts = []
+    for name, width in layout(effects, levels):
+        parts.append(xp.reshape(p[name], (1,)) if width == 1 else xp.concatenate([p[name], xp.zeros(1)]))
+    return xp.concatenate(parts)
+
+
+def mean_degradation(p: dict, d: Design, effects: dict[str, Effect], levels: dict[str, tuple[str, ...]], xp,
+                     log_d_missing=None):
+    """Expected degradation (nats per token) for every row of ``d``: shape (N,) with
+    PyTensor parameters, (N, S) with NumPy draws. ``log_d_missing`` holds ln D (centred)
+    for rows whose training tokens are unknown and 0 elsewhere, or is None when all are known."""
+    theta = stack_theta(p, effects, levels, xp)
+    x = design_matrix(d, effects, levels)
+    eta = (x.astype(theta.dtype) if xp is np else x) @ theta
+    if log_d_missing is not None:
+        eta = eta + p["gamma_d"] * log_d_missing
+    act_q, act_c = (d.act_q[:, None], d.act_c[:, None]) if xp is np else (d.act_q, d.act_c)
+    return saturate(eta, p, act_q, act_c, xp)
+
+
+def saturate(eta, p: dict, act_q, act_c, xp):
+    """From the linear predictor to the mean degradation: exp, activation term, ceiling."""
+    mu = xp.exp(xp.minimum(eta, LOG_MU_MAX))
+    if np.any(act_q):
+        mu = mu + act_q * xp.exp(xp.minimum(p["act_intercept"] - p["act_rate"] * act_c, LOG_MU_MAX))
     return mu / (1.0 + mu / p["ceiling"])
 
 
 def noise_scale(p: dict, mu):
-    """Heteroscedastic scale: an absolute floor plus a part proportional to the mean."""
+    """Heteroscedastic scale of the raw-scale likelihood: a floor plus a part proportional to the mean."""
     return p["noise_floor"] + p["noise_rel"] * mu

@@ -20,6 +20,7 @@ SPEC_DIR = Path(__file__).resolve().parents[2] / "models"
 
 GROUPINGS = ("family", "method", "w_kind", "eval_set", "source")
 LIKELIHOODS = ("log_student_t", "student_t")
+TOKEN_LEVELS = ("family", "model")
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,10 @@ class ModelSpec:
     description: str
     effects: dict[str, Effect] = field(default_factory=dict)
     priors: Priors = Priors()
-    likelihood: str = "student_t"  # or "normal"
+    likelihood: str = "log_student_t"
+    # "family": each row sees the geometric mean of its family's known training tokens;
+    # "model": each model's own. See models/hierarchical.toml for why family is the default.
+    tokens: str = "family"
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -121,13 +125,16 @@ def _build(raw: dict, where: str) -> ModelSpec:
         default = getattr(defaults, k)
         kind = type(default)
         priors[k] = tuple(map(float, v)) if kind is tuple else _prior(v, kind, f"{where} priors.{k}")
-    likelihood = raw.get("likelihood", "student_t")
+    likelihood = raw.get("likelihood", "log_student_t")
     if likelihood not in LIKELIHOODS:
         raise unknown(f"likelihood in {where}", likelihood, LIKELIHOODS)
+    tokens = raw.get("tokens", "family")
+    if tokens not in TOKEN_LEVELS:
+        raise unknown(f"tokens level in {where}", tokens, TOKEN_LEVELS)
     if "name" not in raw:
         raise QBayesError(f"{where}: missing 'name'")
     return ModelSpec(name=raw["name"], description=raw.get("description", ""), effects=effects,
-                     priors=Priors(**priors), likelihood=likelihood)
+                     priors=Priors(**priors), likelihood=likelihood, tokens=tokens)
 
 
 def available() -> list[str]:

@@ -65,7 +65,8 @@ class Context:
     def replicated(self) -> np.ndarray:
         """Posterior predictive degradation of every training row, shape (S, N)."""
         with np.errstate(over="ignore", invalid="ignore"):
-            return delta_draws(self.fit, self.design, self.draws, rng=np.random.default_rng(self.seed + 2))
+            return delta_draws(self.fit, self.design, self.draws, rng=np.random.default_rng(self.seed + 2),
+                               independent_noise=True).T
 
     @cached_property
     def observed(self) -> np.ndarray:

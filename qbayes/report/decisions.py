@@ -111,7 +111,7 @@ def frontier(fit: Fit, sc: Scenario, *, n_draws: int, seed: int) -> Frontier:
         draws = draws_from_fit(fit, n=n_draws, seed=seed)
         # The comparison between options uses the mean degradation (no observation noise):
         # noise is independent per row and would blur a choice that the posterior does settle.
-        mean = delta_draws(fit, encode(q, fit.encoding), draws, rng=np.random.default_rng(seed), noise=False)
+        mean = delta_draws(fit, encode(q, fit.encoding), draws, rng=np.random.default_rng(seed), noise=False).T
     fp16 = q.get_column("fp16_ppl").to_numpy()
     ppl_draws = np.exp(np.nan_to_num(mean, nan=np.inf, posinf=50.0)) * fp16[None, :]
     opts = pred.select(

@@ -8,8 +8,8 @@ import pytest
 pytest.importorskip("torch")
 
 import polars as pl  # noqa: E402
+from collect_support import write_grid  # noqa: E402
 
-from conftest import write_grid  # noqa: E402
 from qbayes.db import store  # noqa: E402
 
 

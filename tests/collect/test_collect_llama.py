@@ -11,8 +11,8 @@ import pytest
 pytest.importorskip("torch")
 
 import polars as pl  # noqa: E402
+from collect_support import TINY  # noqa: E402
 
-from conftest import TINY  # noqa: E402
 from qbayes.cli import main  # noqa: E402
 from qbayes.db import store  # noqa: E402
 

@@ -8,12 +8,17 @@ import pytest
 
 pytest.importorskip("torch")
 
-from conftest import ROOT  # noqa: E402
+from collect_support import ROOT  # noqa: E402
+
 from qbayes.collect import texts  # noqa: E402
-from qbayes.collect.grid import Grid, MethodSpec, load_grid  # noqa: E402
+from qbayes.collect.grid import (  # noqa: E402
+    Grid,
+    MethodSpec,
+    build_options,  # noqa: E402
+    load_grid,
+)
 from qbayes.collect.methods import get, names  # noqa: E402
 from qbayes.collect.methods.llmc_backend import AwqOptions  # noqa: E402
-from qbayes.collect.grid import build_options  # noqa: E402
 from qbayes.errors import QBayesError  # noqa: E402
 
 

@@ -48,8 +48,12 @@ def test_pymc_likelihood_matches_numpy_mean_function(table):
     outs = model.unobserved_value_vars  # constrained values and deterministics at the point
     fn = model.compile_fn(outs, inputs=model.value_vars, point_fn=True, on_unused_input="ignore")
     values = dict(zip([v.name for v in outs], fn(point)))
-    p = {k: np.asarray(v)[None, ...] if np.ndim(v) else np.array([[float(v)]]) for k, v in values.items()}
-    mu = mean_degradation(p, d, spec.effects, np.nan_to_num(d.log_d_c), np)[0]
+    # NumPy layout: draws last (one draw here); effects get the extra new-level row
+    p = {k: np.asarray(v)[..., None] if np.ndim(v) else np.array([[float(v)]]) for k, v in values.items()}
+    for k in [k for k in p if k[:2] in ("a_", "b_", "c_") and k[2:] in spec.effects]:
+        p[k] = np.concatenate([p[k], np.zeros((1, 1))])
+    assert not np.isnan(d.log_d_c).any()
+    mu = mean_degradation(p, d, spec.effects, enc.levels, np)[:, 0]
     y = np.log(sub["delta"].to_numpy() + LOG_SHIFT)
     expected = stats.t.logpdf(y, df=values["nu"], loc=np.log(mu + LOG_SHIFT), scale=values["noise_rel"]).sum()
     logp = model.compile_logp(vars=[model["log_delta"]], sum=True)(point)

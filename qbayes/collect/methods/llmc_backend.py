@@ -151,6 +151,7 @@ class AWQ(_LlmcMethod):
             return problem
         from llmcompressor.modifiers.transform.awq.mappings import AWQ_MAPPING_REGISTRY
 
+        _quiet_llmcompressor()
         cls = type(loaded.model).__name__
         if cls not in AWQ_MAPPING_REGISTRY and cls not in OWN_AWQ_MAPPINGS:
             return f"AWQ has no layer mappings for {cls} (model type {loaded.model_type})"

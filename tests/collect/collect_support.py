@@ -1,0 +1,50 @@
+"""Helpers shared by the collection tests (a module of its own: ``conftest`` is a name
+the repository's top-level tests already use)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ROOT / "collectors" / "tiny.toml"
+
+
+def write_grid(path: Path, *, methods: str, eval_sets=("shakespeare",), calib=("shakespeare",),
+               features: bool = False, extra: str = "") -> Path:
+    """A small grid file for a focused test (the tiny grid's budgets)."""
+    evals = ", ".join(f'"{e}"' for e in eval_sets)
+    cals = ", ".join(f'"{c}"' for c in calib)
+    path.write_text(f"""
+[eval]
+sets = [{evals}]
+tokens = 1024
+seq_len = 128
+
+[calibration]
+sets = [{cals}]
+samples = 4
+seq_len = 128
+
+[self_check]
+tokens = 512
+
+[efficiency]
+decode_tokens = 8
+prompt_tokens = 8
+
+[features]
+landscape = {str(features).lower()}
+outliers = {str(features).lower()}
+landscape_eval = ["shakespeare"]
+outlier_calib = ["shakespeare"]
+tokens = 256
+seq_len = 128
+hutchinson_samples = 4
+power_iters = 4
+radii = [0.1]
+radial_directions = 1
+outlier_tokens = 256
+{extra}
+{methods}
+""")
+    return path
