@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from pathlib import Path
 
 import click
 
@@ -78,10 +75,8 @@ def validate(data, exclude_family, include_suspect, models, baselines, families,
                         for c in cols])
         out.print(t)
     if json_path:
-        path = Path(json_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(summary, fh, indent=1, allow_nan=False)
-        os.replace(tmp, path)
-        click.echo(f"wrote {path}")
+        from qbayes.atomic import atomic_path
+
+        with atomic_path(json_path) as tmp:
+            tmp.write_text(json.dumps(summary, indent=1, allow_nan=False))
+        click.echo(f"wrote {json_path}")

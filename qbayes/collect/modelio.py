@@ -97,11 +97,11 @@ def load_model(path: str | os.PathLike, *, device: str = "cpu", dtype: str = "fl
         model = AutoModelForCausalLM.from_pretrained(
             p, dtype=DTYPES[dtype], local_files_only=True, attn_implementation="sdpa"
         )
-    except (OSError, ValueError, KeyError) as exc:
+    except Exception as exc:  # transformers raises many types for broken or foreign checkpoints
         raise QBayesError(f"{p}: cannot load the model ({type(exc).__name__}: {exc})") from exc
     try:
         tokenizer = AutoTokenizer.from_pretrained(p, local_files_only=True)
-    except (OSError, ValueError, KeyError) as exc:
+    except Exception as exc:
         raise QBayesError(f"{p}: cannot load the tokenizer ({type(exc).__name__}: {exc})") from exc
     dev = torch.device(device)
     model.to(dev).eval()

@@ -96,10 +96,6 @@ class RunSummary:
     failed: list[str] = field(default_factory=list)
 
 
-class OutOfMemory(Exception):
-    pass
-
-
 class Collector:
     def __init__(self, opts: CollectOptions, console: Console | None = None):
         self.opts = opts

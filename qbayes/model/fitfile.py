@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 import polars as pl
 import xarray as xr
 
+from qbayes.atomic import atomic_path
 from qbayes.errors import QBayesError
 from qbayes.model.design import STANDARD, Encoding
 from qbayes.model.spec import ModelSpec
@@ -91,7 +91,6 @@ def _dataset_to_table(ds: xr.Dataset) -> pl.DataFrame:
 def save(fit: Fit, path: str | os.PathLike) -> Path:
     """Write the fit atomically (temporary file, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     attrs = dict(fit.attrs)
     attrs.update({
         "format": FORMAT, "format_version": FORMAT_VERSION,
@@ -105,14 +104,8 @@ def save(fit: Fit, path: str | os.PathLike) -> Path:
         "sample_stats": fit.tree["sample_stats"].to_dataset(),
         "fit_data": _table_to_dataset(fit.data),
     })
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         tree.to_netcdf(tmp, engine="h5netcdf")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     fit.attrs = attrs
     return path
 

@@ -4,7 +4,6 @@ no network), sections in :mod:`qbayes.report.sections`."""
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 SECTION_IDS = ("data", "convergence", "ppc", "learned", "validation", "decisions")
@@ -33,15 +32,8 @@ def build(fit, validation: dict | None = None, *, n_draws: int | None = None, se
 
 def write(text: str, out: str | os.PathLike) -> Path:
     """Write atomically (temporary file, then rename); parents are created."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out
+    from qbayes.atomic import atomic_path
+
+    with atomic_path(out) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(out)

@@ -56,3 +56,31 @@ formats = ["int2-g32", "int8"]
     assert set(layers["scope"]) == {f"transformer.h.{i}.{m}" for i in (0, 1)
                                     for m in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")}
     assert db.features.filter(pl.col("feature") == "hessian_top_eig")["value"][0] > 0
+
+
+def test_per_layer_sqnr_rows_once_the_schema_allows_them(cli, toy_models, tmp_path, monkeypatch):
+    """Per-layer SQNR is written as feature 'sqnr_db' only where the schema lists that
+    name; here the schema is extended for the test, as the database owner would."""
+    import dataclasses
+
+    from qbayes.collect import features
+    from qbayes.db import schema
+
+    table = schema.TABLES["features"]
+    cols = tuple(dataclasses.replace(c, allowed=(*c.allowed, "sqnr_db")) if c.name == "feature" else c
+                 for c in table.columns)
+    monkeypatch.setitem(schema.TABLES, "features", dataclasses.replace(table, columns=cols))
+    monkeypatch.setattr(features, "FEATURES", (*schema.FEATURES, "sqnr_db"))
+    grid = write_grid(tmp_path / "g.toml", methods='[methods.rtn]\nformats = ["int2-g32", "int8"]\n')
+    out = tmp_path / "shard"
+    r = cli("collect", "--model", toy_models["opt"], "--family", "toy-opt", "--grid", grid, "--out", out,
+            "--no-progress")
+    assert r.code == 0, r.err
+    db = store.load(out)
+    sq = db.features.filter(pl.col("feature") == "sqnr_db")
+    assert sq.height == 2 * 12  # two formats x 6 projections x 2 layers
+    int2 = sq.filter(pl.col("scope").str.starts_with("RTN/int2-g32/-:"))
+    int8 = sq.filter(pl.col("scope").str.starts_with("RTN/int8/-:"))
+    assert int2.height == int8.height == 12 and int2["value"].max() < int8["value"].min()
+    overall = dict(zip(db.results["dtype_label"], db.results["sqnr_db"], strict=False))
+    assert int2["value"].min() <= overall["int2-g32"] <= int2["value"].max()

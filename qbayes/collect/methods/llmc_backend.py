@@ -24,6 +24,8 @@ Mistral, Qwen and others, and which are given here for OPT.
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 from dataclasses import dataclass
 
 import torch
@@ -82,10 +84,11 @@ class _LlmcMethod(Method):
         return True
 
     def quantize(self, job: QuantizeJob) -> Quantized:
+        _quiet_llmcompressor()  # before the import, which logs (and turns its logging on)
         from compressed_tensors.quantization import forward_quantize
         from llmcompressor import oneshot
 
-        _quiet_llmcompressor()  # after the import, which turns llm-compressor's logging on
+        _quiet_llmcompressor()
 
         if job.calib is None or job.calib.numel() == 0:
             raise ValueError(f"{self.label} needs calibration data and got none")
@@ -149,6 +152,7 @@ class AWQ(_LlmcMethod):
         problem = super().model_problem(loaded)
         if problem:
             return problem
+        _quiet_llmcompressor()
         from llmcompressor.modifiers.transform.awq.mappings import AWQ_MAPPING_REGISTRY
 
         _quiet_llmcompressor()
@@ -228,5 +232,11 @@ def _quiet_llmcompressor() -> None:
     shows its own progress instead."""
     from loguru import logger
 
+    os.environ.setdefault("LLM_COMPRESSOR_LOG_DISABLED", "true")  # oneshot reconfigures its logger
+    try:
+        logger.level("METRIC")
+    except ValueError:  # llm-compressor logs at this level, registered only when its logging is on
+        logger.level("METRIC", no=38)
     logger.disable("llmcompressor")
     logger.disable("compressed_tensors")
+    logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)  # tracing chatter
