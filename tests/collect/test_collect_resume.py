@@ -14,9 +14,9 @@ import pytest
 pytest.importorskip("torch")
 
 import polars as pl  # noqa: E402
-from collect_support import write_grid  # noqa: E402
-
 from qbayes.db import store  # noqa: E402
+
+from collect_support import write_grid  # noqa: E402
 
 FORMATS = ["int2-g32", "int3-g32", "int4-g32", "int5-g32", "int6-g32", "int8", "fp8", "nf4-g32",
            "mxint8", "mxint4", "mxfp4", "int4-g32-asym"]

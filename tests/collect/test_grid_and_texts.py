@@ -8,8 +8,6 @@ import pytest
 
 pytest.importorskip("torch")
 
-from collect_support import ROOT  # noqa: E402
-
 from qbayes.collect import texts  # noqa: E402
 from qbayes.collect.grid import (  # noqa: E402
     Grid,
@@ -20,6 +18,8 @@ from qbayes.collect.grid import (  # noqa: E402
 from qbayes.collect.methods import get, names  # noqa: E402
 from qbayes.collect.methods.llmc_backend import AwqOptions  # noqa: E402
 from qbayes.errors import QBayesError  # noqa: E402
+
+from collect_support import ROOT  # noqa: E402
 
 
 @pytest.mark.parametrize("name", ["default", "tiny"])
