@@ -1,9 +1,9 @@
 """Build the PyMC graph for a :class:`ModelSpec` on encoded data.
 
 Every grouping effect is non-centred (``a = sd * z``) with zero-sum ``z`` over the
-levels seen, so global terms carry the average; a new level is N(0, sd) around it. Missing training tokens are
-latent: the ln D of models whose D is known are observed draws from a population
-Normal(m, s), and each model without D gets its own latent from that population.
+levels seen, so global terms carry the average; a new level is N(0, sd) around it.
+Missing training tokens are latent: the known ln D values are observed draws from a
+population Normal(m, s), and each model without D gets its own latent from it.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from qbayes.model.spec import ModelSpec
 
 LOG_SHIFT = 0.01  # nats; ln(delta + LOG_SHIFT) is modelled for log_student_t
 
+
 def log_target(delta: np.ndarray) -> np.ndarray:
     """ln(delta + shift); deltas below -shift/2 (never seen: tables round to 0.01 ppl) are floored."""
     return np.log(np.maximum(delta, -LOG_SHIFT / 2) + LOG_SHIFT)
@@ -28,8 +29,8 @@ SCALARS = ("intercept", "bits_rate", "bits_curvature", "gamma_n", "gamma_d", "pe
 
 
 def known_log_tokens(design: Design) -> np.ndarray:
-    """Centred ln D of the distinct known token counts (one value per distinct model row
-    set would over-weight large families; distinct values suffice for the population)."""
+    """Centred ln D of the distinct known token counts: one value per distinct count, so
+    a family with many rows does not dominate the population of ln D."""
     return np.unique(design.log_d_c[~np.isnan(design.log_d_c)])
 
 
@@ -46,8 +47,7 @@ def build_model(spec: ModelSpec, design: Design, enc: Encoding, delta: np.ndarra
     coords = {g: list(enc.levels[g]) for g in spec.effects}
     coords["tokens_missing"] = list(enc.tokens_missing)
     with pm.Model(coords=coords) as model:
-        p = {name: pm.Normal(name, getattr(pr, name).mu, getattr(pr, name).sigma)
-             for name in SCALARS if hasattr(getattr(pr, name), "mu")}
+        p = {name: pm.Normal(name, getattr(pr, name).mu, getattr(pr, name).sigma) for name in SCALARS}
         for g, e in spec.effects.items():
             if e.intercept:
                 sd = pm.HalfNormal(f"sd_a_{g}", pr.group_sd.sigma)
