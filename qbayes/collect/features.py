@@ -115,8 +115,11 @@ class FeatureSteps:
         if SQNR_FEATURE not in FEATURES or not self.settings.per_layer_sqnr:
             return []
         prefix = f"{cfg.method.label}/{cfg.dtype_label}/{cfg.calib or '-'}"
-        return [self.row(SQNR_FEATURE, f"{prefix}:{layer}", value, calib_set=cfg.calib)
-                for layer, value in q.sqnr.per_layer().items()]
+        t0 = time.perf_counter()
+        per_layer = q.sqnr.per_layer()
+        wall = time.perf_counter() - t0
+        return [self.row(SQNR_FEATURE, f"{prefix}:{layer}", value, calib_set=cfg.calib, wall_s=wall)
+                for layer, value in per_layer.items()]
 
     def row(self, feature: str, scope: str, value: float, *, se=None, calib_set=None, eval_set=None,
             radius=None, wall_s=None) -> dict:
