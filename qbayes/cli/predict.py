@@ -100,13 +100,15 @@ def _print_one(r: dict) -> None:
 
     group = "" if r["group_size"] is None else f" g{r['group_size']}"
     t = Table(title=f"{r['model']}: {r['method']} w{r['w_bits']:g}{group} a{r['act_bits']:g} on {r['eval_set']}")
-    for c in ("", "5%", "25%", "median", "75%", "95%", "mean"):
+    for c in ("", "5%", "25%", "median", "75%", "95%"):
         t.add_column(c, justify="right")
-    t.add_row("perplexity", *(f"{r[k]:.3f}" for k in ("ppl_q05", "ppl_q25", "ppl_q50", "ppl_q75", "ppl_q95", "ppl_mean")))
+    t.add_row("perplexity", *(f"{r[k]:.3f}" for k in ("ppl_q05", "ppl_q25", "ppl_q50", "ppl_q75", "ppl_q95")))
     Console().print(t)
     notes = [n.replace("_", " ") for n in ("new_family", "new_method", "new_eval_set", "new_w_kind") if r[n]]
     if r["tokens_imputed"]:
         notes.append("training tokens imputed from the fitted population")
     click.echo(f"fp16 perplexity {r['fp16_ppl']:g}; median degradation {r['delta_q50']:.4f} nats/token")
+    click.echo("(the mean perplexity, ppl_mean in file output, is dominated by rare collapses in the "
+               "upper tail; the median and interval are the figures to read)")
     if notes:
         click.echo("predicted from the population (wider intervals): " + ", ".join(notes))
