@@ -5,6 +5,9 @@ from __future__ import annotations
 import click
 
 from qbayes.cli.options import database_options, load_databases
+from qbayes.model.samplers import DEFAULT_SAMPLER, SampleConfig
+
+DEFAULTS = SampleConfig()  # one source for the sampling defaults
 
 
 
@@ -13,11 +16,11 @@ from qbayes.cli.options import database_options, load_databases
 @click.option("--model", "model_name", default="hierarchical", show_default=True,
               help="model spec name (models/NAME.toml) or path to a spec TOML")
 @click.option("--out", "out", type=click.Path(), default=None, help="fit file to write [default: fits/MODEL.nc]")
-@click.option("--draws", type=click.IntRange(10), default=2000, show_default=True, help="draws per chain")
-@click.option("--tune", type=click.IntRange(10), default=1500, show_default=True, help="tuning steps per chain")
-@click.option("--chains", type=click.IntRange(1), default=4, show_default=True)
-@click.option("--seed", type=int, default=20261123, show_default=True, help="integer seed (reproducible)")
-@click.option("--sampler", default="nutpie", show_default=True, help="nutpie, pymc, numpyro or blackjax")
+@click.option("--draws", type=click.IntRange(10), default=DEFAULTS.draws, show_default=True, help="draws per chain")
+@click.option("--tune", type=click.IntRange(10), default=DEFAULTS.tune, show_default=True, help="tuning steps per chain")
+@click.option("--chains", type=click.IntRange(1), default=DEFAULTS.chains, show_default=True)
+@click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True, help="integer seed (reproducible)")
+@click.option("--sampler", default=DEFAULT_SAMPLER, show_default=True, help="nutpie, pymc, numpyro or blackjax")
 @click.option("--allow-bad-fit", is_flag=True, help="save and exit 0 even if convergence checks fail")
 @click.option("--prior-check", is_flag=True, help="run a prior predictive check instead of fitting")
 def fit(data, exclude_family, include_suspect, model_name, out, draws, tune, chains, seed, sampler,
@@ -28,7 +31,6 @@ def fit(data, exclude_family, include_suspect, model_name, out, draws, tune, cha
     from qbayes.model import fitfile
     from qbayes.model.diagnostics import Convergence
     from qbayes.model.fit import FitOptions, fit_database
-    from qbayes.model.samplers import SampleConfig
     from qbayes.model.spec import load_spec
 
     console = Console(stderr=True)

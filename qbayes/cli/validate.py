@@ -8,6 +8,7 @@ import click
 
 from qbayes.cli.options import database_options, load_databases
 from qbayes.errors import QBayesError
+from qbayes.model.samplers import SampleConfig
 
 
 @click.command()
@@ -20,7 +21,7 @@ from qbayes.errors import QBayesError
 @click.option("--draws", type=click.IntRange(10), default=500, show_default=True)
 @click.option("--tune", type=click.IntRange(10), default=500, show_default=True)
 @click.option("--chains", type=click.IntRange(1), default=4, show_default=True)
-@click.option("--seed", type=int, default=20261123, show_default=True)
+@click.option("--seed", type=int, default=SampleConfig().seed, show_default=True)
 @click.option("--sampler", default="nutpie", show_default=True)
 @click.option("--json", "json_path", type=click.Path(), help="also write the results as JSON here")
 def validate(data, exclude_family, include_suspect, models, baselines, families, draws, tune, chains, seed,
@@ -33,7 +34,6 @@ def validate(data, exclude_family, include_suspect, models, baselines, families,
     from qbayes.model.baselines import BASELINES
     from qbayes.model.design import training_table
     from qbayes.model.fit import FitOptions
-    from qbayes.model.samplers import SampleConfig
     from qbayes.model.spec import load_spec
 
     for b in baselines:

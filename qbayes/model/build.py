@@ -13,7 +13,7 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from qbayes.model.design import Design, Encoding
-from qbayes.model.mean import mean_degradation, noise_scale
+from qbayes.model.mean import SCALAR_TERMS, mean_degradation, noise_scale
 from qbayes.model.spec import ModelSpec
 
 LOG_SHIFT = 0.01  # nats; ln(delta + LOG_SHIFT) is modelled for log_student_t
@@ -24,8 +24,7 @@ def log_target(delta: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(delta, -LOG_SHIFT / 2) + LOG_SHIFT)
 
 
-SCALARS = ("intercept", "bits_rate", "bits_curvature", "gamma_n", "gamma_d", "per_channel", "per_channel_bits",
-           "log2_group", "act_intercept", "act_rate")
+SCALARS = (*SCALAR_TERMS, "act_intercept", "act_rate")  # scalar parameters with Normal priors
 
 
 def known_log_tokens(design: Design) -> np.ndarray:

@@ -77,11 +77,12 @@ def run(table: pl.DataFrame, *, bayes_models: Sequence[str], baselines: Sequence
         progress: Callable[[str], None] = lambda msg: None) -> list[FoldResult]:
     """Fit every model once per held-out family and collect its quantile predictions."""
     families = list(families or sorted(set(table["family"])))
+    specs = {name: load_spec(name) for name in bayes_models}
     out = []
     for fam in families:
         train = table.filter(pl.col("family") != fam)
         test = table.filter(pl.col("family") == fam)
-        test_for = {n: family_tokens(test) if load_spec(n).tokens == "family" else test for n in bayes_models}
+        test_for = {n: family_tokens(test) if spec.tokens == "family" else test for n, spec in specs.items()}
         y = test.get_column("delta").to_numpy()
         for name in baselines:
             progress(f"{fam}: {name}")
@@ -89,7 +90,7 @@ def run(table: pl.DataFrame, *, bayes_models: Sequence[str], baselines: Sequence
             out.append(FoldResult(fam, name, y, model.fit(train).quantiles(test, QGRID)))
         for name in bayes_models:
             progress(f"{fam}: {name} (sampling)")
-            fit = fit_table(train, load_spec(name), opts)
+            fit = fit_table(train, specs[name], opts)
             conv = fit.attrs["convergence"]
             out.append(FoldResult(fam, name, y, bayes_quantiles(fit, test_for[name], seed=seed),
                                   info={"max_rhat": conv["max_rhat"], "divergences": conv["divergences"],

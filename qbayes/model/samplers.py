@@ -11,11 +11,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import pymc as pm
 import xarray as xr
 
 from qbayes.errors import QBayesError, unknown
+
+if TYPE_CHECKING:  # pymc is imported when a sampler runs, so the CLI can read the defaults cheaply
+    import pymc as pm
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,8 @@ def _nutpie(model: pm.Model, cfg: SampleConfig) -> SampleResult:
 
 
 def _pymc(model: pm.Model, cfg: SampleConfig, nuts_sampler: str = "pymc") -> SampleResult:
+    import pymc as pm
+
     t0 = time.perf_counter()
     with model:
         idata = pm.sample(draws=cfg.draws, tune=cfg.tune, chains=cfg.chains, cores=min(cfg.cores, cfg.chains),
