@@ -145,7 +145,7 @@ def grid_from_dict(data: dict, *, name: str, where: str) -> Grid:
     for key in data:
         if key not in SECTIONS and key != "methods":
             raise QBayesError(f"{where}: unknown table [{key}]{suggest(key, [*SECTIONS, 'methods'])}")
-    sections = {key: _build(cls, data.get(key, {}), f"{where} [{key}]") for key, cls in SECTIONS.items()}
+    sections = {key: build_table(cls, data.get(key, {}), f"{where} [{key}]") for key, cls in SECTIONS.items()}
     methods = data.get("methods", {})
     if not isinstance(methods, dict) or not methods:
         raise QBayesError(f"{where}: needs at least one [methods.NAME] table")
@@ -203,7 +203,7 @@ def _check_grid(grid: Grid, where: str) -> None:
         raise QBayesError(f"{where}: eval.tokens must exceed eval.seq_len")
 
 
-def _build(cls, table, where: str):
+def build_table(cls, table, where: str):
     """A settings dataclass from a TOML table, checking keys and value types."""
     if not isinstance(table, dict):
         raise QBayesError(f"{where}: must be a table")
@@ -241,4 +241,4 @@ def _coerce(value, hint, where: str):
 
 def build_options(cls, options: tuple[tuple[str, object], ...], where: str):
     """A method's options dataclass from a :class:`MethodSpec`'s option pairs."""
-    return _build(cls, dict(options), where)
+    return build_table(cls, dict(options), where)

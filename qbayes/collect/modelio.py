@@ -18,6 +18,7 @@ import torch
 
 from qbayes.errors import QBayesError
 
+TRAIN_INFO = "qbayes_train.json"  # training card written by `qbayes zoo train`
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 # what the models table records for architectures we know (position, norm, mlp)
@@ -153,3 +154,20 @@ def model_bytes(model: torch.nn.Module) -> int:
             seen.add(id(p))
             total += p.numel() * p.element_size()
     return total
+
+
+def read_train_info(path: str | Path) -> dict | None:
+    """The training card of a model trained here (``qbayes_train.json``), if there is one.
+    It gives what a saved model does not: training tokens, seed, recipe and content hash."""
+    import json
+
+    card = Path(path) / TRAIN_INFO
+    if not card.is_file():
+        return None
+    try:
+        info = json.loads(card.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise QBayesError(f"{card}: unreadable training card ({exc})") from None
+    if not isinstance(info, dict) or not isinstance(info.get("train_tokens"), int):
+        raise QBayesError(f"{card}: training card without an integer 'train_tokens'")
+    return info

@@ -32,7 +32,7 @@ from qbayes.collect.features import FeatureSteps
 from qbayes.collect.formats import Format, parse_format
 from qbayes.collect.grid import DTYPES, Grid, build_options
 from qbayes.collect.methods.base import Method, Quantized, QuantizeJob
-from qbayes.collect.modelio import ARCH_INFO, LoadedModel, load_model, model_bytes, param_counts
+from qbayes.collect.modelio import ARCH_INFO, LoadedModel, load_model, model_bytes, param_counts, read_train_info
 from qbayes.collect.provenance import Provenance, now
 from qbayes.collect.shard import Shard
 from qbayes.errors import QBayesError
@@ -183,12 +183,20 @@ class Collector:
         model = self.loaded.model
         total, non_embed = param_counts(model)
         pos, norm, mlp = ARCH_INFO.get(self.loaded.model_type, (None, None, None))
+        card = read_train_info(self.opts.model_path)
+        notes = (f"collected by qbayes-collect from {Path(self.opts.model_path).resolve()}; "
+                 f"{len(self.loaded.layers())} quantizable layers")
+        if card is not None:
+            notes += (f"; trained here by recipe {card.get('recipe')} ({card.get('recipe_digest')}), seed "
+                      f"{card.get('seed')}, train loss {card.get('train_loss', float('nan')):.4f}, "
+                      f"weights sha256 {str(card.get('content_sha256'))[:16]}")
         self.shard.add_models([{
             "family": self.opts.family, "model": self.name, "params_b": total / 1e9,
             "non_embedding_params_b": non_embed / 1e9, "architecture": self.loaded.model_type,
+            "train_tokens_b": card["train_tokens"] / 1e9 if card else None,
             "position_encoding": pos, "norm": norm, "mlp": mlp,
-            "notes": f"collected by qbayes-collect from {Path(self.opts.model_path).resolve()}; "
-                     f"{len(self.loaded.layers())} quantizable layers",
+            "reference": "qbayes zoo (collectors/zoo.toml)" if card else None,
+            "notes": notes,
         }])
         self.base_bytes = model_bytes(model)
         self.shard.save()

@@ -55,7 +55,7 @@ def build_model(spec: ToySpec) -> torch.nn.Module:
     if spec.arch == "gpt2":
         config = tf.GPT2Config(vocab_size=spec.vocab, n_embd=spec.hidden, n_layer=spec.layers, n_head=spec.heads,
                                n_inner=spec.intermediate, n_positions=spec.max_positions,
-                               resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+                               resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
         return tf.GPT2LMHeadModel(config)
     if spec.arch == "opt":
         config = tf.OPTConfig(vocab_size=spec.vocab, hidden_size=spec.hidden, num_hidden_layers=spec.layers,
