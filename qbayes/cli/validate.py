@@ -23,9 +23,11 @@ from qbayes.model.samplers import SampleConfig
 @click.option("--chains", type=click.IntRange(1), default=4, show_default=True)
 @click.option("--seed", type=int, default=SampleConfig().seed, show_default=True)
 @click.option("--sampler", default="nutpie", show_default=True)
+@click.option("--rows", type=click.Choice(["published", "collected", "all"]), default=None,
+              help="which database rows to validate on (default: the first model's `rows`)")
 @click.option("--json", "json_path", type=click.Path(), help="also write the results as JSON here")
 def validate(data, exclude_family, include_suspect, models, baselines, families, draws, tune, chains, seed,
-             sampler, json_path):
+             sampler, rows, json_path):
     """Hold out each family in turn, fit on the rest, and score predictions for it."""
     from rich.console import Console
     from rich.table import Table
@@ -41,10 +43,10 @@ def validate(data, exclude_family, include_suspect, models, baselines, families,
             from qbayes.errors import unknown
 
             raise unknown("baseline", b, BASELINES)
-    for m in models:
-        load_spec(m)
+    specs = [load_spec(m) for m in models]
+    rows = rows or (specs[0].rows if specs else "published")
     db = load_databases(data)
-    table = training_table(db, exclude_families=tuple(exclude_family), include_suspect=include_suspect)
+    table = training_table(db, exclude_families=tuple(exclude_family), include_suspect=include_suspect, rows=rows)
     known = sorted(set(table["family"]))
     for f in families:
         if f not in known:
@@ -60,7 +62,7 @@ def validate(data, exclude_family, include_suspect, models, baselines, families,
         results = crossval.run(table, bayes_models=models, baselines=baselines, opts=opts,
                                families=families or None, seed=seed, progress=lambda m: status.update(m))
     settings = {"draws": draws, "tune": tune, "chains": chains, "seed": seed, "sampler": sampler,
-                "rows": table.height, "families": list(families or known)}
+                "rows": table.height, "row_kind": rows, "families": list(families or known)}
     summary = crossval.summarise(results, settings)
 
     out = Console()

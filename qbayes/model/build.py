@@ -19,9 +19,10 @@ from qbayes.model.spec import ModelSpec
 LOG_SHIFT = 0.01  # nats; ln(delta + LOG_SHIFT) is modelled for log_student_t
 
 
-def log_target(delta: np.ndarray) -> np.ndarray:
-    """ln(delta + shift); deltas below -shift/2 (never seen: tables round to 0.01 ppl) are floored."""
-    return np.log(np.maximum(delta, -LOG_SHIFT / 2) + LOG_SHIFT)
+def log_target(delta: np.ndarray, shift: float = LOG_SHIFT) -> np.ndarray:
+    """ln(delta + shift); deltas below -shift/2 (published tables round to 0.01 ppl; collected
+    deltas this negative are measurement noise) are floored there."""
+    return np.log(np.maximum(delta, -shift / 2) + shift)
 
 
 SCALARS = (*SCALAR_TERMS, "act_intercept", "act_rate")  # scalar parameters with Normal priors
@@ -47,6 +48,8 @@ def build_model(spec: ModelSpec, design: Design, enc: Encoding, delta: np.ndarra
     coords["tokens_missing"] = list(enc.tokens_missing)
     with pm.Model(coords=coords) as model:
         p = {name: pm.Normal(name, getattr(pr, name).mu, getattr(pr, name).sigma) for name in SCALARS}
+        for f in enc.feature_names:
+            p[f"feat_{f}"] = pm.Normal(f"feat_{f}", pr.feature.mu, pr.feature.sigma)
         for g, e in spec.effects.items():
             if e.intercept:
                 sd = pm.HalfNormal(f"sd_a_{g}", pr.group_sd.sigma)
@@ -72,14 +75,14 @@ def build_model(spec: ModelSpec, design: Design, enc: Encoding, delta: np.ndarra
 
         p["noise_rel"] = pm.HalfNormal("noise_rel", pr.noise_rel.sigma)
         p["ceiling"] = pm.LogNormal("ceiling", np.log(pr.ceiling.mu), pr.ceiling.sigma)
-        mu = mean_degradation(p, design, spec.effects, enc.levels, pt, log_d_missing)
+        mu = mean_degradation(p, design, spec.effects, enc.levels, pt, log_d_missing, enc.feature_names)
         nu = pm.Gamma("nu", alpha=pr.nu[0], beta=pr.nu[1])
         if spec.likelihood == "student_t":
             p["noise_floor"] = pm.HalfNormal("noise_floor", pr.noise_floor.sigma)
             pm.StudentT("delta", nu=nu, mu=mu, sigma=noise_scale(p, mu), observed=delta, shape=design.n)
         elif spec.likelihood == "log_student_t":
             # the shift already absorbs near-zero deltas, so the scale is purely relative
-            obs = None if delta is None else log_target(delta)
-            pm.StudentT("log_delta", nu=nu, mu=pt.log(mu + LOG_SHIFT), sigma=p["noise_rel"], observed=obs,
+            obs = None if delta is None else log_target(delta, spec.log_shift)
+            pm.StudentT("log_delta", nu=nu, mu=pt.log(mu + spec.log_shift), sigma=p["noise_rel"], observed=obs,
                         shape=design.n)
     return model

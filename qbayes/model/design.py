@@ -9,7 +9,7 @@ so they cannot disagree on a covariate. Unseen levels get index -1 and are flagg
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
@@ -17,6 +17,7 @@ import polars as pl
 from qbayes.db.schema import BASELINE_METHOD
 from qbayes.db.store import Database
 from qbayes.errors import QBayesError
+from qbayes.model.covariates import RAW_COLUMNS, attach_raw, scales, standardise
 from qbayes.model.spec import GROUPINGS
 
 BITS_REF = 4.0  # covariates are centred here, so intercepts are 4-bit values
@@ -29,7 +30,9 @@ STANDARD = {
     "method": pl.String, "w_kind": pl.String, "w_bits": pl.Float64, "group_size": pl.Int64,
     "bits": pl.Float64, "act_bits": pl.Float64, "eval_set": pl.String, "source": pl.String,
     "fp16_ppl": pl.Float64,
+    **{c: pl.Float64 for c in RAW_COLUMNS},  # measured features (null for published rows)
 }
+PUBLISHED_KINDS = ("paper", "repository")  # results.source_kind of published rows
 
 
 def effective_bits(w_bits: pl.Expr, group_size: pl.Expr, w_kind: pl.Expr) -> pl.Expr:
@@ -39,10 +42,15 @@ def effective_bits(w_bits: pl.Expr, group_size: pl.Expr, w_kind: pl.Expr) -> pl.
     return pl.when(grouped).then(w_bits + (16.0 + w_bits) / group_size).otherwise(w_bits)
 
 
-def training_table(db: Database, *, exclude_families=(), include_suspect: bool = False) -> pl.DataFrame:
+def training_table(db: Database, *, exclude_families=(), include_suspect: bool = False,
+                   rows: str = "all") -> pl.DataFrame:
     """Quantized rows joined to their baseline: the standard table plus ``delta``, the
-    degradation ln(ppl_q) - ln(ppl_base) in nats per token."""
+    degradation ln(ppl_q) - ln(ppl_base) in nats per token. ``rows`` keeps the published
+    rows, the collected ones, or all (see :data:`qbayes.model.spec.ROWS`)."""
     res = db.results
+    if rows != "all":
+        published = pl.col("source_kind").is_in(list(PUBLISHED_KINDS))
+        res = res.filter(published if rows == "published" else ~published)
     if not include_suspect:
         res = res.filter(pl.col("doubt").is_null() | (pl.col("doubt") != "suspect"))
     key = ["model", "eval_set", "source", "source_table"]
@@ -62,7 +70,8 @@ def training_table(db: Database, *, exclude_families=(), include_suspect: bool =
         pl.coalesce("w_bits_eff", "w_bits").alias("bits"),
         (pl.col("ppl").log() - pl.col("fp16_ppl").log()).alias("delta"),
     )
-    return df.select(*STANDARD, "delta", "doubt")
+    df = attach_raw(df, db.features)
+    return df.select(*[pl.col(c).cast(t) for c, t in STANDARD.items()], "delta", "doubt")
 
 
 def family_tokens(df: pl.DataFrame) -> pl.DataFrame:
@@ -80,19 +89,26 @@ class Encoding:
 
     levels: dict[str, tuple[str, ...]]
     tokens_missing: tuple[str, ...]
+    features: dict[str, tuple[float, float]] = field(default_factory=dict)  # covariate -> (mean, sd)
 
     @classmethod
-    def from_table(cls, df: pl.DataFrame) -> Encoding:
+    def from_table(cls, df: pl.DataFrame, features: tuple[str, ...] = ()) -> Encoding:
         levels = {g: tuple(sorted(set(df.get_column(g).drop_nulls()))) for g in GROUPINGS}
         missing = tuple(sorted(set(df.filter(pl.col("train_tokens_b").is_null())["model"])))
-        return cls(levels=levels, tokens_missing=missing)
+        return cls(levels=levels, tokens_missing=missing, features=scales(df, features))
 
     def to_dict(self) -> dict:
-        return {"levels": {k: list(v) for k, v in self.levels.items()}, "tokens_missing": list(self.tokens_missing)}
+        return {"levels": {k: list(v) for k, v in self.levels.items()}, "tokens_missing": list(self.tokens_missing),
+                "features": {k: list(v) for k, v in self.features.items()}}
 
     @classmethod
     def from_dict(cls, d: dict) -> Encoding:
-        return cls(levels={k: tuple(v) for k, v in d["levels"].items()}, tokens_missing=tuple(d["tokens_missing"]))
+        return cls(levels={k: tuple(v) for k, v in d["levels"].items()}, tokens_missing=tuple(d["tokens_missing"]),
+                   features={k: (float(v[0]), float(v[1])) for k, v in d.get("features", {}).items()})
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(self.features)
 
 
 @dataclass(frozen=True)
@@ -109,6 +125,7 @@ class Design:
     act_q: np.ndarray
     act_c: np.ndarray
     idx: dict[str, np.ndarray]
+    feats: np.ndarray  # (N, F) standardised feature covariates, 0 where unmeasured
 
     @property
     def n(self) -> int:
@@ -145,13 +162,15 @@ def encode(df: pl.DataFrame, enc: Encoding) -> Design:
         act_q=(act < 16).astype(np.float64),
         act_c=act - BITS_REF,
         idx=idx,
+        feats=standardise(df, enc.features),
     )
 
 
 # --- prediction queries ------------------------------------------------------------
 
 QUERY_REQUIRED = ("family", "model", "params_b", "method", "w_bits", "eval_set", "fp16_ppl")
-QUERY_OPTIONAL = {"train_tokens_b": None, "group_size": None, "act_bits": 16.0, "w_kind": "int", "source": None}
+QUERY_OPTIONAL = {"train_tokens_b": None, "group_size": None, "act_bits": 16.0, "w_kind": "int", "source": None,
+                  **{c: None for c in RAW_COLUMNS}}
 
 
 def query_table(df: pl.DataFrame, where: str = "queries") -> pl.DataFrame:

@@ -34,7 +34,7 @@ def fit_table(df: pl.DataFrame, spec: ModelSpec, opts: FitOptions = FitOptions()
         raise QBayesError(f"only {df.height} quantized rows with baselines to fit; need at least {MIN_ROWS}")
     if spec.tokens == "family":
         df = family_tokens(df)  # the fit keeps the covariates the model actually saw
-    enc = Encoding.from_table(df)
+    enc = Encoding.from_table(df, spec.features)
     design = encode(df, enc)
     model = build_model(spec, design, enc, df.get_column("delta").to_numpy())
     result = sample(model, sampler=opts.sampler, config=opts.sample)
@@ -56,7 +56,11 @@ def fit_table(df: pl.DataFrame, spec: ModelSpec, opts: FitOptions = FitOptions()
 
 
 def fit_database(db: Database, spec: ModelSpec, opts: FitOptions = FitOptions()) -> Fit:
-    df = training_table(db, exclude_families=opts.exclude_families, include_suspect=opts.include_suspect)
+    df = training_table(db, exclude_families=opts.exclude_families, include_suspect=opts.include_suspect,
+                        rows=spec.rows)
+    if df.height < MIN_ROWS and spec.rows != "all":
+        raise QBayesError(f"only {df.height} {spec.rows} rows to fit (model '{spec.name}' has rows = "
+                          f"\"{spec.rows}\"); a model for the other rows, or rows = \"all\", may be what you want")
     return fit_table(df, spec, opts)
 
 
@@ -64,15 +68,13 @@ def prior_predictive(db: Database, spec: ModelSpec, *, draws: int = 500, seed: i
     """Prior predictive draws of delta for the training rows, and the observed deltas."""
     import pymc as pm
 
-    df = training_table(db)
-    enc = Encoding.from_table(df)
+    df = training_table(db, rows=spec.rows)
+    enc = Encoding.from_table(df, spec.features)
     model = build_model(spec, encode(df, enc), enc, None)
     with model:
         idata = pm.sample_prior_predictive(draws=draws, random_seed=seed)
     name = "log_delta" if "log_delta" in idata.prior_predictive else "delta"
     sim = idata.prior_predictive[name].values.reshape(draws, -1)
     if name == "log_delta":
-        from qbayes.model.build import LOG_SHIFT
-
-        sim = np.exp(sim) - LOG_SHIFT
+        sim = np.exp(sim) - spec.log_shift
     return {"simulated": sim, "observed": df.get_column("delta").to_numpy()}

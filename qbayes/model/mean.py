@@ -11,6 +11,7 @@ chunk of rows x draws is one BLAS call.
                - gamma_n * (ln N - ln 7B) + gamma_d * (ln D - ln 1T)
                + per_channel * (c_pc + sum_g c_g[idx_g] + c_pcb * (4 - bits))
                + c_group * log2(group / 128)
+               + sum_k feat_k * z_k          (standardised measured features, if the spec has any)
     mu_u = mu_w + [act_bits < 16] * exp(act_intercept - act_rate * (act_bits - 4))
     mu = mu_u / (1 + mu_u / ceiling)
 
@@ -39,9 +40,10 @@ SCALAR_TERMS = ("intercept", "bits_rate", "bits_curvature", "gamma_n", "gamma_d"
                 "per_channel_bits", "log2_group")
 
 
-def layout(effects: dict[str, Effect], levels: dict[str, tuple[str, ...]]) -> list[tuple[str, int]]:
+def layout(effects: dict[str, Effect], levels: dict[str, tuple[str, ...]],
+           features: tuple[str, ...] = ()) -> list[tuple[str, int]]:
     """(parameter name, number of columns) in the order of theta and of X's columns."""
-    out = [(name, 1) for name in SCALAR_TERMS]
+    out = [(name, 1) for name in SCALAR_TERMS] + [(f"feat_{f}", 1) for f in features]
     for g, e in effects.items():
         for kind, on in (("a", e.intercept), ("b", e.bits_slope), ("c", e.per_channel)):
             if on:
@@ -54,7 +56,7 @@ def design_matrix(d: Design, effects: dict[str, Effect], levels: dict[str, tuple
     training tokens are unknown get 0 in the gamma_d column (see :func:`mean_degradation`)."""
     n = d.n
     cols = [np.ones(n), -d.bits_c, d.bits_c**2, -d.log_n_c, np.nan_to_num(d.log_d_c), d.per_channel,
-            -d.per_channel * d.bits_c, d.log2_group]
+            -d.per_channel * d.bits_c, d.log2_group, *d.feats.T]
     weights = {"a": np.ones(n), "b": -d.bits_c, "c": d.per_channel}
     for g, e in effects.items():
         k = len(levels[g]) + 1
@@ -66,23 +68,24 @@ def design_matrix(d: Design, effects: dict[str, Effect], levels: dict[str, tuple
     return np.column_stack(cols)
 
 
-def stack_theta(p: dict, effects: dict[str, Effect], levels: dict[str, tuple[str, ...]], xp):
+def stack_theta(p: dict, effects: dict[str, Effect], levels: dict[str, tuple[str, ...]], xp,
+                features: tuple[str, ...] = ()):
     """theta in layout order: PyTensor (P,) from scalars and (K,) vectors (the new-level
     slot is a 0), or NumPy (P, S) from (1, S) scalars and (K + 1, S) effects."""
     if xp is np:
-        return np.concatenate([p[name] for name, _ in layout(effects, levels)], axis=0)
+        return np.concatenate([p[name] for name, _ in layout(effects, levels, features)], axis=0)
     parts = []
-    for name, width in layout(effects, levels):
+    for name, width in layout(effects, levels, features):
         parts.append(xp.reshape(p[name], (1,)) if width == 1 else xp.concatenate([p[name], xp.zeros(1)]))
     return xp.concatenate(parts)
 
 
 def mean_degradation(p: dict, d: Design, effects: dict[str, Effect], levels: dict[str, tuple[str, ...]], xp,
-                     log_d_missing=None):
+                     log_d_missing=None, features: tuple[str, ...] = ()):
     """Expected degradation (nats per token) for every row of ``d``: shape (N,) with
     PyTensor parameters, (N, S) with NumPy draws. ``log_d_missing`` holds ln D (centred)
     for rows whose training tokens are unknown and 0 elsewhere, or is None when all are known."""
-    theta = stack_theta(p, effects, levels, xp)
+    theta = stack_theta(p, effects, levels, xp, features)
     x = design_matrix(d, effects, levels)
     eta = (x.astype(theta.dtype) if xp is np else x) @ theta
     if log_d_missing is not None:

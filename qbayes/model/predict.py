@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from qbayes.model.build import LOG_SHIFT
 from qbayes.model.design import Design, encode
 from qbayes.model.fitfile import Fit
 from qbayes.model.mean import mean_degradation, noise_scale
@@ -78,7 +77,8 @@ def _log_d_missing(draws: Draws, d: Design) -> np.ndarray | None:
 
 def mean_draws(fit: Fit, d: Design, draws: Draws) -> np.ndarray:
     """Mean degradation per row and draw, (N, S)."""
-    return mean_degradation(draws.p, d, fit.spec.effects, fit.encoding.levels, np, _log_d_missing(draws, d))
+    return mean_degradation(draws.p, d, fit.spec.effects, fit.encoding.levels, np, _log_d_missing(draws, d),
+                            fit.encoding.feature_names)
 
 
 def _noise(p: dict, shape: tuple, rng: np.random.Generator) -> np.ndarray:
@@ -92,9 +92,10 @@ def log_shifted_draws(fit: Fit, d: Design, draws: Draws, *, rng: np.random.Gener
     """Draws of ln(delta + shift), (N, S), for the log_student_t likelihood (capped at DELTA_MAX)."""
     mu = mean_draws(fit, d, draws)
     shape = mu.shape if independent_noise else (1, draws.n)
-    y = np.log(mu + LOG_SHIFT)
+    shift = fit.spec.log_shift
+    y = np.log(mu + shift)
     y += draws.p["noise_rel"] * _noise(draws.p, shape, rng)
-    return np.minimum(y, np.float32(np.log(DELTA_MAX + LOG_SHIFT)), out=y)
+    return np.minimum(y, np.float32(np.log(DELTA_MAX + shift)), out=y)
 
 
 def delta_draws(fit: Fit, d: Design, draws: Draws, *, rng: np.random.Generator, noise: bool = True,
@@ -109,7 +110,8 @@ def delta_draws(fit: Fit, d: Design, draws: Draws, *, rng: np.random.Generator, 
     if not noise:
         return mean_draws(fit, d, draws)
     if fit.spec.likelihood == "log_student_t":
-        return np.exp(log_shifted_draws(fit, d, draws, rng=rng, independent_noise=independent_noise)) - LOG_SHIFT
+        y = log_shifted_draws(fit, d, draws, rng=rng, independent_noise=independent_noise)
+        return np.exp(y) - fit.spec.log_shift
     mu = mean_draws(fit, d, draws)
     t = _noise(draws.p, mu.shape if independent_noise else (1, draws.n), rng)
     return np.clip(mu + noise_scale(draws.p, mu) * t, -DELTA_MAX, DELTA_MAX)
@@ -120,9 +122,9 @@ def _summarise_chunk(fit: Fit, d: Design, draws: Draws, rng, quantiles, fp16: np
     and the mean perplexity for one chunk of rows."""
     if fit.spec.likelihood == "log_student_t":
         y = log_shifted_draws(fit, d, draws, rng=rng)
-        q = np.exp(np.quantile(y, quantiles, axis=1)) - LOG_SHIFT
+        q = np.exp(np.quantile(y, quantiles, axis=1)) - fit.spec.log_shift
         delta = np.exp(y, out=y)
-        delta -= LOG_SHIFT
+        delta -= fit.spec.log_shift
     else:
         delta = delta_draws(fit, d, draws, rng=rng)
         q = np.quantile(delta, quantiles, axis=1)
@@ -130,6 +132,12 @@ def _summarise_chunk(fit: Fit, d: Design, draws: Draws, rng, quantiles, fp16: np
     cols["delta_mean"] = delta.mean(axis=1)
     cols["ppl_mean"] = np.exp(delta, out=delta).mean(axis=1) * fp16
     return cols
+
+
+def _features_missing(table: pl.DataFrame, names: tuple[str, ...]) -> np.ndarray:
+    from qbayes.model.covariates import raw_values
+
+    return np.any([~np.isfinite(raw_values(table, n)) for n in names], axis=0)
 
 
 def predict_table(fit: Fit, table: pl.DataFrame, *, n_draws: int = DEFAULT_DRAWS, seed: int = 0,
@@ -147,6 +155,8 @@ def predict_table(fit: Fit, table: pl.DataFrame, *, n_draws: int = DEFAULT_DRAWS
         for g, flag in FLAGS.items():
             cols[flag] = d.new_level(g)
         cols["tokens_imputed"] = np.isnan(d.log_d_c)
+        if fit.encoding.features:  # a feature model given a row without its features predicts the average
+            cols["features_missing"] = _features_missing(part, fit.encoding.feature_names)
         outs.append(pl.DataFrame(cols))
     res = pl.concat(outs) if outs else pl.DataFrame()
     ppl = [(pl.col(f"delta_q{round(p * 100):02d}").exp() * pl.col("fp16_ppl")).alias(f"ppl_q{round(p * 100):02d}")

@@ -21,6 +21,7 @@ SPEC_DIR = Path(__file__).resolve().parents[2] / "models"
 GROUPINGS = ("family", "method", "w_kind", "eval_set", "source")
 LIKELIHOODS = ("log_student_t", "student_t")
 TOKEN_LEVELS = ("family", "model")
+ROWS = ("all", "published", "collected")  # published: source_kind paper/repository; collected: collector
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class Priors:
     log2_group: Normal = Normal(0.3, 0.3)       # per doubling of the group size
     act_intercept: Normal = Normal(-1.0, 2.0)   # log activation-quantization degradation at A4
     act_rate: Normal = Normal(1.0, 0.5)         # its decrease per activation bit
+    feature: Normal = Normal(0.0, 1.0)          # per standardised feature covariate (see covariates.py)
     group_sd: HalfNormal = HalfNormal(0.7)      # sd of grouping intercepts
     slope_sd: HalfNormal = HalfNormal(0.3)      # sd of grouping bits slopes
     per_channel_sd: HalfNormal = HalfNormal(0.7)  # sd of grouping per-channel shifts
@@ -79,6 +81,9 @@ class ModelSpec:
     # "family": each row sees the geometric mean of its family's known training tokens;
     # "model": each model's own. See models/hierarchical.toml for why family is the default.
     tokens: str = "family"
+    rows: str = "all"  # which database rows the model is for (see ROWS)
+    features: tuple[str, ...] = ()  # measured covariates, names from qbayes.model.covariates
+    log_shift: float = 0.01  # nats: the likelihood models ln(delta + log_shift)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -131,10 +136,23 @@ def _build(raw: dict, where: str) -> ModelSpec:
     tokens = raw.get("tokens", "family")
     if tokens not in TOKEN_LEVELS:
         raise unknown(f"tokens level in {where}", tokens, TOKEN_LEVELS)
+    rows = raw.get("rows", "all")
+    if rows not in ROWS:
+        raise unknown(f"rows in {where}", rows, ROWS)
+    features = raw.get("features", [])
+    if not isinstance(features, (list, tuple)) or not all(isinstance(f, str) for f in features):
+        raise QBayesError(f"{where}: 'features' must be a list of feature names")
+    from qbayes.model.covariates import check_names
+
+    check_names(features, where)
+    log_shift = raw.get("log_shift", 0.01)
+    if not isinstance(log_shift, (int, float)) or isinstance(log_shift, bool) or not 0 < log_shift <= 1:
+        raise QBayesError(f"{where}: 'log_shift' must be a number in (0, 1] nats")
     if "name" not in raw:
         raise QBayesError(f"{where}: missing 'name'")
     return ModelSpec(name=raw["name"], description=raw.get("description", ""), effects=effects,
-                     priors=Priors(**priors), likelihood=likelihood, tokens=tokens)
+                     priors=Priors(**priors), likelihood=likelihood, tokens=tokens, rows=rows,
+                     features=tuple(features), log_shift=float(log_shift))
 
 
 def available() -> list[str]:
