@@ -18,7 +18,7 @@ SMALL = FitOptions(sample=SampleConfig(draws=150, tune=150, chains=2, seed=7, pr
 
 @pytest.fixture(scope="session")
 def table() -> pl.DataFrame:
-    return training_table(store.load(SHIPPED_DB))
+    return training_table(store.load(SHIPPED_DB), rows="published")
 
 
 @pytest.fixture(scope="session")
