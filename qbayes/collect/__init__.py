@@ -15,8 +15,12 @@ configuration of a grid (``collectors/NAME.toml``), writes rows in the database 
 * :mod:`.outliers`  activation and weight outlier statistics;
 * :mod:`.sqnr`      signal-to-quantization-noise ratio per layer and overall;
 * :mod:`.shard`     the shard being written: resume, force, atomic saves;
-* :mod:`.runner`    the loop over configurations.
+* :mod:`.runner`    the loop over configurations;
+* :mod:`.manifest`  the models of a run (``--model`` / ``--models manifest.csv``);
+* :mod:`.executors` where the work runs: ``local`` (in this process) or ``ray`` (tasks on
+  a Ray cluster, each writing its own shard, merged by the driver).
 
-Everything that imports torch lives in this package (and ``qbayes.cli.collect``), so
+Everything that imports torch lives in this package, ``qbayes.zoo`` training and
+``qbayes.cli.collect``, so
 ``import qbayes`` and ``qbayes fit`` never need it.
 """
