@@ -129,16 +129,22 @@ SECTIONS = {
 }
 
 
+def read_toml(path: str | Path, what: str) -> dict:
+    """The tables of a TOML file; a missing file or invalid TOML is a :class:`QBayesError`
+    naming the file (``what`` says what kind of file was expected, e.g. "grid file")."""
+    path = Path(path)
+    if not path.is_file():
+        raise QBayesError(f"{path}: no such {what}")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise QBayesError(f"{path}: not valid TOML ({exc})") from None
+
+
 def load_grid(path: str | Path) -> Grid:
     """Read and check a grid file."""
     path = Path(path)
-    if not path.is_file():
-        raise QBayesError(f"{path}: no such grid file")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise QBayesError(f"{path}: not valid TOML ({exc})") from None
-    return grid_from_dict(data, name=path.stem, where=str(path))
+    return grid_from_dict(read_toml(path, "grid file"), name=path.stem, where=str(path))
 
 
 def grid_from_dict(data: dict, *, name: str, where: str) -> Grid:

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from qbayes.collect.grid import build_table
+from qbayes.collect.grid import build_table, read_toml
 from qbayes.errors import QBayesError, unknown
 
 ARCHS = ("llama", "gpt2", "opt")
@@ -96,13 +95,7 @@ def checkpoint_name(run: Run, budget_m: float) -> str:
 
 def load_recipe(path: str | Path) -> Recipe:
     path = Path(path)
-    if not path.is_file():
-        raise QBayesError(f"{path}: no such zoo recipe")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise QBayesError(f"{path}: not valid TOML ({exc})") from None
-    return recipe_from_dict(data, name=path.stem, where=str(path))
+    return recipe_from_dict(read_toml(path, "zoo recipe"), name=path.stem, where=str(path))
 
 
 def recipe_from_dict(data: dict, *, name: str, where: str) -> Recipe:

@@ -41,8 +41,8 @@ def write(tmp_path, text, name="zoo.toml"):
      "did you mean 'llama'"),
     ("seed = 1\n[training]\nbudget_m = [1.0]\n[[sizes]]\nname='a'\nhidden=8\nlayers=1\nheads=2\nintermediate=8\n",
      "unknown key 'budget_m'"),
-    ("seed = 1\n[training]\nbudgets_m = [2.0, 1.0]\n[[sizes]]\nname='a'\nhidden=8\nlayers=1\nheads=2\n"
-     "intermediate=8\n", "strictly increasing"),
+    (("seed = 1\n[training]\nbudgets_m = [2.0, 1.0]\n[[sizes]]\nname='a'\nhidden=8\nlayers=1\nheads=2\n"
+      "intermediate=8\n"), "strictly increasing"),
     ("seed = 1\n[[sizes]]\nname='a'\nhidden=10\nlayers=1\nheads=4\nintermediate=8\n", "divisible by heads"),
     ("seed = 1\n", "at least one [[sizes]]"),
     ("seed = 1\n[[sizes]]\nname='a'\nhidden='8'\nlayers=1\nheads=2\nintermediate=8\n", "expected int"),
@@ -50,6 +50,19 @@ def write(tmp_path, text, name="zoo.toml"):
 def test_recipe_errors_name_the_problem(tmp_path, bad, message):
     with pytest.raises(QBayesError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load_recipe(write(tmp_path, bad))
+
+
+def test_missing_or_malformed_recipe_is_refused_and_nothing_is_written(tmp_path, cli):
+    with pytest.raises(QBayesError, match="no such zoo recipe"):
+        load_recipe(tmp_path / "absent.toml")
+    bad = write(tmp_path, "seed = 1\n[[sizes]\nname = 'a'\n")
+    with pytest.raises(QBayesError, match="not valid TOML"):
+        load_recipe(bad)
+    pytest.importorskip("torch")
+    out = tmp_path / "zoo-out"
+    res = cli("zoo", "train", "--grid", str(bad), "--out", str(out), "--no-progress")
+    assert res.code != 0 and "not valid TOML" in res.err + res.out
+    assert not out.exists()
 
 
 def test_shipped_recipe_spans_two_orders_of_magnitude_of_d_over_n():
