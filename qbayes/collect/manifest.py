@@ -13,9 +13,11 @@ records the failure in the shard like any other.
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from qbayes.atomic import atomic_path
 from qbayes.errors import QBayesError, suggest
 
 COLUMNS = ("path", "family", "name")
@@ -65,16 +67,19 @@ def read_manifest(file: str | Path) -> tuple[ModelEntry, ...]:
     return tuple(entries)
 
 
-def write_manifest(file: str | Path, entries: list[ModelEntry] | tuple[ModelEntry, ...]) -> Path:
-    """Write a manifest that :func:`read_manifest` reads back (paths as given)."""
-    file = Path(file)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    with open(file, "w", newline="", encoding="utf-8") as fh:
+def write_manifest(file: str | Path, entries: Sequence[ModelEntry], *, extra: Sequence[dict] = ()) -> Path:
+    """Write a manifest that :func:`read_manifest` reads back (paths as given), atomically.
+    ``extra`` (one dict per entry, all with the same keys) adds columns after the three
+    that :func:`read_manifest` uses; it ignores them."""
+    if extra and len(extra) != len(entries):
+        raise ValueError("extra needs one dict per entry")
+    columns = list(COLUMNS) + (list(extra[0]) if extra else [])
+    with atomic_path(file) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(COLUMNS)
-        for e in entries:
-            writer.writerow([str(e.path), e.family, e.name])
-    return file
+        writer.writerow(columns)
+        for i, e in enumerate(entries):
+            writer.writerow([str(e.path), e.family, e.name, *(extra[i].values() if extra else ())])
+    return Path(file)
 
 
 def model_entries(*, models: tuple[Path, ...] = (), family: str | None = None, name: str | None = None,

@@ -9,7 +9,6 @@ it is deterministic, so the result is the same).
 
 from __future__ import annotations
 
-import csv
 import json
 import multiprocessing as mp
 import queue as queue_mod
@@ -19,14 +18,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
-from qbayes.atomic import atomic_path
 from qbayes.zoo.recipe import Recipe, Run
 
 MANIFEST = "manifest.csv"
-MANIFEST_COLUMNS = ("path", "family", "name", "arch", "size", "params", "non_embedding_params",
-                    "train_tokens", "tokens_per_param", "train_loss", "seed", "content_sha256")
+
 
 
 @dataclass
@@ -120,25 +124,19 @@ def _worker(recipe: Recipe, run: Run, out: Path, device: str, events) -> list[di
 
 
 def write_manifest(out: str | Path) -> Path:
-    """``out/manifest.csv`` listing every checkpoint under ``out`` (paths relative to it)."""
+    """``out/manifest.csv`` listing every checkpoint under ``out`` (paths relative to it),
+    with the training card's main figures as extra columns."""
+    from qbayes.collect import manifest
     from qbayes.collect.modelio import TRAIN_INFO
 
     out = Path(out)
-    rows = []
-    for info_path in sorted(out.glob(f"*/*/{TRAIN_INFO}")):
-        info = json.loads(info_path.read_text())
-        rows.append({
-            "path": str(info_path.parent.relative_to(out)), "family": info["family"], "name": info["model"],
-            "arch": info["arch"], "size": info["size"]["name"], "params": info["params"],
-            "non_embedding_params": info["non_embedding_params"], "train_tokens": info["train_tokens"],
-            "tokens_per_param": round(info["train_tokens"] / info["non_embedding_params"], 4),
-            "train_loss": round(info["train_loss"], 5), "seed": info["seed"], "content_sha256": info["content_sha256"],
-        })
-    rows.sort(key=lambda r: (r["arch"], r["size"], r["train_tokens"]))
-    path = out / MANIFEST
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=MANIFEST_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
-    return path
+    cards = [(p.parent, json.loads(p.read_text())) for p in out.glob(f"*/*/{TRAIN_INFO}")]
+    cards.sort(key=lambda c: (c[1]["arch"], c[1]["size"]["name"], c[1]["train_tokens"]))
+    entries = [manifest.ModelEntry(d.relative_to(out), info["family"], info["model"]) for d, info in cards]
+    extra = [{
+        "arch": info["arch"], "size": info["size"]["name"], "params": info["params"],
+        "non_embedding_params": info["non_embedding_params"], "train_tokens": info["train_tokens"],
+        "tokens_per_param": round(info["train_tokens"] / info["non_embedding_params"], 4),
+        "train_loss": round(info["train_loss"], 5), "seed": info["seed"], "content_sha256": info["content_sha256"],
+    } for _, info in cards]
+    return manifest.write_manifest(out / MANIFEST, entries, extra=extra)
