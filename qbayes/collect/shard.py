@@ -22,6 +22,9 @@ SOURCE = "qbayes-collect"
 RESULT_ID = ("model", "method", "dtype_label", "calib_set", "eval_set", "seq_len", "source")
 FEATURE_ID = TABLES["features"].key
 MODEL_ID = ("model",)
+# per table, the columns whose values a new row replaces an old one for
+REPLACE_KEY = {"models": MODEL_ID, "results": RESULT_ID, "features": FEATURE_ID,
+               "failures": TABLES["failures"].key}
 
 
 def _frame(rows: list[dict], table: str) -> pl.DataFrame:
@@ -30,7 +33,8 @@ def _frame(rows: list[dict], table: str) -> pl.DataFrame:
     return pl.DataFrame(full, schema=t.polars_schema, orient="row") if full else t.empty()
 
 
-def _replace(old: pl.DataFrame, new: pl.DataFrame, key: tuple[str, ...]) -> pl.DataFrame:
+def replace_rows(old: pl.DataFrame, new: pl.DataFrame, key: tuple[str, ...]) -> pl.DataFrame:
+    """``old`` with ``new`` added; a row of ``new`` replaces the ``old`` rows that share its ``key``."""
     if new.height == 0:
         return old
     kept = old.join(new.select(key).unique(), on=list(key), how="anti", nulls_equal=True)
@@ -64,18 +68,17 @@ class Shard:
     # --- adding rows --------------------------------------------------------------
 
     def add_models(self, rows: list[dict]) -> None:
-        self.db.models = _replace(self.db.models, _frame(rows, "models"), MODEL_ID)
+        self.db.models = replace_rows(self.db.models, _frame(rows, "models"), MODEL_ID)
 
     def add_results(self, rows: list[dict]) -> None:
         rows = [{"source_kind": "collector", "source": SOURCE, "source_table": None, **r} for r in rows]
-        self.db.results = _replace(self.db.results, _frame(rows, "results"), RESULT_ID)
+        self.db.results = replace_rows(self.db.results, _frame(rows, "results"), RESULT_ID)
 
     def add_features(self, rows: list[dict]) -> None:
-        self.db.features = _replace(self.db.features, _frame(rows, "features"), FEATURE_ID)
+        self.db.features = replace_rows(self.db.features, _frame(rows, "features"), FEATURE_ID)
 
     def add_failures(self, rows: list[dict]) -> None:
-        new = _frame(rows, "failures")
-        self.db.failures = _replace(self.db.failures, new, TABLES["failures"].key)
+        self.db.failures = replace_rows(self.db.failures, _frame(rows, "failures"), REPLACE_KEY["failures"])
 
     def save(self) -> None:
         store.save(self.db, self.path)

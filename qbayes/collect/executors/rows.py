@@ -10,13 +10,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from qbayes.collect.shard import FEATURE_ID, MODEL_ID, RESULT_ID
-from qbayes.db.schema import TABLES
+from qbayes.collect.shard import REPLACE_KEY, replace_rows
 from qbayes.db.store import Database
-
-# the columns that identify a row when one replaces another (as in qbayes.collect.shard)
-REPLACE_KEY = {"models": MODEL_ID, "results": RESULT_ID, "features": FEATURE_ID,
-               "failures": TABLES["failures"].key}
 
 
 def model_rows(db: Database, model: str) -> Database:
@@ -30,13 +25,8 @@ def overlay(base: Database, top: Database) -> Database:
     """``base`` with ``top``'s rows added; a row of ``top`` replaces the ``base`` row of the
     same configuration."""
     base, top = base.conform(), top.conform()
-    out = {}
-    for name, key in REPLACE_KEY.items():
-        old, new = getattr(base, name), getattr(top, name)
-        if new.height:
-            old = old.join(new.select(key).unique(), on=list(key), how="anti", nulls_equal=True)
-        out[name] = pl.concat([old, new], how="vertical")
-    return Database(**out)
+    return Database(**{name: replace_rows(getattr(base, name), getattr(top, name), key)
+                       for name, key in REPLACE_KEY.items()})
 
 
 def count(db: Database) -> str:
