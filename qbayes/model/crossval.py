@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
+from qbayes.jsonsafe import json_safe
 from qbayes.model.baselines import BASELINES
 from qbayes.model.design import family_tokens
 from qbayes.model.fit import FitOptions, fit_table
@@ -112,16 +113,5 @@ def summarise(results: list[FoldResult], settings: dict) -> dict:
         ok = ~np.isnan(q[_qidx(0.5)])
         for level in NOMINAL:
             calibration.append({"model": m, "nominal": float(level), "observed": coverage(y[ok], q[:, ok], level)})
-    return _json_safe({"models": models, "overall": overall, "per_family": per_family,
-                       "calibration": calibration, "settings": settings})
-
-
-def _json_safe(obj):
-    """NaN and infinities become None, so the JSON is strict (``null``)."""
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
+    return json_safe({"models": models, "overall": overall, "per_family": per_family,
+                      "calibration": calibration, "settings": settings})

@@ -30,6 +30,7 @@ import numpy as np
 import polars as pl
 
 from qbayes.db.store import Database
+from qbayes.jsonsafe import json_safe
 from qbayes.zoo.analysis_table import feature_columns, zoo_table
 
 SCHEMES = {"architecture": "family", "size": "size"}  # leave-one-out scheme -> grouping column
@@ -62,27 +63,10 @@ class ZooAnalysis:
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return strict(asdict(self))
+        return json_safe(asdict(self))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False)
-
-
-def strict(x):
-    """Plain Python values for JSON: numpy scalars unwrapped, NaN/inf -> None."""
-    if isinstance(x, dict):
-        return {str(k): strict(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [strict(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return [strict(v) for v in x.tolist()]
-    if isinstance(x, (bool, np.bool_)):
-        return bool(x)
-    if isinstance(x, (int, np.integer)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        return float(x) if math.isfinite(x) else None
-    return x
 
 
 def analyze(db: Database, *, settings: Settings = Settings()) -> tuple[ZooAnalysis, pl.DataFrame]:
