@@ -19,34 +19,38 @@ import polars as pl
 
 from qbayes.errors import unknown
 
+TRANSFORMS = {
+    "log": lambda x: np.log(np.maximum(x, 1e-12)),
+    "identity": lambda x: x,  # for values that may be 0 (or, within noise, negative)
+    "nsr": lambda x: -x * math.log(10.0) / 10.0,  # SQNR in dB -> ln(noise power / signal power)
+}
+
 
 @dataclass(frozen=True)
 class Covariate:
     raw: str  # column of the training table / prediction query holding the raw value
+    scale: str  # key of TRANSFORMS: how the raw value becomes the covariate
     doc: str
 
     def transform(self, x: np.ndarray) -> np.ndarray:
-        if self.raw == "sqnr_db":  # SQNR in dB -> ln(noise power / signal power)
-            return -x * math.log(10.0) / 10.0
-        if self.raw in ("act_outlier_frac", "radial_loss"):  # may be 0 (or, within noise, negative)
-            return x
-        return np.log(np.maximum(x, 1e-12))
+        return TRANSFORMS[self.scale](x)
 
 
 COVARIATES = {
-    "log_nsr": Covariate("sqnr_db", "ln noise-to-signal power of the quantized weights (-SQNR ln10/10)"),
-    "log_hessian_trace": Covariate("hessian_trace", "ln Hutchinson trace of the loss Hessian (whole model)"),
-    "log_sharpness": Covariate("hessian_top_eig", "ln top Hessian eigenvalue (power iteration)"),
-    "radial_loss": Covariate("radial_loss", "loss increase under a random relative weight perturbation of radius "
+    "log_nsr": Covariate("sqnr_db", "nsr", "ln noise-to-signal power of the quantized weights (-SQNR ln10/10)"),
+    "log_hessian_trace": Covariate("hessian_trace", "log", "ln Hutchinson trace of the loss Hessian (whole model)"),
+    "log_sharpness": Covariate("hessian_top_eig", "log", "ln top Hessian eigenvalue (power iteration)"),
+    "radial_loss": Covariate("radial_loss", "identity", "loss increase under a random relative weight perturbation of radius "
                                             "0.1 (sharpness along random directions; smaller radii are at noise level "
                                             "for the zoo)"),
-    "act_outlier_frac": Covariate("act_outlier_frac", "fraction of outlier activation channels, mean over "
+    "act_outlier_frac": Covariate("act_outlier_frac", "identity", "fraction of outlier activation channels, mean over "
                                                       "calibration texts"),
-    "log_weight_kurtosis": Covariate("weight_kurtosis", "ln kurtosis of the weights (whole model)"),
+    "log_weight_kurtosis": Covariate("weight_kurtosis", "log", "ln kurtosis of the weights (whole model)"),
 }
 RAW_COLUMNS = tuple(dict.fromkeys(c.raw for c in COVARIATES.values()))
 MODEL_FEATURES = tuple(c for c in RAW_COLUMNS if c != "sqnr_db")  # per-model values from the features table
 RADIAL_RADIUS = 0.1
+RADIAL_PREFIX = "radial_loss_r"  # per-model radial loss columns, one per radius
 
 
 def check_names(names, where: str) -> None:
@@ -55,19 +59,37 @@ def check_names(names, where: str) -> None:
             raise unknown(f"feature in {where}", n, COVARIATES)
 
 
-def model_features(features: pl.DataFrame) -> pl.DataFrame:
-    """One row per model with the whole-model features (means over evaluation and
-    calibration texts); radial loss at :data:`RADIAL_RADIUS`."""
-    f = features.filter((pl.col("scope") == "model") & pl.col("feature").is_in(list(MODEL_FEATURES)))
-    f = f.filter((pl.col("feature") != "radial_loss") | ((pl.col("radius") - RADIAL_RADIUS).abs() < 1e-9))
+def radial_column(radius: float) -> str:
+    return f"{RADIAL_PREFIX}{radius:g}"
+
+
+def per_model_features(features: pl.DataFrame, names) -> pl.DataFrame:
+    """One row per model with whole-model (scope ``model``) features: each feature of
+    ``names`` averaged over evaluation and calibration texts (null where unmeasured), and
+    the radial loss as one column per radius (:func:`radial_column`)."""
+    names = list(names)
+    f = features.filter((pl.col("scope") == "model") & (
+        pl.col("feature").is_in(names) | ((pl.col("feature") == "radial_loss") & pl.col("radius").is_not_null())))
     if f.height == 0:
-        return pl.DataFrame(schema={"model": pl.String, **{c: pl.Float64 for c in MODEL_FEATURES}})
-    wide = f.group_by("model", "feature").agg(pl.col("value").mean()).pivot(
-        on="feature", index="model", values="value")
-    for c in MODEL_FEATURES:
-        if c not in wide.columns:
-            wide = wide.with_columns(pl.lit(None, dtype=pl.Float64).alias(c))
-    return wide.select("model", *[pl.col(c).cast(pl.Float64) for c in MODEL_FEATURES])
+        return pl.DataFrame(schema={"model": pl.String, **{c: pl.Float64 for c in names}})
+    radii = sorted(set(f.filter(pl.col("feature") == "radial_loss")["radius"].to_list()))
+    column = (pl.when(pl.col("feature") == "radial_loss")
+              .then(pl.col("radius").replace_strict(radii, [radial_column(r) for r in radii], default=None,
+                                                    return_dtype=pl.String))
+              .otherwise(pl.col("feature")))
+    wide = (f.with_columns(column.alias("column")).group_by("model", "column").agg(pl.col("value").mean())
+            .pivot(on="column", index="model", values="value"))
+    missing = [pl.lit(None, dtype=pl.Float64).alias(c) for c in names if c not in wide.columns]
+    return wide.with_columns(missing).with_columns(pl.exclude("model").cast(pl.Float64))
+
+
+def model_features(features: pl.DataFrame) -> pl.DataFrame:
+    """One row per model with the whole-model covariate values; radial loss at
+    :data:`RADIAL_RADIUS`."""
+    wide = per_model_features(features, [c for c in MODEL_FEATURES if c != "radial_loss"])
+    radial = radial_column(RADIAL_RADIUS)
+    radial = pl.col(radial) if radial in wide.columns else pl.lit(None, dtype=pl.Float64)
+    return wide.with_columns(radial.alias("radial_loss")).select("model", *MODEL_FEATURES)
 
 
 def attach_raw(df: pl.DataFrame, features: pl.DataFrame) -> pl.DataFrame:
@@ -100,10 +122,11 @@ def scales(df: pl.DataFrame, names) -> dict[str, tuple[float, float]]:
     return out
 
 
-def standardise(df: pl.DataFrame, scale: dict[str, tuple[float, float]]) -> np.ndarray:
-    """(N, F) z-scores in the order of ``scale``; 0 where a value is missing."""
-    cols = []
-    for n, (mean, sd) in scale.items():
-        z = (raw_values(df, n) - mean) / sd
-        cols.append(np.where(np.isfinite(z), z, 0.0))
-    return np.column_stack(cols) if cols else np.zeros((df.height, 0))
+def standardise(df: pl.DataFrame, scale: dict[str, tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
+    """(N, F) z-scores in the order of ``scale``, 0 where a value is missing, and the
+    (N, F) mask of those missing values."""
+    if not scale:
+        return np.zeros((df.height, 0)), np.zeros((df.height, 0), dtype=bool)
+    z = np.column_stack([(raw_values(df, n) - mean) / sd for n, (mean, sd) in scale.items()])
+    missing = ~np.isfinite(z)
+    return np.where(missing, 0.0, z), missing

@@ -53,10 +53,7 @@ def training_table(db: Database, *, exclude_families=(), include_suspect: bool =
         res = res.filter(published if rows == "published" else ~published)
     if not include_suspect:
         res = res.filter(pl.col("doubt").is_null() | (pl.col("doubt") != "suspect"))
-    key = ["model", "eval_set", "source", "source_table"]
-    base = (res.filter(pl.col("method") == BASELINE_METHOD)
-            .group_by(key).agg(pl.col("ppl").first().alias("fp16_ppl")))
-    quant = res.filter(pl.col("method") != BASELINE_METHOD).join(base, on=key, how="inner", nulls_equal=True)
+    quant = with_baseline(res)
     models = db.models.select("model", "family", "params_b", "train_tokens_b")
     df = quant.join(models, on="model", how="inner")
     if exclude_families:
@@ -72,6 +69,15 @@ def training_table(db: Database, *, exclude_families=(), include_suspect: bool =
     )
     df = attach_raw(df, db.features)
     return df.select(*[pl.col(c).cast(t) for c, t in STANDARD.items()], "delta", "doubt")
+
+
+def with_baseline(res: pl.DataFrame) -> pl.DataFrame:
+    """The quantized rows of ``res`` with ``fp16_ppl``, the unquantized perplexity of the
+    same model, evaluation set and source; rows without one are dropped."""
+    key = ["model", "eval_set", "source", "source_table"]
+    base = (res.filter(pl.col("method") == BASELINE_METHOD)
+            .group_by(key).agg(pl.col("ppl").first().alias("fp16_ppl")))
+    return res.filter(pl.col("method") != BASELINE_METHOD).join(base, on=key, how="inner", nulls_equal=True)
 
 
 def family_tokens(df: pl.DataFrame) -> pl.DataFrame:
@@ -126,6 +132,7 @@ class Design:
     act_c: np.ndarray
     idx: dict[str, np.ndarray]
     feats: np.ndarray  # (N, F) standardised feature covariates, 0 where unmeasured
+    feats_missing: np.ndarray  # (N, F) True where a feature was unmeasured
 
     @property
     def n(self) -> int:
@@ -148,6 +155,7 @@ def encode(df: pl.DataFrame, enc: Encoding) -> Design:
         lookup = {name: i for i, name in enumerate(levels)}
         values = df.get_column(g).to_list() if g in df.columns else [None] * df.height
         idx[g] = np.array([lookup.get(v, -1) for v in values], dtype=np.int64)
+    feats, feats_missing = standardise(df, enc.features)
     tok_lookup = {m: i for i, m in enumerate(enc.tokens_missing)}
     tokens = col("train_tokens_b")
     tokens_idx = np.array([tok_lookup.get(m, -1) if np.isnan(t) else -1
@@ -162,7 +170,8 @@ def encode(df: pl.DataFrame, enc: Encoding) -> Design:
         act_q=(act < 16).astype(np.float64),
         act_c=act - BITS_REF,
         idx=idx,
-        feats=standardise(df, enc.features),
+        feats=feats,
+        feats_missing=feats_missing,
     )
 
 

@@ -134,12 +134,6 @@ def _summarise_chunk(fit: Fit, d: Design, draws: Draws, rng, quantiles, fp16: np
     return cols
 
 
-def _features_missing(table: pl.DataFrame, names: tuple[str, ...]) -> np.ndarray:
-    from qbayes.model.covariates import raw_values
-
-    return np.any([~np.isfinite(raw_values(table, n)) for n in names], axis=0)
-
-
 def predict_table(fit: Fit, table: pl.DataFrame, *, n_draws: int = DEFAULT_DRAWS, seed: int = 0,
                   quantiles=QUANTILES) -> pl.DataFrame:
     """Quantiles of predicted delta and perplexity for every row of a standard table,
@@ -156,7 +150,7 @@ def predict_table(fit: Fit, table: pl.DataFrame, *, n_draws: int = DEFAULT_DRAWS
             cols[flag] = d.new_level(g)
         cols["tokens_imputed"] = np.isnan(d.log_d_c)
         if fit.encoding.features:  # a feature model given a row without its features predicts the average
-            cols["features_missing"] = _features_missing(part, fit.encoding.feature_names)
+            cols["features_missing"] = d.feats_missing.any(axis=1)
         outs.append(pl.DataFrame(cols))
     res = pl.concat(outs) if outs else pl.DataFrame()
     ppl = [(pl.col(f"delta_q{round(p * 100):02d}").exp() * pl.col("fp16_ppl")).alias(f"ppl_q{round(p * 100):02d}")

@@ -33,9 +33,10 @@ from __future__ import annotations
 
 import polars as pl
 
-from qbayes.db.schema import BASELINE_METHOD
 from qbayes.db.store import Database
 from qbayes.errors import QBayesError
+from qbayes.model.covariates import RADIAL_PREFIX, per_model_features
+from qbayes.model.design import with_baseline
 
 ZOO_PREFIX = "zoo-"
 MODEL_SCOPE = "model"
@@ -43,11 +44,6 @@ ACT_FEATURES = ("act_kurtosis", "act_max_abs", "act_median_abs", "act_outlier_fr
 WEIGHT_FEATURES = ("weight_kurtosis", "weight_max_over_std")
 HESSIAN_FEATURES = ("hessian_trace", "hessian_top_eig")
 MODEL_FEATURES = HESSIAN_FEATURES + WEIGHT_FEATURES + ACT_FEATURES
-RADIAL_PREFIX = "radial_loss_r"
-
-
-def radial_column(radius: float) -> str:
-    return f"{RADIAL_PREFIX}{radius:g}"
 
 
 def radial_columns(df: pl.DataFrame) -> list[str]:
@@ -83,11 +79,7 @@ def zoo_table(db: Database) -> pl.DataFrame:
             f"{', '.join(families[:12]) or 'none'}). Merge zoo shards first, e.g. "
             "`qbayes db merge SHARD... --into zoo-db`, then pass --data zoo-db.")
     res = db.results.filter(pl.col("model").is_in(models["model"].implode()) & (pl.col("act_bits") >= 16))
-    key = ["model", "eval_set", "source", "source_table"]
-    base = (res.filter(pl.col("method") == BASELINE_METHOD)
-            .group_by(key).agg(pl.col("ppl").first().log().alias("nll_base")))
-    df = (res.filter(pl.col("method") != BASELINE_METHOD)
-          .join(base, on=key, how="inner", nulls_equal=True))
+    df = with_baseline(res).with_columns(pl.col("fp16_ppl").log().alias("nll_base")).drop("fp16_ppl")
     if df.height == 0:
         raise QBayesError(f"{models.height} zoo model(s) but no quantized result with an unquantized "
                           "baseline on the same evaluation set; nothing to analyse")
@@ -134,17 +126,7 @@ def _model_covariates(models: pl.DataFrame) -> pl.DataFrame:
 
 
 def _model_features(features: pl.DataFrame, models: pl.Series) -> pl.DataFrame:
-    f = features.filter(pl.col("model").is_in(models.implode()) & (pl.col("scope") == MODEL_SCOPE))
-    out = pl.DataFrame({"model": models.unique().sort()})
-    for name in MODEL_FEATURES:
-        vals = f.filter(pl.col("feature") == name).group_by("model").agg(pl.col("value").mean().alias(name))
-        out = out.join(vals, on="model", how="left")
-    radial = f.filter((pl.col("feature") == "radial_loss") & pl.col("radius").is_not_null())
-    for r in sorted(set(radial["radius"].to_list())):
-        vals = (radial.filter(pl.col("radius") == r).group_by("model")
-                .agg(pl.col("value").mean().alias(radial_column(r))))
-        out = out.join(vals, on="model", how="left")
-    return out
+    return per_model_features(features.filter(pl.col("model").is_in(models.implode())), MODEL_FEATURES)
 
 
 def _layer_terms(features: pl.DataFrame, models: pl.Series) -> pl.DataFrame:
