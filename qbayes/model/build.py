@@ -14,9 +14,7 @@ import pytensor.tensor as pt
 
 from qbayes.model.design import Design, Encoding
 from qbayes.model.mean import SCALAR_TERMS, mean_degradation, noise_scale
-from qbayes.model.spec import ModelSpec
-
-LOG_SHIFT = 0.01  # nats; ln(delta + LOG_SHIFT) is modelled for log_student_t
+from qbayes.model.spec import LOG_SHIFT, ModelSpec
 
 
 def log_target(delta: np.ndarray, shift: float = LOG_SHIFT) -> np.ndarray:

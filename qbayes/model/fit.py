@@ -31,7 +31,9 @@ class FitOptions:
 def fit_table(df: pl.DataFrame, spec: ModelSpec, opts: FitOptions = FitOptions()) -> Fit:
     """Fit ``spec`` to a training table (see :func:`training_table`)."""
     if df.height < MIN_ROWS:
-        raise QBayesError(f"only {df.height} quantized rows with baselines to fit; need at least {MIN_ROWS}")
+        hint = "" if spec.rows == "all" else (f" (model '{spec.name}' is for {spec.rows} rows only; a model "
+                                              "for the other rows, or rows = \"all\", may be what you want)")
+        raise QBayesError(f"only {df.height} quantized rows with baselines to fit; need at least {MIN_ROWS}{hint}")
     if spec.tokens == "family":
         df = family_tokens(df)  # the fit keeps the covariates the model actually saw
     enc = Encoding.from_table(df, spec.features)
@@ -58,9 +60,6 @@ def fit_table(df: pl.DataFrame, spec: ModelSpec, opts: FitOptions = FitOptions()
 def fit_database(db: Database, spec: ModelSpec, opts: FitOptions = FitOptions()) -> Fit:
     df = training_table(db, exclude_families=opts.exclude_families, include_suspect=opts.include_suspect,
                         rows=spec.rows)
-    if df.height < MIN_ROWS and spec.rows != "all":
-        raise QBayesError(f"only {df.height} {spec.rows} rows to fit (model '{spec.name}' has rows = "
-                          f"\"{spec.rows}\"); a model for the other rows, or rows = \"all\", may be what you want")
     return fit_table(df, spec, opts)
 
 

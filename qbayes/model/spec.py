@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qbayes.errors import QBayesError, suggest, unknown
+from qbayes.model.covariates import check_names
 
 SPEC_DIR = Path(__file__).resolve().parents[2] / "models"
 
@@ -22,6 +23,7 @@ GROUPINGS = ("family", "method", "w_kind", "eval_set", "source")
 LIKELIHOODS = ("log_student_t", "student_t")
 TOKEN_LEVELS = ("family", "model")
 ROWS = ("all", "published", "collected")  # published: source_kind paper/repository; collected: collector
+LOG_SHIFT = 0.01  # nats: default of ModelSpec.log_shift (published perplexities are rounded to 0.01)
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ class ModelSpec:
     tokens: str = "family"
     rows: str = "all"  # which database rows the model is for (see ROWS)
     features: tuple[str, ...] = ()  # measured covariates, names from qbayes.model.covariates
-    log_shift: float = 0.01  # nats: the likelihood models ln(delta + log_shift)
+    log_shift: float = LOG_SHIFT  # nats: the likelihood models ln(delta + log_shift)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -142,10 +144,8 @@ def _build(raw: dict, where: str) -> ModelSpec:
     features = raw.get("features", [])
     if not isinstance(features, (list, tuple)) or not all(isinstance(f, str) for f in features):
         raise QBayesError(f"{where}: 'features' must be a list of feature names")
-    from qbayes.model.covariates import check_names
-
     check_names(features, where)
-    log_shift = raw.get("log_shift", 0.01)
+    log_shift = raw.get("log_shift", LOG_SHIFT)
     if not isinstance(log_shift, (int, float)) or isinstance(log_shift, bool) or not 0 < log_shift <= 1:
         raise QBayesError(f"{where}: 'log_shift' must be a number in (0, 1] nats")
     if "name" not in raw:
