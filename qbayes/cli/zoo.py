@@ -71,6 +71,7 @@ def analyze(data, out, json_path, seed, bootstrap, trees):
     """Does degradation grow with D/N at fixed bits, and which features (Hessian, sharpness,
     SQNR, outliers) predict it beyond size and bits? Held-out: leave one architecture or one
     size out. Works on partial zoos (missing sizes or architectures are noted and skipped)."""
+    from qbayes.atomic import atomic_path
     from qbayes.cli.options import load_databases
     from qbayes.zoo.analysis import Settings
     from qbayes.zoo.analysis import analyze as run_analysis
@@ -78,11 +79,11 @@ def analyze(data, out, json_path, seed, bootstrap, trees):
 
     result, table = run_analysis(load_databases(data),
                                  settings=Settings(seed=seed, bootstrap=bootstrap, forest_trees=trees))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(result, table), encoding="utf-8")
+    with atomic_path(out) as tmp:
+        tmp.write_text(render(result, table), encoding="utf-8")
     if json_path:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(result.to_json() + "\n", encoding="utf-8")
+        with atomic_path(json_path) as tmp:
+            tmp.write_text(result.to_json() + "\n", encoding="utf-8")
     d = result.data
     click.echo(f"{d['rows']} rows, {d['models']} checkpoints "
                f"({', '.join(d['families'])}; sizes {', '.join(d['sizes'])})")
