@@ -56,6 +56,7 @@ def test_features_are_standardised_on_training_rows_and_zero_when_missing():
     assert d.feats.shape == (6, 2)
     published = (table["model"] == "p1").to_numpy()
     assert np.all(d.feats[published] == 0.0)  # unmeasured: the training average
+    assert d.feats_missing[published].all() and not d.feats_missing[~published].any()  # and flagged
     assert np.allclose(d.feats[~published].mean(axis=0), 0.0) and np.allclose(d.feats[~published].std(axis=0), 1.0)
     again = Encoding.from_dict(enc.to_dict())
     assert again == enc and np.array_equal(encode(table, again).feats, d.feats)
