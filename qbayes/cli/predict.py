@@ -9,7 +9,7 @@ import click
 from qbayes.errors import QBayesError
 
 OUTPUT_COLUMNS = ("ppl_q05", "ppl_q25", "ppl_q50", "ppl_q75", "ppl_q95", "ppl_mean", "delta_q50",
-                  "new_family", "new_method", "new_eval_set", "new_w_kind", "tokens_imputed")
+                  "new_family", "new_arch", "new_method", "new_eval_set", "new_w_kind", "tokens_imputed")
 SUFFIXES = (".csv", ".parquet")
 
 
@@ -43,6 +43,8 @@ def _write_atomic(df, path: Path) -> None:
 @click.option("--model", "model_name", help="model name (default: FAMILY-<params>B)")
 @click.option("--params-b", type=float, help="parameters, billions")
 @click.option("--train-tokens-b", type=float, help="training tokens, billions (omit if unknown)")
+@click.option("--arch", help="block design, norm+mlp, e.g. rmsnorm+swiglu for LLaMA-style models "
+              "(default: the family's, if the fit saw it)")
 @click.option("--method", help="quantization method, e.g. GPTQ, AWQ, RTN")
 @click.option("--w-bits", type=float, help="weight bits")
 @click.option("--group-size", type=int, help="group size (omit for per-channel)")
@@ -52,7 +54,7 @@ def _write_atomic(df, path: Path) -> None:
 @click.option("--fp16-ppl", type=float, help="unquantized perplexity on the evaluation set")
 @click.option("--draws", type=click.IntRange(50), default=1000, show_default=True, help="posterior draws used")
 @click.option("--seed", type=int, default=0, show_default=True)
-def predict(fit_path, input_path, output_path, family, model_name, params_b, train_tokens_b, method, w_bits,
+def predict(fit_path, input_path, output_path, family, model_name, params_b, train_tokens_b, arch, method, w_bits,
             group_size, act_bits, w_kind, eval_set, fp16_ppl, draws, seed):
     """Predict quantized perplexity with intervals, from a file of queries or one query given by flags."""
     import polars as pl
@@ -77,10 +79,10 @@ def predict(fit_path, input_path, output_path, family, model_name, params_b, tra
             raise QBayesError(f"give --input/--output, or a single query with {', '.join(missing)}")
         raw = pl.DataFrame({
             "family": [family], "model": [model_name or f"{family}-{params_b:g}B"], "params_b": [params_b],
-            "train_tokens_b": [train_tokens_b], "method": [method], "w_bits": [w_bits],
+            "train_tokens_b": [train_tokens_b], "arch": [arch], "method": [method], "w_bits": [w_bits],
             "group_size": [group_size], "act_bits": [act_bits], "w_kind": [w_kind],
             "eval_set": [eval_set], "fp16_ppl": [fp16_ppl],
-        }, schema_overrides={"train_tokens_b": pl.Float64, "group_size": pl.Int64})
+        }, schema_overrides={"train_tokens_b": pl.Float64, "arch": pl.String, "group_size": pl.Int64})
         where = "query"
     queries = query_table(raw, where)
     fit = fitfile.load(fit_path)
@@ -104,7 +106,8 @@ def _print_one(r: dict) -> None:
         t.add_column(c, justify="right")
     t.add_row("perplexity", *(f"{r[k]:.3f}" for k in ("ppl_q05", "ppl_q25", "ppl_q50", "ppl_q75", "ppl_q95")))
     Console().print(t)
-    notes = [n.replace("_", " ") for n in ("new_family", "new_method", "new_eval_set", "new_w_kind") if r[n]]
+    notes = [n.replace("_", " ") for n in ("new_family", "new_arch", "new_method", "new_eval_set", "new_w_kind")
+             if r[n]]
     if r["tokens_imputed"]:
         notes.append("training tokens imputed from the fitted population")
     click.echo(f"fp16 perplexity {r['fp16_ppl']:g}; median degradation {r['delta_q50']:.4f} nats/token")

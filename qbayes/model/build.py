@@ -73,7 +73,8 @@ def build_model(spec: ModelSpec, design: Design, enc: Encoding, delta: np.ndarra
 
         p["noise_rel"] = pm.HalfNormal("noise_rel", pr.noise_rel.sigma)
         p["ceiling"] = pm.LogNormal("ceiling", np.log(pr.ceiling.mu), pr.ceiling.sigma)
-        mu = mean_degradation(p, design, spec.effects, enc.levels, pt, log_d_missing, enc.feature_names)
+        mu = mean_degradation(p, design, spec.effects, enc.levels, pt, log_d_missing, enc.feature_names,
+                              spec.curvature)
         nu = pm.Gamma("nu", alpha=pr.nu[0], beta=pr.nu[1])
         if spec.likelihood == "student_t":
             p["noise_floor"] = pm.HalfNormal("noise_floor", pr.noise_floor.sigma)

@@ -18,7 +18,7 @@ from qbayes.db.schema import BASELINE_METHOD
 from qbayes.db.store import Database
 from qbayes.errors import QBayesError
 from qbayes.model.covariates import RAW_COLUMNS, attach_raw, scales, standardise
-from qbayes.model.spec import GROUPINGS
+from qbayes.model.spec import GROUPINGS, INTERACTIONS
 
 BITS_REF = 4.0  # covariates are centred here, so intercepts are 4-bit values
 LOG_N_REF = math.log(7.0)  # 7B parameters
@@ -26,7 +26,7 @@ LOG_D_REF = math.log(1000.0)  # 1T training tokens
 GROUP_REF = 128
 
 STANDARD = {
-    "family": pl.String, "model": pl.String, "params_b": pl.Float64, "train_tokens_b": pl.Float64,
+    "family": pl.String, "arch": pl.String, "model": pl.String, "params_b": pl.Float64, "train_tokens_b": pl.Float64,
     "method": pl.String, "w_kind": pl.String, "w_bits": pl.Float64, "group_size": pl.Int64,
     "bits": pl.Float64, "act_bits": pl.Float64, "eval_set": pl.String, "source": pl.String,
     "fp16_ppl": pl.Float64,
@@ -54,7 +54,7 @@ def training_table(db: Database, *, exclude_families=(), include_suspect: bool =
     if not include_suspect:
         res = res.filter(pl.col("doubt").is_null() | (pl.col("doubt") != "suspect"))
     quant = with_baseline(res)
-    models = db.models.select("model", "family", "params_b", "train_tokens_b")
+    models = db.models.select("model", "family", "params_b", "train_tokens_b", arch_expr(db.models).alias("arch"))
     df = quant.join(models, on="model", how="inner")
     if exclude_families:
         unknown_fams = set(exclude_families) - set(df["family"])
@@ -69,6 +69,21 @@ def training_table(db: Database, *, exclude_families=(), include_suspect: bool =
     )
     df = attach_raw(df, db.features)
     return df.select(*[pl.col(c).cast(t) for c, t in STANDARD.items()], "delta", "doubt")
+
+
+# spellings of one block design: the zoo's card says gated-silu where papers say SwiGLU
+_MLP_NAMES = {"gated-silu": "swiglu", "gelu_new": "gelu"}
+
+
+def arch_expr(models: pl.DataFrame) -> pl.Expr:
+    """A model's block design, "norm+mlp" in lower case (e.g. "rmsnorm+swiglu" for
+    LLaMA-style blocks, "layernorm+relu" for OPT); null where either is unknown. Families
+    that share a design share its effect, so a new LLaMA-style family starts from what
+    LLaMA-style families did rather than from the average of all designs."""
+    if not {"norm", "mlp"} <= set(models.columns):
+        return pl.lit(None, dtype=pl.String)
+    mlp = pl.col("mlp").str.to_lowercase().str.strip_chars().replace(_MLP_NAMES)
+    return pl.concat_str([pl.col("norm").str.to_lowercase().str.strip_chars(), mlp], separator="+")
 
 
 def with_baseline(res: pl.DataFrame) -> pl.DataFrame:
@@ -88,6 +103,17 @@ def family_tokens(df: pl.DataFrame) -> pl.DataFrame:
             .with_columns(pl.col("_fam_tokens").alias("train_tokens_b")).drop("_fam_tokens"))
 
 
+def grouping_values(df: pl.DataFrame, g: str) -> list[str | None]:
+    """Each row's level of grouping ``g``: a column's value, or for an interaction the
+    parts joined by "|" (None where a part is missing, or where the table lacks them)."""
+    parts = INTERACTIONS.get(g, (g,))
+    if not all(c in df.columns for c in parts):
+        return [None] * df.height
+    if len(parts) == 1:
+        return df.get_column(g).to_list()
+    return df.select(pl.concat_str(list(parts), separator="|")).to_series().to_list()
+
+
 @dataclass(frozen=True)
 class Encoding:
     """What a fit learned about its data's categories: level lists per grouping and the
@@ -96,21 +122,31 @@ class Encoding:
     levels: dict[str, tuple[str, ...]]
     tokens_missing: tuple[str, ...]
     features: dict[str, tuple[float, float]] = field(default_factory=dict)  # covariate -> (mean, sd)
+    family_arch: dict[str, str] = field(default_factory=dict)  # block design of each family seen
 
     @classmethod
     def from_table(cls, df: pl.DataFrame, features: tuple[str, ...] = ()) -> Encoding:
-        levels = {g: tuple(sorted(set(df.get_column(g).drop_nulls()))) for g in GROUPINGS}
+        levels = {g: tuple(sorted({v for v in grouping_values(df, g) if v is not None})) for g in GROUPINGS}
         missing = tuple(sorted(set(df.filter(pl.col("train_tokens_b").is_null())["model"])))
-        return cls(levels=levels, tokens_missing=missing, features=scales(df, features))
+        arch = df.select("family", "arch").drop_nulls().unique().sort("family")
+        return cls(levels=levels, tokens_missing=missing, features=scales(df, features),
+                   family_arch=dict(zip(arch["family"].to_list(), arch["arch"].to_list())))
 
     def to_dict(self) -> dict:
         return {"levels": {k: list(v) for k, v in self.levels.items()}, "tokens_missing": list(self.tokens_missing),
-                "features": {k: list(v) for k, v in self.features.items()}}
+                "features": {k: list(v) for k, v in self.features.items()}, "family_arch": dict(self.family_arch)}
 
     @classmethod
     def from_dict(cls, d: dict) -> Encoding:
         return cls(levels={k: tuple(v) for k, v in d["levels"].items()}, tokens_missing=tuple(d["tokens_missing"]),
-                   features={k: (float(v[0]), float(v[1])) for k, v in d.get("features", {}).items()})
+                   features={k: (float(v[0]), float(v[1])) for k, v in d.get("features", {}).items()},
+                   family_arch=dict(d.get("family_arch", {})))
+
+    def fill_arch(self, df: pl.DataFrame) -> pl.DataFrame:
+        """Queries without a block design get their family's, when the fit saw the family."""
+        known = pl.col("family").replace_strict(self.family_arch, default=None, return_dtype=pl.String)
+        given = pl.col("arch").str.to_lowercase().str.replace_all(r"\s", "").replace("", None)
+        return df.with_columns(pl.coalesce(given, known).alias("arch"))
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -151,9 +187,11 @@ def encode(df: pl.DataFrame, enc: Encoding) -> Design:
     per_channel = np.isnan(group)
     act = col("act_bits")
     idx = {}
+    if "arch" in df.columns and "family" in df.columns:
+        df = enc.fill_arch(df)
     for g, levels in enc.levels.items():
         lookup = {name: i for i, name in enumerate(levels)}
-        values = df.get_column(g).to_list() if g in df.columns else [None] * df.height
+        values = grouping_values(df, g)
         idx[g] = np.array([lookup.get(v, -1) for v in values], dtype=np.int64)
     feats, feats_missing = standardise(df, enc.features)
     tok_lookup = {m: i for i, m in enumerate(enc.tokens_missing)}
@@ -178,7 +216,8 @@ def encode(df: pl.DataFrame, enc: Encoding) -> Design:
 # --- prediction queries ------------------------------------------------------------
 
 QUERY_REQUIRED = ("family", "model", "params_b", "method", "w_bits", "eval_set", "fp16_ppl")
-QUERY_OPTIONAL = {"train_tokens_b": None, "group_size": None, "act_bits": 16.0, "w_kind": "int", "source": None,
+QUERY_OPTIONAL = {"train_tokens_b": None, "arch": None, "group_size": None, "act_bits": 16.0, "w_kind": "int",
+                  "source": None,
                   **{c: None for c in RAW_COLUMNS}}
 
 

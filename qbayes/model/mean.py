@@ -7,7 +7,7 @@ vector (P,); for prediction it is a NumPy array (P, S) of posterior draws, so a 
 chunk of rows x draws is one BLAS call.
 
     log mu_w = intercept + sum_g a_g[idx_g]
-               - (bits_rate + sum_g b_g[idx_g]) * (bits - 4) + curvature * (bits - 4)^2
+               - (bits_rate + sum_g b_g[idx_g]) * (bits - 4) + curvature * q(bits)
                - gamma_n * (ln N - ln 7B) + gamma_d * (ln D - ln 1T)
                + per_channel * (c_pc + sum_g c_g[idx_g] + c_pcb * (4 - bits))
                + c_group * log2(group / 128)
@@ -15,7 +15,8 @@ chunk of rows x draws is one BLAS call.
     mu_u = mu_w + [act_bits < 16] * exp(act_intercept - act_rate * (act_bits - 4))
     mu = mu_u / (1 + mu_u / ceiling)
 
-The curvature lets degradation accelerate into a collapse at low bits; the ceiling
+with ``q(bits) = (bits - 4)^2``, or ``min(bits - 4, 0)^2`` for a spec with ``curvature =
+"low_bits"``. The curvature lets degradation accelerate into a collapse at low bits; the ceiling
 saturates collapses: a broken model's loss cannot grow without bound (the data's worst
 cells sit near 9-11 nats), while exp(-bits/gamma) would.
 
@@ -51,11 +52,13 @@ def layout(effects: dict[str, Effect], levels: dict[str, tuple[str, ...]],
     return out
 
 
-def design_matrix(d: Design, effects: dict[str, Effect], levels: dict[str, tuple[str, ...]]) -> np.ndarray:
+def design_matrix(d: Design, effects: dict[str, Effect], levels: dict[str, tuple[str, ...]],
+                  curvature: str = "quadratic") -> np.ndarray:
     """X (N x P): the covariate each column of theta multiplies, row by row. Rows whose
     training tokens are unknown get 0 in the gamma_d column (see :func:`mean_degradation`)."""
     n = d.n
-    cols = [np.ones(n), -d.bits_c, d.bits_c**2, -d.log_n_c, np.nan_to_num(d.log_d_c), d.per_channel,
+    bent = d.bits_c if curvature == "quadratic" else np.minimum(d.bits_c, 0.0)
+    cols = [np.ones(n), -d.bits_c, bent**2, -d.log_n_c, np.nan_to_num(d.log_d_c), d.per_channel,
             -d.per_channel * d.bits_c, d.log2_group, *d.feats.T]
     weights = {"a": np.ones(n), "b": -d.bits_c, "c": d.per_channel}
     for g, e in effects.items():
@@ -81,12 +84,12 @@ def stack_theta(p: dict, effects: dict[str, Effect], levels: dict[str, tuple[str
 
 
 def mean_degradation(p: dict, d: Design, effects: dict[str, Effect], levels: dict[str, tuple[str, ...]], xp,
-                     log_d_missing=None, features: tuple[str, ...] = ()):
+                     log_d_missing=None, features: tuple[str, ...] = (), curvature: str = "quadratic"):
     """Expected degradation (nats per token) for every row of ``d``: shape (N,) with
     PyTensor parameters, (N, S) with NumPy draws. ``log_d_missing`` holds ln D (centred)
     for rows whose training tokens are unknown and 0 elsewhere, or is None when all are known."""
     theta = stack_theta(p, effects, levels, xp, features)
-    x = design_matrix(d, effects, levels)
+    x = design_matrix(d, effects, levels, curvature)
     eta = (x.astype(theta.dtype) if xp is np else x) @ theta
     if log_d_missing is not None:
         eta = eta + p["gamma_d"] * log_d_missing

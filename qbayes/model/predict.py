@@ -24,7 +24,8 @@ DEFAULT_DRAWS = 1000
 # predictive draws are capped at 15 nats (a perplexity ratio of 3e6), beyond the worst
 # published collapse (11 nats); Student-t tails with small dof would otherwise overflow
 DELTA_MAX = 15.0
-FLAGS = {"family": "new_family", "method": "new_method", "eval_set": "new_eval_set", "w_kind": "new_w_kind"}
+FLAGS = {"family": "new_family", "arch": "new_arch", "method": "new_method", "eval_set": "new_eval_set",
+         "w_kind": "new_w_kind"}
 
 
 @dataclass
@@ -78,7 +79,7 @@ def _log_d_missing(draws: Draws, d: Design) -> np.ndarray | None:
 def mean_draws(fit: Fit, d: Design, draws: Draws) -> np.ndarray:
     """Mean degradation per row and draw, (N, S)."""
     return mean_degradation(draws.p, d, fit.spec.effects, fit.encoding.levels, np, _log_d_missing(draws, d),
-                            fit.encoding.feature_names)
+                            fit.encoding.feature_names, fit.spec.curvature)
 
 
 def _noise(p: dict, shape: tuple, rng: np.random.Generator) -> np.ndarray:

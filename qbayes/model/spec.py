@@ -19,8 +19,13 @@ from qbayes.model.covariates import check_names
 
 SPEC_DIR = Path(__file__).resolve().parents[2] / "models"
 
-GROUPINGS = ("family", "method", "w_kind", "eval_set", "source")
+GROUPINGS = ("family", "arch", "method", "w_kind", "eval_set", "source", "family_method", "arch_method")
+# groupings whose levels are combinations of other columns' values (a level is "a|b")
+INTERACTIONS = {"family_method": ("family", "method"), "arch_method": ("arch", "method")}
 LIKELIHOODS = ("log_student_t", "student_t")
+# where the bits curvature acts: "quadratic" everywhere, (bits - 4)^2; "low_bits" only below
+# 4 bits, min(bits - 4, 0)^2, so that 8 bits cannot be predicted worse than 6
+CURVATURES = ("quadratic", "low_bits")
 TOKEN_LEVELS = ("family", "model")
 ROWS = ("all", "published", "collected")  # published: source_kind paper/repository; collected: collector
 LOG_SHIFT = 0.01  # nats: default of ModelSpec.log_shift (published perplexities are rounded to 0.01)
@@ -86,6 +91,7 @@ class ModelSpec:
     rows: str = "all"  # which database rows the model is for (see ROWS)
     features: tuple[str, ...] = ()  # measured covariates, names from qbayes.model.covariates
     log_shift: float = LOG_SHIFT  # nats: the likelihood models ln(delta + log_shift)
+    curvature: str = "quadratic"  # see CURVATURES
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -148,11 +154,14 @@ def _build(raw: dict, where: str) -> ModelSpec:
     log_shift = raw.get("log_shift", LOG_SHIFT)
     if not isinstance(log_shift, (int, float)) or isinstance(log_shift, bool) or not 0 < log_shift <= 1:
         raise QBayesError(f"{where}: 'log_shift' must be a number in (0, 1] nats")
+    curvature = raw.get("curvature", "quadratic")
+    if curvature not in CURVATURES:
+        raise unknown(f"curvature in {where}", curvature, CURVATURES)
     if "name" not in raw:
         raise QBayesError(f"{where}: missing 'name'")
     return ModelSpec(name=raw["name"], description=raw.get("description", ""), effects=effects,
                      priors=Priors(**priors), likelihood=likelihood, tokens=tokens, rows=rows,
-                     features=tuple(features), log_shift=float(log_shift))
+                     features=tuple(features), log_shift=float(log_shift), curvature=curvature)
 
 
 def available() -> list[str]:

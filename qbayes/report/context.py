@@ -87,5 +87,8 @@ class Context:
         return self.fit.encoding.levels.get(grouping, ())
 
     def counts(self, grouping: str) -> dict[str, int]:
-        vc = self.fit.data.get_column(grouping).drop_nulls().value_counts()
-        return dict(zip(vc[grouping].to_list(), vc["count"].to_list()))
+        from collections import Counter
+
+        from qbayes.model.design import grouping_values
+
+        return dict(Counter(v for v in grouping_values(self.fit.data, grouping) if v is not None))

@@ -53,7 +53,7 @@ def test_pymc_likelihood_matches_numpy_mean_function(table):
     for k in [k for k in p if k[:2] in ("a_", "b_", "c_") and k[2:] in spec.effects]:
         p[k] = np.concatenate([p[k], np.zeros((1, 1))])
     assert not np.isnan(d.log_d_c).any()
-    mu = mean_degradation(p, d, spec.effects, enc.levels, np)[:, 0]
+    mu = mean_degradation(p, d, spec.effects, enc.levels, np, curvature=spec.curvature)[:, 0]
     y = np.log(sub["delta"].to_numpy() + LOG_SHIFT)
     expected = stats.t.logpdf(y, df=values["nu"], loc=np.log(mu + LOG_SHIFT), scale=values["noise_rel"]).sum()
     logp = model.compile_logp(vars=[model["log_delta"]], sum=True)(point)
@@ -90,3 +90,49 @@ def test_bad_queries_are_refused_with_the_reason(change, message):
     with pytest.raises(QBayesError) as exc:
         query_table(pl.DataFrame(q))
     assert message in str(exc.value)
+
+
+def test_block_design_comes_from_norm_and_mlp(table):
+    arch = dict(table.select("family", "arch").unique().iter_rows())
+    assert arch["OPT"] == "layernorm+relu" and arch["BLOOM"] == "layernorm+gelu"
+    assert arch["LLaMA-1"] == arch["Llama-2"] == "rmsnorm+swiglu"
+
+
+def test_interaction_levels_pair_family_and_method(table):
+    enc = Encoding.from_table(table)
+    assert "OPT|RTN" in enc.levels["family_method"] and "rmsnorm+swiglu|GPTQ" in enc.levels["arch_method"]
+    # every pair seen is a level, and no pair that never occurs
+    pairs = {f"{f}|{m}" for f, m in table.select("family", "method").unique().iter_rows()}
+    assert set(enc.levels["family_method"]) == pairs
+
+
+def test_queries_get_their_familys_block_design_or_their_own(table):
+    enc = Encoding.from_table(table.filter(pl.col("family") != "Llama-2"))
+    q = query_table(pl.DataFrame({**{k: v * 4 for k, v in GOOD_QUERY.items()},
+                                  "family": ["LLaMA-1", "Llama-2", "Llama-2", "Llama-2"],
+                                  "arch": ["", "RMSNorm + SwiGLU", "", "layernorm+relu"]}))
+    d = encode(q, enc)
+    arch = np.array(enc.levels["arch"] + ("<new>",))[d.idx["arch"]]
+    # known family: its design; new family: the design given (any case and spacing), else a new level
+    assert arch.tolist() == ["rmsnorm+swiglu", "rmsnorm+swiglu", "<new>", "layernorm+relu"]
+    assert d.new_level("family").tolist() == [False, True, True, True]
+    # a pair is new when either part is: Llama-2|GPTQ was never seen, LLaMA-1|GPTQ was
+    assert d.new_level("family_method").tolist() == [False, True, True, True]
+    assert d.new_level("arch_method").tolist() == [False, False, True, False]
+    again = Encoding.from_dict(enc.to_dict())
+    assert again.family_arch == enc.family_arch and again.family_arch["OPT"] == "layernorm+relu"
+
+
+def test_low_bits_curvature_bends_only_below_four_bits(table):
+    from qbayes.model.mean import SCALAR_TERMS, design_matrix
+
+    spec = load_spec("hierarchical")
+    assert spec.curvature == "low_bits"
+    enc = Encoding.from_table(table)
+    d = encode(table, enc)
+    col = SCALAR_TERMS.index("bits_curvature")
+    bent = design_matrix(d, spec.effects, enc.levels, spec.curvature)[:, col]
+    quad = design_matrix(d, spec.effects, enc.levels)[:, col]
+    above = d.bits_c > 0
+    assert above.sum() > 50 and np.all(bent[above] == 0) and np.all(quad[above] > 0)
+    assert np.array_equal(bent[~above], quad[~above])

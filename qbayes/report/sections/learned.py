@@ -11,8 +11,9 @@ from qbayes.report.context import Context
 from qbayes.report.forest import KINDS, forest, quantiles
 from qbayes.report.html import Cell, Section, details, esc, interval, num, table
 
-FOREST_GROUPINGS = ("family", "method", "w_kind", "eval_set", "source")
-GROUPING_NAMES = {"family": "Model family", "method": "Quantization method", "w_kind": "Format kind",
+FOREST_GROUPINGS = ("family", "arch", "method", "family_method", "w_kind", "eval_set", "source")
+GROUPING_NAMES = {"family": "Model family", "arch": "Block design (norm+MLP)", "method": "Quantization method",
+                  "family_method": "Family × method", "w_kind": "Format kind",
                   "eval_set": "Evaluation set", "source": "Source (study)"}
 PRIOR_OF_KIND = {"a": "group_sd", "b": "slope_sd", "c": "per_channel_sd"}
 # arXiv 2411.04330 (Kumar et al., "Scaling Laws for Precision"), post-training quantization
