@@ -21,9 +21,11 @@ DEFAULTS = SampleConfig()  # one source for the sampling defaults
 @click.option("--chains", type=click.IntRange(1), default=DEFAULTS.chains, show_default=True)
 @click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True, help="integer seed (reproducible)")
 @click.option("--sampler", default=DEFAULT_SAMPLER, show_default=True, help="nutpie, pymc, numpyro or blackjax")
+@click.option("--target-accept", type=click.FloatRange(0.5, 0.999), default=DEFAULTS.target_accept, show_default=True,
+              help="NUTS target acceptance: higher means smaller steps, fewer divergences, slower")
 @click.option("--allow-bad-fit", is_flag=True, help="save and exit 0 even if convergence checks fail")
 @click.option("--prior-check", is_flag=True, help="run a prior predictive check instead of fitting")
-def fit(data, exclude_family, include_suspect, model_name, out, draws, tune, chains, seed, sampler,
+def fit(data, exclude_family, include_suspect, model_name, out, draws, tune, chains, seed, sampler, target_accept,
         allow_bad_fit, prior_check):
     """Fit a hierarchical model of quantization degradation (no GPU, no torch)."""
     from rich.console import Console
@@ -41,7 +43,7 @@ def fit(data, exclude_family, include_suspect, model_name, out, draws, tune, cha
         return
     opts = FitOptions(
         sampler=sampler,
-        sample=SampleConfig(draws=draws, tune=tune, chains=chains, seed=seed),
+        sample=SampleConfig(draws=draws, tune=tune, chains=chains, seed=seed, target_accept=target_accept),
         exclude_families=tuple(exclude_family), include_suspect=include_suspect,
     )
     console.print(f"fitting model [bold]{spec.name}[/bold] (spec {spec.hash}) with {sampler}: "

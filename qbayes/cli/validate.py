@@ -23,11 +23,13 @@ from qbayes.model.samplers import SampleConfig
 @click.option("--chains", type=click.IntRange(1), default=4, show_default=True)
 @click.option("--seed", type=int, default=SampleConfig().seed, show_default=True)
 @click.option("--sampler", default="nutpie", show_default=True)
+@click.option("--target-accept", type=click.FloatRange(0.5, 0.999), default=0.9, show_default=True,
+              help="NUTS target acceptance of the fold fits (scored on predictions, not gated on divergences)")
 @click.option("--rows", type=click.Choice(["published", "collected", "all"]), default=None,
               help="which database rows to validate on (default: the first model's `rows`)")
 @click.option("--json", "json_path", type=click.Path(), help="also write the results as JSON here")
 def validate(data, exclude_family, include_suspect, models, baselines, families, draws, tune, chains, seed,
-             sampler, rows, json_path):
+             sampler, target_accept, rows, json_path):
     """Hold out each family in turn, fit on the rest, and score predictions for it."""
     from rich.console import Console
     from rich.table import Table
@@ -56,12 +58,13 @@ def validate(data, exclude_family, include_suspect, models, baselines, families,
     if len(known) < 2:
         raise QBayesError(f"leave-one-family-out needs at least 2 families; the data have {known}")
     opts = FitOptions(sampler=sampler, sample=SampleConfig(draws=draws, tune=tune, chains=chains, seed=seed,
-                                                           progress=False))
+                                                           target_accept=target_accept, progress=False))
     console = Console(stderr=True)
     with console.status("cross-validating") as status:
         results = crossval.run(table, bayes_models=models, baselines=baselines, opts=opts,
                                families=families or None, seed=seed, progress=lambda m: status.update(m))
     settings = {"draws": draws, "tune": tune, "chains": chains, "seed": seed, "sampler": sampler,
+                "target_accept": target_accept,
                 "rows": table.height, "row_kind": rows, "families": list(families or known)}
     summary = crossval.summarise(results, settings)
 
