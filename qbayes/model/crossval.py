@@ -68,7 +68,7 @@ def bayes_quantiles(fit, test: pl.DataFrame, *, seed: int) -> np.ndarray:
     draws = draws_from_fit(fit, n=BAYES_DRAWS, seed=seed)
     d = encode(test, fit.encoding)
     # the held-out rows come from a study of unknown protocol: score them as a new source
-    d.idx["source"][:] = -1
+    d.idx["source"] = np.full(d.n, -1)
     delta = delta_draws(fit, d, draws, rng=np.random.default_rng(seed + 1))
     return np.quantile(delta, QGRID, axis=1)
 

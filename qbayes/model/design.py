@@ -8,6 +8,7 @@ so they cannot disagree on a covariate. Unseen levels get index -1 and are flagg
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -103,15 +104,19 @@ def family_tokens(df: pl.DataFrame) -> pl.DataFrame:
             .with_columns(pl.col("_fam_tokens").alias("train_tokens_b")).drop("_fam_tokens"))
 
 
-def grouping_values(df: pl.DataFrame, g: str) -> list[str | None]:
+def grouping_values(df: pl.DataFrame, g: str) -> pl.Series:
     """Each row's level of grouping ``g``: a column's value, or for an interaction the
-    parts joined by "|" (None where a part is missing, or where the table lacks them)."""
+    parts joined by "|" (null where a part is missing, or where the table lacks them)."""
     parts = INTERACTIONS.get(g, (g,))
     if not all(c in df.columns for c in parts):
-        return [None] * df.height
-    if len(parts) == 1:
-        return df.get_column(g).to_list()
-    return df.select(pl.concat_str(list(parts), separator="|")).to_series().to_list()
+        return pl.Series(g, [None] * df.height, dtype=pl.String)
+    return df.select(pl.concat_str(list(parts), separator="|").alias(g)).to_series()
+
+
+def level_index(values: pl.Series, levels: tuple[str, ...]) -> np.ndarray:
+    """Position of each value in ``levels``; -1 for a value not among them (or null)."""
+    lookup = {name: i for i, name in enumerate(levels)}
+    return values.replace_strict(lookup, default=-1, return_dtype=pl.Int64).fill_null(-1).to_numpy(writable=True)
 
 
 @dataclass(frozen=True)
@@ -126,7 +131,7 @@ class Encoding:
 
     @classmethod
     def from_table(cls, df: pl.DataFrame, features: tuple[str, ...] = ()) -> Encoding:
-        levels = {g: tuple(sorted({v for v in grouping_values(df, g) if v is not None})) for g in GROUPINGS}
+        levels = {g: tuple(sorted(grouping_values(df, g).drop_nulls().unique().to_list())) for g in GROUPINGS}
         missing = tuple(sorted(set(df.filter(pl.col("train_tokens_b").is_null())["model"])))
         arch = df.select("family", "arch").drop_nulls().unique().sort("family")
         return cls(levels=levels, tokens_missing=missing, features=scales(df, features),
@@ -177,6 +182,11 @@ class Design:
     def new_level(self, grouping: str) -> np.ndarray:
         return self.idx[grouping] < 0
 
+    def rows(self, sl: slice) -> Design:
+        """The design of a contiguous block of rows (views, no copies)."""
+        arrays = {f.name: getattr(self, f.name)[sl] for f in dataclasses.fields(self) if f.name != "idx"}
+        return Design(**arrays, idx={g: v[sl] for g, v in self.idx.items()})
+
 
 def encode(df: pl.DataFrame, enc: Encoding) -> Design:
     """Turn a standard table into a :class:`Design` under a fit's encoding."""
@@ -186,18 +196,12 @@ def encode(df: pl.DataFrame, enc: Encoding) -> Design:
     group = df.get_column("group_size").cast(pl.Float64).to_numpy()
     per_channel = np.isnan(group)
     act = col("act_bits")
-    idx = {}
     if "arch" in df.columns and "family" in df.columns:
         df = enc.fill_arch(df)
-    for g, levels in enc.levels.items():
-        lookup = {name: i for i, name in enumerate(levels)}
-        values = grouping_values(df, g)
-        idx[g] = np.array([lookup.get(v, -1) for v in values], dtype=np.int64)
+    idx = {g: level_index(grouping_values(df, g), levels) for g, levels in enc.levels.items()}
     feats, feats_missing = standardise(df, enc.features)
-    tok_lookup = {m: i for i, m in enumerate(enc.tokens_missing)}
     tokens = col("train_tokens_b")
-    tokens_idx = np.array([tok_lookup.get(m, -1) if np.isnan(t) else -1
-                           for m, t in zip(df["model"].to_list(), tokens)], dtype=np.int64)
+    tokens_idx = np.where(np.isnan(tokens), level_index(df.get_column("model"), enc.tokens_missing), -1)
     return Design(
         bits_c=col("bits") - BITS_REF,
         log_n_c=np.log(col("params_b")) - LOG_N_REF,

@@ -118,17 +118,29 @@ def delta_draws(fit: Fit, d: Design, draws: Draws, *, rng: np.random.Generator, 
     return np.clip(mu + noise_scale(draws.p, mu) * t, -DELTA_MAX, DELTA_MAX)
 
 
+def row_quantiles(y: np.ndarray, quantiles) -> np.ndarray:
+    """np.quantile(y, quantiles, axis=1) (linear interpolation), shape (len(quantiles), N),
+    from one sort of each row in place: SIMD sorting beats numpy's selection ~10x here.
+    ``y``'s rows come back sorted (their means and other order-free statistics keep)."""
+    y.sort(axis=1)
+    pos = np.asarray(quantiles, dtype=np.float64) * (y.shape[1] - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, y.shape[1] - 1)
+    w = (pos - lo).astype(y.dtype)
+    return (y[:, lo] * (1 - w) + y[:, hi] * w).T
+
+
 def _summarise_chunk(fit: Fit, d: Design, draws: Draws, rng, quantiles, fp16: np.ndarray) -> dict:
     """Quantiles (taken before the monotone transforms, on the log scale where possible)
     and the mean perplexity for one chunk of rows."""
     if fit.spec.likelihood == "log_student_t":
         y = log_shifted_draws(fit, d, draws, rng=rng)
-        q = np.exp(np.quantile(y, quantiles, axis=1)) - fit.spec.log_shift
+        q = np.exp(row_quantiles(y, quantiles)) - fit.spec.log_shift
         delta = np.exp(y, out=y)
         delta -= fit.spec.log_shift
     else:
         delta = delta_draws(fit, d, draws, rng=rng)
-        q = np.quantile(delta, quantiles, axis=1)
+        q = row_quantiles(delta, quantiles)
     cols = {f"delta_q{round(p * 100):02d}": q[i] for i, p in enumerate(quantiles)}
     cols["delta_mean"] = delta.mean(axis=1)
     cols["ppl_mean"] = np.exp(delta, out=delta).mean(axis=1) * fp16
@@ -143,10 +155,11 @@ def predict_table(fit: Fit, table: pl.DataFrame, *, n_draws: int = DEFAULT_DRAWS
     rng = np.random.default_rng(seed + 1)
     fp16 = table.get_column("fp16_ppl").cast(pl.Float64).to_numpy()
     outs = []
+    design = encode(table, fit.encoding)
     for start in range(0, table.height, CHUNK_ROWS):
-        part = table.slice(start, CHUNK_ROWS)
-        d = encode(part, fit.encoding)
-        cols = _summarise_chunk(fit, d, draws, rng, quantiles, fp16[start:start + part.height])
+        sl = slice(start, start + CHUNK_ROWS)
+        d = design.rows(sl)
+        cols = _summarise_chunk(fit, d, draws, rng, quantiles, fp16[sl])
         for g, flag in FLAGS.items():
             cols[flag] = d.new_level(g)
         cols["tokens_imputed"] = np.isnan(d.log_d_c)

@@ -87,8 +87,7 @@ class Context:
         return self.fit.encoding.levels.get(grouping, ())
 
     def counts(self, grouping: str) -> dict[str, int]:
-        from collections import Counter
-
         from qbayes.model.design import grouping_values
 
-        return dict(Counter(v for v in grouping_values(self.fit.data, grouping) if v is not None))
+        vc = grouping_values(self.fit.data, grouping).drop_nulls().value_counts()
+        return dict(zip(vc[grouping].to_list(), vc["count"].to_list()))

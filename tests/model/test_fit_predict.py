@@ -82,6 +82,16 @@ def test_unseen_family_is_flagged_and_wider(small_fit):
     assert width[1] > width[0]
 
 
+def test_new_family_of_known_design_keeps_the_design_effect(small_fit):
+    q = query_table(pl.concat([_queries(family="NewFam", model="NewFam-7B", arch="RMSNorm+SwiGLU"),
+                               _queries(family="NewFam", model="NewFam-7B", arch="mamba+none"),
+                               _queries(family="NewFam", model="NewFam-7B")], how="diagonal"))
+    pred = predict_table(small_fit, q, n_draws=300, seed=2)
+    assert pred["new_family"].to_list() == [True, True, True]
+    assert pred["new_arch"].to_list() == [False, True, True]
+    assert pred["arch"].to_list() == ["RMSNorm+SwiGLU", "mamba+none", None]  # the query is returned as given
+
+
 def test_predict_cli_file_round_trip(small_fit_path, tmp_path, cli):
     rows = pl.concat([_queries(w_bits=4.0), _queries(method="BrandNewMethod"), _queries(eval_set="c4", group_size=None)])
     src = tmp_path / "q.csv"
@@ -92,7 +102,7 @@ def test_predict_cli_file_round_trip(small_fit_path, tmp_path, cli):
     pred = pl.read_parquet(out)
     assert pred.height == 3 and pred["method"].to_list() == ["GPTQ", "BrandNewMethod", "GPTQ"]
     for c in ("ppl_q05", "ppl_q25", "ppl_q50", "ppl_q75", "ppl_q95", "ppl_mean", "delta_q50",
-              "new_family", "new_method", "new_eval_set"):
+              "new_family", "new_arch", "new_method", "new_eval_set"):
         assert c in pred.columns
     assert pred["new_method"].to_list() == [False, True, False]
     assert pred["new_eval_set"].to_list() == [False, False, True]  # the fixture saw wikitext2 only
@@ -103,6 +113,10 @@ def test_predict_cli_single_query_prints_table(small_fit_path, cli):
             "--method", "AWQ", "--w-bits", 3, "--group-size", 128, "--fp16-ppl", 10.13, "--draws", 200)
     assert r.code == 0, r.err
     assert "perplexity" in r.out and "median degradation" in r.out
+    r = cli("predict", "--fit", small_fit_path, "--family", "Qwen", "--arch", "rmsnorm+swiglu", "--params-b", 7,
+            "--method", "GPTQ", "--w-bits", 4, "--group-size", 128, "--fp16-ppl", 6.5, "--draws", 200)
+    assert r.code == 0, r.err
+    assert "new family" in r.out and "new arch" not in r.out
 
 
 @pytest.mark.parametrize("edit, message", [

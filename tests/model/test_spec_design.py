@@ -126,7 +126,7 @@ def test_queries_get_their_familys_block_design_or_their_own(table):
 def test_low_bits_curvature_bends_only_below_four_bits(table):
     from qbayes.model.mean import SCALAR_TERMS, design_matrix
 
-    spec = load_spec("hierarchical")
+    spec = load_spec("hierarchical-arch")
     assert spec.curvature == "low_bits"
     enc = Encoding.from_table(table)
     d = encode(table, enc)
@@ -136,3 +136,22 @@ def test_low_bits_curvature_bends_only_below_four_bits(table):
     above = d.bits_c > 0
     assert above.sum() > 50 and np.all(bent[above] == 0) and np.all(quad[above] > 0)
     assert np.array_equal(bent[~above], quad[~above])
+
+
+def test_row_quantiles_match_numpy():
+    from qbayes.model.predict import QUANTILES, row_quantiles
+
+    y = np.random.default_rng(3).standard_t(3, size=(50, 999)).astype(np.float32)
+    expected = np.quantile(y, QUANTILES, axis=1)
+    got = row_quantiles(y.copy(), QUANTILES)
+    assert got.shape == (len(QUANTILES), 50)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_design_rows_slice_every_array(table):
+    enc = Encoding.from_table(table)
+    d = encode(table, enc)
+    part = d.rows(slice(10, 30))
+    assert part.n == 20 and part.feats.shape[0] == 20
+    assert all(np.array_equal(part.idx[g], d.idx[g][10:30]) for g in d.idx)
+    assert np.array_equal(part.bits_c, d.bits_c[10:30])
