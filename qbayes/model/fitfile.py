@@ -25,7 +25,7 @@ from qbayes.model.design import STANDARD, Encoding
 from qbayes.model.spec import ModelSpec
 
 FORMAT = "qbayes-fit"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # v2: training data carry the block design (arch); specs may set curvature
 DATA_COLUMNS = {**STANDARD, "delta": pl.Float64}
 
 
@@ -125,6 +125,9 @@ def load(path: str | os.PathLike) -> Fit:
     if int(attrs.get("format_version", 0)) > FORMAT_VERSION:
         raise QBayesError(f"{path}: fit format v{attrs['format_version']} is newer than this qbayes reads "
                           f"(v{FORMAT_VERSION}); upgrade qbayes")
+    if int(attrs.get("format_version", 0)) < FORMAT_VERSION:
+        raise QBayesError(f"{path}: fit format v{attrs.get('format_version', 0)} was written by an older qbayes "
+                          f"(this one reads v{FORMAT_VERSION}: the model's inputs changed); refit with `qbayes fit`")
     missing = [g for g in ("posterior", "sample_stats", "fit_data") if g not in tree.children]
     if missing:
         raise QBayesError(f"{path}: corrupted fit: missing group(s) {', '.join(missing)}")

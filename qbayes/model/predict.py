@@ -155,13 +155,15 @@ def predict_table(fit: Fit, table: pl.DataFrame, *, n_draws: int = DEFAULT_DRAWS
     rng = np.random.default_rng(seed + 1)
     fp16 = table.get_column("fp16_ppl").cast(pl.Float64).to_numpy()
     outs = []
+    # a block design only matters (and is only flagged as new) in a model with design effects
+    uses_arch = any(g in fit.spec.effects for g in ("arch", "arch_method"))
     design = encode(table, fit.encoding)
     for start in range(0, table.height, CHUNK_ROWS):
         sl = slice(start, start + CHUNK_ROWS)
         d = design.rows(sl)
         cols = _summarise_chunk(fit, d, draws, rng, quantiles, fp16[sl])
         for g, flag in FLAGS.items():
-            cols[flag] = d.new_level(g)
+            cols[flag] = d.new_level(g) if g != "arch" or uses_arch else np.zeros(d.n, dtype=bool)
         cols["tokens_imputed"] = np.isnan(d.log_d_c)
         if fit.encoding.features:  # a feature model given a row without its features predicts the average
             cols["features_missing"] = d.feats_missing.any(axis=1)

@@ -45,6 +45,15 @@ def test_corrupted_fit_is_refused(small_fit_path, tmp_path):
         fitfile.load(bad)
 
 
+def test_fits_from_an_older_format_are_refused_with_advice(small_fit_path, tmp_path):
+    tree = xr.open_datatree(small_fit_path, engine="h5netcdf").load()
+    tree.attrs["format_version"] = fitfile.FORMAT_VERSION - 1
+    old = tmp_path / "old.nc"
+    tree.to_netcdf(old, engine="h5netcdf")
+    with pytest.raises(QBayesError, match="written by an older qbayes.*refit"):
+        fitfile.load(old)
+
+
 def test_non_fit_files_are_refused(tmp_path):
     junk = tmp_path / "junk.nc"
     junk.write_bytes(b"\x89HDF\r\n\x1a\n not really")
@@ -82,14 +91,18 @@ def test_unseen_family_is_flagged_and_wider(small_fit):
     assert width[1] > width[0]
 
 
-def test_new_family_of_known_design_keeps_the_design_effect(small_fit):
+def test_block_design_is_flagged_only_where_the_model_uses_it(small_fit):
     q = query_table(pl.concat([_queries(family="NewFam", model="NewFam-7B", arch="RMSNorm+SwiGLU"),
-                               _queries(family="NewFam", model="NewFam-7B", arch="mamba+none"),
-                               _queries(family="NewFam", model="NewFam-7B")], how="diagonal"))
+                               _queries(family="NewFam", model="NewFam-7B", arch="mamba+none")], how="diagonal"))
     pred = predict_table(small_fit, q, n_draws=300, seed=2)
-    assert pred["new_family"].to_list() == [True, True, True]
-    assert pred["new_arch"].to_list() == [False, True, True]
-    assert pred["arch"].to_list() == ["RMSNorm+SwiGLU", "mamba+none", None]  # the query is returned as given
+    assert pred["new_family"].to_list() == [True, True]
+    assert "arch" not in small_fit.spec.effects and pred["new_arch"].to_list() == [False, False]
+    assert pred["arch"].to_list() == ["RMSNorm+SwiGLU", "mamba+none"]  # the query is returned as given
+    # the same queries under an encoding whose model has design effects: the unknown design is new
+    from qbayes.model.design import encode
+
+    d = encode(q, small_fit.encoding)
+    assert d.new_level("arch").tolist() == [False, True]
 
 
 def test_predict_cli_file_round_trip(small_fit_path, tmp_path, cli):
