@@ -22,7 +22,7 @@ from qbayes.jsonsafe import json_safe
 from qbayes.model.baselines import BASELINES
 from qbayes.model.design import family_tokens
 from qbayes.model.fit import FitOptions, fit_table
-from qbayes.model.predict import delta_draws, draws_from_fit
+from qbayes.model.predict import delta_draws, draws_from_fit, row_quantiles
 from qbayes.model.spec import load_spec
 
 QGRID = np.round(np.arange(0.05, 0.96, 0.05), 2)  # 0.05 .. 0.95
@@ -70,7 +70,7 @@ def bayes_quantiles(fit, test: pl.DataFrame, *, seed: int) -> np.ndarray:
     # the held-out rows come from a study of unknown protocol: score them as a new source
     d.idx["source"] = np.full(d.n, -1)
     delta = delta_draws(fit, d, draws, rng=np.random.default_rng(seed + 1))
-    return np.quantile(delta, QGRID, axis=1)
+    return row_quantiles(delta, QGRID)
 
 
 def run(table: pl.DataFrame, *, bayes_models: Sequence[str], baselines: Sequence[str], opts: FitOptions,

@@ -122,11 +122,12 @@ def load(path: str | os.PathLike) -> Fit:
     attrs = dict(tree.attrs)
     if attrs.get("format") != FORMAT:
         raise QBayesError(f"{path}: not a qbayes fit (no '{FORMAT}' format attribute)")
-    if int(attrs.get("format_version", 0)) > FORMAT_VERSION:
-        raise QBayesError(f"{path}: fit format v{attrs['format_version']} is newer than this qbayes reads "
+    version = int(attrs.get("format_version", 0))
+    if version > FORMAT_VERSION:
+        raise QBayesError(f"{path}: fit format v{version} is newer than this qbayes reads "
                           f"(v{FORMAT_VERSION}); upgrade qbayes")
-    if int(attrs.get("format_version", 0)) < FORMAT_VERSION:
-        raise QBayesError(f"{path}: fit format v{attrs.get('format_version', 0)} was written by an older qbayes "
+    if version < FORMAT_VERSION:
+        raise QBayesError(f"{path}: fit format v{version} was written by an older qbayes "
                           f"(this one reads v{FORMAT_VERSION}: the model's inputs changed); refit with `qbayes fit`")
     missing = [g for g in ("posterior", "sample_stats", "fit_data") if g not in tree.children]
     if missing:

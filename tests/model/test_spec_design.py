@@ -155,3 +155,10 @@ def test_design_rows_slice_every_array(table):
     assert part.n == 20 and part.feats.shape[0] == 20
     assert all(np.array_equal(part.idx[g], d.idx[g][10:30]) for g in d.idx)
     assert np.array_equal(part.bits_c, d.bits_c[10:30])
+
+
+def test_every_grouping_has_a_report_name():
+    from qbayes.model.spec import GROUPINGS
+    from qbayes.report.sections.learned import GROUPING_NAMES
+
+    assert set(GROUPING_NAMES) == set(GROUPINGS)

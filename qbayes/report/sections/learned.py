@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from qbayes.model.spec import GROUPINGS
 from qbayes.report import figures as F
 from qbayes.report.context import Context
 from qbayes.report.forest import KINDS, forest, quantiles
 from qbayes.report.html import Cell, Section, details, esc, interval, num, table
 
-FOREST_GROUPINGS = ("family", "arch", "method", "family_method", "w_kind", "eval_set", "source")
 GROUPING_NAMES = {"family": "Model family", "arch": "Block design (norm+MLP)", "method": "Quantization method",
-                  "family_method": "Family × method", "w_kind": "Format kind",
-                  "eval_set": "Evaluation set", "source": "Source (study)"}
+                  "w_kind": "Format kind", "eval_set": "Evaluation set", "source": "Source (study)",
+                  "family_method": "Family × method", "arch_method": "Block design × method"}
 PRIOR_OF_KIND = {"a": "group_sd", "b": "slope_sd", "c": "per_channel_sd"}
 # arXiv 2411.04330 (Kumar et al., "Scaling Laws for Precision"), post-training quantization
 # fit delta_PTQ = C_T * D^gamma_D / N^gamma_N * exp(-P_post / gamma_post), on their setup.
@@ -59,7 +59,7 @@ def _effects_table(ctx: Context, g: str, kinds: list[str], order) -> str:
 def _forests(ctx: Context) -> str:
     out = []
     post = ctx.fit.posterior
-    for g in FOREST_GROUPINGS:
+    for g in GROUPINGS:
         kinds = _kinds(ctx, g)
         if not kinds:
             continue
