@@ -170,3 +170,10 @@ def test_fit_cli_fails_on_bad_convergence_unless_allowed(tmp_path, cli):
 def test_fit_cli_unknown_family_suggests(cli, tmp_path):
     r = cli("fit", "--exclude-family", "Lama-2", "--out", tmp_path / "x.nc")
     assert r.code == 2 and "did you mean 'Llama-2'" in r.err
+
+
+def test_fit_refuses_a_target_accept_out_of_range(tmp_path, cli):
+    out = tmp_path / "never.nc"
+    r = cli("fit", "--target-accept", 1.5, "--out", out)
+    assert r.code != 0 and "--target-accept" in r.err and "0.5<=x<=0.999" in r.err
+    assert not out.exists()

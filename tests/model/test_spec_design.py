@@ -162,3 +162,10 @@ def test_every_grouping_has_a_report_name():
     from qbayes.report.sections.learned import GROUPING_NAMES
 
     assert set(GROUPING_NAMES) == set(GROUPINGS)
+
+
+def test_spec_with_unknown_curvature_is_refused(tmp_path):
+    f = tmp_path / "bad.toml"
+    f.write_text('name = "x"\ncurvature = "low_bit"\n')
+    with pytest.raises(QBayesError, match="unknown curvature .*'low_bit'.*did you mean 'low_bits'"):
+        load_spec(str(f))
