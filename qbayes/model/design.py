@@ -119,6 +119,19 @@ def level_index(values: pl.Series, levels: tuple[str, ...]) -> np.ndarray:
     return values.replace_strict(lookup, default=-1, return_dtype=pl.Int64).fill_null(-1).to_numpy(writable=True)
 
 
+def nesting(child: pl.Series, parent: pl.Series, g: str, p: str) -> tuple[str, ...]:
+    """The parent level of each level of ``child`` (sorted as in :class:`Encoding`);
+    raises when a level occurs under more than one parent or under none."""
+    pairs = (pl.DataFrame({"c": child, "p": parent}).drop_nulls("c").group_by("c")
+             .agg(pl.col("p").drop_nulls().unique().sort()).sort("c"))
+    for level, ps in zip(pairs["c"].to_list(), pairs["p"].to_list()):
+        if len(ps) != 1:
+            where = f"under {', '.join(ps)}" if ps else f"with no {p}"
+            raise QBayesError(f"grouping '{g}' is not nested in '{p}': level '{level}' occurs {where}; "
+                              f"drop 'within' from the spec or fix the data")
+    return tuple(ps[0] for ps in pairs["p"].to_list())
+
+
 @dataclass(frozen=True)
 class Encoding:
     """What a fit learned about its data's categories: level lists per grouping and the
@@ -128,24 +141,43 @@ class Encoding:
     tokens_missing: tuple[str, ...]
     features: dict[str, tuple[float, float]] = field(default_factory=dict)  # covariate -> (mean, sd)
     family_arch: dict[str, str] = field(default_factory=dict)  # block design of each family seen
+    # per grouping, the levels seen only with one scale per channel: their per-channel
+    # effect is measured from that mode (see :func:`encode`)
+    per_channel_only: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # for a nested grouping (spec ``within``), the parent level of each of its levels
+    parents: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
-    def from_table(cls, df: pl.DataFrame, features: tuple[str, ...] = ()) -> Encoding:
-        levels = {g: tuple(sorted(grouping_values(df, g).drop_nulls().unique().to_list())) for g in GROUPINGS}
+    def from_table(cls, df: pl.DataFrame, features: tuple[str, ...] = (),
+                   within: dict[str, str] | None = None) -> Encoding:
+        """``within`` maps a nested grouping to its parent grouping (from the spec)."""
+        values = {g: grouping_values(df, g) for g in GROUPINGS}
+        levels = {g: tuple(sorted(v.drop_nulls().unique().to_list())) for g, v in values.items()}
         missing = tuple(sorted(set(df.filter(pl.col("train_tokens_b").is_null())["model"])))
         arch = df.select("family", "arch").drop_nulls().unique().sort("family")
+        pc = df.get_column("group_size").is_null()
+        pc_only = {}
+        for g, v in values.items():
+            modes = pl.DataFrame({"level": v, "pc": pc}).drop_nulls("level").group_by("level").agg(pl.col("pc").all())
+            pc_only[g] = tuple(sorted(modes.filter(pl.col("pc"))["level"].to_list()))
+        parents = {g: nesting(values[g], values[p], g, p) for g, p in (within or {}).items()}
         return cls(levels=levels, tokens_missing=missing, features=scales(df, features),
-                   family_arch=dict(zip(arch["family"].to_list(), arch["arch"].to_list())))
+                   family_arch=dict(zip(arch["family"].to_list(), arch["arch"].to_list())),
+                   per_channel_only=pc_only, parents=parents)
 
     def to_dict(self) -> dict:
         return {"levels": {k: list(v) for k, v in self.levels.items()}, "tokens_missing": list(self.tokens_missing),
-                "features": {k: list(v) for k, v in self.features.items()}, "family_arch": dict(self.family_arch)}
+                "features": {k: list(v) for k, v in self.features.items()}, "family_arch": dict(self.family_arch),
+                "per_channel_only": {k: list(v) for k, v in self.per_channel_only.items()},
+                "parents": {k: list(v) for k, v in self.parents.items()}}
 
     @classmethod
     def from_dict(cls, d: dict) -> Encoding:
         return cls(levels={k: tuple(v) for k, v in d["levels"].items()}, tokens_missing=tuple(d["tokens_missing"]),
                    features={k: (float(v[0]), float(v[1])) for k, v in d.get("features", {}).items()},
-                   family_arch=dict(d.get("family_arch", {})))
+                   family_arch=dict(d.get("family_arch", {})),
+                   per_channel_only={k: tuple(v) for k, v in d.get("per_channel_only", {}).items()},
+                   parents={k: tuple(v) for k, v in d.get("parents", {}).items()})
 
     def fill_arch(self, df: pl.DataFrame) -> pl.DataFrame:
         """Queries without a block design get their family's, when the fit saw the family."""
@@ -168,6 +200,10 @@ class Design:
     log_d_c: np.ndarray  # NaN where training tokens are unknown
     tokens_idx: np.ndarray
     per_channel: np.ndarray
+    # per grouping, the covariate of its per-channel effect: per_channel, less 1 for
+    # levels seen only per channel, whose intercept then is their per-channel value (their
+    # intercept and per-channel shift were identified only as a sum: a ridge for NUTS)
+    per_channel_by: dict[str, np.ndarray]
     log2_group: np.ndarray
     act_q: np.ndarray
     act_c: np.ndarray
@@ -184,8 +220,9 @@ class Design:
 
     def rows(self, sl: slice) -> Design:
         """The design of a contiguous block of rows (views, no copies)."""
-        arrays = {f.name: getattr(self, f.name)[sl] for f in dataclasses.fields(self) if f.name != "idx"}
-        return Design(**arrays, idx={g: v[sl] for g, v in self.idx.items()})
+        dicts = ("idx", "per_channel_by")
+        arrays = {f.name: getattr(self, f.name)[sl] for f in dataclasses.fields(self) if f.name not in dicts}
+        return Design(**arrays, **{k: {g: v[sl] for g, v in getattr(self, k).items()} for k in dicts})
 
 
 def encode(df: pl.DataFrame, enc: Encoding) -> Design:
@@ -199,6 +236,10 @@ def encode(df: pl.DataFrame, enc: Encoding) -> Design:
     if "arch" in df.columns and "family" in df.columns:
         df = enc.fill_arch(df)
     idx = {g: level_index(grouping_values(df, g), levels) for g, levels in enc.levels.items()}
+    per_channel_by = {}
+    for g, only in enc.per_channel_only.items():
+        home = np.isin(idx[g], level_index(pl.Series(only, dtype=pl.String), enc.levels[g]))
+        per_channel_by[g] = per_channel.astype(np.float64) - home  # a new level (-1) is never at home
     feats, feats_missing = standardise(df, enc.features)
     tokens = col("train_tokens_b")
     tokens_idx = np.where(np.isnan(tokens), level_index(df.get_column("model"), enc.tokens_missing), -1)
@@ -208,6 +249,7 @@ def encode(df: pl.DataFrame, enc: Encoding) -> Design:
         log_d_c=np.log(tokens) - LOG_D_REF,
         tokens_idx=tokens_idx,
         per_channel=per_channel.astype(np.float64),
+        per_channel_by=per_channel_by,
         log2_group=np.where(per_channel, 0.0, np.log2(np.where(per_channel, GROUP_REF, group) / GROUP_REF)),
         act_q=(act < 16).astype(np.float64),
         act_c=act - BITS_REF,

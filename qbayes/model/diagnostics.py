@@ -55,8 +55,8 @@ def sampled_vars(posterior: xr.Dataset) -> list[str]:
     information and are left out."""
     out = []
     for v in posterior.data_vars:
-        if v.startswith(("a_", "b_", "c_", "log_tokens_missing")):
-            continue
+        if v.startswith("log_tokens_missing") or (v.startswith(("a_", "b_", "c_")) and f"z_{v}" in posterior):
+            continue  # deterministic: sd * z (a centred effect, with no z_, is sampled itself)
         values = posterior[v].values
         if values.size and np.ptp(values) > 0:
             out.append(v)

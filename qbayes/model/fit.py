@@ -36,7 +36,7 @@ def fit_table(df: pl.DataFrame, spec: ModelSpec, opts: FitOptions = FitOptions()
         raise QBayesError(f"only {df.height} quantized rows with baselines to fit; need at least {MIN_ROWS}{hint}")
     if spec.tokens == "family":
         df = family_tokens(df)  # the fit keeps the covariates the model actually saw
-    enc = Encoding.from_table(df, spec.features)
+    enc = Encoding.from_table(df, spec.features, spec.within)
     design = encode(df, enc)
     model = build_model(spec, design, enc, df.get_column("delta").to_numpy())
     result = sample(model, sampler=opts.sampler, config=opts.sample)
@@ -68,7 +68,7 @@ def prior_predictive(db: Database, spec: ModelSpec, *, draws: int = 500, seed: i
     import pymc as pm
 
     df = training_table(db, rows=spec.rows)
-    enc = Encoding.from_table(df, spec.features)
+    enc = Encoding.from_table(df, spec.features, spec.within)
     model = build_model(spec, encode(df, enc), enc, None)
     with model:
         idata = pm.sample_prior_predictive(draws=draws, random_seed=seed)

@@ -25,7 +25,7 @@ from qbayes.model.design import STANDARD, Encoding
 from qbayes.model.spec import ModelSpec
 
 FORMAT = "qbayes-fit"
-FORMAT_VERSION = 2  # v2: training data carry the block design (arch); specs may set curvature
+FORMAT_VERSION = 3  # v2: training data carry the block design (arch); specs may set curvature; v3: centred effects
 DATA_COLUMNS = {**STANDARD, "delta": pl.Float64}
 
 

@@ -60,11 +60,11 @@ def design_matrix(d: Design, effects: dict[str, Effect], levels: dict[str, tuple
     bent = d.bits_c if curvature == "quadratic" else np.minimum(d.bits_c, 0.0)
     cols = [np.ones(n), -d.bits_c, bent**2, -d.log_n_c, np.nan_to_num(d.log_d_c), d.per_channel,
             -d.per_channel * d.bits_c, d.log2_group, *d.feats.T]
-    weights = {"a": np.ones(n), "b": -d.bits_c, "c": d.per_channel}
     for g, e in effects.items():
         k = len(levels[g]) + 1
         onehot = np.zeros((n, k))
         onehot[np.arange(n), d.idx[g]] = 1.0  # index -1 lands on the new-level column
+        weights = {"a": np.ones(n), "b": -d.bits_c, "c": d.per_channel_by.get(g, d.per_channel)}
         for kind, on in (("a", e.intercept), ("b", e.bits_slope), ("c", e.per_channel)):
             if on:
                 cols.extend((onehot * weights[kind][:, None]).T)

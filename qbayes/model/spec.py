@@ -22,6 +22,7 @@ SPEC_DIR = Path(__file__).resolve().parents[2] / "models"
 GROUPINGS = ("family", "arch", "method", "w_kind", "eval_set", "source", "family_method", "arch_method")
 # groupings whose levels are combinations of other columns' values (a level is "a|b")
 INTERACTIONS = {"family_method": ("family", "method"), "arch_method": ("arch", "method")}
+EFFECT_KINDS = ("intercept", "bits_slope", "per_channel")  # the fields of Effect a grouping can switch on
 LIKELIHOODS = ("log_student_t", "student_t")
 # where the bits curvature acts: "quadratic" everywhere, (bits - 4)^2; "low_bits" only below
 # 4 bits, min(bits - 4, 0)^2, so that 8 bits cannot be predicted worse than 6
@@ -50,6 +51,13 @@ class Effect:
     intercept: bool = True
     bits_slope: bool = False
     per_channel: bool = False
+    # which of the three are centred, a = ZeroSumNormal(sd), rather than non-centred,
+    # a = sd * ZeroSumNormal(1): centred suits effects the data pin down level by level
+    centred: tuple[str, ...] = ()
+    # a grouping these levels are nested in (families in block designs): the effects sum
+    # to zero within each of its levels, and a level alone in its parent has none (the
+    # parent's effect is all the data can see), which removes a ridge per such pair
+    within: str = ""
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,11 @@ class ModelSpec:
     log_shift: float = LOG_SHIFT  # nats: the likelihood models ln(delta + log_shift)
     curvature: str = "quadratic"  # see CURVATURES
 
+    @property
+    def within(self) -> dict[str, str]:
+        """Nested grouping -> the grouping it is nested in."""
+        return {g: e.within for g, e in self.effects.items() if e.within}
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
@@ -128,7 +141,22 @@ def _build(raw: dict, where: str) -> ModelSpec:
         if g not in GROUPINGS:
             raise unknown(f"grouping in {where}", g, GROUPINGS)
         _check_keys(e, [f.name for f in dataclasses.fields(Effect)], f"{where} effects.{g}")
-        effects[g] = Effect(**e)
+        centred = e.get("centred", [])
+        if not isinstance(centred, (list, tuple)):
+            raise QBayesError(f"{where} effects.{g}: 'centred' must be a list of {', '.join(EFFECT_KINDS)}")
+        for kind in centred:
+            if kind not in EFFECT_KINDS or not e.get(kind, kind == "intercept"):
+                on = [k for k in EFFECT_KINDS if e.get(k, k == "intercept")]
+                raise unknown(f"centred effect in {where} effects.{g}", str(kind), on)
+        effects[g] = Effect(**{**e, "centred": tuple(centred)})
+    for g, e in effects.items():
+        if not e.within:
+            continue
+        if e.within not in effects or e.within == g:
+            raise QBayesError(f"{where} effects.{g}: 'within' must name another grouping of the model's effects "
+                              f"(got '{e.within}'{suggest(e.within, [x for x in effects if x != g])})")
+        if e.centred:
+            raise QBayesError(f"{where} effects.{g}: nested effects ('within') are non-centred; drop 'centred'")
     prior_fields = {f.name: f for f in dataclasses.fields(Priors)}
     given = raw.get("priors", {})
     _check_keys(given, list(prior_fields), f"{where} [priors]")

@@ -1,0 +1,119 @@
+"""How effects are parametrised: centred, nested within a parent grouping, and the
+per-channel shift of levels seen only per channel (no sampling here)."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from qbayes.errors import QBayesError
+from qbayes.model.build import build_model, nested_projection
+from qbayes.model.design import Encoding, encode, query_table
+from qbayes.model.diagnostics import sampled_vars
+from qbayes.model.mean import design_matrix, layout, mean_degradation
+from qbayes.model.spec import load_spec
+
+NESTED = """name = "nested"
+rows = "published"
+[effects]
+family = { intercept = true, bits_slope = true, per_channel = true, within = "arch" }
+arch = { intercept = true, bits_slope = true }
+method = { intercept = true, bits_slope = true, per_channel = true, centred = ["intercept", "bits_slope"] }
+arch_method = { intercept = true, within = "method" }
+eval_set = { intercept = true, centred = ["intercept"] }
+"""
+
+
+@pytest.fixture()
+def nested_spec(tmp_path):
+    f = tmp_path / "nested.toml"
+    f.write_text(NESTED)
+    return load_spec(str(f))
+
+
+def test_nested_projection_sums_to_zero_within_parents_with_unit_variance():
+    parents = ("a", "b", "a", "c", "a", "b")
+    p = nested_projection(parents)
+    z = np.random.default_rng(0).standard_normal((6, 20000))
+    d = p @ z
+    for parent in "ab":
+        members = [i for i, x in enumerate(parents) if x == parent]
+        assert np.allclose(d[members].sum(axis=0), 0.0)
+        assert np.allclose(np.diag(p @ p.T)[members], 1.0)  # each effect has the group sd
+    assert np.all(d[3] == 0.0)  # "c" has one member: its effect is its parent's
+
+
+def test_encoding_records_parents_and_refuses_a_grouping_that_is_not_nested(table):
+    enc = Encoding.from_table(table, within={"family": "arch", "arch_method": "method"})
+    parent = dict(zip(enc.levels["family"], enc.parents["family"]))
+    assert parent["OPT"] == "layernorm+relu" and parent["Llama-2"] == "rmsnorm+swiglu"
+    assert all(lv.split("|")[1] == m for lv, m in zip(enc.levels["arch_method"], enc.parents["arch_method"]))
+    assert Encoding.from_dict(enc.to_dict()).parents == enc.parents
+    with pytest.raises(QBayesError, match="'method' is not nested in 'family': level 'AWQ' occurs under LLaMA-1, Llama-2, OPT"):
+        Encoding.from_table(table, within={"method": "family"})
+
+
+def test_per_channel_shift_of_a_per_channel_only_method_is_measured_from_that_mode(table):
+    enc = Encoding.from_table(table)
+    only = set(enc.per_channel_only["method"])
+    assert "SqueezeLLM" in only and "RTN" not in only and "GPTQ" not in only
+    q = query_table(pl.DataFrame({"family": ["OPT"] * 4, "model": ["OPT-6.7B"] * 4, "params_b": ["6.7"] * 4,
+                                  "method": ["SqueezeLLM", "SqueezeLLM", "RTN", "RTN"], "w_bits": ["3"] * 4,
+                                  "group_size": ["", "128", "", "128"], "eval_set": ["wikitext2"] * 4,
+                                  "fp16_ppl": ["10.86"] * 4}))
+    d = encode(q, enc)
+    assert d.per_channel.tolist() == [1.0, 0.0, 1.0, 0.0]
+    # SqueezeLLM's intercept is its per-channel value; a group query moves by -c_method
+    assert d.per_channel_by["method"].tolist() == [0.0, -1.0, 1.0, 0.0]
+
+
+def test_pymc_graph_matches_numpy_mean_with_nested_and_centred_effects(table, nested_spec):
+    """The PyMC graph's expected log-degradation at a random point equals the NumPy mean
+    function prediction uses, and nested effects sum to zero within their parents."""
+    sub = table.filter(pl.col("family").is_in(["OPT", "LLaMA-1", "Llama-2"])).head(400)
+    enc = Encoding.from_table(sub, within=nested_spec.within)
+    d = encode(sub, enc)
+    model = build_model(nested_spec, d, enc, sub["delta"].to_numpy())
+    rng = np.random.default_rng(1)
+    point = {k: v + rng.normal(0, 0.3, np.shape(v)) for k, v in model.initial_point(random_seed=3).items()}
+    outs = model.unobserved_value_vars
+    values = dict(zip([v.name for v in outs], model.compile_fn(outs, inputs=model.value_vars, point_fn=True,
+                                                              on_unused_input="ignore")(point)))
+    fam = dict(zip(enc.levels["family"], values["a_family"]))
+    assert fam["OPT"] == 0.0  # alone in its design
+    assert fam["LLaMA-1"] == pytest.approx(-fam["Llama-2"]) and fam["LLaMA-1"] != 0.0
+    assert "a_method" in values and "z_a_method" not in values  # centred: sampled itself
+    p = {k: np.asarray(v)[..., None] if np.ndim(v) else np.array([[float(v)]]) for k, v in values.items()}
+    for k in [k for k in p if k[:2] in ("a_", "b_", "c_") and k[2:] in nested_spec.effects]:
+        p[k] = np.concatenate([p[k], np.zeros((1, 1))])
+    mu = mean_degradation(p, d, nested_spec.effects, enc.levels, np, curvature=nested_spec.curvature)[:, 0]
+    # the Student-t's location, ln(mu + shift), as a function of the value variables
+    log_mu = model.replace_rvs_by_values([model["log_delta"].owner.inputs[3]])[0]
+    expected = model.compile_fn(log_mu, inputs=model.value_vars, point_fn=True, on_unused_input="ignore")(point)
+    assert np.allclose(np.log(mu + nested_spec.log_shift), expected)
+    assert design_matrix(d, nested_spec.effects, enc.levels).shape[1] == sum(w for _, w in layout(
+        nested_spec.effects, enc.levels))
+
+
+def test_diagnostics_cover_centred_effects_but_not_products():
+    import xarray as xr
+
+    post = xr.Dataset({name: (("chain", "draw"), np.random.default_rng(0).standard_normal((2, 5)))
+                       for name in ("a_method", "z_a_family", "a_family", "sd_a_family")})
+    assert sorted(sampled_vars(post)) == ["a_method", "sd_a_family", "z_a_family"]
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('family = { intercept = true, within = "arhc" }\narch = { intercept = true }',
+     "'within' must name another grouping.*did you mean 'arch'"),
+    ('family = { intercept = true, within = "arch", centred = ["intercept"] }\narch = { intercept = true }',
+     "nested effects .* are non-centred"),
+    ('family = { intercept = true, centred = ["bits_slope"] }', "unknown centred effect .* 'bits_slope'"),
+    ('family = { intercept = true, centred = "intercept" }', "'centred' must be a list"),
+])
+def test_bad_parametrisation_in_a_spec_is_refused(tmp_path, line, message):
+    f = tmp_path / "bad.toml"
+    f.write_text(f'name = "x"\n[effects]\n{line}\n')
+    with pytest.raises(QBayesError, match=message):
+        load_spec(str(f))
