@@ -126,7 +126,7 @@ def test_queries_get_their_familys_block_design_or_their_own(table):
 def test_low_bits_curvature_bends_only_below_four_bits(table):
     from qbayes.model.mean import SCALAR_TERMS, design_matrix
 
-    spec = load_spec("hierarchical-arch")
+    spec = load_spec("hierarchical")
     assert spec.curvature == "low_bits"
     enc = Encoding.from_table(table)
     d = encode(table, enc)
