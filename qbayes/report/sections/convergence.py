@@ -60,10 +60,13 @@ def _vector_table(ctx: Context, conv: D.Convergence) -> str:
     if not names:
         return ""
     tree = ctx.fit.tree
-    rhat = azs.rhat(tree, var_names=names)
-    bulk = azs.ess(tree, var_names=names, method="bulk")
-    tail = azs.ess(tree, var_names=names, method="tail")
-    mcse = azs.mcse(tree, var_names=names)
+    # a nested level alone in its parent (OPT among the designs) is a constant 0: its
+    # R-hat and ESS are NaN, and the worst-level figures below skip it
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rhat = azs.rhat(tree, var_names=names)
+        bulk = azs.ess(tree, var_names=names, method="bulk")
+        tail = azs.ess(tree, var_names=names, method="tail")
+        mcse = azs.mcse(tree, var_names=names)
     rows = []
     for v in names:
         r = rhat[v].values
