@@ -53,7 +53,7 @@ def _effect(kind: str, g: str, sd, centred: bool, parents: tuple[str, ...] | Non
     """Effects that sum to zero over the levels: the grouping's mean lives in the global
     term, which removes the ridge between the intercept and every grouping's mean (five
     groupings gave five such ridges and R-hat > 1.01 on the group sds). Non-centred
-    (sd * z) by default; centred where every level has plenty of rows."""
+    (sd * z) by default; centred where the data pin every level down."""
     if parents is not None:
         z = pm.Normal(f"z_{kind}_{g}", 0.0, 1.0, dims=g)
         return pm.Deterministic(f"{kind}_{g}", sd * pt.dot(nested_projection(parents), z), dims=g)

@@ -25,7 +25,7 @@ from qbayes.model.design import STANDARD, Encoding
 from qbayes.model.spec import ModelSpec
 
 FORMAT = "qbayes-fit"
-FORMAT_VERSION = 3  # v2: training data carry the block design (arch); specs may set curvature; v3: centred effects
+FORMAT_VERSION = 3  # v2: block design (arch), curvature; v3: centred and nested effects, per-channel-only levels
 DATA_COLUMNS = {**STANDARD, "delta": pl.Float64}
 
 
