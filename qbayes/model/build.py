@@ -16,7 +16,7 @@ import pytensor.tensor as pt
 
 from qbayes.model.design import Design, Encoding
 from qbayes.model.mean import SCALAR_TERMS, mean_degradation, noise_scale
-from qbayes.model.spec import LOG_SHIFT, ModelSpec
+from qbayes.model.spec import EFFECT_KINDS, LOG_SHIFT, SD_PRIOR, ModelSpec
 
 
 def log_target(delta: np.ndarray, shift: float = LOG_SHIFT) -> np.ndarray:
@@ -72,11 +72,9 @@ def build_model(spec: ModelSpec, design: Design, enc: Encoding, delta: np.ndarra
         for f in enc.feature_names:
             p[f"feat_{f}"] = pm.Normal(f"feat_{f}", pr.feature.mu, pr.feature.sigma)
         for g, e in spec.effects.items():
-            for kind, field, prior in (("a", "intercept", pr.group_sd), ("b", "bits_slope", pr.slope_sd),
-                                       ("c", "per_channel", pr.per_channel_sd)):
-                if getattr(e, field):
-                    sd = pm.HalfNormal(f"sd_{kind}_{g}", prior.sigma)
-                    p[f"{kind}_{g}"] = _effect(kind, g, sd, field in e.centred, enc.parents.get(g))
+            for kind in e.kinds:
+                sd = pm.HalfNormal(f"sd_{kind}_{g}", getattr(pr, SD_PRIOR[kind]).sigma)
+                p[f"{kind}_{g}"] = _effect(kind, g, sd, EFFECT_KINDS[kind] in e.centred, enc.parents.get(g))
 
         tok_mean = pm.Normal("log_tokens_mean", pr.log_tokens_mean.mu, pr.log_tokens_mean.sigma)
         tok_sd = pm.HalfNormal("log_tokens_sd", pr.log_tokens_sd.sigma)

@@ -46,9 +46,7 @@ def layout(effects: dict[str, Effect], levels: dict[str, tuple[str, ...]],
     """(parameter name, number of columns) in the order of theta and of X's columns."""
     out = [(name, 1) for name in SCALAR_TERMS] + [(f"feat_{f}", 1) for f in features]
     for g, e in effects.items():
-        for kind, on in (("a", e.intercept), ("b", e.bits_slope), ("c", e.per_channel)):
-            if on:
-                out.append((f"{kind}_{g}", len(levels[g]) + 1))
+        out.extend((f"{kind}_{g}", len(levels[g]) + 1) for kind in e.kinds)
     return out
 
 
@@ -65,9 +63,8 @@ def design_matrix(d: Design, effects: dict[str, Effect], levels: dict[str, tuple
         onehot = np.zeros((n, k))
         onehot[np.arange(n), d.idx[g]] = 1.0  # index -1 lands on the new-level column
         weights = {"a": np.ones(n), "b": -d.bits_c, "c": d.per_channel_by.get(g, d.per_channel)}
-        for kind, on in (("a", e.intercept), ("b", e.bits_slope), ("c", e.per_channel)):
-            if on:
-                cols.extend((onehot * weights[kind][:, None]).T)
+        for kind in e.kinds:
+            cols.extend((onehot * weights[kind][:, None]).T)
     return np.column_stack(cols)
 
 

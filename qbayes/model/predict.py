@@ -59,10 +59,9 @@ def draws_from_fit(fit: Fit, *, n: int | None = DEFAULT_DRAWS, seed: int = 0, dt
 
     p = {name: flat(name)[None, :] for name in post.data_vars if post[name].ndim == 1}
     for g, e in fit.spec.effects.items():
-        for kind, on in (("a", e.intercept), ("b", e.bits_slope), ("c", e.per_channel)):
-            if on:
-                new = p[f"sd_{kind}_{g}"] * rng.standard_normal((1, s), dtype=dtype)
-                p[f"{kind}_{g}"] = np.concatenate([flat(f"{kind}_{g}"), new], axis=0)
+        for kind in e.kinds:
+            new = p[f"sd_{kind}_{g}"] * rng.standard_normal((1, s), dtype=dtype)
+            p[f"{kind}_{g}"] = np.concatenate([flat(f"{kind}_{g}"), new], axis=0)
     pop = p["log_tokens_mean"] + p["log_tokens_sd"] * rng.standard_normal((1, s), dtype=dtype)
     latent = flat("log_tokens_missing") if "log_tokens_missing" in post else np.empty((0, s))
     return Draws(p=p, log_tokens=np.concatenate([latent, pop], axis=0))

@@ -22,7 +22,10 @@ SPEC_DIR = Path(__file__).resolve().parents[2] / "models"
 GROUPINGS = ("family", "arch", "method", "w_kind", "eval_set", "source", "family_method", "arch_method")
 # groupings whose levels are combinations of other columns' values (a level is "a|b")
 INTERACTIONS = {"family_method": ("family", "method"), "arch_method": ("arch", "method")}
-EFFECT_KINDS = ("intercept", "bits_slope", "per_channel")  # the fields of Effect a grouping can switch on
+# the parts of a grouping effect: parameter prefix -> the Effect field that switches it on,
+# and the Priors field holding the half-normal prior of its sd
+EFFECT_KINDS = {"a": "intercept", "b": "bits_slope", "c": "per_channel"}
+SD_PRIOR = {"a": "group_sd", "b": "slope_sd", "c": "per_channel_sd"}
 LIKELIHOODS = ("log_student_t", "student_t")
 # where the bits curvature acts: "quadratic" everywhere, (bits - 4)^2; "low_bits" only below
 # 4 bits, min(bits - 4, 0)^2, so that 8 bits cannot be predicted worse than 6
@@ -58,6 +61,11 @@ class Effect:
     # to zero within each of its levels, and a level alone in its parent has none (the
     # parent's effect is all the data can see), which removes a ridge per such pair
     within: str = ""
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """Prefixes of the parts switched on ("a", "b", "c"), in parameter order."""
+        return tuple(k for k, f in EFFECT_KINDS.items() if getattr(self, f))
 
 
 @dataclass(frozen=True)
@@ -143,12 +151,12 @@ def _build(raw: dict, where: str) -> ModelSpec:
         _check_keys(e, [f.name for f in dataclasses.fields(Effect)], f"{where} effects.{g}")
         centred = e.get("centred", [])
         if not isinstance(centred, (list, tuple)):
-            raise QBayesError(f"{where} effects.{g}: 'centred' must be a list of {', '.join(EFFECT_KINDS)}")
-        for kind in centred:
-            if kind not in EFFECT_KINDS or not e.get(kind, kind == "intercept"):
-                on = [k for k in EFFECT_KINDS if e.get(k, k == "intercept")]
-                raise unknown(f"centred effect in {where} effects.{g}", str(kind), on)
+            raise QBayesError(f"{where} effects.{g}: 'centred' must be a list of {', '.join(EFFECT_KINDS.values())}")
         effects[g] = Effect(**{**e, "centred": tuple(centred)})
+        on = [EFFECT_KINDS[k] for k in effects[g].kinds]
+        for kind in centred:
+            if kind not in on:
+                raise unknown(f"centred effect in {where} effects.{g}", str(kind), on)
     for g, e in effects.items():
         if not e.within:
             continue

@@ -179,3 +179,15 @@ def test_fit_refuses_a_target_accept_out_of_range(tmp_path, cli):
     r = cli("fit", "--target-accept", 1.5, "--out", out)
     assert r.code != 0 and "--target-accept" in r.err and "0.5<=x<=0.999" in r.err
     assert not out.exists()
+
+
+def test_fit_refuses_a_spec_whose_nesting_the_data_break(tmp_path, cli):
+    """Methods are not nested in families (AWQ was reported for three): the fit stops
+    before sampling, names the level, and writes nothing."""
+    spec = tmp_path / "bad-nesting.toml"
+    spec.write_text('name = "bad-nesting"\nrows = "published"\n[effects]\nfamily = { intercept = true }\n'
+                    'method = { intercept = true, within = "family" }\n')
+    out = tmp_path / "never.nc"
+    r = cli("fit", "--model", spec, "--out", out)
+    assert r.code == 2 and "grouping 'method' is not nested in 'family': level 'AWQ' occurs under" in r.err
+    assert not out.exists()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qbayes.model.spec import GROUPINGS
+from qbayes.model.spec import GROUPINGS, SD_PRIOR
 from qbayes.report import figures as F
 from qbayes.report.context import Context
 from qbayes.report.forest import KINDS, forest, quantiles
@@ -15,7 +15,6 @@ from qbayes.report.html import Cell, Section, details, esc, interval, num, table
 GROUPING_NAMES = {"family": "Model family", "arch": "Block design (norm+MLP)", "method": "Quantization method",
                   "w_kind": "Format kind", "eval_set": "Evaluation set", "source": "Source (study)",
                   "family_method": "Family × method", "arch_method": "Block design × method"}
-PRIOR_OF_KIND = {"a": "group_sd", "b": "slope_sd", "c": "per_channel_sd"}
 # arXiv 2411.04330 (Kumar et al., "Scaling Laws for Precision"), post-training quantization
 # fit delta_PTQ = C_T * D^gamma_D / N^gamma_N * exp(-P_post / gamma_post), on their setup.
 PUBLISHED = {"gamma_n": 0.34, "gamma_d": 0.51}
@@ -25,8 +24,7 @@ def _kinds(ctx: Context, g: str) -> list[str]:
     e = ctx.fit.spec.effects.get(g)
     if e is None:
         return []
-    on = {"a": e.intercept, "b": e.bits_slope, "c": e.per_channel}
-    return [k for k in ("a", "b", "c") if on[k] and f"{k}_{g}" in ctx.fit.posterior]
+    return [k for k in e.kinds if f"{k}_{g}" in ctx.fit.posterior]
 
 
 def _pooling_table(ctx: Context) -> str:
@@ -38,7 +36,7 @@ def _pooling_table(ctx: Context) -> str:
             if sd is None:
                 continue
             q = np.quantile(sd.values, [0.5, 0.05, 0.95])
-            prior = getattr(pri, PRIOR_OF_KIND[k])
+            prior = getattr(pri, SD_PRIOR[k])
             rows.append([g, KINDS[k][0], len(ctx.levels(g)), Cell(interval(*q), "num"),
                          Cell(f"HalfNormal({num(prior.sigma)})", "mono")])
     return table(["grouping", "effect", "levels", "population sd, median [90%]", "prior"], rows)
