@@ -1,14 +1,14 @@
 """The mean degradation, written once for both PyTensor (fitting) and NumPy (prediction).
 
-The log-mean is linear in the parameters, so it is one matrix product ``X @ theta``:
-``X`` (N x P) is the row design built by :func:`design_matrix` and ``theta`` stacks the
-parameters in the order of :func:`layout`.  Inside the PyMC model ``theta`` is a PyTensor
-vector (P,); for prediction it is a NumPy array (P, S) of posterior draws, so a whole
-chunk of rows x draws is one BLAS call.
+The log-mean is linear in the parameters, so for prediction it is one matrix product
+``X @ theta``: ``X`` (N x P) is the row design built by :func:`design_matrix` and ``theta``
+(P, S) stacks the posterior draws in the order of :func:`layout`, so a whole chunk of
+rows x draws is one BLAS call. Inside the PyMC model the same sum is written as gathers
+(each row reads its levels' effects), whose gradient is far cheaper than X's.
 
     log mu_w = intercept + sum_g a_g[idx_g]
                - (bits_rate + sum_g b_g[idx_g]) * (bits - 4) + curvature * q(bits)
-               - gamma_n * (ln N - ln 7B) + gamma_d * (ln D - ln 1T)
+               - (gamma_n + sum_g n_g[idx_g]) * (ln N - ln 7B) + gamma_d * (ln D - ln 1T)
                + per_channel * (c_pc + sum_g c_g[idx_g] + c_pcb * (4 - bits))
                + c_group * log2(group / 128)
                + sum_k feat_k * z_k          (standardised measured features, if the spec has any)
@@ -50,34 +50,57 @@ def layout(effects: dict[str, Effect], levels: dict[str, tuple[str, ...]],
     return out
 
 
+def _columns(d: Design, curvature: str) -> list[np.ndarray]:
+    """The covariates of the scalar terms and features, in layout order."""
+    bent = d.bits_c if curvature == "quadratic" else np.minimum(d.bits_c, 0.0)
+    return [np.ones(d.n), -d.bits_c, bent**2, -d.log_n_c, np.nan_to_num(d.log_d_c), d.per_channel,
+            -d.per_channel * d.bits_c, d.log2_group, *d.feats.T]
+
+
+def _weights(d: Design, g: str) -> dict[str, np.ndarray]:
+    """The covariate each part of grouping ``g``'s effect multiplies, by kind."""
+    return {"a": np.ones(d.n), "b": -d.bits_c, "c": d.per_channel_by.get(g, d.per_channel), "n": -d.log_n_c}
+
+
 def design_matrix(d: Design, effects: dict[str, Effect], levels: dict[str, tuple[str, ...]],
                   curvature: str = "quadratic") -> np.ndarray:
     """X (N x P): the covariate each column of theta multiplies, row by row. Rows whose
     training tokens are unknown get 0 in the gamma_d column (see :func:`mean_degradation`)."""
     n = d.n
-    bent = d.bits_c if curvature == "quadratic" else np.minimum(d.bits_c, 0.0)
-    cols = [np.ones(n), -d.bits_c, bent**2, -d.log_n_c, np.nan_to_num(d.log_d_c), d.per_channel,
-            -d.per_channel * d.bits_c, d.log2_group, *d.feats.T]
+    cols = _columns(d, curvature)
     for g, e in effects.items():
         k = len(levels[g]) + 1
         onehot = np.zeros((n, k))
         onehot[np.arange(n), d.idx[g]] = 1.0  # index -1 lands on the new-level column
-        weights = {"a": np.ones(n), "b": -d.bits_c, "c": d.per_channel_by.get(g, d.per_channel)}
+        weights = _weights(d, g)
         for kind in e.kinds:
             cols.extend((onehot * weights[kind][:, None]).T)
     return np.column_stack(cols)
 
 
-def stack_theta(p: dict, effects: dict[str, Effect], levels: dict[str, tuple[str, ...]], xp,
-                features: tuple[str, ...] = ()):
-    """theta in layout order: PyTensor (P,) from scalars and (K,) vectors (the new-level
-    slot is a 0), or NumPy (P, S) from (1, S) scalars and (K + 1, S) effects."""
-    if xp is np:
-        return np.concatenate([p[name] for name, _ in layout(effects, levels, features)], axis=0)
-    parts = []
-    for name, width in layout(effects, levels, features):
-        parts.append(xp.reshape(p[name], (1,)) if width == 1 else xp.concatenate([p[name], xp.zeros(1)]))
-    return xp.concatenate(parts)
+def _linear_predictor_graph(p: dict, d: Design, effects: dict[str, Effect], features: tuple[str, ...],
+                            curvature: str):
+    """X @ theta for PyTensor parameters, as gathers: each row reads its level's effect
+    instead of multiplying a mostly-zero X. Its gradient costs N per effect rather than
+    N x P, which made the logp gradient ~2x cheaper on the shipped data (bench/bench_fit.py)."""
+    import pytensor.tensor as pt
+
+    names = [*SCALAR_TERMS, *(f"feat_{f}" for f in features)]
+    eta = pt.dot(np.column_stack(_columns(d, curvature)), pt.stack([p[name] for name in names]))
+    for g, e in effects.items():
+        weights = _weights(d, g)
+        idx = d.idx[g]
+        seen = idx >= 0  # a level the fit did not see (-1) has effect 0 in the PyMC model
+        for kind in e.kinds:
+            part = p[f"{kind}_{g}"][np.where(seen, idx, 0)] * (weights[kind] * seen)
+            eta = eta + part
+    return eta
+
+
+def stack_theta(p: dict, effects: dict[str, Effect], levels: dict[str, tuple[str, ...]],
+                features: tuple[str, ...] = ()) -> np.ndarray:
+    """theta (P, S) in layout order from (1, S) scalars and (K + 1, S) effects."""
+    return np.concatenate([p[name] for name, _ in layout(effects, levels, features)], axis=0)
 
 
 def mean_degradation(p: dict, d: Design, effects: dict[str, Effect], levels: dict[str, tuple[str, ...]], xp,
@@ -85,9 +108,11 @@ def mean_degradation(p: dict, d: Design, effects: dict[str, Effect], levels: dic
     """Expected degradation (nats per token) for every row of ``d``: shape (N,) with
     PyTensor parameters, (N, S) with NumPy draws. ``log_d_missing`` holds ln D (centred)
     for rows whose training tokens are unknown and 0 elsewhere, or is None when all are known."""
-    theta = stack_theta(p, effects, levels, xp, features)
-    x = design_matrix(d, effects, levels, curvature)
-    eta = (x.astype(theta.dtype) if xp is np else x) @ theta
+    if xp is np:
+        theta = stack_theta(p, effects, levels, features)
+        eta = design_matrix(d, effects, levels, curvature).astype(theta.dtype) @ theta
+    else:
+        eta = _linear_predictor_graph(p, d, effects, features, curvature)
     if log_d_missing is not None:
         eta = eta + p["gamma_d"] * log_d_missing
     act_q, act_c = (d.act_q[:, None], d.act_c[:, None]) if xp is np else (d.act_q, d.act_c)

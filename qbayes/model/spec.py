@@ -24,8 +24,8 @@ GROUPINGS = ("family", "arch", "method", "w_kind", "eval_set", "source", "family
 INTERACTIONS = {"family_method": ("family", "method"), "arch_method": ("arch", "method")}
 # the parts of a grouping effect: parameter prefix -> the Effect field that switches it on,
 # and the Priors field holding the half-normal prior of its sd
-EFFECT_KINDS = {"a": "intercept", "b": "bits_slope", "c": "per_channel"}
-SD_PRIOR = {"a": "group_sd", "b": "slope_sd", "c": "per_channel_sd"}
+EFFECT_KINDS = {"a": "intercept", "b": "bits_slope", "c": "per_channel", "n": "size_slope"}
+SD_PRIOR = {"a": "group_sd", "b": "slope_sd", "c": "per_channel_sd", "n": "size_slope_sd"}
 LIKELIHOODS = ("log_student_t", "student_t")
 # where the bits curvature acts: "quadratic" everywhere, (bits - 4)^2; "low_bits" only below
 # 4 bits, min(bits - 4, 0)^2, so that 8 bits cannot be predicted worse than 6
@@ -54,7 +54,8 @@ class Effect:
     intercept: bool = True
     bits_slope: bool = False
     per_channel: bool = False
-    # which of the three are centred, a = ZeroSumNormal(sd), rather than non-centred,
+    size_slope: bool = False  # a departure from gamma_n: how fast delta falls with ln N
+    # which of these are centred, a = ZeroSumNormal(sd), rather than non-centred,
     # a = sd * ZeroSumNormal(1): centred suits effects the data pin down level by level
     centred: tuple[str, ...] = ()
     # a grouping these levels are nested in (families in block designs): the effects sum
@@ -64,7 +65,7 @@ class Effect:
 
     @property
     def kinds(self) -> tuple[str, ...]:
-        """Prefixes of the parts switched on ("a", "b", "c"), in parameter order."""
+        """Prefixes of the parts switched on ("a", "b", "c", "n"), in parameter order."""
         return tuple(k for k, f in EFFECT_KINDS.items() if getattr(self, f))
 
 
@@ -86,6 +87,7 @@ class Priors:
     group_sd: HalfNormal = HalfNormal(0.7)      # sd of grouping intercepts
     slope_sd: HalfNormal = HalfNormal(0.3)      # sd of grouping bits slopes
     per_channel_sd: HalfNormal = HalfNormal(0.7)  # sd of grouping per-channel shifts
+    size_slope_sd: HalfNormal = HalfNormal(0.2)  # sd of grouping departures from gamma_n
     log_tokens_mean: Normal = Normal(0.0, 1.0)  # population of log(D / 1T) for missing D
     log_tokens_sd: HalfNormal = HalfNormal(1.0)
     ceiling: Normal = Normal(8.0, 0.5)          # LogNormal(ln 8, 0.5): collapse level, nats

@@ -11,6 +11,7 @@ KINDS = {
     "a": ("intercept", "effect on log Δ"),
     "b": ("bits slope", "change of the per-bit decay rate"),
     "c": ("per-channel shift", "extra log Δ, per-channel scales"),
+    "n": ("size slope", "change of the ln N exponent"),
 }
 MAX_LABEL = 30
 

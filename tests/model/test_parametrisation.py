@@ -17,8 +17,8 @@ from qbayes.model.spec import load_spec
 NESTED = """name = "nested"
 rows = "published"
 [effects]
-family = { intercept = true, bits_slope = true, per_channel = true, within = "arch" }
-arch = { intercept = true, bits_slope = true }
+family = { intercept = true, bits_slope = true, per_channel = true, size_slope = true, within = "arch" }
+arch = { intercept = true, bits_slope = true, size_slope = true }
 method = { intercept = true, bits_slope = true, per_channel = true, centred = ["intercept", "bits_slope"] }
 arch_method = { intercept = true, within = "method" }
 eval_set = { intercept = true, centred = ["intercept"] }
@@ -85,7 +85,7 @@ def test_pymc_graph_matches_numpy_mean_with_nested_and_centred_effects(table, ne
     assert fam["LLaMA-1"] == pytest.approx(-fam["Llama-2"]) and fam["LLaMA-1"] != 0.0
     assert "a_method" in values and "z_a_method" not in values  # centred: sampled itself
     p = {k: np.asarray(v)[..., None] if np.ndim(v) else np.array([[float(v)]]) for k, v in values.items()}
-    for k in [k for k in p if k[:2] in ("a_", "b_", "c_") and k[2:] in nested_spec.effects]:
+    for k in [k for k in p if k[:2] in ("a_", "b_", "c_", "n_") and k[2:] in nested_spec.effects]:
         p[k] = np.concatenate([p[k], np.zeros((1, 1))])
     mu = mean_degradation(p, d, nested_spec.effects, enc.levels, np, curvature=nested_spec.curvature)[:, 0]
     # the Student-t's location, ln(mu + shift), as a function of the value variables
@@ -94,6 +94,37 @@ def test_pymc_graph_matches_numpy_mean_with_nested_and_centred_effects(table, ne
     assert np.allclose(np.log(mu + nested_spec.log_shift), expected)
     assert design_matrix(d, nested_spec.effects, enc.levels).shape[1] == sum(w for _, w in layout(
         nested_spec.effects, enc.levels))
+
+
+def test_size_slope_changes_how_a_family_scales_with_parameters_and_nothing_else(table, nested_spec):
+    """n_family is a departure from gamma_n: between two sizes of one family, log mu moves by
+    -(gamma_n + n_family + n_arch) * (ln N2 - ln N1); another family's sizes do not feel it."""
+    enc = Encoding.from_table(table, within=nested_spec.within)
+    q = query_table(pl.DataFrame({"family": ["OPT", "OPT", "LLaMA-1", "LLaMA-1"],
+                                  "model": ["OPT-1.3B", "OPT-13B", "LLaMA-7B", "LLaMA-65B"],
+                                  "params_b": ["1.3", "13", "7", "65"], "method": ["GPTQ"] * 4,
+                                  "w_bits": ["4"] * 4, "group_size": ["128"] * 4, "eval_set": ["wikitext2"] * 4,
+                                  "fp16_ppl": ["14.6", "10.1", "5.68", "3.53"]}))
+    d = encode(q, enc)
+    rng = np.random.default_rng(0)
+    p = {name: rng.normal(0, 0.2, (width, 1)) for name, width in layout(nested_spec.effects, enc.levels)}
+    p.update(gamma_n=np.array([[0.3]]), gamma_d=np.array([[0.0]]), ceiling=np.array([[1e6]]))
+    fam = list(enc.levels["family"]) + [None]
+    arch = list(enc.levels["arch"]) + [None]
+
+    def log_mu():
+        return np.log(mean_degradation(p, d, nested_spec.effects, enc.levels, np)[:, 0])
+
+    before = log_mu()
+    p["n_family"] = p["n_family"].copy()
+    p["n_family"][fam.index("OPT")] += 0.5
+    after = log_mu()
+    change = after - before
+    assert change[1] - change[0] == pytest.approx(-0.5 * np.log(13 / 1.3), abs=1e-5)  # steeper in N for OPT
+    assert np.allclose(change[2:], 0.0)  # LLaMA-1 untouched
+    slope = -(before[3] - before[2]) / np.log(65 / 7)
+    expected = 0.3 + p["n_family"][fam.index("LLaMA-1")] + p["n_arch"][arch.index("rmsnorm+swiglu")]
+    assert slope == pytest.approx(float(expected[0]), abs=1e-5)
 
 
 def test_diagnostics_cover_centred_effects_but_not_products():
