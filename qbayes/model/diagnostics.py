@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
+from qbayes.model.spec import EFFECT_PREFIXES
+
 RHAT_MAX = 1.01
 ESS_MIN = 400
 BFMI_MIN = 0.3
@@ -55,7 +57,7 @@ def sampled_vars(posterior: xr.Dataset) -> list[str]:
     information and are left out."""
     out = []
     for v in posterior.data_vars:
-        if v.startswith("log_tokens_missing") or (v.startswith(("a_", "b_", "c_")) and f"z_{v}" in posterior):
+        if v.startswith("log_tokens_missing") or (v.startswith(EFFECT_PREFIXES) and f"z_{v}" in posterior):
             continue  # deterministic: sd * z (a centred effect, with no z_, is sampled itself)
         values = posterior[v].values
         if values.size and np.ptp(values) > 0:

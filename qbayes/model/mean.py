@@ -82,7 +82,7 @@ def _linear_predictor_graph(p: dict, d: Design, effects: dict[str, Effect], feat
                             curvature: str):
     """X @ theta for PyTensor parameters, as gathers: each row reads its level's effect
     instead of multiplying a mostly-zero X. Its gradient costs N per effect rather than
-    N x P, which made the logp gradient ~2x cheaper on the shipped data (bench/bench_fit.py)."""
+    N x P: logp + gradient of the default model on the shipped data went from 164 to 131 us."""
     import pytensor.tensor as pt
 
     names = [*SCALAR_TERMS, *(f"feat_{f}" for f in features)]

@@ -26,6 +26,7 @@ INTERACTIONS = {"family_method": ("family", "method"), "arch_method": ("arch", "
 # and the Priors field holding the half-normal prior of its sd
 EFFECT_KINDS = {"a": "intercept", "b": "bits_slope", "c": "per_channel", "n": "size_slope"}
 SD_PRIOR = {"a": "group_sd", "b": "slope_sd", "c": "per_channel_sd", "n": "size_slope_sd"}
+EFFECT_PREFIXES = tuple(f"{k}_" for k in EFFECT_KINDS)  # a_family, b_method, ...: effect vectors
 LIKELIHOODS = ("log_student_t", "student_t")
 # where the bits curvature acts: "quadratic" everywhere, (bits - 4)^2; "low_bits" only below
 # 4 bits, min(bits - 4, 0)^2, so that 8 bits cannot be predicted worse than 6

@@ -12,7 +12,7 @@ from qbayes.model.build import build_model, nested_projection
 from qbayes.model.design import Encoding, encode, query_table
 from qbayes.model.diagnostics import sampled_vars
 from qbayes.model.mean import design_matrix, layout, mean_degradation
-from qbayes.model.spec import load_spec
+from qbayes.model.spec import EFFECT_PREFIXES, load_spec
 
 NESTED = """name = "nested"
 rows = "published"
@@ -85,7 +85,7 @@ def test_pymc_graph_matches_numpy_mean_with_nested_and_centred_effects(table, ne
     assert fam["LLaMA-1"] == pytest.approx(-fam["Llama-2"]) and fam["LLaMA-1"] != 0.0
     assert "a_method" in values and "z_a_method" not in values  # centred: sampled itself
     p = {k: np.asarray(v)[..., None] if np.ndim(v) else np.array([[float(v)]]) for k, v in values.items()}
-    for k in [k for k in p if k[:2] in ("a_", "b_", "c_", "n_") and k[2:] in nested_spec.effects]:
+    for k in [k for k in p if k.startswith(EFFECT_PREFIXES) and k[2:] in nested_spec.effects]:
         p[k] = np.concatenate([p[k], np.zeros((1, 1))])
     mu = mean_degradation(p, d, nested_spec.effects, enc.levels, np, curvature=nested_spec.curvature)[:, 0]
     # the Student-t's location, ln(mu + shift), as a function of the value variables

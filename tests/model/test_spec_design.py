@@ -8,7 +8,7 @@ import pytest
 
 from qbayes.errors import QBayesError
 from qbayes.model.design import Encoding, encode, query_table
-from qbayes.model.spec import available, load_spec
+from qbayes.model.spec import EFFECT_PREFIXES, available, load_spec
 
 
 def test_shipped_specs_load_and_differ():
@@ -50,7 +50,7 @@ def test_pymc_likelihood_matches_numpy_mean_function(table):
     values = dict(zip([v.name for v in outs], fn(point)))
     # NumPy layout: draws last (one draw here); effects get the extra new-level row
     p = {k: np.asarray(v)[..., None] if np.ndim(v) else np.array([[float(v)]]) for k, v in values.items()}
-    for k in [k for k in p if k[:2] in ("a_", "b_", "c_") and k[2:] in spec.effects]:
+    for k in [k for k in p if k.startswith(EFFECT_PREFIXES) and k[2:] in spec.effects]:
         p[k] = np.concatenate([p[k], np.zeros((1, 1))])
     assert not np.isnan(d.log_d_c).any()
     mu = mean_degradation(p, d, spec.effects, enc.levels, np, curvature=spec.curvature)[:, 0]

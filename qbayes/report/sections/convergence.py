@@ -9,11 +9,10 @@ import math
 import numpy as np
 
 from qbayes.model import diagnostics as D
+from qbayes.model.spec import EFFECT_PREFIXES
 from qbayes.report import figures as F
 from qbayes.report.context import Context
 from qbayes.report.html import Cell, Section, banner, esc, fixed, table
-
-EFFECT_PREFIXES = ("a_", "b_", "c_")
 
 
 def top_level(post) -> list[str]:
