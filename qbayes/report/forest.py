@@ -27,14 +27,14 @@ def quantiles(x: np.ndarray, qs=(0.05, 0.25, 0.5, 0.75, 0.95)) -> np.ndarray:
 
 
 def forest(post, grouping: str, kinds: list[str], counts: dict[str, int], *, order=None):
-    """A figure with one panel per effect kind (``a``, ``b``, ``c``) of ``grouping``.
+    """A figure with one panel per effect kind (``a``, ``b``, ``c``, ``n``) of ``grouping``.
     Returns (figure, level order)."""
     levels = [str(v) for v in post[f"{kinds[0]}_{grouping}"].coords[grouping].values]
     if order is None:
         med = quantiles(post[f"{kinds[0]}_{grouping}"].values)[2]
         order = list(np.argsort(-med))
     n = len(levels)
-    fig = F.new_figure(min(3.6 * len(kinds) + 2.4, 11), 0.9 + 0.24 * n)
+    fig = F.new_figure(min(3.6 * len(kinds) + 2.4, 11), 1.1 + 0.24 * n)
     axes = fig.subplots(1, len(kinds), sharey=True, squeeze=False)[0]
     y = np.arange(n)[::-1]
     for ax, k in zip(axes, kinds):
@@ -43,7 +43,7 @@ def forest(post, grouping: str, kinds: list[str], counts: dict[str, int], *, ord
         if sd_name in post:
             sd = np.quantile(post[sd_name].values, [0.5, 0.05, 0.95])
             ax.axvspan(-sd[0], sd[0], color="#d8e3f0", alpha=0.7, linewidth=0)
-            ax.set_title(f"{KINDS[k][0]}   sd {sd[0]:.2f} [{sd[1]:.2f}, {sd[2]:.2f}]")
+            ax.set_title(f"{KINDS[k][0]}\nsd {sd[0]:.2f} [{sd[1]:.2f}, {sd[2]:.2f}]")
         else:
             ax.set_title(KINDS[k][0])
         ax.axvline(0, color="black", linewidth=0.7)
