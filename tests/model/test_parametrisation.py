@@ -142,6 +142,8 @@ def test_diagnostics_cover_centred_effects_but_not_products():
      "nested effects .* are non-centred"),
     ('family = { intercept = true, centred = ["bits_slope"] }', "unknown centred effect .* 'bits_slope'"),
     ('family = { intercept = true, centred = "intercept" }', "'centred' must be a list"),
+    ('family = { intercept = true, centred = ["size_slope"] }', "unknown centred effect .* 'size_slope'"),
+    ('family = { intercept = true, size_slopes = true }', "size_slopes.*did you mean 'size_slope'"),
 ])
 def test_bad_parametrisation_in_a_spec_is_refused(tmp_path, line, message):
     f = tmp_path / "bad.toml"
