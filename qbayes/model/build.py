@@ -86,7 +86,8 @@ def build_model(spec: ModelSpec, design: Design, enc: Encoding, delta: np.ndarra
             z = pm.Normal("z_log_tokens", 0, 1, dims="tokens_missing")
             latent = pm.Deterministic("log_tokens_missing", tok_mean + tok_sd * z, dims="tokens_missing")
             missing = np.isnan(design.log_d_c)
-            log_d_missing = pt.where(missing, latent[np.where(missing, design.tokens_idx, 0)], 0.0)
+            at = np.where(missing, design.tokens_idx, 0)
+            log_d_missing = pt.where(missing, latent[at] - design.log_d_shift, 0.0)
 
         p["noise_rel"] = pm.HalfNormal("noise_rel", pr.noise_rel.sigma)
         p["ceiling"] = pm.LogNormal("ceiling", np.log(pr.ceiling.mu), pr.ceiling.sigma)

@@ -104,6 +104,15 @@ def family_tokens(df: pl.DataFrame) -> pl.DataFrame:
             .with_columns(pl.col("_fam_tokens").alias("train_tokens_b")).drop("_fam_tokens"))
 
 
+def tokens_centre(df: pl.DataFrame, level: pl.Series) -> dict[str, float]:
+    """Per level of a grouping of families, the mean over its families (each counted once)
+    of the family's mean ln(D / 1T); levels whose families all lack D are left out."""
+    fams = (pl.DataFrame({"level": level, "family": df["family"], "ld": df["train_tokens_b"].log() - LOG_D_REF})
+            .drop_nulls().group_by("level", "family").agg(pl.col("ld").mean())
+            .group_by("level").agg(pl.col("ld").mean()))
+    return dict(zip(fams["level"].to_list(), fams["ld"].to_list()))
+
+
 def grouping_values(df: pl.DataFrame, g: str) -> pl.Series:
     """Each row's level of grouping ``g``: a column's value, or for an interaction the
     parts joined by "|" (null where a part is missing, or where the table lacks them)."""
@@ -146,11 +155,17 @@ class Encoding:
     per_channel_only: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # for a nested grouping (spec ``within``), the parent level of each of its levels
     parents: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # spec ``tokens_within``: the grouping, and per level the mean over its families of
+    # ln(D / 1T), which each row's ln D is measured from (see :func:`encode`)
+    tokens_within: str | None = None
+    tokens_centre: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_table(cls, df: pl.DataFrame, features: tuple[str, ...] = (),
-                   within: dict[str, str] | None = None) -> Encoding:
-        """``within`` maps a nested grouping to its parent grouping (from the spec)."""
+                   within: dict[str, str] | None = None, tokens_within: str | None = None) -> Encoding:
+        """``within`` maps a nested grouping to its parent grouping, ``tokens_within`` names
+        the grouping whose families' mean ln D each row's ln D is centred on (both from the
+        spec)."""
         values = {g: grouping_values(df, g) for g in GROUPINGS}
         levels = {g: tuple(sorted(v.drop_nulls().unique().to_list())) for g, v in values.items()}
         missing = tuple(sorted(set(df.filter(pl.col("train_tokens_b").is_null())["model"])))
@@ -161,15 +176,17 @@ class Encoding:
             modes = pl.DataFrame({"level": v, "pc": pc}).drop_nulls("level").group_by("level").agg(pl.col("pc").all())
             pc_only[g] = tuple(sorted(modes.filter(pl.col("pc"))["level"].to_list()))
         parents = {g: nesting(values[g], values[p], g, p) for g, p in (within or {}).items()}
+        centre = {} if tokens_within is None else tokens_centre(df, values[tokens_within])
         return cls(levels=levels, tokens_missing=missing, features=scales(df, features),
                    family_arch=dict(zip(arch["family"].to_list(), arch["arch"].to_list())),
-                   per_channel_only=pc_only, parents=parents)
+                   per_channel_only=pc_only, parents=parents, tokens_within=tokens_within, tokens_centre=centre)
 
     def to_dict(self) -> dict:
         return {"levels": {k: list(v) for k, v in self.levels.items()}, "tokens_missing": list(self.tokens_missing),
                 "features": {k: list(v) for k, v in self.features.items()}, "family_arch": dict(self.family_arch),
                 "per_channel_only": {k: list(v) for k, v in self.per_channel_only.items()},
-                "parents": {k: list(v) for k, v in self.parents.items()}}
+                "parents": {k: list(v) for k, v in self.parents.items()},
+                "tokens_within": self.tokens_within, "tokens_centre": dict(self.tokens_centre)}
 
     @classmethod
     def from_dict(cls, d: dict) -> Encoding:
@@ -177,7 +194,9 @@ class Encoding:
                    features={k: (float(v[0]), float(v[1])) for k, v in d.get("features", {}).items()},
                    family_arch=dict(d.get("family_arch", {})),
                    per_channel_only={k: tuple(v) for k, v in d.get("per_channel_only", {}).items()},
-                   parents={k: tuple(v) for k, v in d.get("parents", {}).items()})
+                   parents={k: tuple(v) for k, v in d.get("parents", {}).items()},
+                   tokens_within=d.get("tokens_within"),
+                   tokens_centre={k: float(v) for k, v in d.get("tokens_centre", {}).items()})
 
     def fill_arch(self, df: pl.DataFrame) -> pl.DataFrame:
         """Queries without a block design get their family's, when the fit saw the family."""
@@ -199,6 +218,7 @@ class Design:
     log_n_c: np.ndarray
     log_d_c: np.ndarray  # NaN where training tokens are unknown
     tokens_idx: np.ndarray
+    log_d_shift: np.ndarray  # subtracted from a latent ln D (spec tokens_within); 0 otherwise
     per_channel: np.ndarray
     # per grouping, the covariate of its per-channel effect: per_channel, less 1 for
     # levels seen only per channel, whose intercept then is their per-channel value (their
@@ -243,11 +263,22 @@ def encode(df: pl.DataFrame, enc: Encoding) -> Design:
     feats, feats_missing = standardise(df, enc.features)
     tokens = col("train_tokens_b")
     tokens_idx = np.where(np.isnan(tokens), level_index(df.get_column("model"), enc.tokens_missing), -1)
+    log_d_c, log_d_shift = np.log(tokens) - LOG_D_REF, np.zeros(len(tokens))
+    if enc.tokens_within is not None:
+        # ln D measured from its design's mean: a row whose design the fit has no mean for
+        # (a new design) gets no D term at all, known D or not
+        centre = grouping_values(df, enc.tokens_within).replace_strict(enc.tokens_centre, default=None,
+                                                                       return_dtype=pl.Float64).to_numpy()
+        known = ~np.isnan(centre)
+        log_d_shift = np.where(known, centre, 0.0)
+        log_d_c = np.where(known, log_d_c - log_d_shift, 0.0)
+        tokens_idx = np.where(known, tokens_idx, -1)
     return Design(
         bits_c=col("bits") - BITS_REF,
         log_n_c=np.log(col("params_b")) - LOG_N_REF,
-        log_d_c=np.log(tokens) - LOG_D_REF,
+        log_d_c=log_d_c,
         tokens_idx=tokens_idx,
+        log_d_shift=log_d_shift,
         per_channel=per_channel.astype(np.float64),
         per_channel_by=per_channel_by,
         log2_group=np.where(per_channel, 0.0, np.log2(np.where(per_channel, GROUP_REF, group) / GROUP_REF)),

@@ -28,15 +28,21 @@ class FitOptions:
     include_suspect: bool = False
 
 
+def prepare(df: pl.DataFrame, spec: ModelSpec) -> tuple[pl.DataFrame, Encoding]:
+    """The training table as the model sees it (family tokens where the spec asks) and its
+    encoding."""
+    if spec.tokens == "family":
+        df = family_tokens(df)  # the fit keeps the covariates the model actually saw
+    return df, Encoding.from_table(df, spec.features, spec.within, spec.tokens_within)
+
+
 def fit_table(df: pl.DataFrame, spec: ModelSpec, opts: FitOptions = FitOptions()) -> Fit:
     """Fit ``spec`` to a training table (see :func:`training_table`)."""
     if df.height < MIN_ROWS:
         hint = "" if spec.rows == "all" else (f" (model '{spec.name}' is for {spec.rows} rows only; a model "
                                               "for the other rows, or rows = \"all\", may be what you want)")
         raise QBayesError(f"only {df.height} quantized rows with baselines to fit; need at least {MIN_ROWS}{hint}")
-    if spec.tokens == "family":
-        df = family_tokens(df)  # the fit keeps the covariates the model actually saw
-    enc = Encoding.from_table(df, spec.features, spec.within)
+    df, enc = prepare(df, spec)
     design = encode(df, enc)
     model = build_model(spec, design, enc, df.get_column("delta").to_numpy())
     result = sample(model, sampler=opts.sampler, config=opts.sample)
@@ -67,8 +73,7 @@ def prior_predictive(db: Database, spec: ModelSpec, *, draws: int = 500, seed: i
     """Prior predictive draws of delta for the training rows, and the observed deltas."""
     import pymc as pm
 
-    df = training_table(db, rows=spec.rows)
-    enc = Encoding.from_table(df, spec.features, spec.within)
+    df, enc = prepare(training_table(db, rows=spec.rows), spec)
     model = build_model(spec, encode(df, enc), enc, None)
     with model:
         idata = pm.sample_prior_predictive(draws=draws, random_seed=seed)

@@ -32,6 +32,7 @@ LIKELIHOODS = ("log_student_t", "student_t")
 # 4 bits, min(bits - 4, 0)^2, so that 8 bits cannot be predicted worse than 6
 CURVATURES = ("quadratic", "low_bits")
 TOKEN_LEVELS = ("family", "model")
+TOKENS_WITHIN = ("arch",)  # groupings of families that ln D can be centred within
 ROWS = ("all", "published", "collected")  # published: source_kind paper/repository; collected: collector
 LOG_SHIFT = 0.01  # nats: default of ModelSpec.log_shift (published perplexities are rounded to 0.01)
 
@@ -107,6 +108,10 @@ class ModelSpec:
     # "family": each row sees the geometric mean of its family's known training tokens;
     # "model": each model's own. See models/hierarchical.toml for why family is the default.
     tokens: str = "family"
+    # a grouping (e.g. "arch"): ln D enters as its departure from the mean over that level's
+    # families, so gamma_d is learned within block designs only, and a design the fit has not
+    # seen gets no D term (see models/hierarchical.toml). None: ln D as it is.
+    tokens_within: str | None = None
     rows: str = "all"  # which database rows the model is for (see ROWS)
     features: tuple[str, ...] = ()  # measured covariates, names from qbayes.model.covariates
     log_shift: float = LOG_SHIFT  # nats: the likelihood models ln(delta + log_shift)
@@ -183,6 +188,9 @@ def _build(raw: dict, where: str) -> ModelSpec:
     tokens = raw.get("tokens", "family")
     if tokens not in TOKEN_LEVELS:
         raise unknown(f"tokens level in {where}", tokens, TOKEN_LEVELS)
+    tokens_within = raw.get("tokens_within")
+    if tokens_within is not None and tokens_within not in TOKENS_WITHIN:
+        raise unknown(f"tokens_within grouping in {where}", str(tokens_within), TOKENS_WITHIN)
     rows = raw.get("rows", "all")
     if rows not in ROWS:
         raise unknown(f"rows in {where}", rows, ROWS)
@@ -200,7 +208,8 @@ def _build(raw: dict, where: str) -> ModelSpec:
         raise QBayesError(f"{where}: missing 'name'")
     return ModelSpec(name=raw["name"], description=raw.get("description", ""), effects=effects,
                      priors=Priors(**priors), likelihood=likelihood, tokens=tokens, rows=rows,
-                     features=tuple(features), log_shift=float(log_shift), curvature=curvature)
+                     tokens_within=tokens_within, features=tuple(features), log_shift=float(log_shift),
+                     curvature=curvature)
 
 
 def available() -> list[str]:

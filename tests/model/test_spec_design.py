@@ -30,9 +30,11 @@ def test_spec_with_unknown_key_is_refused(tmp_path):
         load_spec(str(f))
 
 
-def test_pymc_likelihood_matches_numpy_mean_function(table):
+@pytest.mark.parametrize("tokens_within", [None, "arch"])
+def test_pymc_likelihood_matches_numpy_mean_function(table, tokens_within):
     """The PyMC graph's log-likelihood at a random point equals a NumPy/SciPy Student-t on
-    ln(delta + shift) around the NumPy mean function prediction uses."""
+    ln(delta + shift) around the NumPy mean function prediction uses; with ln D centred
+    within designs, also for rows whose training tokens are unknown (a latent ln D)."""
     from scipy import stats
 
     from qbayes.model.build import LOG_SHIFT, build_model
@@ -40,7 +42,12 @@ def test_pymc_likelihood_matches_numpy_mean_function(table):
 
     spec = load_spec("hierarchical")
     sub = table.head(200)
-    enc = Encoding.from_table(sub)
+    if tokens_within:
+        sub = table.filter(pl.col("family").is_in(["LLaMA-1", "Llama-2", "OPT"])).group_by("family").head(60)
+        unknown = pl.col("model") == "Llama-2-13B"
+        sub = sub.with_columns(pl.when(unknown).then(None).otherwise(pl.col("train_tokens_b")).alias("train_tokens_b"))
+        assert sub.filter(unknown).height > 0
+    enc = Encoding.from_table(sub, tokens_within=tokens_within)
     d = encode(sub, enc)
     model = build_model(spec, d, enc, sub["delta"].to_numpy())
     rng = np.random.default_rng(0)
@@ -52,8 +59,13 @@ def test_pymc_likelihood_matches_numpy_mean_function(table):
     p = {k: np.asarray(v)[..., None] if np.ndim(v) else np.array([[float(v)]]) for k, v in values.items()}
     for k in [k for k in p if k.startswith(EFFECT_PREFIXES) and k[2:] in spec.effects]:
         p[k] = np.concatenate([p[k], np.zeros((1, 1))])
-    assert not np.isnan(d.log_d_c).any()
-    mu = mean_degradation(p, d, spec.effects, enc.levels, np, curvature=spec.curvature)[:, 0]
+    missing = np.isnan(d.log_d_c)
+    assert missing.any() == bool(tokens_within)
+    log_d_missing = None
+    if missing.any():
+        latent = values["log_tokens_missing"][d.tokens_idx] - d.log_d_shift
+        log_d_missing = np.where(missing, latent, 0.0)[:, None]
+    mu = mean_degradation(p, d, spec.effects, enc.levels, np, log_d_missing, curvature=spec.curvature)[:, 0]
     y = np.log(sub["delta"].to_numpy() + LOG_SHIFT)
     expected = stats.t.logpdf(y, df=values["nu"], loc=np.log(mu + LOG_SHIFT), scale=values["noise_rel"]).sum()
     logp = model.compile_logp(vars=[model["log_delta"]], sum=True)(point)
@@ -90,6 +102,33 @@ def test_bad_queries_are_refused_with_the_reason(change, message):
     with pytest.raises(QBayesError) as exc:
         query_table(pl.DataFrame(q))
     assert message in str(exc.value)
+
+
+def test_tokens_within_a_design_are_departures_from_its_families_mean(table):
+    """spec tokens_within: a family's ln D is measured from the mean over its design's
+    families; a family of a design the fit never saw gets no D term at all."""
+    train = table.filter(pl.col("family") != "OPT")
+    enc = Encoding.from_table(train, tokens_within="arch")
+    fam_ld = {f: np.log(train.filter(pl.col("family") == f)["train_tokens_b"]).mean() - np.log(1000.0)
+              for f in ("LLaMA-1", "Llama-2")}
+    assert enc.tokens_centre["rmsnorm+swiglu"] == pytest.approx(np.mean(list(fam_ld.values())))
+    assert "layernorm+relu" not in enc.tokens_centre
+    q = query_table(pl.DataFrame({**{k: v * 3 for k, v in GOOD_QUERY.items()},
+                                  "family": ["Llama-2", "Llama-3", "OPT"], "arch": ["", "rmsnorm+swiglu", ""],
+                                  "train_tokens_b": ["2000", "15000", "180"]}))
+    d = encode(q, enc)
+    centre = enc.tokens_centre["rmsnorm+swiglu"]
+    np.testing.assert_allclose(d.log_d_c, [np.log(2.0) - centre, np.log(15.0) - centre, 0.0])
+    # without the centring a row's ln D is its own, new design or not
+    plain = encode(q, Encoding.from_table(train))
+    np.testing.assert_allclose(plain.log_d_c, np.log([2.0, 15.0, 0.18]))
+    # unknown tokens: a latent ln D, shifted by the design's mean; for a new design, nothing
+    q2 = q.with_columns(pl.lit(None, dtype=pl.Float64).alias("train_tokens_b"))
+    d2 = encode(q2, enc)
+    assert np.isnan(d2.log_d_c).tolist() == [True, True, False] and d2.log_d_c[2] == 0.0
+    np.testing.assert_allclose(d2.log_d_shift, [centre, centre, 0.0])
+    again = Encoding.from_dict(enc.to_dict())
+    assert again.tokens_within == "arch" and again.tokens_centre == enc.tokens_centre
 
 
 def test_block_design_comes_from_norm_and_mlp(table):
