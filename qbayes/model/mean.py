@@ -8,14 +8,16 @@ rows x draws is one BLAS call. Inside the PyMC model the same sum is written as 
 
     log mu_w = intercept + sum_g a_g[idx_g]
                - (bits_rate + sum_g b_g[idx_g]) * (bits - 4) + curvature * q(bits)
-               - (gamma_n + sum_g n_g[idx_g]) * (ln N - ln 7B) + gamma_d * (ln D - ln 1T)
+               - (gamma_n + sum_g n_g[idx_g]) * (ln N - ln 7B) + gamma_d * (ln D - ln D_ref)
                + per_channel * (c_pc + sum_g c_g[idx_g] + c_pcb * (4 - bits))
                + c_group * log2(group / 128)
                + sum_k feat_k * z_k          (standardised measured features, if the spec has any)
     mu_u = mu_w + [act_bits < 16] * exp(act_intercept - act_rate * (act_bits - 4))
     mu = mu_u / (1 + mu_u / ceiling)
 
-with ``q(bits) = (bits - 4)^2``, or ``min(bits - 4, 0)^2`` for a spec with ``curvature =
+with ``ln D_ref = ln 1T``, or for a spec with ``tokens_within`` the mean ln D of the row's
+design's families (a design the fit has not seen: no D term; see design.encode), and
+``q(bits) = (bits - 4)^2``, or ``min(bits - 4, 0)^2`` for a spec with ``curvature =
 "low_bits"``. The curvature lets degradation accelerate into a collapse at low bits; the ceiling
 saturates collapses: a broken model's loss cannot grow without bound (the data's worst
 cells sit near 9-11 nats), while exp(-bits/gamma) would.

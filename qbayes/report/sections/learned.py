@@ -79,8 +79,11 @@ def exponents(ctx: Context) -> list[tuple[str, str, np.ndarray, float | None, st
         out.append(("gamma_n", "γ_N (model size)", post["gamma_n"].values.ravel(), PUBLISHED["gamma_n"],
                     "Δ ∝ N^−γ_N: larger models degrade less"))
     if "gamma_d" in post:
-        out.append(("gamma_d", "γ_D (training tokens)", post["gamma_d"].values.ravel(), PUBLISHED["gamma_d"],
-                    "Δ ∝ D^γ_D: models trained on more tokens degrade more"))
+        within = ctx.fit.spec.tokens_within and GROUPING_NAMES[ctx.fit.spec.tokens_within].split(" (")[0].lower()
+        note = "Δ ∝ D^γ_D: models trained on more tokens degrade more" + (
+            f" (learned within each {within} only: between them, D is confounded with what each {within} "
+            "carries; a new one gets no D term)" if within else "")
+        out.append(("gamma_d", "γ_D (training tokens)", post["gamma_d"].values.ravel(), PUBLISHED["gamma_d"], note))
     if "bits_rate" in post:
         rate = post["bits_rate"].values.ravel()
         out.append(("gamma", "γ = 1 / bits_rate (at 4 bits)", 1.0 / rate, None,
