@@ -29,9 +29,11 @@ SCALARS = (*SCALAR_TERMS, "act_intercept", "act_rate")  # scalar parameters with
 
 
 def known_log_tokens(design: Design) -> np.ndarray:
-    """Centred ln D of the distinct known token counts: one value per distinct count, so
-    a family with many rows does not dominate the population of ln D."""
-    return np.unique(design.log_d_c[~np.isnan(design.log_d_c)])
+    """ln(D / 1T) of the distinct known token counts (before any centring within designs):
+    one value per distinct count, so a family with many rows does not dominate the
+    population of ln D that unknown counts are drawn from."""
+    raw = design.log_d_c + design.log_d_shift
+    return np.unique(raw[~np.isnan(raw)])
 
 
 def nested_projection(parents: tuple[str, ...]) -> np.ndarray:
@@ -87,7 +89,7 @@ def build_model(spec: ModelSpec, design: Design, enc: Encoding, delta: np.ndarra
             latent = pm.Deterministic("log_tokens_missing", tok_mean + tok_sd * z, dims="tokens_missing")
             missing = np.isnan(design.log_d_c)
             at = np.where(missing, design.tokens_idx, 0)
-            log_d_missing = pt.where(missing, latent[at] - design.log_d_shift, 0.0)
+            log_d_missing = pt.where(missing, latent[at] - np.nan_to_num(design.log_d_shift), 0.0)
 
         p["noise_rel"] = pm.HalfNormal("noise_rel", pr.noise_rel.sigma)
         p["ceiling"] = pm.LogNormal("ceiling", np.log(pr.ceiling.mu), pr.ceiling.sigma)

@@ -218,7 +218,9 @@ class Design:
     log_n_c: np.ndarray
     log_d_c: np.ndarray  # NaN where training tokens are unknown
     tokens_idx: np.ndarray
-    log_d_shift: np.ndarray  # subtracted from a latent ln D (spec tokens_within); 0 otherwise
+    # spec tokens_within: the design's mean ln D, subtracted from ln D (known or latent);
+    # NaN where the row has no D term (a design the fit has no mean for); 0 without the spec
+    log_d_shift: np.ndarray
     per_channel: np.ndarray
     # per grouping, the covariate of its per-channel effect: per_channel, less 1 for
     # levels seen only per channel, whose intercept then is their per-channel value (their
@@ -270,8 +272,8 @@ def encode(df: pl.DataFrame, enc: Encoding) -> Design:
         centre = grouping_values(df, enc.tokens_within).replace_strict(enc.tokens_centre, default=None,
                                                                        return_dtype=pl.Float64).to_numpy()
         known = ~np.isnan(centre)
-        log_d_shift = np.where(known, centre, 0.0)
-        log_d_c = np.where(known, log_d_c - log_d_shift, 0.0)
+        log_d_shift = centre  # NaN marks the rows without a D term
+        log_d_c = np.where(known, log_d_c - centre, 0.0)
         tokens_idx = np.where(known, tokens_idx, -1)
     return Design(
         bits_c=col("bits") - BITS_REF,

@@ -72,7 +72,7 @@ def _log_d_missing(draws: Draws, d: Design) -> np.ndarray | None:
     missing = np.isnan(d.log_d_c)
     if not missing.any():
         return None
-    latent = draws.log_tokens[d.tokens_idx] - d.log_d_shift[:, None].astype(draws.log_tokens.dtype)
+    latent = draws.log_tokens[d.tokens_idx] - np.nan_to_num(d.log_d_shift)[:, None].astype(draws.log_tokens.dtype)
     return np.where(missing[:, None], latent, np.float32(0.0))
 
 

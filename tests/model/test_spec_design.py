@@ -107,6 +107,8 @@ def test_bad_queries_are_refused_with_the_reason(change, message):
 def test_tokens_within_a_design_are_departures_from_its_families_mean(table):
     """spec tokens_within: a family's ln D is measured from the mean over its design's
     families; a family of a design the fit never saw gets no D term at all."""
+    from qbayes.model.build import known_log_tokens
+
     train = table.filter(pl.col("family") != "OPT")
     enc = Encoding.from_table(train, tokens_within="arch")
     fam_ld = {f: np.log(train.filter(pl.col("family") == f)["train_tokens_b"]).mean() - np.log(1000.0)
@@ -126,7 +128,11 @@ def test_tokens_within_a_design_are_departures_from_its_families_mean(table):
     q2 = q.with_columns(pl.lit(None, dtype=pl.Float64).alias("train_tokens_b"))
     d2 = encode(q2, enc)
     assert np.isnan(d2.log_d_c).tolist() == [True, True, False] and d2.log_d_c[2] == 0.0
-    np.testing.assert_allclose(d2.log_d_shift, [centre, centre, 0.0])
+    np.testing.assert_allclose(d2.log_d_shift, [centre, centre, np.nan])
+    # the population unknown counts are drawn from is of ln D itself, centred or not
+    raw = known_log_tokens(encode(train, Encoding.from_table(train)))
+    assert raw.size >= 4
+    np.testing.assert_allclose(known_log_tokens(encode(train, enc)), raw)
     again = Encoding.from_dict(enc.to_dict())
     assert again.tokens_within == "arch" and again.tokens_centre == enc.tokens_centre
 
