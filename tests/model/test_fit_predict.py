@@ -107,6 +107,26 @@ def test_block_design_is_flagged_only_where_the_model_uses_it(small_fit):
     assert predict_table(pooled, q, n_draws=300, seed=2)["new_arch"].to_list() == [False, False]
 
 
+def test_training_tokens_move_only_a_known_designs_predictions(small_fit):
+    """The default spec measures ln D within block designs: ten times the tokens raise a new
+    LLaMA-style family's mean degradation by gamma_d * ln 10 (draw by draw, below the ceiling),
+    while for a design the fit never saw D has no term at all."""
+    from qbayes.model.design import encode
+    from qbayes.model.predict import draws_from_fit, mean_draws
+
+    assert small_fit.spec.tokens_within == "arch"
+    rows = [_queries(family="NewFam", model="NewFam-7B", arch=arch, train_tokens_b=tokens, w_bits=4.0)
+            for arch in ("rmsnorm+swiglu", "mamba+none") for tokens in (300.0, 3000.0)]
+    d = encode(query_table(pl.concat(rows)), small_fit.encoding)
+    draws = draws_from_fit(small_fit, n=200, seed=4)
+    log_mu = np.log(mean_draws(small_fit, d, draws).astype(np.float64))
+    gamma_d = draws.p["gamma_d"][0].astype(np.float64)
+    assert np.median(gamma_d) > 0.2
+    ratio = (log_mu[1] - log_mu[0]) / (gamma_d * np.log(10.0))
+    assert np.median(ratio) == pytest.approx(1.0, abs=0.05)
+    np.testing.assert_array_equal(log_mu[3], log_mu[2])
+
+
 def test_predict_cli_file_round_trip(small_fit_path, tmp_path, cli):
     rows = pl.concat([_queries(w_bits=4.0), _queries(method="BrandNewMethod"), _queries(eval_set="c4", group_size=None)])
     src = tmp_path / "q.csv"
