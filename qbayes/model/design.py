@@ -273,8 +273,7 @@ def encode(df: pl.DataFrame, enc: Encoding) -> Design:
                                                                        return_dtype=pl.Float64).to_numpy()
         known = ~np.isnan(centre)
         log_d_shift = centre  # NaN marks the rows without a D term
-        log_d_c = np.where(known, log_d_c - centre, 0.0)
-        tokens_idx = np.where(known, tokens_idx, -1)
+        log_d_c = np.where(known, log_d_c - centre, 0.0)  # 0, not NaN: never a latent either
     return Design(
         bits_c=col("bits") - BITS_REF,
         log_n_c=np.log(col("params_b")) - LOG_N_REF,
