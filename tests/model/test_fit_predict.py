@@ -201,6 +201,19 @@ def test_fit_refuses_a_target_accept_out_of_range(tmp_path, cli):
     assert not out.exists()
 
 
+def test_fit_refuses_a_spec_with_a_misspelled_tokens_within(tmp_path, cli):
+    """tokens_within names a grouping of families: a misspelling is refused by name, with
+    the close match, before any data is read, and nothing is written."""
+    spec = tmp_path / "bad-tokens.toml"
+    spec.write_text('name = "bad-tokens"\nrows = "published"\ntokens_within = "archh"\n'
+                    '[effects]\narch = { intercept = true }\n')
+    out = tmp_path / "never.nc"
+    r = cli("fit", "--model", spec, "--out", out)
+    assert r.code == 2
+    assert "unknown tokens_within grouping" in r.err and "'archh' (did you mean 'arch'?)" in r.err
+    assert not out.exists() and list(tmp_path.iterdir()) == [spec]
+
+
 def test_fit_refuses_a_spec_whose_nesting_the_data_break(tmp_path, cli):
     """Methods are not nested in families (AWQ was reported for three): the fit stops
     before sampling, names the level, and writes nothing."""
