@@ -66,7 +66,7 @@ def validate(data, exclude_family, include_suspect, models, baselines, families,
     settings = {"draws": draws, "tune": tune, "chains": chains, "seed": seed, "sampler": sampler,
                 "target_accept": target_accept,
                 "rows": table.height, "row_kind": rows, "families": list(families or known)}
-    summary = crossval.summarise(results, settings)
+    summary = crossval.summarise(results, settings, reference=models[0] if models else None)
 
     out = Console()
     for title, rows, first in (("overall", summary["overall"], "model"),
@@ -78,6 +78,16 @@ def validate(data, exclude_family, include_suspect, models, baselines, families,
         for r in rows:
             t.add_row(*["—" if r[c] is None else str(r[c]) if isinstance(r[c], (str, int)) else f"{r[c]:.4f}"
                         for c in cols])
+        out.print(t)
+    if summary["gaps"]:
+        ref = summary["gaps"][0]["reference"]
+        level = summary["gaps"][0]["level"]
+        t = Table(title=f"MdAE of {ref} minus each model's (negative: {ref} better), with a {level:.0%} interval "
+                        "from resampling held-out rows within families", title_justify="left")
+        for c in ("model", "gap", "lo", "hi", f"P({ref} better)"):
+            t.add_column(c, justify="left" if c == "model" else "right")
+        for g in summary["gaps"]:
+            t.add_row(g["model"], f"{g['gap']:+.4f}", f"{g['lo']:+.4f}", f"{g['hi']:+.4f}", f"{g['p_reference_better']:.2f}")
         out.print(t)
     if json_path:
         from qbayes.atomic import atomic_path

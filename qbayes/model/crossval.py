@@ -7,7 +7,9 @@ baselines are judged by one piece of code:
 * MdAE / MAE of the median;
 * coverage of the central 50% and 90% intervals, and of every central interval 10..90%
   (the calibration curve);
-* CRPS, approximated as twice the mean pinball loss over the grid.
+* CRPS, approximated as twice the mean pinball loss over the grid;
+* the gap in MdAE between the first Bayesian model and every other model, with a
+  paired bootstrap interval (:func:`mdae_gaps`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from qbayes.model.spec import load_spec
 QGRID = np.round(np.arange(0.05, 0.96, 0.05), 2)  # 0.05 .. 0.95
 NOMINAL = np.round(np.arange(0.1, 0.91, 0.1), 1)
 BAYES_DRAWS = 1000
+GAP_LEVEL = 0.9  # central probability of the bootstrap interval on MdAE gaps
+GAP_BOOT = 2000
 
 
 @dataclass
@@ -99,8 +103,44 @@ def run(table: pl.DataFrame, *, bayes_models: Sequence[str], baselines: Sequence
     return out
 
 
-def summarise(results: list[FoldResult], settings: dict) -> dict:
-    """The JSON-able validation summary: overall, per family, calibration curve."""
+def _abs_errors(results: list[FoldResult], model: str, families: list[str]) -> np.ndarray:
+    by_family = {r.family: r for r in results if r.model == model}
+    return np.concatenate([np.abs(by_family[f].y - by_family[f].q[_qidx(0.5)]) for f in families])
+
+
+def mdae_gaps(results: list[FoldResult], *, reference: str, n_boot: int = GAP_BOOT, level: float = GAP_LEVEL,
+              seed: int = 0) -> list[dict]:
+    """MdAE of ``reference`` minus MdAE of every other model (negative: ``reference`` is
+    better), with a paired bootstrap interval.
+
+    Each replicate resamples the held-out rows with replacement within each family and
+    scores both models on the same rows. The interval says how much a gap rests on which
+    rows of these families were published; it cannot say how the gap would move with other
+    families. ``p_reference_better`` is the share of replicates with a negative gap."""
+    families = sorted({r.family for r in results if r.model == reference})
+    sizes = [next(r.y.size for r in results if r.model == reference and r.family == f) for f in families]
+    starts = np.cumsum([0, *sizes[:-1]])
+    rng = np.random.default_rng(seed)
+    idx = np.concatenate([s + rng.integers(0, n, size=(n_boot, n)) for s, n in zip(starts, sizes)], axis=1)
+    ref = _abs_errors(results, reference, families)
+    out = []
+    for m in dict.fromkeys(r.model for r in results):
+        if m == reference or {r.family for r in results if r.model == m} != set(families):
+            continue
+        other = _abs_errors(results, m, families)
+        ok = ~(np.isnan(ref) | np.isnan(other))
+        a, b = np.where(ok, ref, np.nan), np.where(ok, other, np.nan)
+        boot = np.nanmedian(a[idx], axis=1) - np.nanmedian(b[idx], axis=1)
+        lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
+        out.append({"model": m, "reference": reference, "n": int(ok.sum()),
+                    "gap": float(np.median(ref[ok]) - np.median(other[ok])), "lo": float(lo), "hi": float(hi),
+                    "level": level, "p_reference_better": float(np.mean(boot < 0))})
+    return out
+
+
+def summarise(results: list[FoldResult], settings: dict, *, reference: str | None = None) -> dict:
+    """The JSON-able validation summary: overall, per family, calibration curve, and the
+    MdAE gaps of ``reference`` (a model name) to every other model."""
     models = list(dict.fromkeys(r.model for r in results))
     overall, per_family, calibration = [], [], []
     for m in models:
@@ -113,5 +153,6 @@ def summarise(results: list[FoldResult], settings: dict) -> dict:
         ok = ~np.isnan(q[_qidx(0.5)])
         for level in NOMINAL:
             calibration.append({"model": m, "nominal": float(level), "observed": coverage(y[ok], q[:, ok], level)})
+    gaps = mdae_gaps(results, reference=reference) if reference in models else []
     return json_safe({"models": models, "overall": overall, "per_family": per_family,
-                      "calibration": calibration, "settings": settings})
+                      "calibration": calibration, "gaps": gaps, "settings": settings})

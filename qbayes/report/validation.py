@@ -6,7 +6,10 @@ Shape::
      "overall": [{"model", "n", "mdae", "mae", "cov50", "cov90", "crps"}, ...],
      "per_family": [{"family", "model", "n", "mdae", ...}, ...],
      "calibration": [{"model", "nominal", "observed"}, ...],
+     "gaps": [{"model", "reference", "n", "gap", "lo", "hi", "level", "p_reference_better"}, ...],
      "settings": {...}}
+
+``gaps`` is optional (files written before it existed have none).
 
 Metric values may be null or NaN (baselines without intervals). A file of another shape
 is refused with a message that names what is wrong.
@@ -23,6 +26,7 @@ from qbayes.errors import QBayesError
 
 METRICS = ("mdae", "mae", "cov50", "cov90", "crps")
 REQUIRED = ("models", "overall", "per_family", "calibration")
+GAP_FIELDS = ("n", "gap", "lo", "hi", "level", "p_reference_better")
 
 
 def _number(x, where: str) -> float:
@@ -69,6 +73,7 @@ def parse(raw, path: str | os.PathLike = "<validation>") -> dict:
         "overall": _rows(raw, "overall", ("model",), ("n", *METRICS), path),
         "per_family": _rows(raw, "per_family", ("family", "model"), ("n", *METRICS), path),
         "calibration": _rows(raw, "calibration", ("model", "nominal", "observed"), ("nominal", "observed"), path),
+        "gaps": _rows(raw, "gaps", ("model", "reference"), GAP_FIELDS, path) if "gaps" in raw else [],
         "settings": settings if isinstance(settings, dict) else {"settings": settings},
     }
 

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from qbayes.model.crossval import QGRID, coverage, crps
+from qbayes.model.crossval import QGRID, FoldResult, coverage, crps, mdae_gaps
 
 
 def test_scores_on_a_known_distribution():
@@ -35,9 +35,48 @@ def test_validate_cli_holds_out_a_family_and_writes_strict_json(cli, tmp_path):
     pooled = [r for r in doc["per_family"] if r["model"] == "pooled"][0]
     assert {"max_rhat", "divergences"} <= set(pooled)
     assert len([c for c in doc["calibration"] if c["model"] == "pooled"]) == 9
+    gaps = {g["model"]: g for g in doc["gaps"]}
+    assert set(gaps) == {"cell_median", "scaling_law_ls", "random_forest"}
+    for g in gaps.values():
+        assert g["reference"] == "pooled" and g["n"] == 4 and g["lo"] <= g["hi"]
+    assert "MdAE of pooled minus each model's" in r.out
 
 
 def test_validate_cli_unknown_family_suggests(cli, tmp_path):
     r = cli("validate", "--family", "Falkon", "--json", tmp_path / "v.json")
     assert r.code == 2 and "did you mean 'Falcon'" in r.err
     assert not (tmp_path / "v.json").exists()
+
+
+def _fold(family: str, model: str, y: np.ndarray, median: np.ndarray) -> FoldResult:
+    return FoldResult(family, model, y, np.repeat(median[None, :], QGRID.size, axis=0))
+
+
+def test_mdae_gaps_are_paired_and_signed():
+    rng = np.random.default_rng(1)
+    results, errs = [], {"good": [], "bad": []}
+    for fam, n in (("A", 300), ("B", 61)):
+        y = rng.standard_normal(n)
+        good = y + 0.1 * rng.standard_normal(n)
+        bad = y + 0.5 * rng.standard_normal(n)
+        shifted = y + np.sign(good - y) * (np.abs(good - y) + 0.01)  # every |error| 0.01 larger than good's
+        with_nan = bad.copy()
+        with_nan[:5] = np.nan
+        results += [_fold(fam, "good", y, good), _fold(fam, "bad", y, bad), _fold(fam, "shifted", y, shifted),
+                    _fold(fam, "nan", y, with_nan)]
+        errs["good"].append(np.abs(good - y))
+        errs["bad"].append(np.abs(bad - y))
+    gaps = {g["model"]: g for g in mdae_gaps(results, reference="good", n_boot=400)}
+    good_e, bad_e = np.concatenate(errs["good"]), np.concatenate(errs["bad"])
+    assert np.isclose(gaps["bad"]["gap"], np.median(good_e) - np.median(bad_e))
+    assert gaps["bad"]["hi"] < 0 and gaps["bad"]["p_reference_better"] == 1.0
+    # paired: the same rows in every replicate, so a constant extra error is a constant gap
+    assert np.isclose(gaps["shifted"]["lo"], -0.01) and np.isclose(gaps["shifted"]["hi"], -0.01)
+    # a row without a prediction is dropped for both models
+    assert gaps["nan"]["n"] == good_e.size - 10
+    keep = np.ones(good_e.size, dtype=bool)
+    keep[[0, 1, 2, 3, 4, 300, 301, 302, 303, 304]] = False
+    assert np.isclose(gaps["nan"]["gap"], np.median(good_e[keep]) - np.median(bad_e[keep]))
+    # the reference's side flips the sign
+    back = {g["model"]: g for g in mdae_gaps(results, reference="bad", n_boot=400)}
+    assert np.isclose(back["good"]["gap"], -gaps["bad"]["gap"]) and back["good"]["lo"] > 0

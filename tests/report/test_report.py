@@ -135,3 +135,20 @@ def test_html_helpers_escape_and_format():
     assert "<h>" not in t and "&lt;h&gt;" in t and "&lt;i&gt;x&lt;/i&gt;" in t
     assert "—" in t and re.search(r">123[45]<", t)
     assert num(0.012345) == "0.0123" and num(None) == "—" and num(float("inf")) == "∞"
+
+
+def test_validation_gaps_are_optional_and_shown(tiny_fit):
+    from qbayes.report import validation
+    from qbayes.report.context import Context
+    from qbayes.report.sections import validation as section
+
+    good = json.loads(VALIDATION_JSON.read_text())
+    assert validation.parse(good)["gaps"] == []  # files written before gaps existed still load
+    assert "against each model" not in section.render(Context(fit=tiny_fit, validation=validation.parse(good))).body
+    gap = {"model": "random_forest", "reference": "hierarchical", "n": 1177, "gap": 0.0068, "lo": 0.0021,
+           "hi": 0.0115, "level": 0.9, "p_reference_better": 0.01}
+    body = section.render(Context(fit=tiny_fit, validation=validation.parse({**good, "gaps": [gap]}))).body
+    assert "Median error of hierarchical against each model" in body
+    assert "+0.0068" in body and "[+0.0021, +0.0115]" in body
+    with pytest.raises(QBayesError, match=r"gaps\[0\]\.lo"):
+        validation.parse({**good, "gaps": [{**gap, "lo": "low"}]})

@@ -56,6 +56,20 @@ def _overall_table(val: dict) -> str:
     return table(["model"] + [label for _, label in METRIC_LABELS], out)
 
 
+def _gap_table(val: dict) -> str:
+    gaps = val.get("gaps") or []
+    if not gaps:
+        return ""
+    ref, level = gaps[0]["reference"], gaps[0]["level"]
+    rows = [[g["model"], Cell(f"{g['gap']:+.4f}", "num"), Cell(f"[{g['lo']:+.4f}, {g['hi']:+.4f}]", "num"),
+             Cell(fixed(g["p_reference_better"], 2), "num")] for g in gaps]
+    return (f"<h3>Median error of {esc(ref)} against each model</h3>"
+            f"<p>MdAE of {esc(ref)} minus the other model's (negative: {esc(ref)} is better), with a "
+            f"{level:.0%} interval from a paired bootstrap that resamples held-out rows within each family. "
+            "The interval covers which rows of these families were published, not which families there are.</p>"
+            + table(["model", "MdAE gap (nats)", f"{level:.0%} interval", f"P({ref} better)"], rows))
+
+
 def _pivot(val: dict, metric: str) -> str:
     models = val["models"]
     fams = sorted({r["family"] for r in val["per_family"]})
@@ -132,7 +146,7 @@ def render(ctx: Context) -> Section:
         "inside the central 50% / 90% predictive interval (ideal 0.50 / 0.90; red when further off than 0.10 "
         "and than binomial noise allows). "
         "Best value per column in bold; — means the model gives no such number.</p>"
-        "<h3>Overall</h3>" + _overall_table(val)
+        "<h3>Overall</h3>" + _overall_table(val) + _gap_table(val)
         + '<div class="grid"><figure>' + F.safe("the calibration plot", _calibration_figure, val) + "</figure>"
         + "<figure>" + F.safe("the per-family errors", _per_family_figure, val) + "</figure></div>"
         + "<h3>Per held-out family: median absolute error</h3>" + _pivot(val, "mdae")
