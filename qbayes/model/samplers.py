@@ -4,8 +4,8 @@ Each returns an ArviZ DataTree with ``posterior`` and ``sample_stats`` (with a b
 ``diverging``), plus the wall time split into compile and sampling. nutpie is the
 default: the fastest sampler that needs no extra dependency, and a default that does not
 change with what is installed. On the shipped data (4 x (1000 + 1000), one run of
-``bench/bench_fit.py``, 2026-11-24) blackjax gave 4.8 effective samples per wall-second,
-nutpie 3.2, numpyro 2.9 and PyMC's own NUTS 1.3; the JAX samplers need the ``[jax]`` extra.
+``bench/bench_fit.py``, 2026-11-24) blackjax gave 4.5 effective samples per wall-second,
+numpyro 4.1, nutpie 3.3 and PyMC's own NUTS 1.4; the JAX samplers need the ``[jax]`` extra.
 """
 
 from __future__ import annotations
