@@ -8,7 +8,7 @@ import click
 
 from qbayes.cli.options import database_options, load_databases
 from qbayes.errors import QBayesError
-from qbayes.model.samplers import SampleConfig
+from qbayes.model.samplers import DEFAULT_SAMPLER, SampleConfig
 
 
 @click.command()
@@ -22,7 +22,7 @@ from qbayes.model.samplers import SampleConfig
 @click.option("--tune", type=click.IntRange(10), default=500, show_default=True)
 @click.option("--chains", type=click.IntRange(1), default=4, show_default=True)
 @click.option("--seed", type=int, default=SampleConfig().seed, show_default=True)
-@click.option("--sampler", default="nutpie", show_default=True)
+@click.option("--sampler", default=DEFAULT_SAMPLER, show_default=True)
 @click.option("--target-accept", type=click.FloatRange(0.5, 0.999), default=0.9, show_default=True,
               help="NUTS target acceptance of the fold fits (scored on predictions, not gated on divergences)")
 @click.option("--rows", type=click.Choice(["published", "collected", "all"]), default=None,

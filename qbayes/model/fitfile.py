@@ -59,7 +59,8 @@ def package_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for pkg in ("qbayes", "pymc", "pytensor", "nutpie", "numpy", "polars", "xarray", "arviz-base", "arviz-stats"):
+    for pkg in ("qbayes", "pymc", "pytensor", "nutpie", "jax", "blackjax", "numpy", "polars", "xarray",
+                "arviz-base", "arviz-stats"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:

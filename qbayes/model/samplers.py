@@ -2,10 +2,12 @@
 
 Each returns an ArviZ DataTree with ``posterior`` and ``sample_stats`` (with a boolean
 ``diverging``), plus the wall time split into compile and sampling. nutpie is the
-default: the fastest sampler that needs no extra dependency, and a default that does not
-change with what is installed. On the shipped data (4 x (1000 + 1000), one run of
-``bench/bench_fit.py``, 2026-11-24) blackjax gave 4.5 effective samples per wall-second,
-numpyro 4.1, nutpie 3.3 and PyMC's own NUTS 1.4; the JAX samplers need the ``[jax]`` extra.
+default: as ``qbayes fit`` runs, with a progress bar, it gives the most effective samples
+per wall-second, and it needs no extra dependency. On the shipped data (4 x (1000 + 1000),
+2026-11-24), through the CLI: nutpie 3.5, blackjax 3.4 (its progress bar is slow: the same
+draws took 334 s with it, 251 s without). Without progress bars (``bench/bench_fit.py``):
+blackjax 4.5, numpyro 4.1, nutpie 3.3, PyMC's own NUTS 1.4. The JAX samplers need the
+``[jax]`` extra.
 """
 
 from __future__ import annotations

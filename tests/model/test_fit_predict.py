@@ -11,6 +11,7 @@ from qbayes.errors import QBayesError
 from qbayes.model import fitfile
 from qbayes.model.design import query_table
 from qbayes.model.predict import predict_table
+from qbayes.model.samplers import DEFAULT_SAMPLER
 from qbayes.model.spec import load_spec
 
 
@@ -18,7 +19,7 @@ def test_fit_records_provenance_and_diagnostics(small_fit):
     a = small_fit.attrs
     assert a["format"] == "qbayes-fit" and a["model"] == "hierarchical"
     assert a["spec_hash"] == small_fit.spec.hash and len(a["data_hash"]) == 16
-    assert a["seed"] == 7 and a["sampler"] == "nutpie"
+    assert a["seed"] == 7 and a["sampler"] == DEFAULT_SAMPLER
     conv = a["convergence"] if isinstance(a["convergence"], dict) else __import__("json").loads(a["convergence"])
     assert {"max_rhat", "min_ess_bulk", "divergences"} <= set(conv)
     post = small_fit.posterior
