@@ -19,7 +19,8 @@ DEFAULTS = SampleConfig()  # one source for the sampling defaults
 @click.option("--draws", type=click.IntRange(10), default=DEFAULTS.draws, show_default=True, help="draws per chain")
 @click.option("--tune", type=click.IntRange(10), default=DEFAULTS.tune, show_default=True, help="tuning steps per chain")
 @click.option("--chains", type=click.IntRange(1), default=DEFAULTS.chains, show_default=True)
-@click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True, help="integer seed (runs agree in distribution, not bit for bit; see README)")
+@click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True,
+              help="integer seed (runs agree in distribution, not bit for bit; see README)")
 @click.option("--sampler", default=DEFAULT_SAMPLER, show_default=True, help="nutpie, pymc, numpyro or blackjax")
 @click.option("--target-accept", type=click.FloatRange(0.5, 0.999), default=DEFAULTS.target_accept, show_default=True,
               help="NUTS target acceptance: higher means smaller steps, fewer divergences, slower")

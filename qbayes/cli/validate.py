@@ -90,7 +90,7 @@ def validate(data, exclude_family, include_suspect, models, baselines, families,
         for c in ("model", "gap", "lo", "hi", f"P({ref} better)"):
             t.add_column(c, justify="left" if c == "model" else "right")
         for g in summary["gaps"]:
-            t.add_row(g["model"], f"{g['gap']:+.4f}", f"{g['lo']:+.4f}", f"{g['hi']:+.4f}", f"{g['p_reference_better']:.2f}")
+            t.add_row(g["model"], *(f"{g[k]:+.4f}" for k in ("gap", "lo", "hi")), f"{g['p_reference_better']:.2f}")
         out.print(t)
     if json_path:
         from qbayes.atomic import atomic_path

@@ -103,9 +103,9 @@ def run(table: pl.DataFrame, *, bayes_models: Sequence[str], baselines: Sequence
     return out
 
 
-def _abs_errors(results: list[FoldResult], model: str, families: list[str]) -> np.ndarray:
-    by_family = {r.family: r for r in results if r.model == model}
-    return np.concatenate([np.abs(by_family[f].y - by_family[f].q[_qidx(0.5)]) for f in families])
+def _abs_errors(results: list[FoldResult], model: str) -> dict[str, np.ndarray]:
+    """|delta - predictive median| of ``model``, per held-out family."""
+    return {r.family: np.abs(r.y - r.q[_qidx(0.5)]) for r in results if r.model == model}
 
 
 def mdae_gaps(results: list[FoldResult], *, reference: str, n_boot: int = GAP_BOOT, level: float = GAP_LEVEL,
@@ -117,17 +117,19 @@ def mdae_gaps(results: list[FoldResult], *, reference: str, n_boot: int = GAP_BO
     scores both models on the same rows. The interval says how much a gap rests on which
     rows of these families were published; it cannot say how the gap would move with other
     families. ``p_reference_better`` is the share of replicates with a negative gap."""
-    families = sorted({r.family for r in results if r.model == reference})
-    sizes = [next(r.y.size for r in results if r.model == reference and r.family == f) for f in families]
+    ref_by_family = _abs_errors(results, reference)
+    families = sorted(ref_by_family)
+    sizes = [ref_by_family[f].size for f in families]
     starts = np.cumsum([0, *sizes[:-1]])
     rng = np.random.default_rng(seed)
     idx = np.concatenate([s + rng.integers(0, n, size=(n_boot, n)) for s, n in zip(starts, sizes)], axis=1)
-    ref = _abs_errors(results, reference, families)
+    ref = np.concatenate([ref_by_family[f] for f in families])
     out = []
     for m in dict.fromkeys(r.model for r in results):
-        if m == reference or {r.family for r in results if r.model == m} != set(families):
+        by_family = _abs_errors(results, m)
+        if m == reference or by_family.keys() != ref_by_family.keys():
             continue
-        other = _abs_errors(results, m, families)
+        other = np.concatenate([by_family[f] for f in families])
         ok = ~(np.isnan(ref) | np.isnan(other))
         a, b = np.where(ok, ref, np.nan), np.where(ok, other, np.nan)
         boot = np.nanmedian(a[idx], axis=1) - np.nanmedian(b[idx], axis=1)
