@@ -152,3 +152,16 @@ def test_validation_gaps_are_optional_and_shown(tiny_fit):
     assert "+0.0068" in body and "[+0.0021, +0.0115]" in body
     with pytest.raises(QBayesError, match=r"gaps\[0\]\.lo"):
         validation.parse({**good, "gaps": [{**gap, "lo": "low"}]})
+
+
+def test_report_refuses_a_validation_file_with_a_bad_gap(cli, tmp_path, tiny_fit_path):
+    """A gaps row with a non-number is refused by field name, and no report is written."""
+    good = json.loads(VALIDATION_JSON.read_text())
+    gap = {"model": "random_forest", "reference": "hierarchical", "n": 1177, "gap": 0.0068, "lo": "low",
+           "hi": 0.0115, "level": 0.9, "p_reference_better": 0.01}
+    bad = tmp_path / "bad-gaps.json"
+    bad.write_text(json.dumps({**good, "gaps": [gap]}))
+    out = tmp_path / "x.html"
+    r = cli("report", "--fit", tiny_fit_path, "--validation", bad, "--out", out)
+    assert r.code == 2 and "gaps[0].lo: expected a number or null, got 'low'" in r.err
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["bad-gaps.json"]
