@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import xarray as xr
 
 from qbayes.errors import QBayesError, unknown
+from qbayes.model.spec import TARGET_ACCEPT
 
 if TYPE_CHECKING:  # pymc is imported when a sampler runs, so the CLI can read the defaults cheaply
     import pymc as pm
@@ -32,7 +33,9 @@ class SampleConfig:
     chains: int = 4
     seed: int = 20261123
     cores: int = 2
-    target_accept: float = 0.98  # 0.9 left 2 divergences on the shipped data, 0.95 left 1
+    # None: the model spec's target_accept (see ModelSpec; 0.9 for the default model). A sampler
+    # given None uses the spec default, TARGET_ACCEPT.
+    target_accept: float | None = None
     progress: bool = True
     # nutpie only. On the default model (4 x (1000 + 1000)) the low-rank mass matrix gave
     # fewer steps per draw but a min bulk ESS of 344 in 248 s; the diagonal one 1530 in 348 s
@@ -106,4 +109,6 @@ DEFAULT_SAMPLER = "nutpie"
 def sample(model: pm.Model, *, sampler: str = DEFAULT_SAMPLER, config: SampleConfig = SampleConfig()) -> SampleResult:
     if sampler not in SAMPLERS:
         raise unknown("sampler", sampler, SAMPLERS)
+    if config.target_accept is None:
+        config = replace(config, target_accept=TARGET_ACCEPT)
     return SAMPLERS[sampler](model, config)
