@@ -81,7 +81,7 @@ def main():
     with pl.Config(tbl_cols=20, tbl_width_chars=200, float_precision=3):
         ta = next(iter(fits.values())).attrs["sample_config"]["target_accept"] if fits else None
         print(f"qbayes fit on the shipped data, {args.chains} chains x ({args.tune} tune + {args.draws} draws), "
-              f"target_accept {ta} (the model spec's):")
+              f"target_accept {ta}:")
         print(df)
     fit = fits.get("nutpie") or next(iter(fits.values()))
     secs, n = bench_predict(fit)

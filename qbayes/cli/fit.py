@@ -22,9 +22,8 @@ DEFAULTS = SampleConfig()  # one source for the sampling defaults
 @click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True,
               help="integer seed (runs agree in distribution, not bit for bit; see README)")
 @click.option("--sampler", default=DEFAULT_SAMPLER, show_default=True, help="nutpie, pymc, numpyro or blackjax")
-@click.option("--target-accept", type=click.FloatRange(0.5, 0.999), default=None,
-              help="NUTS target acceptance: higher means smaller steps, fewer divergences, slower "
-                   "[default: the model spec's target_accept, 0.9 for hierarchical]")
+@click.option("--target-accept", type=click.FloatRange(0.5, 0.999), default=DEFAULTS.target_accept, show_default=True,
+              help="NUTS target acceptance: higher means smaller steps, fewer divergences, slower")
 @click.option("--allow-bad-fit", is_flag=True, help="save and exit 0 even if convergence checks fail")
 @click.option("--prior-check", is_flag=True, help="run a prior predictive check instead of fitting")
 def fit(data, exclude_family, include_suspect, model_name, out, draws, tune, chains, seed, sampler, target_accept,
@@ -49,8 +48,7 @@ def fit(data, exclude_family, include_suspect, model_name, out, draws, tune, cha
         exclude_families=tuple(exclude_family), include_suspect=include_suspect,
     )
     console.print(f"fitting model [bold]{spec.name}[/bold] (spec {spec.hash}) with {sampler}: "
-                  f"{chains} chains x ({tune} tune + {draws} draws), seed {seed}, "
-                  f"target_accept {target_accept or spec.target_accept}")
+                  f"{chains} chains x ({tune} tune + {draws} draws), seed {seed}")
     result = fit_database(db, spec, opts)
     conv = Convergence(**result.attrs["convergence"])
     path = fitfile.save(result, out or f"fits/{spec.name}.nc")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import polars as pl
@@ -36,11 +36,6 @@ def prepare(df: pl.DataFrame, spec: ModelSpec) -> tuple[pl.DataFrame, Encoding]:
     return df, Encoding.from_table(df, spec.features, spec.within, spec.tokens_within)
 
 
-def sample_config(config: SampleConfig, spec: ModelSpec) -> SampleConfig:
-    """``config`` with the spec's target acceptance where it leaves it open (None)."""
-    return config if config.target_accept is not None else replace(config, target_accept=spec.target_accept)
-
-
 def fit_table(df: pl.DataFrame, spec: ModelSpec, opts: FitOptions = FitOptions()) -> Fit:
     """Fit ``spec`` to a training table (see :func:`training_table`)."""
     if df.height < MIN_ROWS:
@@ -50,13 +45,12 @@ def fit_table(df: pl.DataFrame, spec: ModelSpec, opts: FitOptions = FitOptions()
     df, enc = prepare(df, spec)
     design = encode(df, enc)
     model = build_model(spec, design, enc, df.get_column("delta").to_numpy())
-    config = sample_config(opts.sample, spec)
-    result = sample(model, sampler=opts.sampler, config=config)
+    result = sample(model, sampler=opts.sampler, config=opts.sample)
     conv = diagnostics.check(result.tree)
     attrs = {
         "sampler": opts.sampler,
-        "sample_config": asdict(config),
-        "seed": config.seed,
+        "sample_config": asdict(opts.sample),
+        "seed": opts.sample.seed,
         "exclude_families": list(opts.exclude_families),
         "include_suspect": int(opts.include_suspect),
         "compile_s": round(result.compile_s, 3),

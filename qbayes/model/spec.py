@@ -35,7 +35,6 @@ TOKEN_LEVELS = ("family", "model")
 TOKENS_WITHIN = ("arch",)  # groupings of families that ln D can be centred within
 ROWS = ("all", "published", "collected")  # published: source_kind paper/repository; collected: collector
 LOG_SHIFT = 0.01  # nats: default of ModelSpec.log_shift (published perplexities are rounded to 0.01)
-TARGET_ACCEPT = 0.98  # default of ModelSpec.target_accept: small steps, for funnels not yet measured
 
 
 @dataclass(frozen=True)
@@ -117,10 +116,6 @@ class ModelSpec:
     features: tuple[str, ...] = ()  # measured covariates, names from qbayes.model.covariates
     log_shift: float = LOG_SHIFT  # nats: the likelihood models ln(delta + log_shift)
     curvature: str = "quadratic"  # see CURVATURES
-    # How to sample it, not what it is: the NUTS target acceptance this model's posterior needs
-    # for a fit without divergences (measured per model; `qbayes fit --target-accept` overrides).
-    # Left out of to_json, so it does not change the spec's hash or refuse older fit files.
-    target_accept: float = TARGET_ACCEPT
 
     @property
     def within(self) -> dict[str, str]:
@@ -128,10 +123,7 @@ class ModelSpec:
         return {g: e.within for g, e in self.effects.items() if e.within}
 
     def to_json(self) -> str:
-        """The model itself, canonical: what the hash covers and a fit file stores."""
-        d = dataclasses.asdict(self)
-        del d["target_accept"]
-        return json.dumps(d, sort_keys=True)
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @property
     def hash(self) -> str:
@@ -212,15 +204,12 @@ def _build(raw: dict, where: str) -> ModelSpec:
     curvature = raw.get("curvature", "quadratic")
     if curvature not in CURVATURES:
         raise unknown(f"curvature in {where}", curvature, CURVATURES)
-    target_accept = raw.get("target_accept", TARGET_ACCEPT)
-    if not isinstance(target_accept, float) or not 0.5 <= target_accept < 1:
-        raise QBayesError(f"{where}: 'target_accept' must be a number in [0.5, 1), got {target_accept!r}")
     if "name" not in raw:
         raise QBayesError(f"{where}: missing 'name'")
     return ModelSpec(name=raw["name"], description=raw.get("description", ""), effects=effects,
                      priors=Priors(**priors), likelihood=likelihood, tokens=tokens, rows=rows,
                      tokens_within=tokens_within, features=tuple(features), log_shift=float(log_shift),
-                     curvature=curvature, target_accept=target_accept)
+                     curvature=curvature)
 
 
 def available() -> list[str]:

@@ -214,37 +214,3 @@ def test_spec_with_unknown_curvature_is_refused(tmp_path):
     f.write_text('name = "x"\ncurvature = "low_bit"\n')
     with pytest.raises(QBayesError, match="unknown curvature .*'low_bit'.*did you mean 'low_bits'"):
         load_spec(str(f))
-
-
-def test_target_accept_is_a_sampling_default_outside_the_spec_hash(tmp_path):
-    """The default model declares the target acceptance it was measured at; a spec that
-    says nothing gets the cautious default; changing it does not change what the model is
-    (hash, stored JSON), so fit files written before it existed still load."""
-    from qbayes.model.spec import SPEC_DIR, TARGET_ACCEPT, ModelSpec
-
-    h = load_spec("hierarchical")
-    assert h.target_accept == 0.9 and load_spec("zoo").target_accept == TARGET_ACCEPT
-    text = (SPEC_DIR / "hierarchical.toml").read_text()
-    assert "target_accept = 0.9\n" in text
-    f = tmp_path / "h95.toml"
-    f.write_text(text.replace("target_accept = 0.9\n", "target_accept = 0.95\n"))
-    h95 = load_spec(str(f))
-    assert h95.target_accept == 0.95 and h95.hash == h.hash and "target_accept" not in h.to_json()
-    assert ModelSpec.from_json(h.to_json()).hash == h.hash
-
-
-@pytest.mark.parametrize("value", ["1.5", "0.3", '"high"', "1"])
-def test_spec_with_bad_target_accept_is_refused(tmp_path, value):
-    f = tmp_path / "bad.toml"
-    f.write_text(f'name = "x"\ntarget_accept = {value}\n')
-    with pytest.raises(QBayesError, match="'target_accept' must be a number in \\[0.5, 1\\)"):
-        load_spec(str(f))
-
-
-def test_fit_takes_the_specs_target_accept_unless_told():
-    from qbayes.model.fit import sample_config
-    from qbayes.model.samplers import SampleConfig
-
-    h = load_spec("hierarchical")
-    assert sample_config(SampleConfig(), h).target_accept == h.target_accept
-    assert sample_config(SampleConfig(target_accept=0.97), h).target_accept == 0.97
