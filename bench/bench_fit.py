@@ -79,9 +79,8 @@ def main():
     args = ap.parse_args()
     df, fits = bench_fit(args.samplers, args.draws, args.tune, args.chains, args.seed)
     with pl.Config(tbl_cols=20, tbl_width_chars=200, float_precision=3):
-        ta = next(iter(fits.values())).attrs["sample_config"]["target_accept"] if fits else None
         print(f"qbayes fit on the shipped data, {args.chains} chains x ({args.tune} tune + {args.draws} draws), "
-              f"target_accept {ta}:")
+              f"target_accept {SampleConfig().target_accept}:")
         print(df)
     fit = fits.get("nutpie") or next(iter(fits.values()))
     secs, n = bench_predict(fit)

@@ -126,8 +126,10 @@ def mdae_gaps(results: list[FoldResult], *, reference: str, n_boot: int = GAP_BO
     ref = np.concatenate([ref_by_family[f] for f in families])
     out = []
     for m in dict.fromkeys(r.model for r in results):
+        if m == reference:
+            continue
         by_family = _abs_errors(results, m)
-        if m == reference or by_family.keys() != ref_by_family.keys():
+        if by_family.keys() != ref_by_family.keys():
             continue
         other = np.concatenate([by_family[f] for f in families])
         ok = ~(np.isnan(ref) | np.isnan(other))

@@ -137,6 +137,11 @@ def test_html_helpers_escape_and_format():
     assert num(0.012345) == "0.0123" and num(None) == "—" and num(float("inf")) == "∞"
 
 
+# one row of a validation file's "gaps" (see qbayes.model.crossval.mdae_gaps)
+GAP = {"model": "random_forest", "reference": "hierarchical", "n": 1177, "gap": 0.0068, "lo": 0.0021,
+       "hi": 0.0115, "level": 0.9, "p_reference_better": 0.01}
+
+
 def test_validation_gaps_are_optional_and_shown(tiny_fit):
     from qbayes.report import validation
     from qbayes.report.context import Context
@@ -145,22 +150,18 @@ def test_validation_gaps_are_optional_and_shown(tiny_fit):
     good = json.loads(VALIDATION_JSON.read_text())
     assert validation.parse(good)["gaps"] == []  # files written before gaps existed still load
     assert "against each model" not in section.render(Context(fit=tiny_fit, validation=validation.parse(good))).body
-    gap = {"model": "random_forest", "reference": "hierarchical", "n": 1177, "gap": 0.0068, "lo": 0.0021,
-           "hi": 0.0115, "level": 0.9, "p_reference_better": 0.01}
-    body = section.render(Context(fit=tiny_fit, validation=validation.parse({**good, "gaps": [gap]}))).body
+    body = section.render(Context(fit=tiny_fit, validation=validation.parse({**good, "gaps": [GAP]}))).body
     assert "Median error of hierarchical against each model" in body
     assert "+0.0068" in body and "[+0.0021, +0.0115]" in body
     with pytest.raises(QBayesError, match=r"gaps\[0\]\.lo"):
-        validation.parse({**good, "gaps": [{**gap, "lo": "low"}]})
+        validation.parse({**good, "gaps": [{**GAP, "lo": "low"}]})
 
 
 def test_report_refuses_a_validation_file_with_a_bad_gap(cli, tmp_path, tiny_fit_path):
     """A gaps row with a non-number is refused by field name, and no report is written."""
     good = json.loads(VALIDATION_JSON.read_text())
-    gap = {"model": "random_forest", "reference": "hierarchical", "n": 1177, "gap": 0.0068, "lo": "low",
-           "hi": 0.0115, "level": 0.9, "p_reference_better": 0.01}
     bad = tmp_path / "bad-gaps.json"
-    bad.write_text(json.dumps({**good, "gaps": [gap]}))
+    bad.write_text(json.dumps({**good, "gaps": [{**GAP, "lo": "low"}]}))
     out = tmp_path / "x.html"
     r = cli("report", "--fit", tiny_fit_path, "--validation", bad, "--out", out)
     assert r.code == 2 and "gaps[0].lo: expected a number or null, got 'low'" in r.err
