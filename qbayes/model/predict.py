@@ -1,8 +1,8 @@
 """Posterior-predictive degradation and perplexity, in vectorised NumPy from the draws.
 
 For a level the fit never saw (a new family, method, evaluation set, source) each draw
-gets a fresh effect from that grouping's fitted population, N(0, sd); the row is
-flagged. The appended new-level column sits last, so the design's index -1 picks it.
+gets a fresh effect from that grouping's fitted population (see :func:`new_level_scale`);
+the row is flagged. The appended new-level column sits last, so the design's index -1 picks it.
 A model with unknown training tokens gets its latent ln D when the fit knew the model,
 otherwise a draw from the fitted population of ln D.
 """
@@ -42,6 +42,19 @@ class Draws:
         return self.log_tokens.shape[1]
 
 
+def new_level_scale(k: int, *, nested: bool) -> float:
+    """A new level's effect is N(0, (scale * sd)^2) around the global term.
+
+    A zero-sum grouping with ``k`` seen levels is the model b_j ~ N(mu, sd^2) with the
+    global term carrying mu + mean(b) and the effects b_j - mean(b) (their variance is
+    sd^2 (k - 1) / k, as in ``pm.ZeroSumNormal``). A new level is b_new - mean(b) from
+    that global term: variance sd^2 (1 + 1/k), the extra 1/k being what the seen levels
+    leave unknown about mu. With 2 seen block designs that widens a new design's draw by
+    1.22. A nested grouping (spec ``within``) is scaled so that every seen level has
+    variance sd^2 (build.nested_projection); a new one gets the same, N(0, sd^2)."""
+    return 1.0 if nested else float(np.sqrt(1.0 + 1.0 / k))
+
+
 def draws_from_fit(fit: Fit, *, n: int | None = DEFAULT_DRAWS, seed: int = 0, dtype=np.float32) -> Draws:
     """Thinned posterior draws in the layout above. Single precision by default: every
     quantity is on a log scale and far from float32's limits, and it halves the memory
@@ -59,8 +72,9 @@ def draws_from_fit(fit: Fit, *, n: int | None = DEFAULT_DRAWS, seed: int = 0, dt
 
     p = {name: flat(name)[None, :] for name in post.data_vars if post[name].ndim == 1}
     for g, e in fit.spec.effects.items():
+        scale = new_level_scale(len(fit.encoding.levels[g]), nested=g in fit.encoding.parents)
         for kind in e.kinds:
-            new = p[f"sd_{kind}_{g}"] * rng.standard_normal((1, s), dtype=dtype)
+            new = (p[f"sd_{kind}_{g}"] * dtype(scale)) * rng.standard_normal((1, s), dtype=dtype)
             p[f"{kind}_{g}"] = np.concatenate([flat(f"{kind}_{g}"), new], axis=0)
     pop = p["log_tokens_mean"] + p["log_tokens_sd"] * rng.standard_normal((1, s), dtype=dtype)
     latent = flat("log_tokens_missing") if "log_tokens_missing" in post else np.empty((0, s))

@@ -128,6 +128,21 @@ def test_training_tokens_move_only_a_known_designs_predictions(small_fit):
     np.testing.assert_array_equal(log_mu[3], log_mu[2])
 
 
+def test_new_level_draws_carry_the_unknown_population_mean(small_fit):
+    """A fresh level of a zero-sum grouping with K seen levels is drawn with sd * sqrt(1 + 1/K):
+    the seen levels estimate the population mean only to sd / sqrt(K). A nested grouping's
+    levels are scaled to variance sd^2 each, and a new one gets sd."""
+    from qbayes.model.predict import draws_from_fit
+
+    draws = draws_from_fit(small_fit, n=None, seed=3, dtype=np.float64)
+    levels, parents = small_fit.encoding.levels, small_fit.encoding.parents
+    assert len(levels["eval_set"]) == 1 and "family" in parents and "method" not in parents
+    for g, expect in (("eval_set", np.sqrt(2.0)), ("method", np.sqrt(1 + 1 / len(levels["method"]))),
+                      ("family", 1.0)):
+        z = draws.p[f"a_{g}"][-1] / draws.p[f"sd_a_{g}"][0]
+        assert z.size == 300 and np.std(z) == pytest.approx(expect, rel=0.12), g
+
+
 def test_predict_cli_file_round_trip(small_fit_path, tmp_path, cli):
     rows = pl.concat([_queries(w_bits=4.0), _queries(method="BrandNewMethod"), _queries(eval_set="c4", group_size=None)])
     src = tmp_path / "q.csv"
