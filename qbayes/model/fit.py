@@ -43,6 +43,12 @@ def fit_table(df: pl.DataFrame, spec: ModelSpec, opts: FitOptions = FitOptions()
                                               "for the other rows, or rows = \"all\", may be what you want)")
         raise QBayesError(f"only {df.height} quantized rows with baselines to fit; need at least {MIN_ROWS}{hint}")
     df, enc = prepare(df, spec)
+    empty = [g for g in spec.effects if not enc.levels[g]]
+    if empty:
+        # a grouping effect needs a level to sum to zero over (and to draw a new one around)
+        hint = " (a model's design comes from the models table's norm and mlp)" if "arch" in empty[0] else ""
+        raise QBayesError(f"model '{spec.name}' has {empty[0]} effects, but no training row has a level of it"
+                          f"{hint}; fill the data or drop '{empty[0]}' from the spec's [effects]")
     design = encode(df, enc)
     model = build_model(spec, design, enc, df.get_column("delta").to_numpy())
     result = sample(model, sampler=opts.sampler, config=opts.sample)

@@ -240,3 +240,25 @@ def test_fit_refuses_a_spec_whose_nesting_the_data_break(tmp_path, cli):
     r = cli("fit", "--model", spec, "--out", out)
     assert r.code == 2 and "grouping 'method' is not nested in 'family': level 'AWQ' occurs under" in r.err
     assert not out.exists()
+
+
+def test_fit_refuses_a_grouping_the_data_have_no_level_of(tmp_path, cli):
+    """Models whose table lacks norm and mlp have no block design: a spec with design effects
+    stops before sampling with the grouping named (PyMC used to fail inside its transforms),
+    and writes nothing."""
+    import dataclasses
+
+    from helpers import SHIPPED_DB
+    from qbayes.db import store
+
+    db = store.load(SHIPPED_DB)
+    data = tmp_path / "no-design"
+    store.save(dataclasses.replace(db, models=db.models.with_columns(
+        pl.lit(None, dtype=pl.String).alias("norm"), pl.lit(None, dtype=pl.String).alias("mlp"))), data)
+    spec = tmp_path / "design.toml"
+    spec.write_text('name = "design"\nrows = "published"\n[effects]\narch = { intercept = true }\n')
+    out = tmp_path / "never.nc"
+    r = cli("fit", "--data", data, "--model", spec, "--out", out)
+    assert r.code == 2, r.err
+    assert "model 'design' has arch effects, but no training row has a level of it" in r.err
+    assert "norm and mlp" in r.err and not out.exists()
