@@ -16,7 +16,7 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from qbayes.model.design import Design, Encoding
-from qbayes.model.mean import SCALAR_TERMS, mean_degradation, noise_scale
+from qbayes.model.mean import SCALAR_TERMS, mean_degradation, noise_scale, relative_noise
 from qbayes.model.spec import EFFECT_KINDS, LOG_SHIFT, SD_PRIOR, ModelSpec
 
 
@@ -93,6 +93,8 @@ def build_model(spec: ModelSpec, design: Design, enc: Encoding, delta: np.ndarra
             log_d_missing = pt.where(missing, latent[at] - np.nan_to_num(design.log_d_shift), 0.0)
 
         p["noise_rel"] = pm.HalfNormal("noise_rel", pr.noise_rel.sigma)
+        for t in spec.noise:
+            p[f"noise_{t}"] = pm.Normal(f"noise_{t}", pr.noise_term.mu, pr.noise_term.sigma)
         p["ceiling"] = pm.LogNormal("ceiling", np.log(pr.ceiling.mu), pr.ceiling.sigma)
         mu = mean_degradation(p, design, spec.effects, enc.levels, pt, log_d_missing, enc.feature_names,
                               spec.curvature)
@@ -103,6 +105,7 @@ def build_model(spec: ModelSpec, design: Design, enc: Encoding, delta: np.ndarra
         elif spec.likelihood == "log_student_t":
             # the shift already absorbs near-zero deltas, so the scale is purely relative
             obs = None if delta is None else log_target(delta, spec.log_shift)
-            pm.StudentT("log_delta", nu=nu, mu=pt.log(mu + spec.log_shift), sigma=p["noise_rel"], observed=obs,
+            sigma = relative_noise(p, design, spec.noise, pt)
+            pm.StudentT("log_delta", nu=nu, mu=pt.log(mu + spec.log_shift), sigma=sigma, observed=obs,
                         shape=design.n)
     return model

@@ -25,8 +25,9 @@ from qbayes.model.design import STANDARD, Encoding
 from qbayes.model.spec import ModelSpec
 
 FORMAT = "qbayes-fit"
-FORMAT_VERSION = 5  # v2: block design (arch), curvature; v3: centred and nested effects, per-channel-only levels;
-#                     v4: size slopes (n_*); v5: ln D centred within designs (spec tokens_within)
+FORMAT_VERSION = 6  # v2: block design (arch), curvature; v3: centred and nested effects, per-channel-only levels;
+#                     v4: size slopes (n_*); v5: ln D centred within designs (spec tokens_within);
+#                     v6: noise terms (spec noise)
 DATA_COLUMNS = {**STANDARD, "delta": pl.Float64}
 
 

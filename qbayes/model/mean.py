@@ -130,6 +130,29 @@ def saturate(eta, p: dict, act_q, act_c, xp):
     return mu / (1.0 + mu / p["ceiling"])
 
 
+def noise_covariates(d: Design, terms: tuple[str, ...]) -> np.ndarray:
+    """(N, T): what each noise term (spec.NOISE_TERMS) multiplies, row by row."""
+    cols = {"low_bits": lambda: np.maximum(-d.bits_c, 0.0), "per_channel": lambda: d.per_channel}
+    return np.column_stack([cols[t]() for t in terms]) if terms else np.zeros((d.n, 0))
+
+
+def relative_noise(p: dict, d: Design, terms: tuple[str, ...], xp):
+    """Scale of the Student-t on ln(delta + shift): ``noise_rel * exp(sum_t noise_t * x_t)``.
+    A scalar (or (1, S) NumPy draws) without terms; (N,) with PyTensor parameters, (N, S)
+    with NumPy draws otherwise. Collapses below 4 bits and per-channel rows scatter more on
+    the log scale than grouped 4-bit rows (models/hierarchical.toml)."""
+    if not terms:
+        return p["noise_rel"]
+    x = noise_covariates(d, terms)
+    coef = [p[f"noise_{t}"] for t in terms]
+    if xp is np:
+        c = np.concatenate(coef, axis=0)  # (T, S)
+        return p["noise_rel"] * np.exp(x.astype(c.dtype) @ c)
+    import pytensor.tensor as pt
+
+    return p["noise_rel"] * pt.exp(pt.dot(x, pt.stack(coef)))
+
+
 def noise_scale(p: dict, mu):
     """Heteroscedastic scale of the raw-scale likelihood: a floor plus a part proportional to the mean."""
     return p["noise_floor"] + p["noise_rel"] * mu

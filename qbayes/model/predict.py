@@ -16,7 +16,7 @@ import polars as pl
 
 from qbayes.model.design import Design, encode
 from qbayes.model.fitfile import Fit
-from qbayes.model.mean import mean_degradation, noise_scale
+from qbayes.model.mean import mean_degradation, noise_scale, relative_noise
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 CHUNK_ROWS = 1_000  # rows per chunk: (rows x draws) temporaries stay small enough to be reused
@@ -109,7 +109,7 @@ def log_shifted_draws(fit: Fit, d: Design, draws: Draws, *, rng: np.random.Gener
     shape = mu.shape if independent_noise else (1, draws.n)
     shift = fit.spec.log_shift
     y = np.log(mu + shift)
-    y += draws.p["noise_rel"] * _noise(draws.p, shape, rng)
+    y += relative_noise(draws.p, d, fit.spec.noise, np) * _noise(draws.p, shape, rng)
     return np.minimum(y, np.float32(np.log(DELTA_MAX + shift)), out=y)
 
 

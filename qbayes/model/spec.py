@@ -31,6 +31,10 @@ LIKELIHOODS = ("log_student_t", "student_t")
 # where the bits curvature acts: "quadratic" everywhere, (bits - 4)^2; "low_bits" only below
 # 4 bits, min(bits - 4, 0)^2, so that 8 bits cannot be predicted worse than 6
 CURVATURES = ("quadratic", "low_bits")
+# what the scale of the log-scale noise may grow with (mean.relative_noise): "low_bits", per
+# bit below 4; "per_channel", rows without groups. Each term's coefficient is a parameter
+# noise_<term> on the log of the scale
+NOISE_TERMS = ("low_bits", "per_channel")
 TOKEN_LEVELS = ("family", "model")
 TOKENS_WITHIN = ("arch",)  # groupings of families that ln D can be centred within
 ROWS = ("all", "published", "collected")  # published: source_kind paper/repository; collected: collector
@@ -95,6 +99,7 @@ class Priors:
     ceiling: Normal = Normal(8.0, 0.5)          # LogNormal(ln 8, 0.5): collapse level, nats
     noise_floor: HalfNormal = HalfNormal(0.02)  # absolute noise, nats (table rounding)
     noise_rel: HalfNormal = HalfNormal(0.5)     # noise proportional to the mean degradation
+    noise_term: Normal = Normal(0.0, 0.5)       # each noise term: change of ln(noise scale) per unit
     nu: tuple[float, float] = (2.0, 0.1)        # Gamma(alpha, beta) on Student-t dof
 
 
@@ -116,6 +121,7 @@ class ModelSpec:
     features: tuple[str, ...] = ()  # measured covariates, names from qbayes.model.covariates
     log_shift: float = LOG_SHIFT  # nats: the likelihood models ln(delta + log_shift)
     curvature: str = "quadratic"  # see CURVATURES
+    noise: tuple[str, ...] = ()  # terms the log-scale noise grows with, from NOISE_TERMS
 
     @property
     def within(self) -> dict[str, str]:
@@ -204,12 +210,21 @@ def _build(raw: dict, where: str) -> ModelSpec:
     curvature = raw.get("curvature", "quadratic")
     if curvature not in CURVATURES:
         raise unknown(f"curvature in {where}", curvature, CURVATURES)
+    noise = raw.get("noise", [])
+    if not isinstance(noise, (list, tuple)):
+        raise QBayesError(f"{where}: 'noise' must be a list of terms from {', '.join(NOISE_TERMS)}")
+    for term in noise:
+        if term not in NOISE_TERMS:
+            raise unknown(f"noise term in {where}", str(term), NOISE_TERMS)
+    if noise and likelihood != "log_student_t":
+        raise QBayesError(f"{where}: 'noise' terms scale the log_student_t likelihood; "
+                          f"likelihood '{likelihood}' has its own noise scale (mean.noise_scale)")
     if "name" not in raw:
         raise QBayesError(f"{where}: missing 'name'")
     return ModelSpec(name=raw["name"], description=raw.get("description", ""), effects=effects,
                      priors=Priors(**priors), likelihood=likelihood, tokens=tokens, rows=rows,
                      tokens_within=tokens_within, features=tuple(features), log_shift=float(log_shift),
-                     curvature=curvature)
+                     curvature=curvature, noise=tuple(noise))
 
 
 def available() -> list[str]:

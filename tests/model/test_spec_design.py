@@ -33,14 +33,16 @@ def test_spec_with_unknown_key_is_refused(tmp_path):
 @pytest.mark.parametrize("tokens_within", [None, "arch"])
 def test_pymc_likelihood_matches_numpy_mean_function(table, tokens_within):
     """The PyMC graph's log-likelihood at a random point equals a NumPy/SciPy Student-t on
-    ln(delta + shift) around the NumPy mean function prediction uses; with ln D centred
-    within designs, also for rows whose training tokens are unknown (a latent ln D)."""
+    ln(delta + shift) around the NumPy mean function prediction uses, with the NumPy noise
+    scale (its noise terms) prediction uses; with ln D centred within designs, also for rows
+    whose training tokens are unknown (a latent ln D)."""
     from scipy import stats
 
     from qbayes.model.build import LOG_SHIFT, build_model
-    from qbayes.model.mean import mean_degradation
+    from qbayes.model.mean import mean_degradation, relative_noise
 
     spec = load_spec("hierarchical")
+    assert spec.noise  # the default model's noise scale varies by row
     sub = table.head(200)
     if tokens_within:
         sub = table.filter(pl.col("family").is_in(["LLaMA-1", "Llama-2", "OPT"])).group_by("family").head(60)
@@ -67,7 +69,9 @@ def test_pymc_likelihood_matches_numpy_mean_function(table, tokens_within):
         log_d_missing = np.where(missing, latent, 0.0)[:, None]
     mu = mean_degradation(p, d, spec.effects, enc.levels, np, log_d_missing, curvature=spec.curvature)[:, 0]
     y = np.log(sub["delta"].to_numpy() + LOG_SHIFT)
-    expected = stats.t.logpdf(y, df=values["nu"], loc=np.log(mu + LOG_SHIFT), scale=values["noise_rel"]).sum()
+    scale = relative_noise(p, d, spec.noise, np)[:, 0]
+    assert np.ptp(scale) > 0
+    expected = stats.t.logpdf(y, df=values["nu"], loc=np.log(mu + LOG_SHIFT), scale=scale).sum()
     logp = model.compile_logp(vars=[model["log_delta"]], sum=True)(point)
     assert np.isfinite(expected)
     assert logp == pytest.approx(expected, rel=1e-8)
@@ -213,4 +217,16 @@ def test_spec_with_unknown_curvature_is_refused(tmp_path):
     f = tmp_path / "bad.toml"
     f.write_text('name = "x"\ncurvature = "low_bit"\n')
     with pytest.raises(QBayesError, match="unknown curvature .*'low_bit'.*did you mean 'low_bits'"):
+        load_spec(str(f))
+
+
+@pytest.mark.parametrize("line, message", [
+    ('noise = ["low_bit"]', "unknown noise term .*'low_bit'.*did you mean 'low_bits'"),
+    ('noise = "low_bits"', "'noise' must be a list"),
+    ('likelihood = "student_t"\nnoise = ["low_bits"]', "'noise' terms scale the log_student_t likelihood"),
+])
+def test_spec_with_bad_noise_terms_is_refused(tmp_path, line, message):
+    f = tmp_path / "bad.toml"
+    f.write_text(f'name = "x"\n{line}\n')
+    with pytest.raises(QBayesError, match=message):
         load_spec(str(f))
