@@ -17,6 +17,7 @@ COMMANDS = {
     "fit": "qbayes.cli.fit:fit",
     "validate": "qbayes.cli.validate:validate",
     "predict": "qbayes.cli.predict:predict",
+    "choose": "qbayes.cli.choose:choose",
     "report": "qbayes.cli.report:report",
     "collect": "qbayes.cli.collect:collect",
     "zoo": "qbayes.cli.zoo:zoo",

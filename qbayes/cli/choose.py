@@ -1,0 +1,133 @@
+"""``qbayes choose``: the best model size, weight bits and method under a memory budget."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+
+from qbayes.cli.predict import SUFFIXES, _read_queries, _write_atomic
+from qbayes.errors import QBayesError
+
+DEFAULT_METHODS = ("RTN", "GPTQ", "AWQ")
+DEFAULT_BITS = (2.0, 3.0, 4.0, 8.0)
+DEFAULT_GROUPS = ("128",)
+CANDIDATE = re.compile(r"^(?P<model>[^:]+):(?P<params>[^:]+):(?P<ppl>[^:]+)$")
+
+
+def _candidates_from_flags(specs, family, train_tokens_b, arch):
+    """``MODEL:PARAMS_B:FP16_PPL`` strings (one family) as a candidates table."""
+    import polars as pl
+
+    if family is None:
+        raise QBayesError("--candidate needs --family (the family the candidate models belong to)")
+    rows = []
+    for s in specs:
+        m = CANDIDATE.match(s.strip())
+        try:
+            if m is None:
+                raise ValueError
+            rows.append((m["model"].strip(), float(m["params"]), float(m["ppl"])))
+        except ValueError:
+            raise QBayesError(f"--candidate '{s}': expected MODEL:PARAMS_B:FP16_PPL, "
+                              "e.g. Llama-3-8B:8:6.14") from None
+    return pl.DataFrame({"family": [family] * len(rows), "model": [r[0] for r in rows],
+                         "params_b": [r[1] for r in rows], "fp16_ppl": [r[2] for r in rows],
+                         "train_tokens_b": [train_tokens_b] * len(rows), "arch": [arch] * len(rows)},
+                        schema_overrides={"train_tokens_b": pl.Float64, "arch": pl.String})
+
+
+def _group_size(text: str) -> int | None:
+    if text.strip().lower() in ("per-channel", "none", "0"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise QBayesError(f"--group-size '{text}': expected a positive integer or 'per-channel'") from None
+
+
+@click.command()
+@click.option("--fit", "fit_path", required=True, type=click.Path(), help="fit file from `qbayes fit`")
+@click.option("--budget-gb", type=float, required=True, help="weight memory budget, GB")
+@click.option("--candidate", "candidate_specs", multiple=True,
+              help="a candidate model as MODEL:PARAMS_B:FP16_PPL, e.g. Llama-3-8B:8:6.14 (repeatable)")
+@click.option("--candidates", "candidates_path", type=click.Path(),
+              help="candidate models, .csv or .parquet: family, model, params_b, fp16_ppl "
+              "(optional: train_tokens_b, arch, eval_set)")
+@click.option("--family", help="family of the --candidate models")
+@click.option("--train-tokens-b", type=float, help="training tokens of the --candidate models, billions")
+@click.option("--arch", help="block design of the --candidate models, e.g. rmsnorm+swiglu")
+@click.option("--method", "methods", multiple=True, default=DEFAULT_METHODS, show_default=True,
+              help="quantization methods to consider (repeatable)")
+@click.option("--w-bits", "w_bits", multiple=True, type=float, default=DEFAULT_BITS, show_default=True,
+              help="weight bit-widths to consider (repeatable)")
+@click.option("--group-size", "group_sizes", multiple=True, default=DEFAULT_GROUPS, show_default=True,
+              help="group sizes to consider, or 'per-channel' (repeatable)")
+@click.option("--eval-set", default="wikitext2", show_default=True)
+@click.option("--no-fp16", is_flag=True, help="leave the unquantized models out of the options")
+@click.option("--top", type=click.IntRange(1), default=10, show_default=True, help="options printed")
+@click.option("--output", "output_path", type=click.Path(),
+              help="also write every option (over budget too), .csv or .parquet")
+@click.option("--draws", type=click.IntRange(50), default=1000, show_default=True, help="posterior draws used")
+@click.option("--seed", type=int, default=0, show_default=True)
+def choose(fit_path, budget_gb, candidate_specs, candidates_path, family, train_tokens_b, arch, methods, w_bits,
+           group_sizes, eval_set, no_fp16, top, output_path, draws, seed):
+    """Rank (model, method, bits, group size) options whose weights fit a memory budget.
+
+    Weight memory is parameters x effective bits / 8 (group scales counted). The best option
+    has the lowest predicted median perplexity; P(best) is the share of posterior draws in
+    which it beats every other option within the budget."""
+    import polars as pl
+
+    from qbayes.model import fitfile
+    from qbayes.model.choose import choose as rank_options
+
+    out = Path(output_path) if output_path else None
+    if out is not None and out.suffix not in SUFFIXES:
+        raise QBayesError(f"{out}: output must end in .csv or .parquet")
+    if bool(candidate_specs) == bool(candidates_path):
+        raise QBayesError("give the candidate models with --candidate MODEL:PARAMS_B:FP16_PPL (repeatable) "
+                          "or with --candidates FILE, not both")
+    if candidates_path:
+        cands = _read_queries(Path(candidates_path))
+    else:
+        cands = _candidates_from_flags(candidate_specs, family, train_tokens_b, arch)
+    fit = fitfile.load(fit_path)
+    table = rank_options(fit, cands, budget_gb=budget_gb, methods=methods, w_bits=w_bits,
+                         group_sizes=[_group_size(g) for g in group_sizes], eval_set=eval_set,
+                         include_fp16=not no_fp16, n_draws=draws, seed=seed)
+    ranked = table.filter(pl.col("within_budget"))
+    if ranked.height == 0:
+        smallest = table.sort("memory_gb").row(0, named=True)
+        raise QBayesError(f"no option fits in {budget_gb:g} GB; the smallest, {_label(smallest)}, "
+                          f"needs {smallest['memory_gb']:.2f} GB")
+    if out is not None:
+        _write_atomic(table, out)
+        click.echo(f"wrote {table.height} options to {out}")
+    _print(ranked.head(top), budget_gb, ranked.height)
+
+
+def _label(r: dict) -> str:
+    if r["method"] == "fp16":
+        return f"{r['model']} fp16"
+    group = "per-channel" if r["group_size"] is None else f"g{r['group_size']}"
+    return f"{r['model']} {r['method']} w{r['w_bits']:g} {group}"
+
+
+def _print(ranked, budget_gb: float, n_within: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"Best options within {budget_gb:g} GB of weights ({n_within} fit)")
+    for c in ("rank", "option", "memory GB", "ppl median", "90% interval", "P(best)", "note"):
+        t.add_column(c, justify="left" if c in ("option", "note") else "right")
+    for r in ranked.iter_rows(named=True):
+        notes = [n.removeprefix("new_").replace("_", " ") for n in ("new_family", "new_arch", "new_method",
+                                                                    "new_eval_set") if r[n]]
+        t.add_row(str(r["rank"]), _label(r), f"{r['memory_gb']:.2f}", f"{r['ppl_q50']:.3f}",
+                  f"[{r['ppl_q05']:.3f}, {r['ppl_q95']:.3f}]", f"{r['p_best']:.2f}",
+                  ("unseen " + ", ".join(notes)) if notes else "")
+    Console().print(t)
+    click.echo("P(best): share of posterior draws in which the option has the lowest mean perplexity of all "
+               "options within the budget. Unseen levels are predicted from the fitted population.")

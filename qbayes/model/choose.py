@@ -1,0 +1,110 @@
+"""Choosing a model size, weight format and method under a weight-memory budget.
+
+The options are every candidate model crossed with every method, weight bits and group
+size asked for, plus each candidate unquantized. An option's weight memory is
+params x effective bits / 8 GB (effective bits count the group scales and zeros,
+design.effective_bits; fp16 is 16 bits). Among the options within the budget the best has
+the lowest posterior median perplexity. ``p_best`` is the share of posterior draws in
+which an option has the lowest mean perplexity of all options within the budget: the mean
+degradation, without observation noise, which is independent per row and would blur a
+comparison the posterior does settle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+
+from qbayes.errors import QBayesError
+from qbayes.model.design import encode, query_table
+from qbayes.model.fitfile import Fit
+from qbayes.model.predict import delta_draws, draws_from_fit, predict_table
+
+FP16_BITS = 16.0
+CANDIDATE_COLUMNS = ("family", "model", "params_b", "fp16_ppl")  # required; also train_tokens_b, arch, eval_set
+
+
+def options(candidates: pl.DataFrame, *, methods: Sequence[str], w_bits: Sequence[float],
+            group_sizes: Sequence[int | None], eval_set: str = "wikitext2") -> pl.DataFrame:
+    """The quantized options as a standard query table (query_table), candidates in order,
+    then methods, bits and group sizes. ``candidates`` has a row per model with at least
+    CANDIDATE_COLUMNS; a candidate without ``eval_set`` is evaluated on ``eval_set``."""
+    missing = [c for c in CANDIDATE_COLUMNS if c not in candidates.columns]
+    if missing:
+        raise QBayesError(f"candidates: missing column(s) {', '.join(missing)}; "
+                          f"need {', '.join(CANDIDATE_COLUMNS)} (optional: train_tokens_b, arch, eval_set)")
+    if not (methods and w_bits and group_sizes):
+        raise QBayesError("choose needs at least one method, one weight bit-width and one group size")
+    if "eval_set" not in candidates.columns:
+        candidates = candidates.with_columns(pl.lit(eval_set).alias("eval_set"))
+    grid = pl.DataFrame({"method": [m for m in methods for _ in w_bits for _ in group_sizes],
+                         "w_bits": [float(b) for _ in methods for b in w_bits for _ in group_sizes],
+                         "group_size": [g for _ in methods for _ in w_bits for g in group_sizes]},
+                        schema={"method": pl.String, "w_bits": pl.Float64, "group_size": pl.Int64})
+    return query_table(candidates.join(grid, how="cross"), where="candidates")
+
+
+def memory_gb(table: pl.DataFrame) -> np.ndarray:
+    """Weight memory in GB: params (billions) x effective bits / 8."""
+    return table.get_column("params_b").to_numpy() * table.get_column("bits").to_numpy() / 8
+
+
+def mean_ppl_draws(fit: Fit, queries: pl.DataFrame, *, n_draws: int, seed: int) -> np.ndarray:
+    """(S, N) perplexity from the mean degradation of each posterior draw (no observation noise)."""
+    draws = draws_from_fit(fit, n=n_draws, seed=seed)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = delta_draws(fit, encode(queries, fit.encoding), draws, rng=np.random.default_rng(seed), noise=False)
+        fp16 = queries.get_column("fp16_ppl").to_numpy()
+        return np.exp(np.nan_to_num(mean.T.astype(np.float64), nan=np.inf, posinf=50.0)) * fp16[None, :]
+
+
+def best_under_budget(memory: np.ndarray, median: np.ndarray, ppl_draws: np.ndarray,
+                      budget_gb: float) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the options within ``budget_gb`` sorted by median perplexity (ties: less
+    memory first), and for each the share of draws in which it is the best of them."""
+    ok = np.flatnonzero(memory <= budget_gb)
+    if ok.size == 0:
+        return ok, np.zeros(0)
+    order = ok[np.lexsort((memory[ok], median[ok]))]
+    winners = ok[np.argmin(ppl_draws[:, ok], axis=1)]
+    p_best = np.array([np.mean(winners == i) for i in order])
+    return order, p_best
+
+
+def choose(fit: Fit, candidates: pl.DataFrame, *, budget_gb: float, methods: Sequence[str],
+           w_bits: Sequence[float], group_sizes: Sequence[int | None], eval_set: str = "wikitext2",
+           include_fp16: bool = True, n_draws: int = 1000, seed: int = 0) -> pl.DataFrame:
+    """Every option with its memory, predicted perplexity quantiles and flags, and for those
+    within the budget their rank (1 = best) and ``p_best``; sorted by rank, then the
+    options over budget by memory."""
+    if not budget_gb > 0:
+        raise QBayesError(f"the memory budget must be > 0 GB, got {budget_gb:g}")
+    q = options(candidates, methods=methods, w_bits=w_bits, group_sizes=group_sizes, eval_set=eval_set)
+    with np.errstate(over="ignore", invalid="ignore"):
+        pred = predict_table(fit, q, n_draws=n_draws, seed=seed)
+    quant = pl.concat([q.select("family", "model", "params_b", "method", "w_bits", "group_size", "bits",
+                                "eval_set", "fp16_ppl"),
+                       pred.select("ppl_q05", "ppl_q50", "ppl_q95", "new_family", "new_arch", "new_method",
+                                   "new_eval_set")], how="horizontal")
+    ppl = mean_ppl_draws(fit, q, n_draws=n_draws, seed=seed)
+    table = quant
+    if include_fp16:
+        base = quant.unique(["model", "eval_set"], keep="first", maintain_order=True)
+        fp = base.with_columns(pl.lit("fp16").alias("method"), pl.lit(FP16_BITS).alias("w_bits"),
+                               pl.lit(None, pl.Int64).alias("group_size"), pl.lit(FP16_BITS).alias("bits"),
+                               *(pl.col("fp16_ppl").alias(c) for c in ("ppl_q05", "ppl_q50", "ppl_q95")),
+                               *(pl.lit(False).alias(c) for c in ("new_method",)))
+        table = pl.concat([quant, fp], how="vertical_relaxed")
+        fp16 = fp.get_column("fp16_ppl").to_numpy()
+        ppl = np.concatenate([ppl, np.broadcast_to(fp16[None, :], (ppl.shape[0], fp16.size))], axis=1)
+    mem = memory_gb(table)
+    order, p_best = best_under_budget(mem, table.get_column("ppl_q50").to_numpy(), ppl, budget_gb)
+    rank = np.full(table.height, None, dtype=object)
+    prob = np.full(table.height, np.nan)
+    rank[order] = np.arange(1, order.size + 1)
+    prob[order] = p_best
+    table = table.with_columns(pl.Series("memory_gb", mem), pl.Series("within_budget", mem <= budget_gb),
+                               pl.Series("rank", rank.tolist(), dtype=pl.Int64), pl.Series("p_best", prob))
+    return table.sort(["rank", "memory_gb"], nulls_last=True)
