@@ -10,9 +10,10 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from qbayes.model.design import encode, query_table
+from qbayes.model.choose import best_under_budget, mean_ppl_draws
+from qbayes.model.design import query_table
 from qbayes.model.fitfile import Fit
-from qbayes.model.predict import delta_draws, draws_from_fit, predict_table
+from qbayes.model.predict import predict_table
 
 SIZES = (7.0, 13.0, 70.0)
 CURVE_BITS = tuple(np.round(np.arange(2.0, 8.01, 0.25), 2))
@@ -108,12 +109,7 @@ def frontier(fit: Fit, sc: Scenario, *, n_draws: int, seed: int) -> Frontier:
     q = queries(sc, FRONTIER_SIZES, FRONTIER_BITS)
     with np.errstate(over="ignore", invalid="ignore"):
         pred = predict_table(fit, q, n_draws=n_draws, seed=seed)
-        draws = draws_from_fit(fit, n=n_draws, seed=seed)
-        # The comparison between options uses the mean degradation (no observation noise):
-        # noise is independent per row and would blur a choice that the posterior does settle.
-        mean = delta_draws(fit, encode(q, fit.encoding), draws, rng=np.random.default_rng(seed), noise=False).T
-    fp16 = q.get_column("fp16_ppl").to_numpy()
-    ppl_draws = np.exp(np.nan_to_num(mean, nan=np.inf, posinf=50.0)) * fp16[None, :]
+    ppl_draws = mean_ppl_draws(fit, q, n_draws=n_draws, seed=seed)
     opts = pred.select(
         "params_b", "w_bits", "bits", "ppl_q05", "ppl_q50", "ppl_q95", "fp16_ppl",
         (pl.col("params_b") * pl.col("bits") / 8).alias("memory_gb"),
@@ -131,15 +127,10 @@ def frontier(fit: Fit, sc: Scenario, *, n_draws: int, seed: int) -> Frontier:
     med = options.get_column("ppl_q50").to_numpy()
     rows = []
     for budget in BUDGETS_GB:
-        ok = np.flatnonzero(mem <= budget)
-        if len(ok) == 0:
-            rows.append({"budget_gb": budget, "best": None, "runner_up": None, "p_best": math.nan})
-            continue
-        order = ok[np.argsort(med[ok])]
-        winner_per_draw = ok[np.argmin(all_draws[:, ok], axis=1)]
-        rows.append({"budget_gb": budget, "best": int(order[0]),
-                     "runner_up": int(order[1]) if len(order) > 1 else None,
-                     "p_best": float(np.mean(winner_per_draw == order[0]))})
+        order, p_best = best_under_budget(mem, med, all_draws, budget)
+        rows.append({"budget_gb": budget, "best": int(order[0]) if order.size else None,
+                     "runner_up": int(order[1]) if order.size > 1 else None,
+                     "p_best": float(p_best[0]) if order.size else math.nan})
     return Frontier(options, pl.DataFrame(rows, schema={"budget_gb": pl.Float64, "best": pl.Int64,
                                                         "runner_up": pl.Int64, "p_best": pl.Float64}))
 

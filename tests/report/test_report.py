@@ -69,6 +69,9 @@ def test_report_content(report_html):
     for model in json.loads(VALIDATION_JSON.read_text())["models"]:
         assert f">{model}<" in report_html
     assert "budget (GB)" in report_html and "P(best)" in report_html
+    # the noise scale and what each of the default model's noise terms multiplies it by
+    assert "Observation noise" in report_html and "× scale at 2 bits" in report_html
+    assert "× scale per channel" in report_html and "Student-t degrees of freedom" in report_html
 
 
 def test_validation_absent_says_how_to_make_it(tiny_fit):
