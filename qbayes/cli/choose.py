@@ -119,15 +119,25 @@ def _print(ranked, budget_gb: float, n_within: int) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from qbayes.model.choose import FLAGS
+
     t = Table(title=f"Best options within {budget_gb:g} GB of weights ({n_within} fit)")
-    for c in ("rank", "option", "memory GB", "ppl median", "90% interval", "P(best)", "note"):
-        t.add_column(c, justify="left" if c in ("option", "note") else "right")
+    for c in ("rank", "option", "memory GB", "ppl median", "90% interval", "P(best)"):
+        t.add_column(c, justify="left" if c == "option" else "right")
+    unseen: dict[str, list[str]] = {}
     for r in ranked.iter_rows(named=True):
-        notes = [n.removeprefix("new_").replace("_", " ") for n in ("new_family", "new_arch", "new_method",
-                                                                    "new_eval_set") if r[n]]
         t.add_row(str(r["rank"]), _label(r), f"{r['memory_gb']:.2f}", f"{r['ppl_q50']:.3f}",
-                  f"[{r['ppl_q05']:.3f}, {r['ppl_q95']:.3f}]", f"{r['p_best']:.2f}",
-                  ("unseen " + ", ".join(notes)) if notes else "")
+                  f"[{r['ppl_q05']:.3f}, {r['ppl_q95']:.3f}]", f"{r['p_best']:.2f}")
+        for flag in FLAGS:
+            if r[flag]:
+                what = flag.removeprefix("new_").replace("_", " ")
+                names = unseen.setdefault(what, [])
+                value = {"method": r["method"], "eval set": r["eval_set"]}.get(what, r["family"])
+                if value not in names:
+                    names.append(value)
     Console().print(t)
     click.echo("P(best): share of posterior draws in which the option has the lowest mean perplexity of all "
-               "options within the budget. Unseen levels are predicted from the fitted population.")
+               "options within the budget.")
+    for what, names in unseen.items():
+        click.echo(f"{what} unseen by the fit ({', '.join(names)}): predicted from the fitted population, "
+                   "with wider intervals")

@@ -24,6 +24,7 @@ from qbayes.model.predict import delta_draws, draws_from_fit, predict_table
 
 FP16_BITS = 16.0
 CANDIDATE_COLUMNS = ("family", "model", "params_b", "fp16_ppl")  # required; also train_tokens_b, arch, eval_set
+FLAGS = ("new_family", "new_arch", "new_method", "new_eval_set")  # from predict_table
 
 
 def options(candidates: pl.DataFrame, *, methods: Sequence[str], w_bits: Sequence[float],
@@ -86,8 +87,7 @@ def choose(fit: Fit, candidates: pl.DataFrame, *, budget_gb: float, methods: Seq
         pred = predict_table(fit, q, n_draws=n_draws, seed=seed)
     quant = pl.concat([q.select("family", "model", "params_b", "method", "w_bits", "group_size", "bits",
                                 "eval_set", "fp16_ppl"),
-                       pred.select("ppl_q05", "ppl_q50", "ppl_q95", "new_family", "new_arch", "new_method",
-                                   "new_eval_set")], how="horizontal")
+                       pred.select("ppl_q05", "ppl_q50", "ppl_q95", *FLAGS)], how="horizontal")
     ppl = mean_ppl_draws(fit, q, n_draws=n_draws, seed=seed)
     table = quant
     if include_fp16:
@@ -95,7 +95,7 @@ def choose(fit: Fit, candidates: pl.DataFrame, *, budget_gb: float, methods: Seq
         fp = base.with_columns(pl.lit("fp16").alias("method"), pl.lit(FP16_BITS).alias("w_bits"),
                                pl.lit(None, pl.Int64).alias("group_size"), pl.lit(FP16_BITS).alias("bits"),
                                *(pl.col("fp16_ppl").alias(c) for c in ("ppl_q05", "ppl_q50", "ppl_q95")),
-                               *(pl.lit(False).alias(c) for c in ("new_method",)))
+                               *(pl.lit(False).alias(c) for c in FLAGS))  # fp16 is measured, not predicted
         table = pl.concat([quant, fp], how="vertical_relaxed")
         fp16 = fp.get_column("fp16_ppl").to_numpy()
         ppl = np.concatenate([ppl, np.broadcast_to(fp16[None, :], (ppl.shape[0], fp16.size))], axis=1)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from qbayes.model.design import Design
-from qbayes.model.spec import Effect
+from qbayes.model.spec import NOISE_TERMS, Effect
 
 # exp() of the linear predictor is capped at exp(LOG_MU_MAX) ~ 30 nats (a perplexity ratio
 # of 1e13), beyond any collapse in the data; it keeps early warm-up and prior draws finite.
@@ -133,6 +133,7 @@ def saturate(eta, p: dict, act_q, act_c, xp):
 def noise_covariates(d: Design, terms: tuple[str, ...]) -> np.ndarray:
     """(N, T): what each noise term (spec.NOISE_TERMS) multiplies, row by row."""
     cols = {"low_bits": lambda: np.maximum(-d.bits_c, 0.0), "per_channel": lambda: d.per_channel}
+    assert set(cols) == set(NOISE_TERMS)
     return np.column_stack([cols[t]() for t in terms]) if terms else np.zeros((d.n, 0))
 
 

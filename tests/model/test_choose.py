@@ -66,6 +66,16 @@ def test_choose_cli_prints_the_ranking_and_writes_every_option(small_fit_path, t
     table = pl.read_csv(out)
     assert table.height == 2 * 2 * 3 * 2 + 2
     assert table.filter(pl.col("rank") == 1)["memory_gb"].item() <= 4.0
+    assert "unseen by the fit" not in r.out  # the fit saw OPT, RTN, GPTQ and wikitext2
+
+    # a family the fit never saw: its quantized options are flagged and said to be, its fp16 ones are not
+    r = cli("choose", "--fit", small_fit_path, "--budget-gb", 16, "--family", "Qwen", "--arch", "rmsnorm+swiglu",
+            "--candidate", "Qwen-7B:7:6.5", "--method", "GPTQ", "--w-bits", 4, "--output", out, "--draws", 200)
+    assert r.code == 0, r.err
+    assert "family unseen by the fit (Qwen)" in r.out
+    table = pl.read_csv(out)
+    assert table.filter(pl.col("method") == "fp16")["new_family"].to_list() == [False]
+    assert table.filter(pl.col("method") == "GPTQ")["new_family"].to_list() == [True]
 
 
 @pytest.mark.parametrize("args, message", [
