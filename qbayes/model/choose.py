@@ -36,6 +36,10 @@ def options(candidates: pl.DataFrame, *, methods: Sequence[str], w_bits: Sequenc
     if missing:
         raise QBayesError(f"candidates: missing column(s) {', '.join(missing)}; "
                           f"need {', '.join(CANDIDATE_COLUMNS)} (optional: train_tokens_b, arch, eval_set)")
+    clash = [c for c in ("method", "w_bits", "group_size") if c in candidates.columns]
+    if clash:
+        raise QBayesError(f"candidates: column(s) {', '.join(clash)} belong to the options, not the candidate "
+                          "models; give them with --method, --w-bits and --group-size")
     if not (methods and w_bits and group_sizes):
         raise QBayesError("choose needs at least one method, one weight bit-width and one group size")
     if "eval_set" not in candidates.columns:
