@@ -90,6 +90,9 @@ def choose(fit_path, budget_gb, candidate_specs, candidates_path, family, train_
         raise QBayesError("give the candidate models with --candidate MODEL:PARAMS_B:FP16_PPL (repeatable) "
                           "or with --candidates FILE, not both")
     if candidates_path:
+        if family is not None or train_tokens_b is not None or arch is not None:
+            raise QBayesError("--family, --train-tokens-b and --arch describe --candidate models; "
+                              "a --candidates file gives them as columns (family, train_tokens_b, arch)")
         cands = _read_queries(Path(candidates_path))
     else:
         cands = _candidates_from_flags(candidate_specs, family, train_tokens_b, arch)

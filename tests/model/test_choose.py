@@ -103,6 +103,8 @@ def test_choose_cli_reads_candidates_from_a_file_and_names_missing_columns(small
     OPT.with_columns(pl.lit("GPTQ").alias("method")).write_csv(src)
     r = cli("choose", "--fit", small_fit_path, "--budget-gb", 8, "--candidates", src)
     assert r.code == 2 and "column(s) method belong to the options" in r.err
+    r = cli("choose", "--fit", small_fit_path, "--budget-gb", 8, "--candidates", src, "--family", "OPT")
+    assert r.code == 2 and "a --candidates file gives them as columns" in r.err
     OPT.drop("fp16_ppl").write_csv(src)
     r = cli("choose", "--fit", small_fit_path, "--budget-gb", 8, "--candidates", src)
     assert r.code == 2 and "missing column(s) fp16_ppl" in r.err
