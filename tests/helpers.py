@@ -16,3 +16,16 @@ def tree_digest(path: Path) -> str:
         h.update(str(f.relative_to(path)).encode())
         h.update(f.read_bytes())
     return h.hexdigest()
+
+
+def assert_spec_refused(tmp_path: Path, text: str, message: str) -> None:
+    """Write ``text`` as a model spec file; loading it must raise a QBayesError matching ``message``."""
+    import pytest
+
+    from qbayes.errors import QBayesError
+    from qbayes.model.spec import load_spec
+
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(QBayesError, match=message):
+        load_spec(str(f))

@@ -7,6 +7,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from helpers import assert_spec_refused
 from qbayes.errors import QBayesError
 from qbayes.model.build import build_model, nested_projection
 from qbayes.model.design import Encoding, encode, query_table
@@ -146,7 +147,4 @@ def test_diagnostics_cover_centred_effects_but_not_products():
     ('family = { intercept = true, size_slopes = true }', "size_slopes.*did you mean 'size_slope'"),
 ])
 def test_bad_parametrisation_in_a_spec_is_refused(tmp_path, line, message):
-    f = tmp_path / "bad.toml"
-    f.write_text(f'name = "x"\n[effects]\n{line}\n')
-    with pytest.raises(QBayesError, match=message):
-        load_spec(str(f))
+    assert_spec_refused(tmp_path, f'name = "x"\n[effects]\n{line}\n', message)

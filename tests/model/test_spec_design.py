@@ -6,6 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from helpers import assert_spec_refused
 from qbayes.errors import QBayesError
 from qbayes.model.design import Encoding, encode, query_table
 from qbayes.model.spec import EFFECT_PREFIXES, available, load_spec
@@ -24,10 +25,8 @@ def test_unknown_model_name_suggests_close_match():
 
 
 def test_spec_with_unknown_key_is_refused(tmp_path):
-    f = tmp_path / "bad.toml"
-    f.write_text('name = "x"\n[priors]\nbits_rat = { mu = 1.0, sigma = 0.5 }\n')
-    with pytest.raises(QBayesError, match="unknown key 'bits_rat' \\(did you mean 'bits_rate'\\?\\)"):
-        load_spec(str(f))
+    assert_spec_refused(tmp_path, 'name = "x"\n[priors]\nbits_rat = { mu = 1.0, sigma = 0.5 }\n',
+                        "unknown key 'bits_rat' \\(did you mean 'bits_rate'\\?\\)")
 
 
 @pytest.mark.parametrize("tokens_within", [None, "arch"])
@@ -214,10 +213,8 @@ def test_every_grouping_has_a_report_name():
 
 
 def test_spec_with_unknown_curvature_is_refused(tmp_path):
-    f = tmp_path / "bad.toml"
-    f.write_text('name = "x"\ncurvature = "low_bit"\n')
-    with pytest.raises(QBayesError, match="unknown curvature .*'low_bit'.*did you mean 'low_bits'"):
-        load_spec(str(f))
+    assert_spec_refused(tmp_path, 'name = "x"\ncurvature = "low_bit"\n',
+                        "unknown curvature .*'low_bit'.*did you mean 'low_bits'")
 
 
 @pytest.mark.parametrize("line, message", [
@@ -226,7 +223,4 @@ def test_spec_with_unknown_curvature_is_refused(tmp_path):
     ('likelihood = "student_t"\nnoise = ["low_bits"]', "'noise' terms scale the log_student_t likelihood"),
 ])
 def test_spec_with_bad_noise_terms_is_refused(tmp_path, line, message):
-    f = tmp_path / "bad.toml"
-    f.write_text(f'name = "x"\n{line}\n')
-    with pytest.raises(QBayesError, match=message):
-        load_spec(str(f))
+    assert_spec_refused(tmp_path, f'name = "x"\n{line}\n', message)
