@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from qbayes.model.choose import best_under_budget, mean_ppl_draws
+from qbayes.model.choose import FP16_BITS, best_under_budget, mean_ppl_draws, memory_gb
 from qbayes.model.design import query_table
 from qbayes.model.fitfile import Fit
 from qbayes.model.predict import predict_table
@@ -22,7 +22,6 @@ FRONTIER_SIZES = (1.0, 3.0, 7.0, 13.0, 34.0, 70.0, 180.0)
 FRONTIER_BITS = (2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
 BUDGETS_GB = (2.0, 4.0, 8.0, 16.0, 24.0, 48.0, 80.0, 160.0)
 GROUP = 128
-FP16_BITS = 16.0
 
 
 @dataclass(frozen=True)
@@ -110,20 +109,17 @@ def frontier(fit: Fit, sc: Scenario, *, n_draws: int, seed: int) -> Frontier:
     with np.errstate(over="ignore", invalid="ignore"):
         pred = predict_table(fit, q, n_draws=n_draws, seed=seed)
     ppl_draws = mean_ppl_draws(fit, q, n_draws=n_draws, seed=seed)
-    opts = pred.select(
-        "params_b", "w_bits", "bits", "ppl_q05", "ppl_q50", "ppl_q95", "fp16_ppl",
-        (pl.col("params_b") * pl.col("bits") / 8).alias("memory_gb"),
-        pl.lit(False).alias("fp16"),
-    )
+    opts = pred.select("params_b", "w_bits", "bits", "ppl_q05", "ppl_q50", "ppl_q95", "fp16_ppl",
+                       pl.lit(False).alias("fp16"))
     fp = pl.DataFrame({"params_b": list(FRONTIER_SIZES), "w_bits": FP16_BITS, "bits": FP16_BITS})
     fp = fp.with_columns(pl.Series("fp16_ppl", sc.fp16_ppl(FRONTIER_SIZES)))
     fp = fp.with_columns(pl.col("fp16_ppl").alias("ppl_q05"), pl.col("fp16_ppl").alias("ppl_q50"),
-                         pl.col("fp16_ppl").alias("ppl_q95"),
-                         (pl.col("params_b") * FP16_BITS / 8).alias("memory_gb"), pl.lit(True).alias("fp16"))
+                         pl.col("fp16_ppl").alias("ppl_q95"), pl.lit(True).alias("fp16"))
     options = pl.concat([opts, fp.select(opts.columns)], how="vertical_relaxed")
+    mem = memory_gb(options)
+    options = options.with_columns(pl.Series("memory_gb", mem))
     fp_draws = np.broadcast_to(sc.fp16_ppl(FRONTIER_SIZES)[None, :], (ppl_draws.shape[0], len(FRONTIER_SIZES)))
     all_draws = np.concatenate([ppl_draws, fp_draws], axis=1)
-    mem = options.get_column("memory_gb").to_numpy()
     med = options.get_column("ppl_q50").to_numpy()
     rows = []
     for budget in BUDGETS_GB:
