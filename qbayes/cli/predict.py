@@ -9,7 +9,8 @@ import click
 from qbayes.errors import QBayesError
 
 OUTPUT_COLUMNS = ("ppl_q05", "ppl_q25", "ppl_q50", "ppl_q75", "ppl_q95", "ppl_mean", "delta_q50",
-                  "new_family", "new_arch", "new_method", "new_eval_set", "new_w_kind", "tokens_imputed")
+                  "new_family", "new_arch", "new_method", "new_eval_set", "new_w_kind", "tokens_imputed",
+                  "block_design", "block_design_from")
 SUFFIXES = (".csv", ".parquet")
 
 
@@ -115,3 +116,9 @@ def _print_one(r: dict) -> None:
                "upper tail; the median and interval are the figures to read)")
     if notes:
         click.echo("predicted from the population (wider intervals): " + ", ".join(notes))
+    if r["block_design_from"] == "known_designs":
+        click.echo(f"block design {r['block_design']}: {r['family']}'s, from qbayes's table of known families "
+                   "(data/block_designs.csv); --arch overrides it")
+    elif r["new_arch"] and r["block_design"] is None:
+        click.echo(f"block design of {r['family']} unknown, so it is predicted as a new design; give --arch "
+                   "(norm+mlp, e.g. rmsnorm+swiglu) if you know it")

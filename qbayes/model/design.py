@@ -159,13 +159,17 @@ class Encoding:
     # ln(D / 1T), which each row's ln D is measured from (see :func:`encode`)
     tokens_within: str | None = None
     tokens_centre: dict[str, float] = field(default_factory=dict)
+    # block designs of families the data may not hold, by known_designs.family_key: the
+    # design of a query's family when neither the query nor the fit gives one
+    known_designs: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_table(cls, df: pl.DataFrame, features: tuple[str, ...] = (),
-                   within: dict[str, str] | None = None, tokens_within: str | None = None) -> Encoding:
+                   within: dict[str, str] | None = None, tokens_within: str | None = None,
+                   known_designs: dict[str, str] | None = None) -> Encoding:
         """``within`` maps a nested grouping to its parent grouping, ``tokens_within`` names
         the grouping whose families' mean ln D each row's ln D is centred on (both from the
-        spec)."""
+        spec); ``known_designs`` is known_designs.load()."""
         values = {g: grouping_values(df, g) for g in GROUPINGS}
         levels = {g: tuple(sorted(v.drop_nulls().unique().to_list())) for g, v in values.items()}
         missing = tuple(sorted(set(df.filter(pl.col("train_tokens_b").is_null())["model"])))
@@ -179,14 +183,16 @@ class Encoding:
         centre = {} if tokens_within is None else tokens_centre(df, values[tokens_within])
         return cls(levels=levels, tokens_missing=missing, features=scales(df, features),
                    family_arch=dict(zip(arch["family"].to_list(), arch["arch"].to_list())),
-                   per_channel_only=pc_only, parents=parents, tokens_within=tokens_within, tokens_centre=centre)
+                   per_channel_only=pc_only, parents=parents, tokens_within=tokens_within, tokens_centre=centre,
+                   known_designs=dict(known_designs or {}))
 
     def to_dict(self) -> dict:
         return {"levels": {k: list(v) for k, v in self.levels.items()}, "tokens_missing": list(self.tokens_missing),
                 "features": {k: list(v) for k, v in self.features.items()}, "family_arch": dict(self.family_arch),
                 "per_channel_only": {k: list(v) for k, v in self.per_channel_only.items()},
                 "parents": {k: list(v) for k, v in self.parents.items()},
-                "tokens_within": self.tokens_within, "tokens_centre": dict(self.tokens_centre)}
+                "tokens_within": self.tokens_within, "tokens_centre": dict(self.tokens_centre),
+                "known_designs": dict(self.known_designs)}
 
     @classmethod
     def from_dict(cls, d: dict) -> Encoding:
@@ -196,13 +202,32 @@ class Encoding:
                    per_channel_only={k: tuple(v) for k, v in d.get("per_channel_only", {}).items()},
                    parents={k: tuple(v) for k, v in d.get("parents", {}).items()},
                    tokens_within=d.get("tokens_within"),
-                   tokens_centre={k: float(v) for k, v in d.get("tokens_centre", {}).items()})
+                   tokens_centre={k: float(v) for k, v in d.get("tokens_centre", {}).items()},
+                   known_designs=dict(d.get("known_designs", {})))
+
+    def _arch_sources(self) -> dict[str, pl.Expr]:
+        """Where a row's block design can come from, first choice first."""
+        from qbayes.model.known_designs import family_key
+
+        return {
+            "query": pl.col("arch").str.to_lowercase().str.replace_all(r"\s", "").replace("", None),
+            "fit": pl.col("family").replace_strict(self.family_arch, default=None, return_dtype=pl.String),
+            "known_designs": family_key(pl.col("family")).replace_strict(self.known_designs, default=None,
+                                                                         return_dtype=pl.String),
+        }
 
     def fill_arch(self, df: pl.DataFrame) -> pl.DataFrame:
-        """Queries without a block design get their family's, when the fit saw the family."""
-        known = pl.col("family").replace_strict(self.family_arch, default=None, return_dtype=pl.String)
-        given = pl.col("arch").str.to_lowercase().str.replace_all(r"\s", "").replace("", None)
-        return df.with_columns(pl.coalesce(given, known).alias("arch"))
+        """Rows without a block design get their family's: as the fit saw it, else from the
+        table of known designs (known_designs), else none (a new design)."""
+        return df.with_columns(pl.coalesce(*self._arch_sources().values()).alias("arch"))
+
+    def arch_source(self, df: pl.DataFrame) -> pl.Series:
+        """Per row, where :meth:`fill_arch` takes its design from ("query", "fit",
+        "known_designs"), null where it has none."""
+        expr = pl.lit(None, dtype=pl.String)
+        for name, source in reversed(self._arch_sources().items()):
+            expr = pl.when(source.is_not_null()).then(pl.lit(name)).otherwise(expr)
+        return df.select(expr.alias("arch_source")).to_series()
 
     @property
     def feature_names(self) -> tuple[str, ...]:

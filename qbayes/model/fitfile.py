@@ -25,9 +25,9 @@ from qbayes.model.design import STANDARD, Encoding
 from qbayes.model.spec import ModelSpec
 
 FORMAT = "qbayes-fit"
-FORMAT_VERSION = 6  # v2: block design (arch), curvature; v3: centred and nested effects, per-channel-only levels;
+FORMAT_VERSION = 7  # v2: block design (arch), curvature; v3: centred and nested effects, per-channel-only levels;
 #                     v4: size slopes (n_*); v5: ln D centred within designs (spec tokens_within);
-#                     v6: noise terms (spec noise)
+#                     v6: noise terms (spec noise); v7: designs of known families (known_designs)
 DATA_COLUMNS = {**STANDARD, "delta": pl.Float64}
 
 

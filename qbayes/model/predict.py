@@ -164,7 +164,10 @@ def _summarise_chunk(fit: Fit, d: Design, draws: Draws, rng, quantiles, fp16: np
 def predict_table(fit: Fit, table: pl.DataFrame, *, n_draws: int = DEFAULT_DRAWS, seed: int = 0,
                   quantiles=QUANTILES) -> pl.DataFrame:
     """Quantiles of predicted delta and perplexity for every row of a standard table,
-    plus flags for levels the fit has not seen. Rows keep their order."""
+    plus flags for levels the fit has not seen and the block design each row was predicted
+    with (``block_design``; ``block_design_from``: "query", "fit", "known_designs", or null for
+    a design the fit cannot name; both null for a model without design effects). Rows keep
+    their order."""
     draws = draws_from_fit(fit, n=n_draws, seed=seed)
     rng = np.random.default_rng(seed + 1)
     fp16 = table.get_column("fp16_ppl").cast(pl.Float64).to_numpy()
@@ -172,6 +175,10 @@ def predict_table(fit: Fit, table: pl.DataFrame, *, n_draws: int = DEFAULT_DRAWS
     # a block design only matters (and is only flagged as new) in a model with design effects
     uses_arch = any(g in fit.spec.effects for g in ("arch", "arch_method"))
     design = encode(table, fit.encoding)
+    # the design each row is predicted with, and where it came from (Encoding.fill_arch)
+    block = (fit.encoding.fill_arch(table).get_column("arch") if uses_arch
+             else pl.Series([None] * table.height, dtype=pl.String))
+    block_from = fit.encoding.arch_source(table) if uses_arch else block
     for start in range(0, table.height, CHUNK_ROWS):
         sl = slice(start, start + CHUNK_ROWS)
         d = design.rows(sl)
@@ -179,6 +186,7 @@ def predict_table(fit: Fit, table: pl.DataFrame, *, n_draws: int = DEFAULT_DRAWS
         for g, flag in FLAGS.items():
             cols[flag] = d.new_level(g) if g != "arch" or uses_arch else np.zeros(d.n, dtype=bool)
         cols["tokens_imputed"] = np.isnan(d.log_d_c)
+        cols["block_design"], cols["block_design_from"] = block[sl], block_from[sl]
         if fit.encoding.features:  # a feature model given a row without its features predicts the average
             cols["features_missing"] = d.feats_missing.any(axis=1)
         outs.append(pl.DataFrame(cols))

@@ -262,3 +262,36 @@ def test_fit_refuses_a_grouping_the_data_have_no_level_of(tmp_path, cli):
     assert r.code == 2, r.err
     assert "model 'design' has arch effects, but no training row has a level of it" in r.err
     assert "norm and mlp" in r.err and not out.exists()
+
+
+def test_a_new_family_takes_its_design_from_the_known_families(small_fit):
+    """Llama-3 is not in the fit, but its design is in data/block_designs.csv: predicted as
+    a new family of the LLaMA-style design the fit saw in LLaMA-1, exactly as when the query
+    names the design; a family in no table is a new design."""
+    llama3 = dict(family="Llama-3", model="Llama-3-8B", params_b=8.0, train_tokens_b=15000.0, method="AWQ")
+    q = query_table(pl.concat([_queries(**llama3), _queries(**llama3, arch="rmsnorm+swiglu"),
+                               _queries(family="NewFam", model="NewFam-7B"), _queries()], how="diagonal"))
+    pred = predict_table(small_fit, q, n_draws=300, seed=5)
+    assert pred["new_family"].to_list() == [True, True, True, False]
+    assert pred["new_arch"].to_list() == [False, False, True, False]
+    assert pred["block_design"].to_list() == ["rmsnorm+swiglu", "rmsnorm+swiglu", None, "layernorm+relu"]
+    assert pred["block_design_from"].to_list() == ["known_designs", "query", None, "fit"]
+    # alone and with one seed, the row whose design came from the table and the row that named
+    # it get the same draws, so the same prediction; with no design known it changes
+    one = predict_table(small_fit, q[0], n_draws=300, seed=5)
+    named = predict_table(small_fit, q[1], n_draws=300, seed=5)
+    np.testing.assert_allclose(one["ppl_q50"].to_numpy(), named["ppl_q50"].to_numpy())
+    unnamed = predict_table(small_fit, q[0].with_columns(pl.lit("NewFam").alias("family")), n_draws=300, seed=5)
+    assert unnamed["new_arch"].item() and unnamed["ppl_q50"].item() != pytest.approx(one["ppl_q50"].item())
+
+
+def test_predict_cli_says_where_a_design_came_from(small_fit_path, cli):
+    args = ("predict", "--fit", small_fit_path, "--params-b", 8, "--train-tokens-b", 15000, "--method", "AWQ",
+            "--w-bits", 3, "--group-size", 128, "--fp16-ppl", 6.14, "--draws", 200)
+    r = cli(*args, "--family", "Llama-3")
+    assert r.code == 0, r.err
+    assert "new family" in r.out and "new arch" not in r.out
+    assert "block design rmsnorm+swiglu: Llama-3's, from qbayes's table of known families" in r.out
+    r = cli(*args, "--family", "Mamba-2")
+    assert r.code == 0, r.err
+    assert "new arch" in r.out and "block design of Mamba-2 unknown" in r.out
