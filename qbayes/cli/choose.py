@@ -82,6 +82,7 @@ def choose(fit_path, budget_gb, candidate_specs, candidates_path, family, train_
 
     from qbayes.model import fitfile
     from qbayes.model.choose import choose as rank_options
+    from qbayes.model.respell import describe, respell
 
     out = Path(output_path) if output_path else None
     if out is not None and out.suffix not in SUFFIXES:
@@ -100,6 +101,8 @@ def choose(fit_path, budget_gb, candidate_specs, candidates_path, family, train_
     table = rank_options(fit, cands, budget_gb=budget_gb, methods=methods, w_bits=w_bits,
                          group_sizes=[_group_size(g) for g in group_sizes], eval_set=eval_set,
                          include_fp16=not no_fp16, n_draws=draws, seed=seed)
+    for line in describe(respell(table, fit.encoding.levels)[1]):
+        click.echo(line, err=True)
     ranked = table.filter(pl.col("within_budget"))
     if ranked.height == 0:
         smallest = table.sort("memory_gb").row(0, named=True)

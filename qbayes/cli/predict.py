@@ -63,6 +63,7 @@ def predict(fit_path, input_path, output_path, family, model_name, params_b, tra
     from qbayes.model import fitfile
     from qbayes.model.design import query_table
     from qbayes.model.predict import predict_table
+    from qbayes.model.respell import describe, respell
 
     if input_path:
         if not output_path:
@@ -87,6 +88,8 @@ def predict(fit_path, input_path, output_path, family, model_name, params_b, tra
         where = "query"
     queries = query_table(raw, where)
     fit = fitfile.load(fit_path)
+    for line in describe(respell(queries, fit.encoding.levels)[1]):
+        click.echo(line, err=True)
     pred = predict_table(fit, queries, n_draws=draws, seed=seed)
     result = pl.concat([raw, pred.select(OUTPUT_COLUMNS)], how="horizontal")
     if input_path:

@@ -19,6 +19,7 @@ from qbayes.db.schema import BASELINE_METHOD
 from qbayes.db.store import Database
 from qbayes.errors import QBayesError
 from qbayes.model.covariates import RAW_COLUMNS, attach_raw, scales, standardise
+from qbayes.model.respell import key_expr, respell
 from qbayes.model.spec import GROUPINGS, INTERACTIONS
 
 BITS_REF = 4.0  # covariates are centred here, so intercepts are 4-bit values
@@ -159,7 +160,7 @@ class Encoding:
     # ln(D / 1T), which each row's ln D is measured from (see :func:`encode`)
     tokens_within: str | None = None
     tokens_centre: dict[str, float] = field(default_factory=dict)
-    # block designs of families the data may not hold, by known_designs.family_key: the
+    # block designs of families the data may not hold, by respell.key: the
     # design of a query's family when neither the query nor the fit gives one
     known_designs: dict[str, str] = field(default_factory=dict)
 
@@ -207,12 +208,10 @@ class Encoding:
 
     def _arch_sources(self) -> dict[str, pl.Expr]:
         """Where a row's block design can come from, first choice first."""
-        from qbayes.model.known_designs import family_key
-
         return {
             "query": pl.col("arch").str.to_lowercase().str.replace_all(r"\s", "").replace("", None),
             "fit": pl.col("family").replace_strict(self.family_arch, default=None, return_dtype=pl.String),
-            "known_designs": family_key(pl.col("family")).replace_strict(self.known_designs, default=None,
+            "known_designs": key_expr(pl.col("family")).replace_strict(self.known_designs, default=None,
                                                                          return_dtype=pl.String),
         }
 
@@ -280,6 +279,7 @@ def encode(df: pl.DataFrame, enc: Encoding) -> Design:
     group = df.get_column("group_size").cast(pl.Float64).to_numpy()
     per_channel = np.isnan(group)
     act = col("act_bits")
+    df = respell(df, enc.levels)[0]
     if "arch" in df.columns and "family" in df.columns:
         df = enc.fill_arch(df)
     idx = {g: level_index(grouping_values(df, g), levels) for g, levels in enc.levels.items()}

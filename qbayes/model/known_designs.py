@@ -10,8 +10,8 @@ transformers implementation builds them (column ``hf_class``), with other spelli
 family name as ``aliases``. A fit stores the table (normalised family name -> design) in its
 encoding, so its predictions do not change with a later edit of the file.
 
-Family names are matched case- and punctuation-blind: "Llama-3", "llama3" and "LLAMA 3" are
-one key.
+Family names are matched case- and punctuation-blind (respell.key): "Llama-3", "llama3" and
+"LLAMA 3" are one key.
 """
 
 from __future__ import annotations
@@ -22,14 +22,10 @@ import polars as pl
 
 from qbayes.errors import QBayesError
 from qbayes.model.design import arch_expr
+from qbayes.model.respell import key_expr
 
 REGISTRY = Path(__file__).resolve().parents[2] / "data" / "block_designs.csv"
 COLUMNS = ("family", "aliases", "norm", "mlp", "hf_class")
-
-
-def family_key(family: pl.Expr) -> pl.Expr:
-    """The matching key of a family name: lower case, letters and digits only."""
-    return family.str.to_lowercase().str.replace_all(r"[^a-z0-9]", "")
 
 
 def load(path: Path = REGISTRY) -> dict[str, str]:
@@ -48,7 +44,7 @@ def load(path: Path = REGISTRY) -> dict[str, str]:
                              .alias("name"))
              .explode("name").with_columns(pl.col("name").str.strip_chars())
              .filter(pl.col("name") != "")
-             .with_columns(family_key(pl.col("name")).alias("key")))
+             .with_columns(key_expr(pl.col("name")).alias("key")))
     dup = names.filter(pl.col("key").is_duplicated())
     if dup.height:
         which = sorted(set(dup["name"].to_list()))

@@ -17,6 +17,7 @@ import polars as pl
 from qbayes.model.design import Design, encode
 from qbayes.model.fitfile import Fit
 from qbayes.model.mean import mean_degradation, noise_scale, relative_noise
+from qbayes.model.respell import respell
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 CHUNK_ROWS = 1_000  # rows per chunk: (rows x draws) temporaries stay small enough to be reused
@@ -176,9 +177,10 @@ def predict_table(fit: Fit, table: pl.DataFrame, *, n_draws: int = DEFAULT_DRAWS
     uses_arch = any(g in fit.spec.effects for g in ("arch", "arch_method"))
     design = encode(table, fit.encoding)
     # the design each row is predicted with, and where it came from (Encoding.fill_arch)
-    block = (fit.encoding.fill_arch(table).get_column("arch") if uses_arch
+    spelled = respell(table, fit.encoding.levels)[0]
+    block = (fit.encoding.fill_arch(spelled).get_column("arch") if uses_arch
              else pl.Series([None] * table.height, dtype=pl.String))
-    block_from = fit.encoding.arch_source(table) if uses_arch else block
+    block_from = fit.encoding.arch_source(spelled) if uses_arch else block
     for start in range(0, table.height, CHUNK_ROWS):
         sl = slice(start, start + CHUNK_ROWS)
         d = design.rows(sl)

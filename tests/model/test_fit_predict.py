@@ -295,3 +295,18 @@ def test_predict_cli_says_where_a_design_came_from(small_fit_path, cli):
     r = cli(*args, "--family", "Mamba-2")
     assert r.code == 0, r.err
     assert "new arch" in r.out and "block design of Mamba-2 unknown" in r.out
+
+
+def test_a_query_spelled_differently_is_predicted_as_the_level_the_fit_knows(small_fit, small_fit_path, cli,
+                                                                              tmp_path):
+    q = query_table(pl.concat([_queries(), _queries(family="opt", method="gptq", eval_set="WikiText-2")]))
+    pred = predict_table(small_fit, q, n_draws=300, seed=3)
+    assert pred["new_family"].to_list() == [False, False] and pred["new_method"].to_list() == [False, False]
+    assert pred["new_eval_set"].to_list() == [False, False]
+    assert pred["block_design_from"].to_list() == ["fit", "fit"]
+    np.testing.assert_allclose(pred["ppl_q50"][0], pred["ppl_q50"][1], rtol=0.2)  # same cell, own draws
+    r = cli("predict", "--fit", small_fit_path, "--family", "opt", "--params-b", 6.7, "--method", "gptq",
+            "--w-bits", 3, "--group-size", 128, "--fp16-ppl", 10.86, "--draws", 200)
+    assert r.code == 0, r.err
+    assert "read family 'opt' as 'OPT'" in r.err and "read method 'gptq' as 'GPTQ'" in r.err
+    assert "new family" not in r.out and "new method" not in r.out

@@ -10,10 +10,11 @@ from qbayes.db import store
 from qbayes.errors import QBayesError
 from qbayes.model import known_designs
 from qbayes.model.design import arch_expr
+from qbayes.model.respell import key_expr
 
 
 def _lookup(designs: dict[str, str], family: str) -> str | None:
-    key = pl.select(known_designs.family_key(pl.lit(family))).item()
+    key = pl.select(key_expr(pl.lit(family))).item()
     return designs.get(key)
 
 
@@ -33,7 +34,7 @@ def test_table_agrees_with_the_shipped_models_table():
     designs = known_designs.load()
     models = store.load(SHIPPED_DB).models
     db = (models.select("family", arch_expr(models).alias("arch")).drop_nulls().unique()
-          .with_columns(known_designs.family_key(pl.col("family")).alias("key")))
+          .with_columns(key_expr(pl.col("family")).alias("key")))
     both = db.filter(pl.col("key").is_in(list(designs)))
     assert both.height >= 6  # OPT, BLOOM, LLaMA-1, Llama-2, Falcon, Mistral, Mixtral
     for fam, arch, key in both.iter_rows():
