@@ -39,7 +39,7 @@ def _candidates_from_flags(specs, family, train_tokens_b, arch):
 
 
 def _group_size(text: str) -> int | None:
-    if text.strip().lower() in ("per-channel", "none", "0"):
+    if text.strip().lower() in ("per-channel", "none", "0", "-1"):
         return None
     try:
         return int(text)

@@ -48,7 +48,7 @@ def _write_atomic(df, path: Path) -> None:
               "(default: the family's, if the fit saw it)")
 @click.option("--method", help="quantization method, e.g. GPTQ, AWQ, RTN")
 @click.option("--w-bits", type=float, help="weight bits")
-@click.option("--group-size", type=int, help="group size (omit for per-channel)")
+@click.option("--group-size", type=int, help="group size (omit, or -1, for per-channel)")
 @click.option("--act-bits", type=float, default=16.0, show_default=True)
 @click.option("--w-kind", default="int", show_default=True, help="int, fp, nf, mx, kquant, mixed")
 @click.option("--eval-set", default="wikitext2", show_default=True)

@@ -356,7 +356,8 @@ def query_table(df: pl.DataFrame, where: str = "queries") -> pl.DataFrame:
             rows = (bad.arg_true() + 1).head(5).to_list()
             problems.append(f"column '{c}' has values that are not {dtype} in rows {rows}")
         out[c] = cast
-    df = pl.DataFrame(out)
+    # -1 is how GPTQ configurations (AutoGPTQ, transformers' GPTQConfig) say "per channel"
+    df = pl.DataFrame(out).with_columns(pl.col("group_size").replace(-1, None))
 
     def check(mask: pl.Series, msg: str):
         if mask.any():
@@ -370,7 +371,7 @@ def query_table(df: pl.DataFrame, where: str = "queries") -> pl.DataFrame:
         check(df["params_b"] <= 0, "params_b must be > 0")
         check(df["fp16_ppl"] <= 1, "fp16_ppl must be > 1")
         check(df["train_tokens_b"] <= 0, "train_tokens_b must be > 0")
-        check(df["group_size"] <= 0, "group_size must be > 0")
+        check(df["group_size"] <= 0, "group_size must be > 0 (empty or -1: one scale per output channel)")
         check((df["act_bits"] <= 0) | (df["act_bits"] > 16), "act_bits must be in (0, 16]")
         for c in ("w_bits", "params_b", "fp16_ppl", "act_bits"):
             check(df[c].is_nan(), f"column '{c}' is NaN")

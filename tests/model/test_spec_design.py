@@ -85,6 +85,9 @@ def test_query_table_casts_and_fills_defaults():
     row = q.row(0, named=True)
     assert row["act_bits"] == 16.0 and row["w_kind"] == "int" and row["train_tokens_b"] is None
     assert row["bits"] == pytest.approx(3 + 19 / 128)
+    # GPTQ configurations write per channel as group_size -1: read as empty, no group overhead
+    pc = query_table(pl.DataFrame({**GOOD_QUERY, "group_size": ["-1"]})).row(0, named=True)
+    assert pc["group_size"] is None and pc["bits"] == 3.0
 
 
 @pytest.mark.parametrize("change, message", [
@@ -93,6 +96,7 @@ def test_query_table_casts_and_fills_defaults():
     ({"w_bits": ["17"]}, "w_bits must be <= 16"),
     ({"params_b": ["-1"]}, "params_b must be > 0"),
     ({"fp16_ppl": ["1.0"]}, "fp16_ppl must be > 1"),
+    ({"group_size": ["-2"]}, "group_size must be > 0 (empty or -1: one scale per output channel)"),
     ({"w_bits": ["three"]}, "column 'w_bits' has values that are not Float64 in rows [1]"),
 ])
 def test_bad_queries_are_refused_with_the_reason(change, message):
