@@ -61,7 +61,7 @@ def predict(fit_path, input_path, output_path, family, model_name, params_b, tra
     import polars as pl
 
     from qbayes.model import fitfile
-    from qbayes.model.design import query_table
+    from qbayes.model.design import extra_query_columns, query_table
     from qbayes.model.predict import predict_table
     from qbayes.model.respell import describe, respell
 
@@ -87,6 +87,13 @@ def predict(fit_path, input_path, output_path, family, model_name, params_b, tra
         }, schema_overrides={"train_tokens_b": pl.Float64, "arch": pl.String, "group_size": pl.Int64})
         where = "query"
     queries = query_table(raw, where)
+    extra = extra_query_columns(raw)
+    clash = [c for c in extra if c in OUTPUT_COLUMNS]
+    if clash:
+        raise QBayesError(f"{where}: column(s) {', '.join(clash)} are what predict writes; drop them from the "
+                          "queries (is this a predictions file?)")
+    if extra:
+        click.echo(f"not used for prediction, returned as given: {', '.join(extra)}", err=True)
     fit = fitfile.load(fit_path)
     for line in describe(respell(queries, fit.encoding.levels)[1]):
         click.echo(line, err=True)

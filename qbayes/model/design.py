@@ -324,21 +324,30 @@ QUERY_OPTIONAL = {"train_tokens_b": None, "arch": None, "group_size": None, "act
                   **{c: None for c in RAW_COLUMNS}}
 
 
+def extra_query_columns(df: pl.DataFrame) -> list[str]:
+    """Columns of a query file that prediction does not use (ids, notes, observed values):
+    :func:`query_table` leaves them out, and ``qbayes predict`` returns them untouched."""
+    return [c for c in df.columns if c not in QUERY_REQUIRED and c not in QUERY_OPTIONAL]
+
+
 def query_table(df: pl.DataFrame, where: str = "queries") -> pl.DataFrame:
     """Check and normalise prediction queries into the standard table. Raises
     :class:`QBayesError` naming every problem (missing columns with close matches,
-    out-of-range values with their rows)."""
+    out-of-range values with their rows). A column that is not a query column is left out
+    of the table (see :func:`extra_query_columns`) unless it looks like a misspelling of a
+    query column the table lacks, which is refused."""
     from qbayes.errors import suggest
 
     known = list(QUERY_REQUIRED) + list(QUERY_OPTIONAL)
+    absent = [c for c in known if c not in df.columns]
     problems = []
     for c in QUERY_REQUIRED:
         if c not in df.columns:
             extra = [x for x in df.columns if x not in known]
             problems.append(f"missing column '{c}'{suggest(c, extra)}")
     for c in df.columns:
-        if c not in known:
-            problems.append(f"unknown column '{c}'{suggest(c, known)}")
+        if c not in known and suggest(c, absent):
+            problems.append(f"unknown column '{c}'{suggest(c, absent)}")
     if problems:
         raise QBayesError(f"{where}: " + "; ".join(problems) + f". Expected columns: {', '.join(known)}")
     for c, default in QUERY_OPTIONAL.items():

@@ -176,6 +176,8 @@ def test_predict_cli_single_query_prints_table(small_fit_path, cli):
     (lambda d: d.with_columns(pl.lit(20.0).alias("w_bits")), "w_bits must be <= 16"),
     (lambda d: d.with_columns(pl.lit(-7.0).alias("params_b")), "params_b must be > 0"),
     (lambda d: d.with_columns(pl.lit(0.9).alias("fp16_ppl")), "fp16_ppl must be > 1"),
+    (lambda d: d.rename({"group_size": "group_sz"}), "unknown column 'group_sz' (did you mean 'group_size'?)"),
+    (lambda d: d.with_columns(pl.lit(9.9).alias("ppl_q50")), "column(s) ppl_q50 are what predict writes"),
 ])
 def test_predict_cli_bad_queries_leave_no_output(small_fit_path, tmp_path, cli, edit, message):
     src = tmp_path / "q.csv"
@@ -184,6 +186,22 @@ def test_predict_cli_bad_queries_leave_no_output(small_fit_path, tmp_path, cli, 
     r = cli("predict", "--fit", small_fit_path, "--input", src, "--output", out)
     assert r.code == 2 and message in r.err
     assert not out.exists() and not list(tmp_path.glob("*.tmp"))
+
+
+def test_predict_cli_returns_columns_it_does_not_use(small_fit_path, tmp_path, cli):
+    """Ids, notes and observed values ride along; a column close to a query column is not
+    mistaken for one when that column is there (model_id beside model)."""
+    src = tmp_path / "q.csv"
+    q = pl.concat([_queries(), _queries(w_bits=4.0)]).with_columns(
+        pl.Series("model_id", ["a", "b"]), pl.Series("observed_ppl", [11.5, 11.0]))
+    q.write_csv(src)
+    out = tmp_path / "p.csv"
+    r = cli("predict", "--fit", small_fit_path, "--input", src, "--output", out, "--draws", 200)
+    assert r.code == 0, r.err
+    assert "not used for prediction, returned as given: model_id, observed_ppl" in r.err
+    pred = pl.read_csv(out)
+    assert pred["model_id"].to_list() == ["a", "b"] and pred["observed_ppl"].to_list() == [11.5, 11.0]
+    assert pred["ppl_q50"][0] > pred["ppl_q50"][1]  # 3 bits worse than 4
 
 
 def test_predict_cli_refuses_a_non_fit(tmp_path, cli):
