@@ -68,14 +68,17 @@ def test_choose_cli_prints_the_ranking_and_writes_every_option(small_fit_path, t
     assert table.filter(pl.col("rank") == 1)["memory_gb"].item() <= 4.0
     assert "unseen by the fit" not in r.out  # the fit saw OPT, RTN, GPTQ and wikitext2
 
-    # a family the fit never saw: its quantized options are flagged and said to be, its fp16 ones are not
-    r = cli("choose", "--fit", small_fit_path, "--budget-gb", 16, "--family", "Qwen", "--arch", "rmsnorm+swiglu",
-            "--candidate", "Qwen-7B:7:6.5", "--method", "GPTQ", "--w-bits", 4, "--output", out, "--draws", 200)
+    # a family the fit never saw: its quantized options are flagged and said to be, its fp16 ones are
+    # not; its design comes from the table of known families, and 'gptq' is read as the fit's GPTQ
+    r = cli("choose", "--fit", small_fit_path, "--budget-gb", 16, "--family", "Qwen",
+            "--candidate", "Qwen-7B:7:6.5", "--method", "gptq", "--w-bits", 4, "--output", out, "--draws", 200)
     assert r.code == 0, r.err
-    assert "family unseen by the fit (Qwen)" in r.out
+    assert "family unseen by the fit (Qwen)" in r.out and "read method 'gptq' as 'GPTQ'" in r.err
     table = pl.read_csv(out)
     assert table.filter(pl.col("method") == "fp16")["new_family"].to_list() == [False]
-    assert table.filter(pl.col("method") == "GPTQ")["new_family"].to_list() == [True]
+    quantized = table.filter(pl.col("method") == "gptq")
+    assert quantized["new_family"].to_list() == [True] and quantized["new_arch"].to_list() == [False]
+    assert quantized["new_method"].to_list() == [False]
 
 
 @pytest.mark.parametrize("args, message", [
