@@ -73,6 +73,7 @@ def bayes_quantiles(fit, test: pl.DataFrame, *, seed: int) -> np.ndarray:
     d = encode(test, fit.encoding)
     # the held-out rows come from a study of unknown protocol: score them as a new source
     d.idx["source"] = np.full(d.n, -1)
+    d.new_ids["source"] = np.zeros(d.n, dtype=np.int64)  # one new source for all of them
     delta = delta_draws(fit, d, draws, rng=np.random.default_rng(seed + 1))
     return row_quantiles(delta, QGRID)
 

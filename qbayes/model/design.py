@@ -129,6 +129,18 @@ def level_index(values: pl.Series, levels: tuple[str, ...]) -> np.ndarray:
     return values.replace_strict(lookup, default=-1, return_dtype=pl.Int64).fill_null(-1).to_numpy(writable=True)
 
 
+def unseen_ids(values: pl.Series, idx: np.ndarray) -> np.ndarray:
+    """For rows whose level is unseen (``idx`` -1), 0, 1, ... per distinct value in order of
+    first appearance (all nulls share one); -1 for rows of seen levels."""
+    unseen = idx < 0
+    out = np.full(len(idx), -1, dtype=np.int64)
+    if unseen.any():
+        vals = values.filter(pl.Series(unseen)).fill_null("\x00null")
+        order = {v: i for i, v in enumerate(vals.unique(maintain_order=True).to_list())}
+        out[unseen] = vals.replace_strict(order, return_dtype=pl.Int64).to_numpy()
+    return out
+
+
 def nesting(child: pl.Series, parent: pl.Series, g: str, p: str) -> tuple[str, ...]:
     """The parent level of each level of ``child`` (sorted as in :class:`Encoding`);
     raises when a level occurs under more than one parent or under none."""
@@ -235,7 +247,9 @@ class Encoding:
 
 @dataclass(frozen=True)
 class Design:
-    """Covariates for N rows. ``idx[g]`` is -1 for a level the fit has not seen;
+    """Covariates for N rows. ``idx[g]`` is -1 for a level the fit has not seen, and
+    ``new_ids[g]`` numbers the distinct unseen values (0, 1, ... in order of appearance; -1
+    for a seen level), so that two new families get two independent effects;
     ``tokens_idx`` indexes the latent ln D of a model seen without D (-1 otherwise)."""
 
     bits_c: np.ndarray
@@ -256,6 +270,7 @@ class Design:
     idx: dict[str, np.ndarray]
     feats: np.ndarray  # (N, F) standardised feature covariates, 0 where unmeasured
     feats_missing: np.ndarray  # (N, F) True where a feature was unmeasured
+    new_ids: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -266,7 +281,7 @@ class Design:
 
     def rows(self, sl: slice) -> Design:
         """The design of a contiguous block of rows (views, no copies)."""
-        dicts = ("idx", "per_channel_by")
+        dicts = ("idx", "per_channel_by", "new_ids")
         arrays = {f.name: getattr(self, f.name)[sl] for f in dataclasses.fields(self) if f.name not in dicts}
         return Design(**arrays, **{k: {g: v[sl] for g, v in getattr(self, k).items()} for k in dicts})
 
@@ -282,7 +297,9 @@ def encode(df: pl.DataFrame, enc: Encoding) -> Design:
     df = respell(df, enc.levels)[0]
     if "arch" in df.columns and "family" in df.columns:
         df = enc.fill_arch(df)
-    idx = {g: level_index(grouping_values(df, g), levels) for g, levels in enc.levels.items()}
+    values = {g: grouping_values(df, g) for g in enc.levels}
+    idx = {g: level_index(values[g], levels) for g, levels in enc.levels.items()}
+    new_ids = {g: unseen_ids(values[g], idx[g]) for g in enc.levels}
     per_channel_by = {}
     for g, only in enc.per_channel_only.items():
         home = np.isin(idx[g], level_index(pl.Series(only, dtype=pl.String), enc.levels[g]))
@@ -313,6 +330,7 @@ def encode(df: pl.DataFrame, enc: Encoding) -> Design:
         idx=idx,
         feats=feats,
         feats_missing=feats_missing,
+        new_ids=new_ids,
     )
 
 

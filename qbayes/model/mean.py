@@ -59,7 +59,7 @@ def _columns(d: Design, curvature: str) -> list[np.ndarray]:
             -d.per_channel * d.bits_c, d.log2_group, *d.feats.T]
 
 
-def _weights(d: Design, g: str) -> dict[str, np.ndarray]:
+def weights(d: Design, g: str) -> dict[str, np.ndarray]:
     """The covariate each part of grouping ``g``'s effect multiplies, by kind."""
     return {"a": np.ones(d.n), "b": -d.bits_c, "c": d.per_channel_by.get(g, d.per_channel), "n": -d.log_n_c}
 
@@ -74,9 +74,9 @@ def design_matrix(d: Design, effects: dict[str, Effect], levels: dict[str, tuple
         k = len(levels[g]) + 1
         onehot = np.zeros((n, k))
         onehot[np.arange(n), d.idx[g]] = 1.0  # index -1 lands on the new-level column
-        weights = _weights(d, g)
+        weights_g = weights(d, g)
         for kind in e.kinds:
-            cols.extend((onehot * weights[kind][:, None]).T)
+            cols.extend((onehot * weights_g[kind][:, None]).T)
     return np.column_stack(cols)
 
 
@@ -91,11 +91,11 @@ def _linear_predictor_graph(p: dict, d: Design, effects: dict[str, Effect], feat
     names = [*SCALAR_TERMS, *(f"feat_{f}" for f in features)]
     eta = pt.dot(np.column_stack(_columns(d, curvature)), pt.stack([p[name] for name in names]))
     for g, e in effects.items():
-        weights = _weights(d, g)
+        weights_g = weights(d, g)
         idx = d.idx[g]
         seen = idx >= 0  # a level the fit did not see (-1) has effect 0 in the PyMC model
         for kind in e.kinds:
-            part = p[f"{kind}_{g}"][np.where(seen, idx, 0)] * (weights[kind] * seen)
+            part = p[f"{kind}_{g}"][np.where(seen, idx, 0)] * (weights_g[kind] * seen)
             eta = eta + part
     return eta
 
@@ -107,10 +107,13 @@ def stack_theta(p: dict, effects: dict[str, Effect], levels: dict[str, tuple[str
 
 
 def mean_degradation(p: dict, d: Design, effects: dict[str, Effect], levels: dict[str, tuple[str, ...]], xp,
-                     log_d_missing=None, features: tuple[str, ...] = (), curvature: str = "quadratic"):
+                     log_d_missing=None, features: tuple[str, ...] = (), curvature: str = "quadratic",
+                     eta_extra=None):
     """Expected degradation (nats per token) for every row of ``d``: shape (N,) with
     PyTensor parameters, (N, S) with NumPy draws. ``log_d_missing`` holds ln D (centred)
-    for rows whose training tokens are unknown and 0 elsewhere, or is None when all are known."""
+    for rows whose training tokens are unknown and 0 elsewhere, or is None when all are known;
+    ``eta_extra`` (N, S), or None, is added to the linear predictor (predict: the effects of
+    a query's second, third, ... unseen level of a grouping)."""
     if xp is np:
         theta = stack_theta(p, effects, levels, features)
         eta = design_matrix(d, effects, levels, curvature).astype(theta.dtype) @ theta
@@ -118,6 +121,8 @@ def mean_degradation(p: dict, d: Design, effects: dict[str, Effect], levels: dic
         eta = _linear_predictor_graph(p, d, effects, features, curvature)
     if log_d_missing is not None:
         eta = eta + p["gamma_d"] * log_d_missing
+    if eta_extra is not None:
+        eta = eta + eta_extra
     act_q, act_c = (d.act_q[:, None], d.act_c[:, None]) if xp is np else (d.act_q, d.act_c)
     return saturate(eta, p, act_q, act_c, xp)
 

@@ -2,13 +2,16 @@
 
 For a level the fit never saw (a new family, method, evaluation set, source) each draw
 gets a fresh effect from that grouping's fitted population (see :func:`new_level_scale`);
-the row is flagged. The appended new-level column sits last, so the design's index -1 picks it.
+the row is flagged. The appended new-level column sits last, so the design's index -1 picks it;
+a second, third, ... distinct unseen level of the same grouping gets an effect of its own
+(:func:`extra_new_levels`).
 A model with unknown training tokens gets its latent ln D when the fit knew the model,
 otherwise a draw from the fitted population of ln D.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +19,7 @@ import polars as pl
 
 from qbayes.model.design import Design, encode
 from qbayes.model.fitfile import Fit
-from qbayes.model.mean import mean_degradation, noise_scale, relative_noise
+from qbayes.model.mean import mean_degradation, noise_scale, relative_noise, weights
 from qbayes.model.respell import respell
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -37,6 +40,7 @@ class Draws:
 
     p: dict[str, np.ndarray]
     log_tokens: np.ndarray
+    seed: int = 0  # seeds the effects of further unseen levels (extra_new_levels)
 
     @property
     def n(self) -> int:
@@ -79,7 +83,34 @@ def draws_from_fit(fit: Fit, *, n: int | None = DEFAULT_DRAWS, seed: int = 0, dt
             p[f"{kind}_{g}"] = np.concatenate([flat(f"{kind}_{g}"), new], axis=0)
     pop = p["log_tokens_mean"] + p["log_tokens_sd"] * rng.standard_normal((1, s), dtype=dtype)
     latent = flat("log_tokens_missing") if "log_tokens_missing" in post else np.empty((0, s))
-    return Draws(p=p, log_tokens=np.concatenate([latent, pop], axis=0))
+    return Draws(p=p, log_tokens=np.concatenate([latent, pop], axis=0), seed=seed)
+
+
+def extra_new_levels(fit: Fit, d: Design, draws: Draws) -> np.ndarray | None:
+    """(N, S): what the second, third, ... distinct unseen level of a grouping in ``d`` adds
+    to the linear predictor, or None if no grouping has more than one. The first unseen
+    level takes the draws' new-level row; each further one gets its own fresh effect from the
+    same population, independent of the first, so two new families (or methods) in one query
+    table do not share an effect. Seeded by the draws' seed, the grouping and the level's
+    number, so it does not depend on how the rows are chunked."""
+    out = None
+    for g, e in fit.spec.effects.items():
+        ids = d.new_ids.get(g)
+        if ids is None or ids.max(initial=-1) < 1:
+            continue
+        scale = new_level_scale(len(fit.encoding.levels[g]), nested=g in fit.encoding.parents)
+        w = weights(d, g)
+        for kind in e.kinds:
+            first = draws.p[f"{kind}_{g}"][-1]
+            sd = draws.p[f"sd_{kind}_{g}"][0] * first.dtype.type(scale)
+            if out is None:
+                out = np.zeros((d.n, draws.n), dtype=first.dtype)
+            for j in range(1, int(ids.max()) + 1):
+                rows = ids == j
+                rng = np.random.default_rng([draws.seed, zlib.crc32(f"{kind}_{g}".encode()), j])
+                fresh = sd * rng.standard_normal(draws.n, dtype=first.dtype)
+                out[rows] += w[kind][rows, None].astype(first.dtype) * (fresh - first)[None, :]
+    return out
 
 
 def _log_d_missing(draws: Draws, d: Design) -> np.ndarray | None:
@@ -94,7 +125,7 @@ def _log_d_missing(draws: Draws, d: Design) -> np.ndarray | None:
 def mean_draws(fit: Fit, d: Design, draws: Draws) -> np.ndarray:
     """Mean degradation per row and draw, (N, S)."""
     return mean_degradation(draws.p, d, fit.spec.effects, fit.encoding.levels, np, _log_d_missing(draws, d),
-                            fit.encoding.feature_names, fit.spec.curvature)
+                            fit.encoding.feature_names, fit.spec.curvature, extra_new_levels(fit, d, draws))
 
 
 def _noise(p: dict, shape: tuple, rng: np.random.Generator) -> np.ndarray:

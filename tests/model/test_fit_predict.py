@@ -328,3 +328,25 @@ def test_a_query_spelled_differently_is_predicted_as_the_level_the_fit_knows(sma
     assert r.code == 0, r.err
     assert "read family 'opt' as 'OPT'" in r.err and "read method 'gptq' as 'GPTQ'" in r.err
     assert "new family" not in r.out and "new method" not in r.out
+
+
+def test_two_new_families_get_independent_effects(small_fit):
+    """Each distinct unseen level draws its own effect: two new families in one table are not
+    tied draw by draw, while one new family asked twice is; and each new family on its own
+    has the predictive distribution it has alone."""
+    from qbayes.model.design import encode
+    from qbayes.model.predict import draws_from_fit, mean_draws
+
+    fams = ("NewFamA", "NewFamB", "NewFamA", "NewFamC")
+    q = query_table(pl.concat([_queries(family=f, model=f"{f}-7B") for f in fams]))
+    draws = draws_from_fit(small_fit, n=None, seed=8)  # all 300
+    log_mu = np.log(mean_draws(small_fit, encode(q, small_fit.encoding), draws).astype(np.float64))
+    np.testing.assert_array_equal(log_mu[0], log_mu[2])  # the same family
+    r = np.corrcoef(log_mu[[0, 1, 3]])
+    assert r[0, 1] < 0.95 and r[0, 2] < 0.95 and r[1, 2] < 0.95
+    alone = np.log(mean_draws(small_fit, encode(q[1], small_fit.encoding), draws).astype(np.float64))[0]
+    assert np.quantile(log_mu[1], [0.1, 0.5, 0.9]) == pytest.approx(np.quantile(alone, [0.1, 0.5, 0.9]), abs=0.15)
+    # chunking the rows does not change a row's draws
+    d = encode(q, small_fit.encoding)
+    np.testing.assert_allclose(np.log(mean_draws(small_fit, d.rows(slice(3, 4)), draws).astype(np.float64))[0],
+                               log_mu[3], rtol=0, atol=1e-5)  # float32 sums in another order
