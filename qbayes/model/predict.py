@@ -12,7 +12,7 @@ otherwise a draw from the fitted population of ln D.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
@@ -41,6 +41,8 @@ class Draws:
     p: dict[str, np.ndarray]
     log_tokens: np.ndarray
     seed: int = 0  # seeds the effects of further unseen levels (extra_new_levels)
+    # their standard-normal draws, by (effect name, level number), made once per predict call
+    fresh: dict[tuple[str, int], np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def n(self) -> int:
@@ -100,17 +102,28 @@ def extra_new_levels(fit: Fit, d: Design, draws: Draws) -> np.ndarray | None:
             continue
         scale = new_level_scale(len(fit.encoding.levels[g]), nested=g in fit.encoding.parents)
         w = weights(d, g)
+        rows = np.flatnonzero(ids >= 1)
+        levels = np.unique(ids[rows])
+        at = np.searchsorted(levels, ids[rows])
         for kind in e.kinds:
-            first = draws.p[f"{kind}_{g}"][-1]
-            sd = draws.p[f"sd_{kind}_{g}"][0] * first.dtype.type(scale)
+            name = f"{kind}_{g}"
+            first = draws.p[name][-1]
+            sd = draws.p[f"sd_{name}"][0] * first.dtype.type(scale)
+            z = np.stack([_standard_normal(draws, name, int(j), first.dtype) for j in levels])
             if out is None:
                 out = np.zeros((d.n, draws.n), dtype=first.dtype)
-            for j in range(1, int(ids.max()) + 1):
-                rows = ids == j
-                rng = np.random.default_rng([draws.seed, zlib.crc32(f"{kind}_{g}".encode()), j])
-                fresh = sd * rng.standard_normal(draws.n, dtype=first.dtype)
-                out[rows] += w[kind][rows, None].astype(first.dtype) * (fresh - first)[None, :]
+            out[rows] += w[kind][rows, None].astype(first.dtype) * (sd * z[at] - first)
     return out
+
+
+def _standard_normal(draws: Draws, name: str, j: int, dtype) -> np.ndarray:
+    """(S,) standard normals for unseen level ``j`` of effect ``name``: one stream per level,
+    so a level's draws do not depend on which rows share its chunk."""
+    key = (name, j)
+    if key not in draws.fresh:
+        rng = np.random.default_rng([draws.seed, zlib.crc32(name.encode()), j])
+        draws.fresh[key] = rng.standard_normal(draws.n, dtype=dtype)
+    return draws.fresh[key]
 
 
 def _log_d_missing(draws: Draws, d: Design) -> np.ndarray | None:
