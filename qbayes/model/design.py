@@ -364,8 +364,9 @@ def query_table(df: pl.DataFrame, where: str = "queries") -> pl.DataFrame:
             extra = [x for x in df.columns if x not in known]
             problems.append(f"missing column '{c}'{suggest(c, extra)}")
     for c in df.columns:
-        if c not in known and suggest(c, absent):
-            problems.append(f"unknown column '{c}'{suggest(c, absent)}")
+        hint = "" if c in known else suggest(c, absent)
+        if hint:
+            problems.append(f"unknown column '{c}'{hint}")
     if problems:
         raise QBayesError(f"{where}: " + "; ".join(problems) + f". Expected columns: {', '.join(known)}")
     for c, default in QUERY_OPTIONAL.items():
