@@ -177,6 +177,8 @@ def test_predict_cli_single_query_prints_table(small_fit_path, cli):
     (lambda d: d.with_columns(pl.lit(-7.0).alias("params_b")), "params_b must be > 0"),
     (lambda d: d.with_columns(pl.lit(0.9).alias("fp16_ppl")), "fp16_ppl must be > 1"),
     (lambda d: d.rename({"group_size": "group_sz"}), "unknown column 'group_sz' (did you mean 'group_size'?)"),
+    (lambda d: d.with_columns(pl.lit(-2).alias("group_size")),
+     "group_size must be > 0 (empty or -1: one scale per output channel)"),
     (lambda d: d.with_columns(pl.lit(9.9).alias("ppl_q50")), "column(s) ppl_q50 are what predict writes"),
 ])
 def test_predict_cli_bad_queries_leave_no_output(small_fit_path, tmp_path, cli, edit, message):
