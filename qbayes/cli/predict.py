@@ -10,7 +10,7 @@ from qbayes.errors import QBayesError
 
 OUTPUT_COLUMNS = ("ppl_q05", "ppl_q25", "ppl_q50", "ppl_q75", "ppl_q95", "ppl_mean", "delta_q50",
                   "new_family", "new_arch", "new_method", "new_eval_set", "new_w_kind", "tokens_imputed",
-                  "block_design", "block_design_from")
+                  "block_design", "block_design_from", "train_tokens_b_used", "train_tokens_from")
 SUFFIXES = (".csv", ".parquet")
 
 
@@ -126,9 +126,16 @@ def _print_one(r: dict) -> None:
                "upper tail; the median and interval are the figures to read)")
     if notes:
         click.echo("predicted from the population (wider intervals): " + ", ".join(notes))
-    if r["block_design_from"] == "known_designs":
+    if r["block_design_from"] == "known_families":
         click.echo(f"block design {r['block_design']}: {r['family']}'s, from qbayes's table of known families "
-                   "(data/block_designs.csv); --arch overrides it")
+                   "(data/known_families.csv); --arch overrides it")
     elif r["new_arch"] and r["block_design"] is None:
         click.echo(f"block design of {r['family']} unknown, so it is predicted as a new design; give --arch "
                    "(norm+mlp, e.g. rmsnorm+swiglu) if you know it")
+    where = {"fit": "as the fit saw them (geometric mean over its models)",
+             "known_families": "from qbayes's table of known families (data/known_families.csv)"}
+    if r["train_tokens_from"] in where:
+        click.echo(f"training tokens {r['train_tokens_b_used']:g}B: {r['family']}'s, {where[r['train_tokens_from']]}; "
+                   "--train-tokens-b overrides them")
+    elif r["tokens_imputed"]:
+        click.echo(f"training tokens of {r['model']} unknown; give --train-tokens-b if you know them")

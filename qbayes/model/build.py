@@ -2,7 +2,7 @@
 
 Every grouping effect sums to zero over the levels seen, so global terms carry the
 average; a new level is N(0, sd^2 (1 + 1/K)) around it with K levels seen, since the
-average of K levels is not the population mean (predict.new_level_scale). Effects are
+average of K levels is not the population mean (design.new_level_scale). Effects are
 non-centred (``a = sd * z``) unless the spec centres them; a nested grouping (spec
 ``within``) sums to zero within each parent level instead.
 Missing training tokens are latent: the known ln D values are observed draws from a

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -21,6 +23,9 @@ from qbayes.errors import QBayesError
 from qbayes.model.covariates import RAW_COLUMNS, attach_raw, scales, standardise
 from qbayes.model.respell import key_expr, respell
 from qbayes.model.spec import GROUPINGS, INTERACTIONS
+
+if TYPE_CHECKING:
+    from qbayes.model.known_families import KnownFamilies
 
 BITS_REF = 4.0  # covariates are centred here, so intercepts are 4-bit values
 LOG_N_REF = math.log(7.0)  # 7B parameters
@@ -166,23 +171,36 @@ class Encoding:
     # per grouping, the levels seen only with one scale per channel: their per-channel
     # effect is measured from that mode (see :func:`encode`)
     per_channel_only: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    # for a nested grouping (spec ``within``), the parent level of each of its levels
+    # for a nested grouping (spec ``within``), its parent grouping, and the parent level of
+    # each of its levels
+    within: dict[str, str] = field(default_factory=dict)
     parents: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # spec ``tokens_within``: the grouping, and per level the mean over its families of
     # ln(D / 1T), which each row's ln D is measured from (see :func:`encode`)
     tokens_within: str | None = None
     tokens_centre: dict[str, float] = field(default_factory=dict)
-    # block designs of families the data may not hold, by respell.key: the
-    # design of a query's family when neither the query nor the fit gives one
+    # training tokens (billions) of each family seen with known tokens: the geometric mean
+    # over its rows, a query's count when it gives none
+    family_tokens_seen: dict[str, float] = field(default_factory=dict)
+    # block designs and training tokens of families the data may not hold, by respell.key
+    # (known_families.load()): a query's when neither it nor the fit gives one
     known_designs: dict[str, str] = field(default_factory=dict)
+    known_tokens: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_table(cls, df: pl.DataFrame, features: tuple[str, ...] = (),
                    within: dict[str, str] | None = None, tokens_within: str | None = None,
-                   known_designs: dict[str, str] | None = None) -> Encoding:
+                   known: KnownFamilies | None = None) -> Encoding:
         """``within`` maps a nested grouping to its parent grouping, ``tokens_within`` names
         the grouping whose families' mean ln D each row's ln D is centred on (both from the
-        spec); ``known_designs`` is known_designs.load()."""
+        spec); ``known`` is known_families.load(). Rows without training tokens get their
+        family's from the table of known families, as in :func:`encode`; the models left
+        without any each get a latent ln D."""
+        known_designs, known_tokens = (known.designs, known.tokens) if known else ({}, {})
+        fam = (df.group_by("family").agg(pl.col("train_tokens_b").log().mean().exp()).drop_nulls().sort("family"))
+        fam_tokens = dict(zip(fam["family"].to_list(), fam["train_tokens_b"].to_list()))
+        df = cls(levels={}, tokens_missing=(), family_tokens_seen=fam_tokens,
+                 known_tokens=known_tokens).fill(df, "train_tokens_b")
         values = {g: grouping_values(df, g) for g in GROUPINGS}
         levels = {g: tuple(sorted(v.drop_nulls().unique().to_list())) for g, v in values.items()}
         missing = tuple(sorted(set(df.filter(pl.col("train_tokens_b").is_null())["model"])))
@@ -196,16 +214,18 @@ class Encoding:
         centre = {} if tokens_within is None else tokens_centre(df, values[tokens_within])
         return cls(levels=levels, tokens_missing=missing, features=scales(df, features),
                    family_arch=dict(zip(arch["family"].to_list(), arch["arch"].to_list())),
-                   per_channel_only=pc_only, parents=parents, tokens_within=tokens_within, tokens_centre=centre,
-                   known_designs=dict(known_designs or {}))
+                   per_channel_only=pc_only, within=dict(within or {}), parents=parents,
+                   tokens_within=tokens_within, tokens_centre=centre,
+                   family_tokens_seen=fam_tokens, known_designs=dict(known_designs), known_tokens=dict(known_tokens))
 
     def to_dict(self) -> dict:
         return {"levels": {k: list(v) for k, v in self.levels.items()}, "tokens_missing": list(self.tokens_missing),
                 "features": {k: list(v) for k, v in self.features.items()}, "family_arch": dict(self.family_arch),
                 "per_channel_only": {k: list(v) for k, v in self.per_channel_only.items()},
-                "parents": {k: list(v) for k, v in self.parents.items()},
+                "within": dict(self.within), "parents": {k: list(v) for k, v in self.parents.items()},
                 "tokens_within": self.tokens_within, "tokens_centre": dict(self.tokens_centre),
-                "known_designs": dict(self.known_designs)}
+                "family_tokens_seen": dict(self.family_tokens_seen), "known_designs": dict(self.known_designs),
+                "known_tokens": dict(self.known_tokens)}
 
     @classmethod
     def from_dict(cls, d: dict) -> Encoding:
@@ -213,32 +233,39 @@ class Encoding:
                    features={k: (float(v[0]), float(v[1])) for k, v in d.get("features", {}).items()},
                    family_arch=dict(d.get("family_arch", {})),
                    per_channel_only={k: tuple(v) for k, v in d.get("per_channel_only", {}).items()},
-                   parents={k: tuple(v) for k, v in d.get("parents", {}).items()},
+                   within=dict(d.get("within", {})), parents={k: tuple(v) for k, v in d.get("parents", {}).items()},
                    tokens_within=d.get("tokens_within"),
                    tokens_centre={k: float(v) for k, v in d.get("tokens_centre", {}).items()},
-                   known_designs=dict(d.get("known_designs", {})))
+                   family_tokens_seen={k: float(v) for k, v in d.get("family_tokens_seen", {}).items()},
+                   known_designs=dict(d.get("known_designs", {})),
+                   known_tokens={k: float(v) for k, v in d.get("known_tokens", {}).items()})
 
-    def _arch_sources(self) -> dict[str, pl.Expr]:
-        """Where a row's block design can come from, first choice first."""
-        return {
-            "query": pl.col("arch").str.to_lowercase().str.replace_all(r"\s", "").replace("", None),
-            "fit": pl.col("family").replace_strict(self.family_arch, default=None, return_dtype=pl.String),
-            "known_designs": key_expr(pl.col("family")).replace_strict(self.known_designs, default=None,
-                                                                         return_dtype=pl.String),
-        }
+    def _sources(self, column: str) -> dict[str, pl.Expr]:
+        """Where a row's block design (``column`` "arch") or training tokens
+        ("train_tokens_b") can come from, first choice first."""
+        family, dtype = pl.col("family"), STANDARD[column]
+        if column == "arch":
+            query, fit, known = (pl.col("arch").str.to_lowercase().str.replace_all(r"\s", "").replace("", None),
+                                 self.family_arch, self.known_designs)
+        else:
+            query, fit, known = pl.col(column), self.family_tokens_seen, self.known_tokens
+        return {"query": query,
+                "fit": family.replace_strict(fit, default=None, return_dtype=dtype),
+                "known_families": key_expr(family).replace_strict(known, default=None, return_dtype=dtype)}
 
-    def fill_arch(self, df: pl.DataFrame) -> pl.DataFrame:
-        """Rows without a block design get their family's: as the fit saw it, else from the
-        table of known designs (known_designs), else none (a new design)."""
-        return df.with_columns(pl.coalesce(*self._arch_sources().values()).alias("arch"))
+    def fill(self, df: pl.DataFrame, column: str) -> pl.DataFrame:
+        """Rows without a block design (``column`` "arch") or training tokens
+        ("train_tokens_b") get their family's: as the fit saw it, else from the table of known
+        families (known_families), else none (a new design; a latent or population ln D)."""
+        return df.with_columns(pl.coalesce(*self._sources(column).values()).alias(column))
 
-    def arch_source(self, df: pl.DataFrame) -> pl.Series:
-        """Per row, where :meth:`fill_arch` takes its design from ("query", "fit",
-        "known_designs"), null where it has none."""
+    def source(self, df: pl.DataFrame, column: str) -> pl.Series:
+        """Per row, where :meth:`fill` takes ``column`` from ("query", "fit",
+        "known_families"), null where it has none."""
         expr = pl.lit(None, dtype=pl.String)
-        for name, source in reversed(self._arch_sources().items()):
-            expr = pl.when(source.is_not_null()).then(pl.lit(name)).otherwise(expr)
-        return df.select(expr.alias("arch_source")).to_series()
+        for name, src in reversed(self._sources(column).items()):
+            expr = pl.when(src.is_not_null()).then(pl.lit(name)).otherwise(expr)
+        return df.select(expr.alias(f"{column}_source")).to_series()
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -250,7 +277,9 @@ class Design:
     """Covariates for N rows. ``idx[g]`` is -1 for a level the fit has not seen, and
     ``new_ids[g]`` numbers the distinct unseen values (0, 1, ... in order of appearance; -1
     for a seen level), so that two new families get two independent effects;
-    ``tokens_idx`` indexes the latent ln D of a model seen without D (-1 otherwise)."""
+    ``new_scale[g]`` is the scale of an unseen level's effect, in units of the grouping's sd
+    (:func:`new_level_scale`); ``tokens_idx`` indexes the latent ln D of a model seen without
+    D (-1 otherwise)."""
 
     bits_c: np.ndarray
     log_n_c: np.ndarray
@@ -271,6 +300,7 @@ class Design:
     feats: np.ndarray  # (N, F) standardised feature covariates, 0 where unmeasured
     feats_missing: np.ndarray  # (N, F) True where a feature was unmeasured
     new_ids: dict[str, np.ndarray] = field(default_factory=dict)
+    new_scale: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -281,9 +311,32 @@ class Design:
 
     def rows(self, sl: slice) -> Design:
         """The design of a contiguous block of rows (views, no copies)."""
-        dicts = ("idx", "per_channel_by", "new_ids")
+        dicts = ("idx", "per_channel_by", "new_ids", "new_scale")
         arrays = {f.name: getattr(self, f.name)[sl] for f in dataclasses.fields(self) if f.name not in dicts}
         return Design(**arrays, **{k: {g: v[sl] for g, v in getattr(self, k).items()} for k in dicts})
+
+
+def new_level_scale(enc: Encoding, g: str, values: dict[str, pl.Series]) -> np.ndarray:
+    """Per row, the sd of an unseen level's effect in units of the grouping's sd: it is
+    N(0, (scale * sd)^2) around the global term (or, nested, around its parent's effect).
+
+    A zero-sum grouping with K seen levels is the model b_j ~ N(mu, sd^2) with the global
+    term carrying mu + mean(b) and the effects b_j - mean(b) (their variance is
+    sd^2 (K - 1) / K, as in ``pm.ZeroSumNormal``). A new level is b_new - mean(b) from
+    that global term: variance sd^2 (1 + 1/K), the extra 1/K being what the seen levels
+    leave unknown about mu. With 2 seen block designs that widens a new design's draw by
+    1.22. A nested grouping (spec ``within``) is the same within each parent level, with k
+    the levels seen in the row's parent: a new family of the LLaMA-style design (LLaMA-1
+    and Llama-2 seen) gets sqrt(1.5); of OPT's design, where OPT alone carries no family
+    effect, sqrt(2); of a design the fit never saw, 1 (that design's own fresh effect
+    carries the rest)."""
+    n = values[g].len()
+    if g not in enc.parents:
+        k = len(enc.levels[g])
+        return np.full(n, np.sqrt(1.0 + 1.0 / k) if k else 1.0)
+    seen = Counter(enc.parents[g])  # parent level -> levels of g seen in it
+    k = values[enc.within[g]].replace_strict(seen, default=0, return_dtype=pl.Float64).fill_null(0.0).to_numpy()
+    return np.where(k > 0, np.sqrt(1.0 + 1.0 / np.maximum(k, 1.0)), 1.0)
 
 
 def encode(df: pl.DataFrame, enc: Encoding) -> Design:
@@ -295,11 +348,14 @@ def encode(df: pl.DataFrame, enc: Encoding) -> Design:
     per_channel = np.isnan(group)
     act = col("act_bits")
     df = respell(df, enc.levels)[0]
-    if "arch" in df.columns and "family" in df.columns:
-        df = enc.fill_arch(df)
+    if "family" in df.columns:
+        df = enc.fill(df, "train_tokens_b")
+        if "arch" in df.columns:
+            df = enc.fill(df, "arch")
     values = {g: grouping_values(df, g) for g in enc.levels}
     idx = {g: level_index(values[g], levels) for g, levels in enc.levels.items()}
     new_ids = {g: unseen_ids(values[g], idx[g]) for g in enc.levels}
+    new_scale = {g: new_level_scale(enc, g, values) for g in enc.levels}
     per_channel_by = {}
     for g, only in enc.per_channel_only.items():
         home = np.isin(idx[g], level_index(pl.Series(only, dtype=pl.String), enc.levels[g]))
@@ -331,6 +387,7 @@ def encode(df: pl.DataFrame, enc: Encoding) -> Design:
         feats=feats,
         feats_missing=feats_missing,
         new_ids=new_ids,
+        new_scale=new_scale,
     )
 
 

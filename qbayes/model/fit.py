@@ -10,7 +10,7 @@ import polars as pl
 
 from qbayes.db.store import Database
 from qbayes.errors import QBayesError
-from qbayes.model import diagnostics, known_designs
+from qbayes.model import diagnostics, known_families
 from qbayes.model.build import build_model
 from qbayes.model.design import Encoding, encode, family_tokens, training_table
 from qbayes.model.fitfile import Fit, package_versions
@@ -33,7 +33,7 @@ def prepare(df: pl.DataFrame, spec: ModelSpec) -> tuple[pl.DataFrame, Encoding]:
     encoding."""
     if spec.tokens == "family":
         df = family_tokens(df)  # the fit keeps the covariates the model actually saw
-    return df, Encoding.from_table(df, spec.features, spec.within, spec.tokens_within, known_designs.load())
+    return df, Encoding.from_table(df, spec.features, spec.within, spec.tokens_within, known_families.load())
 
 
 def fit_table(df: pl.DataFrame, spec: ModelSpec, opts: FitOptions = FitOptions()) -> Fit:

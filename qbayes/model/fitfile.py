@@ -25,9 +25,11 @@ from qbayes.model.design import STANDARD, Encoding
 from qbayes.model.spec import ModelSpec
 
 FORMAT = "qbayes-fit"
-FORMAT_VERSION = 7  # v2: block design (arch), curvature; v3: centred and nested effects, per-channel-only levels;
+FORMAT_VERSION = 8  # v2: block design (arch), curvature; v3: centred and nested effects, per-channel-only levels;
 #                     v4: size slopes (n_*); v5: ln D centred within designs (spec tokens_within);
-#                     v6: noise terms (spec noise); v7: designs of known families (known_designs)
+#                     v6: noise terms (spec noise); v7: designs of known families (known_designs);
+#                     v8: training tokens of seen and known families (family_tokens_seen, known_tokens),
+#                         parent groupings (within) for new nested levels
 DATA_COLUMNS = {**STANDARD, "delta": pl.Float64}
 
 

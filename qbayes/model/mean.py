@@ -73,7 +73,10 @@ def design_matrix(d: Design, effects: dict[str, Effect], levels: dict[str, tuple
     for g, e in effects.items():
         k = len(levels[g]) + 1
         onehot = np.zeros((n, k))
-        onehot[np.arange(n), d.idx[g]] = 1.0  # index -1 lands on the new-level column
+        onehot[np.arange(n), d.idx[g]] = 1.0  # index -1 lands on the new-level column,
+        if g in d.new_scale:  # which is a unit draw, scaled row by row (design.new_level_scale)
+            unseen = d.idx[g] < 0
+            onehot[unseen, -1] = d.new_scale[g][unseen]
         weights_g = weights(d, g)
         for kind in e.kinds:
             cols.extend((onehot * weights_g[kind][:, None]).T)

@@ -1,7 +1,7 @@
 """Posterior-predictive degradation and perplexity, in vectorised NumPy from the draws.
 
 For a level the fit never saw (a new family, method, evaluation set, source) each draw
-gets a fresh effect from that grouping's fitted population (see :func:`new_level_scale`);
+gets a fresh effect from that grouping's fitted population (see design.new_level_scale);
 the row is flagged. The appended new-level column sits last, so the design's index -1 picks it;
 a second, third, ... distinct unseen level of the same grouping gets an effect of its own
 (:func:`extra_new_levels`).
@@ -49,19 +49,6 @@ class Draws:
         return self.log_tokens.shape[1]
 
 
-def new_level_scale(k: int, *, nested: bool) -> float:
-    """A new level's effect is N(0, (scale * sd)^2) around the global term.
-
-    A zero-sum grouping with ``k`` seen levels is the model b_j ~ N(mu, sd^2) with the
-    global term carrying mu + mean(b) and the effects b_j - mean(b) (their variance is
-    sd^2 (k - 1) / k, as in ``pm.ZeroSumNormal``). A new level is b_new - mean(b) from
-    that global term: variance sd^2 (1 + 1/k), the extra 1/k being what the seen levels
-    leave unknown about mu. With 2 seen block designs that widens a new design's draw by
-    1.22. A nested grouping (spec ``within``) is scaled so that every seen level has
-    variance sd^2 (build.nested_projection); a new one gets the same, N(0, sd^2)."""
-    return 1.0 if nested else float(np.sqrt(1.0 + 1.0 / k))
-
-
 def draws_from_fit(fit: Fit, *, n: int | None = DEFAULT_DRAWS, seed: int = 0, dtype=np.float32) -> Draws:
     """Thinned posterior draws in the layout above. Single precision by default: every
     quantity is on a log scale and far from float32's limits, and it halves the memory
@@ -79,9 +66,8 @@ def draws_from_fit(fit: Fit, *, n: int | None = DEFAULT_DRAWS, seed: int = 0, dt
 
     p = {name: flat(name)[None, :] for name in post.data_vars if post[name].ndim == 1}
     for g, e in fit.spec.effects.items():
-        scale = new_level_scale(len(fit.encoding.levels[g]), nested=g in fit.encoding.parents)
-        for kind in e.kinds:
-            new = (p[f"sd_{kind}_{g}"] * dtype(scale)) * rng.standard_normal((1, s), dtype=dtype)
+        for kind in e.kinds:  # a unit draw: each row scales it (design.new_level_scale)
+            new = p[f"sd_{kind}_{g}"] * rng.standard_normal((1, s), dtype=dtype)
             p[f"{kind}_{g}"] = np.concatenate([flat(f"{kind}_{g}"), new], axis=0)
     pop = p["log_tokens_mean"] + p["log_tokens_sd"] * rng.standard_normal((1, s), dtype=dtype)
     latent = flat("log_tokens_missing") if "log_tokens_missing" in post else np.empty((0, s))
@@ -100,19 +86,19 @@ def extra_new_levels(fit: Fit, d: Design, draws: Draws) -> np.ndarray | None:
         ids = d.new_ids.get(g)
         if ids is None or ids.max(initial=-1) < 1:
             continue
-        scale = new_level_scale(len(fit.encoding.levels[g]), nested=g in fit.encoding.parents)
         w = weights(d, g)
         rows = np.flatnonzero(ids >= 1)
+        scale = d.new_scale[g][rows, None]
         levels = np.unique(ids[rows])
         at = np.searchsorted(levels, ids[rows])
         for kind in e.kinds:
             name = f"{kind}_{g}"
             first = draws.p[name][-1]
-            sd = draws.p[f"sd_{name}"][0] * first.dtype.type(scale)
+            sd = draws.p[f"sd_{name}"][0]
             z = np.stack([_standard_normal(draws, name, int(j), first.dtype) for j in levels])
             if out is None:
                 out = np.zeros((d.n, draws.n), dtype=first.dtype)
-            out[rows] += w[kind][rows, None].astype(first.dtype) * (sd * z[at] - first)
+            out[rows] += (w[kind][rows, None] * scale).astype(first.dtype) * (sd * z[at] - first)
     return out
 
 
@@ -209,10 +195,11 @@ def _summarise_chunk(fit: Fit, d: Design, draws: Draws, rng, quantiles, fp16: np
 def predict_table(fit: Fit, table: pl.DataFrame, *, n_draws: int = DEFAULT_DRAWS, seed: int = 0,
                   quantiles=QUANTILES) -> pl.DataFrame:
     """Quantiles of predicted delta and perplexity for every row of a standard table,
-    plus flags for levels the fit has not seen and the block design each row was predicted
-    with (``block_design``; ``block_design_from``: "query", "fit", "known_designs", or null for
-    a design the fit cannot name; both null for a model without design effects). Rows keep
-    their order."""
+    plus flags for levels the fit has not seen, the block design each row was predicted
+    with (``block_design``; ``block_design_from``: "query", "fit", "known_families", or null for
+    a design the fit cannot name; both null for a model without design effects) and its
+    training tokens (``train_tokens_b_used``, ``train_tokens_from``, the same sources; null
+    where ln D is drawn, ``tokens_imputed``). Rows keep their order."""
     draws = draws_from_fit(fit, n=n_draws, seed=seed)
     rng = np.random.default_rng(seed + 1)
     fp16 = table.get_column("fp16_ppl").cast(pl.Float64).to_numpy()
@@ -220,11 +207,14 @@ def predict_table(fit: Fit, table: pl.DataFrame, *, n_draws: int = DEFAULT_DRAWS
     # a block design only matters (and is only flagged as new) in a model with design effects
     uses_arch = any(g in fit.spec.effects for g in ("arch", "arch_method"))
     design = encode(table, fit.encoding)
-    # the design each row is predicted with, and where it came from (Encoding.fill_arch)
+    # the design and training tokens each row is predicted with, and where they came from
+    # (Encoding.fill), as encode fills them
     spelled = respell(table, fit.encoding.levels)[0]
-    block = (fit.encoding.fill_arch(spelled).get_column("arch") if uses_arch
+    block = (fit.encoding.fill(spelled, "arch").get_column("arch") if uses_arch
              else pl.Series([None] * table.height, dtype=pl.String))
-    block_from = fit.encoding.arch_source(spelled) if uses_arch else block
+    block_from = fit.encoding.source(spelled, "arch") if uses_arch else block
+    tokens = fit.encoding.fill(spelled, "train_tokens_b").get_column("train_tokens_b")
+    tokens_from = fit.encoding.source(spelled, "train_tokens_b")
     for start in range(0, table.height, CHUNK_ROWS):
         sl = slice(start, start + CHUNK_ROWS)
         d = design.rows(sl)
@@ -233,6 +223,7 @@ def predict_table(fit: Fit, table: pl.DataFrame, *, n_draws: int = DEFAULT_DRAWS
             cols[flag] = d.new_level(g) if g != "arch" or uses_arch else np.zeros(d.n, dtype=bool)
         cols["tokens_imputed"] = np.isnan(d.log_d_c)
         cols["block_design"], cols["block_design_from"] = block[sl], block_from[sl]
+        cols["train_tokens_b_used"], cols["train_tokens_from"] = tokens[sl], tokens_from[sl]
         if fit.encoding.features:  # a feature model given a row without its features predicts the average
             cols["features_missing"] = d.feats_missing.any(axis=1)
         outs.append(pl.DataFrame(cols))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import polars as pl
 import pytest
@@ -94,8 +96,6 @@ def test_unseen_family_is_flagged_and_wider(small_fit):
 
 
 def test_block_design_is_flagged_only_where_the_model_uses_it(small_fit):
-    import dataclasses
-
     q = query_table(pl.concat([_queries(family="NewFam", model="NewFam-7B", arch="RMSNorm+SwiGLU"),
                                _queries(family="NewFam", model="NewFam-7B", arch="mamba+none")], how="diagonal"))
     pred = predict_table(small_fit, q, n_draws=300, seed=2)
@@ -130,17 +130,31 @@ def test_training_tokens_move_only_a_known_designs_predictions(small_fit):
 
 def test_new_level_draws_carry_the_unknown_population_mean(small_fit):
     """A fresh level of a zero-sum grouping with K seen levels is drawn with sd * sqrt(1 + 1/K):
-    the seen levels estimate the population mean only to sd / sqrt(K). A nested grouping's
-    levels are scaled to variance sd^2 each, and a new one gets sd."""
+    the seen levels estimate the population mean only to sd / sqrt(K). A nested grouping does
+    the same within the row's parent level: in the small fit OPT and LLaMA-1 are each alone in
+    their design, so a new family of either design gets sqrt(2), one of a new design 1. The
+    draws hold unit-scale effects; each row's scale enters through its design matrix."""
+    from qbayes.model.design import encode
+    from qbayes.model.mean import design_matrix, layout
     from qbayes.model.predict import draws_from_fit
 
     draws = draws_from_fit(small_fit, n=None, seed=3, dtype=np.float64)
     levels, parents = small_fit.encoding.levels, small_fit.encoding.parents
     assert len(levels["eval_set"]) == 1 and "family" in parents and "method" not in parents
-    for g, expect in (("eval_set", np.sqrt(2.0)), ("method", np.sqrt(1 + 1 / len(levels["method"]))),
-                      ("family", 1.0)):
+    for g in ("eval_set", "method", "family"):
         z = draws.p[f"a_{g}"][-1] / draws.p[f"sd_a_{g}"][0]
-        assert z.size == 300 and np.std(z) == pytest.approx(expect, rel=0.12), g
+        assert z.size == 300 and np.std(z) == pytest.approx(1.0, rel=0.12), g
+    q = query_table(pl.concat([_queries(family="NewFam", model="NewFam-7B", arch=arch, method="NewMethod",
+                                        eval_set="c4") for arch in ("rmsnorm+swiglu", "layernorm+relu", "mamba+none")]))
+    d = encode(q, small_fit.encoding)
+    np.testing.assert_allclose(d.new_scale["eval_set"], np.sqrt(2.0))
+    np.testing.assert_allclose(d.new_scale["method"], np.sqrt(1 + 1 / len(levels["method"])))
+    np.testing.assert_allclose(d.new_scale["family"], [np.sqrt(2.0), np.sqrt(2.0), 1.0])
+    x = design_matrix(d, small_fit.spec.effects, levels, small_fit.spec.curvature)
+    names = [name for name, k in layout(small_fit.spec.effects, levels) for _ in range(k)]
+    new_family_column = names.index("a_family") + len(levels["family"])
+    np.testing.assert_allclose(x[:, new_family_column], d.new_scale["family"])
+    assert names[new_family_column] == "a_family" and names[new_family_column + 1] != "a_family"
 
 
 def test_predict_cli_file_round_trip(small_fit_path, tmp_path, cli):
@@ -266,8 +280,6 @@ def test_fit_refuses_a_grouping_the_data_have_no_level_of(tmp_path, cli):
     """Models whose table lacks norm and mlp have no block design: a spec with design effects
     stops before sampling with the grouping named (PyMC used to fail inside its transforms),
     and writes nothing."""
-    import dataclasses
-
     from helpers import SHIPPED_DB
     from qbayes.db import store
 
@@ -285,7 +297,7 @@ def test_fit_refuses_a_grouping_the_data_have_no_level_of(tmp_path, cli):
 
 
 def test_a_new_family_takes_its_design_from_the_known_families(small_fit):
-    """Llama-3 is not in the fit, but its design is in data/block_designs.csv: predicted as
+    """Llama-3 is not in the fit, but its design is in data/known_families.csv: predicted as
     a new family of the LLaMA-style design the fit saw in LLaMA-1, exactly as when the query
     names the design; a family in no table is a new design."""
     llama3 = dict(family="Llama-3", model="Llama-3-8B", params_b=8.0, train_tokens_b=15000.0, method="AWQ")
@@ -295,7 +307,7 @@ def test_a_new_family_takes_its_design_from_the_known_families(small_fit):
     assert pred["new_family"].to_list() == [True, True, True, False]
     assert pred["new_arch"].to_list() == [False, False, True, False]
     assert pred["block_design"].to_list() == ["rmsnorm+swiglu", "rmsnorm+swiglu", None, "layernorm+relu"]
-    assert pred["block_design_from"].to_list() == ["known_designs", "query", None, "fit"]
+    assert pred["block_design_from"].to_list() == ["known_families", "query", None, "fit"]
     # alone and with one seed, the row whose design came from the table and the row that named
     # it get the same draws, so the same prediction; with no design known it changes
     one = predict_table(small_fit, q[0], n_draws=300, seed=5)
@@ -315,6 +327,45 @@ def test_predict_cli_says_where_a_design_came_from(small_fit_path, cli):
     r = cli(*args, "--family", "Mamba-2")
     assert r.code == 0, r.err
     assert "new arch" in r.out and "block design of Mamba-2 unknown" in r.out
+    assert "training tokens" not in r.out  # given by the query
+    no_tokens = [a for a in args if a not in ("--train-tokens-b", 15000)]
+    r = cli(*no_tokens, "--family", "Llama-3")
+    assert r.code == 0, r.err
+    assert "training tokens 15000B: Llama-3's, from qbayes's table of known families" in r.out
+    r = cli(*no_tokens, "--family", "OPT")
+    assert r.code == 0, r.err
+    assert "training tokens 180B: OPT's, as the fit saw them" in r.out
+    r = cli(*no_tokens, "--family", "Mamba-2")  # a new design has no D term: nothing to impute
+    assert r.code == 0, r.err
+    assert "training tokens" not in r.out
+    r = cli(*no_tokens, "--family", "NewLlama", "--arch", "rmsnorm+swiglu")
+    assert r.code == 0, r.err
+    assert "training tokens imputed from the fitted population" in r.out
+    assert "training tokens of NewLlama-8B unknown; give --train-tokens-b" in r.out
+
+
+def test_a_query_without_training_tokens_gets_its_familys(small_fit):
+    """Llama-3's tokens come from the table of known families, OPT's from the fit; each row
+    predicts exactly as when the query gives that count. A family in neither is imputed, and
+    so was Llama-3 before the table had tokens: 15T is far above the fitted population of
+    ln D (OPT's 0.18T, LLaMA-1's 1-1.4T), so its degradation was predicted lower."""
+    llama3 = dict(family="Llama-3", model="Llama-3-8B", params_b=8.0, method="AWQ")
+    q = query_table(pl.concat([_queries(**llama3, train_tokens_b=None), _queries(**llama3),
+                               _queries(train_tokens_b=None),
+                               _queries(family="NewFam", model="NewFam-7B", arch="rmsnorm+swiglu",
+                                        train_tokens_b=None)], how="diagonal_relaxed")
+                    .with_columns(pl.Series("train_tokens_b", [None, 15000.0, None, None])))
+    pred = predict_table(small_fit, q, n_draws=300, seed=6)
+    assert pred["train_tokens_from"].to_list() == ["known_families", "query", "fit", None]
+    assert pred["train_tokens_b_used"].to_list() == [15000.0, 15000.0, pytest.approx(180.0), None]
+    assert pred["tokens_imputed"].to_list() == [False, False, False, True]
+    assert q["train_tokens_b"].null_count() == 3  # the query is not altered
+    alone = [predict_table(small_fit, q[i], n_draws=300, seed=6)["ppl_q50"].item() for i in range(2)]
+    assert alone[0] == pytest.approx(alone[1], rel=1e-6)
+    no_table = dataclasses.replace(small_fit, encoding=dataclasses.replace(small_fit.encoding, known_tokens={}))
+    imputed = predict_table(no_table, q[0], n_draws=300, seed=6)
+    assert imputed["tokens_imputed"].item() and imputed["train_tokens_from"].item() is None
+    assert imputed["ppl_q50"].item() < alone[0]
 
 
 def test_a_query_spelled_differently_is_predicted_as_the_level_the_fit_knows(small_fit, small_fit_path, cli,

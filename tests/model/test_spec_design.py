@@ -45,7 +45,7 @@ def test_pymc_likelihood_matches_numpy_mean_function(table, tokens_within):
     sub = table.head(200)
     if tokens_within:
         sub = table.filter(pl.col("family").is_in(["LLaMA-1", "Llama-2", "OPT"])).group_by("family").head(60)
-        unknown = pl.col("model") == "Llama-2-13B"
+        unknown = pl.col("family") == "Llama-2"  # a family without tokens: each model a latent ln D
         sub = sub.with_columns(pl.when(unknown).then(None).otherwise(pl.col("train_tokens_b")).alias("train_tokens_b"))
         assert sub.filter(unknown).height > 0
     enc = Encoding.from_table(sub, tokens_within=tokens_within)
@@ -131,10 +131,12 @@ def test_tokens_within_a_design_are_departures_from_its_families_mean(table):
     # without the centring a row's ln D is its own, new design or not
     plain = encode(q, Encoding.from_table(train))
     np.testing.assert_allclose(plain.log_d_c, np.log([2.0, 15.0, 0.18]))
-    # unknown tokens: a latent ln D, shifted by the design's mean; for a new design, nothing
+    # unknown tokens: a family the fit saw gets its tokens (Llama-2), one it did not a latent
+    # ln D, shifted by the design's mean; for a new design, nothing
     q2 = q.with_columns(pl.lit(None, dtype=pl.Float64).alias("train_tokens_b"))
     d2 = encode(q2, enc)
-    assert np.isnan(d2.log_d_c).tolist() == [True, True, False] and d2.log_d_c[2] == 0.0
+    assert np.isnan(d2.log_d_c).tolist() == [False, True, False] and d2.log_d_c[2] == 0.0
+    assert d2.log_d_c[0] == pytest.approx(fam_ld["Llama-2"] - centre)
     np.testing.assert_allclose(d2.log_d_shift, [centre, centre, np.nan])
     # the population unknown counts are drawn from is of ln D itself, centred or not
     raw = known_log_tokens(encode(train, Encoding.from_table(train)))

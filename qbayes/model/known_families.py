@@ -1,0 +1,77 @@
+"""Block designs and training tokens of well-known model families, for queries that do not
+give them.
+
+A family the fit has seen brings its own design (norm + MLP, design.arch_expr) and training
+tokens. A family it has not seen would otherwise be a new design too, predicted from the
+population of designs, with no training-token term (tokens are measured within designs);
+and a query without ``train_tokens_b`` would get ln D drawn from the fitted population,
+which holds 2022-2023 families trained on 0.2-3.5T tokens, while Llama-3 saw 15T and
+Qwen2.5 18T. Yet most families people ask about next are built like one the data hold:
+Llama-3, Qwen and Mistral are LLaMA-style (RMSNorm + SwiGLU), Phi-2 and Pythia have BLOOM's
+and Falcon's LayerNorm + GELU.
+
+The shipped table ``data/known_families.csv`` records each family's norm and MLP as its
+Hugging Face transformers implementation builds them (column ``hf_class``), other spellings
+of the family name (``aliases``), and its published training tokens in billions
+(``train_tokens_b``, with ``tokens_source``), left empty where the count is not disclosed or
+differs by more than ~1.5x between the family's sizes. A fit stores the table (normalised
+family name -> design, -> tokens) in its encoding, so its predictions do not change with a
+later edit of the file.
+
+Family names are matched case- and punctuation-blind (respell.key): "Llama-3", "llama3" and
+"LLAMA 3" are one key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from qbayes.errors import QBayesError
+from qbayes.model.design import arch_expr
+from qbayes.model.respell import key_expr
+
+REGISTRY = Path(__file__).resolve().parents[2] / "data" / "known_families.csv"
+COLUMNS = ("family", "aliases", "norm", "mlp", "hf_class", "train_tokens_b", "tokens_source")
+
+
+@dataclass(frozen=True)
+class KnownFamilies:
+    """By normalised family name (and alias): the block design, "norm+mlp" as
+    design.arch_expr spells it, and the training tokens in billions where published."""
+
+    designs: dict[str, str] = field(default_factory=dict)
+    tokens: dict[str, float] = field(default_factory=dict)
+
+
+def load(path: Path = REGISTRY) -> KnownFamilies:
+    if not path.exists():
+        raise QBayesError(f"{path}: the table of known families is missing (it ships with qbayes)")
+    df = pl.read_csv(path, infer_schema_length=0)
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise QBayesError(f"{path}: missing column(s) {', '.join(missing)}; need {', '.join(COLUMNS)}")
+    empty = df.filter(pl.any_horizontal(pl.col("family", "norm", "mlp", "tokens_source").is_null()))
+    if empty.height:
+        raise QBayesError(f"{path}: rows without family, norm, mlp or tokens_source: {empty['family'].to_list()}")
+    df = df.with_columns(pl.col("train_tokens_b").cast(pl.Float64, strict=False).alias("tokens"))
+    bad = df.filter(pl.col("train_tokens_b").is_not_null() & ~(pl.col("tokens") > 0).fill_null(False))
+    if bad.height:
+        raise QBayesError(f"{path}: train_tokens_b must be a positive number of billions or empty; "
+                          f"got {bad['train_tokens_b'].to_list()} for {bad['family'].to_list()}")
+    names = (df.with_columns(arch_expr(df).alias("arch"),
+                             pl.concat_list(pl.col("family"), pl.col("aliases").fill_null("").str.split(";"))
+                             .alias("name"))
+             .explode("name").with_columns(pl.col("name").str.strip_chars())
+             .filter(pl.col("name") != "")
+             .with_columns(key_expr(pl.col("name")).alias("key")))
+    dup = names.filter(pl.col("key").is_duplicated())
+    if dup.height:
+        which = sorted(set(dup["name"].to_list()))
+        raise QBayesError(f"{path}: family names listed more than once (case and punctuation ignored): "
+                          f"{', '.join(which)}")
+    with_tokens = names.filter(pl.col("tokens").is_not_null())
+    return KnownFamilies(designs=dict(zip(names["key"].to_list(), names["arch"].to_list())),
+                         tokens=dict(zip(with_tokens["key"].to_list(), with_tokens["tokens"].to_list())))

@@ -1,0 +1,83 @@
+"""The shipped table of known families' block designs and training tokens
+(data/known_families.csv)."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from helpers import SHIPPED_DB
+from qbayes.db import store
+from qbayes.errors import QBayesError
+from qbayes.model import known_families
+from qbayes.model.design import arch_expr
+from qbayes.model.respell import key, key_expr
+
+HEADER = "family,aliases,norm,mlp,hf_class,train_tokens_b,tokens_source\n"
+
+
+def test_families_match_whatever_their_spelling():
+    known = known_families.load()
+    for name in ("Llama-3", "llama3", "LLAMA 3", "Meta-Llama-3.1", "Qwen2.5", "qwen-2.5", "Mistral"):
+        assert known.designs.get(key(name)) == "rmsnorm+swiglu", name
+    assert known.designs.get(key("Phi-2")) == "layernorm+gelu"  # BLOOM's and Falcon's design
+    assert known.designs.get(key("Gemma-2")) == "rmsnorm+geglu"  # a design no shipped family has
+    assert known.designs.get(key("OPT")) == "layernorm+relu"
+    assert key("Mamba") not in known.designs
+
+
+def test_training_tokens_where_published_and_alike_across_sizes():
+    tokens = known_families.load().tokens
+    assert tokens[key("Meta-Llama-3.1")] == tokens[key("Llama-3")] == 15000.0
+    assert tokens[key("Llama-3.2")] == 9000.0  # its own row: the 1B and 3B saw 9T, not 15T
+    assert tokens[key("Qwen2.5")] == 18000.0
+    for undisclosed_or_varied in ("Mistral", "Gemma-2", "Falcon", "Vicuna"):
+        assert key(undisclosed_or_varied) not in tokens, undisclosed_or_varied
+
+
+def test_table_agrees_with_the_shipped_models_table():
+    """A family in both must have one design, or a fit would predict it as one design and a
+    query about it as another; its tokens, where the table gives them, lie within the range
+    of its models'."""
+    known = known_families.load()
+    models = store.load(SHIPPED_DB).models
+    db = (models.group_by("family").agg(arch_expr(models).drop_nulls().unique().alias("arch"),
+                                        pl.col("train_tokens_b").min().alias("lo"),
+                                        pl.col("train_tokens_b").max().alias("hi"))
+          .with_columns(key_expr(pl.col("family")).alias("key")))
+    both = db.filter(pl.col("key").is_in(list(known.designs)))
+    assert both.height >= 6  # OPT, BLOOM, LLaMA-1, Llama-2, Falcon, Mistral, Mixtral
+    with_tokens = 0
+    for r in both.iter_rows(named=True):
+        assert r["arch"] == [known.designs[r["key"]]], r["family"]
+        if r["key"] in known.tokens and r["lo"] is not None:
+            assert r["lo"] <= known.tokens[r["key"]] <= r["hi"], r["family"]
+            with_tokens += 1
+    assert with_tokens >= 4  # OPT, BLOOM, LLaMA-1, Llama-2
+
+
+@pytest.mark.parametrize("rows, message", [
+    ("Llama-3,,RMSNorm,SwiGLU,x,15000,s\nLLaMA 3,,RMSNorm,SwiGLU,y,,s\n", "listed more than once.*LLaMA 3, Llama-3"),
+    ("Qwen2,Qwen-1,RMSNorm,SwiGLU,x,,s\nQwen1,,RMSNorm,SwiGLU,y,,s\n", "listed more than once.*Qwen-1, Qwen1"),
+    ("Qwen2,,,SwiGLU,x,,s\n", "without family, norm, mlp or tokens_source.*Qwen2"),
+    ("Qwen2,,RMSNorm,SwiGLU,x,7000,\n", "without family, norm, mlp or tokens_source.*Qwen2"),
+    ("Qwen2,,RMSNorm,SwiGLU,x,7T,s\nQwen3,,RMSNorm,SwiGLU,x,-1,s\n",
+     r"train_tokens_b must be a positive number.*\['7T', '-1'\] for \['Qwen2', 'Qwen3'\]"),
+])
+def test_a_broken_table_is_refused(tmp_path, rows, message):
+    path = tmp_path / "families.csv"
+    path.write_text(HEADER + rows)
+    with pytest.raises(QBayesError, match=message):
+        known_families.load(path)
+
+
+def test_a_table_without_token_columns_is_refused(tmp_path):
+    path = tmp_path / "families.csv"
+    path.write_text("family,aliases,norm,mlp,hf_class\nQwen2,,RMSNorm,SwiGLU,x\n")
+    with pytest.raises(QBayesError, match="missing column.*train_tokens_b, tokens_source"):
+        known_families.load(path)
+
+
+def test_a_missing_table_is_named(tmp_path):
+    with pytest.raises(QBayesError, match="absent.csv: the table of known families is missing"):
+        known_families.load(tmp_path / "absent.csv")
