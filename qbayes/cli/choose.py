@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from qbayes.cli.predict import SUFFIXES, _read_queries, _write_atomic
+from qbayes.cli.predict import SUFFIXES, _read_queries, _write_atomic, filled_notes
 from qbayes.errors import QBayesError
 
 DEFAULT_METHODS = ("RTN", "GPTQ", "AWQ")
@@ -112,6 +112,9 @@ def choose(fit_path, budget_gb, candidate_specs, candidates_path, family, train_
         _write_atomic(table, out)
         click.echo(f"wrote {table.height} options to {out}")
     _print(ranked.head(top), budget_gb, ranked.height)
+    for r in table.unique("family", keep="first", maintain_order=True).iter_rows(named=True):
+        for line in filled_notes(r):
+            click.echo(line)
 
 
 def _label(r: dict) -> str:

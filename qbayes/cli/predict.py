@@ -126,16 +126,24 @@ def _print_one(r: dict) -> None:
                "upper tail; the median and interval are the figures to read)")
     if notes:
         click.echo("predicted from the population (wider intervals): " + ", ".join(notes))
-    if r["block_design_from"] == "known_families":
-        click.echo(f"block design {r['block_design']}: {r['family']}'s, from qbayes's table of known families "
-                   "(data/known_families.csv); --arch overrides it")
-    elif r["new_arch"] and r["block_design"] is None:
+    for line in filled_notes(r):
+        click.echo(line)
+    if r["new_arch"] and r["block_design"] is None:
         click.echo(f"block design of {r['family']} unknown, so it is predicted as a new design; give --arch "
                    "(norm+mlp, e.g. rmsnorm+swiglu) if you know it")
-    where = {"fit": "as the fit saw them (geometric mean over its models)",
-             "known_families": "from qbayes's table of known families (data/known_families.csv)"}
-    if r["train_tokens_from"] in where:
-        click.echo(f"training tokens {r['train_tokens_b_used']:g}B: {r['family']}'s, {where[r['train_tokens_from']]}; "
-                   "--train-tokens-b overrides them")
-    elif r["tokens_imputed"]:
+    if r["tokens_imputed"]:
         click.echo(f"training tokens of {r['model']} unknown; give --train-tokens-b if you know them")
+
+
+def filled_notes(r: dict) -> list[str]:
+    """What a prediction row took from its family rather than from the query: the block
+    design from the table of known families, training tokens from the fit or the table."""
+    table = "from qbayes's table of known families (data/known_families.csv)"
+    out = []
+    if r["block_design_from"] == "known_families":
+        out.append(f"block design {r['block_design']}: {r['family']}'s, {table}; --arch overrides it")
+    where = {"fit": "as the fit saw them (geometric mean over its models)", "known_families": table}
+    if r["train_tokens_from"] in where:
+        out.append(f"training tokens {r['train_tokens_b_used']:g}B: {r['family']}'s, "
+                   f"{where[r['train_tokens_from']]}; --train-tokens-b overrides them")
+    return out

@@ -25,6 +25,8 @@ from qbayes.model.predict import delta_draws, draws_from_fit, predict_table
 FP16_BITS = 16.0
 CANDIDATE_COLUMNS = ("family", "model", "params_b", "fp16_ppl")  # required; also train_tokens_b, arch, eval_set
 FLAGS = ("new_family", "new_arch", "new_method", "new_eval_set")  # from predict_table
+# also from predict_table: the design and training tokens each candidate was predicted with
+FILLED = ("block_design", "block_design_from", "train_tokens_b_used", "train_tokens_from")
 
 
 def options(candidates: pl.DataFrame, *, methods: Sequence[str], w_bits: Sequence[float],
@@ -91,7 +93,7 @@ def choose(fit: Fit, candidates: pl.DataFrame, *, budget_gb: float, methods: Seq
         pred = predict_table(fit, q, n_draws=n_draws, seed=seed)
     quant = pl.concat([q.select("family", "model", "params_b", "method", "w_bits", "group_size", "bits",
                                 "eval_set", "fp16_ppl"),
-                       pred.select("ppl_q05", "ppl_q50", "ppl_q95", *FLAGS)], how="horizontal")
+                       pred.select("ppl_q05", "ppl_q50", "ppl_q95", *FLAGS, *FILLED)], how="horizontal")
     ppl = mean_ppl_draws(fit, q, n_draws=n_draws, seed=seed)
     table = quant
     if include_fp16:

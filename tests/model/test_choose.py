@@ -79,6 +79,18 @@ def test_choose_cli_prints_the_ranking_and_writes_every_option(small_fit_path, t
     quantized = table.filter(pl.col("method") == "gptq")
     assert quantized["new_family"].to_list() == [True] and quantized["new_arch"].to_list() == [False]
     assert quantized["new_method"].to_list() == [False]
+    assert "block design rmsnorm+swiglu: Qwen's, from qbayes's table of known families" in r.out
+    assert "training tokens" not in r.out  # Qwen's count was never disclosed: imputed, as flagged
+    assert table["train_tokens_from"].null_count() == table.height
+
+    # training tokens left out come from the table too, and the written options say so
+    r = cli("choose", "--fit", small_fit_path, "--budget-gb", 16, "--family", "Llama-3",
+            "--candidate", "Llama-3-8B:8:6.14", "--method", "GPTQ", "--w-bits", 4, "--output", out, "--draws", 200)
+    assert r.code == 0, r.err
+    assert "training tokens 15000B: Llama-3's, from qbayes's table of known families" in r.out
+    table = pl.read_csv(out)
+    assert table["train_tokens_b_used"].to_list() == [15000.0, 15000.0]
+    assert table["train_tokens_from"].to_list() == ["known_families", "known_families"]
 
 
 @pytest.mark.parametrize("args, message", [
