@@ -102,12 +102,17 @@ def with_baseline(res: pl.DataFrame) -> pl.DataFrame:
     return res.filter(pl.col("method") != BASELINE_METHOD).join(base, on=key, how="inner", nulls_equal=True)
 
 
+def family_mean_tokens(df: pl.DataFrame) -> dict[str, float]:
+    """Family -> the geometric mean of its known token counts (families with none left out)."""
+    fam = df.group_by("family").agg(pl.col("train_tokens_b").log().mean().exp()).drop_nulls().sort("family")
+    return dict(zip(fam["family"].to_list(), fam["train_tokens_b"].to_list()))
+
+
 def family_tokens(df: pl.DataFrame) -> pl.DataFrame:
     """Replace each row's training tokens by the geometric mean of its family's known
     token counts (rows whose family has none stay null, to be imputed)."""
-    fam = df.group_by("family").agg(pl.col("train_tokens_b").log().mean().exp().alias("_fam_tokens"))
-    return (df.join(fam, on="family", how="left", maintain_order="left")
-            .with_columns(pl.col("_fam_tokens").alias("train_tokens_b")).drop("_fam_tokens"))
+    return df.with_columns(pl.col("family").replace_strict(family_mean_tokens(df), default=None,
+                                                           return_dtype=pl.Float64).alias("train_tokens_b"))
 
 
 def tokens_centre(df: pl.DataFrame, level: pl.Series) -> dict[str, float]:
@@ -197,8 +202,7 @@ class Encoding:
         family's from the table of known families, as in :func:`encode`; the models left
         without any each get a latent ln D."""
         known_designs, known_tokens = (known.designs, known.tokens) if known else ({}, {})
-        fam = (df.group_by("family").agg(pl.col("train_tokens_b").log().mean().exp()).drop_nulls().sort("family"))
-        fam_tokens = dict(zip(fam["family"].to_list(), fam["train_tokens_b"].to_list()))
+        fam_tokens = family_mean_tokens(df)
         df = cls(levels={}, tokens_missing=(), family_tokens_seen=fam_tokens,
                  known_tokens=known_tokens).fill(df, "train_tokens_b")
         values = {g: grouping_values(df, g) for g in GROUPINGS}
