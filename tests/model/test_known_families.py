@@ -81,3 +81,16 @@ def test_a_table_without_token_columns_is_refused(tmp_path):
 def test_a_missing_table_is_named(tmp_path):
     with pytest.raises(QBayesError, match="absent.csv: the table of known families is missing"):
         known_families.load(tmp_path / "absent.csv")
+
+
+def test_fit_refuses_a_broken_table_and_writes_no_fit(tmp_path, cli, monkeypatch):
+    """The table is read when a fit encodes its data, before any sampling: a bad token count
+    stops `qbayes fit` with the message and no fit file."""
+    path = tmp_path / "families.csv"
+    path.write_text(HEADER + "Qwen2,,RMSNorm,SwiGLU,x,seven,s\n")
+    monkeypatch.setattr(known_families.load, "__defaults__", (path,))
+    out = tmp_path / "fit.nc"
+    r = cli("fit", "--out", out, "--draws", 10, "--tune", 10, "--chains", 1)
+    assert r.code == 2, r.err
+    assert "train_tokens_b must be a positive number of billions or empty" in r.err and "seven" in r.err
+    assert not out.exists() and list(tmp_path.iterdir()) == [path]
