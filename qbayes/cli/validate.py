@@ -28,8 +28,10 @@ from qbayes.model.samplers import DEFAULT_SAMPLER, SampleConfig
 @click.option("--rows", type=click.Choice(["published", "collected", "all"]), default=None,
               help="which database rows to validate on (default: the first model's `rows`)")
 @click.option("--json", "json_path", type=click.Path(), help="also write the results as JSON here")
+@click.option("--predictions", "predictions_path", type=click.Path(),
+              help="also write every held-out row with each model's predictive quantiles (.csv or .parquet)")
 def validate(data, exclude_family, include_suspect, models, baselines, families, draws, tune, chains, seed,
-             sampler, target_accept, rows, json_path):
+             sampler, target_accept, rows, json_path, predictions_path):
     """Hold out each family in turn, fit on the rest, and score predictions for it.
 
     Prints overall and per-family scores, then the median-error gap between the first --model
@@ -48,6 +50,8 @@ def validate(data, exclude_family, include_suspect, models, baselines, families,
             from qbayes.errors import unknown
 
             raise unknown("baseline", b, BASELINES)
+    if predictions_path and not str(predictions_path).endswith((".csv", ".parquet")):
+        raise QBayesError(f"--predictions {predictions_path}: the file name must end in .csv or .parquet")
     specs = [load_spec(m) for m in models]
     rows = rows or (specs[0].rows if specs else "published")
     db = load_databases(data)
@@ -92,9 +96,17 @@ def validate(data, exclude_family, include_suspect, models, baselines, families,
         for g in summary["gaps"]:
             t.add_row(g["model"], *(f"{g[k]:+.4f}" for k in ("gap", "lo", "hi")), f"{g['p_reference_better']:.2f}")
         out.print(t)
-    if json_path:
-        from qbayes.atomic import atomic_path
+    from qbayes.atomic import atomic_path
 
+    if json_path:
         with atomic_path(json_path) as tmp:
             tmp.write_text(json.dumps(summary, indent=1, allow_nan=False))
         click.echo(f"wrote {json_path}")
+    if predictions_path:
+        preds = crossval.predictions_table(results)
+        with atomic_path(predictions_path) as tmp:
+            if str(predictions_path).endswith(".csv"):
+                preds.write_csv(tmp)
+            else:
+                preds.write_parquet(tmp)
+        click.echo(f"wrote {predictions_path} ({preds.height} rows: held-out rows x models)")

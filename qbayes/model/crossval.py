@@ -10,6 +10,10 @@ baselines are judged by one piece of code:
 * CRPS, approximated as twice the mean pinball loss over the grid;
 * the gap in MdAE between the first Bayesian model and every other model, with a
   paired bootstrap interval (:func:`mdae_gaps`).
+
+:func:`predictions_table` lays the held-out rows side by side with every model's
+predictive quantiles, so that where a model loses (which family, bits, method) can be
+looked at row by row rather than through the summaries alone.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class FoldResult:
     y: np.ndarray
     q: np.ndarray  # (len(QGRID), N)
     info: dict = field(default_factory=dict)
+    rows: pl.DataFrame | None = None  # the held-out rows (the standard table), in the order of y
 
 
 def _qidx(p: float) -> int:
@@ -97,15 +102,39 @@ def run(table: pl.DataFrame, *, bayes_models: Sequence[str], baselines: Sequence
         for name in baselines:
             progress(f"{fam}: {name}")
             model = BASELINES[name]() if name != "random_forest" else BASELINES[name](seed=seed)
-            out.append(FoldResult(fam, name, y, model.fit(train).quantiles(test, QGRID)))
+            out.append(FoldResult(fam, name, y, model.fit(train).quantiles(test, QGRID), rows=test))
         for name in bayes_models:
             progress(f"{fam}: {name} (sampling)")
             fit = fit_table(train, specs[name], opts)
             conv = fit.attrs["convergence"]
             out.append(FoldResult(fam, name, y, bayes_quantiles(fit, test_for[name], seed=seed),
                                   info={"max_rhat": conv["max_rhat"], "divergences": conv["divergences"],
-                                        "min_ess_bulk": conv["min_ess_bulk"]}))
+                                        "min_ess_bulk": conv["min_ess_bulk"]}, rows=test))
     return out
+
+
+# the columns of a held-out row that say what it is, in predictions_table's output
+ROW_COLUMNS = ("family", "arch", "model", "params_b", "method", "w_bits", "group_size", "act_bits", "eval_set",
+               "source", "fp16_ppl", "delta")
+PREDICTION_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+def predictions_table(results: list[FoldResult]) -> pl.DataFrame:
+    """One row per held-out row and model: what the row is (:data:`ROW_COLUMNS`, ``delta``
+    observed), the model's predictive quantiles of delta (``delta_q05`` .. ``delta_q95``),
+    ``abs_error`` of its median and whether the 90% interval covers the observation."""
+    frames = []
+    for r in results:
+        if r.rows is None:
+            raise ValueError(f"fold {r.family}/{r.model} has no rows: it was not made by crossval.run")
+        cols = {f"delta_q{round(p * 100):02d}": r.q[_qidx(p)].astype(np.float64) for p in PREDICTION_QUANTILES}
+        frames.append(r.rows.select([c for c in ROW_COLUMNS if c in r.rows.columns]).with_columns(
+            pl.lit(r.model).alias("predicted_by"), pl.lit(r.family).alias("held_out"), **cols))
+    if not frames:
+        return pl.DataFrame()
+    return pl.concat(frames, how="diagonal_relaxed").with_columns(
+        (pl.col("delta") - pl.col("delta_q50")).abs().alias("abs_error"),
+        pl.col("delta").is_between(pl.col("delta_q05"), pl.col("delta_q95")).alias("covered90"))
 
 
 def _abs_errors(results: list[FoldResult], model: str) -> dict[str, np.ndarray]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import polars as pl
+import pytest
 
-from qbayes.model.crossval import QGRID, FoldResult, coverage, crps, mdae_gaps
+from qbayes.model.crossval import QGRID, FoldResult, coverage, crps, mdae_gaps, predictions_table
 
 
 def test_scores_on_a_known_distribution():
@@ -22,8 +24,9 @@ def test_scores_on_a_known_distribution():
 
 def test_validate_cli_holds_out_a_family_and_writes_strict_json(cli, tmp_path):
     out = tmp_path / "v.json"
+    preds_path = tmp_path / "rows.parquet"
     r = cli("validate", "--family", "Falcon", "--model", "pooled", "--draws", 60, "--tune", 60, "--chains", 2,
-            "--json", out)
+            "--json", out, "--predictions", preds_path)
     assert r.code == 0, r.err
     text = out.read_text()
     assert "NaN" not in text
@@ -40,6 +43,14 @@ def test_validate_cli_holds_out_a_family_and_writes_strict_json(cli, tmp_path):
     for g in gaps.values():
         assert g["reference"] == "pooled" and g["n"] == 4 and g["lo"] <= g["hi"]
     assert "MdAE of pooled minus each model's" in r.out
+    # the per-row file holds the same predictions the summary was scored from
+    preds = pl.read_parquet(preds_path)
+    assert preds.height == 4 * 4 and set(preds["held_out"]) == {"Falcon"} and set(preds["family"]) == {"Falcon"}
+    for row in doc["per_family"]:
+        mine = preds.filter(pl.col("predicted_by") == row["model"])
+        assert mine.height == 4
+        assert np.isclose(mine["abs_error"].median(), row["mdae"])
+        assert np.isclose(mine["covered90"].mean(), row["cov90"])
 
 
 def test_validate_cli_unknown_family_suggests(cli, tmp_path):
@@ -80,3 +91,30 @@ def test_mdae_gaps_are_paired_and_signed():
     # the reference's side flips the sign
     back = {g["model"]: g for g in mdae_gaps(results, reference="bad", n_boot=400)}
     assert np.isclose(back["good"]["gap"], -gaps["bad"]["gap"]) and back["good"]["lo"] > 0
+
+
+def test_predictions_table_lays_rows_beside_each_models_quantiles():
+    rows = pl.DataFrame({"family": ["A", "A", "A"], "model": ["a-1", "a-2", "a-3"], "method": ["RTN", "GPTQ", "AWQ"],
+                         "w_bits": [3.0, 4.0, 2.0], "delta": [0.1, 0.02, 5.0]})
+    y = rows["delta"].to_numpy()
+    q = np.stack([y + (p - 0.5) for p in QGRID])  # median exact, 90% interval +-0.45
+    q[:, 2] += 1.0  # the third row's interval misses it, its median is 1.0 off
+    out = predictions_table([FoldResult("A", "m1", y, q, rows=rows), FoldResult("A", "m2", y, q - 0.2, rows=rows)])
+    assert out.height == 6 and out["predicted_by"].to_list() == ["m1"] * 3 + ["m2"] * 3
+    assert out["model"].to_list()[:3] == ["a-1", "a-2", "a-3"] and set(out["held_out"]) == {"A"}
+    m1 = out.filter(pl.col("predicted_by") == "m1")
+    assert np.allclose(m1["abs_error"].to_numpy(), [0.0, 0.0, 1.0])
+    assert m1["covered90"].to_list() == [True, True, False]
+    assert np.allclose(m1["delta_q05"].to_numpy(), q[0])
+    assert np.allclose(out.filter(pl.col("predicted_by") == "m2")["abs_error"].to_numpy()[:2], 0.2)
+
+
+def test_predictions_table_needs_the_rows():
+    with pytest.raises(ValueError, match="no rows"):
+        predictions_table([FoldResult("A", "m", np.zeros(2), np.zeros((QGRID.size, 2)))])
+
+
+def test_validate_cli_refuses_a_predictions_file_of_unknown_kind(cli, tmp_path):
+    r = cli("validate", "--family", "Falcon", "--predictions", tmp_path / "rows.xlsx")
+    assert r.code == 2 and ".csv or .parquet" in r.err
+    assert not list(tmp_path.iterdir())
