@@ -176,21 +176,49 @@ def mdae_gaps(results: list[FoldResult], *, reference: str, n_boot: int = GAP_BO
     return out
 
 
+def row_cells(rows: pl.DataFrame) -> np.ndarray:
+    """Each held-out row's kind, for the per-kind scores: its nominal weight bits (2 or
+    fewer, 3, 4, 5 or more) and whether it has groups or one scale per channel, e.g.
+    "3 bits, groups". Rows of one kind are alike in how much they degrade, so a model's
+    errors read per kind say where it can be trusted."""
+    bits = np.round(rows.get_column("w_bits").cast(pl.Float64).to_numpy())
+    label = np.where(bits <= 2, "≤2 bits", np.where(bits >= 5, "≥5 bits", np.char.add(bits.astype(int).astype(str),
+                                                                                       " bits")))
+    grouped = rows.get_column("group_size").is_not_null().to_numpy()
+    return np.char.add(label.astype(str), np.where(grouped, ", groups", ", per channel"))
+
+
+CELL_ORDER = tuple(f"{b}, {g}" for b in ("≤2 bits", "3 bits", "4 bits", "≥5 bits") for g in ("groups", "per channel"))
+
+
+def _per_cell(m: str, rs: list[FoldResult]) -> list[dict]:
+    """Scores of model ``m`` per kind of row (:func:`row_cells`), pooled over held-out families."""
+    if any(r.rows is None for r in rs):
+        return []
+    y = np.concatenate([r.y for r in rs])
+    q = np.concatenate([r.q for r in rs], axis=1)
+    cells = np.concatenate([row_cells(r.rows) for r in rs])
+    return [{"cell": c, "model": m, **scores(y[cells == c], q[:, cells == c])} for c in CELL_ORDER
+            if (cells == c).any()]
+
+
 def summarise(results: list[FoldResult], settings: dict, *, reference: str | None = None) -> dict:
-    """The JSON-able validation summary: overall, per family, calibration curve, and the
+    """The JSON-able validation summary: overall, per family, per kind of row (nominal bits,
+    groups or per channel; when the folds carry their rows), calibration curve, and the
     MdAE gaps of ``reference`` (a model name) to every other model."""
     models = list(dict.fromkeys(r.model for r in results))
-    overall, per_family, calibration = [], [], []
+    overall, per_family, per_cell, calibration = [], [], [], []
     for m in models:
         rs = [r for r in results if r.model == m]
         y = np.concatenate([r.y for r in rs])
         q = np.concatenate([r.q for r in rs], axis=1)
         overall.append({"model": m, **scores(y, q)})
+        per_cell += _per_cell(m, rs)
         for r in rs:
             per_family.append({"family": r.family, "model": m, **scores(r.y, r.q), **r.info})
         ok = ~np.isnan(q[_qidx(0.5)])
         for level in NOMINAL:
             calibration.append({"model": m, "nominal": float(level), "observed": coverage(y[ok], q[:, ok], level)})
     gaps = mdae_gaps(results, reference=reference) if reference in models else []
-    return json_safe({"models": models, "overall": overall, "per_family": per_family,
+    return json_safe({"models": models, "overall": overall, "per_family": per_family, "per_cell": per_cell,
                       "calibration": calibration, "gaps": gaps, "settings": settings})

@@ -5,11 +5,13 @@ Shape::
     {"models": [str, ...],
      "overall": [{"model", "n", "mdae", "mae", "cov50", "cov90", "crps"}, ...],
      "per_family": [{"family", "model", "n", "mdae", ...}, ...],
+     "per_cell": [{"cell", "model", "n", "mdae", ...}, ...],
      "calibration": [{"model", "nominal", "observed"}, ...],
      "gaps": [{"model", "reference", "n", "gap", "lo", "hi", "level", "p_reference_better"}, ...],
      "settings": {...}}
 
-``gaps`` is optional (files written before it existed have none).
+``gaps`` and ``per_cell`` (scores per kind of row: nominal bits, groups or per channel) are
+optional (files written before they existed have none).
 
 Metric values may be null or NaN (baselines without intervals). A file of another shape
 is refused with a message that names what is wrong.
@@ -74,6 +76,7 @@ def parse(raw, path: str | os.PathLike = "<validation>") -> dict:
         "per_family": _rows(raw, "per_family", ("family", "model"), ("n", *METRICS), path),
         "calibration": _rows(raw, "calibration", ("model", "nominal", "observed"), ("nominal", "observed"), path),
         "gaps": _rows(raw, "gaps", ("model", "reference"), GAP_FIELDS, path) if "gaps" in raw else [],
+        "per_cell": _rows(raw, "per_cell", ("cell", "model"), ("n", *METRICS), path) if "per_cell" in raw else [],
         "settings": settings if isinstance(settings, dict) else {"settings": settings},
     }
 

@@ -43,6 +43,12 @@ def test_validate_cli_holds_out_a_family_and_writes_strict_json(cli, tmp_path):
     for g in gaps.values():
         assert g["reference"] == "pooled" and g["n"] == 4 and g["lo"] <= g["hi"]
     assert "MdAE of pooled minus each model's" in r.out
+    # Falcon's 4 rows are all 3-bit with groups: one kind of row, scored as the family is
+    for row in doc["per_cell"]:
+        assert row["cell"] == "3 bits, groups" and row["n"] == 4
+        fam = [r for r in doc["per_family"] if r["model"] == row["model"]][0]
+        assert np.isclose(row["mdae"], fam["mdae"]) and np.isclose(row["cov90"], fam["cov90"])
+    assert len(doc["per_cell"]) == 4
     # the per-row file holds the same predictions the summary was scored from
     preds = pl.read_parquet(preds_path)
     assert preds.height == 4 * 4 and set(preds["held_out"]) == {"Falcon"} and set(preds["family"]) == {"Falcon"}
@@ -118,3 +124,26 @@ def test_validate_cli_refuses_a_predictions_file_of_unknown_kind(cli, tmp_path):
     r = cli("validate", "--family", "Falcon", "--predictions", tmp_path / "rows.xlsx")
     assert r.code == 2 and ".csv or .parquet" in r.err
     assert not list(tmp_path.iterdir())
+
+
+def test_summary_scores_each_kind_of_row():
+    from qbayes.model.crossval import row_cells, summarise
+
+    rows = pl.DataFrame({"family": ["A"] * 6, "w_bits": [2.0, 3.0, 3.0, 4.0, 4.0, 8.0],
+                         "group_size": [128, 128, None, 64, None, None], "delta": [3.0, 0.2, 0.5, 0.05, 0.1, 0.01]})
+    assert list(row_cells(rows)) == ["≤2 bits, groups", "3 bits, groups", "3 bits, per channel", "4 bits, groups",
+                                     "4 bits, per channel", "≥5 bits, per channel"]
+    y = rows["delta"].to_numpy()
+    err = np.array([1.0, 0.1, 0.2, 0.01, 0.02, 0.0])
+    q = np.repeat((y + err)[None, :], QGRID.size, axis=0)
+    more = pl.DataFrame({"family": ["B"] * 2, "w_bits": [3.0, 3.0], "group_size": [128, 128], "delta": [0.3, 0.4]})
+    q_b = np.repeat(np.array([0.3, 0.7])[None, :], QGRID.size, axis=0)
+    doc = summarise([FoldResult("A", "m", y, q, rows=rows), FoldResult("B", "m", more["delta"].to_numpy(), q_b,
+                                                                       rows=more)], {})
+    by = {r["cell"]: r for r in doc["per_cell"]}
+    # every kind present, in a fixed order; families pooled within a kind
+    assert [r["cell"] for r in doc["per_cell"]] == list(row_cells(rows))
+    assert by["3 bits, groups"]["n"] == 3 and np.isclose(by["3 bits, groups"]["mdae"], 0.1)  # errors 0.1, 0, 0.3
+    assert np.isclose(by["≤2 bits, groups"]["mdae"], 1.0) and by["≥5 bits, per channel"]["n"] == 1
+    # folds without their rows (made by hand) give no per-kind scores
+    assert summarise([FoldResult("A", "m", y, q)], {})["per_cell"] == []

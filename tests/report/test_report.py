@@ -169,3 +169,32 @@ def test_report_refuses_a_validation_file_with_a_bad_gap(cli, tmp_path, tiny_fit
     r = cli("report", "--fit", tiny_fit_path, "--validation", bad, "--out", out)
     assert r.code == 2 and "gaps[0].lo: expected a number or null, got 'low'" in r.err
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["bad-gaps.json"]
+
+
+def _cell_row(cell: str, model: str, mdae: float, cov90: float) -> dict:
+    return {"cell": cell, "model": model, "n": 40, "mdae": mdae, "mae": 2 * mdae, "cov50": 0.5, "cov90": cov90,
+            "crps": mdae}
+
+
+def test_validation_per_kind_of_row_is_optional_and_shown(tiny_fit):
+    from qbayes.report import validation
+    from qbayes.report.context import Context
+    from qbayes.report.sections import validation as section
+
+    good = json.loads(VALIDATION_JSON.read_text())
+    assert validation.parse(good)["per_cell"] == []  # files written before per_cell existed still load
+    old = section.render(Context(fit=tiny_fit, validation=validation.parse(good))).body
+    assert "no per-kind scores" in old and "rerun it" in old
+    cells = [_cell_row("3 bits, groups", "hierarchical", 0.041, 0.93), _cell_row("3 bits, groups", "random_forest",
+                                                                               0.029, 0.41),
+             _cell_row("4 bits, per channel", "hierarchical", 0.017, 0.95),
+             _cell_row("4 bits, per channel", "random_forest", 0.025, 0.60)]
+    body = section.render(Context(fit=tiny_fit, validation=validation.parse({**good, "per_cell": cells}))).body
+    part = body[body.index("Per kind of row: median absolute error"):]
+    assert "no per-kind scores" not in body
+    # kinds in the file's order, the best error of each kind in bold
+    assert part.index("3 bits, groups") < part.index("4 bits, per channel")
+    assert '<td class="num best">0.029</td>' in part and '<td class="num best">0.017</td>' in part
+    assert "Per kind of row: 90% interval coverage" in part
+    with pytest.raises(QBayesError, match=r"per_cell\[1\]\.mdae"):
+        validation.parse({**good, "per_cell": [cells[0], {**cells[1], "mdae": "small"}]})

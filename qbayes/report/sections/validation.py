@@ -70,19 +70,34 @@ def _gap_table(val: dict) -> str:
             + table(["model", "MdAE gap (nats)", f"{level:.0%} interval", f"P({ref} better)"], rows))
 
 
-def _pivot(val: dict, metric: str) -> str:
+def _pivot(val: dict, metric: str, by: str = "family") -> str:
+    """A table of ``metric``: one row per held-out family (``by`` "family", from
+    ``per_family``) or per kind of row ("cell", from ``per_cell``, in the file's order), one
+    column per model."""
     models = val["models"]
-    fams = sorted({r["family"] for r in val["per_family"]})
-    cell = {(r["family"], r["model"]): r for r in val["per_family"]}
+    source = val["per_family"] if by == "family" else val["per_cell"]
+    keys = sorted({r[by] for r in source}) if by == "family" else list(dict.fromkeys(r[by] for r in source))
+    cell = {(r[by], r["model"]): r for r in source}
     rows = []
-    for f in fams:
-        present = [cell[(f, m)] for m in models if (f, m) in cell]
+    for k in keys:
+        present = [cell[(k, m)] for m in models if (k, m) in cell]
         best = _best(present, metric)
         n = next((r["n"] for r in present if not is_missing(r["n"])), math.nan)
-        rows.append([f, Cell("—" if is_missing(n) else f"{n:.0f}", "num")]
-                    + [_metric_cell(cell[(f, m)], metric, best) if (f, m) in cell else Cell("—", "num")
+        rows.append([k, Cell("—" if is_missing(n) else f"{n:.0f}", "num")]
+                    + [_metric_cell(cell[(k, m)], metric, best) if (k, m) in cell else Cell("—", "num")
                        for m in models])
-    return table(["held-out family", "rows"] + models, rows)
+    return table(["held-out family" if by == "family" else "kind of row", "rows"] + models, rows)
+
+
+def _per_cell(val: dict) -> str:
+    if not val.get("per_cell"):
+        return ("<h3>Per kind of row</h3><p>This validation file has no per-kind scores (it was written before "
+                "<code>qbayes validate</code> kept them); rerun it to see where each model wins and loses.</p>")
+    return ("<h3>Per kind of row: median absolute error</h3>"
+            "<p>Held-out rows of all families pooled, split by nominal weight bits and by groups against one "
+            "scale per output channel: where each model can be trusted, and where the overall median error "
+            "is won or lost.</p>" + _pivot(val, "mdae", by="cell")
+            + details("Per kind of row: 90% interval coverage", _pivot(val, "cov90", by="cell")))
 
 
 def _calibration_figure(val: dict) -> str:
@@ -152,6 +167,7 @@ def render(ctx: Context) -> Section:
         + "<h3>Per held-out family: median absolute error</h3>" + _pivot(val, "mdae")
         + "<h3>Per held-out family: 90% interval coverage</h3>" + _pivot(val, "cov90")
         + details("Per held-out family: CRPS", _pivot(val, "crps"))
+        + _per_cell(val)
         + details("Validation settings", kv_table(
             (str(k), v if isinstance(v, (str, int, float)) else json.dumps(v)) for k, v in settings.items()))
     )
