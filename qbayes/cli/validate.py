@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
 from qbayes.cli.options import database_options, load_databases
+from qbayes.cli.predict import SUFFIXES, _write_atomic
 from qbayes.errors import QBayesError
 from qbayes.model.samplers import DEFAULT_SAMPLER, SampleConfig
 
@@ -50,8 +52,8 @@ def validate(data, exclude_family, include_suspect, models, baselines, families,
             from qbayes.errors import unknown
 
             raise unknown("baseline", b, BASELINES)
-    if predictions_path and not str(predictions_path).endswith((".csv", ".parquet")):
-        raise QBayesError(f"--predictions {predictions_path}: the file name must end in .csv or .parquet")
+    if predictions_path and Path(predictions_path).suffix not in SUFFIXES:
+        raise QBayesError(f"--predictions {predictions_path}: output must end in .csv or .parquet")
     specs = [load_spec(m) for m in models]
     rows = rows or (specs[0].rows if specs else "published")
     db = load_databases(data)
@@ -96,17 +98,13 @@ def validate(data, exclude_family, include_suspect, models, baselines, families,
         for g in summary["gaps"]:
             t.add_row(g["model"], *(f"{g[k]:+.4f}" for k in ("gap", "lo", "hi")), f"{g['p_reference_better']:.2f}")
         out.print(t)
-    from qbayes.atomic import atomic_path
-
     if json_path:
+        from qbayes.atomic import atomic_path
+
         with atomic_path(json_path) as tmp:
             tmp.write_text(json.dumps(summary, indent=1, allow_nan=False))
         click.echo(f"wrote {json_path}")
     if predictions_path:
         preds = crossval.predictions_table(results)
-        with atomic_path(predictions_path) as tmp:
-            if str(predictions_path).endswith(".csv"):
-                preds.write_csv(tmp)
-            else:
-                preds.write_parquet(tmp)
+        _write_atomic(preds, Path(predictions_path))
         click.echo(f"wrote {predictions_path} ({preds.height} rows: held-out rows x models)")
