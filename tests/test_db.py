@@ -15,11 +15,12 @@ from qbayes.db.schema import META_TABLE_KEY, META_VERSION_KEY, SCHEMA_VERSION, T
 
 PTQ = ROOT / "data" / "published" / "published_ptq.csv"
 META = ROOT / "data" / "published" / "model_meta.csv"
+RELEASED = ROOT / "data" / "published" / "release_dates.csv"
 
 
 # --- the shipped data -------------------------------------------------------------
 
-PUBLISHED_FAMILIES = {"OPT", "BLOOM", "LLaMA-1", "Llama-2", "Falcon", "Mistral", "Mixtral"}
+PUBLISHED_FAMILIES = {"OPT", "BLOOM", "LLaMA-1", "Llama-2", "Falcon", "Mistral", "Mixtral", "Qwen3"}
 
 
 def _published(db: store.Database) -> store.Database:
@@ -33,8 +34,11 @@ def _published(db: store.Database) -> store.Database:
 
 def test_shipped_database_is_valid_and_complete():
     db = _published(store.load(SHIPPED_DB))
-    assert db.results.height == 1324
+    assert db.results.height == 1815
     assert set(db.models["family"]) == PUBLISHED_FAMILIES
+    # every published model has a release date with its source (forward validation orders by it)
+    assert db.models["released"].null_count() == 0 and db.models["released_source"].null_count() == 0
+    assert db.models.filter(pl.col("family") == "Qwen3")["released"].min() > db.models["released"].min()
     # arXiv ids stay strings, not floats
     assert "2210.17323" in set(db.results["source"])
     assert "2308.13137" in set(db.results["source"])
@@ -44,7 +48,7 @@ def test_shipped_database_is_valid_and_complete():
 
 
 def test_shipped_database_matches_a_fresh_import():
-    fresh = _published(import_published(PTQ, META).conform())
+    fresh = _published(import_published(PTQ, META, RELEASED).conform())
     shipped = _published(store.load(SHIPPED_DB))
     assert fresh.results.equals(shipped.results)
     assert fresh.models.equals(shipped.models)
@@ -279,3 +283,29 @@ def test_merge_in_memory_keeps_newest_on_request():
         merge([a, b])
     m, dropped = merge([a, b], prefer="newest")
     assert m.results.height == 1 and m.results["ppl"][0] == newer["ppl"][0] and len(dropped) == 1
+
+
+def test_import_refuses_bad_release_dates(tmp_path, cli):
+    bad = tmp_path / "release_dates.csv"
+    lines = RELEASED.read_text().splitlines()
+    lines[1] = lines[1].replace("2022-05-03", "May 2022")  # OPT-125M: not a date
+    lines.append("OPT-999B,2022-05-03,nowhere")  # not in model_meta.csv
+    lines.append(lines[2])  # OPT-350M twice
+    bad.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    r = cli("db", "import-published", PTQ, "--meta", META, "--released", bad, "--out", out)
+    assert r.code != 0
+    assert "row 2, column 'released': 'May 2022' is not a valid Date" in r.err
+    assert "model 'OPT-999B' is not in the models table" in r.err
+    assert "model 'OPT-350M' is listed more than once" in r.err
+    assert not out.exists()
+
+
+def test_database_written_before_release_dates_still_loads(tmp_path):
+    db = store.load(SHIPPED_DB)
+    old = tmp_path / "old"
+    store.save(db, old)
+    models = pl.read_parquet(old / "models.parquet").drop("released", "released_source")
+    models.write_parquet(old / "models.parquet")  # as a qbayes before release dates wrote it
+    back = store.load(old)
+    assert back.models["released"].null_count() == back.models.height

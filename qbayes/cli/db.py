@@ -78,14 +78,16 @@ def merge(shards, into, prefer):
 @db.command("import-published")
 @click.argument("csv", type=click.Path())
 @click.option("--meta", "meta", required=True, type=click.Path(), help="model_meta.csv")
+@click.option("--released", "released", type=click.Path(),
+              help="release_dates.csv (model, released, source): each model's first public release")
 @click.option("--out", "out", required=True, type=click.Path(), help="database directory to write")
-def import_published(csv, meta, out):
+def import_published(csv, meta, released, out):
     """Import published perplexity tables into a database directory."""
     from qbayes.db.published import import_published as do_import
 
-    for p in (csv, meta):
-        if not Path(p).is_file():
+    for p in (csv, meta, released):
+        if p is not None and not Path(p).is_file():
             raise QBayesError(f"{p}: no such file")
-    d = do_import(csv, meta)
+    d = do_import(csv, meta, released)
     store.save(d, out)
     click.echo(f"{out}: wrote {d.results.height} results for {d.models.height} models")

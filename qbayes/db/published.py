@@ -35,6 +35,7 @@ PTQ_COLUMNS = (
 META_COLUMNS = (
     "family", "model", "params_b", "train_tokens_b", "year", "position_encoding", "norm", "mlp", "source",
 )
+RELEASE_COLUMNS = ("model", "released", "source")  # release_dates.csv: first public release per model
 # llama.cpp legacy block formats: bits per weight as its README states
 LEGACY_BPW = {"Q4_0": 4.5, "Q4_1": 5.0, "Q5_0": 5.5, "Q5_1": 6.0, "Q8_0": 8.5}
 SUSPECT_PATTERNS = ("look swapped", "non-monotonic")
@@ -57,7 +58,8 @@ def _cast(df: pl.DataFrame, path: Path, casts: dict[str, pl.DataType]) -> tuple[
     problems = []
     out = df
     for name, dtype in casts.items():
-        cast = df.get_column(name).cast(dtype, strict=False)
+        col = df.get_column(name)
+        cast = col.str.to_date("%Y-%m-%d", strict=False) if dtype == pl.Date else col.cast(dtype, strict=False)
         bad = df.get_column(name).is_not_null() & cast.is_null()
         for i in bad.arg_true().head(20).to_list():
             problems.append(Problem(str(path), f"'{df[i, name]}' is not a valid {dtype}", row=i + 2, column=name))
@@ -102,8 +104,24 @@ def _source_kind(source: str) -> str:
     return "paper" if re.fullmatch(r"\d{4}\.\d{4,5}(v\d+)?", source) else "repository"
 
 
-def import_published(ptq_csv: str | Path, meta_csv: str | Path) -> Database:
-    """Read both CSVs and return a validated :class:`Database` (raises on any problem)."""
+def _release_dates(path: Path, models: pl.Series) -> tuple[pl.DataFrame, list[Problem]]:
+    """model -> (released, released_source) from a release-dates CSV; a date that does not
+    parse, a model listed twice, or one the models table does not have is a problem."""
+    df = _read_csv(path, RELEASE_COLUMNS)
+    df, problems = _cast(df, path, {"released": pl.Date})
+    for i in df.with_row_index("i").filter(pl.col("model").is_duplicated())["i"].to_list():
+        problems.append(Problem(str(path), f"model '{df[i, 'model']}' is listed more than once", row=i + 2,
+                                column="model"))
+    for i in df.with_row_index("i").filter(~pl.col("model").is_in(models.implode()))["i"].to_list():
+        problems.append(Problem(str(path), f"model '{df[i, 'model']}' is not in the models table", row=i + 2,
+                                column="model"))
+    return df.select("model", "released", pl.col("source").alias("released_source")), problems
+
+
+def import_published(ptq_csv: str | Path, meta_csv: str | Path, released_csv: str | Path | None = None) -> Database:
+    """Read the CSVs and return a validated :class:`Database` (raises on any problem).
+    ``released_csv`` (model, released, source) gives each model's release date; models it
+    does not list have none."""
     ptq_path, meta_path = Path(ptq_csv), Path(meta_csv)
     ptq = _read_csv(ptq_path, PTQ_COLUMNS)
     meta = _read_csv(meta_path, META_COLUMNS)
@@ -116,6 +134,10 @@ def import_published(ptq_csv: str | Path, meta_csv: str | Path) -> Database:
         "params_b": pl.Float64, "train_tokens_b": pl.Float64, "year": pl.Int64,
     })
     problems += meta_problems
+    if released_csv is not None:
+        released, release_problems = _release_dates(Path(released_csv), meta.get_column("model"))
+        problems += release_problems
+        meta = meta.join(released, on="model", how="left", maintain_order="left")
     bad_metric = ptq.with_row_index("i").filter(pl.col("metric") != "ppl")
     for i, m in bad_metric.select("i", "metric").iter_rows():
         problems.append(Problem(str(ptq_path), f"metric '{m}' is not supported (only 'ppl')", row=i + 2, column="metric"))
@@ -126,6 +148,7 @@ def import_published(ptq_csv: str | Path, meta_csv: str | Path) -> Database:
         "family", "model", "params_b",
         pl.lit(None, dtype=pl.Float64).alias("non_embedding_params_b"),
         "train_tokens_b", "year",
+        *(["released", "released_source"] if released_csv is not None else []),
         pl.lit(None, dtype=pl.String).alias("architecture"),
         "position_encoding", "norm", "mlp",
         pl.col("source").alias("reference"),

@@ -141,6 +141,9 @@ MODELS = Table(
         _f("non_embedding_params_b", "non-embedding parameters, billions", nullable=True, lo=0),
         _f("train_tokens_b", "training tokens, billions (null: undisclosed)", nullable=True, lo=0),
         _i("year", "release year", nullable=True),
+        Column("released", pl.Date(), "first public release of the weights (forward validation orders families by it)",
+               nullable=True),
+        _s("released_source", "where the release date comes from", nullable=True),
         _s("architecture", "architecture (e.g. llama, gpt2, opt)", nullable=True),
         _s("position_encoding", "position encoding", nullable=True),
         _s("norm", "normalisation", nullable=True),
@@ -220,3 +223,6 @@ FAILURES = Table(
 )
 
 TABLES: dict[str, Table] = {t.name: t for t in (MODELS, RESULTS, FEATURES_TABLE, FAILURES)}
+# nullable columns added within schema version 1: files written before them are read with
+# the column empty, rather than refused
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"models": ("released", "released_source")}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
-from qbayes.db.schema import META_TABLE_KEY, META_VERSION_KEY, SCHEMA_VERSION, TABLES, Table
+from qbayes.db.schema import ADDED_COLUMNS, META_TABLE_KEY, META_VERSION_KEY, SCHEMA_VERSION, TABLES, Table
 from qbayes.db.validate import Problem, check_database
 from qbayes.errors import QBayesError
 
@@ -87,7 +87,8 @@ def read_table(path: Path, table: Table) -> pl.DataFrame:
     found = meta.get(META_TABLE_KEY)
     if found is not None and found != table.name:
         raise QBayesError(f"{path}: holds table '{found}', expected '{table.name}'")
-    return df
+    added = [table.column(c) for c in ADDED_COLUMNS.get(table.name, ()) if c not in df.columns]
+    return df.with_columns(pl.lit(None, dtype=c.dtype).alias(c.name) for c in added) if added else df
 
 
 def load(path: str | os.PathLike, *, validate: bool = True) -> Database:
