@@ -19,6 +19,8 @@ from qbayes.model.samplers import DEFAULT_SAMPLER, SampleConfig
               help="Bayesian model spec(s) to validate (repeatable)")
 @click.option("--baseline", "baselines", multiple=True,
               default=("cell_median", "scaling_law_ls", "random_forest"), show_default=True)
+@click.option("--scheme", type=click.Choice(["lofo", "forward"]), default="lofo", show_default=True,
+              help="lofo: predict each family from all others; forward: from the families released before it")
 @click.option("--family", "families", multiple=True, help="hold out only these families (default: every family)")
 @click.option("--draws", type=click.IntRange(10), default=500, show_default=True)
 @click.option("--tune", type=click.IntRange(10), default=500, show_default=True)
@@ -32,7 +34,7 @@ from qbayes.model.samplers import DEFAULT_SAMPLER, SampleConfig
 @click.option("--json", "json_path", type=click.Path(), help="also write the results as JSON here")
 @click.option("--predictions", "predictions_path", type=click.Path(),
               help="also write every held-out row with each model's predictive quantiles (.csv or .parquet)")
-def validate(data, exclude_family, include_suspect, models, baselines, families, draws, tune, chains, seed,
+def validate(data, exclude_family, include_suspect, models, baselines, scheme, families, draws, tune, chains, seed,
              sampler, target_accept, rows, json_path, predictions_path):
     """Hold out each family in turn, fit on the rest, and score predictions for it.
 
@@ -58,29 +60,25 @@ def validate(data, exclude_family, include_suspect, models, baselines, families,
     rows = rows or (specs[0].rows if specs else "published")
     db = load_databases(data)
     table = training_table(db, exclude_families=tuple(exclude_family), include_suspect=include_suspect, rows=rows)
-    known = sorted(set(table["family"]))
-    for f in families:
-        if f not in known:
-            from qbayes.errors import unknown
-
-            raise unknown("family", f, known)
-    if len(known) < 2:
-        raise QBayesError(f"leave-one-family-out needs at least 2 families; the data have {known}")
+    folds = crossval.make_folds(table["family"], scheme=scheme, released=crossval.family_release(db.models),
+                                only=families)
     opts = FitOptions(sampler=sampler, sample=SampleConfig(draws=draws, tune=tune, chains=chains, seed=seed,
                                                            target_accept=target_accept, progress=False))
     console = Console(stderr=True)
     with console.status("cross-validating") as status:
         results = crossval.run(table, bayes_models=models, baselines=baselines, opts=opts,
-                               families=families or None, seed=seed, progress=lambda m: status.update(m))
-    settings = {"draws": draws, "tune": tune, "chains": chains, "seed": seed, "sampler": sampler,
-                "target_accept": target_accept,
-                "rows": table.height, "row_kind": rows, "families": list(families or known)}
+                               folds=folds, seed=seed, progress=lambda m: status.update(m))
+    settings = {"scheme": scheme, "draws": draws, "tune": tune, "chains": chains, "seed": seed, "sampler": sampler,
+                "target_accept": target_accept, "rows": table.height, "row_kind": rows,
+                "families": [f.family for f in folds], "folds": {f.family: list(f.train) for f in folds}}
     summary = crossval.summarise(results, settings, reference=models[0] if models else None)
 
     out = Console()
+    name = {"lofo": "Leave-one-family-out", "forward": "Forward (from earlier families)"}[scheme]
     for title, rows, first in (("overall", summary["overall"], "model"),
+                               ("rows of 3 or more bits", summary["overall_3bits"], "model"),
                                ("per held-out family", summary["per_family"], "family")):
-        t = Table(title=f"Leave-one-family-out validation: {title} (delta in nats/token)", title_justify="left")
+        t = Table(title=f"{name} validation: {title} (delta in nats/token)", title_justify="left")
         cols = ([first] if first == "model" else ["family", "model"]) + ["n", "mdae", "mae", "cov50", "cov90", "crps"]
         for c in cols:
             t.add_column(c, justify="left" if c in ("family", "model") else "right")

@@ -1,4 +1,11 @@
-"""Leave-one-family-out cross-validation of Bayesian models against baselines.
+"""Cross-validation over families of Bayesian models against baselines.
+
+Two schemes (:data:`SCHEMES`) say which families each held-out family is predicted from:
+
+* ``lofo``, leave one family out: from every other family;
+* ``forward``: from the families released before it (``models.released``), which asks
+  what users ask: how will the next generation quantize? A family with no earlier family
+  is not a fold.
 
 Every model yields predictive quantiles of delta on the grid ``QGRID`` for the held-out
 family's rows; all scores come from those quantiles, so the Bayesian models and the
@@ -18,12 +25,14 @@ looked at row by row rather than through the summaries alone.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
 
+from qbayes.errors import QBayesError, unknown
 from qbayes.jsonsafe import json_safe
 from qbayes.model.baselines import BASELINES
 from qbayes.model.design import family_tokens
@@ -40,6 +49,56 @@ NOMINAL = np.round(np.arange(0.1, 0.91, 0.1), 1)
 BAYES_DRAWS = None
 GAP_LEVEL = 0.9  # central probability of the bootstrap interval on MdAE gaps
 GAP_BOOT = 2000
+
+
+SCHEMES = ("lofo", "forward")
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One held-out family and the families it is predicted from."""
+
+    family: str
+    train: tuple[str, ...]
+
+
+def family_release(models: pl.DataFrame) -> dict[str, dt.date | None]:
+    """Family -> the first release among its models (None where no model has a date)."""
+    rel = models.group_by("family").agg(pl.col("released").min())
+    return dict(zip(rel["family"].to_list(), rel["released"].to_list()))
+
+
+def make_folds(families_in_data: Sequence[str], *, scheme: str, released: dict[str, dt.date | None] | None = None,
+               only: Sequence[str] = ()) -> list[Fold]:
+    """The folds of ``scheme`` over the families of the training table (``only``: just these
+    held-out families). Raises before any fitting when a family is unknown, when the forward
+    scheme meets a family without a release date, or when a named family (or, by default,
+    every family) has no family released before it."""
+    if scheme not in SCHEMES:
+        raise unknown("validation scheme", scheme, SCHEMES)
+    fams = sorted(set(families_in_data))
+    for f in only:
+        if f not in fams:
+            raise unknown("family", f, fams)
+    if len(fams) < 2:
+        raise QBayesError(f"cross-validation over families needs at least 2 families; the data have {fams}")
+    held = list(only) or fams
+    if scheme == "lofo":
+        return [Fold(f, tuple(x for x in fams if x != f)) for f in held]
+    released = released or {}
+    undated = [f for f in fams if released.get(f) is None]
+    if undated:
+        raise QBayesError(f"forward validation orders families by release date, and {', '.join(undated)} "
+                          "has none: give its models a date in models.released (data/published/release_dates.csv)")
+    folds = [Fold(f, tuple(x for x in fams if released[x] < released[f])) for f in held]
+    first = [fo.family for fo in folds if not fo.train]
+    if only and first:
+        raise QBayesError(f"forward validation: no family in the data was released before {first[0]} "
+                          f"({released[first[0]]}), so it has nothing to be predicted from")
+    folds = [fo for fo in folds if fo.train]
+    if not folds:
+        raise QBayesError("forward validation: no family has a family released before it")
+    return sorted(folds, key=lambda fo: (released[fo.family], fo.family))
 
 
 @dataclass
@@ -88,14 +147,15 @@ def bayes_quantiles(fit, test: pl.DataFrame, *, seed: int) -> np.ndarray:
 
 
 def run(table: pl.DataFrame, *, bayes_models: Sequence[str], baselines: Sequence[str], opts: FitOptions,
-        families: Sequence[str] | None = None, seed: int = 0,
+        folds: Sequence[Fold], seed: int = 0,
         progress: Callable[[str], None] = lambda msg: None) -> list[FoldResult]:
-    """Fit every model once per held-out family and collect its quantile predictions."""
-    families = list(families or sorted(set(table["family"])))
+    """Fit every model once per fold (:func:`make_folds`) and collect its quantile predictions
+    for the held-out family's rows."""
     specs = {name: load_spec(name) for name in bayes_models}
     out = []
-    for fam in families:
-        train = table.filter(pl.col("family") != fam)
+    for fold in folds:
+        fam = fold.family
+        train = table.filter(pl.col("family").is_in(list(fold.train)))
         test = table.filter(pl.col("family") == fam)
         test_for = {n: family_tokens(test) if spec.tokens == "family" else test for n, spec in specs.items()}
         y = test.get_column("delta").to_numpy()
@@ -203,16 +263,20 @@ def _per_cell(m: str, rs: list[FoldResult]) -> list[dict]:
 
 
 def summarise(results: list[FoldResult], settings: dict, *, reference: str | None = None) -> dict:
-    """The JSON-able validation summary: overall, per family, per kind of row (nominal bits,
-    groups or per channel; when the folds carry their rows), calibration curve, and the
+    """The JSON-able validation summary: overall, over rows of 3 or more nominal bits
+    (``overall_3bits``), per family, per kind of row (nominal bits, groups or per channel;
+    when the folds carry their rows), calibration curve, and the
     MdAE gaps of ``reference`` (a model name) to every other model."""
     models = list(dict.fromkeys(r.model for r in results))
-    overall, per_family, per_cell, calibration = [], [], [], []
+    overall, overall_3bits, per_family, per_cell, calibration = [], [], [], [], []
     for m in models:
         rs = [r for r in results if r.model == m]
         y = np.concatenate([r.y for r in rs])
         q = np.concatenate([r.q for r in rs], axis=1)
         overall.append({"model": m, **scores(y, q)})
+        if all(r.rows is not None for r in rs):
+            three = np.concatenate([r.rows.get_column("w_bits").cast(pl.Float64).to_numpy() >= 3 for r in rs])
+            overall_3bits.append({"model": m, **scores(y[three], q[:, three])})
         per_cell += _per_cell(m, rs)
         for r in rs:
             per_family.append({"family": r.family, "model": m, **scores(r.y, r.q), **r.info})
@@ -220,5 +284,6 @@ def summarise(results: list[FoldResult], settings: dict, *, reference: str | Non
         for level in NOMINAL:
             calibration.append({"model": m, "nominal": float(level), "observed": coverage(y[ok], q[:, ok], level)})
     gaps = mdae_gaps(results, reference=reference) if reference in models else []
-    return json_safe({"models": models, "overall": overall, "per_family": per_family, "per_cell": per_cell,
+    return json_safe({"models": models, "overall": overall, "overall_3bits": overall_3bits,
+                      "per_family": per_family, "per_cell": per_cell,
                       "calibration": calibration, "gaps": gaps, "settings": settings})

@@ -8,7 +8,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from qbayes.model.crossval import QGRID, FoldResult, coverage, crps, mdae_gaps, predictions_table
+import datetime as dt
+
+from helpers import SHIPPED_DB
+from qbayes.db import store
+from qbayes.errors import QBayesError
+from qbayes.model.crossval import (QGRID, Fold, FoldResult, coverage, crps, family_release, make_folds, mdae_gaps,
+                                   predictions_table)
 
 
 def test_scores_on_a_known_distribution():
@@ -63,6 +69,60 @@ def test_validate_cli_unknown_family_suggests(cli, tmp_path):
     r = cli("validate", "--family", "Falkon", "--json", tmp_path / "v.json")
     assert r.code == 2 and "did you mean 'Falcon'" in r.err
     assert not (tmp_path / "v.json").exists()
+
+
+RELEASED = {"OPT": dt.date(2022, 5, 3), "BLOOM": dt.date(2022, 7, 12), "LLaMA-1": dt.date(2023, 2, 24),
+            "Qwen3": dt.date(2025, 4, 29)}
+
+
+def test_forward_folds_predict_each_family_from_the_families_released_before_it():
+    folds = make_folds(list(RELEASED) * 3, scheme="forward", released=RELEASED)
+    assert folds == [Fold("BLOOM", ("OPT",)), Fold("LLaMA-1", ("BLOOM", "OPT")),
+                     Fold("Qwen3", ("BLOOM", "LLaMA-1", "OPT"))]  # OPT, the first, is no fold
+    assert make_folds(list(RELEASED), scheme="forward", released=RELEASED, only=["LLaMA-1"]) == [folds[1]]
+    lofo = make_folds(list(RELEASED), scheme="lofo", released=None)
+    assert [f.family for f in lofo] == sorted(RELEASED)
+    assert all(set(f.train) == set(RELEASED) - {f.family} for f in lofo)
+    # the shipped database dates every published family, and Qwen3 comes last
+    shipped = family_release(store.load(SHIPPED_DB).models)
+    assert max((d, f) for f, d in shipped.items() if d is not None)[1] == "Qwen3"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"only": ["OPT"]}, "no family in the data was released before OPT"),
+    ({"released": {**RELEASED, "BLOOM": None}}, "BLOOM has none"),
+    ({"only": ["Qwen 3"]}, "did you mean 'Qwen3'"),
+    ({"scheme": "forwards"}, "did you mean 'forward'"),
+])
+def test_forward_folds_are_refused_by_name_before_any_fitting(kwargs, message):
+    args = {"scheme": "forward", "released": RELEASED, **kwargs}
+    with pytest.raises(QBayesError, match=message):
+        make_folds(list(RELEASED), **args)
+
+
+def test_validate_cli_forward_refuses_a_family_without_a_release_date(cli, tmp_path, shipped_copy):
+    models = pl.read_parquet(shipped_copy / "models.parquet")
+    models = models.with_columns(pl.when(pl.col("family") == "Falcon").then(None).otherwise(pl.col("released"))
+                                 .alias("released"))
+    db = store.load(shipped_copy)
+    store.save(store.Database(models=models, results=db.results, features=db.features, failures=db.failures),
+               shipped_copy)
+    out = tmp_path / "v.json"
+    r = cli("validate", "--data", shipped_copy, "--scheme", "forward", "--model", "pooled", "--json", out)
+    assert r.code == 2 and "Falcon has none" in r.err
+    assert not out.exists()
+
+
+def test_validate_cli_forward_scores_a_family_from_earlier_ones(cli, tmp_path):
+    out = tmp_path / "v.json"
+    r = cli("validate", "--scheme", "forward", "--family", "Falcon", "--model", "pooled", "--baseline", "cell_median",
+            "--draws", 60, "--tune", 60, "--chains", 2, "--json", out)
+    assert r.code == 0, r.err
+    doc = json.loads(out.read_text())
+    assert doc["settings"]["scheme"] == "forward"
+    assert doc["settings"]["folds"] == {"Falcon": ["BLOOM", "LLaMA-1", "Llama-2", "OPT"]}  # not Qwen3 (2025)
+    assert {r["model"] for r in doc["overall_3bits"]} == {"cell_median", "pooled"}
+    assert "Forward (from earlier families) validation" in r.out
 
 
 def _fold(family: str, model: str, y: np.ndarray, median: np.ndarray) -> FoldResult:
