@@ -10,14 +10,15 @@ from qbayes.report import DEFAULT_DRAWS
 @click.command()
 @click.option("--fit", "fit_path", required=True, type=click.Path(dir_okay=False),
               help="fit file written by `qbayes fit`")
-@click.option("--validation", "validation_path", type=click.Path(dir_okay=False), default=None,
-              help="held-out results written by `qbayes validate --json PATH` (section 5)")
+@click.option("--validation", "validation_paths", type=click.Path(dir_okay=False), multiple=True,
+              help="held-out results written by `qbayes validate --json PATH` (section 5); repeat it for "
+              "both schemes (leave one family out, forward)")
 @click.option("--out", "out", type=click.Path(dir_okay=False), default="reports/report.html", show_default=True,
               help="HTML file to write")
 @click.option("--draws", type=click.IntRange(50, 4000), default=DEFAULT_DRAWS, show_default=True,
               help="posterior draws used for predictive checks and predictions")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed for the draw subsample and noise")
-def report(fit_path, validation_path, out, draws, seed):
+def report(fit_path, validation_paths, out, draws, seed):
     """Write a self-contained HTML report of a fit: data, convergence, posterior predictive
     checks, what the model learned, held-out validation and decisions.
 
@@ -28,7 +29,7 @@ def report(fit_path, validation_path, out, draws, seed):
     from qbayes.report import validation
 
     fit = fitfile.load(fit_path)
-    val = validation.load(validation_path) if validation_path else None
+    val = [validation.load(p) for p in validation_paths] or None
     html = rep.build(fit, val, n_draws=draws, seed=seed)
     path = rep.write(html, out)
     click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")

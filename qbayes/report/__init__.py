@@ -10,9 +10,10 @@ SECTION_IDS = ("data", "convergence", "ppc", "learned", "validation", "decisions
 DEFAULT_DRAWS = 500  # posterior draws for predictive checks and predictions
 
 
-def build(fit, validation: dict | None = None, *, n_draws: int | None = None, seed: int = 0) -> str:
+def build(fit, validation: dict | list[dict] | None = None, *, n_draws: int | None = None, seed: int = 0) -> str:
     """The report of ``fit`` as an HTML string. ``validation`` is a parsed
-    ``qbayes validate --json`` document (see :mod:`qbayes.report.validation`) or None."""
+    ``qbayes validate --json`` document (see :mod:`qbayes.report.validation`), a list of
+    them (one per scheme), or None."""
     from qbayes.report import figures
     from qbayes.report.context import Context
     from qbayes.report.html import page
@@ -26,7 +27,7 @@ def build(fit, validation: dict | None = None, *, n_draws: int | None = None, se
     title = f"qbayes report: {fit.spec.name} fit of {fit.data.height} results"
     subtitle = (f"data hash {a.get('data_hash', '?')} · spec hash {a.get('spec_hash', fit.spec.hash)} · "
                 f"posterior {a.get('posterior_checksum', '?')} · "
-                f"validation {'included' if validation is not None else 'not provided'}")
+                f"validation {'included' if validation else 'not provided'}")
     return page(title, subtitle, sections)
 
 

@@ -46,7 +46,7 @@ class Context:
     fit: Fit
     n_draws: int = DEFAULT_DRAWS
     seed: int = 0
-    validation: dict | None = None
+    validation: dict | list[dict] | None = None  # one parsed validation file, or several (schemes)
     notes: list[str] = field(default_factory=list)
 
     @property

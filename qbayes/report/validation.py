@@ -4,14 +4,16 @@ Shape::
 
     {"models": [str, ...],
      "overall": [{"model", "n", "mdae", "mae", "cov50", "cov90", "crps"}, ...],
+     "overall_3bits": [the same, over rows of 3 or more nominal bits],
      "per_family": [{"family", "model", "n", "mdae", ...}, ...],
      "per_cell": [{"cell", "model", "n", "mdae", ...}, ...],
      "calibration": [{"model", "nominal", "observed"}, ...],
      "gaps": [{"model", "reference", "n", "gap", "lo", "hi", "level", "p_reference_better"}, ...],
      "settings": {...}}
 
-``gaps`` and ``per_cell`` (scores per kind of row: nominal bits, groups or per channel) are
-optional (files written before they existed have none).
+``gaps``, ``per_cell`` (scores per kind of row: nominal bits, groups or per channel) and
+``overall_3bits`` are optional (files written before they existed have none);
+``settings.scheme`` says which validation scheme wrote the file ("lofo" where absent).
 
 Metric values may be null or NaN (baselines without intervals). A file of another shape
 is refused with a message that names what is wrong.
@@ -77,6 +79,8 @@ def parse(raw, path: str | os.PathLike = "<validation>") -> dict:
         "calibration": _rows(raw, "calibration", ("model", "nominal", "observed"), ("nominal", "observed"), path),
         "gaps": _rows(raw, "gaps", ("model", "reference"), GAP_FIELDS, path) if "gaps" in raw else [],
         "per_cell": _rows(raw, "per_cell", ("cell", "model"), ("n", *METRICS), path) if "per_cell" in raw else [],
+        "overall_3bits": (_rows(raw, "overall_3bits", ("model",), ("n", *METRICS), path)
+                          if "overall_3bits" in raw else []),
         "settings": settings if isinstance(settings, dict) else {"settings": settings},
     }
 

@@ -5,6 +5,8 @@ escaped in the HTML and drawn literally in the figures."""
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import polars as pl
@@ -49,9 +51,14 @@ def report_path(tiny_fit_path, tmp_path_factory) -> Path:
     from qbayes.cli import main
 
     out = tmp_path_factory.mktemp("report") / "nested" / "tiny.html"
+    # a second file as the forward scheme writes it: its own scheme and scores over >= 3-bit rows
+    doc = json.loads(VALIDATION_JSON.read_text())
+    forward = out.parent.parent / "validation-forward.json"
+    forward.write_text(json.dumps({**doc, "settings": {**doc.get("settings", {}), "scheme": "forward"},
+                                   "overall_3bits": [{**r, "n": 7, "mdae": 0.0123} for r in doc["overall"]]}))
     try:
         main(["report", "--fit", str(tiny_fit_path), "--validation", str(VALIDATION_JSON),
-              "--out", str(out), "--draws", "200"])
+              "--validation", str(forward), "--out", str(out), "--draws", "200"])
     except SystemExit as exc:  # main() exits only on errors
         pytest.fail(f"qbayes report exited with {exc.code}")
     return out

@@ -65,9 +65,13 @@ def test_report_content(report_html):
     assert "Convergence checks FAIL" in report_html
     # the published constants sit next to the fitted exponents
     assert "arXiv 2411.04330" in report_html and ">0.34<" in report_html and ">0.51<" in report_html
-    # validation section from the fixture: every baseline is listed
+    # validation section from the fixture: every baseline is listed, once per scheme, and the
+    # forward file's scores over rows of 3 or more bits have their own table
     for model in json.loads(VALIDATION_JSON.read_text())["models"]:
-        assert f">{model}<" in report_html
+        assert report_html.count(f">{model}<") >= 2
+    assert "<h3>Leave one family out</h3>" in report_html
+    assert "<h3>Forward: each family from the families released before it</h3>" in report_html
+    assert report_html.count("<h4>Rows of 3 or more bits</h4>") == 1 and ">0.0123<" in report_html
     assert "budget (GB)" in report_html and "P(best)" in report_html
     # the noise scale and what each of the default model's noise terms multiplies it by
     assert "Observation noise" in report_html and "× scale at 2 bits" in report_html

@@ -1,5 +1,6 @@
-"""Section 5: held-out validation (leave one family out) against the baselines of
-``qbayes validate``, and interval calibration. Absent validation: say how to make it."""
+"""Section 5: held-out validation against the baselines of ``qbayes validate``, one part per
+validation file and scheme (leave one family out; forward, each family from the families
+released before it), and interval calibration. Absent validation: say how to make it."""
 
 from __future__ import annotations
 
@@ -17,7 +18,17 @@ METRIC_LABELS = [("n", "rows"), ("mdae", "MdAE (nats)"), ("mae", "MAE (nats)"), 
 LOWER_BETTER = ("mdae", "mae", "crps")
 NOMINAL = {"cov50": 0.5, "cov90": 0.9}
 HOW_TO = ("qbayes validate --json reports/validation.json",
-          "qbayes report --fit FIT --validation reports/validation.json --out reports/NAME.html")
+          "qbayes validate --scheme forward --json reports/validation-forward.json",
+          "qbayes report --fit FIT --validation reports/validation.json "
+          "--validation reports/validation-forward.json --out reports/NAME.html")
+SCHEME_TEXT = {
+    "lofo": ("Leave one family out",
+             "Each family in turn is left out of the fit and predicted from all the others, so these numbers "
+             "measure how the model transfers to a family it has never seen."),
+    "forward": ("Forward: each family from the families released before it",
+                "Each family is predicted from a fit to the families released before it (models.released), "
+                "which asks what users ask: how will the next generation quantize?"),
+}
 
 
 def _best(rows: list[dict], metric: str) -> float:
@@ -46,8 +57,8 @@ def _metric_cell(r: dict, metric: str, best: float) -> Cell:
     return Cell(text, cls, title)
 
 
-def _overall_table(val: dict) -> str:
-    rows = val["overall"]
+def _overall_table(val: dict, key: str = "overall") -> str:
+    rows = val[key]
     best = {m: _best(rows, m) for m, _ in METRIC_LABELS if m != "n"}
     out = []
     for r in rows:
@@ -144,31 +155,37 @@ def _per_family_figure(val: dict) -> str:
     return F.img(fig, "Median absolute error per held-out family and model")
 
 
-def render(ctx: Context) -> Section:
-    val = ctx.validation
-    if val is None:
-        body = (
-            '<div class="banner note">Held-out validation was not provided.</div>'
-            "<p>To add it, run the leave-one-family-out validation and pass its JSON to the report:</p>"
-            f"<pre class=\"mono\">{esc(HOW_TO[0])}\n{esc(HOW_TO[1])}</pre>"
-        )
-        return Section("validation", "5. Held-out validation", body)
+def _one(val: dict) -> str:
+    """The part of the section for one validation file."""
     settings = val.get("settings") or {}
-    body = (
-        "<p>Each family in turn is left out of the fit and predicted from the others (leave one family out), "
-        "so these numbers measure how the model transfers to a family it has never seen. Baselines come from "
+    title, intro = SCHEME_TEXT.get(settings.get("scheme", "lofo"), SCHEME_TEXT["lofo"])
+    three = ("<h4>Rows of 3 or more bits</h4>" + _overall_table(val, "overall_3bits")) if val["overall_3bits"] else ""
+    return (
+        f"<h3>{esc(title)}</h3>"
+        f"<p>{esc(intro)} Baselines come from "
         "<code>qbayes validate</code>. Errors are on Δ (nats per token); coverage is the share of held-out rows "
         "inside the central 50% / 90% predictive interval (ideal 0.50 / 0.90; red when further off than 0.10 "
         "and than binomial noise allows). "
         "Best value per column in bold; — means the model gives no such number.</p>"
-        "<h3>Overall</h3>" + _overall_table(val) + _gap_table(val)
+        "<h4>Overall</h4>" + _overall_table(val) + three + _gap_table(val)
         + '<div class="grid"><figure>' + F.safe("the calibration plot", _calibration_figure, val) + "</figure>"
         + "<figure>" + F.safe("the per-family errors", _per_family_figure, val) + "</figure></div>"
-        + "<h3>Per held-out family: median absolute error</h3>" + _pivot(val, "mdae")
-        + "<h3>Per held-out family: 90% interval coverage</h3>" + _pivot(val, "cov90")
+        + "<h4>Per held-out family: median absolute error</h4>" + _pivot(val, "mdae")
+        + "<h4>Per held-out family: 90% interval coverage</h4>" + _pivot(val, "cov90")
         + details("Per held-out family: CRPS", _pivot(val, "crps"))
         + _per_cell(val)
         + details("Validation settings", kv_table(
             (str(k), v if isinstance(v, (str, int, float)) else json.dumps(v)) for k, v in settings.items()))
     )
-    return Section("validation", "5. Held-out validation", body)
+
+
+def render(ctx: Context) -> Section:
+    vals = ctx.validation if isinstance(ctx.validation, list) else [ctx.validation] if ctx.validation else []
+    if not vals:
+        body = (
+            '<div class="banner note">Held-out validation was not provided.</div>'
+            "<p>To add it, run the validation (both schemes) and pass the JSON files to the report:</p>"
+            f"<pre class=\"mono\">{esc(chr(10).join(HOW_TO))}</pre>"
+        )
+        return Section("validation", "5. Held-out validation", body)
+    return Section("validation", "5. Held-out validation", "".join(_one(v) for v in vals))
