@@ -29,6 +29,9 @@ fixed at 0 (no row uses it); in prediction it holds a fresh draw from the popula
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 
 from qbayes.model.design import Design
@@ -38,9 +41,30 @@ from qbayes.model.spec import NOISE_TERMS, Effect
 # of 1e13), beyond any collapse in the data; it keeps early warm-up and prior draws finite.
 LOG_MU_MAX = 3.4
 
-# scalar parameters of the log-mean and the covariate each multiplies
-SCALAR_TERMS = ("intercept", "bits_rate", "bits_curvature", "gamma_n", "gamma_d", "per_channel",
-                "per_channel_bits", "log2_group")
+@dataclass(frozen=True)
+class Term:
+    """One scalar term of the log-mean: its parameter (whose prior is the
+    :class:`~qbayes.model.spec.Priors` field of the same name), the covariate it multiplies
+    row by row, and what it means. The PyMC graph, the NumPy predictor and the report all
+    read this table, so a term is declared once."""
+
+    name: str
+    covariate: Callable[[Design, str], np.ndarray]  # (design, spec curvature) -> (N,)
+    doc: str
+
+
+TERMS = (
+    Term("intercept", lambda d, c: np.ones(d.n), "ln delta at 4 bits, 7B parameters, 1T tokens, groups of 128"),
+    Term("bits_rate", lambda d, c: -d.bits_c, "fall of ln delta per extra bit per weight (1/gamma)"),
+    Term("bits_curvature", lambda d, c: (d.bits_c if c == "quadratic" else np.minimum(d.bits_c, 0.0)) ** 2,
+         "acceleration into collapse: (bits - 4)^2, below 4 bits only for curvature = low_bits"),
+    Term("gamma_n", lambda d, c: -d.log_n_c, "fall of ln delta per unit of ln(parameters / 7B)"),
+    Term("gamma_d", lambda d, c: np.nan_to_num(d.log_d_c), "rise of ln delta per unit of ln(training tokens / 1T)"),
+    Term("per_channel", lambda d, c: d.per_channel, "one scale per output channel instead of groups of 128, at 4 bits"),
+    Term("per_channel_bits", lambda d, c: -d.per_channel * d.bits_c, "growth of the per-channel shift per bit removed"),
+    Term("log2_group", lambda d, c: d.log2_group, "per doubling of the group size from 128"),
+)
+SCALAR_TERMS = tuple(t.name for t in TERMS)
 
 
 def layout(effects: dict[str, Effect], levels: dict[str, tuple[str, ...]],
@@ -54,9 +78,7 @@ def layout(effects: dict[str, Effect], levels: dict[str, tuple[str, ...]],
 
 def _columns(d: Design, curvature: str) -> list[np.ndarray]:
     """The covariates of the scalar terms and features, in layout order."""
-    bent = d.bits_c if curvature == "quadratic" else np.minimum(d.bits_c, 0.0)
-    return [np.ones(d.n), -d.bits_c, bent**2, -d.log_n_c, np.nan_to_num(d.log_d_c), d.per_channel,
-            -d.per_channel * d.bits_c, d.log2_group, *d.feats.T]
+    return [*(t.covariate(d, curvature) for t in TERMS), *d.feats.T]
 
 
 def weights(d: Design, g: str) -> dict[str, np.ndarray]:
