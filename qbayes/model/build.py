@@ -76,7 +76,9 @@ def build_model(spec: ModelSpec, design: Design, enc: Encoding, delta: np.ndarra
             p[f"feat_{f}"] = pm.Normal(f"feat_{f}", pr.feature.mu, pr.feature.sigma)
         for g, e in spec.effects.items():
             for kind in e.kinds:
-                sd = pm.HalfNormal(f"sd_{kind}_{g}", getattr(pr, SD_PRIOR[kind]).sigma)
+                fixed = e.fixed_sd.get(EFFECT_KINDS[kind])
+                sd = (pm.Deterministic(f"sd_{kind}_{g}", pt.constant(fixed)) if fixed is not None
+                      else pm.HalfNormal(f"sd_{kind}_{g}", getattr(pr, SD_PRIOR[kind]).sigma))
                 p[f"{kind}_{g}"] = _effect(kind, g, sd, EFFECT_KINDS[kind] in e.centred, enc.parents.get(g))
 
         tok_mean = pm.Normal("log_tokens_mean", pr.log_tokens_mean.mu, pr.log_tokens_mean.sigma)

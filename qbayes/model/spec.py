@@ -68,6 +68,9 @@ class Effect:
     # to zero within each of its levels, and a level alone in its parent has none (the
     # parent's effect is all the data can see), which removes a ridge per such pair
     within: str = ""
+    # parts whose sd is fixed (part name -> sd) rather than learned: no sd-z funnel for
+    # NUTS to follow, and a new level's spread is what the spec says (models/law.toml)
+    fixed_sd: dict[str, float] = field(default_factory=dict)
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -166,8 +169,16 @@ def _build(raw: dict, where: str) -> ModelSpec:
         centred = e.get("centred", [])
         if not isinstance(centred, (list, tuple)):
             raise QBayesError(f"{where} effects.{g}: 'centred' must be a list of {', '.join(EFFECT_KINDS.values())}")
-        effects[g] = Effect(**{**e, "centred": tuple(centred)})
+        fixed = e.get("fixed_sd", {})
+        if not isinstance(fixed, dict) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in fixed.values()):
+            raise QBayesError(f"{where} effects.{g}: 'fixed_sd' must map effect parts to positive numbers, "
+                              f"e.g. {{ intercept = 0.5 }}")
+        effects[g] = Effect(**{**e, "centred": tuple(centred), "fixed_sd": {k: float(v) for k, v in fixed.items()}})
         on = [EFFECT_KINDS[k] for k in effects[g].kinds]
+        for kind in fixed:
+            if kind not in on:
+                raise unknown(f"fixed_sd part in {where} effects.{g}", str(kind), on)
         for kind in centred:
             if kind not in on:
                 raise unknown(f"centred effect in {where} effects.{g}", str(kind), on)
