@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import polars as pl
 import pytest
+from scipy import stats
 import xarray as xr
 
 from qbayes.errors import QBayesError
@@ -398,7 +399,10 @@ def test_two_new_families_get_independent_effects(small_fit):
     r = np.corrcoef(log_mu[[0, 1, 3]])
     assert r[0, 1] < 0.95 and r[0, 2] < 0.95 and r[1, 2] < 0.95
     alone = np.log(mean_draws(small_fit, encode(q[1], small_fit.encoding), draws).astype(np.float64))[0]
-    assert np.quantile(log_mu[1], [0.1, 0.5, 0.9]) == pytest.approx(np.quantile(alone, [0.1, 0.5, 0.9]), abs=0.15)
+    # two samples of one distribution (300 draws each, fresh normals apart): a two-sample KS test
+    # at p 1e-4 fails by chance once in 10,000 runs, where a fixed tolerance on quantiles ignored
+    # their Monte Carlo error (the draws share each sd, which only makes them closer)
+    assert stats.ks_2samp(log_mu[1], alone).pvalue > 1e-4
     # chunking the rows does not change a row's draws
     d = encode(q, small_fit.encoding)
     np.testing.assert_allclose(np.log(mean_draws(small_fit, d.rows(slice(3, 4)), draws).astype(np.float64))[0],
