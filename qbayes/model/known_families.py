@@ -32,8 +32,9 @@ import polars as pl
 from qbayes.errors import QBayesError
 from qbayes.model.design import arch_expr
 from qbayes.model.respell import key_expr
+from qbayes.resources import known_families_csv
 
-REGISTRY = Path(__file__).resolve().parents[2] / "data" / "known_families.csv"
+REGISTRY = known_families_csv()
 COLUMNS = ("family", "aliases", "norm", "mlp", "hf_class", "train_tokens_b", "tokens_source")
 
 
