@@ -45,6 +45,7 @@ class KnownFamilies:
 
     designs: dict[str, str] = field(default_factory=dict)
     tokens: dict[str, float] = field(default_factory=dict)
+    families: dict[str, str] = field(default_factory=dict)  # the family each name and alias stands for
 
 
 def load(path: Path = REGISTRY) -> KnownFamilies:
@@ -75,4 +76,5 @@ def load(path: Path = REGISTRY) -> KnownFamilies:
                           f"{', '.join(which)}")
     with_tokens = names.filter(pl.col("tokens").is_not_null())
     return KnownFamilies(designs=dict(zip(names["key"].to_list(), names["arch"].to_list())),
-                         tokens=dict(zip(with_tokens["key"].to_list(), with_tokens["tokens"].to_list())))
+                         tokens=dict(zip(with_tokens["key"].to_list(), with_tokens["tokens"].to_list())),
+                         families=dict(zip(names["key"].to_list(), names["family"].to_list())))
