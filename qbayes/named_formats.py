@@ -33,7 +33,7 @@ from qbayes.collect.formats import parse_format
 from qbayes.db.schema import METHODS, W_KINDS
 from qbayes.errors import QBayesError, suggest
 from qbayes.model.respell import key, key_expr
-from qbayes.resources import formats_csv
+from qbayes.resources import formats_csv, read_table
 
 COLUMN = "format"  # the query column that names a format
 COLUMNS = ("name", "aliases", "method", "w_kind", "w_bits", "group_size", "bits_per_weight", "source")
@@ -124,12 +124,7 @@ def _cell(value: str | None, cast, path: Path, row: int, column: str):
 def load(path: Path | None = None) -> FormatTable:
     """Read and check the table (default: the shipped ``data/formats.csv``)."""
     path = Path(path) if path is not None else formats_csv()
-    if not path.is_file():
-        raise QBayesError(f"{path}: the table of format names is missing (it ships with qbayes)")
-    df = pl.read_csv(path, infer_schema=False)
-    missing = [c for c in COLUMNS if c not in df.columns]
-    if missing:
-        raise QBayesError(f"{path}: missing column(s) {', '.join(missing)}; need {', '.join(COLUMNS)}")
+    df = read_table(path, COLUMNS, what="the table of format names")
     formats, by_key, problems = [], {}, []
     for i, r in enumerate(df.iter_rows(named=True), start=2):
         f = NamedFormat(name=(r["name"] or "").strip(), method=_cell(r["method"], str, path, i, "method"),

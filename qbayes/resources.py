@@ -10,8 +10,11 @@ suite) has no ``_resources`` and reads the top-level files themselves.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+
+import polars as pl
 
 from qbayes.errors import QBayesError
 
@@ -69,6 +72,18 @@ def model_shapes_csv() -> Path:
 def collectors_dir() -> Path | None:
     """The folder of the shipped collection grids (``collectors/NAME.toml``), if any."""
     return _find("collectors")
+
+
+def read_table(path: Path, columns: Sequence[str], *, what: str) -> pl.DataFrame:
+    """One of the shipped CSV tables, every cell a string; raises QBayesError when the
+    file or any of ``columns`` is missing (``what`` names the table in the message)."""
+    if not path.is_file():
+        raise QBayesError(f"{path}: {what} is missing (it ships with qbayes)")
+    df = pl.read_csv(path, infer_schema=False)
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise QBayesError(f"{path}: missing column(s) {', '.join(missing)}; need {', '.join(columns)}")
+    return df
 
 
 def shipped_fit() -> Path | None:

@@ -66,8 +66,8 @@ def _group_size(text: str) -> int | None:
               help=f"quantization methods to consider (repeatable)  [default: {', '.join(DEFAULT_METHODS)}; "
               "with --format only: the labels' method, RTN]")
 @click.option("--w-bits", "w_bits", multiple=True, type=float,
-              help=f"weight bit-widths to consider (repeatable)  [default: {', '.join(f'{b:g}' for b in DEFAULT_BITS)}, "
-              "unless --format is given]")
+              help="weight bit-widths to consider (repeatable)  "
+              f"[default: {', '.join(f'{b:g}' for b in DEFAULT_BITS)}, unless --format is given]")
 @click.option("--group-size", "group_sizes", multiple=True,
               help=f"group sizes to consider, or 'per-channel' (repeatable)  [default: {', '.join(DEFAULT_GROUPS)}, "
               "unless --format is given]")

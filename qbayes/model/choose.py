@@ -140,7 +140,7 @@ def choose(fit: Fit, candidates: pl.DataFrame, *, budget_gb: float, methods: Seq
         ppl = np.concatenate([ppl, np.broadcast_to(fp16[None, :], (ppl.shape[0], fp16.size))], axis=1)
     weights = memory_gb(table)
     table = table.join(extra, on=["family", "model", "params_b"], how="left", maintain_order="left")
-    mem = weights + table.get_column("kv_cache_gb").fill_null(0.0).to_numpy() + table.get_column("overhead_gb").to_numpy()
+    mem = weights + table.select(pl.col("kv_cache_gb").fill_null(0.0) + pl.col("overhead_gb")).to_series().to_numpy()
     order, p_best = best_under_budget(mem, table.get_column("ppl_q50").to_numpy(), ppl, budget_gb)
     rank = np.full(table.height, None, dtype=object)
     prob = np.full(table.height, np.nan)

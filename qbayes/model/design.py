@@ -472,6 +472,6 @@ def query_table(df: pl.DataFrame, where: str = "queries") -> pl.DataFrame:
             check(df[c].is_nan(), f"column '{c}' is NaN")
     if problems:
         raise QBayesError(f"{where}: " + "; ".join(problems))
-    df = df.with_columns(pl.coalesce(pl.col("bits_per_weight"),
-                                     effective_bits(pl.col("w_bits"), pl.col("group_size"), pl.col("w_kind"))).alias("bits"))
+    convention = effective_bits(pl.col("w_bits"), pl.col("group_size"), pl.col("w_kind"))
+    df = df.with_columns(pl.coalesce(pl.col("bits_per_weight"), convention).alias("bits"))
     return df.select(*STANDARD)

@@ -32,7 +32,7 @@ import polars as pl
 from qbayes.errors import QBayesError
 from qbayes.model.design import arch_expr
 from qbayes.model.respell import key_expr
-from qbayes.resources import known_families_csv
+from qbayes.resources import known_families_csv, read_table
 
 REGISTRY = known_families_csv()
 COLUMNS = ("family", "aliases", "norm", "mlp", "hf_class", "train_tokens_b", "tokens_source")
@@ -49,12 +49,7 @@ class KnownFamilies:
 
 
 def load(path: Path = REGISTRY) -> KnownFamilies:
-    if not path.exists():
-        raise QBayesError(f"{path}: the table of known families is missing (it ships with qbayes)")
-    df = pl.read_csv(path, infer_schema_length=0)
-    missing = [c for c in COLUMNS if c not in df.columns]
-    if missing:
-        raise QBayesError(f"{path}: missing column(s) {', '.join(missing)}; need {', '.join(COLUMNS)}")
+    df = read_table(path, COLUMNS, what="the table of known families")
     empty = df.filter(pl.any_horizontal(pl.col("family", "norm", "mlp", "tokens_source").is_null()))
     if empty.height:
         raise QBayesError(f"{path}: rows without family, norm, mlp or tokens_source: {empty['family'].to_list()}")

@@ -21,7 +21,7 @@ import polars as pl
 from qbayes.errors import QBayesError
 from qbayes.model import known_families
 from qbayes.model.respell import key
-from qbayes.resources import model_shapes_csv
+from qbayes.resources import model_shapes_csv, read_table
 
 COLUMNS = ("family", "model", "params_b", "layers", "kv_heads", "head_dim", "source")
 BYTES_FP16 = 2
@@ -72,12 +72,7 @@ class Shapes:
 def load(path: Path | None = None) -> Shapes:
     """Read and check the table (default: the shipped ``data/model_shapes.csv``)."""
     path = Path(path) if path is not None else model_shapes_csv()
-    if not path.is_file():
-        raise QBayesError(f"{path}: the table of model shapes is missing (it ships with qbayes)")
-    df = pl.read_csv(path, infer_schema=False)
-    missing = [c for c in COLUMNS if c not in df.columns]
-    if missing:
-        raise QBayesError(f"{path}: missing column(s) {', '.join(missing)}; need {', '.join(COLUMNS)}")
+    df = read_table(path, COLUMNS, what="the table of model shapes")
     families = known_families.load().families
     by_family: dict[str, list[Shape]] = {}
     problems = []

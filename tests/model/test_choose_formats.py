@@ -75,7 +75,8 @@ def test_candidates_find_their_shape_by_family_alias_and_nearest_size():
 
 def test_a_broken_shape_table_is_refused(tmp_path):
     bad = tmp_path / "model_shapes.csv"
-    bad.write_text((ROOT / "data" / "model_shapes.csv").read_text().replace("Mistral,Mistral-7B", "Mistrall,Mistral-7B"))
+    text = (ROOT / "data" / "model_shapes.csv").read_text()
+    bad.write_text(text.replace("Mistral,Mistral-7B", "Mistrall,Mistral-7B"))
     with pytest.raises(QBayesError, match="family 'Mistrall' is not a family of data/known_families.csv"):
         kv_cache.load(bad)
 
@@ -89,7 +90,8 @@ def test_context_and_overhead_add_to_each_options_memory(small_fit):
     key = ["model", "method", "format"]
     joined = plain.join(more, on=key, how="inner", suffix="_more", nulls_equal=True)
     assert joined.height == plain.height == more.height == 2 * 2 + 2
-    assert (joined["weights_gb"] == joined["weights_gb_more"]).all() and plain["kv_cache_gb"].null_count() == plain.height
+    assert (joined["weights_gb"] == joined["weights_gb_more"]).all()
+    assert plain["kv_cache_gb"].null_count() == plain.height
     shapes = kv_cache.load()
     for r in joined.iter_rows(named=True):
         kv = shapes.find("OPT", r["params_b"]).kv_cache_gb(2048)

@@ -94,7 +94,8 @@ def test_labels_are_read_by_pattern_and_leave_the_method_open():
     assert (nf.w_kind, nf.group_size) == ("nf", 64) and nf.bits_per_weight == pytest.approx(4 + 16 / 64)
 
 
-@pytest.mark.parametrize("name, close", [("Q4_K_X", "Q4_K_"), ("q5_k_mm", "Q5_K_M"), ("nf5", "nf4"), ("IQ2_XXXS", "IQ2_")])
+@pytest.mark.parametrize("name, close", [("Q4_K_X", "Q4_K_"), ("q5_k_mm", "Q5_K_M"), ("nf5", "nf4"),
+                                         ("IQ2_XXXS", "IQ2_")])
 def test_an_unknown_name_gets_the_closest_names(name, close):
     with pytest.raises(QBayesError) as err:
         named_formats.lookup(name)
