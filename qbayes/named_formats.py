@@ -169,6 +169,20 @@ def lookup_all(names: Iterable[str]) -> list[NamedFormat]:
     return out
 
 
+def method_hints(methods: Iterable[str]) -> list[str]:
+    """For each method that is really a format name (``--method Q4_K_M``, read as a method
+    the fit never saw), a line saying to give it as a format."""
+    table = load()
+    out = []
+    for m in dict.fromkeys(methods):
+        f = table.by_key.get(key(str(m)))
+        if f is not None:
+            out.append(f"method '{m}' is the format {f.name} ({f.method or 'with a method of its own'}, "
+                       f"{f.bits_per_weight:g} bits per weight): give it as --format {f.name} (a 'format' column "
+                       f"in files) to be predicted as that, not as an unseen method")
+    return out
+
+
 def expand(df: pl.DataFrame, where: str = "queries", *, defaults: Mapping[str, object] | None = None) -> pl.DataFrame:
     """Queries with a ``format`` column: on rows that name one, the format's own name
     (``q4_k_m`` and ``Q4_K`` become ``Q4_K_M``) and the columns the format

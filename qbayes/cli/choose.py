@@ -96,7 +96,7 @@ def choose(fit_path, budget_gb, candidate_specs, candidates_path, family, train_
     from qbayes.model import fitfile
     from qbayes.model.choose import choose as rank_options
     from qbayes.model.respell import describe, respell
-    from qbayes.named_formats import lookup_all
+    from qbayes.named_formats import lookup_all, method_hints
 
     out = Path(output_path) if output_path else None
     if out is not None and out.suffix not in SUFFIXES:
@@ -121,6 +121,8 @@ def choose(fit_path, budget_gb, candidate_specs, candidates_path, family, train_
                          include_fp16=not no_fp16, overhead_gb=overhead_gb, context=context, n_draws=draws,
                          seed=seed)
     for line in describe(respell(table, fit.encoding.levels)[1]):
+        click.echo(line, err=True)
+    for line in method_hints(table.filter(pl.col("new_method"))["method"]):
         click.echo(line, err=True)
     ranked = table.filter(pl.col("within_budget"))
     own_method = frozenset(f.name for f in formats if f.method)

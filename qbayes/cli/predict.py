@@ -69,6 +69,7 @@ def predict(fit_path, input_path, output_path, family, model_name, params_b, tra
     from qbayes.model.respell import describe, respell
     from qbayes.named_formats import COLUMN as FORMAT
     from qbayes.named_formats import expand as expand_formats
+    from qbayes.named_formats import method_hints
 
     if input_path:
         if not output_path:
@@ -113,6 +114,8 @@ def predict(fit_path, input_path, output_path, family, model_name, params_b, tra
     for line in describe(respell(queries, fit.encoding.levels)[1]):
         click.echo(line, err=True)
     pred = predict_table(fit, queries, n_draws=draws, seed=seed)
+    for line in method_hints(queries.filter(pred["new_method"])["method"]):
+        click.echo(line, err=True)
     result = pl.concat([raw, pred.select(OUTPUT_COLUMNS)], how="horizontal")
     if input_path:
         _write_atomic(result, out)

@@ -206,6 +206,14 @@ def test_predict_cli_unknown_format_suggests_and_writes_nothing(small_fit_path, 
     assert not out.exists() and not list(tmp_path.glob("*.tmp"))
 
 
+def test_predict_cli_says_when_a_method_is_a_format_name(small_fit_path, cli):
+    r = cli("predict", "--fit", small_fit_path, *_flags(method="Q4_K_M", w_bits=4))
+    assert r.code == 0, r.err
+    assert "method 'Q4_K_M' is the format Q4_K_M (llama.cpp-kquant" in r.err and "give it as --format Q4_K_M" in r.err
+    r = cli("predict", "--fit", small_fit_path, *_flags(method="BrandNewMethod", w_bits=4))
+    assert r.code == 0 and "is the format" not in r.err
+
+
 def test_predict_cli_without_format_still_needs_method_and_bits(small_fit_path, cli):
     r = cli("predict", "--fit", small_fit_path, *_flags())
     assert r.code == 2 and "--method, --w-bits (or --format instead of --method and --w-bits)" in r.err
