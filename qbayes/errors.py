@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 
 class QBayesError(Exception):
     """An error caused by input the user can fix (bad file, bad name, bad option)."""
 
 
-def suggest(name: str, choices: Iterable[str]) -> str:
-    """' (did you mean 'x'?)' for the closest choice, or '' when nothing is close."""
-    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+def suggest(name: str, choices: Iterable[str], *, key: Callable[[str], str] | None = None) -> str:
+    """' (did you mean 'x'?)' for the closest choice, or '' when nothing is close. With
+    ``key``, names are compared by their keys (e.g. case and punctuation ignored) and the
+    choice is shown as spelled."""
+    spelled = {(key or str)(str(c)): str(c) for c in choices}
+    close = difflib.get_close_matches((key or str)(str(name)), list(spelled), n=1, cutoff=0.6)
+    return f" (did you mean '{spelled[close[0]]}'?)" if close else ""
 
 
 def unknown(kind: str, name: str, choices: Iterable[str]) -> QBayesError:

@@ -67,9 +67,25 @@ def test_import_marks_doubts_and_effective_bits():
     g = res.filter((pl.col("dtype_label") == "int3-g128")).row(0, named=True)
     assert g["w_bits_eff"] == pytest.approx(3 + 19 / 128)
     q40 = res.filter(pl.col("dtype_label") == "Q4_0").row(0, named=True)
-    assert q40["w_bits_eff"] == 4.5 and q40["w_kind"] == "int"
+    assert q40["w_kind"] == "int"
     assert set(res.filter(pl.col("method") == "llama.cpp-kquant")["w_kind"]) == {"kquant"}
     assert set(res.filter(pl.col("dtype_label").str.starts_with("avg-"))["w_kind"]) == {"mixed"}
+
+
+def test_llama_cpp_rows_take_bits_per_weight_from_the_formats_table():
+    """Training rows of a GGUF type carry the bits per weight a query naming it is
+    predicted with (data/formats.csv), legacy blocks and k-quant mixes alike."""
+    table = pl.read_csv(ROOT / "data" / "formats.csv").select("name", "method", "w_bits", "group_size",
+                                                              "bits_per_weight")
+    res = import_published(PTQ, META).results.filter(pl.col("method").str.starts_with("llama.cpp"))
+    joined = res.join(table, left_on="dtype_label", right_on="name", how="left", suffix="_table")
+    assert joined.height > 0 and joined["bits_per_weight"].null_count() == 0
+    assert (joined["w_bits_eff"] == joined["bits_per_weight"]).all()
+    assert (joined["method"] == joined["method_table"]).all() and (joined["w_bits"] == joined["w_bits_table"]).all()
+    assert (joined["group_size"] == joined["group_size_table"]).all()
+    assert (joined["w_bits_eff"] > joined["w_bits"]).all()  # scales, and tensors kept at higher precision
+    shipped = store.load(SHIPPED_DB).results.filter(pl.col("method").str.starts_with("llama.cpp"))
+    assert shipped["w_bits_eff"].null_count() == 0
 
 
 def test_cli_validate_and_summary_on_shipped_data(cli):
@@ -95,18 +111,29 @@ def _write_csv_variant(tmp_path, edit):
     return p
 
 
-def test_import_reports_bad_cell_with_line_and_column(tmp_path, cli):
-    def edit(lines):
-        cells = lines[5].split(",")
-        cells[4] = "four"  # w_bits
-        lines[5] = ",".join(cells)
-        return lines
+def _bad_w_bits(lines):
+    cells = lines[5].split(",")
+    cells[4] = "four"  # w_bits
+    lines[5] = ",".join(cells)
+    return lines
 
+
+def _unknown_gguf_type(lines):
+    i = next(i for i, line in enumerate(lines) if ",Q4_K_M," in line)
+    lines[i] = lines[i].replace(",Q4_K_M,", ",Q4_K_Z,", 1)
+    return lines
+
+
+@pytest.mark.parametrize("edit, messages", [
+    (_bad_w_bits, ("row 6, column 'w_bits'", "'four'")),
+    (_unknown_gguf_type, ("column 'dtype_label'", "'Q4_K_Z' is not a llama.cpp type of data/formats.csv")),
+])
+def test_import_reports_bad_cell_with_line_and_column(tmp_path, cli, edit, messages):
     p = _write_csv_variant(tmp_path, edit)
     out = tmp_path / "out"
     r = cli("db", "import-published", p, "--meta", META, "--out", out)
     assert r.code != 0
-    assert "row 6, column 'w_bits'" in r.err and "'four'" in r.err
+    assert all(m in r.err for m in messages), r.err
     assert not out.exists()
 
 

@@ -4,6 +4,7 @@ never imports PyMC and nothing but ``qbayes collect`` imports torch."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 
 import click

@@ -1,4 +1,4 @@
-"""``qbayes choose``: the best model size, weight bits and method under a memory budget."""
+"""``qbayes choose``: the best model size, weight format and method under a memory budget."""
 
 from __future__ import annotations
 
@@ -49,7 +49,8 @@ def _group_size(text: str) -> int | None:
 
 @click.command()
 @click.option("--fit", "fit_path", required=True, type=click.Path(), help="fit file from `qbayes fit`")
-@click.option("--budget-gb", type=float, required=True, help="weight memory budget, GB")
+@click.option("--budget-gb", type=float, required=True,
+              help="memory budget, GB: weights, plus --overhead-gb and the KV cache of --context")
 @click.option("--candidate", "candidate_specs", multiple=True,
               help="a candidate model as MODEL:PARAMS_B:FP16_PPL, e.g. Llama-3-8B:8:6.14 (repeatable)")
 @click.option("--candidates", "candidates_path", type=click.Path(),
@@ -58,12 +59,22 @@ def _group_size(text: str) -> int | None:
 @click.option("--family", help="family of the --candidate models")
 @click.option("--train-tokens-b", type=float, help="training tokens of the --candidate models, billions")
 @click.option("--arch", help="block design of the --candidate models, e.g. rmsnorm+swiglu")
-@click.option("--method", "methods", multiple=True, default=DEFAULT_METHODS, show_default=True,
-              help="quantization methods to consider (repeatable)")
-@click.option("--w-bits", "w_bits", multiple=True, type=float, default=DEFAULT_BITS, show_default=True,
-              help="weight bit-widths to consider (repeatable)")
-@click.option("--group-size", "group_sizes", multiple=True, default=DEFAULT_GROUPS, show_default=True,
-              help="group sizes to consider, or 'per-channel' (repeatable)")
+@click.option("--format", "format_names", multiple=True,
+              help="a format to consider by name (repeatable): a llama.cpp type (Q4_K_M, IQ3_XS, Q8_0, ...), nf4, "
+              "fp8, mxfp4, or a label such as int4-g128 (with each --method; RTN without); see docs/formats.md")
+@click.option("--method", "methods", multiple=True,
+              help=f"quantization methods to consider (repeatable)  [default: {', '.join(DEFAULT_METHODS)}; "
+              "with --format only: the labels' method, RTN]")
+@click.option("--w-bits", "w_bits", multiple=True, type=float,
+              help="weight bit-widths to consider (repeatable)  "
+              f"[default: {', '.join(f'{b:g}' for b in DEFAULT_BITS)}, unless --format is given]")
+@click.option("--group-size", "group_sizes", multiple=True,
+              help=f"group sizes to consider, or 'per-channel' (repeatable)  [default: {', '.join(DEFAULT_GROUPS)}, "
+              "unless --format is given]")
+@click.option("--overhead-gb", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="memory beyond the weights and KV cache to count against the budget (runtime, activations), GB")
+@click.option("--context", type=click.IntRange(1),
+              help="count an fp16 KV cache of this many tokens, for candidates whose shape data/model_shapes.csv has")
 @click.option("--eval-set", default="wikitext2", show_default=True)
 @click.option("--no-fp16", is_flag=True, help="leave the unquantized models out of the options")
 @click.option("--top", type=click.IntRange(1), default=10, show_default=True, help="options printed")
@@ -71,18 +82,21 @@ def _group_size(text: str) -> int | None:
               help="also write every option (over budget too), .csv or .parquet")
 @click.option("--draws", type=click.IntRange(50), default=1000, show_default=True, help="posterior draws used")
 @click.option("--seed", type=int, default=0, show_default=True)
-def choose(fit_path, budget_gb, candidate_specs, candidates_path, family, train_tokens_b, arch, methods, w_bits,
-           group_sizes, eval_set, no_fp16, top, output_path, draws, seed):
-    """Rank (model, method, bits, group size) options whose weights fit a memory budget.
+def choose(fit_path, budget_gb, candidate_specs, candidates_path, family, train_tokens_b, arch, format_names,
+           methods, w_bits, group_sizes, overhead_gb, context, eval_set, no_fp16, top, output_path, draws, seed):
+    """Rank (model, format) options whose memory fits a budget.
 
-    Weight memory is parameters x effective bits / 8 (group scales counted). The best option
-    has the lowest predicted median perplexity; P(best) is the share of posterior draws in
-    which it beats every other option within the budget."""
+    The formats are named ones (--format Q4_K_M ...) and/or methods x bits x group sizes.
+    Weight memory is parameters x bits per weight / 8 (group scales counted; a named format's
+    bits per weight from data/formats.csv); --overhead-gb and the KV cache of --context add to
+    it. The best option has the lowest predicted median perplexity; P(best) is the share of
+    posterior draws in which it beats every other option within the budget."""
     import polars as pl
 
     from qbayes.model import fitfile
     from qbayes.model.choose import choose as rank_options
     from qbayes.model.respell import describe, respell
+    from qbayes.named_formats import lookup_all, method_hints
 
     out = Path(output_path) if output_path else None
     if out is not None and out.suffix not in SUFFIXES:
@@ -97,45 +111,63 @@ def choose(fit_path, budget_gb, candidate_specs, candidates_path, family, train_
         cands = _read_queries(Path(candidates_path))
     else:
         cands = _candidates_from_flags(candidate_specs, family, train_tokens_b, arch)
+    formats = lookup_all(format_names)
+    if not formats or w_bits or group_sizes:  # the method x bits x group grid, with its defaults
+        w_bits, group_sizes = w_bits or DEFAULT_BITS, group_sizes or DEFAULT_GROUPS
+        methods = methods or DEFAULT_METHODS
     fit = fitfile.load(fit_path)
     table = rank_options(fit, cands, budget_gb=budget_gb, methods=methods, w_bits=w_bits,
-                         group_sizes=[_group_size(g) for g in group_sizes], eval_set=eval_set,
-                         include_fp16=not no_fp16, n_draws=draws, seed=seed)
+                         group_sizes=[_group_size(g) for g in group_sizes], formats=formats, eval_set=eval_set,
+                         include_fp16=not no_fp16, overhead_gb=overhead_gb, context=context, n_draws=draws,
+                         seed=seed)
     for line in describe(respell(table, fit.encoding.levels)[1]):
         click.echo(line, err=True)
+    for line in method_hints(table.filter(pl.col("new_method"))["method"]):
+        click.echo(line, err=True)
     ranked = table.filter(pl.col("within_budget"))
+    own_method = frozenset(f.name for f in formats if f.method)
     if ranked.height == 0:
         smallest = table.sort("memory_gb").row(0, named=True)
-        raise QBayesError(f"no option fits in {budget_gb:g} GB; the smallest, {_label(smallest)}, "
+        raise QBayesError(f"no option fits in {budget_gb:g} GB; the smallest, {_label(smallest, own_method)}, "
                           f"needs {smallest['memory_gb']:.2f} GB")
     if out is not None:
         _write_atomic(table, out)
         click.echo(f"wrote {table.height} options to {out}")
-    _print(ranked.head(top), budget_gb, ranked.height)
+    _print(ranked.head(top), budget_gb, ranked.height, overhead_gb=overhead_gb, context=context,
+           own_method=own_method)
     for r in table.unique("family", keep="first", maintain_order=True).iter_rows(named=True):
         for line in filled_notes(r):
             click.echo(line)
 
 
-def _label(r: dict) -> str:
+def _label(r: dict, own_method: frozenset[str] = frozenset()) -> str:
+    """An option as people name it; ``own_method``: formats whose name says the method."""
     if r["method"] == "fp16":
         return f"{r['model']} fp16"
+    if r["format"] is not None:
+        return f"{r['model']} {r['format']}" + ("" if r["format"] in own_method else f" {r['method']}")
     group = "per-channel" if r["group_size"] is None else f"g{r['group_size']}"
     return f"{r['model']} {r['method']} w{r['w_bits']:g} {group}"
 
 
-def _print(ranked, budget_gb: float, n_within: int) -> None:
+def _print(ranked, budget_gb: float, n_within: int, *, overhead_gb: float, context: int | None,
+           own_method: frozenset[str]) -> None:
     from rich.console import Console
     from rich.table import Table
 
     from qbayes.model.choose import FLAGS
 
-    t = Table(title=f"Best options within {budget_gb:g} GB of weights ({n_within} fit)")
-    for c in ("rank", "option", "memory GB", "ppl median", "90% interval", "P(best)"):
+    counted = ["weights"] + ([f"KV cache of {context} tokens"] if context else []) + \
+        ([f"{overhead_gb:g} GB overhead"] if overhead_gb else [])
+    t = Table(title=f"Best options within {budget_gb:g} GB of {' + '.join(counted)} ({n_within} fit)")
+    extras = len(counted) > 1
+    for c in ("rank", "option", *(["weights GB"] if extras else []), "memory GB", "ppl median", "90% interval",
+              "P(best)"):
         t.add_column(c, justify="left" if c == "option" else "right")
     unseen: dict[str, list[str]] = {}
     for r in ranked.iter_rows(named=True):
-        t.add_row(str(r["rank"]), _label(r), f"{r['memory_gb']:.2f}", f"{r['ppl_q50']:.3f}",
+        weights = [f"{r['weights_gb']:.2f}"] if extras else []
+        t.add_row(str(r["rank"]), _label(r, own_method), *weights, f"{r['memory_gb']:.2f}", f"{r['ppl_q50']:.3f}",
                   f"[{r['ppl_q05']:.3f}, {r['ppl_q95']:.3f}]", f"{r['p_best']:.2f}")
         for flag in FLAGS:
             if r[flag]:

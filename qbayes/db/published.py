@@ -10,7 +10,9 @@ reported with its CSV line and column.  Mapping decisions, all documented in
   llama.cpp k-quants -> ``kquant``, everything else -> ``int``;
 * ``w_bits_eff`` (bits per weight with scale/zero overhead) where the format tells it:
   grouped integers carry one fp16 scale and one b-bit zero per group, b + (16+b)/g;
-  llama.cpp legacy blocks as its README states; average-bit methods as printed;
+  llama.cpp types (k-quant mixes, legacy blocks) from the table of format names
+  (``data/formats.csv``, :mod:`qbayes.named_formats`), the same bits per weight a query
+  naming the type is predicted with; average-bit methods as printed;
 * ``doubt``: notes saying columns look swapped or values are non-monotonic -> ``suspect``;
   notes warning of extraction/layout problems -> ``caution``.
 """
@@ -23,10 +25,12 @@ from pathlib import Path
 
 import polars as pl
 
+from qbayes import named_formats
 from qbayes.db.schema import BASELINE_METHOD, MODELS, RESULTS
 from qbayes.db.store import Database, InvalidDatabase
 from qbayes.db.validate import Problem
 from qbayes.errors import QBayesError
+from qbayes.model.respell import key
 
 PTQ_COLUMNS = (
     "family", "model", "params_b", "method", "w_bits", "group_size", "dtype_label", "act_bits",
@@ -36,8 +40,7 @@ META_COLUMNS = (
     "family", "model", "params_b", "train_tokens_b", "year", "position_encoding", "norm", "mlp", "source",
 )
 RELEASE_COLUMNS = ("model", "released", "source")  # release_dates.csv: first public release per model
-# llama.cpp legacy block formats: bits per weight as its README states
-LEGACY_BPW = {"Q4_0": 4.5, "Q4_1": 5.0, "Q5_0": 5.5, "Q5_1": 6.0, "Q8_0": 8.5}
+LLAMA_CPP = ("llama.cpp-kquant", "llama.cpp-legacy")  # methods whose labels are GGUF types (named_formats)
 SUSPECT_PATTERNS = ("look swapped", "non-monotonic")
 CAUTION_PATTERNS = ("layout problems", "header missing", "garbled")
 
@@ -80,13 +83,23 @@ def _w_kind(method: str, label: str, bits: float) -> str:
 def _w_bits_eff(kind: str, method: str, label: str, bits: float, group: int | None) -> float | None:
     if kind in ("float", "mixed"):
         return bits
-    if method == "llama.cpp-legacy":
-        return LEGACY_BPW.get(label)
-    if kind == "kquant":
-        return None  # mixes keep some tensors at higher precision: not known per model
+    if method in LLAMA_CPP:
+        return _gguf_type(label, method, bits, group).bits_per_weight
     if group is not None:
         return bits + (16 + bits) / group
     return bits
+
+
+def _gguf_type(label: str, method: str, bits: float, group: int | None) -> named_formats.NamedFormat:
+    """The llama.cpp type a row's label names; raises QBayesError when the table lacks it
+    or says otherwise about its method, bits or group size."""
+    f = named_formats.load().by_key.get(key(label))
+    if f is None:
+        raise QBayesError(f"'{label}' is not a llama.cpp type of data/formats.csv")
+    if (f.method, f.w_bits, f.group_size) != (method, bits, group):
+        raise QBayesError(f"'{label}' is {f.method} w{f.w_bits:g} g{f.group_size} in data/formats.csv, "
+                          f"but the row says {method} w{bits:g} g{group}")
+    return f
 
 
 def _doubt(note: str | None) -> str | None:
@@ -156,15 +169,20 @@ def import_published(ptq_csv: str | Path, meta_csv: str | Path, released_csv: st
     )
 
     rows = []
-    for r in ptq.iter_rows(named=True):
+    for i, r in enumerate(ptq.iter_rows(named=True)):
         kind = _w_kind(r["method"], r["dtype_label"], r["w_bits"])
+        try:
+            w_bits_eff = _w_bits_eff(kind, r["method"], r["dtype_label"], r["w_bits"], r["group_size"])
+        except QBayesError as exc:
+            problems.append(Problem(str(ptq_path), str(exc), row=i + 2, column="dtype_label"))
+            continue
         rows.append({
             "model": r["model"],
             "method": BASELINE_METHOD if r["method"] == "fp16" else r["method"],
             "w_kind": kind,
             "w_bits": r["w_bits"],
             "group_size": r["group_size"],
-            "w_bits_eff": _w_bits_eff(kind, r["method"], r["dtype_label"], r["w_bits"], r["group_size"]),
+            "w_bits_eff": w_bits_eff,
             "dtype_label": r["dtype_label"],
             "act_bits": r["act_bits"],
             "eval_set": r["eval_set"],

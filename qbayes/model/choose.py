@@ -1,9 +1,12 @@
-"""Choosing a model size, weight format and method under a weight-memory budget.
+"""Choosing a model size, weight format and method under a memory budget.
 
 The options are every candidate model crossed with every method, weight bits and group
-size asked for, plus each candidate unquantized. An option's weight memory is
-params x effective bits / 8 GB (effective bits count the group scales and zeros,
-design.effective_bits; fp16 is 16 bits). Among the options within the budget the best has
+size asked for and with every named format (qbayes.named_formats: Q4_K_M, nf4, int4-g128,
+...), plus each candidate unquantized. An option's weight memory is params x bits per
+weight / 8 GB (a named format's bits per weight from data/formats.csv; otherwise effective
+bits, which count the group scales and zeros, design.effective_bits; fp16 is 16 bits). Its
+memory is that plus a fixed overhead and, given a context length, the candidate's fp16 KV
+cache (kv_cache). Among the options within the budget the best has
 the lowest posterior median perplexity. ``p_best`` is the share of posterior draws in
 which an option has the lowest mean perplexity of all options within the budget: the mean
 degradation, without observation noise, which is independent per row and would blur a
@@ -20,7 +23,10 @@ import polars as pl
 from qbayes.errors import QBayesError
 from qbayes.model.design import encode, query_table
 from qbayes.model.fitfile import Fit
+from qbayes.model.kv_cache import kv_cache_gb
 from qbayes.model.predict import delta_draws, draws_from_fit, predict_table
+from qbayes.named_formats import COLUMN as FORMAT
+from qbayes.named_formats import DEFAULT_METHOD, NamedFormat
 
 FP16_BITS = 16.0
 CANDIDATE_COLUMNS = ("family", "model", "params_b", "fp16_ppl")  # required; also train_tokens_b, arch, eval_set
@@ -29,32 +35,41 @@ FLAGS = ("new_family", "new_arch", "new_method", "new_eval_set")  # from predict
 FILLED = ("block_design", "block_design_from", "train_tokens_b_used", "train_tokens_from")
 
 
-def options(candidates: pl.DataFrame, *, methods: Sequence[str], w_bits: Sequence[float],
-            group_sizes: Sequence[int | None], eval_set: str = "wikitext2") -> pl.DataFrame:
-    """The quantized options as a standard query table (query_table), candidates in order,
-    then methods, bits and group sizes. ``candidates`` has a row per model with at least
-    CANDIDATE_COLUMNS; a candidate without ``eval_set`` is evaluated on ``eval_set``."""
+def options(candidates: pl.DataFrame, *, methods: Sequence[str] = (), w_bits: Sequence[float] = (),
+            group_sizes: Sequence[int | None] = (), formats: Sequence[NamedFormat] = (),
+            eval_set: str = "wikitext2") -> pl.DataFrame:
+    """The quantized options as a standard query table (query_table) with the ``format``
+    of each (null for the grid's): candidates in order, then methods x bits x group sizes
+    (where bits and group sizes are given), then the named formats. A format that fixes its
+    method (Q4_K_M) is one option; a label (int4-g128) is one per method, RTN without any.
+    ``candidates`` has a row per model with at least CANDIDATE_COLUMNS; a candidate without
+    ``eval_set`` is evaluated on ``eval_set``."""
     missing = [c for c in CANDIDATE_COLUMNS if c not in candidates.columns]
     if missing:
         raise QBayesError(f"candidates: missing column(s) {', '.join(missing)}; "
                           f"need {', '.join(CANDIDATE_COLUMNS)} (optional: train_tokens_b, arch, eval_set)")
-    clash = [c for c in ("method", "w_bits", "group_size") if c in candidates.columns]
+    clash = [c for c in ("method", "w_bits", "group_size", FORMAT) if c in candidates.columns]
     if clash:
         raise QBayesError(f"candidates: column(s) {', '.join(clash)} belong to the options, not the candidate "
-                          "models; give them with --method, --w-bits and --group-size")
-    if not (methods and w_bits and group_sizes):
+                          "models; give them with --format, or --method, --w-bits and --group-size")
+    grid_on = bool(w_bits or group_sizes)
+    if grid_on and not (methods and w_bits and group_sizes):
         raise QBayesError("choose needs at least one method, one weight bit-width and one group size")
+    if not (grid_on or formats):
+        raise QBayesError("choose needs formats, or methods x weight bit-widths x group sizes")
     if "eval_set" not in candidates.columns:
         candidates = candidates.with_columns(pl.lit(eval_set).alias("eval_set"))
-    grid = pl.DataFrame({"method": [m for m in methods for _ in w_bits for _ in group_sizes],
-                         "w_bits": [float(b) for _ in methods for b in w_bits for _ in group_sizes],
-                         "group_size": [g for _ in methods for _ in w_bits for g in group_sizes]},
-                        schema={"method": pl.String, "w_bits": pl.Float64, "group_size": pl.Int64})
-    return query_table(candidates.join(grid, how="cross"), where="candidates")
+    rows = [(None, m, float(b), g) for m in methods for b in w_bits for g in group_sizes] if grid_on else []
+    rows += [(f.name, m, None, None) for f in formats
+             for m in ([None] if f.method else (methods or [DEFAULT_METHOD]))]
+    grid = pl.DataFrame(rows, schema={FORMAT: pl.String, "method": pl.String, "w_bits": pl.Float64,
+                                      "group_size": pl.Int64}, orient="row")
+    crossed = candidates.join(grid, how="cross")
+    return query_table(crossed, where="candidates").with_columns(crossed.get_column(FORMAT))
 
 
 def memory_gb(table: pl.DataFrame) -> np.ndarray:
-    """Weight memory in GB: params (billions) x effective bits / 8."""
+    """Weight memory in GB: params (billions) x bits per weight / 8."""
     return table.get_column("params_b").to_numpy() * table.get_column("bits").to_numpy() / 8
 
 
@@ -80,37 +95,58 @@ def best_under_budget(memory: np.ndarray, median: np.ndarray, ppl_draws: np.ndar
     return order, p_best
 
 
-def choose(fit: Fit, candidates: pl.DataFrame, *, budget_gb: float, methods: Sequence[str],
-           w_bits: Sequence[float], group_sizes: Sequence[int | None], eval_set: str = "wikitext2",
-           include_fp16: bool = True, n_draws: int = 1000, seed: int = 0) -> pl.DataFrame:
-    """Every option with its memory, predicted perplexity quantiles and flags, and for those
-    within the budget their rank (1 = best) and ``p_best``; sorted by rank, then the
-    options over budget by memory."""
+def extra_memory_gb(candidates: pl.DataFrame, *, overhead_gb: float = 0.0,
+                    context: int | None = None) -> pl.DataFrame:
+    """Per candidate (family, model, params_b): ``overhead_gb`` and, given ``context``, its
+    fp16 KV cache of that many tokens (kv_cache; null without a context)."""
+    if not overhead_gb >= 0:
+        raise QBayesError(f"the memory overhead must be >= 0 GB, got {overhead_gb:g}")
+    cands = candidates.select("family", "model", "params_b").unique(maintain_order=True)
+    kv = kv_cache_gb(cands, context) if context is not None else [None] * cands.height
+    return cands.with_columns(pl.Series("kv_cache_gb", kv, dtype=pl.Float64),
+                              pl.lit(float(overhead_gb)).alias("overhead_gb"))
+
+
+def choose(fit: Fit, candidates: pl.DataFrame, *, budget_gb: float, methods: Sequence[str] = (),
+           w_bits: Sequence[float] = (), group_sizes: Sequence[int | None] = (),
+           formats: Sequence[NamedFormat] = (), eval_set: str = "wikitext2", include_fp16: bool = True,
+           overhead_gb: float = 0.0, context: int | None = None, n_draws: int = 1000,
+           seed: int = 0) -> pl.DataFrame:
+    """Every option with its memory (``weights_gb``, ``kv_cache_gb``, ``overhead_gb`` and
+    their sum ``memory_gb``), predicted perplexity quantiles and flags, and for those within
+    the budget their rank (1 = best) and ``p_best``; sorted by rank, then the options over
+    budget by memory."""
     if not budget_gb > 0:
         raise QBayesError(f"the memory budget must be > 0 GB, got {budget_gb:g}")
-    q = options(candidates, methods=methods, w_bits=w_bits, group_sizes=group_sizes, eval_set=eval_set)
+    q = options(candidates, methods=methods, w_bits=w_bits, group_sizes=group_sizes, formats=formats,
+                eval_set=eval_set)
+    extra = extra_memory_gb(q, overhead_gb=overhead_gb, context=context)  # before the predictions: may refuse
     with np.errstate(over="ignore", invalid="ignore"):
         pred = predict_table(fit, q, n_draws=n_draws, seed=seed)
-    quant = pl.concat([q.select("family", "model", "params_b", "method", "w_bits", "group_size", "bits",
-                                "eval_set", "fp16_ppl"),
+    quant = pl.concat([q.select("family", "model", "params_b", FORMAT, "method", "w_bits", "group_size", "w_kind",
+                                "bits", "eval_set", "fp16_ppl"),
                        pred.select("ppl_q05", "ppl_q50", "ppl_q95", *FLAGS, *FILLED)], how="horizontal")
     ppl = mean_ppl_draws(fit, q, n_draws=n_draws, seed=seed)
     table = quant
     if include_fp16:
         base = quant.unique(["model", "eval_set"], keep="first", maintain_order=True)
-        fp = base.with_columns(pl.lit("fp16").alias("method"), pl.lit(FP16_BITS).alias("w_bits"),
+        fp = base.with_columns(pl.lit(None, pl.String).alias(FORMAT), pl.lit("fp16").alias("method"),
+                               pl.lit(FP16_BITS).alias("w_bits"), pl.lit("float").alias("w_kind"),
                                pl.lit(None, pl.Int64).alias("group_size"), pl.lit(FP16_BITS).alias("bits"),
                                *(pl.col("fp16_ppl").alias(c) for c in ("ppl_q05", "ppl_q50", "ppl_q95")),
                                *(pl.lit(False).alias(c) for c in FLAGS))  # fp16 is measured, not predicted
         table = pl.concat([quant, fp], how="vertical_relaxed")
         fp16 = fp.get_column("fp16_ppl").to_numpy()
         ppl = np.concatenate([ppl, np.broadcast_to(fp16[None, :], (ppl.shape[0], fp16.size))], axis=1)
-    mem = memory_gb(table)
+    weights = memory_gb(table)
+    table = table.join(extra, on=["family", "model", "params_b"], how="left", maintain_order="left")
+    mem = weights + table.select(pl.col("kv_cache_gb").fill_null(0.0) + pl.col("overhead_gb")).to_series().to_numpy()
     order, p_best = best_under_budget(mem, table.get_column("ppl_q50").to_numpy(), ppl, budget_gb)
     rank = np.full(table.height, None, dtype=object)
     prob = np.full(table.height, np.nan)
     rank[order] = np.arange(1, order.size + 1)
     prob[order] = p_best
-    table = table.with_columns(pl.Series("memory_gb", mem), pl.Series("within_budget", mem <= budget_gb),
+    table = table.with_columns(pl.Series("weights_gb", weights), pl.Series("memory_gb", mem),
+                               pl.Series("within_budget", mem <= budget_gb),
                                pl.Series("rank", rank.tolist(), dtype=pl.Int64), pl.Series("p_best", prob))
     return table.sort(["rank", "memory_gb"], nulls_last=True)

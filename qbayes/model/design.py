@@ -23,6 +23,7 @@ from qbayes.errors import QBayesError
 from qbayes.model.covariates import RAW_COLUMNS, attach_raw, scales, standardise
 from qbayes.model.respell import key_expr, respell
 from qbayes.model.spec import GROUPINGS, INTERACTIONS
+from qbayes.named_formats import expand as expand_formats
 
 if TYPE_CHECKING:
     from qbayes.model.known_families import KnownFamilies
@@ -400,6 +401,9 @@ def encode(df: pl.DataFrame, enc: Encoding) -> Design:
 QUERY_REQUIRED = ("family", "model", "params_b", "method", "w_bits", "eval_set", "fp16_ppl")
 QUERY_OPTIONAL = {"train_tokens_b": None, "arch": None, "group_size": None, "act_bits": 16.0, "w_kind": "int",
                   "source": None,
+                  # a format name (named_formats) fills method, bits, group and kind; bits per
+                  # weight, where given, is the bits covariate instead of effective_bits'
+                  "format": None, "bits_per_weight": None,
                   **{c: None for c in RAW_COLUMNS}}
 
 
@@ -417,6 +421,7 @@ def query_table(df: pl.DataFrame, where: str = "queries") -> pl.DataFrame:
     query column the table lacks, which is refused."""
     from qbayes.errors import suggest
 
+    df = expand_formats(df, where, defaults=QUERY_OPTIONAL)
     known = list(QUERY_REQUIRED) + list(QUERY_OPTIONAL)
     absent = [c for c in known if c not in df.columns]
     problems = []
@@ -433,7 +438,7 @@ def query_table(df: pl.DataFrame, where: str = "queries") -> pl.DataFrame:
     for c, default in QUERY_OPTIONAL.items():
         if c not in df.columns:
             df = df.with_columns(pl.lit(default).alias(c))
-    casts = {c: STANDARD[c] for c in STANDARD if c in df.columns}
+    casts = {c: STANDARD[c] for c in STANDARD if c in df.columns} | {"bits_per_weight": pl.Float64}
     out = {}
     for c, dtype in casts.items():
         s = df.get_column(c)
@@ -462,9 +467,11 @@ def query_table(df: pl.DataFrame, where: str = "queries") -> pl.DataFrame:
         check(df["train_tokens_b"] <= 0, "train_tokens_b must be > 0")
         check(df["group_size"] <= 0, "group_size must be > 0 (empty or -1: one scale per output channel)")
         check((df["act_bits"] <= 0) | (df["act_bits"] > 16), "act_bits must be in (0, 16]")
+        check((df["bits_per_weight"] <= 0) | (df["bits_per_weight"] > 40), "bits_per_weight must be in (0, 40]")
         for c in ("w_bits", "params_b", "fp16_ppl", "act_bits"):
             check(df[c].is_nan(), f"column '{c}' is NaN")
     if problems:
         raise QBayesError(f"{where}: " + "; ".join(problems))
-    df = df.with_columns(effective_bits(pl.col("w_bits"), pl.col("group_size"), pl.col("w_kind")).alias("bits"))
+    convention = effective_bits(pl.col("w_bits"), pl.col("group_size"), pl.col("w_kind"))
+    df = df.with_columns(pl.coalesce(pl.col("bits_per_weight"), convention).alias("bits"))
     return df.select(*STANDARD)

@@ -32,8 +32,9 @@ import polars as pl
 from qbayes.errors import QBayesError
 from qbayes.model.design import arch_expr
 from qbayes.model.respell import key_expr
+from qbayes.resources import known_families_csv, read_table
 
-REGISTRY = Path(__file__).resolve().parents[2] / "data" / "known_families.csv"
+REGISTRY = known_families_csv()
 COLUMNS = ("family", "aliases", "norm", "mlp", "hf_class", "train_tokens_b", "tokens_source")
 
 
@@ -44,15 +45,11 @@ class KnownFamilies:
 
     designs: dict[str, str] = field(default_factory=dict)
     tokens: dict[str, float] = field(default_factory=dict)
+    families: dict[str, str] = field(default_factory=dict)  # the family each name and alias stands for
 
 
 def load(path: Path = REGISTRY) -> KnownFamilies:
-    if not path.exists():
-        raise QBayesError(f"{path}: the table of known families is missing (it ships with qbayes)")
-    df = pl.read_csv(path, infer_schema_length=0)
-    missing = [c for c in COLUMNS if c not in df.columns]
-    if missing:
-        raise QBayesError(f"{path}: missing column(s) {', '.join(missing)}; need {', '.join(COLUMNS)}")
+    df = read_table(path, COLUMNS, what="the table of known families")
     empty = df.filter(pl.any_horizontal(pl.col("family", "norm", "mlp", "tokens_source").is_null()))
     if empty.height:
         raise QBayesError(f"{path}: rows without family, norm, mlp or tokens_source: {empty['family'].to_list()}")
@@ -74,4 +71,5 @@ def load(path: Path = REGISTRY) -> KnownFamilies:
                           f"{', '.join(which)}")
     with_tokens = names.filter(pl.col("tokens").is_not_null())
     return KnownFamilies(designs=dict(zip(names["key"].to_list(), names["arch"].to_list())),
-                         tokens=dict(zip(with_tokens["key"].to_list(), with_tokens["tokens"].to_list())))
+                         tokens=dict(zip(with_tokens["key"].to_list(), with_tokens["tokens"].to_list())),
+                         families=dict(zip(names["key"].to_list(), names["family"].to_list())))

@@ -16,8 +16,9 @@ from pathlib import Path
 
 from qbayes.errors import QBayesError, suggest, unknown
 from qbayes.model.covariates import check_names
+from qbayes.resources import spec_dir
 
-SPEC_DIR = Path(__file__).resolve().parents[2] / "models"
+SPEC_DIR = spec_dir()
 
 GROUPINGS = ("family", "arch", "method", "w_kind", "eval_set", "source", "family_method", "arch_method")
 # groupings whose levels are combinations of other columns' values (a level is "a|b")
