@@ -32,15 +32,13 @@ class SampleConfig:
     chains: int = 4
     seed: int = 20261123
     cores: int = 2
-    # 0.98 because a fit fails on any divergence. On the default model and shipped data (nutpie,
-    # 4 x (1000 + 1000)) 0.9 halves the time (255 gradient steps per draw against 511), but of five
-    # runs at 0.9 one left a divergence (2026-11-24); an earlier form of the model left 2 at 0.9 and
-    # 1 at 0.95
-    target_accept: float = 0.98
+    # the default model has no learned group sds, so no funnels: at 0.9 a draw takes ~15
+    # gradient steps with nutpie's low-rank mass matrix (docs/performance.md)
+    target_accept: float = 0.9
     progress: bool = True
-    # nutpie only. On the default model (4 x (1000 + 1000)) the low-rank mass matrix gave
-    # fewer steps per draw but a min bulk ESS of 344 in 248 s; the diagonal one 1530 in 348 s
-    low_rank_mass_matrix: bool = False
+    # nutpie only: a low-rank correction of the diagonal mass matrix, which follows the
+    # correlations between method, family and global terms (~100 steps per draw without it)
+    low_rank_mass_matrix: bool = True
 
 
 @dataclass

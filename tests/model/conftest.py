@@ -1,4 +1,5 @@
-"""A small real fit shared by the model tests (two families, short chains)."""
+"""Small real fits shared by the model tests (two families, short chains): the default model,
+and the comparison model with block-design effects."""
 
 from __future__ import annotations
 
@@ -32,3 +33,18 @@ def small_fit_path(tmp_path_factory, table):
 @pytest.fixture(scope="session")
 def small_fit(small_fit_path):
     return fitfile.load(small_fit_path)
+
+
+@pytest.fixture(scope="session")
+def arch_fit_path(tmp_path_factory, table):
+    """The comparison model with block-design effects (hierarchical-v1) on the same rows as
+    small_fit, for what only a model with designs does: designs of unseen families, ln D
+    within designs, families nested in designs."""
+    sub = table.filter(pl.col("family").is_in(["OPT", "LLaMA-1"]) & (pl.col("eval_set") == "wikitext2"))
+    fit = fit_table(sub, load_spec("hierarchical-v1"), SMALL)
+    return fitfile.save(fit, tmp_path_factory.mktemp("fit") / "arch.nc")
+
+
+@pytest.fixture(scope="session")
+def arch_fit(arch_fit_path):
+    return fitfile.load(arch_fit_path)

@@ -96,32 +96,32 @@ def test_unseen_family_is_flagged_and_wider(small_fit):
     assert width[1] > width[0]
 
 
-def test_block_design_is_flagged_only_where_the_model_uses_it(small_fit):
+def test_block_design_is_flagged_only_where_the_model_uses_it(arch_fit):
     q = query_table(pl.concat([_queries(family="NewFam", model="NewFam-7B", arch="RMSNorm+SwiGLU"),
                                _queries(family="NewFam", model="NewFam-7B", arch="mamba+none")], how="diagonal"))
-    pred = predict_table(small_fit, q, n_draws=300, seed=2)
+    pred = predict_table(arch_fit, q, n_draws=300, seed=2)
     assert pred["new_family"].to_list() == [True, True]
     # LLaMA-1 (in the small fit) is LLaMA-style; no family had a mamba block
-    assert "arch" in small_fit.spec.effects and pred["new_arch"].to_list() == [False, True]
+    assert "arch" in arch_fit.spec.effects and pred["new_arch"].to_list() == [False, True]
     assert pred["arch"].to_list() == ["RMSNorm+SwiGLU", "mamba+none"]  # the query is returned as given
     # the same posterior read through a model without design effects: no design is new to it
-    pooled = dataclasses.replace(small_fit, spec=load_spec("pooled"))
+    pooled = dataclasses.replace(arch_fit, spec=load_spec("pooled"))
     assert predict_table(pooled, q, n_draws=300, seed=2)["new_arch"].to_list() == [False, False]
 
 
-def test_training_tokens_move_only_a_known_designs_predictions(small_fit):
-    """The default spec measures ln D within block designs: ten times the tokens raise a new
+def test_training_tokens_move_only_a_known_designs_predictions(arch_fit):
+    """A spec with tokens_within measures ln D within block designs: ten times the tokens raise a new
     LLaMA-style family's mean degradation by gamma_d * ln 10 (draw by draw, below the ceiling),
     while for a design the fit never saw D has no term at all."""
     from qbayes.model.design import encode
     from qbayes.model.predict import draws_from_fit, mean_draws
 
-    assert small_fit.spec.tokens_within == "arch"
+    assert arch_fit.spec.tokens_within == "arch"
     rows = [_queries(family="NewFam", model="NewFam-7B", arch=arch, train_tokens_b=tokens, w_bits=4.0)
             for arch in ("rmsnorm+swiglu", "mamba+none") for tokens in (300.0, 3000.0)]
-    d = encode(query_table(pl.concat(rows)), small_fit.encoding)
-    draws = draws_from_fit(small_fit, n=200, seed=4)
-    log_mu = np.log(mean_draws(small_fit, d, draws).astype(np.float64))
+    d = encode(query_table(pl.concat(rows)), arch_fit.encoding)
+    draws = draws_from_fit(arch_fit, n=200, seed=4)
+    log_mu = np.log(mean_draws(arch_fit, d, draws).astype(np.float64))
     gamma_d = draws.p["gamma_d"][0].astype(np.float64)
     assert np.median(gamma_d) > 0.2
     ratio = (log_mu[1] - log_mu[0]) / (gamma_d * np.log(10.0))
@@ -129,7 +129,7 @@ def test_training_tokens_move_only_a_known_designs_predictions(small_fit):
     np.testing.assert_array_equal(log_mu[3], log_mu[2])
 
 
-def test_new_level_draws_carry_the_unknown_population_mean(small_fit):
+def test_new_level_draws_carry_the_unknown_population_mean(arch_fit):
     """A fresh level of a zero-sum grouping with K seen levels is drawn with sd * sqrt(1 + 1/K):
     the seen levels estimate the population mean only to sd / sqrt(K). A nested grouping does
     the same within the row's parent level: in the small fit OPT and LLaMA-1 are each alone in
@@ -139,20 +139,20 @@ def test_new_level_draws_carry_the_unknown_population_mean(small_fit):
     from qbayes.model.mean import design_matrix, layout
     from qbayes.model.predict import draws_from_fit
 
-    draws = draws_from_fit(small_fit, n=None, seed=3, dtype=np.float64)
-    levels, parents = small_fit.encoding.levels, small_fit.encoding.parents
+    draws = draws_from_fit(arch_fit, n=None, seed=3, dtype=np.float64)
+    levels, parents = arch_fit.encoding.levels, arch_fit.encoding.parents
     assert len(levels["eval_set"]) == 1 and "family" in parents and "method" not in parents
     for g in ("eval_set", "method", "family"):
         z = draws.p[f"a_{g}"][-1] / draws.p[f"sd_a_{g}"][0]
         assert z.size == 300 and np.std(z) == pytest.approx(1.0, rel=0.12), g
     q = query_table(pl.concat([_queries(family="NewFam", model="NewFam-7B", arch=arch, method="NewMethod",
                                         eval_set="c4") for arch in ("rmsnorm+swiglu", "layernorm+relu", "mamba+none")]))
-    d = encode(q, small_fit.encoding)
+    d = encode(q, arch_fit.encoding)
     np.testing.assert_allclose(d.new_scale["eval_set"], np.sqrt(2.0))
     np.testing.assert_allclose(d.new_scale["method"], np.sqrt(1 + 1 / len(levels["method"])))
     np.testing.assert_allclose(d.new_scale["family"], [np.sqrt(2.0), np.sqrt(2.0), 1.0])
-    x = design_matrix(d, small_fit.spec.effects, levels, small_fit.spec.curvature)
-    names = [name for name, k in layout(small_fit.spec.effects, levels) for _ in range(k)]
+    x = design_matrix(d, arch_fit.spec.effects, levels, arch_fit.spec.curvature)
+    names = [name for name, k in layout(arch_fit.spec.effects, levels) for _ in range(k)]
     new_family_column = names.index("a_family") + len(levels["family"])
     np.testing.assert_allclose(x[:, new_family_column], d.new_scale["family"])
     assert names[new_family_column] == "a_family" and names[new_family_column + 1] != "a_family"
@@ -297,29 +297,29 @@ def test_fit_refuses_a_grouping_the_data_have_no_level_of(tmp_path, cli):
     assert "norm and mlp" in r.err and not out.exists()
 
 
-def test_a_new_family_takes_its_design_from_the_known_families(small_fit):
+def test_a_new_family_takes_its_design_from_the_known_families(arch_fit):
     """Llama-3 is not in the fit, but its design is in data/known_families.csv: predicted as
     a new family of the LLaMA-style design the fit saw in LLaMA-1, exactly as when the query
     names the design; a family in no table is a new design."""
     llama3 = dict(family="Llama-3", model="Llama-3-8B", params_b=8.0, train_tokens_b=15000.0, method="AWQ")
     q = query_table(pl.concat([_queries(**llama3), _queries(**llama3, arch="rmsnorm+swiglu"),
                                _queries(family="NewFam", model="NewFam-7B"), _queries()], how="diagonal"))
-    pred = predict_table(small_fit, q, n_draws=300, seed=5)
+    pred = predict_table(arch_fit, q, n_draws=300, seed=5)
     assert pred["new_family"].to_list() == [True, True, True, False]
     assert pred["new_arch"].to_list() == [False, False, True, False]
     assert pred["block_design"].to_list() == ["rmsnorm+swiglu", "rmsnorm+swiglu", None, "layernorm+relu"]
     assert pred["block_design_from"].to_list() == ["known_families", "query", None, "fit"]
     # alone and with one seed, the row whose design came from the table and the row that named
     # it get the same draws, so the same prediction; with no design known it changes
-    one = predict_table(small_fit, q[0], n_draws=300, seed=5)
-    named = predict_table(small_fit, q[1], n_draws=300, seed=5)
+    one = predict_table(arch_fit, q[0], n_draws=300, seed=5)
+    named = predict_table(arch_fit, q[1], n_draws=300, seed=5)
     np.testing.assert_allclose(one["ppl_q50"].to_numpy(), named["ppl_q50"].to_numpy())
-    unnamed = predict_table(small_fit, q[0].with_columns(pl.lit("NewFam").alias("family")), n_draws=300, seed=5)
+    unnamed = predict_table(arch_fit, q[0].with_columns(pl.lit("NewFam").alias("family")), n_draws=300, seed=5)
     assert unnamed["new_arch"].item() and unnamed["ppl_q50"].item() != pytest.approx(one["ppl_q50"].item())
 
 
-def test_predict_cli_says_where_a_design_came_from(small_fit_path, cli):
-    args = ("predict", "--fit", small_fit_path, "--params-b", 8, "--train-tokens-b", 15000, "--method", "AWQ",
+def test_predict_cli_says_where_a_design_came_from(arch_fit_path, cli):
+    args = ("predict", "--fit", arch_fit_path, "--params-b", 8, "--train-tokens-b", 15000, "--method", "AWQ",
             "--w-bits", 3, "--group-size", 128, "--fp16-ppl", 6.14, "--draws", 200)
     r = cli(*args, "--family", "Llama-3")
     assert r.code == 0, r.err
@@ -369,13 +369,13 @@ def test_a_query_without_training_tokens_gets_its_familys(small_fit):
     assert imputed["ppl_q50"].item() < alone[0]
 
 
-def test_a_query_spelled_differently_is_predicted_as_the_level_the_fit_knows(small_fit, small_fit_path, cli,
-                                                                              tmp_path):
+def test_a_query_spelled_differently_is_predicted_as_the_level_the_fit_knows(small_fit, small_fit_path, arch_fit,
+                                                                              cli, tmp_path):
     q = query_table(pl.concat([_queries(), _queries(family="opt", method="gptq", eval_set="WikiText-2")]))
     pred = predict_table(small_fit, q, n_draws=300, seed=3)
     assert pred["new_family"].to_list() == [False, False] and pred["new_method"].to_list() == [False, False]
     assert pred["new_eval_set"].to_list() == [False, False]
-    assert pred["block_design_from"].to_list() == ["fit", "fit"]
+    assert predict_table(arch_fit, q, n_draws=300, seed=3)["block_design_from"].to_list() == ["fit", "fit"]
     np.testing.assert_allclose(pred["ppl_q50"][0], pred["ppl_q50"][1], rtol=0.2)  # same cell, own draws
     r = cli("predict", "--fit", small_fit_path, "--family", "opt", "--params-b", 6.7, "--method", "gptq",
             "--w-bits", 3, "--group-size", 128, "--fp16-ppl", 10.86, "--draws", 200)
