@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from qbayes.cli.predict import SUFFIXES, _read_queries, _write_atomic, filled_notes
+from qbayes.cli.options import fit_option, load_fit
 from qbayes.errors import QBayesError
 
 DEFAULT_METHODS = ("RTN", "GPTQ", "AWQ")
@@ -48,7 +49,7 @@ def _group_size(text: str) -> int | None:
 
 
 @click.command()
-@click.option("--fit", "fit_path", required=True, type=click.Path(), help="fit file from `qbayes fit`")
+@fit_option
 @click.option("--budget-gb", type=float, required=True,
               help="memory budget, GB: weights, plus --overhead-gb and the KV cache of --context")
 @click.option("--candidate", "candidate_specs", multiple=True,
@@ -93,7 +94,6 @@ def choose(fit_path, budget_gb, candidate_specs, candidates_path, family, train_
     posterior draws in which it beats every other option within the budget."""
     import polars as pl
 
-    from qbayes.model import fitfile
     from qbayes.model.choose import choose as rank_options
     from qbayes.model.respell import describe, respell
     from qbayes.named_formats import lookup_all, method_hints
@@ -115,7 +115,7 @@ def choose(fit_path, budget_gb, candidate_specs, candidates_path, family, train_
     if not formats or w_bits or group_sizes:  # the method x bits x group grid, with its defaults
         w_bits, group_sizes = w_bits or DEFAULT_BITS, group_sizes or DEFAULT_GROUPS
         methods = methods or DEFAULT_METHODS
-    fit = fitfile.load(fit_path)
+    fit = load_fit(fit_path)
     table = rank_options(fit, cands, budget_gb=budget_gb, methods=methods, w_bits=w_bits,
                          group_sizes=[_group_size(g) for g in group_sizes], formats=formats, eval_set=eval_set,
                          include_fp16=not no_fp16, overhead_gb=overhead_gb, context=context, n_draws=draws,

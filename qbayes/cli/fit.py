@@ -5,7 +5,12 @@ from __future__ import annotations
 import click
 
 from qbayes.cli.options import database_options, load_databases
+from qbayes.errors import QBayesError
 from qbayes.model.samplers import DEFAULT_SAMPLER, SampleConfig
+from qbayes.resources import CHECKOUT, SHIPPED_FIT
+
+DEFAULT_MODEL = "hierarchical"
+SHIP_DRAWS = 1000  # draws kept in the shipped posterior: predictive quantiles to ~0.01 on the log scale
 
 DEFAULTS = SampleConfig()  # one source for the sampling defaults
 
@@ -13,7 +18,7 @@ DEFAULTS = SampleConfig()  # one source for the sampling defaults
 
 @click.command()
 @database_options
-@click.option("--model", "model_name", default="hierarchical", show_default=True,
+@click.option("--model", "model_name", default=DEFAULT_MODEL, show_default=True,
               help="model spec name (models/NAME.toml) or path to a spec TOML")
 @click.option("--out", "out", type=click.Path(), default=None, help="fit file to write [default: fits/MODEL.nc]")
 @click.option("--draws", type=click.IntRange(10), default=DEFAULTS.draws, show_default=True, help="draws per chain")
@@ -26,8 +31,12 @@ DEFAULTS = SampleConfig()  # one source for the sampling defaults
               help="NUTS target acceptance: higher means smaller steps, fewer divergences, slower")
 @click.option("--allow-bad-fit", is_flag=True, help="save and exit 0 even if convergence checks fail")
 @click.option("--prior-check", is_flag=True, help="run a prior predictive check instead of fitting")
+@click.option("--ship", is_flag=True,
+              help=f"also write the shipped posterior, data/{SHIPPED_FIT} of this checkout: the default model's fit "
+              f"of the shipped database thinned to {SHIP_DRAWS} single-precision draws, which predict, choose and "
+              "report use without --fit")
 def fit(data, exclude_family, include_suspect, model_name, out, draws, tune, chains, seed, sampler, target_accept,
-        allow_bad_fit, prior_check):
+        allow_bad_fit, prior_check, ship):
     """Fit a hierarchical model of quantization degradation (no GPU, no torch)."""
     from rich.console import Console
 
@@ -37,6 +46,13 @@ def fit(data, exclude_family, include_suspect, model_name, out, draws, tune, cha
     from qbayes.model.spec import load_spec
 
     console = Console(stderr=True)
+    if ship and (data or exclude_family or include_suspect or model_name != DEFAULT_MODEL):
+        raise QBayesError(f"--ship writes the posterior qbayes ships: the {DEFAULT_MODEL} model on the shipped "
+                          "database, so it takes no --data, --exclude-family, --include-suspect or --model")
+    ship_to = CHECKOUT / "data" / SHIPPED_FIT
+    if ship and not ship_to.parent.is_dir():
+        raise QBayesError(f"--ship writes into the checkout's data/ folder, and {ship_to.parent} is not there: "
+                          "run it from a clone of the qbayes repository")
     spec = load_spec(model_name)
     db = load_databases(data)
     if prior_check:
@@ -58,13 +74,15 @@ def fit(data, exclude_family, include_suspect, model_name, out, draws, tune, cha
     click.echo(f"saved {path} (data {result.attrs['data_hash']}, spec {spec.hash})")
     if not conv.ok:
         msg = "fit failed convergence checks: " + "; ".join(conv.failures)
-        if allow_bad_fit:
+        if allow_bad_fit and not ship:
             click.echo(f"warning: {msg} (kept because of --allow-bad-fit)", err=True)
             return
-        from qbayes.errors import QBayesError
-
-        raise QBayesError(msg + ". Try more --tune/--draws, or --allow-bad-fit to keep it anyway; "
+        not_shipped = "the shipped posterior was not written: " if ship else ""
+        raise QBayesError(f"{not_shipped}{msg}. Try more --tune/--draws, or --allow-bad-fit to keep it anyway; "
                           f"the file {path} is kept for inspection")
+    if ship:
+        fitfile.save(fitfile.thin(result, draws=SHIP_DRAWS, seed=seed), ship_to)
+        click.echo(f"shipped posterior: {ship_to} ({ship_to.stat().st_size / 1e6:.1f} MB, {SHIP_DRAWS} draws)")
 
 
 def _prior_check(db, spec, seed):

@@ -1,4 +1,5 @@
-"""Options shared by commands that read the database (fit, validate)."""
+"""Options shared by commands: the database (fit, validate) and the fit that answers
+(predict, choose, report, suggest)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import functools
 
 import click
 
-from qbayes.resources import database_dir
+from qbayes.errors import QBayesError
+from qbayes import resources
 
 
 def database_options(f):
@@ -24,5 +26,26 @@ def database_options(f):
 def load_databases(paths):
     from qbayes.db import store
 
-    paths = list(paths) or [database_dir()]
+    paths = list(paths) or [resources.database_dir()]
     return store.load(paths[0]) if len(paths) == 1 else store.load_many(paths)
+
+
+def fit_option(f):
+    """``--fit PATH``, optional: without it the shipped default posterior answers."""
+    return click.option("--fit", "fit_path", type=click.Path(dir_okay=False), default=None,
+                        help="fit file from `qbayes fit` [default: the shipped posterior of the default model]")(f)
+
+
+def load_fit(path):
+    """The fit at ``path``, or the shipped one when ``path`` is None; says on stderr which
+    fit answers."""
+    from qbayes.model import fitfile
+
+    if path is None:
+        path = resources.shipped_fit()
+        if path is None:
+            raise QBayesError("no --fit given and this qbayes ships no posterior (data/default-fit.nc); "
+                              "make one with `qbayes fit` and pass it with --fit")
+    fit = fitfile.load(path)
+    click.echo(f"{fitfile.describe(fit)} [{path}]", err=True)
+    return fit

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from qbayes.cli.options import fit_option, load_fit
 from qbayes.errors import QBayesError
 
 OUTPUT_COLUMNS = ("ppl_q05", "ppl_q25", "ppl_q50", "ppl_q75", "ppl_q95", "ppl_mean", "delta_q50",
@@ -37,7 +38,7 @@ def _write_atomic(df, path: Path) -> None:
 
 
 @click.command()
-@click.option("--fit", "fit_path", required=True, type=click.Path(), help="fit file from `qbayes fit`")
+@fit_option
 @click.option("--input", "input_path", type=click.Path(), help="queries, .csv or .parquet")
 @click.option("--output", "output_path", type=click.Path(), help="predictions, .csv or .parquet")
 @click.option("--family")
@@ -63,7 +64,6 @@ def predict(fit_path, input_path, output_path, family, model_name, params_b, tra
     """Predict quantized perplexity with intervals, from a file of queries or one query given by flags."""
     import polars as pl
 
-    from qbayes.model import fitfile
     from qbayes.model.design import QUERY_OPTIONAL, extra_query_columns, query_table
     from qbayes.model.predict import predict_table
     from qbayes.model.respell import describe, respell
@@ -110,7 +110,7 @@ def predict(fit_path, input_path, output_path, family, model_name, params_b, tra
                           "queries (is this a predictions file?)")
     if extra:
         click.echo(f"not used for prediction, returned as given: {', '.join(extra)}", err=True)
-    fit = fitfile.load(fit_path)
+    fit = load_fit(fit_path)
     for line in describe(respell(queries, fit.encoding.levels)[1]):
         click.echo(line, err=True)
     pred = predict_table(fit, queries, n_draws=draws, seed=seed)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 
+from qbayes.cli.options import fit_option, load_fit
 from qbayes.report import DEFAULT_DRAWS
 
 
 @click.command()
-@click.option("--fit", "fit_path", required=True, type=click.Path(dir_okay=False),
-              help="fit file written by `qbayes fit`")
+@fit_option
 @click.option("--validation", "validation_paths", type=click.Path(dir_okay=False), multiple=True,
               help="held-out results written by `qbayes validate --json PATH` (section 5); repeat it for "
               "both schemes (leave one family out, forward)")
@@ -25,10 +25,9 @@ def report(fit_path, validation_paths, out, draws, seed):
     The file has its images inline and makes no network request: it opens from a mail
     attachment or an offline disk."""
     from qbayes import report as rep
-    from qbayes.model import fitfile
     from qbayes.report import validation
 
-    fit = fitfile.load(fit_path)
+    fit = load_fit(fit_path)
     val = [validation.load(p) for p in validation_paths] or None
     html = rep.build(fit, val, n_draws=draws, seed=seed)
     path = rep.write(html, out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 
 import numpy as np
 import polars as pl
@@ -54,6 +55,7 @@ def fit_table(df: pl.DataFrame, spec: ModelSpec, opts: FitOptions = FitOptions()
     result = sample(model, sampler=opts.sampler, config=opts.sample)
     conv = diagnostics.check(result.tree)
     attrs = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "sampler": opts.sampler,
         "sample_config": asdict(opts.sample),
         "seed": opts.sample.seed,

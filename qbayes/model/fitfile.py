@@ -93,6 +93,34 @@ def _dataset_to_table(ds: xr.Dataset) -> pl.DataFrame:
     return pl.DataFrame(cols)
 
 
+def thin(fit: Fit, *, draws: int, seed: int = 0) -> Fit:
+    """A copy of ``fit`` keeping ``draws`` posterior draws in all (an equal share of each
+    chain, chosen at random without replacement) in single precision: the shipped default
+    posterior (``qbayes fit --ship``) is a few MB instead of tens. The convergence figures
+    in its attributes are those of the full fit."""
+    post = fit.tree["posterior"].to_dataset()
+    stats = fit.tree["sample_stats"].to_dataset()
+    chains, total = post.sizes["chain"], post.sizes["draw"]
+    per_chain = min(total, max(1, draws // chains))
+    keep = np.sort(np.random.default_rng(seed).choice(total, size=per_chain, replace=False))
+
+    def shrink(ds: xr.Dataset) -> xr.Dataset:
+        ds = ds.isel(draw=keep).assign_coords(draw=np.arange(per_chain))
+        return ds.map(lambda v: v.astype(np.float32) if v.dtype == np.float64 else v)
+
+    tree = xr.DataTree.from_dict({"posterior": shrink(post), "sample_stats": shrink(stats)})
+    attrs = {**fit.attrs, "thinned_from": f"{chains} x {total} draws", "thinned_seed": seed}
+    return Fit(spec=fit.spec, encoding=fit.encoding, tree=tree, data=fit.data, attrs=attrs)
+
+
+def describe(fit: Fit) -> str:
+    """One line saying which fit answers: model, data hash and date."""
+    a = fit.attrs
+    thinned = f", {a['thinned_from']} thinned" if "thinned_from" in a else ""
+    return (f"fit: model {fit.spec.name} (spec {a.get('spec_hash', fit.spec.hash)}), data {a.get('data_hash', '?')}, "
+            f"{a.get('n_rows', fit.data.height)} rows, fitted {a.get('created', 'at an unrecorded time')}{thinned}")
+
+
 def save(fit: Fit, path: str | os.PathLike) -> Path:
     """Write the fit atomically (temporary file, then rename)."""
     path = Path(path)
