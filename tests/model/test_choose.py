@@ -58,7 +58,7 @@ def test_choose_keeps_to_the_budget_and_prefers_the_larger_model_when_it_fits(sm
     assert best["model"] == "OPT-13B" and best["w_bits"] >= 8  # all fits: the big model, barely quantized
 
 
-def test_choose_cli_prints_the_ranking_and_writes_every_option(small_fit_path, tmp_path, cli):
+def test_choose_cli_prints_the_ranking_and_writes_every_option(small_fit_path, arch_fit_path, tmp_path, cli):
     out = tmp_path / "options.csv"
     r = cli("choose", "--fit", small_fit_path, "--budget-gb", 4, *CANDIDATE_FLAGS, "--output", out)
     assert r.code == 0, r.err
@@ -79,6 +79,11 @@ def test_choose_cli_prints_the_ranking_and_writes_every_option(small_fit_path, t
     quantized = table.filter(pl.col("method") == "gptq")
     assert quantized["new_family"].to_list() == [True] and quantized["new_arch"].to_list() == [False]
     assert quantized["new_method"].to_list() == [False]
+    assert "block design" not in r.out  # the default model has no design effects
+    # a model with design effects takes the family's design from the table of known families
+    r = cli("choose", "--fit", arch_fit_path, "--budget-gb", 16, "--family", "Qwen",
+            "--candidate", "Qwen-7B:7:6.5", "--method", "gptq", "--w-bits", 4, "--draws", 200)
+    assert r.code == 0, r.err
     assert "block design rmsnorm+swiglu: Qwen's, from qbayes's table of known families" in r.out
     assert "training tokens" not in r.out  # Qwen's count was never disclosed: imputed, as flagged
     assert table["train_tokens_from"].null_count() == table.height

@@ -1,0 +1,42 @@
+"""Print the README's validation table from the validation files, one row per model and
+scheme: median absolute error over all held-out rows and over rows of 3 or more bits, 90%
+interval coverage and CRPS. Usage:
+
+    python bench/validation_table.py reports/validation.json reports/validation-forward.json
+"""
+
+from __future__ import annotations
+
+import sys
+
+from qbayes.report import validation
+
+SCHEMES = {"lofo": "leave one family out", "forward": "forward"}
+
+
+def table(paths: list[str]) -> str:
+    vals = [validation.load(p) for p in paths]
+    head = ["model"]
+    for v in vals:
+        name = SCHEMES.get(v["settings"].get("scheme", "lofo"), "?")
+        head += [f"{name}: MdAE", "MdAE ≥ 3 bits", "90% cov.", "CRPS"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for model in vals[0]["models"]:
+        cells = [model]
+        for v in vals:
+            all_rows = {r["model"]: r for r in v["overall"]}[model]
+            three = {r["model"]: r for r in v["overall_3bits"]}.get(model, {})
+            best = {k: min(r[k] for r in v["overall"]) for k in ("mdae", "crps")}
+            best3 = min(r["mdae"] for r in v["overall_3bits"]) if v["overall_3bits"] else None
+
+            def bold(x: float, b) -> str:
+                return f"**{x:.4f}**" if b is not None and x == b else f"{x:.4f}"
+
+            cells += [bold(all_rows["mdae"], best["mdae"]), bold(three.get("mdae", float("nan")), best3),
+                      f"{all_rows['cov90']:.3f}", bold(all_rows["crps"], best["crps"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(table(sys.argv[1:]))
