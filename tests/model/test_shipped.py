@@ -72,3 +72,12 @@ def test_without_a_shipped_posterior_predict_says_what_to_do(cli, monkeypatch):
     monkeypatch.setattr(resources, "shipped_fit", lambda: None)
     r = cli("predict", "--family", "Qwen2.5", "--params-b", 7, "--format", "Q4_K_M", "--fp16-ppl", 6.85)
     assert r.code == 2 and "no --fit given" in r.err and "qbayes fit" in r.err
+
+
+@pytest.mark.parametrize("args", [("--model", "pooled"), ("--exclude-family", "OPT"), ("--include-suspect",)])
+def test_fit_ship_refuses_anything_but_the_default_model_on_the_shipped_data(shipped, cli, tmp_path, args):
+    path, _ = shipped
+    before = path.read_bytes()
+    r = cli("fit", "--ship", *args, "--out", tmp_path / "x.nc")
+    assert r.code == 2 and "--ship writes the posterior qbayes ships" in r.err
+    assert path.read_bytes() == before and not (tmp_path / "x.nc").exists()
