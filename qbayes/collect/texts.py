@@ -155,19 +155,23 @@ def load_text(name: str, split: str, *, seed: int = 0) -> str:
     return text
 
 
-def tokens(tokenizer, name: str, split: str, n_tokens: int, *, seed: int = 0) -> list[int]:
-    """The first ``n_tokens`` token ids of a text part (fewer when the text is shorter).
+def tokens(tokenizer, name: str, split: str, n_tokens: int | None, *, seed: int = 0) -> list[int]:
+    """The first ``n_tokens`` token ids of a text part (fewer when the text is shorter;
+    None: all of them).
 
     Only as much of the text as needed is tokenized: a prefix is tried and doubled until
     it yields enough tokens."""
     text = load_text(name, split, seed=seed)
-    chars = max(4096, 6 * n_tokens)
-    while True:
-        ids = tokenizer(text[:chars], add_special_tokens=False)["input_ids"]
-        if len(ids) > n_tokens or chars >= len(text):
-            break
-        chars *= 2
-    ids = ids[:n_tokens]
+    if n_tokens is None:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    else:
+        chars = max(4096, 6 * n_tokens)
+        while True:
+            ids = tokenizer(text[:chars], add_special_tokens=False)["input_ids"]
+            if len(ids) > n_tokens or chars >= len(text):
+                break
+            chars *= 2
+        ids = ids[:n_tokens]
     if not ids:
         raise QBayesError(f"text '{name}' ({split}) gave no tokens")
     return ids

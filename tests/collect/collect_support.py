@@ -48,3 +48,35 @@ outlier_tokens = 256
 {methods}
 """)
     return path
+
+
+# --- texts in the formats of the published sets' own files ---------------------------
+
+def wikitext_rows(text: str) -> list[str]:
+    """``text`` as rows of WikiText's hub parquet files: each line of the raw file with its
+    newline, a blank line as "" (here: a blank line after every line of ``text``, as
+    WikiText has between paragraphs)."""
+    return [row for line in text.split("\n") if line.strip() for row in (line + "\n", "")]
+
+
+def write_parquet(path: Path, column: str, rows: list[str]) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({column: rows}), path)
+    return path
+
+
+def write_jsonl(path: Path, docs: list[dict]) -> Path:
+    """JSON lines, gzip-compressed when the name ends in .gz (as C4's shards are)."""
+    import gzip
+    import json
+
+    data = "".join(json.dumps(d) + "\n" for d in docs).encode("utf-8")
+    path.write_bytes(gzip.compress(data) if path.name.endswith(".gz") else data)
+    return path
+
+
+def wikitext_raw(rows: list[str]) -> str:
+    """The raw file (wiki.test.raw) the rows come from: a blank row is an empty line."""
+    return "".join(r if r else "\n" for r in rows)
