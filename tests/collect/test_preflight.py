@@ -187,3 +187,20 @@ formats = ["int4", "int8"]
     assert "2 configuration(s) failed" in r.err
     db = store.load(out)  # what ran is saved: the baseline
     assert set(db.results["method"]) == {"none"} and db.failures.filter(pl.col("stage") == "quantize").height == 2
+
+
+def test_the_default_grid_needs_only_what_the_collect_extra_installs(model, tmp_path):
+    """No optional package, no download, no file: what `pip install '.[collect]'` gives
+    (the full run on a trained model is in the report of issue 23; it takes minutes)."""
+    from qbayes.cli.collect import resolve_grid
+    from qbayes.collect.executors.base import CollectRequest
+    from qbayes.collect.grid import load_grid
+    from qbayes.collect.manifest import ModelEntry
+    from qbayes.collect.preflight import preflight, used_texts
+
+    grid = load_grid(resolve_grid("default"))
+    request = CollectRequest(models=(ModelEntry.make(model, "toy"),), grid=grid, out=tmp_path / "out")
+    checked = preflight(request)
+    assert checked.grid.text_files == ()  # every text is built in
+    assert {n for _, n in used_texts(grid)} == {"shakespeare", "bible", "pystdlib", "noise"}
+    assert not (tmp_path / "out").exists()
