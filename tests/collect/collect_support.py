@@ -3,10 +3,25 @@ the repository's top-level tests already use)."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "collectors" / "tiny.toml"
+
+
+@contextlib.contextmanager
+def registered(*test_methods):
+    """Test methods in the method registry for the duration of a block."""
+    from qbayes.collect import methods
+
+    for m in test_methods:
+        methods.register(m, replace=True)
+    try:
+        yield
+    finally:
+        for m in test_methods:
+            methods.unregister(m.name)
 
 
 def write_grid(path: Path, *, methods: str, eval_sets=("shakespeare",), calib=("shakespeare",),

@@ -11,12 +11,12 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import polars as pl  # noqa: E402
-from qbayes.collect import methods, texts  # noqa: E402
+from qbayes.collect import texts  # noqa: E402
 from qbayes.collect.methods.base import Method, Quantized  # noqa: E402
 from qbayes.collect.sqnr import SqnrAccumulator  # noqa: E402
 from qbayes.db import store  # noqa: E402
 
-from collect_support import wikitext_rows, write_grid, write_parquet  # noqa: E402
+from collect_support import registered, wikitext_rows, write_grid, write_parquet  # noqa: E402
 
 SEQ_LEN = 128
 FORMATS = ["int2-g32", "int4-g32", "int8"]
@@ -51,7 +51,6 @@ def wikitext_fixture(tmp_path_factory):
 def run(toy_models, wikitext_fixture, tmp_path_factory):
     from qbayes.cli import main
 
-    methods.register(Identity(), replace=True)
     root = tmp_path_factory.mktemp("protocol")
     grid = write_grid(root / "g.toml", eval_sets=("wikitext2",), methods=f"""
 [methods.rtn]
@@ -62,14 +61,13 @@ formats = ["int8"]
     # every window of the text (the protocol's own count)
     grid.write_text(grid.read_text().replace("tokens = 1024\nseq_len = 128\n", "tokens = 0\nseq_len = 128\n", 1))
     out = root / "shard"
-    try:
-        main(["collect", "--model", str(toy_models["llama"]), "--family", "toy", "--grid", str(grid), "--out",
-              str(out), "--no-progress", "--eval-text", f"wikitext2={wikitext_fixture[0]}"])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    finally:
-        methods.unregister("identity")
+    code = 0
+    with registered(Identity()):
+        try:
+            main(["collect", "--model", str(toy_models["llama"]), "--family", "toy", "--grid", str(grid), "--out",
+                  str(out), "--no-progress", "--eval-text", f"wikitext2={wikitext_fixture[0]}"])
+        except SystemExit as exc:
+            code = exc.code
     assert code == 0
     return store.load(out)
 

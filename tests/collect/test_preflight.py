@@ -12,12 +12,12 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("datasets")
 
 import polars as pl  # noqa: E402
-from qbayes.collect import methods, protocol, texts  # noqa: E402
+from qbayes.collect import protocol, texts  # noqa: E402
 from qbayes.collect.methods.base import Method, Requirement  # noqa: E402
 from qbayes.collect.modelio import TOKENIZER_FILES  # noqa: E402
 from qbayes.db import store  # noqa: E402
 
-from collect_support import wikitext_rows, write_grid, write_parquet  # noqa: E402
+from collect_support import registered, wikitext_rows, write_grid, write_parquet  # noqa: E402
 
 RTN_ONLY = """
 [methods.rtn]
@@ -139,9 +139,7 @@ class NeedsPackage(Method):
 
 
 def test_methods_devices_formats_and_packages(cli, model, tmp_path):
-    methods.register(NeedsPackage(), replace=True)
-    try:
-        grid = write_grid(tmp_path / "g.toml", methods="""
+    grid = write_grid(tmp_path / "g.toml", methods="""
 [methods.rtn]
 formats = ["int4-g32", "int9"]
 [methods.quanto]
@@ -151,10 +149,9 @@ formats = ["int4-g128-asym"]
 [methods.needspkg]
 formats = ["int4"]
 """)
-        out = tmp_path / "out"
+    out = tmp_path / "out"
+    with registered(NeedsPackage()):
         r = cli("collect", "--model", model, "--family", "toy", "--grid", grid, "--out", out)
-    finally:
-        methods.unregister("needspkg")
     refused(r, out, "method 'rtn', format 'int9'", "out of range 2..8",
             "method 'quanto', format 'int3-g32': quanto cannot do int3-g32",
             "method 'autoawq': runs on cuda only, this run is on cpu",
@@ -172,16 +169,13 @@ class AlwaysFails(Method):
 
 
 def test_a_run_whose_configurations_all_fail_exits_1(cli, model, tmp_path):
-    methods.register(AlwaysFails(), replace=True)
-    try:
-        grid = write_grid(tmp_path / "g.toml", methods="""
+    grid = write_grid(tmp_path / "g.toml", methods="""
 [methods.alwaysfails]
 formats = ["int4", "int8"]
 """)
-        out = tmp_path / "out"
+    out = tmp_path / "out"
+    with registered(AlwaysFails()):
         r = cli("collect", "--model", model, "--family", "toy", "--grid", grid, "--out", out, "--no-progress")
-    finally:
-        methods.unregister("alwaysfails")
     assert r.code == 1, r.err
     assert "failed: alwaysfails/int4/- [quantize] RuntimeError: backend exploded" in r.out
     assert "2 configuration(s) failed" in r.err
