@@ -117,6 +117,21 @@ def load_model(path: str | os.PathLike, *, device: str = "cpu", dtype: str = "fl
     return LoadedModel(p, model, tokenizer, config.model_type, dev, DTYPES[dtype])
 
 
+def skeleton(path: str | os.PathLike) -> LoadedModel:
+    """The model's layers without its weights (built from ``config.json`` on the meta
+    device) and without a tokenizer: enough to check which methods and formats fit it."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    p = check_model_dir(path)
+    try:
+        config = AutoConfig.from_pretrained(p, local_files_only=True)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except Exception as exc:  # transformers raises many types for broken or foreign configs
+        raise QBayesError(f"{p}: cannot build the model from its config.json ({type(exc).__name__}: {exc})") from exc
+    return LoadedModel(p, model, None, config.model_type, torch.device("meta"), DTYPES["float32"])
+
+
 def quantizable_layers(model: torch.nn.Module) -> list[LayerRef]:
     from transformers.pytorch_utils import Conv1D
 

@@ -6,9 +6,11 @@ text resolved to a local file (fetched into the hub cache first when ``download`
 raises :class:`PreflightError` listing each missing piece and how to get it. Nothing is
 written either way.
 
-What can only be known with a model loaded (a method that cannot quantize this
-architecture, a text too short for a window of this tokenizer) is left to the run, which
-records it as a failed configuration and exits non-zero.
+Whether a method can quantize a model's layers (their type, their widths against a
+group size) is checked on the model's skeleton, built from its ``config.json`` on the
+meta device without its weights. What can only be known with the weights or the
+tokenizer running (a text too short for one window, a failed self-check, out of memory)
+is left to the run, which records it as a failed configuration and exits 1.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from qbayes.collect.corpora import TextFile
 from qbayes.collect.executors.base import CollectRequest
 from qbayes.collect.formats import parse_format
 from qbayes.collect.grid import Grid, build_options
-from qbayes.collect.modelio import TOKENIZER_FILES, check_model_dir
+from qbayes.collect.modelio import TOKENIZER_FILES, check_model_dir, skeleton
 from qbayes.errors import QBayesError
 
 # config.json keys that give a model's context length, by architecture
@@ -208,4 +210,29 @@ def _model(path: Path, grid: Grid) -> list[Missing]:
                 out.append(Missing(what, f"{key} {value} is longer than its context of {context} tokens (config.json "
                                          f"{next(k for k in CONTEXT_KEYS if config.get(k) == context)}): use "
                                          f"--seq-len {context} or a grid with shorter sequences"))
+    return out + _fits(p, grid)
+
+
+def _fits(path: Path, grid: Grid) -> list[Missing]:
+    """The grid's methods and formats that cannot quantize this model's layers."""
+    try:
+        bones = skeleton(path)
+    except QBayesError as exc:
+        return [Missing(f"model {path}", str(exc))]
+    out = []
+    for spec in grid.methods:
+        method = methods.REGISTRY.get(spec.name)
+        if method is None:
+            continue  # reported with the methods
+        problem = method.model_problem(bones)
+        if problem:
+            out.append(Missing(f"model {path}, method '{spec.name}'", problem))
+            continue
+        for spec_text in spec.formats:
+            try:
+                problem = method.model_format_problem(bones, parse_format(spec_text))
+            except QBayesError:
+                continue  # reported with the methods
+            if problem:
+                out.append(Missing(f"model {path}, method '{spec.name}', format '{spec_text}'", problem))
     return out

@@ -280,7 +280,7 @@ class Collector:
         reason = method.format_problem(fmt)
         if reason:
             raise SkipConfig(reason, stage="plan", error_type="UnsupportedFormat")
-        reason = method.model_problem(self.loaded)
+        reason = method.model_problem(self.loaded) or method.model_format_problem(self.loaded, fmt)
         if reason:
             raise SkipConfig(reason, stage="plan", error_type="UnsupportedModel")
 

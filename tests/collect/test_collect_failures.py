@@ -92,28 +92,6 @@ formats = ["int2-g32", "int8"]
     assert "failed: noisy/self-check" in r.out
 
 
-def test_backends_that_cannot_take_the_model_fail_alone(cli, toy_models, tmp_path):
-    grid = write_grid(tmp_path / "g.toml", methods="""
-[methods.rtn]
-formats = ["int4-g32", "int3-g32"]
-[methods.quanto]
-formats = ["int8"]
-[methods.gptq]
-formats = ["int4-g48"]
-""")
-    out = tmp_path / "shard"
-    r = cli("collect", "--model", toy_models["gpt2"], "--family", "toy", "--grid", grid, "--out", out,
-            "--no-progress")
-    assert r.code == 1, r.err
-    assert "2 configuration(s) failed" in r.err
-    db = store.load(out)
-    assert set(zip(db.results["method"], db.results["dtype_label"])) == {
-        ("none", "fp32"), ("RTN", "int4-g32"), ("RTN", "int3-g32")}  # RTN handles GPT-2's Conv1D
-    f = {r["config"]: r for r in db.failures.iter_rows(named=True)}
-    assert f["quanto/int8/-"]["error_type"] == "UnsupportedModel" and "Conv1D" in f["quanto/int8/-"]["message"]
-    assert f["gptq/int4-g48/shakespeare"]["error_type"] == "UnsupportedModel"
-
-
 def test_empty_calibration_set_fails_that_configuration(cli, toy_models, tmp_path, monkeypatch):
     real = texts.load_text
 

@@ -35,6 +35,19 @@ def model(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory):
+    """More untrained toys, by name: a GPT-2 (Conv1D projections) and a wider Llama whose
+    layer widths (128, 512) groups of 128 divide."""
+    from qbayes.collect.toymodels import ToySpec, make_toy
+
+    root = tmp_path_factory.mktemp("untrained-more")
+    specs = {"gpt2": ToySpec("gpt2"), "wide": ToySpec("llama", hidden=128, intermediate=512)}
+    for name, spec in specs.items():
+        make_toy(root / name, spec, steps=0, train_chars=100_000)
+    return {name: root / name for name in specs}
+
+
 @pytest.fixture(autouse=True)
 def empty_hub_cache(tmp_path, monkeypatch):
     from huggingface_hub import constants
@@ -158,6 +171,27 @@ formats = ["int4"]
             "method 'needspkg': method 'needspkg' is unavailable: install it with: pip install qbayes-no-such-package")
 
 
+def test_methods_that_cannot_take_the_models_layers(cli, model, untrained, tmp_path):
+    """Checked on the model's skeleton (config.json on the meta device), not its weights."""
+    grid = write_grid(tmp_path / "g.toml", methods="""
+[methods.rtn]
+formats = ["int4-g128"]
+[methods.quanto]
+formats = ["int8"]
+[methods.gptq]
+formats = ["int4-g128", "int4-g32"]
+""")
+    out = tmp_path / "out"
+    r = cli("collect", "--model", model, "--model", untrained["gpt2"], "--family", "toy", "--grid", grid,
+            "--out", out)
+    refused(r, out, f"model {model}, method 'gptq', format 'int4-g128': group size 128 does not divide the input "
+                    "width of 12 layer(s): model.layers.0.self_attn.q_proj (64 inputs)",
+            f"model {untrained['gpt2']}, method 'quanto': quanto quantizes torch.nn.Linear layers only; this gpt2 "
+            "model's projections are Conv1D layers",
+            f"model {untrained['gpt2']}, method 'gptq': llm-compressor quantizes torch.nn.Linear layers only")
+    assert "'rtn'" not in r.err and "int4-g32" not in r.err  # RTN pads groups; g32 divides every width
+
+
 class AlwaysFails(Method):
     name = "alwaysfails"
     label = "RTN"
@@ -183,7 +217,7 @@ formats = ["int4", "int8"]
     assert set(db.results["method"]) == {"none"} and db.failures.filter(pl.col("stage") == "quantize").height == 2
 
 
-def test_the_default_grid_needs_only_what_the_collect_extra_installs(model, tmp_path):
+def test_the_default_grid_needs_only_what_the_collect_extra_installs(untrained, tmp_path):
     """No optional package, no download, no file: what `pip install '.[collect]'` gives
     (the full run on a trained model is in the report of issue 23; it takes minutes)."""
     from qbayes.cli.collect import resolve_grid
@@ -193,7 +227,7 @@ def test_the_default_grid_needs_only_what_the_collect_extra_installs(model, tmp_
     from qbayes.collect.preflight import preflight, used_texts
 
     grid = load_grid(resolve_grid("default"))
-    request = CollectRequest(models=(ModelEntry.make(model, "toy"),), grid=grid, out=tmp_path / "out")
+    request = CollectRequest(models=(ModelEntry.make(untrained["wide"], "toy"),), grid=grid, out=tmp_path / "out")
     checked = preflight(request)
     assert checked.grid.text_files == ()  # every text is built in
     assert {n for _, n in used_texts(grid)} == {"shakespeare", "bible", "pystdlib", "noise"}
