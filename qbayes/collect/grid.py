@@ -5,6 +5,11 @@ evaluation texts, the evaluation protocol (token budget, sequence length) and th
 feature settings. Every table and key is checked: an unknown key or a value of the
 wrong type is a :class:`~qbayes.errors.QBayesError` naming the file and the key.
 
+Evaluation and calibration sets are the database's names (``wikitext2``, ``c4``, ``ptb``,
+``pile`` and the built-in texts); where a set's text comes from (a local file, the hub
+cache) is the run's business (``Grid.text_files``, from ``--eval-text``/``--calib-text``
+and the preflight), not the grid file's.
+
 Method tables (``[methods.NAME]``) hold ``formats`` (spec strings, see
 :mod:`qbayes.collect.formats`; a spec that does not parse, such as ``int9``, fails as its
 own configuration while the others run), optionally ``calib`` (a subset of
@@ -20,6 +25,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qbayes.collect.corpora import TextFile
 from qbayes.db.schema import CALIB_SETS, EVAL_SETS
 from qbayes.errors import QBayesError, suggest, unknown
 
@@ -29,10 +35,11 @@ DTYPES = {"float32": ("fp32", 32), "bfloat16": ("bf16", 16), "float16": ("fp16",
 @dataclass(frozen=True)
 class EvalSettings:
     sets: tuple[str, ...] = ("shakespeare", "bible", "pystdlib")
-    tokens: int = 65536  # token budget per evaluation text
+    tokens: int = 65536  # token budget per evaluation text; 0: the protocol's own (see protocol)
     seq_len: int = 512
     batch_size: int = 8
     dtype: str = "float32"  # the model is evaluated (and quantized) in this dtype
+    kl: bool = True  # KL divergence of each quantized model from the unquantized one
 
 
 @dataclass(frozen=True)
@@ -91,9 +98,14 @@ class Grid:
     self_check: SelfCheckSettings = field(default_factory=SelfCheckSettings)
     efficiency: EfficiencySettings = field(default_factory=EfficiencySettings)
     features: FeatureSettings = field(default_factory=FeatureSettings)
+    text_files: tuple[TextFile, ...] = ()  # where sets' texts are read from (else built in / hub cache)
 
-    def select(self, *, methods=None, formats=None, calib=None, evals=None) -> Grid:
-        """The grid narrowed (or, for formats, replaced) by command-line choices."""
+    def select(self, *, methods=None, formats=None, calib=None, evals=None, text_files=(),
+               seq_len: int | None = None) -> Grid:
+        """The grid narrowed (or, for formats, replaced) by command-line choices.
+        ``text_files`` give sets' texts; a set so given that the grid does not use is added
+        (an evaluation set to ``eval.sets``, a calibration set to every calibrated method).
+        ``seq_len`` replaces the evaluation and calibration sequence lengths."""
         specs = self.methods
         if methods:
             known = {m.name for m in specs}
@@ -117,6 +129,23 @@ class Grid:
         if evals:
             _check_names(evals, EVAL_SETS, "evaluation set")
             out = dataclasses.replace(out, eval=dataclasses.replace(self.eval, sets=tuple(evals)))
+        for f in text_files:
+            if f.purpose == "eval" and f.name not in out.eval.sets:
+                out = dataclasses.replace(out, eval=dataclasses.replace(out.eval, sets=out.eval.sets + (f.name,)))
+            if f.purpose == "calib" and f.name not in out.calibration.sets:
+                specs = tuple(dataclasses.replace(m, calib=m.calib + (f.name,)) if m.calib else m for m in out.methods)
+                out = dataclasses.replace(out, methods=specs, calibration=dataclasses.replace(
+                    out.calibration, sets=out.calibration.sets + (f.name,)))
+        if text_files:
+            given = {(f.purpose, f.name) for f in text_files}
+            kept = tuple(f for f in self.text_files if (f.purpose, f.name) not in given)
+            out = dataclasses.replace(out, text_files=kept + tuple(text_files))
+        if seq_len is not None:
+            if seq_len <= 0:
+                raise QBayesError(f"--seq-len must be positive, got {seq_len}")
+            out = dataclasses.replace(out, eval=dataclasses.replace(out.eval, seq_len=seq_len),
+                                      calibration=dataclasses.replace(out.calibration, seq_len=seq_len))
+            _check_grid(out, "--seq-len")
         return out
 
 
@@ -196,8 +225,10 @@ def _check_grid(grid: Grid, where: str) -> None:
         for c in m.calib or ():
             if c not in grid.calibration.sets:
                 raise QBayesError(f"{where} [methods.{m.name}]: calib '{c}' is not in calibration.sets")
+    if grid.eval.tokens < 0:
+        raise QBayesError(f"{where}: eval.tokens must be 0 (the protocol's own) or positive, got {grid.eval.tokens}")
     positive = {
-        "eval.tokens": grid.eval.tokens, "eval.seq_len": grid.eval.seq_len,
+        "eval.seq_len": grid.eval.seq_len,
         "eval.batch_size": grid.eval.batch_size, "calibration.samples": grid.calibration.samples,
         "calibration.seq_len": grid.calibration.seq_len, "features.tokens": grid.features.tokens,
         "features.seq_len": grid.features.seq_len, "self_check.tokens": grid.self_check.tokens,
@@ -205,8 +236,8 @@ def _check_grid(grid: Grid, where: str) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise QBayesError(f"{where}: {key} must be positive, got {value}")
-    if grid.eval.tokens < grid.eval.seq_len + 1:
-        raise QBayesError(f"{where}: eval.tokens must exceed eval.seq_len")
+    if 0 < grid.eval.tokens < grid.eval.seq_len + 1:
+        raise QBayesError(f"{where}: eval.tokens must exceed eval.seq_len (or be 0: the protocol's own)")
 
 
 def build_table(cls, table, where: str):

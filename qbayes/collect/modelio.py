@@ -19,6 +19,9 @@ import torch
 from qbayes.errors import QBayesError
 
 TRAIN_INFO = "qbayes_train.json"  # training card written by `qbayes zoo train`
+# files of which a saved tokenizer has at least one (fast, sentencepiece, BPE, WordPiece)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "vocab.json",
+                   "vocab.txt")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 # what the models table records for architectures we know (position, norm, mlp)
@@ -100,6 +103,9 @@ def load_model(path: str | os.PathLike, *, device: str = "cpu", dtype: str = "fl
         )
     except Exception as exc:  # transformers raises many types for broken or foreign checkpoints
         raise QBayesError(f"{p}: cannot load the model ({type(exc).__name__}: {exc})") from exc
+    if not any((p / f).is_file() for f in TOKENIZER_FILES):
+        raise QBayesError(f"{p}: has no tokenizer (none of {', '.join(TOKENIZER_FILES)}): save one beside the "
+                          "weights with tokenizer.save_pretrained(DIR)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(p, local_files_only=True)
     except Exception as exc:
@@ -109,6 +115,21 @@ def load_model(path: str | os.PathLike, *, device: str = "cpu", dtype: str = "fl
     for param in model.parameters():
         param.requires_grad_(False)
     return LoadedModel(p, model, tokenizer, config.model_type, dev, DTYPES[dtype])
+
+
+def skeleton(path: str | os.PathLike) -> LoadedModel:
+    """The model's layers without its weights (built from ``config.json`` on the meta
+    device) and without a tokenizer: enough to check which methods and formats fit it."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    p = check_model_dir(path)
+    try:
+        config = AutoConfig.from_pretrained(p, local_files_only=True)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except Exception as exc:  # transformers raises many types for broken or foreign configs
+        raise QBayesError(f"{p}: cannot build the model from its config.json ({type(exc).__name__}: {exc})") from exc
+    return LoadedModel(p, model, None, config.model_type, torch.device("meta"), DTYPES["float32"])
 
 
 def quantizable_layers(model: torch.nn.Module) -> list[LayerRef]:

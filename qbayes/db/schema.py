@@ -175,12 +175,19 @@ RESULTS = Table(
         _s("eval_set", "evaluation text", allowed=EVAL_SETS),
         _i("seq_len", "evaluation sequence length, where stated", nullable=True, lo=0),
         _i("eval_tokens", "number of evaluated tokens, where known", nullable=True, lo=0),
+        _i("eval_windows", "number of evaluation windows of seq_len tokens, where known", nullable=True, lo=0),
         _f("ppl", "perplexity", lo=1),
         _f("nll", "mean negative log-likelihood, nats per token", nullable=True, lo=0, lo_inclusive=True),
         _f("nll_se", "standard error of nll", nullable=True, lo=0, lo_inclusive=True),
         _f("sqnr_db", "signal-to-quantization-noise ratio of the weights, dB", nullable=True),
         _i("weight_bytes", "bytes of the (quantized) weights", nullable=True, lo=0),
         _f("decode_tok_s", "decode throughput, tokens per second", nullable=True, lo=0),
+        _f("kld_mean", "mean KL divergence from the unquantized model per token, nats (llama.cpp's Mean KLD)",
+           nullable=True, lo=0, lo_inclusive=True),
+        _f("kld_se", "standard error of kld_mean", nullable=True, lo=0, lo_inclusive=True),
+        _f("kld_p99", "99th percentile of the per-token KL divergence, nats", nullable=True, lo=0, lo_inclusive=True),
+        _f("top1_agree", "share of tokens whose most likely next token is the unquantized model's",
+           nullable=True, lo=0, hi=1, lo_inclusive=True),
         _s("source_kind", "paper, repository or collector", allowed=SOURCE_KINDS),
         _s("source", "arXiv id, repository reference, or 'qbayes-collect'"),
         _s("source_table", "table within the source", nullable=True),
@@ -225,4 +232,7 @@ FAILURES = Table(
 TABLES: dict[str, Table] = {t.name: t for t in (MODELS, RESULTS, FEATURES_TABLE, FAILURES)}
 # nullable columns added within schema version 1: files written before them are read with
 # the column empty, rather than refused
-ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"models": ("released", "released_source")}
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "models": ("released", "released_source"),
+    "results": ("eval_windows", "kld_mean", "kld_se", "kld_p99", "top1_agree"),
+}

@@ -118,12 +118,15 @@ def test_self_checks_passed_and_are_recorded(shard):
     assert not shard.failures.filter(pl.col("stage") == "self-check").height
 
 
-def test_cuda_only_backend_is_skipped_with_a_reason(shard):
-    f = shard.failures
-    assert f.height == 1
-    row = f.row(0, named=True)
-    assert row["config"] == "autoawq/int4-g128-asym/shakespeare" and row["stage"] == "plan"
-    assert row["error_type"] == "DeviceUnsupported" and "cuda only" in row["message"]
+def test_nothing_failed_and_kl_divergence_orders_the_formats(shard):
+    assert shard.failures.height == 0
+    base = rows(shard, method="none")
+    assert base["kld_mean"].null_count() == base.height  # the reference has no KL from itself
+    rtn = rows(shard, method="RTN", eval_set="shakespeare")
+    kl = dict(zip(rtn["dtype_label"], rtn["kld_mean"]))
+    assert 0 <= kl["int8"] < kl["int4-g32"] < kl["int2-g32"]
+    assert (rows(shard, method="GPTQ")["top1_agree"] > 0.5).all()
+    assert (shard.results.filter(pl.col("method") != "none")["eval_windows"] == 16).all()
 
 
 def test_landscape_features(shard):

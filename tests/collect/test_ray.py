@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -143,7 +144,12 @@ formats = {json.dumps(KILL_FORMATS)}
 """)
     out = tmp_path / "out"
     target = out / "_tasks" / "toy-llama__rtn"
-    missing = tmp_path / "missing"  # a model that cannot load: its tasks fail, once, with the reason
+    # a model that passes the preflight but cannot load (its weights are cut short): its
+    # tasks fail, once, with the reason
+    missing = tmp_path / "missing"
+    shutil.copytree(toys["opt"], missing)
+    weights = missing / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
     proc = _collect("--model", toys["llama"], "--model", toys["opt"], "--model", missing, "--family", "toy",
                     "--grid", grid, "--out", out, "--executor", "ray", "--address", cluster, "--retries", "2")
 
@@ -165,7 +171,7 @@ formats = {json.dumps(KILL_FORMATS)}
     assert proc.returncode == 1, log  # the missing model's tasks did not complete
     assert "ray: 6 task(s): 4 ran, 0 already complete, 2 failed" in log, log
     assert "retried: toy-llama/rtn (2 attempts)" in log, log
-    assert "failed: task missing/baseline: " in log and "no such model directory" in log, log
+    assert "failed: task missing/baseline: " in log and "cannot load the model" in log, log
     assert "failed: task missing/rtn: not run: missing/baseline failed" in log, log
     attempts = [json.loads(line) for line in (target / "attempts.jsonl").read_text().splitlines()]
     assert len(attempts) == 2 and attempts[1]["pid"] != first["pid"]

@@ -85,7 +85,14 @@ class Method:
         return None
 
     def model_problem(self, loaded: LoadedModel) -> str | None:
-        """Why the method cannot quantize this model type, or None."""
+        """Why the method cannot quantize this model type, or None. ``loaded`` may be a
+        skeleton (:func:`~qbayes.collect.modelio.skeleton`: layers on the meta device, no
+        weights, no tokenizer)."""
+        return None
+
+    def model_format_problem(self, loaded: LoadedModel, fmt: Format) -> str | None:
+        """Why the method cannot produce ``fmt`` for this model's layers (e.g. a group size
+        that does not divide a layer's width), or None. ``loaded`` may be a skeleton."""
         return None
 
     def quantize(self, job: QuantizeJob) -> Quantized:

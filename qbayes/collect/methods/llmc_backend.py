@@ -77,6 +77,9 @@ class _LlmcMethod(Method):
                     f"model's projections are {', '.join(sorted(kinds))} layers")
         return None
 
+    def model_format_problem(self, loaded: LoadedModel, fmt: Format) -> str | None:
+        return group_problem(loaded.layers(), fmt)
+
     def recipe(self, job: QuantizeJob, ignore: list[str]) -> list:
         raise NotImplementedError
 
@@ -94,7 +97,9 @@ class _LlmcMethod(Method):
             raise ValueError(f"{self.label} needs calibration data and got none")
         model = job.loaded.fresh_copy()
         layers = job.loaded.layers(model)
-        _check_groups(layers, job.fmt)
+        problem = group_problem(layers, job.fmt)
+        if problem:
+            raise ValueError(problem)
         originals = {layer.name: layer.weight().clone() for layer in layers}
         head = _module_name(model, model.get_output_embeddings())
         for p in model.parameters():
@@ -188,13 +193,16 @@ def _scheme(fmt: Format) -> dict:
     return {"group_0": QuantizationScheme(targets=["Linear"], weights=args)}
 
 
-def _check_groups(layers, fmt: Format) -> None:
+def group_problem(layers, fmt: Format) -> str | None:
+    """Why groups of ``fmt`` cannot cover these layers (llm-compressor needs the group
+    size to divide every input width), or None."""
     if not fmt.group_size:
-        return
+        return None
     bad = [f"{layer.name} ({layer.shape[1]} inputs)" for layer in layers if layer.shape[1] % fmt.group_size]
     if bad:
-        raise ValueError(f"group size {fmt.group_size} does not divide the input width of "
-                         f"{len(bad)} layer(s): {', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}")
+        return (f"group size {fmt.group_size} does not divide the input width of {len(bad)} layer(s): "
+                f"{', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}")
+    return None
 
 
 def _dataset(calib: torch.Tensor):
