@@ -55,8 +55,8 @@ GRID_METHOD_LABELS = {"autoawq": "AWQ"}
 
 
 def runs_table(df: pl.DataFrame, *, where: str, own: tuple[str, ...] = ()) -> pl.DataFrame:
-    """Targets or candidates as the standard table (design.query_table), with
-    ``fp16_ppl`` optional. ``own`` names the further columns the caller reads itself; a
+    """Targets or candidates as the standard table (design.query_table). Their
+    ``fp16_ppl``, which eta does not depend on, is optional and not read. ``own`` names the further columns the caller reads itself; a
     column that looks like a misspelling of one of them the table lacks is refused."""
     absent = [c for c in own if c not in df.columns]
     known = {*QUERY_REQUIRED, *QUERY_OPTIONAL, *own}
@@ -64,10 +64,8 @@ def runs_table(df: pl.DataFrame, *, where: str, own: tuple[str, ...] = ()) -> pl
                 if c not in known and suggest(c, absent)]
     if problems:
         raise QBayesError(f"{where}: " + "; ".join(problems))
-    body = df.drop([c for c in own if c in df.columns])
-    if "fp16_ppl" not in body.columns:
-        body = body.with_columns(pl.lit(FP16_PLACEHOLDER).alias("fp16_ppl"))
-    return query_table(body, where)
+    body = df.drop([c for c in (*own, "fp16_ppl") if c in df.columns])
+    return query_table(body.with_columns(pl.lit(FP16_PLACEHOLDER).alias("fp16_ppl")), where)
 
 
 def numeric_column(df: pl.DataFrame, name: str, *, where: str, positive: bool = True) -> np.ndarray | None:
@@ -108,8 +106,11 @@ def candidate_costs(df: pl.DataFrame, table: pl.DataFrame, *, where: str, device
 def grid_candidates(grid: Grid, models: pl.DataFrame, *, where: str) -> pl.DataFrame:
     """Every model of a collection manifest (with MODEL_COLUMNS) crossed with every
     (method, format) and evaluation set of a collection grid, as candidate rows
-    (``eval_tokens`` from the grid). A format that does not parse is refused; calibration
-    sets are not a covariate of the model, so a method's are one candidate."""
+    (``format`` the grid's format, ``eval_tokens`` the grid's budget). A format that does
+    not parse is refused. Calibration sets and symmetry are not covariates of the model: a
+    method's calibration sets are one candidate, and int4-g128 and int4-g128-asym are two
+    candidates the model cannot tell apart (the greedy batch takes the second only if a
+    repeat is worth its cost)."""
     missing = [c for c in MODEL_COLUMNS if c not in models.columns]
     if missing:
         raise QBayesError(f"{where}: " + "; ".join(f"missing column '{c}'{suggest(c, models.columns)}"
@@ -127,10 +128,10 @@ def grid_candidates(grid: Grid, models: pl.DataFrame, *, where: str) -> pl.DataF
         for spec in m.formats:
             f = parse_format(spec)
             for ev in grid.eval.sets:
-                rows.append({"method": GRID_METHOD_LABELS.get(m.name, m.name), "w_kind": f.kind,
+                rows.append({"method": GRID_METHOD_LABELS.get(m.name, m.name), "format": f.label, "w_kind": f.kind,
                              "w_bits": float(f.bits), "group_size": f.group_size, "eval_set": ev,
                              "eval_tokens": float(grid.eval.tokens)})
-    configs = pl.DataFrame(rows, schema={"method": pl.String, "w_kind": pl.String, "w_bits": pl.Float64,
+    configs = pl.DataFrame(rows, schema={"method": pl.String, "format": pl.String, "w_kind": pl.String, "w_bits": pl.Float64,
                                          "group_size": pl.Int64, "eval_set": pl.String, "eval_tokens": pl.Float64})
     return base.join(configs, how="cross").unique(maintain_order=True)
 

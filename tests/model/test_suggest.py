@@ -170,3 +170,88 @@ def test_predictor_draws_share_a_new_family_effect_across_rows(small_fit):
     corr = np.corrcoef(pd.eta)
     assert corr[0, 1] > 0.5  # one family effect, drawn once per sample, moves both rows
     assert pd.eta[0].var() > pd.eta[2].var()  # LLaMA-1 was seen, Zeta was not
+
+
+# --- the command ---------------------------------------------------------------------
+
+TARGETS = [_rows(**{"family": "Zeta", "model": "Zeta-7B", "arch": "rmsnorm+swiglu", "train_tokens_b": 1000.0}),
+           _rows(method="AWQ", w_bits=4.0, fp16_ppl=5.68)]
+CANDIDATES = [_rows(family="Zeta", model=f"Zeta-{p:g}B", params_b=p, arch="rmsnorm+swiglu", train_tokens_b=1000.0,
+                    method=m, w_bits=b) for p in (1.0, 7.0, 30.0) for m in ("RTN", "GPTQ") for b in (3.0, 4.0)]
+
+
+@pytest.fixture
+def files(tmp_path):
+    def write(name: str, rows: list[dict]) -> str:
+        path = tmp_path / name
+        pl.DataFrame(rows).write_csv(path)
+        return str(path)
+    return write
+
+
+def test_suggest_cli_ranks_every_candidate_and_keeps_to_the_budget(small_fit_path, files, tmp_path, cli):
+    out = tmp_path / "ranked.csv"
+    cands = files("cands.csv", [{**r, "run_id": i} for i, r in enumerate(CANDIDATES)])
+    r = cli("suggest", "--targets", files("targets.csv", TARGETS), "--candidates", cands, "--fit", small_fit_path,
+            "--budget-gpu-hours", 1.5, "--output", out, "--draws", 200)
+    assert r.code == 0, r.err
+    assert "Runs to collect next" in r.out and f"wrote {len(CANDIDATES)} ranked candidates" in r.out
+    table = pl.read_csv(out)
+    assert table.height == len(CANDIDATES) and sorted(table["run_id"].to_list()) == list(range(len(CANDIDATES)))
+    chosen = table.filter(pl.col("chosen"))
+    assert chosen.height >= 1 and chosen["choice_order"].to_list() == list(range(1, chosen.height + 1))
+    assert chosen["cost_at_choice"].sum() <= 1.5
+    assert table.filter(~pl.col("chosen"))["choice_order"].null_count() == table.height - chosen.height
+    assert (table["var_reduction"] >= 0).all() and (table["cost_gpu_hours"] > 0).all()
+    # a Zeta target makes the Zeta runs worth something; the 30B ones cost most
+    by_size = table.group_by("params_b").agg(pl.col("cost_gpu_hours").mean()).sort("params_b")
+    assert by_size["cost_gpu_hours"].is_sorted()
+
+    r = cli("suggest", "--targets", files("targets.csv", TARGETS), "--candidates", cands, "--fit", small_fit_path,
+            "--top", 2, "--output", tmp_path / "two.parquet", "--draws", 200)
+    assert r.code == 0, r.err
+    assert pl.read_parquet(tmp_path / "two.parquet")["chosen"].sum() == 2
+
+
+def test_suggest_cli_crosses_a_grid_with_a_manifest(small_fit_path, files, tmp_path, cli):
+    from helpers import ROOT
+
+    manifest = files("models.csv", [{"path": "models/zeta-1b", "family": "Zeta", "name": "", "params_b": 1.0,
+                                     "arch": "rmsnorm+swiglu"}])
+    out = tmp_path / "ranked.csv"
+    r = cli("suggest", "--targets", files("targets.csv", TARGETS), "--grid", ROOT / "collectors" / "tiny.toml",
+            "--models", manifest, "--fit", small_fit_path, "--output", out, "--draws", 200)
+    assert r.code == 0, r.err
+    table = pl.read_csv(out)
+    # tiny.toml: 9 + 2 + 1 + 1 + 1 (method, format) pairs, 2 evaluation sets
+    assert table.height == 14 * 2 and set(table["model"]) == {"zeta-1b"}
+    assert table.filter(pl.col("format") == "int4-g128-asym")["method"].to_list() == ["AWQ"] * 2  # autoawq's
+    assert table.filter(pl.col("format") == "int4-g32-asym")["method"].sort().to_list() == ["awq"] * 2 + ["rtn"] * 2
+    assert set(table["eval_set"]) == {"shakespeare", "pystdlib"} and (table["eval_tokens"] == 2048).all()
+
+
+@pytest.mark.parametrize("case", ["missing", "misspelt_own", "budget", "empty", "targets_missing"])
+def test_suggest_cli_refuses_bad_input_and_writes_nothing(case, small_fit_path, files, tmp_path, cli):
+    out = tmp_path / "ranked.csv"
+    targets, cands, extra = TARGETS, CANDIDATES, []
+    if case == "missing":
+        cands = [{("wbits" if k == "w_bits" else k): v for k, v in c.items()} for c in CANDIDATES]
+        message = r"missing column 'w_bits' \(did you mean 'wbits'\?\)"
+    elif case == "misspelt_own":
+        cands = [{**c, "gpu_hour": 1.0} for c in CANDIDATES]
+        message = r"unknown column 'gpu_hour' \(did you mean 'gpu_hours'\?\)"
+    elif case == "budget":
+        extra, message = ["--budget-gpu-hours", 0], "--budget-gpu-hours must be > 0, got 0"
+    elif case == "empty":
+        message = "no candidate runs"
+    else:
+        targets = [{k: v for k, v in t.items() if k != "family"} | {"familly": "OPT"} for t in TARGETS]
+        message = r"targets.csv: missing column 'family' \(did you mean 'familly'\?\)"
+    cand_path = files("cands.csv", cands)
+    if case == "empty":
+        pl.DataFrame(schema={c: pl.String for c in CANDIDATES[0]}).write_csv(cand_path)
+    r = cli("suggest", "--targets", files("targets.csv", targets), "--candidates", cand_path, "--fit", small_fit_path,
+            "--output", out, *extra)
+    assert r.code == 2
+    assert "error:" in r.err and pytest.importorskip("re").search(message, r.err), r.err
+    assert not out.exists() and not list(tmp_path.glob(".ranked.csv.*"))
