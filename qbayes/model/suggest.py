@@ -238,15 +238,20 @@ def greedy(*, anom: np.ndarray, n_targets: int, noise_var: np.ndarray, weights: 
     per GPU hour among those that still fit the budget, then condition on it. ``anom``
     ((T + C) x S) holds the targets' anomalies first; ``noise_var`` (C,) and ``costs`` are
     the candidates'. Stops at ``max_runs`` runs, when nothing fits the budget, or when no
-    candidate would reduce the variance by more than NEGLIGIBLE of it."""
+    candidate would reduce the variance by more than NEGLIGIBLE of it.
+
+    The covariance after k choices is ``A A^T - Z Z^T``, Z's columns being the k rank-one
+    downdates; each step reads A once (its column of the covariance) and updates only
+    Cov(targets, candidates) and the candidates' variances."""
     t = n_targets
-    a = np.array(anom, dtype=np.float64)
+    a = np.asarray(anom, dtype=np.float64)
     n_cand = a.shape[0] - t
     cross = a[:t] @ a[t:].T  # (T, C)
     var = np.einsum("ij,ij->i", a[t:], a[t:])
     left = float(weights @ np.einsum("ij,ij->i", a[:t], a[:t]))
     start = left
     limit = n_cand if max_runs is None else min(max_runs, n_cand)
+    z = np.empty((a.shape[0], min(limit, 64)))
     paid: list[set[int]] = [set() for _ in costs.shared]
     spent = 0.0
     taken = np.zeros(n_cand, dtype=bool)
@@ -262,19 +267,20 @@ def greedy(*, anom: np.ndarray, n_targets: int, noise_var: np.ndarray, weights: 
             break
         ratio = np.where(ok, value / np.maximum(price, np.finfo(float).tiny), -np.inf)
         c = int(np.argmax(ratio))
+        k = len(order)
         order.append(c), gains.append(value[c]), paid_cost.append(price[c])
         left -= value[c]
         lefts.append(max(left, 0.0))
         spent += price[c]
         taken[c] = True
         costs.pay(c, paid)
-        # rank-one update of the cross-covariance and the candidates' variances, then of A
-        x = a[t + c]
-        d = x @ x + noise_var[c]
-        ax = a @ x
-        cross -= np.outer(ax[:t], ax[t:]) / d
-        var -= ax[t:] ** 2 / d
-        a = condition(a, t + c, float(noise_var[c]))
+        col = a @ a[t + c] - z[:, :k] @ z[t + c, :k]  # the covariance's column of candidate c
+        zc = col / np.sqrt(max(col[t + c], 0.0) + noise_var[c])
+        cross -= np.outer(zc[:t], zc[t:])
+        var -= zc[t:] ** 2
+        if k == z.shape[1]:
+            z = np.concatenate([z, np.empty_like(z)], axis=1)
+        z[:, k] = zc
         progress(len(order), limit)
     return Selection(order=np.array(order, dtype=np.int64), gain=np.array(gains), cost=np.array(paid_cost),
                      left=np.array(lefts), start=start)
