@@ -10,7 +10,8 @@ anomalies ``A = (eta - mean) / sqrt(S)``, (T + C) x S. Measuring candidate c obs
 (:func:`effective_noise_var`). Conditioning on y_c lowers target t's variance by
 ``Cov(eta_t, eta_c)^2 / (Var eta_c + var e_c)`` whatever y_c turns out to be; the
 weighted sum over targets is the candidate's value. A batch is chosen greedily by value
-per GPU hour, each choice conditioning the Gaussian (a rank-one update of ``A``) so that
+per GPU hour, each choice conditioning the Gaussian (a rank-one downdate of its
+covariance) so that
 what a chosen run already teaches is not counted again for the next one.
 
 Everything the model knows only through the draws' joint structure (shared family,
@@ -41,7 +42,7 @@ DEFAULT_RUNS = 10  # runs chosen when neither a budget nor a number is given
 # a candidate whose value is below this share of the targets' variance teaches nothing
 NEGLIGIBLE = 1e-9
 # eta does not depend on the unquantized perplexity, which query_table requires: targets
-# and candidates without one get this
+# and candidates get this in place of theirs
 FP16_PLACEHOLDER = 10.0
 TARGET_COLUMNS = ("weight",)  # beyond the query columns: the target's weight (default 1)
 # beyond the query columns: GPU hours of the run (replaces the estimate), tokens evaluated
@@ -56,8 +57,9 @@ GRID_METHOD_LABELS = {"autoawq": "AWQ"}
 
 def runs_table(df: pl.DataFrame, *, where: str, own: tuple[str, ...] = ()) -> pl.DataFrame:
     """Targets or candidates as the standard table (design.query_table). Their
-    ``fp16_ppl``, which eta does not depend on, is optional and not read. ``own`` names the further columns the caller reads itself; a
-    column that looks like a misspelling of one of them the table lacks is refused."""
+    ``fp16_ppl``, which eta does not depend on, is optional and not read. ``own`` names the
+    further columns the caller reads itself; a column that looks like a misspelling of one
+    of them the table lacks is refused."""
     absent = [c for c in own if c not in df.columns]
     known = {*QUERY_REQUIRED, *QUERY_OPTIONAL, *own}
     problems = [f"unknown column '{c}'{suggest(c, absent)}" for c in df.columns
@@ -131,8 +133,9 @@ def grid_candidates(grid: Grid, models: pl.DataFrame, *, where: str) -> pl.DataF
                 rows.append({"method": GRID_METHOD_LABELS.get(m.name, m.name), "format": f.label, "w_kind": f.kind,
                              "w_bits": float(f.bits), "group_size": f.group_size, "eval_set": ev,
                              "eval_tokens": float(grid.eval.tokens)})
-    configs = pl.DataFrame(rows, schema={"method": pl.String, "format": pl.String, "w_kind": pl.String, "w_bits": pl.Float64,
-                                         "group_size": pl.Int64, "eval_set": pl.String, "eval_tokens": pl.Float64})
+    configs = pl.DataFrame(rows, schema={"method": pl.String, "format": pl.String, "w_kind": pl.String,
+                                         "w_bits": pl.Float64, "group_size": pl.Int64, "eval_set": pl.String,
+                                         "eval_tokens": pl.Float64})
     return base.join(configs, how="cross").unique(maintain_order=True)
 
 
