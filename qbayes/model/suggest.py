@@ -11,8 +11,7 @@ anomalies ``A = (eta - mean) / sqrt(S)``, (T + C) x S. Measuring candidate c obs
 ``Cov(eta_t, eta_c)^2 / (Var eta_c + var e_c)`` whatever y_c turns out to be; the
 weighted sum over targets is the candidate's value. A batch is chosen greedily by value
 per GPU hour, each choice conditioning the Gaussian (a rank-one downdate of its
-covariance) so that
-what a chosen run already teaches is not counted again for the next one.
+covariance) so that what a chosen run already teaches is not counted again for the next.
 
 Everything the model knows only through the draws' joint structure (shared family,
 method, design, evaluation-set and new-level effects) carries over; what the Gaussian
