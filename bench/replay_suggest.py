@@ -105,7 +105,8 @@ def suggest_pick(r: Replay, batch: int):
     def pick(mean, anom, remaining):
         rows = list(range(r.n_test)) + remaining
         sel = greedy(anom=anom[rows], n_targets=r.n_test, noise_var=r.noise_var[remaining],
-                     weights=np.ones(r.n_test), costs=Costs(own=np.ones(len(remaining))), max_runs=batch)
+                     weights=np.ones(r.n_test), costs=Costs(own=np.ones(len(remaining))), max_runs=batch,
+                     min_share=0.0)
         return [remaining[i] for i in sel.order]
     return pick
 

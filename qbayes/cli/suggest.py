@@ -10,6 +10,8 @@ from qbayes.cli.predict import SUFFIXES, _read_queries, _write_atomic
 from qbayes.errors import QBayesError
 from qbayes.model.gpucost import DEVICE_TFLOPS, REFERENCE_DEVICE
 
+SHOWN = 20  # chosen runs printed; the output file has them all
+
 
 def _fit_path(fit_path: str | None) -> str:
     """The fit to rank with: --fit, else the shipped posterior (none ships yet)."""
@@ -106,6 +108,8 @@ def _progress():
 
 
 def _label(r: dict) -> str:
+    if r.get("format"):
+        return f"{r['model']} {r['method']} {r['format']} on {r['eval_set']}"
     group = "per-channel" if r["group_size"] in (None, "") else f"g{r['group_size']}"
     return f"{r['model']} {r['method']} w{r['w_bits']} {group} on {r['eval_set']}"
 
@@ -116,10 +120,11 @@ def _print(chosen, ranking, budget, device) -> None:
 
     sel = ranking.selection
     start = max(sel.start, 1e-300)
-    t = Table(title=f"Runs to collect next ({chosen.height} chosen; GPU hours on {device})")
+    t = Table(title=f"Runs to collect next ({chosen.height} chosen; GPU hours on {device})",
+              caption=f"... and {chosen.height - SHOWN} more in the output" if chosen.height > SHOWN else None)
     for c in ("#", "run", "GPU h", "variance removed", "alone"):
         t.add_column(c, justify="left" if c == "run" else "right")
-    for r in chosen.iter_rows(named=True):
+    for r in chosen.head(SHOWN).iter_rows(named=True):
         t.add_row(str(r["choice_order"]), _label(r), f"{r['cost_at_choice']:.2f}",
                   f"{r['gain_at_choice'] / start:.1%}", f"{r['var_reduction_share']:.1%}")
     Console().print(t)

@@ -38,8 +38,9 @@ from qbayes.model.predict import draws_from_fit, mean_draws
 
 DEFAULT_DRAWS = 1000
 DEFAULT_RUNS = 10  # runs chosen when neither a budget nor a number is given
-# a candidate whose value is below this share of the targets' variance teaches nothing
-NEGLIGIBLE = 1e-9
+# a run that would remove less than this share of the targets' variance is not chosen,
+# however cheap: it would fill a budget with runs that teach nothing
+MIN_SHARE = 1e-3
 # eta does not depend on the unquantized perplexity, which query_table requires: targets
 # and candidates get this in place of theirs
 FP16_PLACEHOLDER = 10.0
@@ -234,13 +235,13 @@ class Selection:
 
 
 def greedy(*, anom: np.ndarray, n_targets: int, noise_var: np.ndarray, weights: np.ndarray, costs: Costs,
-           budget: float | None = None, max_runs: int | None = None,
+           budget: float | None = None, max_runs: int | None = None, min_share: float = MIN_SHARE,
            progress: Callable[[int, int], None] = lambda done, total: None) -> Selection:
     """Greedy batch: repeatedly take the candidate with the largest variance reduction
     per GPU hour among those that still fit the budget, then condition on it. ``anom``
     ((T + C) x S) holds the targets' anomalies first; ``noise_var`` (C,) and ``costs`` are
     the candidates'. Stops at ``max_runs`` runs, when nothing fits the budget, or when no
-    candidate would reduce the variance by more than NEGLIGIBLE of it.
+    candidate would remove ``min_share`` of the variance the targets had at the start.
 
     The covariance after k choices is ``A A^T - Z Z^T``, Z's columns being the k rank-one
     downdates; each step reads A once (its column of the covariance) and updates only
@@ -264,7 +265,7 @@ def greedy(*, anom: np.ndarray, n_targets: int, noise_var: np.ndarray, weights: 
         if budget is not None:
             ok &= price <= budget - spent + 1e-9
         value = single_reductions(cross=cross, var=var, noise_var=noise_var, weights=weights)
-        ok &= value > NEGLIGIBLE * max(start, np.finfo(float).tiny)
+        ok &= value > max(min_share * start, np.finfo(float).tiny)
         if not ok.any():
             break
         ratio = np.where(ok, value / np.maximum(price, np.finfo(float).tiny), -np.inf)
@@ -303,7 +304,7 @@ class Ranking:
 
 def rank(fit: Fit, targets: pl.DataFrame, candidates: pl.DataFrame, *, costs: Costs,
          weights: np.ndarray | None = None, budget: float | None = None, max_runs: int | None = None,
-         n_draws: int | None = DEFAULT_DRAWS, seed: int = 0,
+         min_share: float = MIN_SHARE, n_draws: int | None = DEFAULT_DRAWS, seed: int = 0,
          progress: Callable[[int, int], None] = lambda done, total: None) -> Ranking:
     """Rank candidate runs (standard table) by how much each would reduce the weighted
     posterior variance of the targets' eta (standard table), and choose a batch greedily
@@ -317,7 +318,7 @@ def rank(fit: Fit, targets: pl.DataFrame, candidates: pl.DataFrame, *, costs: Co
     var = np.einsum("ij,ij->i", anom, anom)
     reduction = single_reductions(cross=cross, var=var[t:], noise_var=noise, weights=w)
     sel = greedy(anom=anom, n_targets=t, noise_var=noise, weights=w, costs=costs, budget=budget,
-                 max_runs=max_runs, progress=progress)
+                 max_runs=max_runs, min_share=min_share, progress=progress)
     return Ranking(reduction=reduction, cost=costs.standalone, selection=sel, target_var=var[:t], weights=w)
 
 
