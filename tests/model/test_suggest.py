@@ -9,7 +9,7 @@ import pytest
 from qbayes.errors import QBayesError
 from qbayes.model.design import query_table
 from qbayes.model.gpucost import Costs, run_costs
-from qbayes.model.suggest import (anomalies, condition, effective_noise_var, greedy, observe, predictor_draws, rank,
+from qbayes.model.suggest import (MIN_SHARE, anomalies, condition, effective_noise_var, greedy, observe, predictor_draws, rank,
                                   runs_table, single_reductions)
 
 
@@ -59,19 +59,23 @@ def test_greedy_gains_add_up_to_the_joint_reduction_and_duplicates_show_diminish
     w = np.ones(t)
     sel = greedy(anom=a, n_targets=t, noise_var=noise, weights=w, costs=Costs(own=np.ones(n_cand)), max_runs=5)
     assert sel.order.size == 5 and len(set(sel.order.tolist())) == 5
-    after = _conditional_cov(p, [t + c for c in sel.order], noise[sel.order])
-    assert sel.gain.sum() == pytest.approx(np.trace(p[:t, :t]) - np.trace(after[:t, :t]), rel=1e-9)
+    for k in range(1, 6):  # after each choice, the variance left is that of conditioning on all so far
+        after = _conditional_cov(p, [t + c for c in sel.order[:k]], noise[sel.order[:k]])
+        assert sel.left[k - 1] == pytest.approx(np.trace(after[:t, :t]), rel=1e-9)
     assert sel.start - sel.left[-1] == pytest.approx(sel.gain.sum(), rel=1e-9)
-    assert np.all(np.diff(sel.gain) <= 1e-12)  # greedy on a submodular-like gain: never increasing here
 
     # the same run again, and again: each repeat is worth less than the one before
     dup = [2, 7, 8]  # candidate rows of eta rows 5, 10, 11
     only = np.zeros(n_cand)
     only[dup] = 1.0
     costs = Costs(own=np.where(only > 0, 1.0, 1e6))  # everything else unaffordable
-    sel = greedy(anom=a, n_targets=t, noise_var=noise, weights=w, costs=costs, budget=3.0)
+    sel = greedy(anom=a, n_targets=t, noise_var=noise, weights=w, costs=costs, budget=3.0, min_share=0.0)
     assert sorted(sel.order.tolist()) == dup
     assert sel.gain[0] > sel.gain[1] > sel.gain[2] > 0
+    # by default a run that would remove under MIN_SHARE of the variance is left out, budget or not
+    small = greedy(anom=a, n_targets=t, noise_var=noise, weights=w, costs=costs, budget=3.0)
+    assert small.gain.size < 3 and np.all(small.gain > MIN_SHARE * small.start)
+    np.testing.assert_allclose(small.gain, sel.gain[:small.gain.size])
 
 
 def test_greedy_keeps_to_the_budget_and_pays_shared_work_once():
