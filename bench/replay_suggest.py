@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import dataclass
 
@@ -126,6 +127,16 @@ def runs_to_reach(curve: list[dict], level: float, key: str) -> int | None:
             break
         out = c["runs"]
     return out
+
+
+def fit_provenance(fit) -> dict:
+    """What the starting fit was: model, rows, how it was sampled and how well it converged."""
+    conv = fit.attrs.get("convergence", {})
+    conv = json.loads(conv) if isinstance(conv, str) else conv
+    sample = fit.attrs.get("sample_config", {})
+    return {"fit_model": fit.spec.name, "fit_rows": fit.data.height, "fit_command": fit.attrs.get("command"),
+            "fit_sampling": json.loads(sample) if isinstance(sample, str) else sample,
+            "fit_convergence": {k: conv.get(k) for k in ("max_rhat", "min_ess_bulk", "divergences")}}
 
 
 def curve_of(result: dict, name: str) -> list[dict]:
@@ -238,7 +249,7 @@ def main() -> None:
     keys = ("mdae", "crps", "crps_log", "cov90", "crps_collapsed", "crps_rest")
     final = {key: float(np.mean([c["curve"][-1][key] for c in randoms])) for key in keys}
     result = {
-        "family": args.family, "fit": args.fit, "fit_model": fit.spec.name, "fit_rows": fit.data.height,
+        "command": " ".join(["python", *sys.argv]), "family": args.family, "fit": args.fit, **fit_provenance(fit),
         "fit_draws": int(pd.eta.shape[1]), "n_test": n_test, "n_pool": pool.height, "batch": args.batch,
         "steps": args.steps, "split_seed": args.seed,
         "update": "Gaussian (ensemble square-root Kalman) update of the draws of eta = ln(mu + shift); "
