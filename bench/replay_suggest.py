@@ -195,6 +195,59 @@ def plot(result: dict, path: str) -> None:
     fig.savefig(path)
 
 
+@dataclass
+class Split:
+    """One replay's JSON record and the rows it split the family into."""
+
+    record: dict
+    test: pl.DataFrame
+    pool: pl.DataFrame
+
+
+def replay_split(fit, rows: pl.DataFrame, args, *, seed: int) -> Split:
+    """One replay: split the family's rows with ``seed``, run suggest and the random
+    seeds, and summarise."""
+    perm = np.random.default_rng(seed).permutation(rows.height)
+    n_test = int(round(args.test_share * rows.height))
+    test, pool = rows[perm[:n_test]], rows[perm[n_test:]]
+    table = pl.concat([test, pool]).select(list(STANDARD))
+    pd = predictor_draws(fit, table, n_draws=args.draws, seed=seed)
+    delta = pl.concat([test, pool]).get_column("delta").to_numpy()
+    r = Replay(n_test=n_test, mean=pd.eta.mean(axis=1), anom=anomalies(pd.eta),
+               noise_var=effective_noise_var(scale=pd.scale, nu=pd.nu), scale=np.asarray(pd.scale), nu=pd.nu,
+               shift=pd.log_shift, y=log_target(delta, pd.log_shift), delta=delta)
+
+    sug_curve, sug_rows = run_strategy(r, pick=suggest_pick(r, args.batch), steps=args.steps, batch=args.batch,
+                                       seed=seed)
+    randoms = []
+    for k in range(args.random_seeds):
+        curve, picked = run_strategy(r, pick=random_pick(np.random.default_rng(1000 + k)), steps=args.steps,
+                                     batch=args.batch, seed=seed)
+        randoms.append({"seed": 1000 + k, "curve": curve, "rows": picked})
+    keys = ("mdae", "crps", "crps_log", "cov90", "crps_collapsed", "crps_rest")
+    final = {key: float(np.mean([c["curve"][-1][key] for c in randoms])) for key in keys}
+    return Split({
+        "fit_draws": int(pd.eta.shape[1]), "n_test": n_test, "n_pool": pool.height, "batch": args.batch,
+        "steps": args.steps, "split_seed": seed,
+        "update": "Gaussian (ensemble square-root Kalman) update of the draws of eta = ln(mu + shift); "
+                  "noise parameters fixed; observation noise: effective_noise_var",
+        "suggest": {"curve": sug_curve, "rows": sug_rows},
+        "random": randoms,
+        "summary": {
+            "test_rows_collapsed": int((delta[:n_test] >= COLLAPSE).sum()),
+            "start": {k: sug_curve[0][k] for k in keys},
+            "random_final_mean": final,
+            "suggest_final": {k: sug_curve[-1][k] for k in keys},
+            "runs": args.batch * args.steps,
+            "suggest_runs_to_random_final": {k: runs_to_reach(sug_curve, final[k], k) for k in keys if k != "cov90"},
+            "random_seeds_beaten_at_final": {
+                k: int(sum(sug_curve[-1][k] < c["curve"][-1][k] for c in randoms)) for k in keys if k != "cov90"},
+        },
+        "suggested_runs": pool[sug_rows].select("model", "method", "w_bits", "group_size", "eval_set",
+                                                "delta").to_dicts(),
+    }, test, pool)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--fit", help="fit without --family")
@@ -205,7 +258,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=15)
     ap.add_argument("--random-seeds", type=int, default=10)
     ap.add_argument("--draws", type=int, default=1000)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="seeds the split of the family's rows and the draws")
+    ap.add_argument("--splits", type=int, default=1, help="also replay this many splits in all (summaries)")
     ap.add_argument("--refit", action="store_true", help="check the Kalman updates with real refits")
     ap.add_argument("--refit-at", type=int, nargs="*", help="after this many runs (default: the last step)")
     ap.add_argument("--refit-random", type=int, default=1, help="random seeds refitted")
@@ -229,55 +283,27 @@ def main() -> None:
     rows = everything.filter(pl.col("family") == args.family)
     if fit.spec.tokens == "family":
         rows = family_tokens(rows)
-    perm = np.random.default_rng(args.seed).permutation(rows.height)
-    n_test = int(round(args.test_share * rows.height))
-    test, pool = rows[perm[:n_test]], rows[perm[n_test:]]
-    table = pl.concat([test, pool]).select(list(STANDARD))
-    pd = predictor_draws(fit, table, n_draws=args.draws, seed=args.seed)
-    delta = pl.concat([test, pool]).get_column("delta").to_numpy()
-    r = Replay(n_test=n_test, mean=pd.eta.mean(axis=1), anom=anomalies(pd.eta),
-               noise_var=effective_noise_var(scale=pd.scale, nu=pd.nu), scale=np.asarray(pd.scale), nu=pd.nu,
-               shift=pd.log_shift, y=log_target(delta, pd.log_shift), delta=delta)
-
-    sug_curve, sug_rows = run_strategy(r, pick=suggest_pick(r, args.batch), steps=args.steps, batch=args.batch,
-                                       seed=args.seed)
-    randoms = []
-    for k in range(args.random_seeds):
-        curve, picked = run_strategy(r, pick=random_pick(np.random.default_rng(1000 + k)), steps=args.steps,
-                                     batch=args.batch, seed=args.seed)
-        randoms.append({"seed": 1000 + k, "curve": curve, "rows": picked})
-    keys = ("mdae", "crps", "crps_log", "cov90", "crps_collapsed", "crps_rest")
-    final = {key: float(np.mean([c["curve"][-1][key] for c in randoms])) for key in keys}
-    result = {
-        "command": " ".join(["python", *sys.argv]), "family": args.family, "fit": args.fit, **fit_provenance(fit),
-        "fit_draws": int(pd.eta.shape[1]), "n_test": n_test, "n_pool": pool.height, "batch": args.batch,
-        "steps": args.steps, "split_seed": args.seed,
-        "update": "Gaussian (ensemble square-root Kalman) update of the draws of eta = ln(mu + shift); "
-                  "noise parameters fixed; observation noise: effective_noise_var",
-        "suggest": {"curve": sug_curve, "rows": sug_rows},
-        "random": randoms,
-        "summary": {
-            "test_rows_collapsed": int((delta[:n_test] >= COLLAPSE).sum()),
-            "start": {k: sug_curve[0][k] for k in keys},
-            "random_final_mean": final,
-            "suggest_final": {k: sug_curve[-1][k] for k in keys},
-            "runs": args.batch * args.steps,
-            "suggest_runs_to_random_final": {k: runs_to_reach(sug_curve, final[k], k) for k in keys if k != "cov90"},
-            "random_seeds_beaten_at_final": {
-                k: int(sum(sug_curve[-1][k] < c["curve"][-1][k] for c in randoms)) for k in keys if k != "cov90"},
-        },
-        "suggested_runs": pool[sug_rows].select("model", "method", "w_bits", "group_size", "eval_set",
-                                                "delta").to_dicts(),
-    }
+    main_split = replay_split(fit, rows, args, seed=args.seed)
+    test, pool = main_split.test, main_split.pool
+    result = {"command": " ".join(["python", *sys.argv]), "family": args.family, "fit": args.fit,
+              **fit_provenance(fit), **main_split.record}
+    if args.splits > 1:  # further random splits of the family's rows: summaries only
+        result["splits"] = [{"split_seed": args.seed, **result["summary"]}] + [
+            {"split_seed": k, **replay_split(fit, rows, args, seed=k).record["summary"]}
+            for k in range(args.seed + 1, args.seed + args.splits)]
     if args.refit:
         train = everything.filter(pl.col("family") != args.family)
-        checks = {"suggest": sug_rows, **{f"random_{r['seed']}": r["rows"] for r in randoms[:args.refit_random]}}
+        checks = {"suggest": result["suggest"]["rows"],
+                  **{f"random_{r['seed']}": r["rows"] for r in result["random"][:args.refit_random]}}
         result["refit_check"] = [
             {"runs": n, "strategy": name, "kalman": next(c for c in curve_of(result, name) if c["runs"] == n),
              "refit": refit_scores(train, pool[picked[:n]], test, fit.spec, draws=args.refit_draws, seed=args.seed)}
             for n in (args.refit_at or [args.batch * args.steps]) for name, picked in checks.items()]
     result["wall_s"] = round(time.time() - t0, 1)
     print(json.dumps(result["summary"], indent=1))
+    for split in result.get("splits", []):
+        print(f"split {split['split_seed']}: MdAE start {split['start']['mdae']:.3f}, random "
+              f"{split['random_final_mean']['mdae']:.3f}, suggest {split['suggest_final']['mdae']:.3f}")
     if "refit_check" in result:
         print(json.dumps(result["refit_check"], indent=1))
     if args.json:
