@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import polars as pl
 import pytest
@@ -234,7 +236,8 @@ def test_suggest_cli_crosses_a_grid_with_a_manifest(small_fit_path, files, tmp_p
     assert set(table["eval_set"]) == {"shakespeare", "pystdlib"} and (table["eval_tokens"] == 2048).all()
 
 
-@pytest.mark.parametrize("case", ["missing", "misspelt_own", "budget", "empty", "targets_missing"])
+@pytest.mark.parametrize("case", ["missing", "misspelt_own", "budget", "empty", "targets_missing", "models_missing",
+                                  "negative_weight"])
 def test_suggest_cli_refuses_bad_input_and_writes_nothing(case, small_fit_path, files, tmp_path, cli):
     out = tmp_path / "ranked.csv"
     targets, cands, extra = TARGETS, CANDIDATES, []
@@ -248,14 +251,24 @@ def test_suggest_cli_refuses_bad_input_and_writes_nothing(case, small_fit_path, 
         extra, message = ["--budget-gpu-hours", 0], "--budget-gpu-hours must be > 0, got 0"
     elif case == "empty":
         message = "no candidate runs"
-    else:
+    elif case == "targets_missing":
         targets = [{k: v for k, v in t.items() if k != "family"} | {"familly": "OPT"} for t in TARGETS]
         message = r"targets.csv: missing column 'family' \(did you mean 'familly'\?\)"
+    elif case == "models_missing":
+        from helpers import ROOT
+
+        models = files("models.csv", [{"path": "m/zeta-1b", "family": "Zeta", "params": 1.0}])
+        extra = ["--grid", ROOT / "collectors" / "tiny.toml", "--models", models]
+        message = r"models.csv: missing column 'params_b' \(did you mean 'params'\?\)"
+    else:
+        targets = [{**t, "weight": w} for t, w in zip(TARGETS, (1.0, -2.0))]
+        message = r"targets.csv: column 'weight' must hold numbers >= 0 \(rows \[2\]\)"
     cand_path = files("cands.csv", cands)
     if case == "empty":
         pl.DataFrame(schema={c: pl.String for c in CANDIDATES[0]}).write_csv(cand_path)
-    r = cli("suggest", "--targets", files("targets.csv", targets), "--candidates", cand_path, "--fit", small_fit_path,
+    source = [] if case == "models_missing" else ["--candidates", cand_path]
+    r = cli("suggest", "--targets", files("targets.csv", targets), *source, "--fit", small_fit_path,
             "--output", out, *extra)
     assert r.code == 2
-    assert "error:" in r.err and pytest.importorskip("re").search(message, r.err), r.err
+    assert "error:" in r.err and re.search(message, r.err), r.err
     assert not out.exists() and not list(tmp_path.glob(".ranked.csv.*"))
