@@ -19,6 +19,7 @@ COMMANDS = {
     "validate": "qbayes.cli.validate:validate",
     "predict": "qbayes.cli.predict:predict",
     "choose": "qbayes.cli.choose:choose",
+    "suggest": "qbayes.cli.suggest:suggest",
     "report": "qbayes.cli.report:report",
     "collect": "qbayes.cli.collect:collect",
     "zoo": "qbayes.cli.zoo:zoo",
