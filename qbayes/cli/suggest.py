@@ -6,18 +6,12 @@ from pathlib import Path
 
 import click
 
+from qbayes.cli.options import fit_option, load_fit
 from qbayes.cli.predict import SUFFIXES, _read_queries, _write_atomic
 from qbayes.errors import QBayesError
 from qbayes.model.gpucost import DEVICE_TFLOPS, REFERENCE_DEVICE
 
 SHOWN = 20  # chosen runs printed; the output file has them all
-
-
-def _fit_path(fit_path: str | None) -> str:
-    """The fit to rank with: --fit, else the shipped posterior (none ships yet)."""
-    if fit_path is None:
-        raise QBayesError("give --fit (a fit file from `qbayes fit`): no posterior ships with qbayes yet")
-    return fit_path
 
 
 @click.command()
@@ -31,7 +25,7 @@ def _fit_path(fit_path: str | None) -> str:
               help="or: a collection grid (collectors/NAME.toml) crossed with --models")
 @click.option("--models", "models_path", type=click.Path(),
               help="collection manifest (path, family, name) with params_b (optional: train_tokens_b, arch)")
-@click.option("--fit", "fit_path", type=click.Path(), help="fit file from `qbayes fit`")
+@fit_option
 @click.option("--budget-gpu-hours", type=float, help="GPU hours the chosen runs may use together")
 @click.option("--top", type=click.IntRange(1), help="at most this many runs chosen "
               "(default: as many as the budget allows, or 10 without a budget)")
@@ -51,7 +45,6 @@ def suggest(targets_path, candidates_path, grid_path, models_path, fit_path, bud
     the batch is chosen greedily, each choice discounting what later runs would repeat."""
     import polars as pl
 
-    from qbayes.model import fitfile
     from qbayes.model.suggest import (CANDIDATE_COLUMNS, DEFAULT_RUNS, TARGET_COLUMNS, candidate_costs,
                                       grid_candidates, rank, ranking_table, runs_table, target_weights)
 
@@ -83,7 +76,7 @@ def suggest(targets_path, candidates_path, grid_path, models_path, fit_path, bud
     candidates = runs_table(raw, where=where, own=CANDIDATE_COLUMNS)
     costs = candidate_costs(raw, candidates, where=where, device=device)
     max_runs = top if top is not None or budget_gpu_hours is not None else DEFAULT_RUNS
-    fit = fitfile.load(_fit_path(fit_path))
+    fit = load_fit(fit_path)
     if targets["source"].is_null().all() and candidates["source"].is_null().all():
         click.echo("targets and candidates without a source share one new-study effect, so every run also "
                    "teaches about it; give the candidates a source (e.g. your lab's) if the targets are other "
@@ -108,8 +101,8 @@ def _progress():
 
 
 def _label(r: dict) -> str:
-    if r.get("format"):
-        return f"{r['model']} {r['method']} {r['format']} on {r['eval_set']}"
+    if r.get("grid_config"):
+        return f"{r['model']} {r['method']} {r['grid_config']} on {r['eval_set']}"
     group = "per-channel" if r["group_size"] in (None, "") else f"g{r['group_size']}"
     return f"{r['model']} {r['method']} w{r['w_bits']} {group} on {r['eval_set']}"
 

@@ -130,10 +130,12 @@ def grid_candidates(grid: Grid, models: pl.DataFrame, *, where: str) -> pl.DataF
         for spec in m.formats:
             f = parse_format(spec)
             for ev in grid.eval.sets:
-                rows.append({"method": GRID_METHOD_LABELS.get(m.name, m.name), "format": f.label, "w_kind": f.kind,
+                rows.append({"method": GRID_METHOD_LABELS.get(m.name, m.name), "grid_config": f.label, "w_kind": f.kind,
                              "w_bits": float(f.bits), "group_size": f.group_size, "eval_set": ev,
                              "eval_tokens": float(grid.eval.tokens)})
-    configs = pl.DataFrame(rows, schema={"method": pl.String, "format": pl.String, "w_kind": pl.String,
+    # grid_config: the collection grid's label (int4-g32-asym), kept so that twins stay apart; not a
+    # query `format` column, whose names (data/formats.csv) would set the method
+    configs = pl.DataFrame(rows, schema={"method": pl.String, "grid_config": pl.String, "w_kind": pl.String,
                                          "w_bits": pl.Float64, "group_size": pl.Int64, "eval_set": pl.String,
                                          "eval_tokens": pl.Float64})
     return base.join(configs, how="cross").unique(maintain_order=True)
