@@ -22,12 +22,16 @@ def table() -> pl.DataFrame:
     return training_table(store.load(SHIPPED_DB), rows="published")
 
 
+def _fit_two_families(tmp_path_factory, table, model: str, name: str):
+    """``model`` fitted to OPT and LLaMA-1 rows (wikitext2 only), saved as ``name``."""
+    sub = table.filter(pl.col("family").is_in(["OPT", "LLaMA-1"]) & (pl.col("eval_set") == "wikitext2"))
+    return fitfile.save(fit_table(sub, load_spec(model), SMALL), tmp_path_factory.mktemp("fit") / name)
+
+
 @pytest.fixture(scope="session")
 def small_fit_path(tmp_path_factory, table):
-    """Hierarchical model fitted to OPT and LLaMA-1 rows (wikitext2 only), saved."""
-    sub = table.filter(pl.col("family").is_in(["OPT", "LLaMA-1"]) & (pl.col("eval_set") == "wikitext2"))
-    fit = fit_table(sub, load_spec("hierarchical"), SMALL)
-    return fitfile.save(fit, tmp_path_factory.mktemp("fit") / "small.nc")
+    """The default model on two families, saved."""
+    return _fit_two_families(tmp_path_factory, table, "hierarchical", "small.nc")
 
 
 @pytest.fixture(scope="session")
@@ -40,9 +44,7 @@ def arch_fit_path(tmp_path_factory, table):
     """The comparison model with block-design effects (hierarchical-v1) on the same rows as
     small_fit, for what only a model with designs does: designs of unseen families, ln D
     within designs, families nested in designs."""
-    sub = table.filter(pl.col("family").is_in(["OPT", "LLaMA-1"]) & (pl.col("eval_set") == "wikitext2"))
-    fit = fit_table(sub, load_spec("hierarchical-v1"), SMALL)
-    return fitfile.save(fit, tmp_path_factory.mktemp("fit") / "arch.nc")
+    return _fit_two_families(tmp_path_factory, table, "hierarchical-v1", "arch.nc")
 
 
 @pytest.fixture(scope="session")
