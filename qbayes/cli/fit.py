@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 
 from qbayes.cli.options import database_options, load_databases
@@ -30,13 +32,16 @@ DEFAULTS = SampleConfig()  # one source for the sampling defaults
 @click.option("--target-accept", type=click.FloatRange(0.5, 0.999), default=DEFAULTS.target_accept, show_default=True,
               help="NUTS target acceptance: higher means smaller steps, fewer divergences, slower")
 @click.option("--allow-bad-fit", is_flag=True, help="save and exit 0 even if convergence checks fail")
+@click.option("--rows", type=click.Choice(["published", "collected", "all"]), default=None,
+              help="which database rows to fit: published, collected by `qbayes collect`, or all together "
+              "[default: the model spec's `rows`]")
 @click.option("--prior-check", is_flag=True, help="run a prior predictive check instead of fitting")
 @click.option("--ship", is_flag=True,
               help=f"also write the shipped posterior, data/{SHIPPED_FIT} of this checkout: the default model's fit "
               f"of the shipped database thinned to {SHIP_DRAWS} single-precision draws, which predict, choose and "
               "report use without --fit")
 def fit(data, exclude_family, include_suspect, model_name, out, draws, tune, chains, seed, sampler, target_accept,
-        allow_bad_fit, prior_check, ship):
+        allow_bad_fit, rows, prior_check, ship):
     """Fit a hierarchical model of quantization degradation (no GPU, no torch)."""
     from rich.console import Console
 
@@ -46,14 +51,16 @@ def fit(data, exclude_family, include_suspect, model_name, out, draws, tune, cha
     from qbayes.model.spec import load_spec
 
     console = Console(stderr=True)
-    if ship and (data or exclude_family or include_suspect or model_name != DEFAULT_MODEL):
+    if ship and (data or exclude_family or include_suspect or rows or model_name != DEFAULT_MODEL):
         raise QBayesError(f"--ship writes the posterior qbayes ships: the {DEFAULT_MODEL} model on the shipped "
-                          "database, so it takes no --data, --exclude-family, --include-suspect or --model")
+                          "database, so it takes no --data, --exclude-family, --include-suspect, --rows or --model")
     ship_to = CHECKOUT / "data" / SHIPPED_FIT
     if ship and not ship_to.parent.is_dir():
         raise QBayesError(f"--ship writes into the checkout's data/ folder, and {ship_to.parent} is not there: "
                           "run it from a clone of the qbayes repository")
     spec = load_spec(model_name)
+    if rows is not None:  # the spec says which rows it is for; this fits it to others (its hash changes)
+        spec = dataclasses.replace(spec, rows=rows)
     db = load_databases(data)
     if prior_check:
         _prior_check(db, spec, seed)

@@ -85,8 +85,10 @@ def prior_predictive(db: Database, spec: ModelSpec, *, draws: int = 500, seed: i
     model = build_model(spec, encode(df, enc), enc, None)
     with model:
         idata = pm.sample_prior_predictive(draws=draws, random_seed=seed)
-    name = "log_delta" if "log_delta" in idata.prior_predictive else "delta"
-    sim = idata.prior_predictive[name].values.reshape(draws, -1)
+    # the likelihood is unobserved here, so PyMC puts its draws with the other free variables
+    groups = [idata.prior_predictive, idata.prior]
+    name = next(n for n in ("log_delta", "delta") if any(n in g for g in groups))
+    sim = next(g for g in groups if name in g)[name].values.reshape(draws, -1)
     if name == "log_delta":
         sim = np.exp(sim) - spec.log_shift
     return {"simulated": sim, "observed": df.get_column("delta").to_numpy()}

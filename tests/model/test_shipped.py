@@ -81,3 +81,13 @@ def test_fit_ship_refuses_anything_but_the_default_model_on_the_shipped_data(shi
     r = cli("fit", "--ship", *args, "--out", tmp_path / "x.nc")
     assert r.code == 2 and "--ship writes the posterior qbayes ships" in r.err
     assert path.read_bytes() == before and not (tmp_path / "x.nc").exists()
+
+
+def test_fit_rows_all_takes_published_and_collected_rows_together(cli):
+    """--rows overrides the spec's rows: the prior check runs on every row with a baseline."""
+    db = store.load(resources.database_dir())
+    n_all = training_table(db, rows="all").height
+    assert n_all > training_table(db, rows="published").height
+    r = cli("fit", "--rows", "all", "--prior-check")
+    assert r.code == 0, r.err
+    assert f"x {n_all} rows)" in r.out
