@@ -88,7 +88,11 @@ def read_table(path: Path, table: Table) -> pl.DataFrame:
     if found is not None and found != table.name:
         raise QBayesError(f"{path}: holds table '{found}', expected '{table.name}'")
     added = [table.column(c) for c in ADDED_COLUMNS.get(table.name, ()) if c not in df.columns]
-    return df.with_columns(pl.lit(None, dtype=c.dtype).alias(c.name) for c in added) if added else df
+    if not added:
+        return df
+    # the added columns take their place in the schema's order, as in a file written today
+    df = df.with_columns(pl.lit(None, dtype=c.dtype).alias(c.name) for c in added)
+    return df.select(*[c for c in table.names if c in df.columns], *[c for c in df.columns if c not in table.names])
 
 
 def load(path: str | os.PathLike, *, validate: bool = True) -> Database:
