@@ -21,19 +21,19 @@ def table(paths: list[str]) -> str:
         name = SCHEMES.get(v["settings"].get("scheme", "lofo"), "?")
         head += [f"{name}: MdAE", "MdAE ≥ 3 bits", "90% cov.", "CRPS"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    best = [({k: min(r[k] for r in v["overall"]) for k in ("mdae", "crps")},
+             min((r["mdae"] for r in v["overall_3bits"]), default=None)) for v in vals]
+
+    def bold(x: float, b) -> str:
+        return f"**{x:.4f}**" if b is not None and x == b else f"{x:.4f}"
+
     for model in vals[0]["models"]:
         cells = [model]
-        for v in vals:
+        for v, (b, b3) in zip(vals, best):
             all_rows = {r["model"]: r for r in v["overall"]}[model]
             three = {r["model"]: r for r in v["overall_3bits"]}.get(model, {})
-            best = {k: min(r[k] for r in v["overall"]) for k in ("mdae", "crps")}
-            best3 = min(r["mdae"] for r in v["overall_3bits"]) if v["overall_3bits"] else None
-
-            def bold(x: float, b) -> str:
-                return f"**{x:.4f}**" if b is not None and x == b else f"{x:.4f}"
-
-            cells += [bold(all_rows["mdae"], best["mdae"]), bold(three.get("mdae", float("nan")), best3),
-                      f"{all_rows['cov90']:.3f}", bold(all_rows["crps"], best["crps"])]
+            cells += [bold(all_rows["mdae"], b["mdae"]), bold(three.get("mdae", float("nan")), b3),
+                      f"{all_rows['cov90']:.3f}", bold(all_rows["crps"], b["crps"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

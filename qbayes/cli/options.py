@@ -7,8 +7,8 @@ import functools
 
 import click
 
-from qbayes.errors import QBayesError
 from qbayes import resources
+from qbayes.errors import QBayesError
 
 
 def database_options(f):
