@@ -23,7 +23,7 @@ import torch  # noqa: E402
 
 from qbayes.collect import protocol  # noqa: E402
 from qbayes.collect.evaluate import evaluate  # noqa: E402
-from qbayes.collect.formats import parse_format  # noqa: E402
+from qbayes.formats import parse_format  # noqa: E402
 from qbayes.collect.methods.base import QuantizeJob  # noqa: E402
 from qbayes.collect.methods.rtn_method import RTN  # noqa: E402
 from qbayes.collect.modelio import load_model  # noqa: E402

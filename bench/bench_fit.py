@@ -17,9 +17,9 @@ import numpy as np
 import polars as pl
 
 from qbayes.db import store
-from qbayes.model.design import query_table
+from qbayes.model.queries import query_table
 from qbayes.model.fit import FitOptions, fit_database
-from qbayes.model.predict import predict_table
+from qbayes.model.predict import Predictor
 from qbayes.model.samplers import SampleConfig
 from qbayes.model.spec import load_spec
 
@@ -38,10 +38,10 @@ def bench_fit(samplers, draws, tune, chains, seed):
         fit = fit_database(db, spec, FitOptions(sampler=name, sample=SampleConfig(
             draws=draws, tune=tune, chains=chains, seed=seed, progress=False)))
         wall = time.perf_counter() - t0
-        c = fit.attrs["convergence"]
-        rows.append({"sampler": name, "wall_s": wall, "compile_s": fit.attrs["compile_s"],
-                     "min_ess_bulk": c["min_ess_bulk"], "ess_per_s": c["min_ess_bulk"] / wall,
-                     "max_rhat": c["max_rhat"], "divergences": c["divergences"]})
+        c = fit.info.convergence
+        rows.append({"sampler": name, "wall_s": wall, "compile_s": fit.info.compile_s,
+                     "min_ess_bulk": c.min_ess_bulk, "ess_per_s": c.min_ess_bulk / wall,
+                     "max_rhat": c.max_rhat, "divergences": c.divergences})
         fits[name] = fit
     df = pl.DataFrame(rows)
     if "pymc" in df["sampler"].to_list():
@@ -65,7 +65,7 @@ def bench_predict(fit, n=100_000, draws=1000, seed=0):
     })
     t0 = time.perf_counter()
     table = query_table(q)
-    pred = predict_table(fit, table, n_draws=draws, seed=seed)
+    pred = Predictor(fit, n_draws=draws, seed=seed).predict(table)
     return time.perf_counter() - t0, pred.height
 
 

@@ -39,14 +39,15 @@ FIXED_SD = 0.3
 
 def build(spec_name: str = "hierarchical"):
     from qbayes.db import store
-    from qbayes.model.build import build_model
-    from qbayes.model.design import encode, training_table
+    from qbayes.model.graph import build_model
+    from qbayes.model.covariates import covariates
+    from qbayes.model.table import training_table
     from qbayes.model.fit import prepare
     from qbayes.model.spec import load_spec
 
     spec = load_spec(spec_name)
     df, enc = prepare(training_table(store.load("data"), rows=spec.rows), spec)
-    return build_model(spec, encode(df, enc), enc, df.get_column("delta").to_numpy())
+    return build_model(spec, covariates(enc.read(df)), enc, df.get_column("delta").to_numpy())
 
 
 def variant_model(model, variant: str):

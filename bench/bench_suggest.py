@@ -49,7 +49,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from qbayes.model import fitfile
-    from qbayes.model.suggest import candidate_costs, rank, runs_table
+    from qbayes.model.predict import Predictor
+    from qbayes.suggest.ranking import candidate_costs, rank, runs_table
 
     everything = grid()
     rng = np.random.default_rng(0)
@@ -67,7 +68,7 @@ def main() -> None:
     costs = candidate_costs(cands_raw, cands, where="candidates")
     times["tables and costs"] = time.perf_counter() - t
     t = time.perf_counter()
-    r = rank(fit, targets, cands, costs=costs, budget=args.budget, n_draws=args.draws)
+    r = rank(Predictor(fit, n_draws=args.draws), targets, cands, costs=costs, budget=args.budget)
     times["rank (draws, Gaussian, greedy)"] = time.perf_counter() - t
     times["total in process"] = time.perf_counter() - t0
     sel = r.selection

@@ -10,7 +10,7 @@ absolute error of delta, CRPS, 90% coverage) after each step.
 
 The update is not a refit (a fit per step and strategy would take hours here): it is the
 Gaussian (Kalman) update that suggest itself assumes, applied to the posterior draws of
-eta = ln(mu + shift) of the test and pool rows (qbayes.model.suggest.observe; an ensemble
+eta = ln(mu + shift) of the test and pool rows (qbayes.suggest.ranking.observe; an ensemble
 square-root Kalman filter). The noise parameters are not updated. ``--refit`` checks it:
 after the last step it refits the model to the training data plus the rows chosen by
 suggest and by the first random seeds (``--refit-at``: after other numbers of runs too),
@@ -22,6 +22,8 @@ and scores the test rows from those fits.
 
 from __future__ import annotations
 
+import dataclasses
+
 import argparse
 import json
 import sys
@@ -31,15 +33,17 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from qbayes.model.predict import Predictor
 from qbayes.db import store
 from qbayes.jsonsafe import json_safe
 from qbayes.model import fitfile
-from qbayes.model.build import log_target
-from qbayes.model.crossval import QGRID, crps, scores
-from qbayes.model.design import STANDARD, family_tokens, training_table
-from qbayes.model.gpucost import Costs
+from qbayes.model.graph import log_target
+from qbayes.evaluation.crossval import QGRID, crps, scores
+from qbayes.model.encoding import family_tokens
+from qbayes.model.table import STANDARD, training_table
+from qbayes.suggest.gpucost import Costs
 from qbayes.model.predict import DELTA_MAX, delta_draws, draws_from_fit, row_quantiles
-from qbayes.model.suggest import anomalies, effective_noise_var, greedy, observe, predictor_draws
+from qbayes.suggest.ranking import anomalies, effective_noise_var, greedy, observe, predictor_draws
 
 
 COLLAPSE = 3.0  # nats: a perplexity ratio of 20, a broken model
@@ -131,12 +135,10 @@ def runs_to_reach(curve: list[dict], level: float, key: str) -> int | None:
 
 def fit_provenance(fit) -> dict:
     """What the starting fit was: model, rows, how it was sampled and how well it converged."""
-    conv = fit.attrs.get("convergence", {})
-    conv = json.loads(conv) if isinstance(conv, str) else conv
-    sample = fit.attrs.get("sample_config", {})
-    return {"fit_model": fit.spec.name, "fit_rows": fit.data.height, "fit_command": fit.attrs.get("command"),
-            "fit_sampling": json.loads(sample) if isinstance(sample, str) else sample,
-            "fit_convergence": {k: conv.get(k) for k in ("max_rhat", "min_ess_bulk", "divergences")}}
+    conv = fit.info.convergence
+    return {"fit_model": fit.spec.name, "fit_rows": fit.data.height, "fit_command": fit.info.command,
+            "fit_sampling": dataclasses.asdict(fit.info.sample_config),
+            "fit_convergence": {k: getattr(conv, k) for k in ("max_rhat", "min_ess_bulk", "divergences")}}
 
 
 def curve_of(result: dict, name: str) -> list[dict]:
@@ -152,13 +154,11 @@ def refit_scores(train: pl.DataFrame, added: pl.DataFrame, test: pl.DataFrame, s
     opts = FitOptions(sample=SampleConfig(draws=draws, tune=draws, chains=2, seed=seed, progress=False))
     t0 = time.time()
     fit = fit_table(pl.concat([train, added], how="vertical_relaxed"), spec, opts)
-    from qbayes.model.design import encode
-
-    d = draws_from_fit(fit, n=None, seed=seed)
-    delta = delta_draws(fit, encode(test, fit.encoding), d, rng=np.random.default_rng(seed + 1))
+    predictor = Predictor(fit, n_draws=None, seed=seed)
+    delta = predictor.delta(predictor.prepare(test))
     out = graded_scores(test.get_column("delta").to_numpy(), row_quantiles(delta, QGRID), spec.log_shift)
     out["fit_s"] = round(time.time() - t0, 1)
-    out["max_rhat"] = fit.attrs["convergence"]["max_rhat"]
+    out["max_rhat"] = fit.info.convergence.max_rhat
     return out
 
 
@@ -211,7 +211,7 @@ def replay_split(fit, rows: pl.DataFrame, args, *, seed: int) -> Split:
     n_test = int(round(args.test_share * rows.height))
     test, pool = rows[perm[:n_test]], rows[perm[n_test:]]
     table = pl.concat([test, pool]).select(list(STANDARD))
-    pd = predictor_draws(fit, table, n_draws=args.draws, seed=seed)
+    pd = predictor_draws(Predictor(fit, n_draws=args.draws, seed=seed), table)
     delta = pl.concat([test, pool]).get_column("delta").to_numpy()
     r = Replay(n_test=n_test, mean=pd.eta.mean(axis=1), anom=anomalies(pd.eta),
                noise_var=effective_noise_var(scale=pd.scale, nu=pd.nu), scale=np.asarray(pd.scale), nu=pd.nu,

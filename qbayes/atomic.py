@@ -5,6 +5,7 @@ A reader never sees a half-written file, and a failed write leaves nothing behin
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,8 +34,6 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Like :func:`atomic_path` for a directory: yield an empty temporary directory beside
     ``path``; on success it replaces ``path`` (an old ``path`` is removed first), on
     failure it is removed and ``path`` is untouched."""
-    import shutil
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))

@@ -95,8 +95,9 @@ def choose(fit_path, budget_gb, candidate_specs, candidates_path, family, train_
     import polars as pl
 
     from qbayes.model.choose import choose as rank_options
-    from qbayes.model.respell import describe, respell
-    from qbayes.named_formats import lookup_all, method_hints
+    from qbayes.model.predict import Predictor
+    from qbayes.model.respell import describe
+    from qbayes.db.named_formats import lookup_all, method_hints
 
     out = Path(output_path) if output_path else None
     if out is not None and out.suffix not in SUFFIXES:
@@ -115,12 +116,11 @@ def choose(fit_path, budget_gb, candidate_specs, candidates_path, family, train_
     if not formats or w_bits or group_sizes:  # the method x bits x group grid, with its defaults
         w_bits, group_sizes = w_bits or DEFAULT_BITS, group_sizes or DEFAULT_GROUPS
         methods = methods or DEFAULT_METHODS
-    fit = load_fit(fit_path)
-    table = rank_options(fit, cands, budget_gb=budget_gb, methods=methods, w_bits=w_bits,
+    predictor = Predictor(load_fit(fit_path), n_draws=draws, seed=seed)
+    table = rank_options(predictor, cands, budget_gb=budget_gb, methods=methods, w_bits=w_bits,
                          group_sizes=[_group_size(g) for g in group_sizes], formats=formats, eval_set=eval_set,
-                         include_fp16=not no_fp16, overhead_gb=overhead_gb, context=context, n_draws=draws,
-                         seed=seed)
-    for line in describe(respell(table, fit.encoding.levels)[1]):
+                         include_fp16=not no_fp16, overhead_gb=overhead_gb, context=context)
+    for line in describe(predictor.respelled):
         click.echo(line, err=True)
     for line in method_hints(table.filter(pl.col("new_method"))["method"]):
         click.echo(line, err=True)

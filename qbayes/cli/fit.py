@@ -73,12 +73,12 @@ def fit(data, exclude_family, include_suspect, model_name, out, draws, tune, cha
     console.print(f"fitting model [bold]{spec.name}[/bold] (spec {spec.hash}) with {sampler}: "
                   f"{chains} chains x ({tune} tune + {draws} draws), seed {seed}")
     result = fit_database(db, spec, opts)
-    conv = Convergence(**result.attrs["convergence"])
+    info = result.info
+    conv = info.convergence
     path = fitfile.save(result, out or f"fits/{spec.name}.nc")
-    click.echo(f"rows fitted: {result.attrs['n_rows']} | compile {result.attrs['compile_s']:.1f} s, "
-               f"sampling {result.attrs['sample_s']:.1f} s")
+    click.echo(f"rows fitted: {info.n_rows} | compile {info.compile_s:.1f} s, sampling {info.sample_s:.1f} s")
     click.echo(f"convergence: {conv.line()}")
-    click.echo(f"saved {path} (data {result.attrs['data_hash']}, spec {spec.hash})")
+    click.echo(f"saved {path} (data {info.data_hash}, spec {spec.hash})")
     if not conv.ok:
         msg = "fit failed convergence checks: " + "; ".join(conv.failures)
         if allow_bad_fit and not ship:

@@ -9,9 +9,6 @@ import click
 from qbayes.cli.options import fit_option, load_fit
 from qbayes.errors import QBayesError
 
-OUTPUT_COLUMNS = ("ppl_q05", "ppl_q25", "ppl_q50", "ppl_q75", "ppl_q95", "ppl_mean", "delta_q50",
-                  "new_family", "new_arch", "new_method", "new_eval_set", "new_w_kind", "tokens_imputed",
-                  "block_design", "block_design_from", "train_tokens_b_used", "train_tokens_from")
 SUFFIXES = (".csv", ".parquet")
 
 
@@ -64,12 +61,12 @@ def predict(fit_path, input_path, output_path, family, model_name, params_b, tra
     """Predict quantized perplexity with intervals, from a file of queries or one query given by flags."""
     import polars as pl
 
-    from qbayes.model.design import QUERY_OPTIONAL, extra_query_columns, query_table
-    from qbayes.model.predict import predict_table
-    from qbayes.model.respell import describe, respell
-    from qbayes.named_formats import COLUMN as FORMAT
-    from qbayes.named_formats import expand as expand_formats
-    from qbayes.named_formats import method_hints
+    from qbayes.model.predict import OUTPUT_COLUMNS, Predictor
+    from qbayes.model.queries import QUERY_OPTIONAL, extra_query_columns, query_table
+    from qbayes.model.respell import describe
+    from qbayes.db.named_formats import COLUMN as FORMAT
+    from qbayes.db.named_formats import expand as expand_formats
+    from qbayes.db.named_formats import method_hints
 
     if input_path:
         if not output_path:
@@ -110,10 +107,11 @@ def predict(fit_path, input_path, output_path, family, model_name, params_b, tra
                           "queries (is this a predictions file?)")
     if extra:
         click.echo(f"not used for prediction, returned as given: {', '.join(extra)}", err=True)
-    fit = load_fit(fit_path)
-    for line in describe(respell(queries, fit.encoding.levels)[1]):
+    predictor = Predictor(load_fit(fit_path), n_draws=draws, seed=seed)
+    rows = predictor.prepare(queries)
+    for line in describe(list(rows.read.respelled)):
         click.echo(line, err=True)
-    pred = predict_table(fit, queries, n_draws=draws, seed=seed)
+    pred = predictor.predict(rows)
     for line in method_hints(queries.filter(pred["new_method"])["method"]):
         click.echo(line, err=True)
     result = pl.concat([raw, pred.select(OUTPUT_COLUMNS)], how="horizontal")

@@ -9,7 +9,7 @@ import click
 from qbayes.cli.options import fit_option, load_fit
 from qbayes.cli.predict import SUFFIXES, _read_queries, _write_atomic
 from qbayes.errors import QBayesError
-from qbayes.model.gpucost import DEVICE_TFLOPS, REFERENCE_DEVICE
+from qbayes.suggest.gpucost import DEVICE_TFLOPS, REFERENCE_DEVICE
 
 SHOWN = 20  # chosen runs printed; the output file has them all
 
@@ -45,7 +45,8 @@ def suggest(targets_path, candidates_path, grid_path, models_path, fit_path, bud
     the batch is chosen greedily, each choice discounting what later runs would repeat."""
     import polars as pl
 
-    from qbayes.model.suggest import (CANDIDATE_COLUMNS, DEFAULT_RUNS, TARGET_COLUMNS, candidate_costs,
+    from qbayes.model.predict import Predictor
+    from qbayes.suggest.ranking import (CANDIDATE_COLUMNS, DEFAULT_RUNS, TARGET_COLUMNS, candidate_costs,
                                       grid_candidates, rank, ranking_table, runs_table, target_weights)
 
     out = Path(output_path)
@@ -76,15 +77,15 @@ def suggest(targets_path, candidates_path, grid_path, models_path, fit_path, bud
     candidates = runs_table(raw, where=where, own=CANDIDATE_COLUMNS)
     costs = candidate_costs(raw, candidates, where=where, device=device)
     max_runs = top if top is not None or budget_gpu_hours is not None else DEFAULT_RUNS
-    fit = load_fit(fit_path)
+    predictor = Predictor(load_fit(fit_path), n_draws=draws, seed=seed)
     if targets["source"].is_null().all() and candidates["source"].is_null().all():
         click.echo("targets and candidates without a source share one new-study effect, so every run also "
                    "teaches about it; give the candidates a source (e.g. your lab's) if the targets are other "
                    "studies' numbers", err=True)
     with _progress() as bar:
         task = bar.add_task("choosing runs", total=None)
-        ranking = rank(fit, targets, candidates, costs=costs, weights=weights, budget=budget_gpu_hours,
-                       max_runs=max_runs, n_draws=draws, seed=seed,
+        ranking = rank(predictor, targets, candidates, costs=costs, weights=weights, budget=budget_gpu_hours,
+                       max_runs=max_runs,
                        progress=lambda done, total: bar.update(task, completed=done, total=total))
     table = ranking_table(raw, ranking)
     _write_atomic(table, out)

@@ -43,9 +43,9 @@ def validate(data, exclude_family, include_suspect, models, baselines, scheme, f
     from rich.console import Console
     from rich.table import Table
 
-    from qbayes.model import crossval
-    from qbayes.model.baselines import BASELINES
-    from qbayes.model.design import training_table
+    from qbayes.evaluation import crossval
+    from qbayes.evaluation.baselines import BASELINES
+    from qbayes.model.table import training_table
     from qbayes.model.fit import FitOptions
     from qbayes.model.spec import load_spec
 

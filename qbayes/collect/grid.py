@@ -11,7 +11,7 @@ cache) is the run's business (``Grid.text_files``, from ``--eval-text``/``--cali
 and the preflight), not the grid file's.
 
 Method tables (``[methods.NAME]``) hold ``formats`` (spec strings, see
-:mod:`qbayes.collect.formats`; a spec that does not parse, such as ``int9``, fails as its
+:mod:`qbayes.formats`; a spec that does not parse, such as ``int9``, fails as its
 own configuration while the others run), optionally ``calib`` (a subset of
 ``calibration.sets``) and method-specific options, which the method itself parses into
 its own options dataclass (see :mod:`qbayes.collect.methods`).

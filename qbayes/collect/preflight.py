@@ -24,7 +24,7 @@ from pathlib import Path
 from qbayes.collect import corpora, methods, texts
 from qbayes.collect.corpora import TextFile
 from qbayes.collect.executors.base import CollectRequest
-from qbayes.collect.formats import parse_format
+from qbayes.formats import parse_format
 from qbayes.collect.grid import Grid, build_options
 from qbayes.collect.modelio import TOKENIZER_FILES, check_model_dir, skeleton
 from qbayes.errors import QBayesError

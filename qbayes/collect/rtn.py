@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from qbayes.collect.formats import MX_BLOCK, Format
+from qbayes.formats import MX_BLOCK, Format
 
 # QLoRA's NormalFloat-4 code (Dettmers et al. 2023, appendix E)
 NF4_CODE = (

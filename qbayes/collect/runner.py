@@ -29,7 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from qbayes.collect import methods, protocol
 from qbayes.collect.evaluate import EvalResult, decode_tokens_per_s, evaluate
 from qbayes.collect.features import FeatureSteps
-from qbayes.collect.formats import Format, parse_format
+from qbayes.formats import Format, parse_format
 from qbayes.collect.grid import DTYPES, Grid, build_options
 from qbayes.collect.methods.base import Method, Quantized, QuantizeJob
 from qbayes.collect.modelio import ARCH_INFO, LoadedModel, load_model, model_bytes, param_counts, read_train_info

@@ -11,7 +11,7 @@ reported with its CSV line and column.  Mapping decisions, all documented in
 * ``w_bits_eff`` (bits per weight with scale/zero overhead) where the format tells it:
   grouped integers carry one fp16 scale and one b-bit zero per group, b + (16+b)/g;
   llama.cpp types (k-quant mixes, legacy blocks) from the table of format names
-  (``data/formats.csv``, :mod:`qbayes.named_formats`), the same bits per weight a query
+  (``data/formats.csv``, :mod:`qbayes.db.named_formats`), the same bits per weight a query
   naming the type is predicted with; average-bit methods as printed;
 * ``doubt``: notes saying columns look swapped or values are non-monotonic -> ``suspect``;
   notes warning of extraction/layout problems -> ``caution``.
@@ -25,12 +25,12 @@ from pathlib import Path
 
 import polars as pl
 
-from qbayes import named_formats
+from qbayes.db import named_formats
 from qbayes.db.schema import BASELINE_METHOD, MODELS, RESULTS
 from qbayes.db.store import Database, InvalidDatabase
 from qbayes.db.validate import Problem
 from qbayes.errors import QBayesError
-from qbayes.model.respell import key
+from qbayes.names import key
 
 PTQ_COLUMNS = (
     "family", "model", "params_b", "method", "w_bits", "group_size", "dtype_label", "act_bits",

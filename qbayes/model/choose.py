@@ -1,10 +1,10 @@
 """Choosing a model size, weight format and method under a memory budget.
 
 The options are every candidate model crossed with every method, weight bits and group
-size asked for and with every named format (qbayes.named_formats: Q4_K_M, nf4, int4-g128,
+size asked for and with every named format (qbayes.db.named_formats: Q4_K_M, nf4, int4-g128,
 ...), plus each candidate unquantized. An option's weight memory is params x bits per
 weight / 8 GB (a named format's bits per weight from data/formats.csv; otherwise effective
-bits, which count the group scales and zeros, design.effective_bits; fp16 is 16 bits). Its
+bits, which count the group scales and zeros, table.effective_bits; fp16 is 16 bits). Its
 memory is that plus a fixed overhead and, given a context length, the candidate's fp16 KV
 cache (kv_cache). Among the options within the budget the best has
 the lowest posterior median perplexity. ``p_best`` is the share of posterior draws in
@@ -20,19 +20,17 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
+from qbayes.db.named_formats import COLUMN as FORMAT
+from qbayes.db.named_formats import DEFAULT_METHOD, NamedFormat
 from qbayes.errors import QBayesError
-from qbayes.model.design import encode, query_table
-from qbayes.model.fitfile import Fit
 from qbayes.model.kv_cache import kv_cache_gb
-from qbayes.model.predict import delta_draws, draws_from_fit, predict_table
-from qbayes.named_formats import COLUMN as FORMAT
-from qbayes.named_formats import DEFAULT_METHOD, NamedFormat
+from qbayes.model.predict import NEW_LEVEL_FLAGS, PROVENANCE, Prepared, Predictor
+from qbayes.model.queries import query_table
 
 FP16_BITS = 16.0
 CANDIDATE_COLUMNS = ("family", "model", "params_b", "fp16_ppl")  # required; also train_tokens_b, arch, eval_set
-FLAGS = ("new_family", "new_arch", "new_method", "new_eval_set")  # from predict_table
-# also from predict_table: the design and training tokens each candidate was predicted with
-FILLED = ("block_design", "block_design_from", "train_tokens_b_used", "train_tokens_from")
+# of Predictor.predict's flags, those an option can raise (its kind comes from the format)
+FLAGS = tuple(NEW_LEVEL_FLAGS[g] for g in ("family", "arch", "method", "eval_set"))
 
 
 def options(candidates: pl.DataFrame, *, methods: Sequence[str] = (), w_bits: Sequence[float] = (),
@@ -73,12 +71,11 @@ def memory_gb(table: pl.DataFrame) -> np.ndarray:
     return table.get_column("params_b").to_numpy() * table.get_column("bits").to_numpy() / 8
 
 
-def mean_ppl_draws(fit: Fit, queries: pl.DataFrame, *, n_draws: int, seed: int) -> np.ndarray:
+def mean_ppl_draws(predictor: Predictor, rows: Prepared) -> np.ndarray:
     """(S, N) perplexity from the mean degradation of each posterior draw (no observation noise)."""
-    draws = draws_from_fit(fit, n=n_draws, seed=seed)
     with np.errstate(over="ignore", invalid="ignore"):
-        mean = delta_draws(fit, encode(queries, fit.encoding), draws, rng=np.random.default_rng(seed), noise=False)
-        fp16 = queries.get_column("fp16_ppl").to_numpy()
+        mean = predictor.mean(rows)
+        fp16 = rows.query.get_column("fp16_ppl").to_numpy()
         return np.exp(np.nan_to_num(mean.T.astype(np.float64), nan=np.inf, posinf=50.0)) * fp16[None, :]
 
 
@@ -107,11 +104,10 @@ def extra_memory_gb(candidates: pl.DataFrame, *, overhead_gb: float = 0.0,
                               pl.lit(float(overhead_gb)).alias("overhead_gb"))
 
 
-def choose(fit: Fit, candidates: pl.DataFrame, *, budget_gb: float, methods: Sequence[str] = (),
+def choose(predictor: Predictor, candidates: pl.DataFrame, *, budget_gb: float, methods: Sequence[str] = (),
            w_bits: Sequence[float] = (), group_sizes: Sequence[int | None] = (),
            formats: Sequence[NamedFormat] = (), eval_set: str = "wikitext2", include_fp16: bool = True,
-           overhead_gb: float = 0.0, context: int | None = None, n_draws: int = 1000,
-           seed: int = 0) -> pl.DataFrame:
+           overhead_gb: float = 0.0, context: int | None = None) -> pl.DataFrame:
     """Every option with its memory (``weights_gb``, ``kv_cache_gb``, ``overhead_gb`` and
     their sum ``memory_gb``), predicted perplexity quantiles and flags, and for those within
     the budget their rank (1 = best) and ``p_best``; sorted by rank, then the options over
@@ -121,12 +117,13 @@ def choose(fit: Fit, candidates: pl.DataFrame, *, budget_gb: float, methods: Seq
     q = options(candidates, methods=methods, w_bits=w_bits, group_sizes=group_sizes, formats=formats,
                 eval_set=eval_set)
     extra = extra_memory_gb(q, overhead_gb=overhead_gb, context=context)  # before the predictions: may refuse
+    rows = predictor.prepare(q)
     with np.errstate(over="ignore", invalid="ignore"):
-        pred = predict_table(fit, q, n_draws=n_draws, seed=seed)
+        pred = predictor.predict(rows)
     quant = pl.concat([q.select("family", "model", "params_b", FORMAT, "method", "w_bits", "group_size", "w_kind",
                                 "bits", "eval_set", "fp16_ppl"),
-                       pred.select("ppl_q05", "ppl_q50", "ppl_q95", *FLAGS, *FILLED)], how="horizontal")
-    ppl = mean_ppl_draws(fit, q, n_draws=n_draws, seed=seed)
+                       pred.select("ppl_q05", "ppl_q50", "ppl_q95", *FLAGS, *PROVENANCE)], how="horizontal")
+    ppl = mean_ppl_draws(predictor, rows)
     table = quant
     if include_fp16:
         base = quant.unique(["model", "eval_set"], keep="first", maintain_order=True)

@@ -1,132 +1,146 @@
-"""Measured features as model covariates: which database values a spec may use, and how
-they become standardised columns of the design.
+"""Covariates: the numbers the model's mean is computed from, for N rows of a standard
+table read under a fit's :class:`~qbayes.model.encoding.Encoding`.
 
-Published rows have no features; rows collected here (the zoo) do. A spec lists the
-covariates it uses (``features = ["log_nsr", ...]``); :func:`attach_raw` joins the raw
-values to the training table (null where unmeasured) and :func:`standardise` turns them
-into z-scores with the training rows' mean and sd (stored in the fit's encoding). A row
-without a measured value gets 0, the training average, so a feature shifts only the rows
-that have it and leaves the others at the population mean.
+:func:`covariates` is the one place a table becomes arrays: centred bits, ln N, ln D,
+group size, activation bits, level indexes per grouping, measured features. Fit and
+predict both go through it, so they cannot disagree on a covariate. A level the fit
+has not seen gets index -1 and a scale for its fresh effect (:func:`new_level_scale`).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+import dataclasses
+from collections import Counter
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
 
-from qbayes.errors import unknown
-
-TRANSFORMS = {
-    "log": lambda x: np.log(np.maximum(x, 1e-12)),
-    "identity": lambda x: x,  # for values that may be 0 (or, within noise, negative)
-    "nsr": lambda x: -x * math.log(10.0) / 10.0,  # SQNR in dB -> ln(noise power / signal power)
-}
+from qbayes.model.encoding import Encoding, ReadTable, grouping_values, level_index, unseen_ids
+from qbayes.model.features import standardise
+from qbayes.model.table import BITS_REF, GROUP_REF, LOG_D_REF, LOG_N_REF
 
 
 @dataclass(frozen=True)
-class Covariate:
-    raw: str  # column of the training table / prediction query holding the raw value
-    scale: str  # key of TRANSFORMS: how the raw value becomes the covariate
-    doc: str
+class Covariates:
+    """Covariates for N rows. ``idx[g]`` is -1 for a level the fit has not seen, and
+    ``new_ids[g]`` numbers the distinct unseen values (0, 1, ... in order of appearance; -1
+    for a seen level), so that two new families get two independent effects;
+    ``new_scale[g]`` is the scale of an unseen level's effect, in units of the grouping's sd
+    (:func:`new_level_scale`); ``tokens_idx`` indexes the latent ln D of a model seen without
+    D (-1 otherwise)."""
 
-    def transform(self, x: np.ndarray) -> np.ndarray:
-        return TRANSFORMS[self.scale](x)
+    bits_c: np.ndarray
+    log_n_c: np.ndarray
+    log_d_c: np.ndarray  # NaN where training tokens are unknown
+    tokens_idx: np.ndarray
+    # spec tokens_within: the block design's mean ln D, subtracted from ln D (known or latent);
+    # NaN where the row has no D term (a design the fit has no mean for); 0 without the spec
+    log_d_shift: np.ndarray
+    per_channel: np.ndarray
+    # per grouping, the covariate of its per-channel effect: per_channel, less 1 for
+    # levels seen only per channel, whose intercept then is their per-channel value (their
+    # intercept and per-channel shift were identified only as a sum: a ridge for NUTS)
+    per_channel_by: dict[str, np.ndarray]
+    log2_group: np.ndarray
+    act_q: np.ndarray
+    act_c: np.ndarray
+    idx: dict[str, np.ndarray]
+    feats: np.ndarray  # (N, F) standardised feature covariates, 0 where unmeasured
+    feats_missing: np.ndarray  # (N, F) True where a feature was unmeasured
+    new_ids: dict[str, np.ndarray] = field(default_factory=dict)
+    new_scale: dict[str, np.ndarray] = field(default_factory=dict)
 
+    @property
+    def n(self) -> int:
+        return len(self.bits_c)
 
-COVARIATES = {
-    "log_nsr": Covariate("sqnr_db", "nsr", "ln noise-to-signal power of the quantized weights (-SQNR ln10/10)"),
-    "log_hessian_trace": Covariate("hessian_trace", "log", "ln Hutchinson trace of the loss Hessian (whole model)"),
-    "log_sharpness": Covariate("hessian_top_eig", "log", "ln top Hessian eigenvalue (power iteration)"),
-    "radial_loss": Covariate("radial_loss", "identity", "loss increase under a random relative weight perturbation of radius "
-                                            "0.1 (sharpness along random directions; smaller radii are at noise level "
-                                            "for the zoo)"),
-    "act_outlier_frac": Covariate("act_outlier_frac", "identity", "fraction of outlier activation channels, mean over "
-                                                      "calibration texts"),
-    "log_weight_kurtosis": Covariate("weight_kurtosis", "log", "ln kurtosis of the weights (whole model)"),
-}
-RAW_COLUMNS = tuple(dict.fromkeys(c.raw for c in COVARIATES.values()))
-MODEL_FEATURES = tuple(c for c in RAW_COLUMNS if c != "sqnr_db")  # per-model values from the features table
-RADIAL_RADIUS = 0.1
-RADIAL_PREFIX = "radial_loss_r"  # per-model radial loss columns, one per radius
+    def new_level(self, grouping: str) -> np.ndarray:
+        return self.idx[grouping] < 0
 
+    def as_one_new_level(self, grouping: str) -> Covariates:
+        """These covariates with every row's level of ``grouping`` read as one level the fit
+        has not seen (at the scale of a new level of it)."""
+        n = self.n
+        return dataclasses.replace(self, idx={**self.idx, grouping: np.full(n, -1)},
+                                   new_ids={**self.new_ids, grouping: np.zeros(n, dtype=np.int64)})
 
-def check_names(names, where: str) -> None:
-    for n in names:
-        if n not in COVARIATES:
-            raise unknown(f"feature in {where}", n, COVARIATES)
-
-
-def radial_column(radius: float) -> str:
-    return f"{RADIAL_PREFIX}{radius:g}"
-
-
-def per_model_features(features: pl.DataFrame, names) -> pl.DataFrame:
-    """One row per model with whole-model (scope ``model``) features: each feature of
-    ``names`` averaged over evaluation and calibration texts (null where unmeasured), and
-    the radial loss as one column per radius (:func:`radial_column`)."""
-    names = list(names)
-    f = features.filter((pl.col("scope") == "model") & (
-        pl.col("feature").is_in(names) | ((pl.col("feature") == "radial_loss") & pl.col("radius").is_not_null())))
-    if f.height == 0:
-        return pl.DataFrame(schema={"model": pl.String, **{c: pl.Float64 for c in names}})
-    radii = sorted(set(f.filter(pl.col("feature") == "radial_loss")["radius"].to_list()))
-    column = (pl.when(pl.col("feature") == "radial_loss")
-              .then(pl.col("radius").replace_strict(radii, [radial_column(r) for r in radii], default=None,
-                                                    return_dtype=pl.String))
-              .otherwise(pl.col("feature")))
-    wide = (f.with_columns(column.alias("column")).group_by("model", "column").agg(pl.col("value").mean())
-            .pivot(on="column", index="model", values="value"))
-    missing = [pl.lit(None, dtype=pl.Float64).alias(c) for c in names if c not in wide.columns]
-    return wide.with_columns(missing).with_columns(pl.exclude("model").cast(pl.Float64))
+    def rows(self, sl: slice) -> Covariates:
+        """The covariates of a contiguous block of rows (views, no copies)."""
+        dicts = ("idx", "per_channel_by", "new_ids", "new_scale")
+        arrays = {f.name: getattr(self, f.name)[sl] for f in dataclasses.fields(self) if f.name not in dicts}
+        return Covariates(**arrays, **{k: {g: v[sl] for g, v in getattr(self, k).items()} for k in dicts})
 
 
-def model_features(features: pl.DataFrame) -> pl.DataFrame:
-    """One row per model with the whole-model covariate values; radial loss at
-    :data:`RADIAL_RADIUS`."""
-    wide = per_model_features(features, [c for c in MODEL_FEATURES if c != "radial_loss"])
-    radial = radial_column(RADIAL_RADIUS)
-    radial = pl.col(radial) if radial in wide.columns else pl.lit(None, dtype=pl.Float64)
-    return wide.with_columns(radial.alias("radial_loss")).select("model", *MODEL_FEATURES)
+def new_level_scale(enc: Encoding, g: str, values: dict[str, pl.Series]) -> np.ndarray:
+    """Per row, the sd of an unseen level's effect in units of the grouping's sd: it is
+    N(0, (scale * sd)^2) around the global term (or, nested, around its parent's effect).
+
+    A zero-sum grouping with K seen levels is the model b_j ~ N(mu, sd^2) with the global
+    term carrying mu + mean(b) and the effects b_j - mean(b) (their variance is
+    sd^2 (K - 1) / K, as in ``pm.ZeroSumNormal``). A new level is b_new - mean(b) from
+    that global term: variance sd^2 (1 + 1/K), the extra 1/K being what the seen levels
+    leave unknown about mu. With 2 seen block designs that widens a new design's draw by
+    1.22. A nested grouping (spec ``within``) is the same within each parent level, with k
+    the levels seen in the row's parent: a new family of the LLaMA-style design (LLaMA-1
+    and Llama-2 seen) gets sqrt(1.5); of OPT's design, where OPT alone carries no family
+    effect, sqrt(2); of a design the fit never saw, 1 (that design's own fresh effect
+    carries the rest)."""
+    n = values[g].len()
+    if g not in enc.parents:
+        k = len(enc.levels[g])
+        return np.full(n, np.sqrt(1.0 + 1.0 / k) if k else 1.0)
+    seen = Counter(enc.parents[g])  # parent level -> levels of g seen in it
+    k = values[enc.within[g]].replace_strict(seen, default=0, return_dtype=pl.Float64).fill_null(0.0).to_numpy()
+    return np.where(k > 0, np.sqrt(1.0 + 1.0 / np.maximum(k, 1.0)), 1.0)
 
 
-def attach_raw(df: pl.DataFrame, features: pl.DataFrame) -> pl.DataFrame:
-    """``df`` (with a ``model`` column, and ``sqnr_db`` where known) plus the per-model raw
-    feature columns, null where a model has none."""
-    return df.join(model_features(features), on="model", how="left", maintain_order="left")
+def covariates(read: ReadTable) -> Covariates:
+    """The covariates of a standard table as a fit reads it (:meth:`Encoding.read`)."""
+    df, enc = read.table, read.encoding
+
+    def col(name: str) -> np.ndarray:
+        return df.get_column(name).cast(pl.Float64).to_numpy()
+
+    group = col("group_size")
+    per_channel = np.isnan(group)
+    act = col("act_bits")
+    values = {g: grouping_values(df, g) for g in enc.levels}
+    idx = {g: level_index(values[g], levels) for g, levels in enc.levels.items()}
+    new_ids = {g: unseen_ids(values[g], idx[g]) for g in enc.levels}
+    new_scale = {g: new_level_scale(enc, g, values) for g in enc.levels}
+    per_channel_by = {}
+    for g, only in enc.per_channel_only.items():
+        home = np.isin(idx[g], level_index(pl.Series(only, dtype=pl.String), enc.levels[g]))
+        per_channel_by[g] = per_channel.astype(np.float64) - home  # a new level (-1) is never at home
+    feats, feats_missing = standardise(df, enc.features)
+    tokens = col("train_tokens_b")
+    tokens_idx = np.where(np.isnan(tokens), level_index(df.get_column("model"), enc.tokens_missing), -1)
+    log_d_c, log_d_shift = np.log(tokens) - LOG_D_REF, np.zeros(len(tokens))
+    if enc.tokens_within is not None:
+        # ln D measured from its design's mean: a row whose design the fit has no mean for
+        # (a new design) gets no D term at all, known D or not
+        centre = grouping_values(df, enc.tokens_within).replace_strict(enc.tokens_centre, default=None,
+                                                                       return_dtype=pl.Float64).to_numpy()
+        known = ~np.isnan(centre)
+        log_d_shift = centre  # NaN marks the rows without a D term
+        log_d_c = np.where(known, log_d_c - centre, 0.0)  # 0, not NaN: never a latent either
+    return Covariates(
+        bits_c=col("bits") - BITS_REF,
+        log_n_c=np.log(col("params_b")) - LOG_N_REF,
+        log_d_c=log_d_c,
+        tokens_idx=tokens_idx,
+        log_d_shift=log_d_shift,
+        per_channel=per_channel.astype(np.float64),
+        per_channel_by=per_channel_by,
+        log2_group=np.where(per_channel, 0.0, np.log2(np.where(per_channel, GROUP_REF, group) / GROUP_REF)),
+        act_q=(act < 16).astype(np.float64),
+        act_c=act - BITS_REF,
+        idx=idx,
+        feats=feats,
+        feats_missing=feats_missing,
+        new_ids=new_ids,
+        new_scale=new_scale,
+    )
 
 
-def raw_values(df: pl.DataFrame, name: str) -> np.ndarray:
-    """Transformed raw values of covariate ``name``; NaN where unmeasured."""
-    cov = COVARIATES[name]
-    if cov.raw not in df.columns:
-        return np.full(df.height, np.nan)
-    x = df.get_column(cov.raw).cast(pl.Float64).to_numpy().astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(np.isnan(x), np.nan, cov.transform(np.nan_to_num(x, nan=1.0)))
-
-
-def scales(df: pl.DataFrame, names) -> dict[str, tuple[float, float]]:
-    """(mean, sd) of each transformed covariate over the rows that have it."""
-    out = {}
-    for n in names:
-        x = raw_values(df, n)
-        x = x[np.isfinite(x)]
-        if x.size == 0:
-            out[n] = (0.0, 1.0)
-        else:
-            sd = float(x.std())
-            out[n] = (float(x.mean()), sd if sd > 0 else 1.0)
-    return out
-
-
-def standardise(df: pl.DataFrame, scale: dict[str, tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
-    """(N, F) z-scores in the order of ``scale``, 0 where a value is missing, and the
-    (N, F) mask of those missing values."""
-    if not scale:
-        return np.zeros((df.height, 0)), np.zeros((df.height, 0), dtype=bool)
-    z = np.column_stack([(raw_values(df, n) - mean) / sd for n, (mean, sd) in scale.items()])
-    missing = ~np.isfinite(z)
-    return np.where(missing, 0.0, z), missing

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,8 +68,6 @@ def sampled_vars(posterior: xr.Dataset) -> list[str]:
 
 def check(tree: xr.DataTree, *, rhat_max: float = RHAT_MAX, ess_min: float = ESS_MIN,
           bfmi_min: float = BFMI_MIN) -> Convergence:
-    import warnings
-
     import arviz_stats as azs
 
     post = tree["posterior"].to_dataset()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import numpy as np
@@ -12,9 +12,11 @@ import polars as pl
 from qbayes.db.store import Database
 from qbayes.errors import QBayesError
 from qbayes.model import diagnostics, known_families
-from qbayes.model.build import build_model
-from qbayes.model.design import Encoding, encode, family_tokens, training_table
-from qbayes.model.fitfile import Fit, package_versions
+from qbayes.model.graph import build_model
+from qbayes.model.covariates import covariates
+from qbayes.model.encoding import Encoding, family_tokens
+from qbayes.model.table import training_table
+from qbayes.model.fitfile import Fit, FitInfo, data_hash, package_versions
 from qbayes.model.samplers import DEFAULT_SAMPLER, SampleConfig, sample
 from qbayes.model.spec import ModelSpec
 
@@ -50,25 +52,25 @@ def fit_table(df: pl.DataFrame, spec: ModelSpec, opts: FitOptions = FitOptions()
         hint = " (a model's design comes from the models table's norm and mlp)" if "arch" in empty[0] else ""
         raise QBayesError(f"model '{spec.name}' has {empty[0]} effects, but no training row has a level of it"
                           f"{hint}; fill the data or drop '{empty[0]}' from the spec's [effects]")
-    design = encode(df, enc)
+    design = covariates(enc.read(df))
     model = build_model(spec, design, enc, df.get_column("delta").to_numpy())
     result = sample(model, sampler=opts.sampler, config=opts.sample)
     conv = diagnostics.check(result.tree)
-    attrs = {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "sampler": opts.sampler,
-        "sample_config": asdict(opts.sample),
-        "seed": opts.sample.seed,
-        "exclude_families": list(opts.exclude_families),
-        "include_suspect": int(opts.include_suspect),
-        "compile_s": round(result.compile_s, 3),
-        "sample_s": round(result.sample_s, 3),
-        "convergence": asdict(conv),
-        "versions": package_versions(),
-        "command": " ".join(sys.argv),
-        "n_rows": df.height,
-    }
-    return Fit(spec=spec, encoding=enc, tree=result.tree, data=df, attrs=attrs)
+    info = FitInfo(
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        sampler=opts.sampler,
+        sample_config=opts.sample,
+        exclude_families=tuple(opts.exclude_families),
+        include_suspect=opts.include_suspect,
+        compile_s=round(result.compile_s, 3),
+        sample_s=round(result.sample_s, 3),
+        convergence=conv,
+        versions=package_versions(),
+        command=" ".join(sys.argv),
+        n_rows=df.height,
+        data_hash=data_hash(df),
+    )
+    return Fit(spec=spec, encoding=enc, tree=result.tree, data=df, info=info)
 
 
 def fit_database(db: Database, spec: ModelSpec, opts: FitOptions = FitOptions()) -> Fit:
@@ -82,7 +84,7 @@ def prior_predictive(db: Database, spec: ModelSpec, *, draws: int = 500, seed: i
     import pymc as pm
 
     df, enc = prepare(training_table(db, rows=spec.rows), spec)
-    model = build_model(spec, encode(df, enc), enc, None)
+    model = build_model(spec, covariates(enc.read(df)), enc, None)
     with model:
         idata = pm.sample_prior_predictive(draws=draws, random_seed=seed)
     # the likelihood is unobserved here, so PyMC puts its draws with the other free variables

@@ -3,16 +3,19 @@ prediction and reports need, and checks that refuse a mismatched or corrupted fi
 
 Groups: ``posterior``, ``sample_stats``, ``fit_data`` (the training rows, so a fit can be
 re-examined without the database). Root attributes: format version, model spec (JSON)
-and its hash, encoding (levels, models with latent tokens), data hash, posterior
-checksum, package versions, seed, sampler, timings, convergence and the command line.
+and its hash, encoding (levels, models with latent tokens), posterior checksum, and the
+fit's :class:`FitInfo` (data hash, package versions, sampler and its settings, timings,
+convergence, the command line).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+import importlib.metadata
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +24,10 @@ import xarray as xr
 
 from qbayes.atomic import atomic_path
 from qbayes.errors import QBayesError
-from qbayes.model.design import STANDARD, Encoding
+from qbayes.model.encoding import Encoding
+from qbayes.model.table import STANDARD
+from qbayes.model.diagnostics import Convergence
+from qbayes.model.samplers import SampleConfig
 from qbayes.model.spec import ModelSpec
 
 FORMAT = "qbayes-fit"
@@ -33,13 +39,79 @@ FORMAT_VERSION = 8  # v2: block design (arch), curvature; v3: centred and nested
 DATA_COLUMNS = {**STANDARD, "delta": pl.Float64}
 
 
+@dataclass(frozen=True)
+class FitInfo:
+    """How a fit was made: when, from which rows (``data_hash``, ``n_rows``, exclusions), by
+    which sampler with which settings, how long it took, whether it converged, with which
+    package versions and command line; for a thinned copy, how it was thinned. Saved as
+    the fit file's root attributes (:meth:`to_attrs`), read back by :meth:`from_attrs`."""
+
+    created: str
+    sampler: str
+    sample_config: SampleConfig
+    exclude_families: tuple[str, ...]
+    include_suspect: bool
+    compile_s: float
+    sample_s: float
+    convergence: Convergence
+    versions: dict[str, str]
+    command: str
+    n_rows: int
+    data_hash: str
+    thinned_from: str | None = None  # "4 x 1000 draws": the fit a shipped posterior was thinned from
+    thinned_seed: int | None = None
+
+    @property
+    def seed(self) -> int:
+        return self.sample_config.seed
+
+    def to_attrs(self) -> dict[str, str | int | float]:
+        """netCDF attributes: numbers and strings as they are, the rest as JSON strings."""
+        out: dict[str, str | int | float] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if v is None:
+                continue
+            if dataclasses.is_dataclass(v):
+                v = json.dumps(dataclasses.asdict(v))
+            elif isinstance(v, (tuple, dict)):
+                v = json.dumps(list(v) if isinstance(v, tuple) else v)
+            elif isinstance(v, bool):
+                v = int(v)
+            out[f.name] = v
+        out["seed"] = self.seed  # also at top level, for readers of the raw file
+        return out
+
+    @classmethod
+    def from_attrs(cls, attrs: dict) -> FitInfo:
+        """The record in a fit file's root attributes (other attributes are ignored)."""
+        def obj(name):
+            v = attrs[name]
+            return json.loads(v) if isinstance(v, str) else v
+
+        def opt(name, kind):
+            return kind(attrs[name]) if name in attrs else None
+
+        return cls(created=str(attrs["created"]), sampler=str(attrs["sampler"]),
+                   sample_config=SampleConfig(**obj("sample_config")),
+                   exclude_families=tuple(obj("exclude_families")), include_suspect=bool(int(attrs["include_suspect"])),
+                   compile_s=float(attrs["compile_s"]), sample_s=float(attrs["sample_s"]),
+                   convergence=Convergence(**obj("convergence")), versions=dict(obj("versions")),
+                   command=str(attrs["command"]), n_rows=int(attrs["n_rows"]), data_hash=str(attrs["data_hash"]),
+                   thinned_from=opt("thinned_from", str), thinned_seed=opt("thinned_seed", int))
+
+
 @dataclass
 class Fit:
+    """A fitted model: its spec, the encoding of its data, the posterior (``tree``), the
+    training rows it saw (``data``) and how it was made (``info``)."""
+
     spec: ModelSpec
     encoding: Encoding
     tree: xr.DataTree
     data: pl.DataFrame
-    attrs: dict = field(default_factory=dict)
+    info: FitInfo
+    posterior_checksum: str = ""  # set by save and load
 
     @property
     def posterior(self) -> xr.Dataset:
@@ -59,14 +131,12 @@ def posterior_checksum(post: xr.Dataset) -> str:
 
 
 def package_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {}
     for pkg in ("qbayes", "pymc", "pytensor", "nutpie", "jax", "blackjax", "numpy", "polars", "xarray",
                 "arviz-base", "arviz-stats"):
         try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
             out[pkg] = "absent"
     return out
 
@@ -109,37 +179,39 @@ def thin(fit: Fit, *, draws: int, seed: int = 0) -> Fit:
         return ds.map(lambda v: v.astype(np.float32) if v.dtype == np.float64 else v)
 
     tree = xr.DataTree.from_dict({"posterior": shrink(post), "sample_stats": shrink(stats)})
-    attrs = {**fit.attrs, "thinned_from": f"{chains} x {total} draws", "thinned_seed": seed}
-    return Fit(spec=fit.spec, encoding=fit.encoding, tree=tree, data=fit.data, attrs=attrs)
+    info = dataclasses.replace(fit.info, thinned_from=f"{chains} x {total} draws", thinned_seed=seed)
+    return Fit(spec=fit.spec, encoding=fit.encoding, tree=tree, data=fit.data, info=info)
 
 
 def describe(fit: Fit) -> str:
     """One line saying which fit answers: model, data hash and date."""
-    a = fit.attrs
-    thinned = f", {a['thinned_from']} thinned" if "thinned_from" in a else ""
-    return (f"fit: model {fit.spec.name} (spec {a.get('spec_hash', fit.spec.hash)}), data {a.get('data_hash', '?')}, "
-            f"{a.get('n_rows', fit.data.height)} rows, fitted {a.get('created', 'at an unrecorded time')}{thinned}")
+    a = fit.info
+    thinned = f", {a.thinned_from} thinned" if a.thinned_from else ""
+    return (f"fit: model {fit.spec.name} (spec {fit.spec.hash}), data {a.data_hash}, "
+            f"{a.n_rows} rows, fitted {a.created}{thinned}")
 
 
 def save(fit: Fit, path: str | os.PathLike) -> Path:
     """Write the fit atomically (temporary file, then rename)."""
     path = Path(path)
-    attrs = dict(fit.attrs)
-    attrs.update({
+    if fit.info.data_hash != data_hash(fit.data):
+        raise QBayesError("the fit's training rows do not match its data hash; refit")
+    checksum = posterior_checksum(fit.posterior)
+    attrs = {
+        **fit.info.to_attrs(),
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "model": fit.spec.name, "spec_json": fit.spec.to_json(), "spec_hash": fit.spec.hash,
-        "encoding_json": json.dumps(fit.encoding.to_dict()),
-        "data_hash": data_hash(fit.data), "posterior_checksum": posterior_checksum(fit.posterior),
-    })
+        "encoding_json": json.dumps(fit.encoding.to_dict()), "posterior_checksum": checksum,
+    }
     tree = xr.DataTree.from_dict({
-        "/": xr.Dataset(attrs={k: v if isinstance(v, (str, int, float)) else json.dumps(v) for k, v in attrs.items()}),
+        "/": xr.Dataset(attrs=attrs),
         "posterior": fit.tree["posterior"].to_dataset(),
         "sample_stats": fit.tree["sample_stats"].to_dataset(),
         "fit_data": _table_to_dataset(fit.data),
     })
     with atomic_path(path) as tmp:
         tree.to_netcdf(tmp, engine="h5netcdf")
-    fit.attrs = attrs
+    fit.posterior_checksum = checksum
     return path
 
 
@@ -175,4 +247,5 @@ def load(path: str | os.PathLike) -> Fit:
     if posterior_checksum(post) != attrs.get("posterior_checksum"):
         raise QBayesError(f"{path}: corrupted fit: posterior draws do not match their checksum")
     enc = Encoding.from_dict(json.loads(attrs["encoding_json"]))
-    return Fit(spec=spec, encoding=enc, tree=tree, data=data, attrs=attrs)
+    return Fit(spec=spec, encoding=enc, tree=tree, data=data, info=FitInfo.from_attrs(attrs),
+               posterior_checksum=attrs["posterior_checksum"])

@@ -1,7 +1,7 @@
 """Block designs and training tokens of well-known model families, for queries that do not
 give them.
 
-A family the fit has seen brings its own design (norm + MLP, design.arch_expr) and training
+A family the fit has seen brings its own design (norm + MLP, table.arch_expr) and training
 tokens. A family it has not seen would otherwise be a new design too, predicted from the
 population of designs, with no training-token term (tokens are measured within designs);
 and a query without ``train_tokens_b`` would get ln D drawn from the fitted population,
@@ -30,8 +30,8 @@ from pathlib import Path
 import polars as pl
 
 from qbayes.errors import QBayesError
-from qbayes.model.design import arch_expr
-from qbayes.model.respell import key_expr
+from qbayes.model.table import arch_expr
+from qbayes.names import key_expr
 from qbayes.resources import known_families_csv, read_table
 
 REGISTRY = known_families_csv()
@@ -41,7 +41,7 @@ COLUMNS = ("family", "aliases", "norm", "mlp", "hf_class", "train_tokens_b", "to
 @dataclass(frozen=True)
 class KnownFamilies:
     """By normalised family name (and alias): the block design, "norm+mlp" as
-    design.arch_expr spells it, and the training tokens in billions where published."""
+    table.arch_expr spells it, and the training tokens in billions where published."""
 
     designs: dict[str, str] = field(default_factory=dict)
     tokens: dict[str, float] = field(default_factory=dict)

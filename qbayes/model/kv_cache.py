@@ -20,7 +20,7 @@ import polars as pl
 
 from qbayes.errors import QBayesError
 from qbayes.model import known_families
-from qbayes.model.respell import key
+from qbayes.names import key
 from qbayes.resources import model_shapes_csv, read_table
 
 COLUMNS = ("family", "model", "params_b", "layers", "kv_heads", "head_dim", "source")

@@ -16,7 +16,7 @@ rows x draws is one BLAS call. Inside the PyMC model the same sum is written as 
     mu = mu_u / (1 + mu_u / ceiling)
 
 with ``ln D_ref = ln 1T``, or for a spec with ``tokens_within`` the mean ln D of the row's
-design's families (a design the fit has not seen: no D term; see design.encode), and
+design's families (a design the fit has not seen: no D term; see covariates.covariates), and
 ``q(bits) = (bits - 4)^2``, or ``min(bits - 4, 0)^2`` for a spec with ``curvature =
 "low_bits"``. The curvature lets degradation accelerate into a collapse at low bits; the ceiling
 saturates collapses: a broken model's loss cannot grow without bound (the data's worst
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qbayes.model.design import Design
+from qbayes.model.covariates import Covariates
 from qbayes.model.spec import NOISE_TERMS, Effect
 
 # exp() of the linear predictor is capped at exp(LOG_MU_MAX) ~ 30 nats (a perplexity ratio
@@ -49,7 +49,7 @@ class Term:
     read this table, so a term is declared once."""
 
     name: str
-    covariate: Callable[[Design, str], np.ndarray]  # (design, spec curvature) -> (N,)
+    covariate: Callable[[Covariates, str], np.ndarray]  # (covariates, spec curvature) -> (N,)
     doc: str
 
 
@@ -76,17 +76,17 @@ def layout(effects: dict[str, Effect], levels: dict[str, tuple[str, ...]],
     return out
 
 
-def _columns(d: Design, curvature: str) -> list[np.ndarray]:
+def _columns(d: Covariates, curvature: str) -> list[np.ndarray]:
     """The covariates of the scalar terms and features, in layout order."""
     return [*(t.covariate(d, curvature) for t in TERMS), *d.feats.T]
 
 
-def weights(d: Design, g: str) -> dict[str, np.ndarray]:
+def weights(d: Covariates, g: str) -> dict[str, np.ndarray]:
     """The covariate each part of grouping ``g``'s effect multiplies, by kind."""
     return {"a": np.ones(d.n), "b": -d.bits_c, "c": d.per_channel_by.get(g, d.per_channel), "n": -d.log_n_c}
 
 
-def design_matrix(d: Design, effects: dict[str, Effect], levels: dict[str, tuple[str, ...]],
+def design_matrix(d: Covariates, effects: dict[str, Effect], levels: dict[str, tuple[str, ...]],
                   curvature: str = "quadratic") -> np.ndarray:
     """X (N x P): the covariate each column of theta multiplies, row by row. Rows whose
     training tokens are unknown get 0 in the gamma_d column (see :func:`mean_degradation`)."""
@@ -96,7 +96,7 @@ def design_matrix(d: Design, effects: dict[str, Effect], levels: dict[str, tuple
         k = len(levels[g]) + 1
         onehot = np.zeros((n, k))
         onehot[np.arange(n), d.idx[g]] = 1.0  # index -1 lands on the new-level column,
-        if g in d.new_scale:  # which is a unit draw, scaled row by row (design.new_level_scale)
+        if g in d.new_scale:  # which is a unit draw, scaled row by row (covariates.new_level_scale)
             unseen = d.idx[g] < 0
             onehot[unseen, -1] = d.new_scale[g][unseen]
         weights_g = weights(d, g)
@@ -105,7 +105,7 @@ def design_matrix(d: Design, effects: dict[str, Effect], levels: dict[str, tuple
     return np.column_stack(cols)
 
 
-def _linear_predictor_graph(p: dict, d: Design, effects: dict[str, Effect], features: tuple[str, ...],
+def _linear_predictor_graph(p: dict, d: Covariates, effects: dict[str, Effect], features: tuple[str, ...],
                             curvature: str):
     """X @ theta for PyTensor parameters, as gathers: each row reads its level's effect
     instead of multiplying a mostly-zero X. Its gradient costs N per effect rather than
@@ -131,7 +131,7 @@ def stack_theta(p: dict, effects: dict[str, Effect], levels: dict[str, tuple[str
     return np.concatenate([p[name] for name, _ in layout(effects, levels, features)], axis=0)
 
 
-def mean_degradation(p: dict, d: Design, effects: dict[str, Effect], levels: dict[str, tuple[str, ...]], xp,
+def mean_degradation(p: dict, d: Covariates, effects: dict[str, Effect], levels: dict[str, tuple[str, ...]], xp,
                      log_d_missing=None, features: tuple[str, ...] = (), curvature: str = "quadratic",
                      eta_extra=None):
     """Expected degradation (nats per token) for every row of ``d``: shape (N,) with
@@ -160,14 +160,14 @@ def saturate(eta, p: dict, act_q, act_c, xp):
     return mu / (1.0 + mu / p["ceiling"])
 
 
-def noise_covariates(d: Design, terms: tuple[str, ...]) -> np.ndarray:
+def noise_covariates(d: Covariates, terms: tuple[str, ...]) -> np.ndarray:
     """(N, T): what each noise term (spec.NOISE_TERMS) multiplies, row by row."""
     cols = {"low_bits": lambda: np.maximum(-d.bits_c, 0.0), "per_channel": lambda: d.per_channel}
     assert set(cols) == set(NOISE_TERMS)
     return np.column_stack([cols[t]() for t in terms]) if terms else np.zeros((d.n, 0))
 
 
-def relative_noise(p: dict, d: Design, terms: tuple[str, ...], xp):
+def relative_noise(p: dict, d: Covariates, terms: tuple[str, ...], xp):
     """Scale of the Student-t on ln(delta + shift): ``noise_rel * exp(sum_t noise_t * x_t)``.
     A scalar (or (1, S) NumPy draws) without terms; (N,) with PyTensor parameters, (N, S)
     with NumPy draws otherwise. Collapses below 4 bits and per-channel rows scatter more on

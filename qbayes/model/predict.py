@@ -1,7 +1,9 @@
 """Posterior-predictive degradation and perplexity, in vectorised NumPy from the draws.
 
+:class:`Predictor` is a fit ready to predict; the functions before it are its NumPy core.
+
 For a level the fit never saw (a new family, method, evaluation set, source) each draw
-gets a fresh effect from that grouping's fitted population (see design.new_level_scale);
+gets a fresh effect from that grouping's fitted population (see covariates.new_level_scale);
 the row is flagged. The appended new-level column sits last, so the design's index -1 picks it;
 a second, third, ... distinct unseen level of the same grouping gets an effect of its own
 (:func:`extra_new_levels`).
@@ -11,16 +13,18 @@ otherwise a draw from the fitted population of ln D.
 
 from __future__ import annotations
 
+import os
 import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
 
-from qbayes.model.design import Design, encode
+from qbayes.model import fitfile
+from qbayes.model.covariates import Covariates, covariates
+from qbayes.model.encoding import ReadTable
 from qbayes.model.fitfile import Fit
 from qbayes.model.mean import mean_degradation, noise_scale, relative_noise, weights
-from qbayes.model.respell import respell
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 CHUNK_ROWS = 1_000  # rows per chunk: (rows x draws) temporaries stay small enough to be reused
@@ -28,8 +32,13 @@ DEFAULT_DRAWS = 1000
 # predictive draws are capped at 15 nats (a perplexity ratio of 3e6), beyond the worst
 # published collapse (11 nats); Student-t tails with small dof would otherwise overflow
 DELTA_MAX = 15.0
-FLAGS = {"family": "new_family", "arch": "new_arch", "method": "new_method", "eval_set": "new_eval_set",
-         "w_kind": "new_w_kind"}
+# the columns Predictor.predict adds to a table
+NEW_LEVEL_FLAGS = {"family": "new_family", "arch": "new_arch", "method": "new_method", "eval_set": "new_eval_set",
+                   "w_kind": "new_w_kind"}  # grouping -> flag of rows whose level the fit has not seen
+PROVENANCE = ("block_design", "block_design_from", "train_tokens_b_used", "train_tokens_from")
+# of those, what ``qbayes predict`` writes after the query's own columns
+OUTPUT_COLUMNS = ("ppl_q05", "ppl_q25", "ppl_q50", "ppl_q75", "ppl_q95", "ppl_mean", "delta_q50",
+                  *NEW_LEVEL_FLAGS.values(), "tokens_imputed", *PROVENANCE)
 
 
 @dataclass
@@ -66,7 +75,7 @@ def draws_from_fit(fit: Fit, *, n: int | None = DEFAULT_DRAWS, seed: int = 0, dt
 
     p = {name: flat(name)[None, :] for name in post.data_vars if post[name].ndim == 1}
     for g, e in fit.spec.effects.items():
-        for kind in e.kinds:  # a unit draw: each row scales it (design.new_level_scale)
+        for kind in e.kinds:  # a unit draw: each row scales it (covariates.new_level_scale)
             new = p[f"sd_{kind}_{g}"] * rng.standard_normal((1, s), dtype=dtype)
             p[f"{kind}_{g}"] = np.concatenate([flat(f"{kind}_{g}"), new], axis=0)
     pop = p["log_tokens_mean"] + p["log_tokens_sd"] * rng.standard_normal((1, s), dtype=dtype)
@@ -74,7 +83,7 @@ def draws_from_fit(fit: Fit, *, n: int | None = DEFAULT_DRAWS, seed: int = 0, dt
     return Draws(p=p, log_tokens=np.concatenate([latent, pop], axis=0), seed=seed)
 
 
-def extra_new_levels(fit: Fit, d: Design, draws: Draws) -> np.ndarray | None:
+def extra_new_levels(fit: Fit, d: Covariates, draws: Draws) -> np.ndarray | None:
     """(N, S): what the second, third, ... distinct unseen level of a grouping in ``d`` adds
     to the linear predictor, or None if no grouping has more than one. The first unseen
     level takes the draws' new-level row; each further one gets its own fresh effect from the
@@ -112,7 +121,7 @@ def _standard_normal(draws: Draws, name: str, j: int, dtype) -> np.ndarray:
     return draws.fresh[key]
 
 
-def _log_d_missing(draws: Draws, d: Design) -> np.ndarray | None:
+def _log_d_missing(draws: Draws, d: Covariates) -> np.ndarray | None:
     """(N, S) ln D draws for rows without known tokens (0 elsewhere), or None if all known."""
     missing = np.isnan(d.log_d_c)
     if not missing.any():
@@ -121,7 +130,7 @@ def _log_d_missing(draws: Draws, d: Design) -> np.ndarray | None:
     return np.where(missing[:, None], latent, np.float32(0.0))
 
 
-def mean_draws(fit: Fit, d: Design, draws: Draws) -> np.ndarray:
+def mean_draws(fit: Fit, d: Covariates, draws: Draws) -> np.ndarray:
     """Mean degradation per row and draw, (N, S)."""
     return mean_degradation(draws.p, d, fit.spec.effects, fit.encoding.levels, np, _log_d_missing(draws, d),
                             fit.encoding.feature_names, fit.spec.curvature, extra_new_levels(fit, d, draws))
@@ -133,7 +142,7 @@ def _noise(p: dict, shape: tuple, rng: np.random.Generator) -> np.ndarray:
     return rng.standard_t(np.broadcast_to(p["nu"], shape)).astype(p["noise_rel"].dtype)
 
 
-def log_shifted_draws(fit: Fit, d: Design, draws: Draws, *, rng: np.random.Generator,
+def log_shifted_draws(fit: Fit, d: Covariates, draws: Draws, *, rng: np.random.Generator,
                       independent_noise: bool = False) -> np.ndarray:
     """Draws of ln(delta + shift), (N, S), for the log_student_t likelihood (capped at DELTA_MAX)."""
     mu = mean_draws(fit, d, draws)
@@ -144,7 +153,7 @@ def log_shifted_draws(fit: Fit, d: Design, draws: Draws, *, rng: np.random.Gener
     return np.minimum(y, np.float32(np.log(DELTA_MAX + shift)), out=y)
 
 
-def delta_draws(fit: Fit, d: Design, draws: Draws, *, rng: np.random.Generator, noise: bool = True,
+def delta_draws(fit: Fit, d: Covariates, draws: Draws, *, rng: np.random.Generator, noise: bool = True,
                 independent_noise: bool = False) -> np.ndarray:
     """Degradation draws, shape (N, S): the mean, plus observation noise when ``noise``.
 
@@ -175,7 +184,7 @@ def row_quantiles(y: np.ndarray, quantiles) -> np.ndarray:
     return (y[:, lo] * (1 - w) + y[:, hi] * w).T
 
 
-def _summarise_chunk(fit: Fit, d: Design, draws: Draws, rng, quantiles, fp16: np.ndarray) -> dict:
+def _summarise_chunk(fit: Fit, d: Covariates, draws: Draws, rng, quantiles, fp16: np.ndarray) -> dict:
     """Quantiles (taken before the monotone transforms, on the log scale where possible)
     and the mean perplexity for one chunk of rows."""
     if fit.spec.likelihood == "log_student_t":
@@ -186,48 +195,103 @@ def _summarise_chunk(fit: Fit, d: Design, draws: Draws, rng, quantiles, fp16: np
     else:
         delta = delta_draws(fit, d, draws, rng=rng)
         q = row_quantiles(delta, quantiles)
-    cols = {f"delta_q{round(p * 100):02d}": q[i] for i, p in enumerate(quantiles)}
+    cols = {f"delta_{_q(p)}": q[i] for i, p in enumerate(quantiles)}
     cols["delta_mean"] = delta.mean(axis=1)
     cols["ppl_mean"] = np.exp(delta, out=delta).mean(axis=1) * fp16
     return cols
 
 
-def predict_table(fit: Fit, table: pl.DataFrame, *, n_draws: int = DEFAULT_DRAWS, seed: int = 0,
-                  quantiles=QUANTILES) -> pl.DataFrame:
-    """Quantiles of predicted delta and perplexity for every row of a standard table,
-    plus flags for levels the fit has not seen, the block design each row was predicted
-    with (``block_design``; ``block_design_from``: "query", "fit", "known_families", or null for
-    a design the fit cannot name; both null for a model without design effects) and its
-    training tokens (``train_tokens_b_used``, ``train_tokens_from``, the same sources; null
-    where ln D is drawn, ``tokens_imputed``). Rows keep their order."""
-    draws = draws_from_fit(fit, n=n_draws, seed=seed)
-    rng = np.random.default_rng(seed + 1)
-    fp16 = table.get_column("fp16_ppl").cast(pl.Float64).to_numpy()
-    outs = []
-    # a block design only matters (and is only flagged as new) in a model with design effects
-    uses_arch = any(g in fit.spec.effects for g in ("arch", "arch_method"))
-    design = encode(table, fit.encoding)
-    # the design and training tokens each row is predicted with, and where they came from
-    # (Encoding.fill), as encode fills them
-    spelled = respell(table, fit.encoding.levels)[0]
-    block = (fit.encoding.fill(spelled, "arch").get_column("arch") if uses_arch
-             else pl.Series([None] * table.height, dtype=pl.String))
-    block_from = fit.encoding.source(spelled, "arch") if uses_arch else block
-    tokens = fit.encoding.fill(spelled, "train_tokens_b").get_column("train_tokens_b")
-    tokens_from = fit.encoding.source(spelled, "train_tokens_b")
-    for start in range(0, table.height, CHUNK_ROWS):
-        sl = slice(start, start + CHUNK_ROWS)
-        d = design.rows(sl)
-        cols = _summarise_chunk(fit, d, draws, rng, quantiles, fp16[sl])
-        for g, flag in FLAGS.items():
-            cols[flag] = d.new_level(g) if g != "arch" or uses_arch else np.zeros(d.n, dtype=bool)
-        cols["tokens_imputed"] = np.isnan(d.log_d_c)
-        cols["block_design"], cols["block_design_from"] = block[sl], block_from[sl]
-        cols["train_tokens_b_used"], cols["train_tokens_from"] = tokens[sl], tokens_from[sl]
-        if fit.encoding.features:  # a feature model given a row without its features predicts the average
-            cols["features_missing"] = d.feats_missing.any(axis=1)
-        outs.append(pl.DataFrame(cols))
-    res = pl.concat(outs) if outs else pl.DataFrame()
-    ppl = [(pl.col(f"delta_q{round(p * 100):02d}").exp() * pl.col("fp16_ppl")).alias(f"ppl_q{round(p * 100):02d}")
-           for p in quantiles]
-    return pl.concat([table, res], how="horizontal").with_columns(ppl)
+@dataclass(frozen=True)
+class Prepared:
+    """Rows ready to predict: the table as given (``query``), as the fit reads it
+    (``read``), and its covariates."""
+
+    query: pl.DataFrame
+    read: ReadTable
+    covariates: Covariates
+
+    @property
+    def n(self) -> int:
+        return self.covariates.n
+
+
+class Predictor:
+    """A fitted model that predicts. It thins the posterior once (``n_draws`` draws,
+    chosen with ``seed``), reads every table as the fit read its training rows
+    (:meth:`Encoding.read <qbayes.model.encoding.Encoding.read>`: respelling, block
+    design, training tokens), and gives each level the fit has not seen a fresh effect
+    from its grouping's population, flagged in :meth:`predict`'s output. ``qbayes predict``,
+    ``choose``, ``validate``, ``report`` and ``suggest`` all predict through it."""
+
+    def __init__(self, fit: Fit, *, n_draws: int | None = DEFAULT_DRAWS, seed: int = 0):
+        self.fit = fit
+        self.seed = seed
+        self.draws = draws_from_fit(fit, n=n_draws, seed=seed)
+        # every (column, value, level) respelling made so far, for the command line to report
+        self.respelled: list[tuple[str, str, str]] = []
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, n_draws: int | None = DEFAULT_DRAWS, seed: int = 0) -> Predictor:
+        return cls(fitfile.load(path), n_draws=n_draws, seed=seed)
+
+    def prepare(self, table: pl.DataFrame, *, one_new_level: tuple[str, ...] = ()) -> Prepared:
+        """``table`` (a standard table) read and turned into covariates. Groupings named in
+        ``one_new_level`` are read as one level the fit has not seen, for every row
+        (cross-validation scores held-out rows as coming from a new source)."""
+        read = self.fit.encoding.read(table)
+        self.respelled += [r for r in read.respelled if r not in self.respelled]
+        covs = covariates(read)
+        for g in one_new_level:
+            covs = covs.as_one_new_level(g)
+        return Prepared(query=table, read=read, covariates=covs)
+
+    def mean(self, rows: Prepared) -> np.ndarray:
+        """Mean degradation per row and draw, (N, S), without observation noise."""
+        return mean_draws(self.fit, rows.covariates, self.draws)
+
+    def delta(self, rows: Prepared, *, rng: np.random.Generator | None = None,
+              independent_noise: bool = False) -> np.ndarray:
+        """Posterior-predictive degradation draws, (N, S), observation noise included (see
+        :func:`delta_draws`); ``rng`` defaults to one seeded with the predictor's seed + 1."""
+        rng = np.random.default_rng(self.seed + 1) if rng is None else rng
+        return delta_draws(self.fit, rows.covariates, self.draws, rng=rng, independent_noise=independent_noise)
+
+    def predict(self, rows: pl.DataFrame | Prepared, *, quantiles=QUANTILES) -> pl.DataFrame:
+        """``rows`` (a standard table, or one prepared, in order) followed by quantiles of predicted
+        delta and perplexity (``delta_qNN``, ``ppl_qNN``, means), flags for levels the fit has
+        not seen (:data:`NEW_LEVEL_FLAGS`), ``tokens_imputed`` where ln D is drawn from the
+        population, and :data:`PROVENANCE`: the block design each row was predicted with and
+        where it came from ("query", "fit", "known_families", or null for a design the fit
+        cannot name; both null for a model without design effects), likewise its training
+        tokens."""
+        rows = rows if isinstance(rows, Prepared) else self.prepare(rows)
+        table = rows.query
+        rng = np.random.default_rng(self.seed + 1)
+        fp16 = table.get_column("fp16_ppl").cast(pl.Float64).to_numpy()
+        # a block design only matters (and is only flagged as new) in a model with design effects
+        uses_arch = any(g in self.fit.spec.effects for g in ("arch", "arch_method"))
+        read = rows.read
+        none = pl.Series([None] * table.height, dtype=pl.String)
+        provenance = {"block_design": read.table.get_column("arch") if uses_arch else none,
+                      "block_design_from": read.sources.get_column("block_design_from") if uses_arch else none,
+                      "train_tokens_b_used": read.table.get_column("train_tokens_b"),
+                      "train_tokens_from": read.sources.get_column("train_tokens_from")}
+        outs = []
+        for start in range(0, table.height, CHUNK_ROWS):
+            sl = slice(start, start + CHUNK_ROWS)
+            d = rows.covariates.rows(sl)
+            cols = _summarise_chunk(self.fit, d, self.draws, rng, quantiles, fp16[sl])
+            for g, flag in NEW_LEVEL_FLAGS.items():
+                cols[flag] = d.new_level(g) if g != "arch" or uses_arch else np.zeros(d.n, dtype=bool)
+            cols["tokens_imputed"] = np.isnan(d.log_d_c)
+            cols.update({c: v[sl] for c, v in provenance.items()})
+            if self.fit.encoding.features:  # a feature model given a row without its features predicts the average
+                cols["features_missing"] = d.feats_missing.any(axis=1)
+            outs.append(pl.DataFrame(cols))
+        res = pl.concat(outs) if outs else pl.DataFrame()
+        ppl = [(pl.col(f"delta_{_q(p)}").exp() * pl.col("fp16_ppl")).alias(f"ppl_{_q(p)}") for p in quantiles]
+        return pl.concat([table, res], how="horizontal").with_columns(ppl)
+
+
+def _q(p: float) -> str:
+    return f"q{round(p * 100):02d}"

@@ -12,27 +12,16 @@ enough to hide the mistake.
 
 from __future__ import annotations
 
-import re
-
 import polars as pl
 
+from qbayes.names import key
+
 COLUMNS = ("family", "method", "eval_set", "w_kind")
-_NOT_KEY = r"[^a-z0-9]"
 # other names, by key, of levels the shipped data use
 ALIASES = {
     "eval_set": {"wikitext": "wikitext2", "wikitext2rawv1": "wikitext2", "wikitext2v1": "wikitext2"},
     "method": {"roundtonearest": "RTN"},
 }
-
-
-def key(name: str) -> str:
-    """The matching key of a name: lower case, letters and digits only."""
-    return re.sub(_NOT_KEY, "", name.lower())
-
-
-def key_expr(expr: pl.Expr) -> pl.Expr:
-    """:func:`key` as a polars expression."""
-    return expr.str.to_lowercase().str.replace_all(_NOT_KEY, "")
 
 
 def respell(df: pl.DataFrame, levels: dict[str, tuple[str, ...]]) -> tuple[pl.DataFrame, list[tuple[str, str, str]]]:

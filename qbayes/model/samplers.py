@@ -10,6 +10,7 @@ The JAX samplers need the ``[jax]`` extra.
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,8 +86,6 @@ def _pymc(model: pm.Model, cfg: SampleConfig, nuts_sampler: str = "pymc") -> Sam
 
 def _jax(name: str) -> Callable[[pm.Model, SampleConfig], SampleResult]:
     def run(model: pm.Model, cfg: SampleConfig) -> SampleResult:
-        import importlib.util
-
         if importlib.util.find_spec("jax") is None or importlib.util.find_spec(name) is None:
             raise QBayesError(f"sampler '{name}' needs JAX: pip install 'qbayes[jax]'")
         return _pymc(model, cfg, nuts_sampler=name)

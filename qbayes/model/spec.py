@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qbayes.errors import QBayesError, suggest, unknown
-from qbayes.model.covariates import check_names
+from qbayes.model.features import check_names
 from qbayes.resources import spec_dir
 
 SPEC_DIR = spec_dir()
@@ -81,7 +81,7 @@ class Effect:
 
 @dataclass(frozen=True)
 class Priors:
-    """Priors on the log-degradation scale; covariates are centred (see design.py)."""
+    """Priors on the log-degradation scale; covariates are centred (see table.py)."""
 
     intercept: Normal = Normal(-2.5, 1.5)       # log delta at 4 bits, 7B params, 1T tokens
     bits_rate: Normal = Normal(1.4, 0.5)        # 1/gamma; ln 4 if noise power falls 4x per bit
@@ -122,7 +122,7 @@ class ModelSpec:
     # seen gets no D term (see models/hierarchical.toml). None: ln D as it is.
     tokens_within: str | None = None
     rows: str = "all"  # which database rows the model is for (see ROWS)
-    features: tuple[str, ...] = ()  # measured covariates, names from qbayes.model.covariates
+    features: tuple[str, ...] = ()  # measured covariates, names from qbayes.model.features
     log_shift: float = LOG_SHIFT  # nats: the likelihood models ln(delta + log_shift)
     curvature: str = "quadratic"  # see CURVATURES
     noise: tuple[str, ...] = ()  # terms the log-scale noise grows with, from NOISE_TERMS

@@ -23,10 +23,9 @@ def build(fit, validation: dict | list[dict] | None = None, *, n_draws: int | No
     ctx = Context(fit=fit, n_draws=n_draws or DEFAULT_DRAWS, seed=seed, validation=validation)
     with figures.style():
         sections = [m.render(ctx) for m in (data, convergence, ppc, learned, val_section, decisions)]
-    a = fit.attrs
     title = f"qbayes report: {fit.spec.name} fit of {fit.data.height} results"
-    subtitle = (f"data hash {a.get('data_hash', '?')} · spec hash {a.get('spec_hash', fit.spec.hash)} · "
-                f"posterior {a.get('posterior_checksum', '?')} · "
+    subtitle = (f"data hash {fit.info.data_hash} · spec hash {fit.spec.hash} · "
+                f"posterior {fit.posterior_checksum or '?'} · "
                 f"validation {'included' if validation else 'not provided'}")
     return page(title, subtitle, sections)
 

@@ -10,9 +10,9 @@ from functools import cached_property
 import numpy as np
 import polars as pl
 
-from qbayes.model.design import Design, encode
+from qbayes.model.encoding import grouping_values
 from qbayes.model.fitfile import Fit
-from qbayes.model.predict import Draws, delta_draws, draws_from_fit
+from qbayes.model.predict import Predictor
 from qbayes.report import DEFAULT_DRAWS
 
 
@@ -54,19 +54,15 @@ class Context:
         return self.fit.data
 
     @cached_property
-    def design(self) -> Design:
-        return encode(self.fit.data, self.fit.encoding)
-
-    @cached_property
-    def draws(self) -> Draws:
-        return draws_from_fit(self.fit, n=self.n_draws, seed=self.seed)
+    def predictor(self) -> Predictor:
+        return Predictor(self.fit, n_draws=self.n_draws, seed=self.seed)
 
     @cached_property
     def replicated(self) -> np.ndarray:
         """Posterior predictive degradation of every training row, shape (S, N)."""
+        rows = self.predictor.prepare(self.fit.data)
         with np.errstate(over="ignore", invalid="ignore"):
-            return delta_draws(self.fit, self.design, self.draws, rng=np.random.default_rng(self.seed + 2),
-                               independent_noise=True).T
+            return self.predictor.delta(rows, rng=np.random.default_rng(self.seed + 2), independent_noise=True).T
 
     @cached_property
     def observed(self) -> np.ndarray:
@@ -87,7 +83,5 @@ class Context:
         return self.fit.encoding.levels.get(grouping, ())
 
     def counts(self, grouping: str) -> dict[str, int]:
-        from qbayes.model.design import grouping_values
-
         vc = grouping_values(self.fit.data, grouping).drop_nulls().value_counts()
         return dict(zip(vc[grouping].to_list(), vc["count"].to_list()))

@@ -11,9 +11,8 @@ import numpy as np
 import polars as pl
 
 from qbayes.model.choose import FP16_BITS, best_under_budget, mean_ppl_draws, memory_gb
-from qbayes.model.design import query_table
-from qbayes.model.fitfile import Fit
-from qbayes.model.predict import predict_table
+from qbayes.model.predict import Predictor
+from qbayes.model.queries import query_table
 
 SIZES = (7.0, 13.0, 70.0)
 CURVE_BITS = tuple(np.round(np.arange(2.0, 8.01, 0.25), 2))
@@ -91,11 +90,11 @@ def queries(sc: Scenario, sizes, bits) -> pl.DataFrame:
     }, schema_overrides={"train_tokens_b": pl.Float64}), where="report scenario")
 
 
-def curves(fit: Fit, sc: Scenario, *, n_draws: int, seed: int) -> pl.DataFrame:
+def curves(predictor: Predictor, sc: Scenario) -> pl.DataFrame:
     """Predicted perplexity quantiles along ``CURVE_BITS`` (plus ``TABLE_BITS``) for ``SIZES``."""
     bits = sorted(set(CURVE_BITS) | set(TABLE_BITS))
     with np.errstate(over="ignore", invalid="ignore"):
-        return predict_table(fit, queries(sc, SIZES, bits), n_draws=n_draws, seed=seed)
+        return predictor.predict(queries(sc, SIZES, bits))
 
 
 @dataclass
@@ -104,11 +103,11 @@ class Frontier:
     choices: pl.DataFrame  # one row per budget: the best option, its runner-up, P(best)
 
 
-def frontier(fit: Fit, sc: Scenario, *, n_draws: int, seed: int) -> Frontier:
-    q = queries(sc, FRONTIER_SIZES, FRONTIER_BITS)
+def frontier(predictor: Predictor, sc: Scenario) -> Frontier:
+    rows = predictor.prepare(queries(sc, FRONTIER_SIZES, FRONTIER_BITS))
     with np.errstate(over="ignore", invalid="ignore"):
-        pred = predict_table(fit, q, n_draws=n_draws, seed=seed)
-    ppl_draws = mean_ppl_draws(fit, q, n_draws=n_draws, seed=seed)
+        pred = predictor.predict(rows)
+    ppl_draws = mean_ppl_draws(predictor, rows)
     opts = pred.select("params_b", "w_bits", "bits", "ppl_q05", "ppl_q50", "ppl_q95", "fp16_ppl",
                        pl.lit(False).alias("fp16"))
     fp = pl.DataFrame({"params_b": list(FRONTIER_SIZES), "w_bits": FP16_BITS, "bits": FP16_BITS})

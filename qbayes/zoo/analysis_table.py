@@ -3,7 +3,7 @@
 Built from a database holding zoo shards (families ``zoo-*``). Choices, in one place:
 
 * ``delta`` = ln(ppl_q) - ln(ppl_base), nats/token, the baseline joined exactly as
-  :func:`qbayes.model.design.training_table` does (same model, eval_set, source,
+  :func:`qbayes.model.table.training_table` does (same model, eval_set, source,
   source_table); weight-only rows only (``act_bits >= 16``).
 * ``log_n`` = ln(non-embedding parameters) (``params_b`` where that is null), ``log_d`` =
   ln(training tokens), both in raw counts; ``log_dn`` = ``log_d - log_n``.
@@ -35,8 +35,8 @@ import polars as pl
 
 from qbayes.db.store import Database
 from qbayes.errors import QBayesError
-from qbayes.model.covariates import RADIAL_PREFIX, per_model_features
-from qbayes.model.design import with_baseline
+from qbayes.model.features import RADIAL_PREFIX, per_model_features
+from qbayes.model.table import with_baseline
 
 ZOO_PREFIX = "zoo-"
 MODEL_SCOPE = "model"

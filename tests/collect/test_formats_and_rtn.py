@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from qbayes.collect.formats import IDENTITY_INT16, Format, parse_format  # noqa: E402
+from qbayes.formats import IDENTITY_INT16, Format, parse_format  # noqa: E402
 from qbayes.collect.rtn import E2M1_VALUES, NF4_CODE, quantize_dequantize  # noqa: E402
 from qbayes.collect.sqnr import SqnrAccumulator  # noqa: E402
 from qbayes.errors import QBayesError  # noqa: E402

@@ -117,7 +117,7 @@ def test_kl_divergence_is_zero_for_identity_and_grows_as_bits_fall(run):
 
 def test_collected_rows_join_the_published_eval_set_levels(run, tmp_path):
     from qbayes.db.merge import merge
-    from qbayes.model.design import training_table
+    from qbayes.model.table import training_table
 
     from helpers import SHIPPED_DB
 

@@ -9,7 +9,7 @@ import pytest
 from helpers import SHIPPED_DB
 from qbayes.db import store
 from qbayes.model import fitfile
-from qbayes.model.design import training_table
+from qbayes.model.table import training_table
 from qbayes.model.fit import FitOptions, fit_table
 from qbayes.model.samplers import SampleConfig
 from qbayes.model.spec import load_spec

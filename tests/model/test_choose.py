@@ -6,6 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from qbayes.model.predict import Predictor
 from qbayes.errors import QBayesError
 from qbayes.model.choose import best_under_budget, choose, options
 
@@ -40,7 +41,7 @@ def test_best_under_budget_ranks_by_median_and_counts_winning_draws():
 
 
 def test_choose_keeps_to_the_budget_and_prefers_the_larger_model_when_it_fits(small_fit):
-    tight = choose(small_fit, OPT, budget_gb=4.0, n_draws=300, **GRID)
+    tight = choose(Predictor(small_fit, n_draws=300), OPT, budget_gb=4.0, **GRID)
     within = tight.filter(pl.col("within_budget"))
     assert within.height > 0 and (within["memory_gb"] <= 4.0).all()
     assert within["rank"].to_list() == list(range(1, within.height + 1))
@@ -53,7 +54,7 @@ def test_choose_keeps_to_the_budget_and_prefers_the_larger_model_when_it_fits(sm
     fp = tight.filter((pl.col("model") == "OPT-1.3B") & (pl.col("method") == "fp16")).row(0, named=True)
     assert fp["within_budget"] and fp["ppl_q05"] == fp["ppl_q95"] == 14.62
 
-    roomy = choose(small_fit, OPT, budget_gb=100.0, n_draws=300, **GRID)
+    roomy = choose(Predictor(small_fit, n_draws=300), OPT, budget_gb=100.0, **GRID)
     best = roomy.row(0, named=True)
     assert best["model"] == "OPT-13B" and best["w_bits"] >= 8  # all fits: the big model, barely quantized
 
@@ -135,4 +136,4 @@ def test_choose_cli_reads_candidates_from_a_file_and_names_missing_columns(small
 
 def test_choose_rejects_an_empty_grid(small_fit):
     with pytest.raises(QBayesError, match="at least one method"):
-        choose(small_fit, OPT, budget_gb=8.0, methods=(), w_bits=(4.0,), group_sizes=(128,))
+        choose(Predictor(small_fit), OPT, budget_gb=8.0, methods=(), w_bits=(4.0,), group_sizes=(128,))

@@ -8,7 +8,8 @@ import polars as pl
 import pytest
 
 from helpers import ROOT
-from qbayes import named_formats
+from qbayes.model.predict import Predictor
+from qbayes.db import named_formats
 from qbayes.errors import QBayesError
 from qbayes.model import kv_cache
 from qbayes.model.choose import choose, options
@@ -85,8 +86,8 @@ def test_a_broken_shape_table_is_refused(tmp_path):
 
 def test_context_and_overhead_add_to_each_options_memory(small_fit):
     fmts = named_formats.lookup_all(["Q4_K_M", "Q8_0"])
-    plain = choose(small_fit, OPT, budget_gb=100.0, formats=fmts, n_draws=200)
-    more = choose(small_fit, OPT, budget_gb=100.0, formats=fmts, overhead_gb=1.5, context=2048, n_draws=200)
+    plain = choose(Predictor(small_fit, n_draws=200), OPT, budget_gb=100.0, formats=fmts)
+    more = choose(Predictor(small_fit, n_draws=200), OPT, budget_gb=100.0, formats=fmts, overhead_gb=1.5, context=2048)
     key = ["model", "method", "format"]
     joined = plain.join(more, on=key, how="inner", suffix="_more", nulls_equal=True)
     assert joined.height == plain.height == more.height == 2 * 2 + 2
@@ -105,8 +106,8 @@ def test_a_budget_that_fits_the_weights_may_not_fit_the_kv_cache(small_fit):
     fmts = named_formats.lookup_all(["Q4_K_M"])
     weights = 13.0 * fmts[0].bits_per_weight / 8
     budget = weights + 0.5  # OPT-13B at 2048 tokens keeps 1.68 GB of keys and values
-    loose = choose(small_fit, OPT, budget_gb=budget, formats=fmts, n_draws=200)
-    tight = choose(small_fit, OPT, budget_gb=budget, formats=fmts, context=2048, n_draws=200)
+    loose = choose(Predictor(small_fit, n_draws=200), OPT, budget_gb=budget, formats=fmts)
+    tight = choose(Predictor(small_fit, n_draws=200), OPT, budget_gb=budget, formats=fmts, context=2048)
     pick = (pl.col("model") == "OPT-13B") & (pl.col("format") == "Q4_K_M")
     assert loose.filter(pick)["within_budget"].item() and not tight.filter(pick)["within_budget"].item()
 

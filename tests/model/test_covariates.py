@@ -9,8 +9,10 @@ import pytest
 
 from qbayes.db.store import Database
 from qbayes.errors import QBayesError
-from qbayes.model.covariates import COVARIATES
-from qbayes.model.design import Encoding, encode, training_table
+from qbayes.model.features import COVARIATES
+from qbayes.model.covariates import covariates
+from qbayes.model.encoding import Encoding
+from qbayes.model.table import training_table
 from qbayes.model.spec import load_spec
 
 
@@ -52,14 +54,14 @@ def test_features_are_standardised_on_training_rows_and_zero_when_missing():
     nsr = -np.array([12.0, 18.0]) * np.log(10) / 10
     assert enc.features["log_nsr"][0] == pytest.approx(nsr.mean())
     assert enc.features["log_hessian_trace"][0] == pytest.approx(np.log([100.0, 400.0]).mean())
-    d = encode(table, enc)
+    d = covariates(enc.read(table))
     assert d.feats.shape == (6, 2)
     published = (table["model"] == "p1").to_numpy()
     assert np.all(d.feats[published] == 0.0)  # unmeasured: the training average
     assert d.feats_missing[published].all() and not d.feats_missing[~published].any()  # and flagged
     assert np.allclose(d.feats[~published].mean(axis=0), 0.0) and np.allclose(d.feats[~published].std(axis=0), 1.0)
     again = Encoding.from_dict(enc.to_dict())
-    assert again == enc and np.array_equal(encode(table, again).feats, d.feats)
+    assert again == enc and np.array_equal(covariates(again.read(table)).feats, d.feats)
 
 
 def test_design_matrix_gains_one_column_per_feature():
@@ -68,7 +70,7 @@ def test_design_matrix_gains_one_column_per_feature():
     table = training_table(_db())
     spec = load_spec("zoo")
     enc = Encoding.from_table(table, spec.features)
-    x = design_matrix(encode(table, enc), spec.effects, enc.levels)
+    x = design_matrix(covariates(enc.read(table)), spec.effects, enc.levels)
     assert x.shape[1] == sum(w for _, w in layout(spec.effects, enc.levels, enc.feature_names))
     assert [n for n, _ in layout(spec.effects, enc.levels, enc.feature_names)
             if n.startswith("feat_")] == [f"feat_{f}" for f in spec.features]

@@ -10,8 +10,8 @@ from helpers import SHIPPED_DB
 from qbayes.db import store
 from qbayes.errors import QBayesError
 from qbayes.model import known_families
-from qbayes.model.design import arch_expr
-from qbayes.model.respell import key, key_expr
+from qbayes.model.table import arch_expr
+from qbayes.names import key, key_expr
 
 HEADER = "family,aliases,norm,mlp,hf_class,train_tokens_b,tokens_source\n"
 

@@ -1,4 +1,4 @@
-"""Formats by the names people type (qbayes.named_formats, data/formats.csv): the table,
+"""Formats by the names people type (qbayes.db.named_formats, data/formats.csv): the table,
 lookups and labels, queries with a ``format`` column, and ``qbayes predict --format``."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ import polars as pl
 import pytest
 
 from helpers import ROOT
-from qbayes import named_formats
+from qbayes.db import named_formats
 from qbayes.errors import QBayesError
-from qbayes.model.design import query_table
-from qbayes.model.predict import predict_table
+from qbayes.model.queries import query_table
+from qbayes.model.predict import Predictor
 
 TABLE = ROOT / "data" / "formats.csv"
 LLAMA_7B = {"family": "LLaMA-1", "model": "LLaMA-7B", "params_b": 7.0, "eval_set": "wikitext2", "fp16_ppl": 5.91}
@@ -156,7 +156,7 @@ def test_a_format_predicts_as_its_configuration_and_is_no_new_method(small_fit):
     named as a format it is llama.cpp's k-quant at its bits per weight."""
     as_format = query_table(pl.concat([_query(format="Q4_K_M"), _query(format="Q2_K")], how="diagonal"))
     as_method = query_table(_query(method="Q4_K_M", w_bits=4.0))
-    pred = predict_table(small_fit, pl.concat([as_format, as_method]), n_draws=400, seed=3)
+    pred = Predictor(small_fit, n_draws=400, seed=3).predict(pl.concat([as_format, as_method]))
     q4, q2, mistaken = pred.row(0, named=True), pred.row(1, named=True), pred.row(2, named=True)
     assert not q4["new_method"] and not q4["new_w_kind"] and mistaken["new_method"]
     assert q2["ppl_q50"] > q4["ppl_q50"] > LLAMA_7B["fp16_ppl"]

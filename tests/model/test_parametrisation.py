@@ -9,8 +9,10 @@ import pytest
 
 from helpers import assert_spec_refused
 from qbayes.errors import QBayesError
-from qbayes.model.build import build_model, nested_projection
-from qbayes.model.design import Encoding, encode, query_table
+from qbayes.model.graph import build_model, nested_projection
+from qbayes.model.covariates import covariates
+from qbayes.model.encoding import Encoding
+from qbayes.model.queries import query_table
 from qbayes.model.diagnostics import sampled_vars
 from qbayes.model.mean import design_matrix, layout, mean_degradation
 from qbayes.model.spec import EFFECT_PREFIXES, load_spec
@@ -63,7 +65,7 @@ def test_per_channel_shift_of_a_per_channel_only_method_is_measured_from_that_mo
                                   "method": ["SqueezeLLM", "SqueezeLLM", "RTN", "RTN"], "w_bits": ["3"] * 4,
                                   "group_size": ["", "128", "", "128"], "eval_set": ["wikitext2"] * 4,
                                   "fp16_ppl": ["10.86"] * 4}))
-    d = encode(q, enc)
+    d = covariates(enc.read(q))
     assert d.per_channel.tolist() == [1.0, 0.0, 1.0, 0.0]
     # SqueezeLLM's intercept is its per-channel value; a group query moves by -c_method
     assert d.per_channel_by["method"].tolist() == [0.0, -1.0, 1.0, 0.0]
@@ -74,7 +76,7 @@ def test_pymc_graph_matches_numpy_mean_with_nested_and_centred_effects(table, ne
     function prediction uses, and nested effects sum to zero within their parents."""
     sub = table.filter(pl.col("family").is_in(["OPT", "LLaMA-1", "Llama-2"])).head(400)
     enc = Encoding.from_table(sub, within=nested_spec.within)
-    d = encode(sub, enc)
+    d = covariates(enc.read(sub))
     model = build_model(nested_spec, d, enc, sub["delta"].to_numpy())
     rng = np.random.default_rng(1)
     point = {k: v + rng.normal(0, 0.3, np.shape(v)) for k, v in model.initial_point(random_seed=3).items()}
@@ -106,7 +108,7 @@ def test_size_slope_changes_how_a_family_scales_with_parameters_and_nothing_else
                                   "params_b": ["1.3", "13", "7", "65"], "method": ["GPTQ"] * 4,
                                   "w_bits": ["4"] * 4, "group_size": ["128"] * 4, "eval_set": ["wikitext2"] * 4,
                                   "fp16_ppl": ["14.6", "10.1", "5.68", "3.53"]}))
-    d = encode(q, enc)
+    d = covariates(enc.read(q))
     rng = np.random.default_rng(0)
     p = {name: rng.normal(0, 0.2, (width, 1)) for name, width in layout(nested_spec.effects, enc.levels)}
     p.update(gamma_n=np.array([[0.3]]), gamma_d=np.array([[0.0]]), ceiling=np.array([[1e6]]))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from qbayes.model.respell import describe, key, respell
+from qbayes.model.respell import describe, respell
+from qbayes.names import key
 
 LEVELS = {"family": ("LLaMA-1", "Llama-2", "OPT"), "method": ("AWQ", "GPTQ", "GPTQ-R", "RTN"),
           "eval_set": ("c4", "wikitext2")}

@@ -13,7 +13,7 @@ import xarray as xr
 from qbayes import resources
 from qbayes.db import store
 from qbayes.model import fitfile
-from qbayes.model.design import training_table
+from qbayes.model.table import training_table
 from qbayes.model.fit import prepare
 from qbayes.model.spec import load_spec
 
@@ -30,21 +30,20 @@ def shipped():
 def test_shipped_posterior_is_the_default_model_on_the_shipped_data(shipped):
     _, fit = shipped
     spec = load_spec("hierarchical")
-    assert fit.attrs["spec_hash"] == spec.hash, f"models/hierarchical.toml changed since the posterior was made: {REGENERATE}"
+    assert fit.spec.hash == spec.hash, f"models/hierarchical.toml changed since the posterior was made: {REGENERATE}"
     df, _ = prepare(training_table(store.load(resources.database_dir()), rows=spec.rows), spec)
-    assert fit.attrs["data_hash"] == fitfile.data_hash(df), f"the shipped database changed since: {REGENERATE}"
+    assert fit.info.data_hash == fitfile.data_hash(df), f"the shipped database changed since: {REGENERATE}"
     post = fit.posterior
     assert post.sizes["chain"] * post.sizes["draw"] == 1000 and post["intercept"].dtype == np.float32
-    conv = fit.attrs["convergence"]
-    conv = json.loads(conv) if isinstance(conv, str) else conv
-    assert conv["max_rhat"] <= 1.01 and conv["min_ess_bulk"] >= 400 and conv["divergences"] == 0
+    conv = fit.info.convergence
+    assert conv.max_rhat <= 1.01 and conv.min_ess_bulk >= 400 and conv.divergences == 0
 
 
 def test_predict_and_choose_answer_from_the_shipped_posterior(shipped, cli, tmp_path):
     path, fit = shipped
     r = cli("predict", "--family", "Qwen2.5", "--params-b", 7, "--format", "Q4_K_M", "--fp16-ppl", 6.85)
     assert r.code == 0, r.err
-    assert f"fit: model hierarchical (spec {fit.attrs['spec_hash']}), data {fit.attrs['data_hash']}" in r.err
+    assert f"fit: model hierarchical (spec {fit.spec.hash}), data {fit.info.data_hash}" in r.err
     assert str(path) in r.err
     out = tmp_path / "options.csv"
     r = cli("choose", "--budget-gb", 12, "--family", "Qwen2.5", "--candidate", "Qwen2.5-7B:7.6:6.85",

@@ -8,7 +8,9 @@ import pytest
 
 from helpers import assert_spec_refused
 from qbayes.errors import QBayesError
-from qbayes.model.design import Encoding, encode, query_table
+from qbayes.model.covariates import covariates
+from qbayes.model.encoding import Encoding
+from qbayes.model.queries import query_table
 from qbayes.model.spec import EFFECT_PREFIXES, available, load_spec
 
 
@@ -37,7 +39,7 @@ def test_pymc_likelihood_matches_numpy_mean_function(table, tokens_within):
     whose training tokens are unknown (a latent ln D)."""
     from scipy import stats
 
-    from qbayes.model.build import LOG_SHIFT, build_model
+    from qbayes.model.graph import LOG_SHIFT, build_model
     from qbayes.model.mean import mean_degradation, relative_noise
 
     spec = load_spec("hierarchical")
@@ -49,7 +51,7 @@ def test_pymc_likelihood_matches_numpy_mean_function(table, tokens_within):
         sub = sub.with_columns(pl.when(unknown).then(None).otherwise(pl.col("train_tokens_b")).alias("train_tokens_b"))
         assert sub.filter(unknown).height > 0
     enc = Encoding.from_table(sub, tokens_within=tokens_within)
-    d = encode(sub, enc)
+    d = covariates(enc.read(sub))
     model = build_model(spec, d, enc, sub["delta"].to_numpy())
     rng = np.random.default_rng(0)
     point = {k: v + rng.normal(0, 0.3, np.shape(v)) for k, v in model.initial_point(random_seed=3).items()}
@@ -114,7 +116,7 @@ def test_bad_queries_are_refused_with_the_reason(change, message):
 def test_tokens_within_a_design_are_departures_from_its_families_mean(table):
     """spec tokens_within: a family's ln D is measured from the mean over its design's
     families; a family of a design the fit never saw gets no D term at all."""
-    from qbayes.model.build import known_log_tokens
+    from qbayes.model.graph import known_log_tokens
 
     train = table.filter(~pl.col("family").is_in(["OPT", "Qwen3"]))  # LLaMA-1 and Llama-2 alone in their design
     enc = Encoding.from_table(train, tokens_within="arch")
@@ -125,23 +127,23 @@ def test_tokens_within_a_design_are_departures_from_its_families_mean(table):
     q = query_table(pl.DataFrame({**{k: v * 3 for k, v in GOOD_QUERY.items()},
                                   "family": ["Llama-2", "Llama-3", "OPT"], "arch": ["", "rmsnorm+swiglu", ""],
                                   "train_tokens_b": ["2000", "15000", "180"]}))
-    d = encode(q, enc)
+    d = covariates(enc.read(q))
     centre = enc.tokens_centre["rmsnorm+swiglu"]
     np.testing.assert_allclose(d.log_d_c, [np.log(2.0) - centre, np.log(15.0) - centre, 0.0])
     # without the centring a row's ln D is its own, new design or not
-    plain = encode(q, Encoding.from_table(train))
+    plain = covariates(Encoding.from_table(train).read(q))
     np.testing.assert_allclose(plain.log_d_c, np.log([2.0, 15.0, 0.18]))
     # unknown tokens: a family the fit saw gets its tokens (Llama-2), one it did not a latent
     # ln D, shifted by the design's mean; for a new design, nothing
     q2 = q.with_columns(pl.lit(None, dtype=pl.Float64).alias("train_tokens_b"))
-    d2 = encode(q2, enc)
+    d2 = covariates(enc.read(q2))
     assert np.isnan(d2.log_d_c).tolist() == [False, True, False] and d2.log_d_c[2] == 0.0
     assert d2.log_d_c[0] == pytest.approx(fam_ld["Llama-2"] - centre)
     np.testing.assert_allclose(d2.log_d_shift, [centre, centre, np.nan])
     # the population unknown counts are drawn from is of ln D itself, centred or not
-    raw = known_log_tokens(encode(train, Encoding.from_table(train)))
+    raw = known_log_tokens(covariates(Encoding.from_table(train).read(train)))
     assert raw.size >= 4
-    np.testing.assert_allclose(known_log_tokens(encode(train, enc)), raw)
+    np.testing.assert_allclose(known_log_tokens(covariates(enc.read(train))), raw)
     again = Encoding.from_dict(enc.to_dict())
     assert again.tokens_within == "arch" and again.tokens_centre == enc.tokens_centre
 
@@ -165,7 +167,7 @@ def test_queries_get_their_familys_block_design_or_their_own(table):
     q = query_table(pl.DataFrame({**{k: v * 4 for k, v in GOOD_QUERY.items()},
                                   "family": ["LLaMA-1", "Llama-2", "Llama-2", "Llama-2"],
                                   "arch": ["", "RMSNorm + SwiGLU", "", "layernorm+relu"]}))
-    d = encode(q, enc)
+    d = covariates(enc.read(q))
     arch = np.array(enc.levels["arch"] + ("<new>",))[d.idx["arch"]]
     # known family: its design; new family: the design given (any case and spacing), else a new level
     assert arch.tolist() == ["rmsnorm+swiglu", "rmsnorm+swiglu", "<new>", "layernorm+relu"]
@@ -183,7 +185,7 @@ def test_low_bits_curvature_bends_only_below_four_bits(table):
     spec = load_spec("hierarchical")
     assert spec.curvature == "low_bits"
     enc = Encoding.from_table(table)
-    d = encode(table, enc)
+    d = covariates(enc.read(table))
     col = SCALAR_TERMS.index("bits_curvature")
     bent = design_matrix(d, spec.effects, enc.levels, spec.curvature)[:, col]
     quad = design_matrix(d, spec.effects, enc.levels)[:, col]
@@ -204,7 +206,7 @@ def test_row_quantiles_match_numpy():
 
 def test_design_rows_slice_every_array(table):
     enc = Encoding.from_table(table)
-    d = encode(table, enc)
+    d = covariates(enc.read(table))
     part = d.rows(slice(10, 30))
     assert part.n == 20 and part.feats.shape[0] == 20
     assert all(np.array_equal(part.idx[g], d.idx[g][10:30]) for g in d.idx)

@@ -1,4 +1,4 @@
-"""Which runs to collect next (qbayes.model.suggest, qbayes.model.gpucost, qbayes suggest)."""
+"""Which runs to collect next (qbayes.suggest.ranking, qbayes.suggest.gpucost, qbayes suggest)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import numpy as np
 import polars as pl
 import pytest
 
+from qbayes.model.predict import Predictor
 from qbayes.errors import QBayesError
-from qbayes.model.design import query_table
-from qbayes.model.gpucost import Costs, run_costs
-from qbayes.model.suggest import (MIN_SHARE, anomalies, condition, effective_noise_var, greedy, observe, predictor_draws, rank,
+from qbayes.model.queries import query_table
+from qbayes.suggest.gpucost import Costs, run_costs
+from qbayes.suggest.ranking import (MIN_SHARE, anomalies, condition, effective_noise_var, greedy, observe, predictor_draws, rank,
                                   runs_table, single_reductions)
 
 
@@ -158,8 +159,7 @@ def test_a_candidate_identical_to_a_target_teaches_it_most_and_another_family_li
         _rows(**new, w_bits=2.0, group_size=64),  # same family, other format
         _rows(family="OPT", model="OPT-6.7B", params_b=6.7, method="RTN", w_bits=4.0),  # other family
     ]), where="candidates")
-    r = rank(small_fit, targets, cands, costs=Costs(own=np.ones(3)), weights=np.array([1.0, 0.0]),
-             max_runs=3, n_draws=300)
+    r = rank(Predictor(small_fit, n_draws=300), targets, cands, costs=Costs(own=np.ones(3)), weights=np.array([1.0, 0.0]), max_runs=3)
     same, other_format, other_family = r.reduction
     assert same > other_format > other_family
     # the other family's run still informs the shared method and global terms, which a fit of
@@ -173,7 +173,7 @@ def test_predictor_draws_share_a_new_family_effect_across_rows(small_fit):
     new = {"family": "Zeta", "model": "Zeta-7B", "arch": "rmsnorm+swiglu", "train_tokens_b": 1000.0}
     table = query_table(pl.DataFrame([_rows(**new, fp16_ppl=6.0), _rows(**new, w_bits=4.0, fp16_ppl=6.0),
                                       _rows(fp16_ppl=6.0)]))
-    pd = predictor_draws(small_fit, table, n_draws=300)
+    pd = predictor_draws(Predictor(small_fit, n_draws=300), table)
     assert pd.eta.shape == (3, 300) and pd.scale.shape == (3, 300) and pd.log_shift == small_fit.spec.log_shift
     corr = np.corrcoef(pd.eta)
     assert corr[0, 1] > 0.5  # one family effect, drawn once per sample, moves both rows

@@ -13,7 +13,7 @@ import datetime as dt
 from helpers import SHIPPED_DB
 from qbayes.db import store
 from qbayes.errors import QBayesError
-from qbayes.model.crossval import (QGRID, Fold, FoldResult, coverage, crps, family_release, make_folds, mdae_gaps,
+from qbayes.evaluation.crossval import (QGRID, Fold, FoldResult, coverage, crps, family_release, make_folds, mdae_gaps,
                                    predictions_table)
 
 
@@ -187,7 +187,7 @@ def test_validate_cli_refuses_a_predictions_file_of_unknown_kind(cli, tmp_path):
 
 
 def test_summary_scores_each_kind_of_row():
-    from qbayes.model.crossval import row_cells, summarise
+    from qbayes.evaluation.crossval import row_cells, summarise
 
     rows = pl.DataFrame({"family": ["A"] * 6, "w_bits": [2.0, 3.0, 3.0, 4.0, 4.0, 8.0],
                          "group_size": [128, 128, None, 64, None, None], "delta": [3.0, 0.2, 0.5, 0.05, 0.1, 0.01]})

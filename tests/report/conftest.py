@@ -16,7 +16,7 @@ from report_fixtures import EVIL_FAMILY, EVIL_METHOD, FAMILIES, ROOT, VALIDATION
 
 def _tiny_table() -> pl.DataFrame:
     from qbayes.db.store import load
-    from qbayes.model.design import training_table
+    from qbayes.model.table import training_table
 
     df = training_table(load(ROOT / "data")).filter(pl.col("family").is_in(FAMILIES))
     rarest = (df.group_by("method").len().sort(["len", "method"]).get_column("method")[0])

@@ -144,7 +144,7 @@ def test_html_helpers_escape_and_format():
     assert num(0.012345) == "0.0123" and num(None) == "—" and num(float("inf")) == "∞"
 
 
-# one row of a validation file's "gaps" (see qbayes.model.crossval.mdae_gaps)
+# one row of a validation file's "gaps" (see qbayes.evaluation.crossval.mdae_gaps)
 GAP = {"model": "random_forest", "reference": "hierarchical", "n": 1177, "gap": 0.0068, "lo": 0.0021,
        "hi": 0.0115, "level": 0.9, "p_reference_better": 0.01}
 

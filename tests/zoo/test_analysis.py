@@ -14,7 +14,7 @@ import pytest
 from qbayes.db import store
 from qbayes.db.store import Database
 from qbayes.errors import QBayesError
-from qbayes.model.design import training_table
+from qbayes.model.table import training_table
 from qbayes.zoo.analysis import Settings, analyze, noise_floor
 from qbayes.zoo.analysis_table import zoo_table
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import tempfile
 
-from qbayes.collect.formats import Format
+from qbayes.formats import Format
 from qbayes.collect.methods.base import Method, Quantized, QuantizeJob, Requirement
 from qbayes.collect.sqnr import SqnrAccumulator
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from qbayes.collect.formats import Format
+from qbayes.formats import Format
 from qbayes.collect.modelio import LoadedModel
 from qbayes.collect.sqnr import SqnrAccumulator
 

@@ -18,7 +18,7 @@ from collections import Counter
 
 import torch
 
-from qbayes.collect.formats import Format
+from qbayes.formats import Format
 from qbayes.collect.methods.base import Method, Quantized, QuantizeJob, Requirement
 from qbayes.collect.modelio import LoadedModel
 from qbayes.collect.sqnr import SqnrAccumulator

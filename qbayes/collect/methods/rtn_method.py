@@ -8,7 +8,7 @@ quantization), so there is no low-bit kernel and no decode speed. The self-check
 
 from __future__ import annotations
 
-from qbayes.collect.formats import IDENTITY_INT16
+from qbayes.formats import IDENTITY_INT16
 from qbayes.collect.methods.base import Method, Quantized, QuantizeJob
 from qbayes.collect.rtn import quantize_dequantize
 from qbayes.collect.sqnr import SqnrAccumulator

@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 
 from qbayes.report import figures as F
-from qbayes.report.context import Context, attr_json
+from qbayes.report.context import Context
 from qbayes.report.html import Cell, Section, details, esc, kv_table, num, table
 
 MAX_COLOURED = 8  # families drawn in their own colour; the rest are grey
@@ -81,35 +81,33 @@ def _spec(ctx: Context) -> str:
         prior_rows.append([f.name, Cell(text, "mono")])
     return (
         f"<h3>Model: <code>{esc(spec.name)}</code> "
-        f"<span class=\"muted\">(spec hash {esc(ctx.fit.attrs.get('spec_hash', spec.hash))})</span></h3>"
+        f"<span class=\"muted\">(spec hash {esc(spec.hash)})</span></h3>"
         f"<p>{esc(spec.description)} Likelihood: <code>{esc(spec.likelihood)}</code>. The mean follows the "
         "precision-aware scaling law Δ ≈ C·D<sup>γ<sub>D</sub></sup>/N<sup>γ<sub>N</sub></sup>·exp(−bits/γ) "
         "with partially pooled effects per grouping:</p>"
         + table(["grouping", "levels", "intercept", "bits slope", "per-channel shift"], eff_rows)
         + details("Priors", table(["parameter", "prior"], prior_rows))
         + details("Model spec as stored in the fit (JSON)",
-                  f"<pre class=\"mono\">{esc(ctx.fit.attrs.get('spec_json', spec.to_json()))}</pre>")
+                  f"<pre class=\"mono\">{esc(spec.to_json())}</pre>")
     )
 
 
 def _provenance(ctx: Context) -> str:
-    a = ctx.fit.attrs
-    cfg = attr_json(a, "sample_config", {}) or {}
-    versions = attr_json(a, "versions", {}) or {}
+    a = ctx.fit.info
+    cfg = a.sample_config
     created = ctx.fit.tree["posterior"].attrs.get("created_at", "")
     pairs = [
-        ("data hash", a.get("data_hash", "")),
-        ("posterior checksum", a.get("posterior_checksum", "")),
-        ("sampler", a.get("sampler", "")),
-        ("chains × draws (tune)", f"{cfg.get('chains', '?')} × {cfg.get('draws', '?')} ({cfg.get('tune', '?')})"
-         if isinstance(cfg, dict) else str(cfg)),
-        ("seed", a.get("seed", "")),
-        ("compile / sample time", f"{num(a.get('compile_s'))} s / {num(a.get('sample_s'))} s"),
-        ("excluded families", ", ".join(attr_json(a, "exclude_families", []) or []) or "none"),
-        ("suspect rows included", "yes" if int(a.get("include_suspect", 0) or 0) else "no"),
+        ("data hash", a.data_hash),
+        ("posterior checksum", ctx.fit.posterior_checksum),
+        ("sampler", a.sampler),
+        ("chains × draws (tune)", f"{cfg.chains} × {cfg.draws} ({cfg.tune})"),
+        ("seed", a.seed),
+        ("compile / sample time", f"{num(a.compile_s)} s / {num(a.sample_s)} s"),
+        ("excluded families", ", ".join(a.exclude_families) or "none"),
+        ("suspect rows included", "yes" if a.include_suspect else "no"),
         ("created", created),
-        ("command", a.get("command", "")),
-        ("versions", ", ".join(f"{k} {v}" for k, v in versions.items()) if isinstance(versions, dict) else versions),
+        ("command", a.command),
+        ("versions", ", ".join(f"{k} {v}" for k, v in a.versions.items())),
     ]
     return kv_table(pairs)
 
@@ -119,7 +117,7 @@ def render(ctx: Context) -> Section:
     n_models = df.get_column("model").n_unique()
     intro = (f"<p>The fit was made from <b>{df.height}</b> quantized results of <b>{n_models}</b> models in "
              f"<b>{df.get_column('family').n_unique()}</b> families, from <b>{df.get_column('source').n_unique()}</b> "
-             f"sources. Data hash <code>{esc(ctx.fit.attrs.get('data_hash', ''))}</code> "
+             f"sources. Data hash <code>{esc(ctx.fit.info.data_hash)}</code> "
              "(the same rows always give the same hash; <code>qbayes fit</code> records it).</p>")
     fam = _counts_table(df, "family", "family", [
         pl.col("params_b").min().alias("min params (B)"), pl.col("params_b").max().alias("max params (B)")])

@@ -126,10 +126,10 @@ def render(ctx: Context) -> Section:
         f"perplexity on <b>{esc(sc.eval_set)}</b>, {esc(tokens)}. The fp16 perplexity of each size comes from "
         f"a straight-line fit of ln ppl against ln params on {esc(sc.ppl_basis)}: ppl_fp16 ≈ {esc(fp)}; sizes "
         "outside the family's range are extrapolations of that line. Predictions come from "
-        "<code>predict_table</code> and include observation noise.</p>"
+        "<code>Predictor.predict</code> and include observation noise.</p>"
     )
-    pred = dec.curves(ctx.fit, sc, n_draws=ctx.n_draws, seed=ctx.seed)
-    fr = dec.frontier(ctx.fit, sc, n_draws=ctx.n_draws, seed=ctx.seed)
+    pred = dec.curves(ctx.predictor, sc)
+    fr = dec.frontier(ctx.predictor, sc)
     body = (
         intro
         + "<h3>Perplexity against bits</h3>" + F.safe("the perplexity curves", _curve_figure, pred, sc)

@@ -1,5 +1,5 @@
 """Section 3: posterior predictive checks. Observed against replicated degradation (from
-:func:`qbayes.model.predict.delta_draws`, observation noise included) by bit width and by
+:meth:`qbayes.model.predict.Predictor.delta`, observation noise included) by bit width and by
 method, and the calibration of the replicates: PIT of each observation within its own
 posterior predictive draws."""
 

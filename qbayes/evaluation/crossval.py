@@ -33,11 +33,12 @@ import numpy as np
 import polars as pl
 
 from qbayes.errors import QBayesError, unknown
+from qbayes.evaluation.baselines import BASELINES
 from qbayes.jsonsafe import json_safe
-from qbayes.model.baselines import BASELINES
-from qbayes.model.design import family_tokens
+from qbayes.model.encoding import family_tokens
 from qbayes.model.fit import FitOptions, fit_table
-from qbayes.model.predict import delta_draws, draws_from_fit, row_quantiles
+from qbayes.model.fitfile import Fit
+from qbayes.model.predict import Predictor, row_quantiles
 from qbayes.model.spec import load_spec
 
 QGRID = np.round(np.arange(0.05, 0.96, 0.05), 2)  # 0.05 .. 0.95
@@ -134,16 +135,11 @@ def scores(y: np.ndarray, q: np.ndarray) -> dict:
             "cov50": coverage(y, q, 0.5), "cov90": coverage(y, q, 0.9), "crps": crps(y, q)}
 
 
-def bayes_quantiles(fit, test: pl.DataFrame, *, seed: int) -> np.ndarray:
-    from qbayes.model.design import encode
-
-    draws = draws_from_fit(fit, n=BAYES_DRAWS, seed=seed)
-    d = encode(test, fit.encoding)
-    # the held-out rows come from a study of unknown protocol: score them as a new source
-    d.idx["source"] = np.full(d.n, -1)
-    d.new_ids["source"] = np.zeros(d.n, dtype=np.int64)  # one new source for all of them
-    delta = delta_draws(fit, d, draws, rng=np.random.default_rng(seed + 1))
-    return row_quantiles(delta, QGRID)
+def bayes_quantiles(fit: Fit, test: pl.DataFrame, *, seed: int) -> np.ndarray:
+    """Predictive quantiles (QGRID) of the held-out rows. They come from a study of unknown
+    protocol: all of them are scored as one new source."""
+    predictor = Predictor(fit, n_draws=BAYES_DRAWS, seed=seed)
+    return row_quantiles(predictor.delta(predictor.prepare(test, one_new_level=("source",))), QGRID)
 
 
 def run(table: pl.DataFrame, *, bayes_models: Sequence[str], baselines: Sequence[str], opts: FitOptions,
@@ -166,10 +162,10 @@ def run(table: pl.DataFrame, *, bayes_models: Sequence[str], baselines: Sequence
         for name in bayes_models:
             progress(f"{fam}: {name} (sampling)")
             fit = fit_table(train, specs[name], opts)
-            conv = fit.attrs["convergence"]
+            conv = fit.info.convergence
             out.append(FoldResult(fam, name, y, bayes_quantiles(fit, test_for[name], seed=seed),
-                                  info={"max_rhat": conv["max_rhat"], "divergences": conv["divergences"],
-                                        "min_ess_bulk": conv["min_ess_bulk"]}, rows=test))
+                                  info={"max_rhat": conv.max_rhat, "divergences": conv.divergences,
+                                        "min_ess_bulk": conv.min_ess_bulk}, rows=test))
     return out
 
 

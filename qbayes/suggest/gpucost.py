@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 
 from qbayes.errors import unknown
-from qbayes.model.respell import key, key_expr
+from qbayes.names import key, key_expr
 
 REFERENCE_DEVICE = "a100"
 # dense bf16 peak, TFLOP/s (vendor data sheets, without sparsity)
@@ -104,7 +104,7 @@ def _group_ids(table: pl.DataFrame, columns) -> np.ndarray:
 
 def run_costs(table: pl.DataFrame, *, device: str = REFERENCE_DEVICE, eval_tokens: np.ndarray | None = None,
               given: np.ndarray | None = None) -> Costs:
-    """The GPU hours of each run of a standard table (design.query_table) on ``device``.
+    """The GPU hours of each run of a standard table (queries.query_table) on ``device``.
     ``eval_tokens`` (NaN: the set's usual count) and ``given`` (NaN: estimate) hold
     per-run values from the candidates file."""
     fast = speed(device)

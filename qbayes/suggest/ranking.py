@@ -26,17 +26,15 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from qbayes.collect.formats import parse_format
 from qbayes.collect.grid import Grid
 from qbayes.collect.manifest import ModelEntry
 from qbayes.errors import QBayesError, suggest
-from qbayes.model.design import QUERY_OPTIONAL, QUERY_REQUIRED, encode, query_table
-from qbayes.model.fitfile import Fit
-from qbayes.model.gpucost import REFERENCE_DEVICE, Costs, run_costs
+from qbayes.formats import parse_format
 from qbayes.model.mean import noise_scale, relative_noise
-from qbayes.model.predict import draws_from_fit, mean_draws
+from qbayes.model.predict import Predictor
+from qbayes.model.queries import QUERY_OPTIONAL, QUERY_REQUIRED, query_table
+from qbayes.suggest.gpucost import REFERENCE_DEVICE, Costs, run_costs
 
-DEFAULT_DRAWS = 1000
 DEFAULT_RUNS = 10  # runs chosen when neither a budget nor a number is given
 # a run that would remove less than this share of the targets' variance is not chosen,
 # however cheap: it would fill a budget with runs that teach nothing
@@ -56,7 +54,7 @@ GRID_METHOD_LABELS = {"autoawq": "AWQ"}
 
 
 def runs_table(df: pl.DataFrame, *, where: str, own: tuple[str, ...] = ()) -> pl.DataFrame:
-    """Targets or candidates as the standard table (design.query_table). Their
+    """Targets or candidates as the standard table (queries.query_table). Their
     ``fp16_ppl``, which eta does not depend on, is optional and not read. ``own`` names the
     further columns the caller reads itself; a column that looks like a misspelling of one
     of them the table lacks is refused."""
@@ -154,16 +152,16 @@ class PredictorDraws:
     log_shift: float | None
 
 
-def predictor_draws(fit: Fit, table: pl.DataFrame, *, n_draws: int | None = DEFAULT_DRAWS,
-                    seed: int = 0) -> PredictorDraws:
+def predictor_draws(predictor: Predictor, table: pl.DataFrame) -> PredictorDraws:
     """The one place suggest reads the model: eta and the noise of every row of a standard
-    table (design.query_table), from the same posterior draws. The rows are encoded
+    table (queries.query_table), from the same posterior draws. The rows are encoded
     together, so unseen levels they share (a new family, source or evaluation set) are one
-    effect with one draw per sample, as in :func:`qbayes.model.predict.predict_table`."""
-    draws = draws_from_fit(fit, n=n_draws, seed=seed)
-    design = encode(table, fit.encoding)
+    effect with one draw per sample, as in :meth:`Predictor.predict`."""
+    fit, draws = predictor.fit, predictor.draws
+    rows = predictor.prepare(table)
+    design = rows.covariates
     with np.errstate(over="ignore", invalid="ignore"):
-        mu = mean_draws(fit, design, draws).astype(np.float64)
+        mu = predictor.mean(rows).astype(np.float64)
     nu = draws.p["nu"][0].astype(np.float64) if "nu" in draws.p else None
     if fit.spec.likelihood == "log_student_t":
         shift = fit.spec.log_shift
@@ -304,16 +302,15 @@ class Ranking:
     weights: np.ndarray
 
 
-def rank(fit: Fit, targets: pl.DataFrame, candidates: pl.DataFrame, *, costs: Costs,
+def rank(predictor: Predictor, targets: pl.DataFrame, candidates: pl.DataFrame, *, costs: Costs,
          weights: np.ndarray | None = None, budget: float | None = None, max_runs: int | None = None,
-         min_share: float = MIN_SHARE, n_draws: int | None = DEFAULT_DRAWS, seed: int = 0,
-         progress: Callable[[int, int], None] = lambda done, total: None) -> Ranking:
+         min_share: float = MIN_SHARE, progress: Callable[[int, int], None] = lambda done, total: None) -> Ranking:
     """Rank candidate runs (standard table) by how much each would reduce the weighted
     posterior variance of the targets' eta (standard table), and choose a batch greedily
     under ``budget`` GPU hours and at most ``max_runs`` runs."""
     t = targets.height
     w = np.ones(t) if weights is None else np.asarray(weights, dtype=np.float64)
-    pd = predictor_draws(fit, pl.concat([targets, candidates], how="vertical_relaxed"), n_draws=n_draws, seed=seed)
+    pd = predictor_draws(predictor, pl.concat([targets, candidates], how="vertical_relaxed"))
     anom = anomalies(pd.eta)
     noise = effective_noise_var(scale=pd.scale[t:], nu=pd.nu)
     cross = anom[:t] @ anom[t:].T

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from qbayes.model.build import LOG_SHIFT, log_target
+from qbayes.model.graph import LOG_SHIFT, log_target
 
 MIN_CELL = 5
 

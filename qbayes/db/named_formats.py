@@ -6,7 +6,7 @@ size, format kind (``results.w_kind``) and bits per weight. Names come from one 
 ``data/formats.csv`` (documented in ``docs/formats.md``; every row has its source). Labels
 are read by pattern:
 
-* the collector's spellings (:func:`qbayes.collect.formats.parse_format`): ``int4-g128``,
+* the collector's spellings (:func:`qbayes.formats.parse_format`): ``int4-g128``,
   ``int3-g64-asym``, ``fp8-g32``, ``nf4-g64``, ``mxint8``;
 * ``wB[aA][-gG]`` and ``intB[-gG]`` with any of ``-``/``_``/nothing before the group:
   ``w4a16-g128``, ``w3g128``, ``w8a8``, ``int4_g128``. ``aA`` sets the activation bits.
@@ -14,7 +14,7 @@ are read by pattern:
 A table name fixes its method (a GGUF type is llama.cpp's; nf4, fp8 and mxfp4 are rounded to
 nearest); a label does not, and takes the query's method, RTN when it gives none. Grouped
 integer labels leave bits per weight to the database's convention (one fp16 scale and one
-b-bit zero per group, :func:`qbayes.model.design.effective_bits`); other grouped labels
+b-bit zero per group, :func:`qbayes.model.table.effective_bits`); other grouped labels
 count their scales as the collector does. Names are matched case- and punctuation-blind
 (``q4_k_m``, ``Q4-K-M``).
 """
@@ -29,10 +29,10 @@ from pathlib import Path
 
 import polars as pl
 
-from qbayes.collect.formats import parse_format
+from qbayes.formats import parse_format
 from qbayes.db.schema import METHODS, W_KINDS
 from qbayes.errors import QBayesError, suggest
-from qbayes.model.respell import key, key_expr
+from qbayes.names import key, key_expr
 from qbayes.resources import formats_csv, read_table
 
 COLUMN = "format"  # the query column that names a format

@@ -2,7 +2,7 @@
 
 Every grouping effect sums to zero over the levels seen, so global terms carry the
 average; a new level is N(0, sd^2 (1 + 1/K)) around it with K levels seen, since the
-average of K levels is not the population mean (design.new_level_scale). Effects are
+average of K levels is not the population mean (covariates.new_level_scale). Effects are
 non-centred (``a = sd * z``) unless the spec centres them; a nested grouping (spec
 ``within``) sums to zero within each parent level instead.
 Missing training tokens are latent: the known ln D values are observed draws from a
@@ -15,7 +15,9 @@ import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
-from qbayes.model.design import Design, Encoding
+from qbayes.model.covariates import Covariates
+
+from qbayes.model.encoding import Encoding
 from qbayes.model.mean import SCALAR_TERMS, mean_degradation, noise_scale, relative_noise
 from qbayes.model.spec import EFFECT_KINDS, LOG_SHIFT, SD_PRIOR, ModelSpec
 
@@ -29,7 +31,7 @@ def log_target(delta: np.ndarray, shift: float = LOG_SHIFT) -> np.ndarray:
 SCALARS = (*SCALAR_TERMS, "act_intercept", "act_rate")  # scalar parameters with Normal priors
 
 
-def known_log_tokens(design: Design) -> np.ndarray:
+def known_log_tokens(design: Covariates) -> np.ndarray:
     """ln(D / 1T) of the distinct known token counts (before any centring within designs):
     one value per distinct count, so a family with many rows does not dominate the
     population of ln D that unknown counts are drawn from."""
@@ -65,7 +67,7 @@ def _effect(kind: str, g: str, sd, centred: bool, parents: tuple[str, ...] | Non
     return pm.Deterministic(f"{kind}_{g}", sd * pm.ZeroSumNormal(f"z_{kind}_{g}", sigma=1.0, dims=g), dims=g)
 
 
-def build_model(spec: ModelSpec, design: Design, enc: Encoding, delta: np.ndarray | None) -> pm.Model:
+def build_model(spec: ModelSpec, design: Covariates, enc: Encoding, delta: np.ndarray | None) -> pm.Model:
     """The PyMC model. ``delta`` None builds it for prior predictive sampling."""
     pr = spec.priors
     coords = {g: list(enc.levels[g]) for g in spec.effects}

@@ -1,0 +1,92 @@
+"""Prediction queries: check a user's table and turn it into the standard table.
+
+A query names a family, model, size, method, bits and evaluation set (or a format name
+that says the method and bits, :mod:`qbayes.db.named_formats`), with its unquantized
+perplexity. :func:`query_table` names every problem at once, with close matches for
+misspelt columns.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from qbayes.errors import QBayesError, suggest
+from qbayes.model.features import RAW_COLUMNS
+from qbayes.model.table import STANDARD, effective_bits
+from qbayes.db.named_formats import expand as expand_formats
+
+QUERY_REQUIRED = ("family", "model", "params_b", "method", "w_bits", "eval_set", "fp16_ppl")
+QUERY_OPTIONAL = {"train_tokens_b": None, "arch": None, "group_size": None, "act_bits": 16.0, "w_kind": "int",
+                  "source": None,
+                  # a format name (named_formats) fills method, bits, group and kind; bits per
+                  # weight, where given, is the bits covariate instead of effective_bits'
+                  "format": None, "bits_per_weight": None,
+                  **{c: None for c in RAW_COLUMNS}}
+
+
+def extra_query_columns(df: pl.DataFrame) -> list[str]:
+    """Columns of a query file that prediction does not use (ids, notes, observed values):
+    :func:`query_table` leaves them out, and ``qbayes predict`` returns them untouched."""
+    return [c for c in df.columns if c not in QUERY_REQUIRED and c not in QUERY_OPTIONAL]
+
+
+def query_table(df: pl.DataFrame, where: str = "queries") -> pl.DataFrame:
+    """Check and normalise prediction queries into the standard table. Raises
+    :class:`QBayesError` naming every problem (missing columns with close matches,
+    out-of-range values with their rows). A column that is not a query column is left out
+    of the table (see :func:`extra_query_columns`) unless it looks like a misspelling of a
+    query column the table lacks, which is refused."""
+    df = expand_formats(df, where, defaults=QUERY_OPTIONAL)
+    known = list(QUERY_REQUIRED) + list(QUERY_OPTIONAL)
+    absent = [c for c in known if c not in df.columns]
+    problems = []
+    for c in QUERY_REQUIRED:
+        if c not in df.columns:
+            extra = [x for x in df.columns if x not in known]
+            problems.append(f"missing column '{c}'{suggest(c, extra)}")
+    for c in df.columns:
+        hint = "" if c in known else suggest(c, absent)
+        if hint:
+            problems.append(f"unknown column '{c}'{hint}")
+    if problems:
+        raise QBayesError(f"{where}: " + "; ".join(problems) + f". Expected columns: {', '.join(known)}")
+    for c, default in QUERY_OPTIONAL.items():
+        if c not in df.columns:
+            df = df.with_columns(pl.lit(default).alias(c))
+    casts = {c: STANDARD[c] for c in STANDARD if c in df.columns} | {"bits_per_weight": pl.Float64}
+    out = {}
+    for c, dtype in casts.items():
+        s = df.get_column(c)
+        if s.dtype == pl.String and dtype != pl.String:
+            s = s.str.strip_chars().replace("", None)
+        cast = s.cast(dtype, strict=False)
+        bad = s.is_not_null() & cast.is_null()
+        if bad.any():
+            rows = (bad.arg_true() + 1).head(5).to_list()
+            problems.append(f"column '{c}' has values that are not {dtype} in rows {rows}")
+        out[c] = cast
+    # -1 is how GPTQ configurations (AutoGPTQ, transformers' GPTQConfig) say "per channel"
+    df = pl.DataFrame(out).with_columns(pl.col("group_size").replace(-1, None))
+
+    def check(mask: pl.Series, msg: str):
+        if mask.any():
+            problems.append(f"{msg} (rows {(mask.arg_true() + 1).head(5).to_list()})")
+
+    if not problems:
+        for c in ("family", "model", "method", "eval_set", "params_b", "w_bits", "fp16_ppl"):
+            check(df[c].is_null(), f"column '{c}' is empty")
+        check(df["w_bits"] <= 0, "w_bits must be > 0")
+        check(df["w_bits"] > 16, "w_bits must be <= 16")
+        check(df["params_b"] <= 0, "params_b must be > 0")
+        check(df["fp16_ppl"] <= 1, "fp16_ppl must be > 1")
+        check(df["train_tokens_b"] <= 0, "train_tokens_b must be > 0")
+        check(df["group_size"] <= 0, "group_size must be > 0 (empty or -1: one scale per output channel)")
+        check((df["act_bits"] <= 0) | (df["act_bits"] > 16), "act_bits must be in (0, 16]")
+        check((df["bits_per_weight"] <= 0) | (df["bits_per_weight"] > 40), "bits_per_weight must be in (0, 40]")
+        for c in ("w_bits", "params_b", "fp16_ppl", "act_bits"):
+            check(df[c].is_nan(), f"column '{c}' is NaN")
+    if problems:
+        raise QBayesError(f"{where}: " + "; ".join(problems))
+    convention = effective_bits(pl.col("w_bits"), pl.col("group_size"), pl.col("w_kind"))
+    df = df.with_columns(pl.coalesce(pl.col("bits_per_weight"), convention).alias("bits"))
+    return df.select(*STANDARD)
