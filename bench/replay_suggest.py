@@ -42,7 +42,7 @@ from qbayes.evaluation.crossval import QGRID, crps, scores
 from qbayes.model.encoding import family_tokens
 from qbayes.model.table import STANDARD, training_table
 from qbayes.suggest.gpucost import Costs
-from qbayes.model.predict import DELTA_MAX, delta_draws, draws_from_fit, row_quantiles
+from qbayes.model.predict import DELTA_MAX, row_quantiles
 from qbayes.suggest.ranking import anomalies, effective_noise_var, greedy, observe, predictor_draws
 
 

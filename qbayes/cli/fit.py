@@ -46,7 +46,6 @@ def fit(data, exclude_family, include_suspect, model_name, out, draws, tune, cha
     from rich.console import Console
 
     from qbayes.model import fitfile
-    from qbayes.model.diagnostics import Convergence
     from qbayes.model.fit import FitOptions, fit_database
     from qbayes.model.spec import load_spec
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import polars as pl
 
 from qbayes.db import named_formats
-from qbayes.db.schema import BASELINE_METHOD, MODELS, RESULTS
+from qbayes.db.schema import BASELINE_METHOD, RESULTS
 from qbayes.db.store import Database, InvalidDatabase
 from qbayes.db.validate import Problem
 from qbayes.errors import QBayesError

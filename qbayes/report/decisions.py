@@ -11,6 +11,7 @@ import numpy as np
 import polars as pl
 
 from qbayes.model.choose import FP16_BITS, best_under_budget, mean_ppl_draws, memory_gb
+from qbayes.model.fitfile import Fit
 from qbayes.model.predict import Predictor
 from qbayes.model.queries import query_table
 

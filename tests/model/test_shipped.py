@@ -3,8 +3,6 @@ default spec, the answer of predict and choose without --fit, refused when tampe
 
 from __future__ import annotations
 
-import json
-import shutil
 
 import numpy as np
 import pytest
