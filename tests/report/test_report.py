@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from report_fixtures import EVIL_FAMILY, VALIDATION_JSON
 
+from qbayes.model.predict import Predictor
 from qbayes.errors import QBayesError
 from qbayes.report import SECTION_IDS
 
@@ -119,7 +120,7 @@ def test_decision_frontier_respects_budgets(tiny_fit):
     sc = dec.scenario(tiny_fit)
     assert sc.family in tiny_fit.encoding.levels["family"]
     assert np.allclose(np.log(sc.fp16_ppl([1.0, 10.0])), [sc.ppl_a, sc.ppl_a + sc.ppl_b * np.log(10.0)])
-    fr = dec.frontier(tiny_fit, sc, n_draws=100, seed=0)
+    fr = dec.frontier(Predictor(tiny_fit, n_draws=100, seed=0), sc)
     opts = fr.options.to_dicts()
     assert len(opts) == len(dec.FRONTIER_SIZES) * (len(dec.FRONTIER_BITS) + 1)
     for c in fr.choices.iter_rows(named=True):
