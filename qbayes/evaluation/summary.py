@@ -48,7 +48,7 @@ def as_float(x) -> float:
     """``x`` as a float; undefined (None or NaN) as ``math.nan`` itself. One NaN object for
     every undefined score lets records that lack the same scores compare equal (tuples of
     fields compare items by identity first)."""
-    return math.nan if x is None or x != x else float(x)
+    return math.nan if x is None or math.isnan(x) else float(x)
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ class ValidationSettings:
     extra: Mapping[str, object] = field(default_factory=dict)
 
 
-ROWS = {"overall": ModelScores, "overall_3bits": ModelScores, "per_family": FoldScores, "per_cell": CellScores,
+ROW_LISTS = {"overall": ModelScores, "overall_3bits": ModelScores, "per_family": FoldScores, "per_cell": CellScores,
         "calibration": CalibrationPoint, "gaps": MdaeGap}
 REQUIRED = ("models", "overall", "per_family", "calibration")
 
@@ -175,7 +175,7 @@ class ValidationSummary:
         """The JSON document (strict: NaN written as null)."""
         settings = {k: v for k, v in _flat(self.settings).items() if v is not None}
         settings.update(settings.pop("extra"))
-        return json_safe({"models": self.models, **{key: [_flat(r) for r in getattr(self, key)] for key in ROWS},
+        return json_safe({"models": self.models, **{key: [_flat(r) for r in getattr(self, key)] for key in ROW_LISTS},
                           "settings": settings})
 
     @classmethod
@@ -192,7 +192,7 @@ class ValidationSummary:
         if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
             raise QBayesError(f"{source}: 'models' must be a list of names")
         rows = {}
-        for key, kind in ROWS.items():
+        for key, kind in ROW_LISTS.items():
             items = raw.get(key, [])
             if not isinstance(items, list):
                 raise QBayesError(f"{source}: '{key}' must be a list")
@@ -201,7 +201,7 @@ class ValidationSummary:
         if not isinstance(settings, dict):
             raise QBayesError(f"{source}: 'settings' must be an object")
         known = _read(ValidationSettings, settings, f"{source}: settings")
-        extra = {k: v for k, v in settings.items() if k not in _hints(ValidationSettings)}
+        extra = {k: v for k, v in settings.items() if k == "extra" or k not in _hints(ValidationSettings)}
         return cls(models=tuple(models), **rows, settings=dataclasses.replace(known, extra=extra))
 
 
@@ -265,7 +265,7 @@ def _value(t, optional: bool, x, where: str):
             raise QBayesError(f"{where}: expected a number or null, got {x!r}")
         if t is float:
             return as_float(x)
-        if x is None or x != x:
+        if x is None or math.isnan(x):
             return None
         if x != int(x):
             raise QBayesError(f"{where}: expected a whole number or null, got {x!r}")
