@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 
+from qbayes.evaluation.summary import Scores
 from qbayes.report import validation
 
 SCHEMES = {"lofo": "leave one family out", "forward": "forward"}
@@ -18,22 +19,22 @@ def table(paths: list[str]) -> str:
     vals = [validation.load(p) for p in paths]
     head = ["model"]
     for v in vals:
-        name = SCHEMES.get(v["settings"].get("scheme", "lofo"), "?")
+        name = SCHEMES.get(v.settings.scheme, "?")
         head += [f"{name}: MdAE", "MdAE ≥ 3 bits", "90% cov.", "CRPS"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    best = [({k: min(r[k] for r in v["overall"]) for k in ("mdae", "crps")},
-             min((r["mdae"] for r in v["overall_3bits"]), default=None)) for v in vals]
+    best = [({k: min(getattr(r.scores, k) for r in v.overall) for k in ("mdae", "crps")},
+             min((r.scores.mdae for r in v.overall_3bits), default=None)) for v in vals]
 
     def bold(x: float, b) -> str:
         return f"**{x:.4f}**" if b is not None and x == b else f"{x:.4f}"
 
-    for model in vals[0]["models"]:
+    for model in vals[0].models:
         cells = [model]
         for v, (b, b3) in zip(vals, best):
-            all_rows = {r["model"]: r for r in v["overall"]}[model]
-            three = {r["model"]: r for r in v["overall_3bits"]}.get(model, {})
-            cells += [bold(all_rows["mdae"], b["mdae"]), bold(three.get("mdae", float("nan")), b3),
-                      f"{all_rows['cov90']:.3f}", bold(all_rows["crps"], b["crps"])]
+            all_rows = {r.model: r.scores for r in v.overall}[model]
+            three = {r.model: r.scores for r in v.overall_3bits}.get(model, Scores())
+            cells += [bold(all_rows.mdae, b["mdae"]), bold(three.mdae, b3),
+                      f"{all_rows.cov90:.3f}", bold(all_rows.crps, b["crps"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import click
@@ -45,6 +46,7 @@ def validate(data, exclude_family, include_suspect, models, baselines, scheme, f
 
     from qbayes.evaluation import crossval
     from qbayes.evaluation.baselines import BASELINES
+    from qbayes.evaluation.summary import METRICS, ValidationSettings
     from qbayes.model.table import training_table
     from qbayes.model.fit import FitOptions
     from qbayes.model.spec import load_spec
@@ -68,39 +70,40 @@ def validate(data, exclude_family, include_suspect, models, baselines, scheme, f
     with console.status("cross-validating") as status:
         results = crossval.run(table, bayes_models=models, baselines=baselines, opts=opts,
                                folds=folds, seed=seed, progress=lambda m: status.update(m))
-    settings = {"scheme": scheme, "draws": draws, "tune": tune, "chains": chains, "seed": seed, "sampler": sampler,
-                "target_accept": target_accept, "rows": table.height, "row_kind": rows,
-                "families": [f.family for f in folds], "folds": {f.family: list(f.train) for f in folds}}
+    settings = ValidationSettings(scheme=scheme, draws=draws, tune=tune, chains=chains, seed=seed, sampler=sampler,
+                                  target_accept=target_accept, rows=table.height, row_kind=rows,
+                                  families=tuple(f.family for f in folds), folds={f.family: f.train for f in folds})
     summary = crossval.summarise(results, settings, reference=models[0] if models else None)
 
     out = Console()
     name = {"lofo": "Leave-one-family-out", "forward": "Forward (from earlier families)"}[scheme]
-    for title, rows, first in (("overall", summary["overall"], "model"),
-                               ("rows of 3 or more bits", summary["overall_3bits"], "model"),
-                               ("per held-out family", summary["per_family"], "family")):
+    for title, rows, names in (("overall", summary.overall, ("model",)),
+                               ("rows of 3 or more bits", summary.overall_3bits, ("model",)),
+                               ("per held-out family", summary.per_family, ("family", "model"))):
         t = Table(title=f"{name} validation: {title} (delta in nats/token)", title_justify="left")
-        cols = ([first] if first == "model" else ["family", "model"]) + ["n", "mdae", "mae", "cov50", "cov90", "crps"]
-        for c in cols:
-            t.add_column(c, justify="left" if c in ("family", "model") else "right")
+        for c in (*names, "n", *METRICS):
+            t.add_column(c, justify="left" if c in names else "right")
         for r in rows:
-            t.add_row(*["—" if r[c] is None else str(r[c]) if isinstance(r[c], (str, int)) else f"{r[c]:.4f}"
-                        for c in cols])
+            values = (r.scores.n, *(getattr(r.scores, m) for m in METRICS))
+            t.add_row(*(getattr(r, c) for c in names),
+                      *("—" if v is None or math.isnan(v) else str(v) if isinstance(v, int) else f"{v:.4f}"
+                        for v in values))
         out.print(t)
-    if summary["gaps"]:
-        ref = summary["gaps"][0]["reference"]
-        level = summary["gaps"][0]["level"]
+    if summary.gaps:
+        ref = summary.gaps[0].reference
+        level = summary.gaps[0].level
         t = Table(title=f"MdAE of {ref} minus each model's (negative: {ref} better), with a {level:.0%} interval "
                         "from resampling held-out rows within families", title_justify="left")
         for c in ("model", "gap", "lo", "hi", f"P({ref} better)"):
             t.add_column(c, justify="left" if c == "model" else "right")
-        for g in summary["gaps"]:
-            t.add_row(g["model"], *(f"{g[k]:+.4f}" for k in ("gap", "lo", "hi")), f"{g['p_reference_better']:.2f}")
+        for g in summary.gaps:
+            t.add_row(g.model, *(f"{v:+.4f}" for v in (g.gap, g.lo, g.hi)), f"{g.p_reference_better:.2f}")
         out.print(t)
     if json_path:
         from qbayes.atomic import atomic_path
 
         with atomic_path(json_path) as tmp:
-            tmp.write_text(json.dumps(summary, indent=1, allow_nan=False))
+            tmp.write_text(json.dumps(summary.to_dict(), indent=1, allow_nan=False))
         click.echo(f"wrote {json_path}")
     if predictions_path:
         preds = crossval.predictions_table(results)

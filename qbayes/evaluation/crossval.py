@@ -18,7 +18,8 @@ baselines are judged by one piece of code:
 * the gap in MdAE between the first Bayesian model and every other model, with a
   paired bootstrap interval (:func:`mdae_gaps`).
 
-:func:`predictions_table` lays the held-out rows side by side with every model's
+:func:`summarise` gathers the scores into a :class:`~qbayes.evaluation.summary.ValidationSummary`
+(the records ``qbayes validate --json`` writes). :func:`predictions_table` lays the held-out rows side by side with every model's
 predictive quantiles, so that where a model loses (which family, bits, method) can be
 looked at row by row rather than through the summaries alone.
 """
@@ -27,14 +28,15 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
 from qbayes.errors import QBayesError, unknown
 from qbayes.evaluation.baselines import BASELINES
-from qbayes.jsonsafe import json_safe
+from qbayes.evaluation.summary import (CalibrationPoint, CellScores, FoldConvergence, FoldScores, MdaeGap, ModelScores,
+                                       Scores, ValidationSettings, ValidationSummary, as_float)
 from qbayes.model.encoding import family_tokens
 from qbayes.model.fit import FitOptions, fit_table
 from qbayes.model.fitfile import Fit
@@ -108,7 +110,7 @@ class FoldResult:
     model: str
     y: np.ndarray
     q: np.ndarray  # (len(QGRID), N)
-    info: dict = field(default_factory=dict)
+    convergence: FoldConvergence | None = None  # Bayesian models: how the fold's fit converged
     rows: pl.DataFrame | None = None  # the held-out rows (the standard table), in the order of y
 
 
@@ -127,12 +129,12 @@ def crps(y: np.ndarray, q: np.ndarray) -> float:
     return float(2 * pinball.mean())
 
 
-def scores(y: np.ndarray, q: np.ndarray) -> dict:
+def scores(y: np.ndarray, q: np.ndarray) -> Scores:
     med = q[_qidx(0.5)]
     ok = ~np.isnan(med)
     y, q, med = y[ok], q[:, ok], med[ok]
-    return {"n": int(y.size), "mdae": float(np.median(np.abs(y - med))), "mae": float(np.mean(np.abs(y - med))),
-            "cov50": coverage(y, q, 0.5), "cov90": coverage(y, q, 0.9), "crps": crps(y, q)}
+    return Scores(n=int(y.size), mdae=as_float(np.median(np.abs(y - med))), mae=as_float(np.mean(np.abs(y - med))),
+                  cov50=as_float(coverage(y, q, 0.5)), cov90=as_float(coverage(y, q, 0.9)), crps=as_float(crps(y, q)))
 
 
 def bayes_quantiles(fit: Fit, test: pl.DataFrame, *, seed: int) -> np.ndarray:
@@ -164,8 +166,10 @@ def run(table: pl.DataFrame, *, bayes_models: Sequence[str], baselines: Sequence
             fit = fit_table(train, specs[name], opts)
             conv = fit.info.convergence
             out.append(FoldResult(fam, name, y, bayes_quantiles(fit, test_for[name], seed=seed),
-                                  info={"max_rhat": conv.max_rhat, "divergences": conv.divergences,
-                                        "min_ess_bulk": conv.min_ess_bulk}, rows=test))
+                                  convergence=FoldConvergence(max_rhat=as_float(conv.max_rhat),
+                                                              divergences=int(conv.divergences),
+                                                              min_ess_bulk=as_float(conv.min_ess_bulk)),
+                                  rows=test))
     return out
 
 
@@ -199,7 +203,7 @@ def _abs_errors(results: list[FoldResult], model: str) -> dict[str, np.ndarray]:
 
 
 def mdae_gaps(results: list[FoldResult], *, reference: str, n_boot: int = GAP_BOOT, level: float = GAP_LEVEL,
-              seed: int = 0) -> list[dict]:
+              seed: int = 0) -> list[MdaeGap]:
     """MdAE of ``reference`` minus MdAE of every other model (negative: ``reference`` is
     better), with a paired bootstrap interval.
 
@@ -226,9 +230,9 @@ def mdae_gaps(results: list[FoldResult], *, reference: str, n_boot: int = GAP_BO
         a, b = np.where(ok, ref, np.nan), np.where(ok, other, np.nan)
         boot = np.nanmedian(a[idx], axis=1) - np.nanmedian(b[idx], axis=1)
         lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
-        out.append({"model": m, "reference": reference, "n": int(ok.sum()),
-                    "gap": float(np.median(ref[ok]) - np.median(other[ok])), "lo": float(lo), "hi": float(hi),
-                    "level": level, "p_reference_better": float(np.mean(boot < 0))})
+        out.append(MdaeGap(model=m, reference=reference, n=int(ok.sum()),
+                           gap=as_float(np.median(ref[ok]) - np.median(other[ok])), lo=as_float(lo), hi=as_float(hi),
+                           level=as_float(level), p_reference_better=as_float(np.mean(boot < 0))))
     return out
 
 
@@ -247,19 +251,19 @@ def row_cells(rows: pl.DataFrame) -> np.ndarray:
 CELL_ORDER = tuple(f"{b}, {g}" for b in ("≤2 bits", "3 bits", "4 bits", "≥5 bits") for g in ("groups", "per channel"))
 
 
-def _per_cell(m: str, rs: list[FoldResult]) -> list[dict]:
+def _per_cell(m: str, rs: list[FoldResult]) -> list[CellScores]:
     """Scores of model ``m`` per kind of row (:func:`row_cells`), pooled over held-out families."""
     if any(r.rows is None for r in rs):
         return []
     y = np.concatenate([r.y for r in rs])
     q = np.concatenate([r.q for r in rs], axis=1)
     cells = np.concatenate([row_cells(r.rows) for r in rs])
-    return [{"cell": c, "model": m, **scores(y[cells == c], q[:, cells == c])} for c in CELL_ORDER
-            if (cells == c).any()]
+    return [CellScores(c, m, scores(y[cells == c], q[:, cells == c])) for c in CELL_ORDER if (cells == c).any()]
 
 
-def summarise(results: list[FoldResult], settings: dict, *, reference: str | None = None) -> dict:
-    """The JSON-able validation summary: overall, over rows of 3 or more nominal bits
+def summarise(results: list[FoldResult], settings: ValidationSettings, *,
+              reference: str | None = None) -> ValidationSummary:
+    """The validation summary: overall, over rows of 3 or more nominal bits
     (``overall_3bits``), per family, per kind of row (nominal bits, groups or per channel;
     when the folds carry their rows), calibration curve, and the
     MdAE gaps of ``reference`` (a model name) to every other model."""
@@ -269,17 +273,17 @@ def summarise(results: list[FoldResult], settings: dict, *, reference: str | Non
         rs = [r for r in results if r.model == m]
         y = np.concatenate([r.y for r in rs])
         q = np.concatenate([r.q for r in rs], axis=1)
-        overall.append({"model": m, **scores(y, q)})
+        overall.append(ModelScores(m, scores(y, q)))
         if all(r.rows is not None for r in rs):
             three = np.concatenate([r.rows.get_column("w_bits").cast(pl.Float64).to_numpy() >= 3 for r in rs])
-            overall_3bits.append({"model": m, **scores(y[three], q[:, three])})
+            overall_3bits.append(ModelScores(m, scores(y[three], q[:, three])))
         per_cell += _per_cell(m, rs)
         for r in rs:
-            per_family.append({"family": r.family, "model": m, **scores(r.y, r.q), **r.info})
+            per_family.append(FoldScores(r.family, m, scores(r.y, r.q), r.convergence))
         ok = ~np.isnan(q[_qidx(0.5)])
         for level in NOMINAL:
-            calibration.append({"model": m, "nominal": float(level), "observed": coverage(y[ok], q[:, ok], level)})
+            calibration.append(CalibrationPoint(m, as_float(level), as_float(coverage(y[ok], q[:, ok], level))))
     gaps = mdae_gaps(results, reference=reference) if reference in models else []
-    return json_safe({"models": models, "overall": overall, "overall_3bits": overall_3bits,
-                      "per_family": per_family, "per_cell": per_cell,
-                      "calibration": calibration, "gaps": gaps, "settings": settings})
+    return ValidationSummary(models=tuple(models), overall=tuple(overall), overall_3bits=tuple(overall_3bits),
+                             per_family=tuple(per_family), per_cell=tuple(per_cell), calibration=tuple(calibration),
+                             gaps=tuple(gaps), settings=settings)

@@ -10,6 +10,7 @@ from functools import cached_property
 import numpy as np
 import polars as pl
 
+from qbayes.evaluation.summary import ValidationSummary
 from qbayes.model.encoding import grouping_values
 from qbayes.model.fitfile import Fit
 from qbayes.model.predict import Predictor
@@ -46,7 +47,7 @@ class Context:
     fit: Fit
     n_draws: int = DEFAULT_DRAWS
     seed: int = 0
-    validation: dict | list[dict] | None = None  # one parsed validation file, or several (schemes)
+    validation: ValidationSummary | list[ValidationSummary] | None = None  # one validation file, or one per scheme
     notes: list[str] = field(default_factory=list)
 
     @property

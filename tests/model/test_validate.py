@@ -143,20 +143,20 @@ def test_mdae_gaps_are_paired_and_signed():
                     _fold(fam, "nan", y, with_nan)]
         errs["good"].append(np.abs(good - y))
         errs["bad"].append(np.abs(bad - y))
-    gaps = {g["model"]: g for g in mdae_gaps(results, reference="good", n_boot=400)}
+    gaps = {g.model: g for g in mdae_gaps(results, reference="good", n_boot=400)}
     good_e, bad_e = np.concatenate(errs["good"]), np.concatenate(errs["bad"])
-    assert np.isclose(gaps["bad"]["gap"], np.median(good_e) - np.median(bad_e))
-    assert gaps["bad"]["hi"] < 0 and gaps["bad"]["p_reference_better"] == 1.0
+    assert np.isclose(gaps["bad"].gap, np.median(good_e) - np.median(bad_e))
+    assert gaps["bad"].hi < 0 and gaps["bad"].p_reference_better == 1.0
     # paired: the same rows in every replicate, so a constant extra error is a constant gap
-    assert np.isclose(gaps["shifted"]["lo"], -0.01) and np.isclose(gaps["shifted"]["hi"], -0.01)
+    assert np.isclose(gaps["shifted"].lo, -0.01) and np.isclose(gaps["shifted"].hi, -0.01)
     # a row without a prediction is dropped for both models
-    assert gaps["nan"]["n"] == good_e.size - 10
+    assert gaps["nan"].n == good_e.size - 10
     keep = np.ones(good_e.size, dtype=bool)
     keep[[0, 1, 2, 3, 4, 300, 301, 302, 303, 304]] = False
-    assert np.isclose(gaps["nan"]["gap"], np.median(good_e[keep]) - np.median(bad_e[keep]))
+    assert np.isclose(gaps["nan"].gap, np.median(good_e[keep]) - np.median(bad_e[keep]))
     # the reference's side flips the sign
-    back = {g["model"]: g for g in mdae_gaps(results, reference="bad", n_boot=400)}
-    assert np.isclose(back["good"]["gap"], -gaps["bad"]["gap"]) and back["good"]["lo"] > 0
+    back = {g.model: g for g in mdae_gaps(results, reference="bad", n_boot=400)}
+    assert np.isclose(back["good"].gap, -gaps["bad"].gap) and back["good"].lo > 0
 
 
 def test_predictions_table_lays_rows_beside_each_models_quantiles():
@@ -188,6 +188,7 @@ def test_validate_cli_refuses_a_predictions_file_of_unknown_kind(cli, tmp_path):
 
 def test_summary_scores_each_kind_of_row():
     from qbayes.evaluation.crossval import row_cells, summarise
+    from qbayes.evaluation.summary import ValidationSettings, ValidationSummary
 
     rows = pl.DataFrame({"family": ["A"] * 6, "w_bits": [2.0, 3.0, 3.0, 4.0, 4.0, 8.0],
                          "group_size": [128, 128, None, 64, None, None], "delta": [3.0, 0.2, 0.5, 0.05, 0.1, 0.01]})
@@ -199,11 +200,13 @@ def test_summary_scores_each_kind_of_row():
     more = pl.DataFrame({"family": ["B"] * 2, "w_bits": [3.0, 3.0], "group_size": [128, 128], "delta": [0.3, 0.4]})
     q_b = np.repeat(np.array([0.3, 0.7])[None, :], QGRID.size, axis=0)
     doc = summarise([FoldResult("A", "m", y, q, rows=rows), FoldResult("B", "m", more["delta"].to_numpy(), q_b,
-                                                                       rows=more)], {})
-    by = {r["cell"]: r for r in doc["per_cell"]}
+                                                                       rows=more)], ValidationSettings())
+    by = {r.cell: r.scores for r in doc.per_cell}
     # every kind present, in a fixed order; families pooled within a kind
-    assert [r["cell"] for r in doc["per_cell"]] == list(row_cells(rows))
-    assert by["3 bits, groups"]["n"] == 3 and np.isclose(by["3 bits, groups"]["mdae"], 0.1)  # errors 0.1, 0, 0.3
-    assert np.isclose(by["≤2 bits, groups"]["mdae"], 1.0) and by["≥5 bits, per channel"]["n"] == 1
+    assert [r.cell for r in doc.per_cell] == list(row_cells(rows))
+    assert by["3 bits, groups"].n == 3 and np.isclose(by["3 bits, groups"].mdae, 0.1)  # errors 0.1, 0, 0.3
+    assert np.isclose(by["≤2 bits, groups"].mdae, 1.0) and by["≥5 bits, per channel"].n == 1
     # folds without their rows (made by hand) give no per-kind scores
-    assert summarise([FoldResult("A", "m", y, q)], {})["per_cell"] == []
+    assert summarise([FoldResult("A", "m", y, q)], ValidationSettings()).per_cell == ()
+    # the record comes back equal from its JSON document
+    assert ValidationSummary.from_dict(json.loads(json.dumps(doc.to_dict(), allow_nan=False))) == doc

@@ -89,18 +89,19 @@ def test_validation_absent_says_how_to_make_it(tiny_fit):
 
 
 def test_validation_file_is_checked(tmp_path):
+    from qbayes.evaluation.summary import ValidationSummary
     from qbayes.report import validation
 
     good = json.loads(VALIDATION_JSON.read_text())
-    parsed = validation.parse(good)
-    assert math.isnan(next(r for r in parsed["overall"] if r["model"] == "cell_median")["cov90"])
+    parsed = ValidationSummary.from_dict(good)
+    assert math.isnan(next(r for r in parsed.overall if r.model == "cell_median").scores.cov90)
     nan_text = tmp_path / "nan.json"
     nan_text.write_text(json.dumps({**good, "overall": [{"model": "x", "n": 3, "mdae": float("nan")}]}))
-    assert math.isnan(validation.load(nan_text)["overall"][0]["mdae"])
+    assert math.isnan(validation.load(nan_text).overall[0].scores.mdae)
     with pytest.raises(QBayesError, match="missing calibration"):
-        validation.parse({k: v for k, v in good.items() if k != "calibration"})
+        ValidationSummary.from_dict({k: v for k, v in good.items() if k != "calibration"})
     with pytest.raises(QBayesError, match=r"overall\[0\]\.mdae"):
-        validation.parse({**good, "overall": [{"model": "x", "mdae": "small"}]})
+        ValidationSummary.from_dict({**good, "overall": [{"model": "x", "mdae": "small"}]})
     with pytest.raises(QBayesError, match="not valid JSON"):
         (tmp_path / "bad.json").write_text("{")
         validation.load(tmp_path / "bad.json")
@@ -145,24 +146,25 @@ def test_html_helpers_escape_and_format():
     assert num(0.012345) == "0.0123" and num(None) == "—" and num(float("inf")) == "∞"
 
 
-# one row of a validation file's "gaps" (see qbayes.evaluation.crossval.mdae_gaps)
+# one row of a validation file's "gaps" (see qbayes.evaluation.summary.MdaeGap)
 GAP = {"model": "random_forest", "reference": "hierarchical", "n": 1177, "gap": 0.0068, "lo": 0.0021,
        "hi": 0.0115, "level": 0.9, "p_reference_better": 0.01}
 
 
 def test_validation_gaps_are_optional_and_shown(tiny_fit):
-    from qbayes.report import validation
+    from qbayes.evaluation.summary import ValidationSummary
     from qbayes.report.context import Context
     from qbayes.report.sections import validation as section
 
     good = json.loads(VALIDATION_JSON.read_text())
-    assert validation.parse(good)["gaps"] == []  # files written before gaps existed still load
-    assert "against each model" not in section.render(Context(fit=tiny_fit, validation=validation.parse(good))).body
-    body = section.render(Context(fit=tiny_fit, validation=validation.parse({**good, "gaps": [GAP]}))).body
+    parse = ValidationSummary.from_dict
+    assert parse(good).gaps == ()  # files written before gaps existed still load
+    assert "against each model" not in section.render(Context(fit=tiny_fit, validation=parse(good))).body
+    body = section.render(Context(fit=tiny_fit, validation=parse({**good, "gaps": [GAP]}))).body
     assert "Median error of hierarchical against each model" in body
     assert "+0.0068" in body and "[+0.0021, +0.0115]" in body
     with pytest.raises(QBayesError, match=r"gaps\[0\]\.lo"):
-        validation.parse({**good, "gaps": [{**GAP, "lo": "low"}]})
+        parse({**good, "gaps": [{**GAP, "lo": "low"}]})
 
 
 def test_report_refuses_a_validation_file_with_a_bad_gap(cli, tmp_path, tiny_fit_path):
@@ -182,19 +184,20 @@ def _cell_row(cell: str, model: str, mdae: float, cov90: float) -> dict:
 
 
 def test_validation_per_kind_of_row_is_optional_and_shown(tiny_fit):
-    from qbayes.report import validation
+    from qbayes.evaluation.summary import ValidationSummary
     from qbayes.report.context import Context
     from qbayes.report.sections import validation as section
 
     good = json.loads(VALIDATION_JSON.read_text())
-    assert validation.parse(good)["per_cell"] == []  # files written before per_cell existed still load
-    old = section.render(Context(fit=tiny_fit, validation=validation.parse(good))).body
+    parse = ValidationSummary.from_dict
+    assert parse(good).per_cell == ()  # files written before per_cell existed still load
+    old = section.render(Context(fit=tiny_fit, validation=parse(good))).body
     assert "no per-kind scores" in old and "rerun it" in old
     cells = [_cell_row("3 bits, groups", "hierarchical", 0.041, 0.93), _cell_row("3 bits, groups", "random_forest",
                                                                                0.029, 0.41),
              _cell_row("4 bits, per channel", "hierarchical", 0.017, 0.95),
              _cell_row("4 bits, per channel", "random_forest", 0.025, 0.60)]
-    body = section.render(Context(fit=tiny_fit, validation=validation.parse({**good, "per_cell": cells}))).body
+    body = section.render(Context(fit=tiny_fit, validation=parse({**good, "per_cell": cells}))).body
     part = body[body.index("Per kind of row: median absolute error"):]
     assert "no per-kind scores" not in body
     # kinds in the file's order, the best error of each kind in bold
@@ -202,4 +205,4 @@ def test_validation_per_kind_of_row_is_optional_and_shown(tiny_fit):
     assert '<td class="num best">0.029</td>' in part and '<td class="num best">0.017</td>' in part
     assert "Per kind of row: 90% interval coverage" in part
     with pytest.raises(QBayesError, match=r"per_cell\[1\]\.mdae"):
-        validation.parse({**good, "per_cell": [cells[0], {**cells[1], "mdae": "small"}]})
+        parse({**good, "per_cell": [cells[0], {**cells[1], "mdae": "small"}]})

@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 
+from qbayes.evaluation.summary import Scores, ValidationSummary
 from qbayes.report import figures as F
 from qbayes.report.context import Context, coverage_tolerance
 from qbayes.report.html import Cell, Section, details, esc, fixed, is_missing, kv_table, num, table
@@ -31,8 +32,8 @@ SCHEME_TEXT = {
 }
 
 
-def _best(rows: list[dict], metric: str) -> float:
-    vals = [r[metric] for r in rows if not is_missing(r[metric])]
+def _best(scores: list[Scores], metric: str) -> float:
+    vals = [v for v in (getattr(s, metric) for s in scores) if not is_missing(v)]
     if not vals:
         return math.nan
     if metric in NOMINAL:
@@ -40,8 +41,8 @@ def _best(rows: list[dict], metric: str) -> float:
     return min(vals)
 
 
-def _metric_cell(r: dict, metric: str, best: float) -> Cell:
-    v = r[metric]
+def _metric_cell(s: Scores, metric: str, best: float) -> Cell:
+    v = getattr(s, metric)
     if metric == "n":
         return Cell("—" if is_missing(v) else f"{v:.0f}", "num")
     text = fixed(v, 2) if metric in NOMINAL else num(v)
@@ -50,30 +51,30 @@ def _metric_cell(r: dict, metric: str, best: float) -> Cell:
         cls += " best"
     title = ""
     if metric in NOMINAL and not is_missing(v):
-        tol = coverage_tolerance(NOMINAL[metric], r["n"])
+        tol = coverage_tolerance(NOMINAL[metric], s.n)
         title = f"nominal {NOMINAL[metric]:.2f}; flagged beyond ±{tol:.2f}"
         if abs(v - NOMINAL[metric]) > tol:
             cls += " bad"
     return Cell(text, cls, title)
 
 
-def _overall_table(val: dict, key: str = "overall") -> str:
-    rows = val[key]
-    best = {m: _best(rows, m) for m, _ in METRIC_LABELS if m != "n"}
+def _overall_table(val: ValidationSummary, key: str = "overall") -> str:
+    rows = getattr(val, key)
+    best = {m: _best([r.scores for r in rows], m) for m, _ in METRIC_LABELS if m != "n"}
     out = []
     for r in rows:
-        out.append([Cell(r["model"], "best" if r["model"] == "hierarchical" else "")]
-                   + [_metric_cell(r, m, best.get(m, math.nan)) for m, _ in METRIC_LABELS])
+        out.append([Cell(r.model, "best" if r.model == "hierarchical" else "")]
+                   + [_metric_cell(r.scores, m, best.get(m, math.nan)) for m, _ in METRIC_LABELS])
     return table(["model"] + [label for _, label in METRIC_LABELS], out)
 
 
-def _gap_table(val: dict) -> str:
-    gaps = val.get("gaps") or []
+def _gap_table(val: ValidationSummary) -> str:
+    gaps = val.gaps
     if not gaps:
         return ""
-    ref, level = gaps[0]["reference"], gaps[0]["level"]
-    rows = [[g["model"], Cell(f"{g['gap']:+.4f}", "num"), Cell(f"[{g['lo']:+.4f}, {g['hi']:+.4f}]", "num"),
-             Cell(fixed(g["p_reference_better"], 2), "num")] for g in gaps]
+    ref, level = gaps[0].reference, gaps[0].level
+    rows = [[g.model, Cell(f"{g.gap:+.4f}", "num"), Cell(f"[{g.lo:+.4f}, {g.hi:+.4f}]", "num"),
+             Cell(fixed(g.p_reference_better, 2), "num")] for g in gaps]
     return (f"<h3>Median error of {esc(ref)} against each model</h3>"
             f"<p>MdAE of {esc(ref)} minus the other model's (negative: {esc(ref)} is better), with a "
             f"{level:.0%} interval from a paired bootstrap that resamples held-out rows within each family. "
@@ -81,27 +82,28 @@ def _gap_table(val: dict) -> str:
             + table(["model", "MdAE gap (nats)", f"{level:.0%} interval", f"P({ref} better)"], rows))
 
 
-def _pivot(val: dict, metric: str, by: str = "family") -> str:
+def _pivot(val: ValidationSummary, metric: str, by: str = "family") -> str:
     """A table of ``metric``: one row per held-out family (``by`` "family", from
     ``per_family``) or per kind of row ("cell", from ``per_cell``, in the file's order), one
     column per model."""
-    models = val["models"]
-    source = val["per_family"] if by == "family" else val["per_cell"]
-    keys = sorted({r[by] for r in source}) if by == "family" else list(dict.fromkeys(r[by] for r in source))
-    cell = {(r[by], r["model"]): r for r in source}
+    models = val.models
+    source = val.per_family if by == "family" else val.per_cell
+    keys = (sorted({getattr(r, by) for r in source}) if by == "family"
+            else list(dict.fromkeys(getattr(r, by) for r in source)))
+    cell = {(getattr(r, by), r.model): r.scores for r in source}
     rows = []
     for k in keys:
         present = [cell[(k, m)] for m in models if (k, m) in cell]
         best = _best(present, metric)
-        n = next((r["n"] for r in present if not is_missing(r["n"])), math.nan)
+        n = next((s.n for s in present if not is_missing(s.n)), math.nan)
         rows.append([k, Cell("—" if is_missing(n) else f"{n:.0f}", "num")]
                     + [_metric_cell(cell[(k, m)], metric, best) if (k, m) in cell else Cell("—", "num")
                        for m in models])
-    return table(["held-out family" if by == "family" else "kind of row", "rows"] + models, rows)
+    return table(["held-out family" if by == "family" else "kind of row", "rows", *models], rows)
 
 
-def _per_cell(val: dict) -> str:
-    if not val.get("per_cell"):
+def _per_cell(val: ValidationSummary) -> str:
+    if not val.per_cell:
         return ("<h3>Per kind of row</h3><p>This validation file has no per-kind scores (it was written before "
                 "<code>qbayes validate</code> kept them); rerun it to see where each model wins and loses.</p>")
     return ("<h3>Per kind of row: median absolute error</h3>"
@@ -111,14 +113,14 @@ def _per_cell(val: dict) -> str:
             + details("Per kind of row: 90% interval coverage", _pivot(val, "cov90", by="cell")))
 
 
-def _calibration_figure(val: dict) -> str:
+def _calibration_figure(val: ValidationSummary) -> str:
     fig = F.new_figure(5.4, 4.2)
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], color="black", linewidth=0.8, linestyle="--", label="ideal")
     drawn = 0
-    for i, m in enumerate(val["models"]):
-        pts = sorted((r["nominal"], r["observed"]) for r in val["calibration"]
-                     if r["model"] == m and not is_missing(r["observed"]) and not is_missing(r["nominal"]))
+    for i, m in enumerate(val.models):
+        pts = sorted((c.nominal, c.observed) for c in val.calibration
+                     if c.model == m and not is_missing(c.observed) and not is_missing(c.nominal))
         if not pts:
             continue
         x, y = np.array(pts).T
@@ -133,17 +135,17 @@ def _calibration_figure(val: dict) -> str:
     return F.img(fig, "Calibration: nominal against observed interval coverage on held-out families")
 
 
-def _per_family_figure(val: dict) -> str:
-    fams = sorted({r["family"] for r in val["per_family"]})
+def _per_family_figure(val: ValidationSummary) -> str:
+    fams = sorted({r.family for r in val.per_family})
     fig = F.new_figure(5.6, max(2.6, 1.2 + 0.32 * len(fams)))
     ax = fig.add_subplot()
     y = {f: i for i, f in enumerate(fams[::-1])}
-    for i, m in enumerate(val["models"]):
-        pts = [(r["mdae"], y[r["family"]]) for r in val["per_family"] if r["model"] == m and not is_missing(r["mdae"])]
+    for i, m in enumerate(val.models):
+        pts = [(r.scores.mdae, y[r.family]) for r in val.per_family if r.model == m and not is_missing(r.scores.mdae)]
         if not pts:
             continue
         x, yy = np.array(pts).T
-        off = (i - (len(val["models"]) - 1) / 2) * 0.1
+        off = (i - (len(val.models) - 1) / 2) * 0.1
         ax.plot(np.clip(x, 1e-4, None), yy + off, "o" if m == "hierarchical" else "s",
                 color=F.PALETTE[i % len(F.PALETTE)], markersize=5 if m == "hierarchical" else 3.5, label=F.plain(m),
                 linestyle="none")
@@ -155,11 +157,10 @@ def _per_family_figure(val: dict) -> str:
     return F.img(fig, "Median absolute error per held-out family and model")
 
 
-def _one(val: dict) -> str:
+def _one(val: ValidationSummary) -> str:
     """The part of the section for one validation file."""
-    settings = val.get("settings") or {}
-    title, intro = SCHEME_TEXT.get(settings.get("scheme", "lofo"), SCHEME_TEXT["lofo"])
-    three = ("<h4>Rows of 3 or more bits</h4>" + _overall_table(val, "overall_3bits")) if val["overall_3bits"] else ""
+    title, intro = SCHEME_TEXT.get(val.settings.scheme, SCHEME_TEXT["lofo"])
+    three = ("<h4>Rows of 3 or more bits</h4>" + _overall_table(val, "overall_3bits")) if val.overall_3bits else ""
     return (
         f"<h3>{esc(title)}</h3>"
         f"<p>{esc(intro)} Baselines come from "
@@ -175,7 +176,8 @@ def _one(val: dict) -> str:
         + details("Per held-out family: CRPS", _pivot(val, "crps"))
         + _per_cell(val)
         + details("Validation settings", kv_table(
-            (str(k), v if isinstance(v, (str, int, float)) else json.dumps(v)) for k, v in settings.items()))
+            (str(k), v if isinstance(v, (str, int, float)) else json.dumps(v))
+            for k, v in val.to_dict()["settings"].items()))
     )
 
 
