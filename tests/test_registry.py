@@ -75,3 +75,51 @@ def test_lazy_entry_is_imported_only_on_get(tmp_path, monkeypatch):
         reg.get("broken")
     with pytest.raises(ValueError, match="'module:attribute'"):
         reg.register_lazy("bad", "no_colon")
+
+
+def test_lazy_registries_import_nothing_heavy():
+    """The CLI's commands and the executors are lazy: ``qbayes --help``, ``import
+    qbayes.model`` and listing the executors import none of torch, ray, jax or pymc."""
+    code = ("import sys\n"
+            "from qbayes.cli import main\n"
+            "import qbayes.model, qbayes.model.samplers, qbayes.model.features\n"
+            "from qbayes.collect.executors import EXECUTORS\n"
+            "assert EXECUTORS.names() == ['local', 'ray']\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'ray', 'jax', 'pymc') if m in sys.modules))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.splitlines()[-1] == "[]"
+    for command in ("collect", "db", "fit", "validate", "zoo"):
+        assert command in r.stdout
+
+
+# -- every real registry refuses an unknown name with a suggestion ------------------------
+
+
+def test_unknown_sampler_suggested():
+    from qbayes.model.samplers import SAMPLERS, sample
+
+    assert SAMPLERS.names() == ["blackjax", "numpyro", "nutpie", "pymc"]
+    with pytest.raises(QBayesError, match=r"unknown sampler 'nutpei' \(did you mean 'nutpie'\?\)"):
+        sample(None, sampler="nutpei")
+
+
+def test_unknown_baseline_suggested(cli, tmp_path):
+    from qbayes.evaluation.baselines import BASELINES
+
+    assert BASELINES.names() == ["cell_median", "random_forest", "scaling_law_ls"]
+    r = cli("validate", "--baseline", "cell_medain")
+    assert r.code == 2 and "unknown baseline 'cell_medain' (did you mean 'cell_median'?)" in r.err
+
+
+def test_unknown_covariate_suggested():
+    from qbayes.model.features import COVARIATES, check_names
+
+    assert next(iter(COVARIATES)) == "log_nsr"  # registration order: the design's column order
+    with pytest.raises(QBayesError, match=r"unknown feature in spec x 'log_nrs' \(did you mean 'log_nsr'\?\)"):
+        check_names(["log_nsr", "log_nrs"], "spec x")
+
+
+def test_unknown_command_suggested(cli):
+    r = cli("vaildate")
+    assert r.code == 2 and "no such command 'vaildate' (did you mean 'validate'?)" in r.err
