@@ -3,39 +3,33 @@ never imports PyMC and nothing but ``qbayes collect`` imports torch."""
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import sys
 
 import click
 
 from qbayes import __version__
 from qbayes.errors import QBayesError
+from qbayes.registry import Registry
 
-# command name -> "module:attribute"
-COMMANDS = {
-    "db": "qbayes.cli.db:db",
-    "fit": "qbayes.cli.fit:fit",
-    "validate": "qbayes.cli.validate:validate",
-    "predict": "qbayes.cli.predict:predict",
-    "choose": "qbayes.cli.choose:choose",
-    "suggest": "qbayes.cli.suggest:suggest",
-    "report": "qbayes.cli.report:report",
-    "collect": "qbayes.cli.collect:collect",
-    "zoo": "qbayes.cli.zoo:zoo",
-}
+# command name -> "module:attribute", imported only when the command runs
+COMMANDS: Registry[click.Command] = Registry("command")
+COMMANDS.register_lazy("db", "qbayes.cli.db:db")
+COMMANDS.register_lazy("fit", "qbayes.cli.fit:fit")
+COMMANDS.register_lazy("validate", "qbayes.cli.validate:validate")
+COMMANDS.register_lazy("predict", "qbayes.cli.predict:predict")
+COMMANDS.register_lazy("choose", "qbayes.cli.choose:choose")
+COMMANDS.register_lazy("suggest", "qbayes.cli.suggest:suggest")
+COMMANDS.register_lazy("report", "qbayes.cli.report:report")
+COMMANDS.register_lazy("collect", "qbayes.cli.collect:collect")
+COMMANDS.register_lazy("zoo", "qbayes.cli.zoo:zoo")
 
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
-        return sorted(n for n, target in COMMANDS.items() if importlib.util.find_spec(target.split(":")[0]))
+        return [n for n in COMMANDS.names() if COMMANDS.available(n)]
 
     def get_command(self, ctx, name):
-        target = COMMANDS.get(name)
-        if target is None or importlib.util.find_spec(target.split(":")[0]) is None:
-            return None
-        module, attr = target.split(":")
-        return getattr(importlib.import_module(module), attr)
+        return COMMANDS.get(name) if COMMANDS.available(name) else None
 
     def resolve_command(self, ctx, args):
         try:

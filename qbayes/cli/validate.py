@@ -53,9 +53,7 @@ def validate(data, exclude_family, include_suspect, models, baselines, scheme, f
 
     for b in baselines:
         if b not in BASELINES:
-            from qbayes.errors import unknown
-
-            raise unknown("baseline", b, BASELINES)
+            raise BASELINES.unknown(b)
     if predictions_path and Path(predictions_path).suffix not in SUFFIXES:
         raise QBayesError(f"--predictions {predictions_path}: output must end in .csv or .parquet")
     specs = [load_spec(m) for m in models]

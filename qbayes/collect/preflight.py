@@ -200,7 +200,7 @@ def _model(path: Path, grid: Grid) -> list[Missing]:
     context = next((config[k] for k in CONTEXT_KEYS if isinstance(config.get(k), int)), None)
     if context is not None:
         lengths = {"eval.seq_len": grid.eval.seq_len}
-        if any(methods.REGISTRY.get(m.name) and methods.get(m.name).needs_calibration for m in grid.methods) \
+        if any(m.name in methods.REGISTRY and methods.get(m.name).needs_calibration for m in grid.methods) \
                 or grid.features.outliers:
             lengths["calibration.seq_len"] = grid.calibration.seq_len
         if grid.features.landscape:
@@ -221,9 +221,9 @@ def _fits(path: Path, grid: Grid) -> list[Missing]:
         return [Missing(f"model {path}", str(exc))]
     out = []
     for spec in grid.methods:
-        method = methods.REGISTRY.get(spec.name)
-        if method is None:
+        if spec.name not in methods.REGISTRY:
             continue  # reported with the methods
+        method = methods.get(spec.name)
         problem = method.model_problem(bones)
         if problem:
             out.append(Missing(f"model {path}, method '{spec.name}'", problem))

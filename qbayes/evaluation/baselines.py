@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 
 from qbayes.model.graph import LOG_SHIFT, log_target
+from qbayes.registry import Registry
 
 MIN_CELL = 5
 
@@ -115,4 +116,6 @@ class RandomForest:
         return _from_log(mean[None, :] + np.quantile(self.resid, qs)[:, None])
 
 
-BASELINES = {b.name: b for b in (CellMedian, ScalingLawLS, RandomForest)}
+BASELINES: Registry[type] = Registry("baseline")
+for _baseline in (CellMedian, ScalingLawLS, RandomForest):
+    BASELINES.register(_baseline.name, _baseline)

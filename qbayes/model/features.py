@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from qbayes.errors import unknown
+from qbayes.registry import Registry
 
 TRANSFORMS = {
     "log": lambda x: np.log(np.maximum(x, 1e-12)),
@@ -36,7 +36,9 @@ class Covariate:
         return TRANSFORMS[self.scale](x)
 
 
-COVARIATES = {
+# registration order is the order of RAW_COLUMNS and of the model-feature columns
+COVARIATES: Registry[Covariate] = Registry("covariate")
+for _name, _covariate in {
     "log_nsr": Covariate("sqnr_db", "nsr", "ln noise-to-signal power of the quantized weights (-SQNR ln10/10)"),
     "log_hessian_trace": Covariate("hessian_trace", "log", "ln Hutchinson trace of the loss Hessian (whole model)"),
     "log_sharpness": Covariate("hessian_top_eig", "log", "ln top Hessian eigenvalue (power iteration)"),
@@ -46,7 +48,8 @@ COVARIATES = {
     "act_outlier_frac": Covariate("act_outlier_frac", "identity", "fraction of outlier activation channels, mean over "
                                                       "calibration texts"),
     "log_weight_kurtosis": Covariate("weight_kurtosis", "log", "ln kurtosis of the weights (whole model)"),
-}
+}.items():
+    COVARIATES.register(_name, _covariate)
 RAW_COLUMNS = tuple(dict.fromkeys(c.raw for c in COVARIATES.values()))
 MODEL_FEATURES = tuple(c for c in RAW_COLUMNS if c != "sqnr_db")  # per-model values from the features table
 RADIAL_RADIUS = 0.1
@@ -56,7 +59,7 @@ RADIAL_PREFIX = "radial_loss_r"  # per-model radial loss columns, one per radius
 def check_names(names, where: str) -> None:
     for n in names:
         if n not in COVARIATES:
-            raise unknown(f"feature in {where}", n, COVARIATES)
+            raise COVARIATES.unknown(n, kind=f"feature in {where}")
 
 
 def radial_column(radius: float) -> str:

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 
 import xarray as xr
 
-from qbayes.errors import QBayesError, unknown
+from qbayes.errors import QBayesError
+from qbayes.registry import Registry
 
 if TYPE_CHECKING:  # pymc is imported when a sampler runs, so the CLI can read the defaults cheaply
     import pymc as pm
@@ -51,6 +52,9 @@ class SampleResult:
         return self.compile_s + self.sample_s
 
 
+SAMPLERS: Registry[Callable[[pm.Model, SampleConfig], SampleResult]] = Registry("sampler")
+
+
 def _to_tree(idata) -> xr.DataTree:
     from arviz_base import convert_to_datatree
 
@@ -59,6 +63,7 @@ def _to_tree(idata) -> xr.DataTree:
     return xr.DataTree.from_dict(keep)
 
 
+@SAMPLERS.register("nutpie")
 def _nutpie(model: pm.Model, cfg: SampleConfig) -> SampleResult:
     import nutpie
 
@@ -72,6 +77,7 @@ def _nutpie(model: pm.Model, cfg: SampleConfig) -> SampleResult:
     return SampleResult(_to_tree(idata), t1 - t0, t2 - t1)
 
 
+@SAMPLERS.register("pymc")
 def _pymc(model: pm.Model, cfg: SampleConfig, nuts_sampler: str = "pymc") -> SampleResult:
     import pymc as pm
 
@@ -93,16 +99,10 @@ def _jax(name: str) -> Callable[[pm.Model, SampleConfig], SampleResult]:
     return run
 
 
-SAMPLERS: dict[str, Callable[[pm.Model, SampleConfig], SampleResult]] = {
-    "nutpie": _nutpie,
-    "pymc": _pymc,
-    "numpyro": _jax("numpyro"),
-    "blackjax": _jax("blackjax"),
-}
+SAMPLERS.register("numpyro", _jax("numpyro"))
+SAMPLERS.register("blackjax", _jax("blackjax"))
 DEFAULT_SAMPLER = "nutpie"
 
 
 def sample(model: pm.Model, *, sampler: str = DEFAULT_SAMPLER, config: SampleConfig = SampleConfig()) -> SampleResult:
-    if sampler not in SAMPLERS:
-        raise unknown("sampler", sampler, SAMPLERS)
-    return SAMPLERS[sampler](model, config)
+    return SAMPLERS.get(sampler)(model, config)

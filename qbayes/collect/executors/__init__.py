@@ -12,34 +12,28 @@ Executors are looked up by name (:func:`make`); modules load only when chosen, s
 
 from __future__ import annotations
 
-import importlib
-
 from qbayes.collect.executors.base import CollectRequest, Executor, Outcome
-from qbayes.errors import QBayesError, unknown
+from qbayes.errors import QBayesError
+from qbayes.registry import Registry
 
 __all__ = ["DEFAULT_RETRIES", "EXECUTORS", "CollectRequest", "Executor", "Outcome", "make"]
 
-# name -> "module:class"
-EXECUTORS = {
-    "local": "qbayes.collect.executors.local:LocalExecutor",
-    "ray": "qbayes.collect.executors.ray_executor:RayExecutor",
-}
+# name -> "module:class", imported only when chosen
+EXECUTORS: Registry[type[Executor]] = Registry("executor")
+EXECUTORS.register_lazy("local", "qbayes.collect.executors.local:LocalExecutor")
+EXECUTORS.register_lazy("ray", "qbayes.collect.executors.ray_executor:RayExecutor")
 DEFAULT_RETRIES = 2
 
 
 def make(name: str, *, address: str | None = None, retries: int | None = None) -> Executor:
     """The executor called ``name``; ``address`` and ``retries`` are for ``ray`` only."""
-    if name not in EXECUTORS:
-        raise unknown("executor", name, EXECUTORS)
+    cls = EXECUTORS.get(name)
     if name != "ray":
         for option, value in (("--address", address), ("--retries", retries)):
             if value is not None:
                 raise QBayesError(f"{option} is for --executor ray; the {name} executor runs in this process")
-    module, attr = EXECUTORS[name].split(":")
-    cls = getattr(importlib.import_module(module), attr)
-    if name == "ray":
-        retries = DEFAULT_RETRIES if retries is None else retries
-        if retries < 0:
-            raise QBayesError(f"--retries must be 0 or more, got {retries}")
-        return cls(address=address, retries=retries)
-    return cls()
+        return cls()
+    retries = DEFAULT_RETRIES if retries is None else retries
+    if retries < 0:
+        raise QBayesError(f"--retries must be 0 or more, got {retries}")
+    return cls(address=address, retries=retries)

@@ -16,32 +16,26 @@ from qbayes.collect.methods.base import Method
 from qbayes.collect.methods.llmc_backend import AWQ, GPTQ
 from qbayes.collect.methods.quanto_backend import Quanto
 from qbayes.collect.methods.rtn_method import RTN
-from qbayes.errors import QBayesError, unknown
+from qbayes.registry import Registry
 
-REGISTRY: dict[str, Method] = {}
+REGISTRY: Registry[Method] = Registry("method")
 
 
 def register(method: Method, *, replace: bool = False) -> Method:
-    if not method.name:
-        raise ValueError("a method needs a name")
-    if method.name in REGISTRY and not replace:
-        raise QBayesError(f"method '{method.name}' is already registered")
-    REGISTRY[method.name] = method
-    return method
+    """Add ``method`` under its own name; a name already taken is refused unless ``replace``."""
+    return REGISTRY.register(method.name, method, replace=replace)
 
 
 def unregister(name: str) -> None:
-    REGISTRY.pop(name, None)
+    REGISTRY.unregister(name)
 
 
 def get(name: str) -> Method:
-    if name not in REGISTRY:
-        raise unknown("method", name, REGISTRY)
-    return REGISTRY[name]
+    return REGISTRY.get(name)
 
 
 def names() -> list[str]:
-    return sorted(REGISTRY)
+    return REGISTRY.names()
 
 
 for _method in (RTN(), Quanto(), GPTQ(), AWQ(), AutoAWQ()):
