@@ -26,8 +26,9 @@ from scipy import stats
 from helpers import SHIPPED_DB
 from qbayes.db import store
 from qbayes.model import fitfile
-from qbayes.model.build import build_model
-from qbayes.model.design import encode, training_table
+from qbayes.model.graph import build_model
+from qbayes.model.covariates import covariates
+from qbayes.model.table import training_table
 from qbayes.model.fit import prepare
 from qbayes.model.spec import load_spec
 from qbayes.resources import shipped_fit
@@ -57,7 +58,7 @@ def setup(draw: tuple[int, int] = TRUTH_DRAW) -> Setup:
     spec = load_spec(SPEC)
     table = training_table(store.load(SHIPPED_DB), rows=spec.rows)
     df, enc = prepare(table, spec)
-    model = build_model(spec, encode(df, enc), enc, None)
+    model = build_model(spec, covariates(enc.read(df)), enc, None)
     shipped = fitfile.load(shipped_fit())
     # the draw belongs to these rows and levels: same spec, same levels, same row count
     assert shipped.spec.hash == spec.hash and shipped.encoding.levels == enc.levels
@@ -128,7 +129,7 @@ def study(replicates: int = 40, *, draws: int = 300, tune: int = 300, chains: in
     import nutpie
     import pytensor
 
-    from qbayes.model.build import log_target
+    from qbayes.model.graph import log_target
 
     s = setup()
     shared = pytensor.shared(np.zeros(s.table.height), name="sim_log_delta")
