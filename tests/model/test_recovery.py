@@ -54,8 +54,8 @@ def test_default_model_recovers_known_parameters(simulated):
     fit = fit_table(table, s.spec, FIT)
     # a fit that failed to mix would say nothing about the model; the study's 40 fits had no
     # divergence and R-hat up to 1.04, so these limits only catch a broken sampler
-    conv = fit.attrs["convergence"]
-    assert conv["divergences"] <= 6 and conv["max_rhat"] < 1.1, conv
+    conv = fit.info.convergence
+    assert conv.divergences <= 6 and conv.max_rhat < 1.1, conv
     covered, n, missed = _covered(s, fit)
     assert n == N_COMPARED  # every free parameter is compared; a new one changes the band
     lo, hi = acceptance_band(n, level=LEVEL, design_effect=DESIGN_EFFECT)
