@@ -26,8 +26,9 @@ from pathlib import Path
 import polars as pl
 
 from qbayes import named_formats
+from qbayes.db.database import Database
 from qbayes.db.schema import BASELINE_METHOD, MODELS, RESULTS
-from qbayes.db.store import Database, InvalidDatabase
+from qbayes.db.store import InvalidDatabase
 from qbayes.db.validate import Problem
 from qbayes.errors import QBayesError
 from qbayes.model.respell import key

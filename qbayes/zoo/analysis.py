@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import polars as pl
 
-from qbayes.db.store import Database
+from qbayes.db.database import Database
 from qbayes.jsonsafe import json_safe
 from qbayes.zoo.analysis_table import feature_columns, zoo_table
 

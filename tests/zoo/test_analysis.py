@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from qbayes.db import store
-from qbayes.db.store import Database
+from qbayes.db.database import Database
 from qbayes.errors import QBayesError
 from qbayes.model.design import training_table
 from qbayes.zoo.analysis import Settings, analyze, noise_floor

@@ -35,6 +35,7 @@ from qbayes.collect.executors.rows import count, model_rows, overlay
 from qbayes.collect.executors.tasks import BASELINE, TaskSpec, pending_steps, split
 from qbayes.collect.executors.worker import AttemptLog, TaskResult, run_task
 from qbayes.db import store
+from qbayes.db.database import Database
 from qbayes.db.merge import MergeConflict, merge
 from qbayes.errors import QBayesError
 
@@ -94,7 +95,7 @@ class RayExecutor:
 class _Run:
     """One driver run: submit, wait, merge, report."""
 
-    def __init__(self, ray, request: CollectRequest, todo: list[TaskSpec], db: store.Database, console: Console,
+    def __init__(self, ray, request: CollectRequest, todo: list[TaskSpec], db: Database, console: Console,
                  *, retries: int, cpus: int, complete: int):
         self.ray, self.request, self.todo, self.db, self.console = ray, request, todo, db, console
         self.retries, self.cpus, self.complete = retries, cpus, complete
@@ -168,7 +169,7 @@ class _Run:
         progress.finished(task.task_id, f"{len(result.ran)} step(s) ran, {len(result.skipped)} already done, "
                                         f"{len(result.failed)} failed (attempt {result.attempt}, {result.host})")
 
-    def merge(self, task: TaskSpec, rows: store.Database) -> None:
+    def merge(self, task: TaskSpec, rows: Database) -> None:
         """Merge a task's shard into --out and save it (and keep a copy of the shard in
         the task's directory when the worker's copy is on another machine)."""
         if self.request.force:
