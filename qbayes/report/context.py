@@ -10,10 +10,11 @@ from functools import cached_property
 import numpy as np
 import polars as pl
 
-from qbayes.model.design import Design, encode
+from qbayes.model.design import Design, encode, grouping_values
 from qbayes.model.fitfile import Fit
 from qbayes.model.predict import Draws, delta_draws, draws_from_fit
-from qbayes.report import DEFAULT_DRAWS
+
+DEFAULT_DRAWS = 500  # posterior draws for predictive checks and predictions
 
 
 def attr_json(attrs: dict, key: str, default=None):
@@ -87,7 +88,5 @@ class Context:
         return self.fit.encoding.levels.get(grouping, ())
 
     def counts(self, grouping: str) -> dict[str, int]:
-        from qbayes.model.design import grouping_values
-
         vc = grouping_values(self.fit.data, grouping).drop_nulls().value_counts()
         return dict(zip(vc[grouping].to_list(), vc["count"].to_list()))
