@@ -6,18 +6,24 @@
   cluster; each task writes its own shard and the driver merges the shards into
   ``--out`` as they complete (:mod:`.ray_executor`). Needs the ``ray`` extra.
 
-Executors are looked up by name (:func:`make`); modules load only when chosen, so
-``import qbayes`` never imports torch or ray.
+Executors are looked up by name (:func:`make`); an executor's module (which imports the
+collector, hence torch) loads only when the chosen executor runs, so ``import qbayes``
+never imports torch or ray, and ``qbayes collect`` can check for torch and set up the
+environment collection runs in (:func:`~.base.offline_environment`) between choosing
+the executor and running it.
 """
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass, field
+
+from rich.console import Console
 
 from qbayes.collect.executors.base import CollectRequest, Executor, Outcome
 from qbayes.errors import QBayesError, unknown
 
-__all__ = ["DEFAULT_RETRIES", "EXECUTORS", "CollectRequest", "Executor", "Outcome", "make"]
+__all__ = ["DEFAULT_RETRIES", "EXECUTORS", "ChosenExecutor", "CollectRequest", "Executor", "Outcome", "make"]
 
 # name -> "module:class"
 EXECUTORS = {
@@ -35,11 +41,23 @@ def make(name: str, *, address: str | None = None, retries: int | None = None) -
         for option, value in (("--address", address), ("--retries", retries)):
             if value is not None:
                 raise QBayesError(f"{option} is for --executor ray; the {name} executor runs in this process")
-    module, attr = EXECUTORS[name].split(":")
-    cls = getattr(importlib.import_module(module), attr)
+    options = {}
     if name == "ray":
         retries = DEFAULT_RETRIES if retries is None else retries
         if retries < 0:
             raise QBayesError(f"--retries must be 0 or more, got {retries}")
-        return cls(address=address, retries=retries)
-    return cls()
+        options = {"address": address, "retries": retries}
+    return ChosenExecutor(EXECUTORS[name], options)
+
+
+@dataclass(frozen=True)
+class ChosenExecutor:
+    """An executor chosen by name, with its options; its class loads when it runs."""
+
+    target: str  # "module:class", from EXECUTORS
+    options: dict = field(default_factory=dict)
+
+    def run(self, request: CollectRequest, console: Console) -> Outcome:
+        module, attr = self.target.split(":")
+        executor = getattr(importlib.import_module(module), attr)(**self.options)
+        return executor.run(request, console)

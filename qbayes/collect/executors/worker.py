@@ -25,9 +25,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.console import Console
+
 from qbayes.collect.executors.base import offline_environment, quiet_transformers
 from qbayes.collect.executors.rows import overlay
 from qbayes.collect.executors.tasks import TaskSpec
+from qbayes.collect.plan import CollectOptions
+from qbayes.collect.runner import Collector
 from qbayes.db import store
 from qbayes.db.database import Database
 from qbayes.errors import QBayesError
@@ -73,10 +77,6 @@ def run_task(task: TaskSpec, seed: Database | None = None, baseline: TaskResult 
 
     torch.set_num_threads(task.threads)
     quiet_transformers()
-    from rich.console import Console
-
-    from qbayes.collect.runner import CollectOptions, Collector
-
     db = _load(task.shard_dir) or Database()
     for rows in (seed, baseline.db if baseline is not None else None):
         if rows is not None:
