@@ -22,51 +22,17 @@ predicted delta = exp(prediction) - sigma. MdAE = median absolute error.
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 
 import numpy as np
 import polars as pl
 
 from qbayes.db.database import Database
-from qbayes.jsonsafe import json_safe
+from qbayes.zoo.analysis_features import feature_study
+from qbayes.zoo.analysis_heldout import SCHEMES, onehot, scores
+from qbayes.zoo.analysis_result import Settings, ZooAnalysis
 from qbayes.zoo.analysis_table import feature_columns, zoo_table
-
-SCHEMES = {"architecture": "family", "size": "size"}  # leave-one-out scheme -> grouping column
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Knobs of the analysis (defaults are what the report uses)."""
-
-    seed: int = 0
-    clear_k: float = 3.0  # clear rows: delta > clear_k * noise sigma
-    bootstrap: int = 200  # resamples of models for the gamma intervals
-    ci: float = 0.90
-    min_rows: int = 8  # per format / bit width fit
-    forest_trees: int = 150
-    forest_min_leaf: int = 3
-    permutation_repeats: int = 5
-    ridge_alphas: tuple[float, ...] = tuple(float(a) for a in np.logspace(-3, 3, 13))
-
-
-@dataclass(frozen=True)
-class ZooAnalysis:
-    """Results, JSON-able through :meth:`to_dict` (NaN becomes null)."""
-
-    settings: dict
-    data: dict
-    noise: dict
-    dn: dict
-    features: dict
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return json_safe(asdict(self))
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, allow_nan=False)
 
 
 def analyze(db: Database, *, settings: Settings = Settings()) -> tuple[ZooAnalysis, pl.DataFrame]:
@@ -86,8 +52,6 @@ def analyze_table(table: pl.DataFrame, *, settings: Settings = Settings()) -> Zo
                          f"found {table[col].n_unique()}: skipped")
     noise = {"sigma": sigma, "clear_k": settings.clear_k, "threshold": settings.clear_k * sigma,
              "n_clear": int(table["clear"].sum()), "n_negative": int((table["delta"] < 0).sum())}
-    from qbayes.zoo.analysis_features import feature_study
-
     dn = dn_study(table, settings=settings, sigma=sigma, notes=notes)
     feats = feature_study(table, settings=settings, sigma=sigma, notes=notes)
     return ZooAnalysis(settings=asdict(settings), data=data, noise=noise, dn=dn, features=feats, notes=notes)
@@ -124,12 +88,6 @@ def coverage(table: pl.DataFrame) -> dict:
 
 
 # --- D/N study ----------------------------------------------------------------------
-
-
-def onehot(values, levels=None) -> np.ndarray:
-    values = np.asarray(values, dtype=object)
-    levels = sorted(set(values.tolist())) if levels is None else list(levels)
-    return (values[:, None] == np.asarray(levels, dtype=object)[None, :]).astype(float)
 
 
 def effects(values, levels) -> np.ndarray:
@@ -278,30 +236,3 @@ def dn_heldout(table: pl.DataFrame, group_col: str, *, sigma: float) -> dict:
             beta = np.linalg.lstsq(x[~test], y[~test], rcond=None)[0]
             pred[m][test] = np.where(seen[test], x[test] @ beta, np.nan)
     return scores(table["delta"].to_numpy(), y, pred, groups, sigma=sigma)
-
-
-LN_PRED_MAX = 5.0  # ln delta; a 150-nat degradation is beyond any collapse
-
-
-def mdae_pair(delta: np.ndarray, y: np.ndarray, p: np.ndarray, *, sigma: float) -> dict:
-    """MdAE of delta (prediction exp(p) - sigma) and of the log target."""
-    ok = np.isfinite(p)
-    if not ok.any():
-        return {"mdae_delta": None, "mdae_ln": None, "n_predicted": 0}
-    # a ridge extrapolating to a held-out size can predict absurd ln values; cap them (the
-    # median is unaffected, exp() no longer overflows)
-    pred_delta = np.exp(np.minimum(p[ok], LN_PRED_MAX)) - sigma
-    return {"mdae_delta": float(np.median(np.abs(pred_delta - delta[ok]))),
-            "mdae_ln": float(np.median(np.abs(p[ok] - y[ok]))), "n_predicted": int(ok.sum())}
-
-
-def scores(delta: np.ndarray, y: np.ndarray, pred: dict, groups: np.ndarray, *, sigma: float) -> dict:
-    """Per-fold and overall :func:`mdae_pair` for each prediction in ``pred`` (a dict of
-    arrays, possibly nested), keeping the nesting."""
-    def tree(p, mask):
-        if isinstance(p, dict):
-            return {k: tree(v, mask) for k, v in p.items()}
-        return mdae_pair(delta[mask], y[mask], p[mask], sigma=sigma)
-
-    folds = [{"fold": str(g), "n": int((groups == g).sum()), **tree(pred, groups == g)} for g in np.unique(groups)]
-    return {"folds": folds, "overall": {"n": len(y), **tree(pred, np.ones(len(y), dtype=bool))}}

@@ -27,7 +27,8 @@ import polars as pl
 from sklearn.ensemble import RandomForestRegressor
 from sklearn.linear_model import RidgeCV
 
-from qbayes.zoo.analysis import SCHEMES, Settings, mdae_pair, onehot, scores
+from qbayes.zoo.analysis_heldout import SCHEMES, mdae_pair, onehot, scores
+from qbayes.zoo.analysis_result import Settings
 from qbayes.zoo.analysis_table import feature_groups
 
 BASE_NUMERIC = ("log_n", "log_d", "bits", "log2_group", "per_channel")

@@ -19,7 +19,10 @@ from qbayes.report.html import (
     para,
     table,
 )
-from qbayes.zoo.analysis import DN_MODELS, SCHEMES, ZooAnalysis
+from qbayes.zoo import analysis, analysis_features, analysis_table
+from qbayes.zoo.analysis import DN_MODELS
+from qbayes.zoo.analysis_heldout import SCHEMES
+from qbayes.zoo.analysis_result import ZooAnalysis
 
 NO_FOLDS = "Held-out comparisons need two or more architectures or sizes; these data have one of each."
 DN_LABELS = {"without_ln_d": "ln N only", "with_ln_d": "+ ln D", "with_ln_d_by_bits": "+ ln D per bit width"}
@@ -278,8 +281,6 @@ def _feature_figure(f: dict) -> str:
 
 
 def _method(r: dict) -> Section:
-    from qbayes.zoo import analysis, analysis_features, analysis_table
-
     docs = [analysis_table.__doc__, analysis.__doc__, analysis_features.__doc__]
     body = "".join(f"<pre style='white-space:pre-wrap'>{esc(d.strip())}</pre>" for d in docs if d)
     return Section("method", "Method and choices", body)

@@ -15,7 +15,8 @@ from qbayes.db import store
 from qbayes.db.database import Database
 from qbayes.errors import QBayesError
 from qbayes.model.design import training_table
-from qbayes.zoo.analysis import Settings, analyze, noise_floor
+from qbayes.zoo.analysis import analyze, noise_floor
+from qbayes.zoo.analysis_result import Settings
 from qbayes.zoo.analysis_table import zoo_table
 
 GAMMA_D, GAMMA_N = 0.5, 0.7
