@@ -22,8 +22,8 @@ predicted delta = exp(prediction) - sigma. MdAE = median absolute error.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import asdict
 
 import numpy as np
 import polars as pl
@@ -31,7 +31,19 @@ import polars as pl
 from qbayes.db.database import Database
 from qbayes.zoo.analysis_features import feature_study
 from qbayes.zoo.analysis_heldout import SCHEMES, onehot, scores
-from qbayes.zoo.analysis_result import Settings, ZooAnalysis
+from qbayes.zoo.analysis_result import (
+    BitsGamma,
+    CheckpointCount,
+    Coverage,
+    DnStudy,
+    FormatGamma,
+    Gamma,
+    HeldOut,
+    Noise,
+    Score,
+    Settings,
+    ZooAnalysis,
+)
 from qbayes.zoo.analysis_table import feature_columns, zoo_table
 
 
@@ -50,11 +62,11 @@ def analyze_table(table: pl.DataFrame, *, settings: Settings = Settings()) -> Zo
         if table[col].n_unique() < 2:
             notes.append(f"leave-one-{scheme}-out needs two or more levels of '{col}'; "
                          f"found {table[col].n_unique()}: skipped")
-    noise = {"sigma": sigma, "clear_k": settings.clear_k, "threshold": settings.clear_k * sigma,
-             "n_clear": int(table["clear"].sum()), "n_negative": int((table["delta"] < 0).sum())}
+    noise = Noise(sigma=sigma, clear_k=settings.clear_k, threshold=settings.clear_k * sigma,
+                  n_clear=int(table["clear"].sum()), n_negative=int((table["delta"] < 0).sum()))
     dn = dn_study(table, settings=settings, sigma=sigma, notes=notes)
     feats = feature_study(table, settings=settings, sigma=sigma, notes=notes)
-    return ZooAnalysis(settings=asdict(settings), data=data, noise=noise, dn=dn, features=feats, notes=notes)
+    return ZooAnalysis(settings=settings, data=data, noise=noise, dn=dn, features=feats, notes=notes)
 
 
 def noise_floor(delta: np.ndarray) -> float:
@@ -74,17 +86,17 @@ def add_targets(table: pl.DataFrame, *, sigma: float, clear_k: float) -> pl.Data
     ).with_columns(pl.when(pl.col("clear")).then(pl.col("delta").log()).alias("y_clear"))
 
 
-def coverage(table: pl.DataFrame) -> dict:
+def coverage(table: pl.DataFrame) -> Coverage:
     grid = (table.group_by("family", "size").agg(pl.col("model").n_unique().alias("checkpoints"))
             .sort("family", "size"))
-    return {
-        "rows": table.height, "models": table["model"].n_unique(),
-        "families": sorted(set(table["family"])), "sizes": sorted(set(table["size"])),
-        "formats": sorted(set(table["fmt"])), "eval_sets": sorted(set(table["eval_set"])),
-        "checkpoints": grid.to_dicts(),
-        "dn_range": [math.exp(table["log_dn"].min()), math.exp(table["log_dn"].max())],
-        "features_present": [c for c in feature_columns(table) if table[c].null_count() < table.height],
-    }
+    return Coverage(
+        rows=table.height, models=table["model"].n_unique(),
+        families=sorted(set(table["family"])), sizes=sorted(set(table["size"])),
+        formats=sorted(set(table["fmt"])), eval_sets=sorted(set(table["eval_set"])),
+        checkpoints=[CheckpointCount(**row) for row in grid.to_dicts()],
+        dn_range=(math.exp(table["log_dn"].min()), math.exp(table["log_dn"].max())),
+        features_present=[c for c in feature_columns(table) if table[c].null_count() < table.height],
+    )
 
 
 # --- D/N study ----------------------------------------------------------------------
@@ -144,17 +156,16 @@ def _interval(draws: np.ndarray, q: float) -> float | None:
     return float(np.quantile(draws, q)) if draws.size >= 10 else None
 
 
-def gamma_with_ci(df: pl.DataFrame, target: str, *, settings: Settings, seed_offset: int = 0) -> dict:
+def gamma_with_ci(df: pl.DataFrame, target: str, *, settings: Settings, seed_offset: int = 0) -> Gamma:
     """Point estimates and model-bootstrap percentile intervals of gamma_D and gamma_N
     (intervals only from 5 checkpoints and 10 identified draws up)."""
     df = df.filter(pl.col(target).is_not_null())
-    out = {"n_rows": df.height, "n_models": df["model"].n_unique(), "gamma_d": None, "gamma_d_lo": None,
-           "gamma_d_hi": None, "gamma_n": None, "gamma_n_lo": None, "gamma_n_hi": None, "n_boot": 0}
+    out = Gamma(n_rows=df.height, n_models=df["model"].n_unique())
     y, arrays = df[target].to_numpy(), gamma_arrays(df)
     point = gamma_fit(arrays, y) if df.height >= settings.min_rows else None
     if point is None:
         return out
-    out["gamma_d"], out["gamma_n"] = point
+    out = dataclasses.replace(out, gamma_d=point[0], gamma_n=point[1])
     models = df["model"].to_numpy()
     index = {m: np.flatnonzero(models == m) for m in np.unique(models)}
     names = list(index)
@@ -170,32 +181,32 @@ def gamma_with_ci(df: pl.DataFrame, target: str, *, settings: Settings, seed_off
     if draws:
         arr = np.asarray(draws, dtype=float)  # gamma_N None -> NaN
         q = (1 - settings.ci) / 2
-        out |= {"gamma_d_lo": _interval(arr[:, 0], q), "gamma_d_hi": _interval(arr[:, 0], 1 - q),
-                "gamma_n_lo": _interval(arr[:, 1], q), "gamma_n_hi": _interval(arr[:, 1], 1 - q),
-                "n_boot": len(draws)}
+        out = dataclasses.replace(out, gamma_d_lo=_interval(arr[:, 0], q), gamma_d_hi=_interval(arr[:, 0], 1 - q),
+                                  gamma_n_lo=_interval(arr[:, 1], q), gamma_n_hi=_interval(arr[:, 1], 1 - q),
+                                  n_boot=len(draws))
     return out
 
 
-def dn_study(table: pl.DataFrame, *, settings: Settings, sigma: float, notes: list[str]) -> dict:
+def dn_study(table: pl.DataFrame, *, settings: Settings, sigma: float, notes: list[str]) -> DnStudy:
     pooled = {t: gamma_with_ci(table, f"y_{t}", settings=settings) for t in ("clear", "shift")}
-    if pooled["clear"]["gamma_d"] is None:
+    if pooled["clear"].gamma_d is None:
         notes.append("D/N: too few clear rows or too few distinct sizes/budgets for the pooled fit")
     per_bits = []
     for i, bits in enumerate(sorted(set(table["w_bits"].to_list()))):
         sub = table.filter(pl.col("w_bits") == bits)
-        per_bits.append({"w_bits": bits, "frac_clear": float(sub["clear"].mean()),
-                         "clear": gamma_with_ci(sub, "y_clear", settings=settings, seed_offset=100 + i),
-                         "shift": gamma_with_ci(sub, "y_shift", settings=settings, seed_offset=200 + i)})
+        per_bits.append(BitsGamma(w_bits=bits, frac_clear=float(sub["clear"].mean()),
+                                  clear=gamma_with_ci(sub, "y_clear", settings=settings, seed_offset=100 + i),
+                                  shift=gamma_with_ci(sub, "y_shift", settings=settings, seed_offset=200 + i)))
     per_format = []
     for i, fmt in enumerate(sorted(set(table["fmt"].to_list()))):
         sub = table.filter(pl.col("fmt") == fmt)
         fit = gamma_with_ci(sub, "y_clear", settings=settings, seed_offset=1000 + i)
-        per_format.append({"fmt": fmt, "w_bits": float(sub["w_bits"][0]), "bits": float(sub["bits"].mean()),
-                           "rows": sub.height, "frac_clear": float(sub["clear"].mean()),
-                           "median_delta": float(sub["delta"].median()), **fit})
-    return {"pooled": pooled, "per_bits": per_bits, "per_format": per_format,
-            "heldout": {scheme: dn_heldout(table, col, sigma=sigma) for scheme, col in SCHEMES.items()
-                        if table[col].n_unique() >= 2}}
+        per_format.append(FormatGamma(fmt=fmt, w_bits=float(sub["w_bits"][0]), bits=float(sub["bits"].mean()),
+                                      rows=sub.height, frac_clear=float(sub["clear"].mean()),
+                                      median_delta=float(sub["delta"].median()), fit=fit))
+    return DnStudy(pooled=pooled, per_bits=per_bits, per_format=per_format,
+                   heldout={scheme: dn_heldout(table, col, sigma=sigma) for scheme, col in SCHEMES.items()
+                            if table[col].n_unique() >= 2})
 
 
 DN_MODELS = ("without_ln_d", "with_ln_d", "with_ln_d_by_bits")
@@ -211,7 +222,7 @@ def _dn_design(df: pl.DataFrame, model: str, cell_levels, bits_levels, family_le
     return np.hstack(cols)
 
 
-def dn_heldout(table: pl.DataFrame, group_col: str, *, sigma: float) -> dict:
+def dn_heldout(table: pl.DataFrame, group_col: str, *, sigma: float) -> HeldOut[Score]:
     """Leave one level of ``group_col`` out: least squares on the shifted target with and
     without the ln D term (and with one ln D slope per bit width). Covariates as in
     :func:`gamma_fit`; a held-out family gets the average family effect, and a slope the

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from qbayes.zoo.analysis_result import Fold, HeldOut, Overall, Score
+
 SCHEMES = {"architecture": "family", "size": "size"}  # leave-one-out scheme -> grouping column
 
 
@@ -20,19 +22,19 @@ def onehot(values, levels=None) -> np.ndarray:
 LN_PRED_MAX = 5.0  # ln delta; a 150-nat degradation is beyond any collapse
 
 
-def mdae_pair(delta: np.ndarray, y: np.ndarray, p: np.ndarray, *, sigma: float) -> dict:
+def mdae_pair(delta: np.ndarray, y: np.ndarray, p: np.ndarray, *, sigma: float) -> Score:
     """MdAE of delta (prediction exp(p) - sigma) and of the log target."""
     ok = np.isfinite(p)
     if not ok.any():
-        return {"mdae_delta": None, "mdae_ln": None, "n_predicted": 0}
+        return Score(mdae_delta=None, mdae_ln=None, n_predicted=0)
     # a ridge extrapolating to a held-out size can predict absurd ln values; cap them (the
     # median is unaffected, exp() no longer overflows)
     pred_delta = np.exp(np.minimum(p[ok], LN_PRED_MAX)) - sigma
-    return {"mdae_delta": float(np.median(np.abs(pred_delta - delta[ok]))),
-            "mdae_ln": float(np.median(np.abs(p[ok] - y[ok]))), "n_predicted": int(ok.sum())}
+    return Score(mdae_delta=float(np.median(np.abs(pred_delta - delta[ok]))),
+                 mdae_ln=float(np.median(np.abs(p[ok] - y[ok]))), n_predicted=int(ok.sum()))
 
 
-def scores(delta: np.ndarray, y: np.ndarray, pred: dict, groups: np.ndarray, *, sigma: float) -> dict:
+def scores(delta: np.ndarray, y: np.ndarray, pred: dict, groups: np.ndarray, *, sigma: float) -> HeldOut:
     """Per-fold and overall :func:`mdae_pair` for each prediction in ``pred`` (a dict of
     arrays, possibly nested), keeping the nesting."""
     def tree(p, mask):
@@ -40,5 +42,5 @@ def scores(delta: np.ndarray, y: np.ndarray, pred: dict, groups: np.ndarray, *, 
             return {k: tree(v, mask) for k, v in p.items()}
         return mdae_pair(delta[mask], y[mask], p[mask], sigma=sigma)
 
-    folds = [{"fold": str(g), "n": int((groups == g).sum()), **tree(pred, groups == g)} for g in np.unique(groups)]
-    return {"folds": folds, "overall": {"n": len(y), **tree(pred, np.ones(len(y), dtype=bool))}}
+    folds = [Fold(fold=str(g), n=int((groups == g).sum()), scores=tree(pred, groups == g)) for g in np.unique(groups)]
+    return HeldOut(folds=folds, overall=Overall(n=len(y), scores=tree(pred, np.ones(len(y), dtype=bool))))
