@@ -29,6 +29,7 @@ from rich.console import Console  # noqa: E402
 
 from qbayes.collect import methods, runner  # noqa: E402
 from qbayes.collect.grid import grid_from_dict  # noqa: E402
+from qbayes.collect.plan import CollectOptions  # noqa: E402
 from qbayes.collect.toymodels import ToySpec, make_toy  # noqa: E402
 
 SIZES = {
@@ -101,8 +102,8 @@ def bench(size: str, root: Path, console: Console) -> None:
     original_eval = runner.evaluate
     runner.evaluate = timers.wrap(original_eval, "evaluate")
     try:
-        opts = runner.CollectOptions(model_path=root / f"llama-{size}", family="bench", out=root / f"shard-{size}",
-                                     grid=grid_from_dict(GRID, name="bench", where="bench"), progress=False)
+        opts = CollectOptions(model_path=root / f"llama-{size}", family="bench", out=root / f"shard-{size}",
+                              grid=grid_from_dict(GRID, name="bench", where="bench"), progress=False)
         collector = TimedCollector(opts, Console(quiet=True), timers=timers)
         t0 = time.perf_counter()
         collector.run()

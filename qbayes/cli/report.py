@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from qbayes.cli.options import fit_option, load_fit
-from qbayes.report import DEFAULT_DRAWS
+from qbayes.report.context import DEFAULT_DRAWS
 
 
 @click.command()

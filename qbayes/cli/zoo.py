@@ -73,9 +73,9 @@ def analyze(data, out, json_path, seed, bootstrap, trees):
     size out. Works on partial zoos (missing sizes or architectures are noted and skipped)."""
     from qbayes.atomic import atomic_path
     from qbayes.cli.options import load_databases
-    from qbayes.zoo.analysis import Settings
     from qbayes.zoo.analysis import analyze as run_analysis
     from qbayes.zoo.analysis_html import render, summary_lines
+    from qbayes.zoo.analysis_result import Settings
 
     result, table = run_analysis(load_databases(data),
                                  settings=Settings(seed=seed, bootstrap=bootstrap, forest_trees=trees))
@@ -85,9 +85,9 @@ def analyze(data, out, json_path, seed, bootstrap, trees):
         with atomic_path(json_path) as tmp:
             tmp.write_text(result.to_json() + "\n", encoding="utf-8")
     d = result.data
-    click.echo(f"{d['rows']} rows, {d['models']} checkpoints "
-               f"({', '.join(d['families'])}; sizes {', '.join(d['sizes'])})")
-    for line in summary_lines(result.to_dict()):
+    click.echo(f"{d.rows} rows, {d.models} checkpoints "
+               f"({', '.join(d.families)}; sizes {', '.join(d.sizes)})")
+    for line in summary_lines(result):
         click.echo(f"- {line}")
     for note in result.notes:
         click.echo(f"  note: {note}")

@@ -18,6 +18,7 @@ configuration of a grid (``collectors/NAME.toml``), writes rows in the database 
 * :mod:`.outliers`  activation and weight outlier statistics;
 * :mod:`.sqnr`      signal-to-quantization-noise ratio per layer and overall;
 * :mod:`.shard`     the shard being written: resume, force, atomic saves;
+* :mod:`.plan`      what a run is asked to do: options, configurations, steps;
 * :mod:`.runner`    the loop over configurations;
 * :mod:`.manifest`  the models of a run (``--model`` / ``--models manifest.csv``);
 * :mod:`.executors` where the work runs: ``local`` (in this process) or ``ray`` (tasks on

@@ -30,7 +30,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from qbayes.errors import QBayesError
+from qbayes.errors import QBayesError, unknown
 
 OVERLAP_MIN_CHARS = 64  # shorter rows (headings, short sentences) may recur in disjoint texts
 PARQUET = (".parquet",)
@@ -113,8 +113,6 @@ def corpus(name: str) -> Corpus | None:
 
 def parse_text_option(value: str, purpose: str, allowed: Sequence[str]) -> TextFile:
     """``NAME=PATH`` from ``--eval-text``/``--calib-text``."""
-    from qbayes.errors import unknown
-
     option = "--eval-text" if purpose == "eval" else "--calib-text"
     name, sep, path = value.partition("=")
     name, path = name.strip(), path.strip()

@@ -15,28 +15,44 @@ features key has no configuration column); the overall SQNR always goes to
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+import torch
+
+from qbayes.collect.grid import Grid
 from qbayes.collect.landscape import landscape
+from qbayes.collect.methods.base import Quantized
+from qbayes.collect.modelio import LoadedModel
 from qbayes.collect.outliers import activation_stats, summarise_activations, summarise_weights, weight_stats
+from qbayes.collect.plan import CollectOptions, Config, Step, stage
+from qbayes.collect.provenance import Provenance
+from qbayes.collect.shard import Shard
 from qbayes.db.schema import FEATURES
-
-if TYPE_CHECKING:
-    from qbayes.collect.methods.base import Quantized
-    from qbayes.collect.runner import Collector, Config, Step
 
 MODEL_SCOPE = "model"
 SQNR_FEATURE = "sqnr_db"
 
 
+class Run(Protocol):
+    """What the feature steps use of their collection run (a
+    :class:`~qbayes.collect.runner.Collector`)."""
+
+    opts: CollectOptions
+    grid: Grid
+    name: str
+    shard: Shard
+    loaded: LoadedModel | None
+    prov: Provenance
+
+    def windows(self, purpose: str, name: str) -> torch.Tensor: ...
+
+
 class FeatureSteps:
-    def __init__(self, collector: Collector):
+    def __init__(self, collector: Run):
         self.c = collector
         self.settings = collector.grid.features
 
     def steps(self) -> list[Step]:
-        from qbayes.collect.runner import Step
-
         c, name = self.c, self.c.name
         out = [Step("features/weights", "feature",
                     lambda: c.shard.has_feature(model=name, feature="weight_kurtosis", scope=MODEL_SCOPE,
@@ -73,8 +89,6 @@ class FeatureSteps:
         return f"kurtosis {summary.kurtosis:.2f}, max/std {summary.max_over_std:.1f}"
 
     def outliers(self, calib: str) -> str:
-        from qbayes.collect.runner import stage
-
         with stage("calibration"):
             windows = self.c.windows("outliers", calib)
         t0 = time.perf_counter()

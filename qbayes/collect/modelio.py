@@ -10,6 +10,7 @@ method, so methods are compared on the same weights.
 from __future__ import annotations
 
 import copy
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,8 +181,6 @@ def model_bytes(model: torch.nn.Module) -> int:
 def read_train_info(path: str | Path) -> dict | None:
     """The training card of a model trained here (``qbayes_train.json``), if there is one.
     It gives what a saved model does not: training tokens, seed, recipe and content hash."""
-    import json
-
     card = Path(path) / TRAIN_INFO
     if not card.is_file():
         return None

@@ -14,11 +14,9 @@ method's first configuration runs, its self-check must reproduce the baseline lo
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,62 +27,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from qbayes.collect import methods, protocol
 from qbayes.collect.evaluate import EvalResult, decode_tokens_per_s, evaluate
 from qbayes.collect.features import FeatureSteps
-from qbayes.formats import Format, parse_format
-from qbayes.collect.grid import DTYPES, Grid, build_options
+from qbayes.collect.grid import DTYPES, build_options
+from qbayes.formats import Format
 from qbayes.collect.methods.base import Method, Quantized, QuantizeJob
 from qbayes.collect.modelio import ARCH_INFO, LoadedModel, load_model, model_bytes, param_counts, read_train_info
+from qbayes.collect.plan import CollectOptions, Config, Step, stage
 from qbayes.collect.provenance import Provenance, now
 from qbayes.collect.shard import Shard
 from qbayes.errors import QBayesError
-
-
-@dataclass(frozen=True)
-class CollectOptions:
-    model_path: Path
-    family: str
-    grid: Grid
-    out: Path
-    name: str | None = None  # model name in the database; default: the directory name
-    device: str = "cpu"
-    seed: int = 0
-    force: bool = False
-    progress: bool = True
-
-
-@dataclass(frozen=True)
-class Config:
-    """One quantized configuration: a method, a format and (maybe) a calibration set.
-    ``fmt`` is None when the format spec did not parse (``problem`` says why)."""
-
-    method: Method
-    spec: str
-    fmt: Format | None
-    problem: str | None
-    calib: str | None
-    options: object
-
-    @classmethod
-    def make(cls, method: Method, spec: str, calib: str | None, options: object) -> Config:
-        try:
-            return cls(method, spec, parse_format(spec), None, calib, options)
-        except QBayesError as exc:
-            return cls(method, spec, None, str(exc), calib, options)
-
-    @property
-    def label(self) -> str:
-        return f"{self.method.name}/{self.fmt.label if self.fmt else self.spec}/{self.calib or '-'}"
-
-    @property
-    def dtype_label(self) -> str:
-        return self.fmt.label + self.method.label_suffix
-
-
-@dataclass
-class Step:
-    label: str
-    stage: str
-    done: Callable[[], bool]
-    run: Callable[[], str | None]  # returns a short result for the log
 
 
 @dataclass
@@ -404,16 +354,6 @@ class Collector:
     def _oom_cleanup(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-
-
-@contextlib.contextmanager
-def stage(name: str):
-    """Label an exception raised inside with the stage it failed in (for the failures table)."""
-    try:
-        yield
-    except Exception as exc:
-        exc.stage = name
-        raise
 
 
 class SkipConfig(Exception):

@@ -14,6 +14,7 @@ from pathlib import Path
 import polars as pl
 
 from qbayes.db import store
+from qbayes.db.database import Database
 from qbayes.db.schema import TABLES
 
 SOURCE = "qbayes-collect"
@@ -47,7 +48,7 @@ class Shard:
         if self.path.exists() and any(self.path.glob("*.parquet")):
             self.db = store.load(self.path).conform()
         else:
-            self.db = store.Database()
+            self.db = Database()
 
     # --- what is there ------------------------------------------------------------
 

@@ -13,8 +13,8 @@ from typing import Literal
 
 import polars as pl
 
+from qbayes.db.database import Database
 from qbayes.db.schema import TABLES
-from qbayes.db.store import Database
 from qbayes.errors import QBayesError
 
 # columns whose disagreement makes two same-key rows a conflict

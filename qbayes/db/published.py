@@ -26,8 +26,9 @@ from pathlib import Path
 import polars as pl
 
 from qbayes.db import named_formats
+from qbayes.db.database import Database
 from qbayes.db.schema import BASELINE_METHOD, RESULTS
-from qbayes.db.store import Database, InvalidDatabase
+from qbayes.db.store import InvalidDatabase
 from qbayes.db.validate import Problem
 from qbayes.errors import QBayesError
 from qbayes.names import key

@@ -1,4 +1,5 @@
-"""Reading and writing databases: a directory with one parquet file per table.
+"""Reading and writing databases (:class:`~qbayes.db.database.Database`): a directory with
+one parquet file per table.
 
 Writes are atomic: each table goes to a temporary file in the same directory and is
 renamed over the old one only after every table of the database has been written, so a
@@ -9,11 +10,12 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
+from qbayes.db.database import Database
+from qbayes.db.merge import merge
 from qbayes.db.schema import ADDED_COLUMNS, META_TABLE_KEY, META_VERSION_KEY, SCHEMA_VERSION, TABLES, Table
 from qbayes.db.validate import Problem, check_database
 from qbayes.errors import QBayesError
@@ -26,44 +28,6 @@ class InvalidDatabase(QBayesError):
         self.problems = problems
         lines = [str(p) for p in problems]
         super().__init__(f"{len(problems)} problem(s):\n  " + "\n  ".join(lines))
-
-
-@dataclass
-class Database:
-    """The four tables of a database (each may be empty)."""
-
-    models: pl.DataFrame = field(default_factory=lambda: TABLES["models"].empty())
-    results: pl.DataFrame = field(default_factory=lambda: TABLES["results"].empty())
-    features: pl.DataFrame = field(default_factory=lambda: TABLES["features"].empty())
-    failures: pl.DataFrame = field(default_factory=lambda: TABLES["failures"].empty())
-
-    def tables(self) -> dict[str, pl.DataFrame]:
-        return {name: getattr(self, name) for name in TABLES}
-
-    def conform(self) -> Database:
-        """Columns in schema order with schema dtypes (nulls filled for missing nullable columns)."""
-        out = {}
-        for name, df in self.tables().items():
-            out[name] = conform(df, TABLES[name])
-        return Database(**out)
-
-    def problems(self, where: str = "<memory>") -> list[Problem]:
-        return check_database(self.tables(), {n: f"{where}/{n}.parquet" for n in TABLES})
-
-
-def conform(df: pl.DataFrame, table: Table) -> pl.DataFrame:
-    """Select the schema's columns in order, adding missing nullable ones as nulls and
-    casting all-null columns. Wrong-typed data is left for the validator to report."""
-    cols = []
-    for col in table.columns:
-        if col.name in df.columns:
-            expr = pl.col(col.name)
-            if df.schema[col.name] == pl.Null:
-                expr = expr.cast(col.dtype)
-            cols.append(expr)
-        elif col.nullable:
-            cols.append(pl.lit(None, dtype=col.dtype).alias(col.name))
-    return df.select(cols) if cols else df
 
 
 def read_table(path: Path, table: Table) -> pl.DataFrame:
@@ -116,8 +80,6 @@ def load(path: str | os.PathLike, *, validate: bool = True) -> Database:
 
 def load_many(paths: list[str | os.PathLike]) -> Database:
     """Load and concatenate several databases (no deduplication; see :mod:`merge`)."""
-    from qbayes.db.merge import merge
-
     db, _ = merge([load(p) for p in paths])
     return db
 

@@ -6,8 +6,8 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table as RichTable
 
+from qbayes.db.database import Database
 from qbayes.db.schema import BASELINE_METHOD
-from qbayes.db.store import Database
 
 
 def counts(db: Database) -> dict[str, pl.DataFrame]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from qbayes.db.schema import BASELINE_METHOD, MODELS, RESULTS, Column, Table
+from qbayes.db.schema import BASELINE_METHOD, MODELS, RESULTS, TABLES, Column, Table
 from qbayes.errors import suggest
 
 ROW_INDEX = "__row__"
@@ -140,8 +140,6 @@ def check_models_known(results: pl.DataFrame, models: pl.DataFrame, file: str) -
 
 def check_database(tables: dict[str, pl.DataFrame], files: dict[str, str]) -> list[Problem]:
     """All checks for a loaded database (tables keyed by name, files by table name)."""
-    from qbayes.db.schema import TABLES
-
     problems: list[Problem] = []
     for name, df in tables.items():
         problems += check_table(df, TABLES[name], files[name])

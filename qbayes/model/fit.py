@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import numpy as np
 import polars as pl
 
-from qbayes.db.store import Database
+from qbayes.db.database import Database
 from qbayes.errors import QBayesError
 from qbayes.model import diagnostics, known_families
 from qbayes.model.graph import build_model

@@ -13,7 +13,7 @@ import math
 import polars as pl
 
 from qbayes.db.schema import BASELINE_METHOD
-from qbayes.db.store import Database
+from qbayes.db.database import Database
 from qbayes.errors import unknown
 from qbayes.model.features import RAW_COLUMNS, attach_raw
 

@@ -6,23 +6,22 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from qbayes.atomic import atomic_path
+from qbayes.report import figures
+from qbayes.report.context import DEFAULT_DRAWS, Context
+from qbayes.report.html import page
+from qbayes.report.sections import SECTIONS
+
 SECTION_IDS = ("data", "convergence", "ppc", "learned", "validation", "decisions")
-DEFAULT_DRAWS = 500  # posterior draws for predictive checks and predictions
 
 
 def build(fit, validation: dict | list[dict] | None = None, *, n_draws: int | None = None, seed: int = 0) -> str:
     """The report of ``fit`` as an HTML string. ``validation`` is a parsed
     ``qbayes validate --json`` document (see :mod:`qbayes.report.validation`), a list of
     them (one per scheme), or None."""
-    from qbayes.report import figures
-    from qbayes.report.context import Context
-    from qbayes.report.html import page
-    from qbayes.report.sections import convergence, data, decisions, learned, ppc
-    from qbayes.report.sections import validation as val_section
-
     ctx = Context(fit=fit, n_draws=n_draws or DEFAULT_DRAWS, seed=seed, validation=validation)
     with figures.style():
-        sections = [m.render(ctx) for m in (data, convergence, ppc, learned, val_section, decisions)]
+        sections = [m.render(ctx) for m in SECTIONS]
     title = f"qbayes report: {fit.spec.name} fit of {fit.data.height} results"
     subtitle = (f"data hash {fit.info.data_hash} · spec hash {fit.spec.hash} · "
                 f"posterior {fit.posterior_checksum or '?'} · "
@@ -32,8 +31,6 @@ def build(fit, validation: dict | list[dict] | None = None, *, n_draws: int | No
 
 def write(text: str, out: str | os.PathLike) -> Path:
     """Write atomically (temporary file, then rename); parents are created."""
-    from qbayes.atomic import atomic_path
-
     with atomic_path(out) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(out)

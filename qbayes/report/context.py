@@ -14,7 +14,8 @@ from qbayes.evaluation.summary import ValidationSummary
 from qbayes.model.encoding import grouping_values
 from qbayes.model.fitfile import Fit
 from qbayes.model.predict import Predictor
-from qbayes.report import DEFAULT_DRAWS
+
+DEFAULT_DRAWS = 500  # posterior draws for predictive checks and predictions
 
 
 def attr_json(attrs: dict, key: str, default=None):

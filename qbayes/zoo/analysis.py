@@ -22,51 +22,29 @@ predicted delta = exp(prediction) - sigma. MdAE = median absolute error.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
-from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import polars as pl
 
-from qbayes.db.store import Database
-from qbayes.jsonsafe import json_safe
+from qbayes.db.database import Database
+from qbayes.zoo.analysis_features import feature_study
+from qbayes.zoo.analysis_heldout import SCHEMES, onehot, scores
+from qbayes.zoo.analysis_result import (
+    BitsGamma,
+    CheckpointCount,
+    Coverage,
+    DnStudy,
+    FormatGamma,
+    Gamma,
+    HeldOut,
+    Noise,
+    Score,
+    Settings,
+    ZooAnalysis,
+)
 from qbayes.zoo.analysis_table import feature_columns, zoo_table
-
-SCHEMES = {"architecture": "family", "size": "size"}  # leave-one-out scheme -> grouping column
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Knobs of the analysis (defaults are what the report uses)."""
-
-    seed: int = 0
-    clear_k: float = 3.0  # clear rows: delta > clear_k * noise sigma
-    bootstrap: int = 200  # resamples of models for the gamma intervals
-    ci: float = 0.90
-    min_rows: int = 8  # per format / bit width fit
-    forest_trees: int = 150
-    forest_min_leaf: int = 3
-    permutation_repeats: int = 5
-    ridge_alphas: tuple[float, ...] = tuple(float(a) for a in np.logspace(-3, 3, 13))
-
-
-@dataclass(frozen=True)
-class ZooAnalysis:
-    """Results, JSON-able through :meth:`to_dict` (NaN becomes null)."""
-
-    settings: dict
-    data: dict
-    noise: dict
-    dn: dict
-    features: dict
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return json_safe(asdict(self))
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, allow_nan=False)
 
 
 def analyze(db: Database, *, settings: Settings = Settings()) -> tuple[ZooAnalysis, pl.DataFrame]:
@@ -84,13 +62,11 @@ def analyze_table(table: pl.DataFrame, *, settings: Settings = Settings()) -> Zo
         if table[col].n_unique() < 2:
             notes.append(f"leave-one-{scheme}-out needs two or more levels of '{col}'; "
                          f"found {table[col].n_unique()}: skipped")
-    noise = {"sigma": sigma, "clear_k": settings.clear_k, "threshold": settings.clear_k * sigma,
-             "n_clear": int(table["clear"].sum()), "n_negative": int((table["delta"] < 0).sum())}
-    from qbayes.zoo.analysis_features import feature_study
-
+    noise = Noise(sigma=sigma, clear_k=settings.clear_k, threshold=settings.clear_k * sigma,
+                  n_clear=int(table["clear"].sum()), n_negative=int((table["delta"] < 0).sum()))
     dn = dn_study(table, settings=settings, sigma=sigma, notes=notes)
     feats = feature_study(table, settings=settings, sigma=sigma, notes=notes)
-    return ZooAnalysis(settings=asdict(settings), data=data, noise=noise, dn=dn, features=feats, notes=notes)
+    return ZooAnalysis(settings=settings, data=data, noise=noise, dn=dn, features=feats, notes=notes)
 
 
 def noise_floor(delta: np.ndarray) -> float:
@@ -110,26 +86,20 @@ def add_targets(table: pl.DataFrame, *, sigma: float, clear_k: float) -> pl.Data
     ).with_columns(pl.when(pl.col("clear")).then(pl.col("delta").log()).alias("y_clear"))
 
 
-def coverage(table: pl.DataFrame) -> dict:
+def coverage(table: pl.DataFrame) -> Coverage:
     grid = (table.group_by("family", "size").agg(pl.col("model").n_unique().alias("checkpoints"))
             .sort("family", "size"))
-    return {
-        "rows": table.height, "models": table["model"].n_unique(),
-        "families": sorted(set(table["family"])), "sizes": sorted(set(table["size"])),
-        "formats": sorted(set(table["fmt"])), "eval_sets": sorted(set(table["eval_set"])),
-        "checkpoints": grid.to_dicts(),
-        "dn_range": [math.exp(table["log_dn"].min()), math.exp(table["log_dn"].max())],
-        "features_present": [c for c in feature_columns(table) if table[c].null_count() < table.height],
-    }
+    return Coverage(
+        rows=table.height, models=table["model"].n_unique(),
+        families=sorted(set(table["family"])), sizes=sorted(set(table["size"])),
+        formats=sorted(set(table["fmt"])), eval_sets=sorted(set(table["eval_set"])),
+        checkpoints=[CheckpointCount(**row) for row in grid.to_dicts()],
+        dn_range=(math.exp(table["log_dn"].min()), math.exp(table["log_dn"].max())),
+        features_present=[c for c in feature_columns(table) if table[c].null_count() < table.height],
+    )
 
 
 # --- D/N study ----------------------------------------------------------------------
-
-
-def onehot(values, levels=None) -> np.ndarray:
-    values = np.asarray(values, dtype=object)
-    levels = sorted(set(values.tolist())) if levels is None else list(levels)
-    return (values[:, None] == np.asarray(levels, dtype=object)[None, :]).astype(float)
 
 
 def effects(values, levels) -> np.ndarray:
@@ -186,17 +156,16 @@ def _interval(draws: np.ndarray, q: float) -> float | None:
     return float(np.quantile(draws, q)) if draws.size >= 10 else None
 
 
-def gamma_with_ci(df: pl.DataFrame, target: str, *, settings: Settings, seed_offset: int = 0) -> dict:
+def gamma_with_ci(df: pl.DataFrame, target: str, *, settings: Settings, seed_offset: int = 0) -> Gamma:
     """Point estimates and model-bootstrap percentile intervals of gamma_D and gamma_N
     (intervals only from 5 checkpoints and 10 identified draws up)."""
     df = df.filter(pl.col(target).is_not_null())
-    out = {"n_rows": df.height, "n_models": df["model"].n_unique(), "gamma_d": None, "gamma_d_lo": None,
-           "gamma_d_hi": None, "gamma_n": None, "gamma_n_lo": None, "gamma_n_hi": None, "n_boot": 0}
+    out = Gamma(n_rows=df.height, n_models=df["model"].n_unique())
     y, arrays = df[target].to_numpy(), gamma_arrays(df)
     point = gamma_fit(arrays, y) if df.height >= settings.min_rows else None
     if point is None:
         return out
-    out["gamma_d"], out["gamma_n"] = point
+    out = dataclasses.replace(out, gamma_d=point[0], gamma_n=point[1])
     models = df["model"].to_numpy()
     index = {m: np.flatnonzero(models == m) for m in np.unique(models)}
     names = list(index)
@@ -212,32 +181,32 @@ def gamma_with_ci(df: pl.DataFrame, target: str, *, settings: Settings, seed_off
     if draws:
         arr = np.asarray(draws, dtype=float)  # gamma_N None -> NaN
         q = (1 - settings.ci) / 2
-        out |= {"gamma_d_lo": _interval(arr[:, 0], q), "gamma_d_hi": _interval(arr[:, 0], 1 - q),
-                "gamma_n_lo": _interval(arr[:, 1], q), "gamma_n_hi": _interval(arr[:, 1], 1 - q),
-                "n_boot": len(draws)}
+        out = dataclasses.replace(out, gamma_d_lo=_interval(arr[:, 0], q), gamma_d_hi=_interval(arr[:, 0], 1 - q),
+                                  gamma_n_lo=_interval(arr[:, 1], q), gamma_n_hi=_interval(arr[:, 1], 1 - q),
+                                  n_boot=len(draws))
     return out
 
 
-def dn_study(table: pl.DataFrame, *, settings: Settings, sigma: float, notes: list[str]) -> dict:
+def dn_study(table: pl.DataFrame, *, settings: Settings, sigma: float, notes: list[str]) -> DnStudy:
     pooled = {t: gamma_with_ci(table, f"y_{t}", settings=settings) for t in ("clear", "shift")}
-    if pooled["clear"]["gamma_d"] is None:
+    if pooled["clear"].gamma_d is None:
         notes.append("D/N: too few clear rows or too few distinct sizes/budgets for the pooled fit")
     per_bits = []
     for i, bits in enumerate(sorted(set(table["w_bits"].to_list()))):
         sub = table.filter(pl.col("w_bits") == bits)
-        per_bits.append({"w_bits": bits, "frac_clear": float(sub["clear"].mean()),
-                         "clear": gamma_with_ci(sub, "y_clear", settings=settings, seed_offset=100 + i),
-                         "shift": gamma_with_ci(sub, "y_shift", settings=settings, seed_offset=200 + i)})
+        per_bits.append(BitsGamma(w_bits=bits, frac_clear=float(sub["clear"].mean()),
+                                  clear=gamma_with_ci(sub, "y_clear", settings=settings, seed_offset=100 + i),
+                                  shift=gamma_with_ci(sub, "y_shift", settings=settings, seed_offset=200 + i)))
     per_format = []
     for i, fmt in enumerate(sorted(set(table["fmt"].to_list()))):
         sub = table.filter(pl.col("fmt") == fmt)
         fit = gamma_with_ci(sub, "y_clear", settings=settings, seed_offset=1000 + i)
-        per_format.append({"fmt": fmt, "w_bits": float(sub["w_bits"][0]), "bits": float(sub["bits"].mean()),
-                           "rows": sub.height, "frac_clear": float(sub["clear"].mean()),
-                           "median_delta": float(sub["delta"].median()), **fit})
-    return {"pooled": pooled, "per_bits": per_bits, "per_format": per_format,
-            "heldout": {scheme: dn_heldout(table, col, sigma=sigma) for scheme, col in SCHEMES.items()
-                        if table[col].n_unique() >= 2}}
+        per_format.append(FormatGamma(fmt=fmt, w_bits=float(sub["w_bits"][0]), bits=float(sub["bits"].mean()),
+                                      rows=sub.height, frac_clear=float(sub["clear"].mean()),
+                                      median_delta=float(sub["delta"].median()), fit=fit))
+    return DnStudy(pooled=pooled, per_bits=per_bits, per_format=per_format,
+                   heldout={scheme: dn_heldout(table, col, sigma=sigma) for scheme, col in SCHEMES.items()
+                            if table[col].n_unique() >= 2})
 
 
 DN_MODELS = ("without_ln_d", "with_ln_d", "with_ln_d_by_bits")
@@ -253,7 +222,7 @@ def _dn_design(df: pl.DataFrame, model: str, cell_levels, bits_levels, family_le
     return np.hstack(cols)
 
 
-def dn_heldout(table: pl.DataFrame, group_col: str, *, sigma: float) -> dict:
+def dn_heldout(table: pl.DataFrame, group_col: str, *, sigma: float) -> HeldOut[Score]:
     """Leave one level of ``group_col`` out: least squares on the shifted target with and
     without the ln D term (and with one ln D slope per bit width). Covariates as in
     :func:`gamma_fit`; a held-out family gets the average family effect, and a slope the
@@ -278,30 +247,3 @@ def dn_heldout(table: pl.DataFrame, group_col: str, *, sigma: float) -> dict:
             beta = np.linalg.lstsq(x[~test], y[~test], rcond=None)[0]
             pred[m][test] = np.where(seen[test], x[test] @ beta, np.nan)
     return scores(table["delta"].to_numpy(), y, pred, groups, sigma=sigma)
-
-
-LN_PRED_MAX = 5.0  # ln delta; a 150-nat degradation is beyond any collapse
-
-
-def mdae_pair(delta: np.ndarray, y: np.ndarray, p: np.ndarray, *, sigma: float) -> dict:
-    """MdAE of delta (prediction exp(p) - sigma) and of the log target."""
-    ok = np.isfinite(p)
-    if not ok.any():
-        return {"mdae_delta": None, "mdae_ln": None, "n_predicted": 0}
-    # a ridge extrapolating to a held-out size can predict absurd ln values; cap them (the
-    # median is unaffected, exp() no longer overflows)
-    pred_delta = np.exp(np.minimum(p[ok], LN_PRED_MAX)) - sigma
-    return {"mdae_delta": float(np.median(np.abs(pred_delta - delta[ok]))),
-            "mdae_ln": float(np.median(np.abs(p[ok] - y[ok]))), "n_predicted": int(ok.sum())}
-
-
-def scores(delta: np.ndarray, y: np.ndarray, pred: dict, groups: np.ndarray, *, sigma: float) -> dict:
-    """Per-fold and overall :func:`mdae_pair` for each prediction in ``pred`` (a dict of
-    arrays, possibly nested), keeping the nesting."""
-    def tree(p, mask):
-        if isinstance(p, dict):
-            return {k: tree(v, mask) for k, v in p.items()}
-        return mdae_pair(delta[mask], y[mask], p[mask], sigma=sigma)
-
-    folds = [{"fold": str(g), "n": int((groups == g).sum()), **tree(pred, groups == g)} for g in np.unique(groups)]
-    return {"folds": folds, "overall": {"n": len(y), **tree(pred, np.ones(len(y), dtype=bool))}}

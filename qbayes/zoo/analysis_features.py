@@ -20,6 +20,7 @@ the held-out MdAE (log scale, and delta), averaged over repeats and weighted ove
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +28,19 @@ import polars as pl
 from sklearn.ensemble import RandomForestRegressor
 from sklearn.linear_model import RidgeCV
 
-from qbayes.zoo.analysis import SCHEMES, Settings, mdae_pair, onehot, scores
+from qbayes.zoo.analysis_heldout import SCHEMES, mdae_pair, onehot, scores
+from qbayes.zoo.analysis_result import (
+    BitsRho,
+    FeatureSetColumns,
+    FeatureStudy,
+    FoldImprovement,
+    HeldOut,
+    Importance,
+    Improvement,
+    Score,
+    Settings,
+    Theory,
+)
 from qbayes.zoo.analysis_table import feature_groups
 
 BASE_NUMERIC = ("log_n", "log_d", "bits", "log2_group", "per_channel")
@@ -95,23 +108,25 @@ def learner(name: str, settings: Settings):
                                  max_features=0.5, random_state=settings.seed, n_jobs=1)
 
 
-def feature_study(table: pl.DataFrame, *, settings: Settings, sigma: float, notes: list[str]) -> dict:
+def feature_study(table: pl.DataFrame, *, settings: Settings, sigma: float, notes: list[str]) -> FeatureStudy:
     sets = feature_sets(table, notes)
     numeric = {c: transform(table, c) for c in BASE_NUMERIC}
     numeric |= {c: transform(table, c) for fs in sets for c in fs.columns}
     categorical = {c: table[c].cast(pl.String).fill_null("-").to_numpy() for c in BASE_CATEGORICAL}
-    out = {"sets": [{"name": fs.name, "columns": list(fs.columns)} for fs in sets],
-           "heldout": {}, "improvement": {}, "permutation": {}, "theory": theory_summary(table)}
+    theory = theory_summary(table)
+    heldout, improvements, permutation = {}, {}, {}
     for scheme, col in SCHEMES.items():
         if table[col].n_unique() < 2:
             continue
-        res = _heldout(table, sets, numeric, categorical, col, settings=settings, sigma=sigma)
-        out["heldout"][scheme], out["permutation"][scheme] = res
-        out["improvement"][scheme] = improvement(res[0])
-    return out
+        heldout[scheme], permutation[scheme] = _heldout(table, sets, numeric, categorical, col,
+                                                        settings=settings, sigma=sigma)
+        improvements[scheme] = improvement(heldout[scheme])
+    return FeatureStudy(sets=[FeatureSetColumns(name=fs.name, columns=list(fs.columns)) for fs in sets],
+                        heldout=heldout, improvement=improvements, permutation=permutation, theory=theory)
 
 
-def _heldout(table, sets, numeric, categorical, col, *, settings: Settings, sigma: float):
+def _heldout(table, sets, numeric, categorical, col, *, settings: Settings, sigma: float
+             ) -> tuple[HeldOut[dict[str, Score]], dict[str, list[Importance]]]:
     y, delta = table["y_shift"].to_numpy(), table["delta"].to_numpy()
     groups = table[col].to_numpy()
     pred = {lr: {fs.name: np.full(len(y), np.nan) for fs in sets} for lr in LEARNERS}
@@ -141,62 +156,64 @@ def _permute(model, x, y, delta, blocks, into: dict, fold: str, *, rng, repeats:
             xp = x.copy()
             xp[:, idx] = x[rng.permutation(len(x))][:, idx]
             got = mdae_pair(delta, y, model.predict(xp), sigma=sigma)
-            rises.append((got["mdae_ln"] - ref["mdae_ln"], got["mdae_delta"] - ref["mdae_delta"]))
+            rises.append((got.mdae_ln - ref.mdae_ln, got.mdae_delta - ref.mdae_delta))
         into.setdefault(name, []).append((fold, len(x), *np.mean(rises, axis=0)))
 
 
-def _ranking(perm: dict) -> list[dict]:
+def _ranking(perm: dict) -> list[Importance]:
     rows = []
     for name, folds in perm.items():
         w = np.array([f[1] for f in folds], dtype=float)
-        rows.append({"block": name,
-                     "rise_mdae_ln": float(np.average([f[2] for f in folds], weights=w)),
-                     "rise_mdae_delta": float(np.average([f[3] for f in folds], weights=w)),
-                     "per_fold_ln": {f[0]: float(f[2]) for f in folds}})
-    return sorted(rows, key=lambda r: -r["rise_mdae_ln"])
+        rows.append(Importance(block=name,
+                               rise_mdae_ln=float(np.average([f[2] for f in folds], weights=w)),
+                               rise_mdae_delta=float(np.average([f[3] for f in folds], weights=w)),
+                               per_fold_ln={f[0]: float(f[2]) for f in folds}))
+    return sorted(rows, key=lambda r: -r.rise_mdae_ln)
 
 
 def _rel(base, other):
     return None if base is None or other is None or base == 0 else (base - other) / base
 
 
-def improvement(res: dict) -> dict:
+def improvement(res: HeldOut[dict[str, Score]]) -> dict[str, list[Improvement]]:
     """Relative MdAE improvement of each set over 'base' ((base - set) / base), overall and per fold."""
     out = {}
     for lr in LEARNERS:
         rows = []
-        for name, overall in res["overall"][lr].items():
-            base = res["overall"][lr]["base"]
-            folds = [{"fold": f["fold"], "rel_delta": _rel(f[lr]["base"]["mdae_delta"], f[lr][name]["mdae_delta"]),
-                      "rel_ln": _rel(f[lr]["base"]["mdae_ln"], f[lr][name]["mdae_ln"])} for f in res["folds"]]
-            rows.append({"set": name, **overall, "rel_delta": _rel(base["mdae_delta"], overall["mdae_delta"]),
-                         "rel_ln": _rel(base["mdae_ln"], overall["mdae_ln"]),
-                         "folds_better_ln": sum(1 for f in folds if (f["rel_ln"] or 0) > 0), "folds": folds})
+        for name, overall in res.overall.scores[lr].items():
+            base = res.overall.scores[lr]["base"]
+            folds = [FoldImprovement(fold=f.fold,
+                                     rel_delta=_rel(f.scores[lr]["base"].mdae_delta, f.scores[lr][name].mdae_delta),
+                                     rel_ln=_rel(f.scores[lr]["base"].mdae_ln, f.scores[lr][name].mdae_ln))
+                     for f in res.folds]
+            rows.append(Improvement(set=name, score=overall, rel_delta=_rel(base.mdae_delta, overall.mdae_delta),
+                                    rel_ln=_rel(base.mdae_ln, overall.mdae_ln),
+                                    folds_better_ln=sum(1 for f in folds if (f.rel_ln or 0) > 0), folds=folds))
         out[lr] = rows
     return out
 
 
-def theory_summary(table: pl.DataFrame) -> dict:
+def theory_summary(table: pl.DataFrame) -> Theory:
     """How the zero-parameter predictor 1/2 tr(H) 10^(-SQNR/10) tracks delta: Spearman rho
     overall and within each nominal bit width, and, on clear rows, the log-log slope (1 if
     the second-order argument holds) and median delta / theory (the missing mean w^2)."""
     from scipy.stats import spearmanr
 
     t = table.filter(pl.col("theory").is_not_null())
-    out = {"rows": t.height, "spearman": None, "spearman_within_bits": [], "slope_clear": None,
-           "intercept_clear": None, "median_ratio_clear": None}
     if t.height < 5:
-        return out
-    out["spearman"] = float(spearmanr(t["theory"], t["delta"]).statistic)
+        return Theory(rows=t.height)
+    within = []
     for bits in sorted(set(t["w_bits"].to_list())):
         sub = t.filter(pl.col("w_bits") == bits)
         if sub.height >= 5 and sub["theory"].n_unique() > 1:
-            out["spearman_within_bits"].append(
-                {"w_bits": bits, "rows": sub.height, "rho": float(spearmanr(sub["theory"], sub["delta"]).statistic)})
+            within.append(BitsRho(w_bits=bits, rows=sub.height,
+                                  rho=float(spearmanr(sub["theory"], sub["delta"]).statistic)))
+    out = Theory(rows=t.height, spearman=float(spearmanr(t["theory"], t["delta"]).statistic),
+                 spearman_within_bits=within)
     c = t.filter(pl.col("clear"))
     if c.height >= 5 and c["theory"].n_unique() > 1:
         lx, ly = np.log(c["theory"].to_numpy()), c["y_clear"].to_numpy()
         slope, intercept = np.polyfit(lx, ly, 1)
-        out |= {"slope_clear": float(slope), "intercept_clear": float(intercept),
-                "median_ratio_clear": float(np.median(np.exp(ly - lx)))}
+        out = dataclasses.replace(out, slope_clear=float(slope), intercept_clear=float(intercept),
+                                  median_ratio_clear=float(np.median(np.exp(ly - lx))))
     return out

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from qbayes.db.store import Database
+from qbayes.db.database import Database
 from qbayes.errors import QBayesError
 from qbayes.model.features import RADIAL_PREFIX, per_model_features
 from qbayes.model.table import with_baseline

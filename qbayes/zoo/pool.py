@@ -17,6 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -27,10 +28,13 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from qbayes.collect import manifest
+from qbayes.collect.modelio import TRAIN_INFO
+from qbayes.zoo.corpus import prepare
 from qbayes.zoo.recipe import Recipe, Run
+from qbayes.zoo.train import is_done, train_run
 
 MANIFEST = "manifest.csv"
-
 
 
 @dataclass
@@ -43,9 +47,6 @@ class TrainSummary:
 
 def train_all(recipe: Recipe, out: str | Path, *, device: str = "cpu", jobs: int = 1,
               only: tuple[str, ...] = (), progress: bool = True, console: Console | None = None) -> TrainSummary:
-    from qbayes.zoo.corpus import prepare
-    from qbayes.zoo.train import is_done
-
     out = Path(out)
     console = console or Console(stderr=True)
     runs = [r for r in recipe.runs() if not only or r.name in only]
@@ -101,11 +102,6 @@ def _drain(events, seen: dict[str, int], bar, task) -> None:
 
 
 def _worker(recipe: Recipe, run: Run, out: Path, device: str, events) -> list[dict]:
-    import torch
-
-    from qbayes.zoo.corpus import prepare
-    from qbayes.zoo.train import train_run
-
     torch.set_num_threads(1)
     corpus = prepare(recipe.corpus, out / "corpus")
     last = [0]
@@ -126,9 +122,6 @@ def _worker(recipe: Recipe, run: Run, out: Path, device: str, events) -> list[di
 def write_manifest(out: str | Path) -> Path:
     """``out/manifest.csv`` listing every checkpoint under ``out`` (paths relative to it),
     with the training card's main figures as extra columns."""
-    from qbayes.collect import manifest
-    from qbayes.collect.modelio import TRAIN_INFO
-
     out = Path(out)
     cards = [(p.parent, json.loads(p.read_text())) for p in out.glob(f"*/*/{TRAIN_INFO}")]
     cards.sort(key=lambda c: (c[1]["arch"], c[1]["size"]["name"], c[1]["train_tokens"]))

@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 
 from helpers import ROOT, SHIPPED_DB, tree_digest
+from qbayes.db.database import Database
 from qbayes.db import store
 from qbayes.db.merge import MergeConflict, merge
 from qbayes.db.published import import_published
@@ -23,10 +24,10 @@ RELEASED = ROOT / "data" / "published" / "release_dates.csv"
 PUBLISHED_FAMILIES = {"OPT", "BLOOM", "LLaMA-1", "Llama-2", "Falcon", "Mistral", "Mixtral", "Qwen3"}
 
 
-def _published(db: store.Database) -> store.Database:
+def _published(db: Database) -> Database:
     """The published part of the shipped database (the zoo's collected rows set aside)."""
     key = ["model", "eval_set", "source", "source_table", "method", "dtype_label", "calib_set"]
-    return store.Database(
+    return Database(
         models=db.models.filter(pl.col("family").is_in(list(PUBLISHED_FAMILIES))).sort("model"),
         results=db.results.filter(pl.col("source_kind") != "collector").sort(key, nulls_last=True),
     )
@@ -253,8 +254,8 @@ def _split_shards(tmp_path):
     db = store.load(SHIPPED_DB)
     opt = db.results.join(db.models.filter(pl.col("family") == "OPT").select("model"), on="model")
     rest = db.results.join(opt.select("model").unique(), on="model", how="anti")
-    a = store.Database(models=db.models, results=opt)
-    b = store.Database(models=db.models, results=rest)
+    a = Database(models=db.models, results=opt)
+    b = Database(models=db.models, results=rest)
     store.save(a, tmp_path / "a")
     store.save(b, tmp_path / "b")
     return db
@@ -304,8 +305,8 @@ def test_merge_in_memory_keeps_newest_on_request():
     one = db.results.head(1)
     newer = one.with_columns(pl.col("ppl") * 2, pl.lit("2026-01-01").str.to_datetime(time_zone="UTC")
                              .dt.cast_time_unit("us").alias("created_at"))
-    a = store.Database(models=db.models, results=one)
-    b = store.Database(models=db.models, results=newer)
+    a = Database(models=db.models, results=one)
+    b = Database(models=db.models, results=newer)
     with pytest.raises(MergeConflict):
         merge([a, b])
     m, dropped = merge([a, b], prefer="newest")

@@ -11,6 +11,7 @@ import pytest
 import datetime as dt
 
 from helpers import SHIPPED_DB
+from qbayes.db.database import Database
 from qbayes.db import store
 from qbayes.errors import QBayesError
 from qbayes.evaluation.crossval import (QGRID, Fold, FoldResult, coverage, crps, family_release, make_folds, mdae_gaps,
@@ -105,7 +106,7 @@ def test_validate_cli_forward_refuses_a_family_without_a_release_date(cli, tmp_p
     models = models.with_columns(pl.when(pl.col("family") == "Falcon").then(None).otherwise(pl.col("released"))
                                  .alias("released"))
     db = store.load(shipped_copy)
-    store.save(store.Database(models=models, results=db.results, features=db.features, failures=db.failures),
+    store.save(Database(models=models, results=db.results, features=db.features, failures=db.failures),
                shipped_copy)
     out = tmp_path / "v.json"
     r = cli("validate", "--data", shipped_copy, "--scheme", "forward", "--model", "pooled", "--json", out)

@@ -7,7 +7,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from qbayes.db.store import Database
+from qbayes.db.database import Database
 from qbayes.errors import QBayesError
 from qbayes.model.features import COVARIATES
 from qbayes.model.covariates import covariates

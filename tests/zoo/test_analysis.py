@@ -4,6 +4,7 @@ feature), plus one pure-noise feature; strict JSON, the HTML page, and the error
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -12,10 +13,12 @@ import polars as pl
 import pytest
 
 from qbayes.db import store
-from qbayes.db.store import Database
+from qbayes.db.database import Database
 from qbayes.errors import QBayesError
 from qbayes.model.table import training_table
-from qbayes.zoo.analysis import Settings, analyze, noise_floor
+from qbayes.zoo import analysis_result
+from qbayes.zoo.analysis import analyze, noise_floor
+from qbayes.zoo.analysis_result import Settings, ZooAnalysis
 from qbayes.zoo.analysis_table import zoo_table
 
 GAMMA_D, GAMMA_N = 0.5, 0.7
@@ -101,34 +104,34 @@ def test_noise_floor_from_negative_deltas():
 
 def test_recovers_gamma_d(study):
     result, _ = study
-    pooled = result.dn["pooled"]["clear"]
-    assert pooled["gamma_d_lo"] > 0
-    assert pooled["gamma_d_lo"] <= GAMMA_D <= pooled["gamma_d_hi"]
-    assert pooled["gamma_n_lo"] <= GAMMA_N <= pooled["gamma_n_hi"]
-    int8 = next(r for r in result.dn["per_format"] if r["fmt"] == "RTN/int8")
-    assert int8["frac_clear"] < 0.5  # int8 degradation sits at the noise floor
-    assert all(b["clear"]["gamma_d_lo"] > 0 for b in result.dn["per_bits"] if b["w_bits"] < 8)
+    pooled = result.dn.pooled["clear"]
+    assert pooled.gamma_d_lo > 0
+    assert pooled.gamma_d_lo <= GAMMA_D <= pooled.gamma_d_hi
+    assert pooled.gamma_n_lo <= GAMMA_N <= pooled.gamma_n_hi
+    int8 = next(r for r in result.dn.per_format if r.fmt == "RTN/int8")
+    assert int8.frac_clear < 0.5  # int8 degradation sits at the noise floor
+    assert all(b.clear.gamma_d_lo > 0 for b in result.dn.per_bits if b.w_bits < 8)
     for scheme in ("architecture", "size"):
-        overall = result.dn["heldout"][scheme]["overall"]
-        assert overall["with_ln_d"]["mdae_ln"] < 0.9 * overall["without_ln_d"]["mdae_ln"]
-        assert overall["with_ln_d"]["mdae_delta"] < 0.9 * overall["without_ln_d"]["mdae_delta"]
-        assert len(result.dn["heldout"][scheme]["folds"]) == 3
+        overall = result.dn.heldout[scheme].overall.scores
+        assert overall["with_ln_d"].mdae_ln < 0.9 * overall["without_ln_d"].mdae_ln
+        assert overall["with_ln_d"].mdae_delta < 0.9 * overall["without_ln_d"].mdae_delta
+        assert len(result.dn.heldout[scheme].folds) == 3
 
 
 def test_informative_feature_helps_noise_feature_does_not(study):
     result, _ = study
     for scheme in ("architecture", "size"):
-        rows = {r["set"]: r for r in result.features["improvement"][scheme]["ridge"]}
-        assert rows["hessian"]["rel_ln"] > 0.05 and rows["hessian"]["rel_delta"] > 0.05
-        assert rows["act_outliers"]["rel_ln"] < 0.05  # chance alone moves MdAE by a few percent
-        assert rows["hessian"]["rel_ln"] > rows["act_outliers"]["rel_ln"] + 0.05
-        assert rows["theory"]["rel_ln"] > 0.05  # 1/2 tr(H) 10^(-SQNR/10) carries the Hessian's information
-        ranking = [r["block"] for r in result.features["permutation"][scheme]["ridge"]]
+        rows = {r.set: r for r in result.features.improvement[scheme]["ridge"]}
+        assert rows["hessian"].rel_ln > 0.05 and rows["hessian"].rel_delta > 0.05
+        assert rows["act_outliers"].rel_ln < 0.05  # chance alone moves MdAE by a few percent
+        assert rows["hessian"].rel_ln > rows["act_outliers"].rel_ln + 0.05
+        assert rows["theory"].rel_ln > 0.05  # 1/2 tr(H) 10^(-SQNR/10) carries the Hessian's information
+        ranking = [r.block for r in result.features.permutation[scheme]["ridge"]]
         assert ranking.index("hessian_trace") < ranking.index("act_kurtosis")
     # a forest cannot extrapolate in ln N (leave-one-size-out), so it is judged across architectures
-    forest = {r["set"]: r for r in result.features["improvement"]["architecture"]["forest"]}
-    assert forest["hessian"]["rel_ln"] > forest["act_outliers"]["rel_ln"]
-    assert "radial" not in {s["name"] for s in result.features["sets"]}
+    forest = {r.set: r for r in result.features.improvement["architecture"]["forest"]}
+    assert forest["hessian"].rel_ln > forest["act_outliers"].rel_ln
+    assert "radial" not in {s.name for s in result.features.sets}
     assert any("radial" in n for n in result.notes)
 
 
@@ -149,11 +152,63 @@ def test_json_is_strict_and_html_written(study, tmp_path, cli):
     assert "gamma_D =" in res.out
 
 
+def _json_keys(record) -> set[str]:
+    """The keys a record is written with: its fields' names, a FLAT field's own keys instead of its name."""
+    keys = set()
+    for f in dataclasses.fields(record):
+        value = getattr(record, f.name)
+        if not f.metadata.get("flat"):
+            keys.add(f.name)
+        else:
+            keys |= _json_keys(value) if dataclasses.is_dataclass(value) else set(value)
+    return keys
+
+
+def _walk(value, doc, seen: set[type]) -> None:
+    """Check a record tree against its JSON document, key for key; collect the record types seen."""
+    if dataclasses.is_dataclass(value):
+        seen.add(type(value))
+        assert set(doc) == _json_keys(value), type(value).__name__
+        for f in dataclasses.fields(value):
+            part = getattr(value, f.name)
+            if not f.metadata.get("flat"):
+                _walk(part, doc[f.name], seen)
+            elif dataclasses.is_dataclass(part):
+                _walk(part, {k: doc[k] for k in _json_keys(part)}, seen)
+            else:
+                _walk(part, {k: doc[k] for k in part}, seen)
+    elif isinstance(value, dict):
+        assert set(doc) == set(value)
+        for k, v in value.items():
+            _walk(v, doc[k], seen)
+    elif isinstance(value, (list, tuple)):
+        assert len(doc) == len(value)
+        for v, d in zip(value, doc):
+            _walk(v, d, seen)
+
+
+def test_result_round_trips_through_json(study):
+    result, _ = study
+    partial, _ = analyze(synthetic_zoo(families=("llama",), sizes=(1, 2), budgets=(0.25, 1.0)),
+                         settings=Settings(bootstrap=10, forest_trees=5, permutation_repeats=1))
+    seen: set[type] = set()
+    for res in (result, partial):
+        text = res.to_json()
+        back = ZooAnalysis.from_json(text)
+        assert back == res  # every field, nested records included
+        assert back.to_json() == text
+        doc = json.loads(text)
+        assert set(doc) == {f.name for f in dataclasses.fields(ZooAnalysis)}
+        _walk(res, doc, seen)
+    records = {c for c in vars(analysis_result).values() if isinstance(c, type) and dataclasses.is_dataclass(c)}
+    assert seen == records  # each record type was written and read back
+
+
 def test_partial_zoo_runs_with_notes(tmp_path):
     db = synthetic_zoo(families=("llama",), sizes=(1, 2), budgets=(0.25, 1.0), with_noise_feature=False)
     result, table = analyze(db, settings=Settings(bootstrap=10, forest_trees=5, permutation_repeats=1))
     assert table["model"].n_unique() == 4
-    assert "architecture" not in result.dn["heldout"] and "size" in result.dn["heldout"]
+    assert "architecture" not in result.dn.heldout and "size" in result.dn.heldout
     assert any("leave-one-architecture-out" in n for n in result.notes)
     json.loads(result.to_json())
 

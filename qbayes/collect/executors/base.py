@@ -11,13 +11,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from rich.console import Console
+from rich.console import Console
 
-    from qbayes.collect.grid import Grid
-    from qbayes.collect.manifest import ModelEntry
+from qbayes.collect.grid import Grid
+from qbayes.collect.manifest import ModelEntry
 
 # collection never reaches a hub, and its libraries stay quiet
 OFFLINE_ENV = {

@@ -10,12 +10,12 @@ from __future__ import annotations
 from rich.console import Console
 
 from qbayes.collect.executors.base import CollectRequest, Outcome
+from qbayes.collect.plan import CollectOptions
+from qbayes.collect.runner import Collector
 
 
 class LocalExecutor:
     def run(self, request: CollectRequest, console: Console) -> Outcome:
-        from qbayes.collect.runner import CollectOptions, Collector
-
         outcome = Outcome()
         for model in request.models:
             opts = CollectOptions(model_path=model.path, family=model.family, grid=request.grid, out=request.out,

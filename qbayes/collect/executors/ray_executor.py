@@ -32,9 +32,14 @@ from rich.console import Console
 from qbayes.collect.executors.base import CollectRequest, Outcome
 from qbayes.collect.executors.ray_progress import TaskProgress
 from qbayes.collect.executors.rows import count, model_rows, overlay
-from qbayes.collect.executors.tasks import BASELINE, TaskSpec, pending_steps, split
+from qbayes.collect.executors.tasks import BASELINE, TaskSpec, split
 from qbayes.collect.executors.worker import AttemptLog, TaskResult, run_task
+from qbayes.collect.features import FeatureSteps
+from qbayes.collect.plan import CollectOptions
+from qbayes.collect.runner import Collector
+from qbayes.collect.shard import Shard
 from qbayes.db import store
+from qbayes.db.database import Database
 from qbayes.db.merge import MergeConflict, merge
 from qbayes.errors import QBayesError
 
@@ -52,6 +57,19 @@ def import_ray():
     return ray
 
 
+def pending_steps(task: TaskSpec, shard: Shard) -> list[str]:
+    """The steps of ``task`` whose rows ``shard`` lacks; empty when the task is complete.
+    Unknown method names raise here, before anything is submitted."""
+    # the collector only plans here: no model is loaded, and its own (absent) shard is
+    # replaced by the database being checked
+    opts = CollectOptions(model_path=task.model.path, family=task.model.family, grid=task.grid,
+                          out=task.shard_dir / ".plan", name=task.model.name, device="cpu", seed=task.seed)
+    c = Collector(opts, Console(quiet=True))
+    c.shard = shard
+    steps = c.baseline_steps() + FeatureSteps(c).steps() + [c.config_step(cfg) for cfg in c.plan()]
+    return [s.label for s in steps if not s.done()]
+
+
 class RayExecutor:
     def __init__(self, *, address: str | None = None, retries: int = 2, cpus_per_task: int = 1):
         self.address = address
@@ -60,8 +78,6 @@ class RayExecutor:
 
     def run(self, request: CollectRequest, console: Console) -> Outcome:
         ray = import_ray()
-        from qbayes.collect.shard import Shard
-
         out = Path(request.out)
         tasks = split(request, threads=self.cpus_per_task)
         current = Shard(out)  # what --out holds (loaded and validated)
@@ -94,7 +110,7 @@ class RayExecutor:
 class _Run:
     """One driver run: submit, wait, merge, report."""
 
-    def __init__(self, ray, request: CollectRequest, todo: list[TaskSpec], db: store.Database, console: Console,
+    def __init__(self, ray, request: CollectRequest, todo: list[TaskSpec], db: Database, console: Console,
                  *, retries: int, cpus: int, complete: int):
         self.ray, self.request, self.todo, self.db, self.console = ray, request, todo, db, console
         self.retries, self.cpus, self.complete = retries, cpus, complete
@@ -168,7 +184,7 @@ class _Run:
         progress.finished(task.task_id, f"{len(result.ran)} step(s) ran, {len(result.skipped)} already done, "
                                         f"{len(result.failed)} failed (attempt {result.attempt}, {result.host})")
 
-    def merge(self, task: TaskSpec, rows: store.Database) -> None:
+    def merge(self, task: TaskSpec, rows: Database) -> None:
         """Merge a task's shard into --out and save it (and keep a copy of the shard in
         the task's directory when the worker's copy is on another machine)."""
         if self.request.force:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import polars as pl
 
 from qbayes.collect.shard import REPLACE_KEY, replace_rows
-from qbayes.db.store import Database
+from qbayes.db.database import Database
 
 
 def model_rows(db: Database, model: str) -> Database:

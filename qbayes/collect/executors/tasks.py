@@ -76,25 +76,6 @@ def split(request: CollectRequest, *, threads: int = 1) -> list[TaskSpec]:
     return sorted(out, key=lambda t: t.after_baseline)
 
 
-def pending_steps(task: TaskSpec, shard) -> list[str]:
-    """The steps of ``task`` whose rows ``shard`` (a :class:`~qbayes.collect.shard.Shard`)
-    lacks; empty when the task is complete. Unknown method names raise here, before
-    anything is submitted."""
-    from rich.console import Console
-
-    from qbayes.collect.features import FeatureSteps
-    from qbayes.collect.runner import CollectOptions, Collector
-
-    # the collector only plans here: no model is loaded, and its own (absent) shard is
-    # replaced by the database being checked
-    opts = CollectOptions(model_path=task.model.path, family=task.model.family, grid=task.grid,
-                          out=task.shard_dir / ".plan", name=task.model.name, device="cpu", seed=task.seed)
-    c = Collector(opts, Console(quiet=True))
-    c.shard = shard
-    steps = c.baseline_steps() + FeatureSteps(c).steps() + [c.config_step(cfg) for cfg in c.plan()]
-    return [s.label for s in steps if not s.done()]
-
-
 def _light_features(f: FeatureSettings) -> FeatureSettings:
     """The grid's feature settings without the expensive features (they get a task of
     their own); weight statistics and per-layer SQNR stay."""

@@ -25,10 +25,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.console import Console
+
 from qbayes.collect.executors.base import offline_environment, quiet_transformers
 from qbayes.collect.executors.rows import overlay
 from qbayes.collect.executors.tasks import TaskSpec
+from qbayes.collect.plan import CollectOptions
+from qbayes.collect.runner import Collector
 from qbayes.db import store
+from qbayes.db.database import Database
 from qbayes.errors import QBayesError
 
 ATTEMPTS = "attempts.jsonl"
@@ -38,7 +43,7 @@ LOG = "log.txt"
 @dataclass(frozen=True)
 class TaskResult:
     task_id: str
-    db: store.Database | None  # the task's shard (None when nothing was written)
+    db: Database | None  # the task's shard (None when nothing was written)
     error: str | None = None  # why the task could not run (not retried)
     ran: tuple[str, ...] = ()
     skipped: tuple[str, ...] = ()
@@ -60,7 +65,7 @@ class AttemptLog:
         return self._attempts
 
 
-def run_task(task: TaskSpec, seed: store.Database | None = None, baseline: TaskResult | None = None,
+def run_task(task: TaskSpec, seed: Database | None = None, baseline: TaskResult | None = None,
              attempts=None) -> TaskResult:
     """Run one task; ``seed`` and ``baseline`` rows go into its shard first; ``attempts``
     is an :class:`AttemptLog` actor handle (or None)."""
@@ -72,11 +77,7 @@ def run_task(task: TaskSpec, seed: store.Database | None = None, baseline: TaskR
 
     torch.set_num_threads(task.threads)
     quiet_transformers()
-    from rich.console import Console
-
-    from qbayes.collect.runner import CollectOptions, Collector
-
-    db = _load(task.shard_dir) or store.Database()
+    db = _load(task.shard_dir) or Database()
     for rows in (seed, baseline.db if baseline is not None else None):
         if rows is not None:
             db = overlay(db, rows)
@@ -116,5 +117,5 @@ def _record_attempt(task: TaskSpec, attempts) -> dict:
     return info
 
 
-def _load(path: Path) -> store.Database | None:
+def _load(path: Path) -> Database | None:
     return store.load(path) if any(path.glob("*.parquet")) else None

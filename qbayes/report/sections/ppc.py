@@ -6,6 +6,7 @@ posterior predictive draws."""
 from __future__ import annotations
 
 import numpy as np
+import xarray as xr
 
 from qbayes.report import figures as F
 from qbayes.report.context import Context, coverage_tolerance
@@ -104,7 +105,6 @@ def _scatter_figure(ctx: Context) -> str:
 
 def _pit_ecdf(ctx: Context) -> str:
     import arviz_plots as azp
-    import xarray as xr
 
     name = "Δ, all training rows"
     rep = np.where(np.isfinite(ctx.replicated), ctx.replicated, np.nanmax(ctx.observed) * 10)
