@@ -44,9 +44,17 @@ GRID = {
     "self_check": {"tokens": 2048},
     "efficiency": {"decode_tokens": 32, "prompt_tokens": 16},
     "features": {
-        "landscape": True, "landscape_eval": ["shakespeare"], "tokens": 1024, "seq_len": 256,
-        "hutchinson_samples": 8, "power_iters": 8, "radii": [0.01, 0.1], "radial_directions": 2,
-        "outliers": True, "outlier_calib": ["shakespeare", "noise"], "outlier_tokens": 2048,
+        "landscape": True,
+        "landscape_eval": ["shakespeare"],
+        "tokens": 1024,
+        "seq_len": 256,
+        "hutchinson_samples": 8,
+        "power_iters": 8,
+        "radii": [0.01, 0.1],
+        "radial_directions": 2,
+        "outliers": True,
+        "outlier_calib": ["shakespeare", "noise"],
+        "outlier_tokens": 2048,
     },
     "methods": {
         "rtn": {"formats": ["int4-g128", "int8", "mxfp4"]},
@@ -71,6 +79,7 @@ class Timers:
                 return fn(*args, **kwargs)
             finally:
                 self.spent[self.step][bucket] += time.perf_counter() - t0
+
         return timed
 
 
@@ -91,8 +100,10 @@ def bench(size: str, root: Path, console: Console) -> None:
     spec = SIZES[size]
     t0 = time.perf_counter()
     info = make_toy(root / f"llama-{size}", spec, steps=TRAIN_STEPS)
-    console.print(f"\n[bold]model {size}[/bold]: {info['params'] / 1e6:.2f}M parameters "
-                  f"(built and trained {TRAIN_STEPS} steps in {time.perf_counter() - t0:.1f} s)")
+    console.print(
+        f"\n[bold]model {size}[/bold]: {info['params'] / 1e6:.2f}M parameters "
+        f"(built and trained {TRAIN_STEPS} steps in {time.perf_counter() - t0:.1f} s)"
+    )
     timers = Timers()
     originals = {}
     for name in methods.names():
@@ -102,8 +113,13 @@ def bench(size: str, root: Path, console: Console) -> None:
     original_eval = runner.evaluate
     runner.evaluate = timers.wrap(original_eval, "evaluate")
     try:
-        opts = CollectOptions(model_path=root / f"llama-{size}", family="bench", out=root / f"shard-{size}",
-                              grid=grid_from_dict(GRID, name="bench", where="bench"), progress=False)
+        opts = CollectOptions(
+            model_path=root / f"llama-{size}",
+            family="bench",
+            out=root / f"shard-{size}",
+            grid=grid_from_dict(GRID, name="bench", where="bench"),
+            progress=False,
+        )
         collector = TimedCollector(opts, Console(quiet=True), timers=timers)
         t0 = time.perf_counter()
         collector.run()
@@ -119,23 +135,33 @@ def bench(size: str, root: Path, console: Console) -> None:
         q = timers.spent[label].get("quantize", 0.0)
         e = timers.spent[label].get("evaluate", 0.0)
         console.print(f"{label:42s} {wall:8.2f} {q:9.2f} {e:9.2f} {wall - q - e:8.2f}", highlight=False)
-        kind = "features" if label.startswith("features/") else "baseline" if label.startswith("baseline/") \
+        kind = (
+            "features"
+            if label.startswith("features/")
+            else "baseline"
+            if label.startswith("baseline/")
             else "configurations"
+        )
         groups[kind] += wall
         groups["quantize (incl. self-checks)"] += q
         groups["evaluate (incl. self-checks)"] += e
     feats = collector.shard.db.features
     per_feature = feats.group_by("feature").agg(wall=__import__("polars").col("wall_s").first()).sort("feature")
-    console.print("per feature (one computation, seconds): " + ", ".join(
-        f"{f} {w:.2f}" for f, w in per_feature.iter_rows()), highlight=False)
+    console.print(
+        "per feature (one computation, seconds): " + ", ".join(f"{f} {w:.2f}" for f, w in per_feature.iter_rows()),
+        highlight=False,
+    )
     load = total - sum(collector.step_wall.values())
-    console.print(f"total {total:.1f} s (model load {load:.1f} s); "
-                  f"features {groups['features']:.1f} s = {100 * groups['features'] / total:.0f}%, "
-                  f"baseline {groups['baseline']:.1f} s = {100 * groups['baseline'] / total:.0f}%, "
-                  f"quantized configurations {groups['configurations']:.1f} s = "
-                  f"{100 * groups['configurations'] / total:.0f}% (of which quantize "
-                  f"{groups['quantize (incl. self-checks)']:.1f} s, evaluate "
-                  f"{groups['evaluate (incl. self-checks)']:.1f} s over all steps)", highlight=False)
+    console.print(
+        f"total {total:.1f} s (model load {load:.1f} s); "
+        f"features {groups['features']:.1f} s = {100 * groups['features'] / total:.0f}%, "
+        f"baseline {groups['baseline']:.1f} s = {100 * groups['baseline'] / total:.0f}%, "
+        f"quantized configurations {groups['configurations']:.1f} s = "
+        f"{100 * groups['configurations'] / total:.0f}% (of which quantize "
+        f"{groups['quantize (incl. self-checks)']:.1f} s, evaluate "
+        f"{groups['evaluate (incl. self-checks)']:.1f} s over all steps)",
+        highlight=False,
+    )
     if collector.summary.failed:
         console.print("failures: " + "; ".join(collector.summary.failed), highlight=False)
 
@@ -149,9 +175,11 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     console = Console(soft_wrap=True)
-    console.print(f"bench_collect: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                  f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
-                  f"{os.getloadavg()[0]:.2f}")
+    console.print(
+        f"bench_collect: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
+        f"{os.getloadavg()[0]:.2f}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.out) if args.out else Path(tmp)
         root.mkdir(parents=True, exist_ok=True)

@@ -23,11 +23,11 @@ import torch  # noqa: E402
 
 from qbayes.collect import protocol  # noqa: E402
 from qbayes.collect.evaluate import evaluate  # noqa: E402
-from qbayes.formats import parse_format  # noqa: E402
 from qbayes.collect.methods.base import QuantizeJob  # noqa: E402
 from qbayes.collect.methods.rtn_method import RTN  # noqa: E402
 from qbayes.collect.modelio import load_model  # noqa: E402
 from qbayes.collect.toymodels import ToySpec, make_toy  # noqa: E402
+from qbayes.formats import parse_format  # noqa: E402
 
 SIZES = {
     "1m": ToySpec("llama", hidden=128, layers=2, heads=4, intermediate=512, vocab=2048),
@@ -58,12 +58,16 @@ def main() -> None:
                 res = evaluate(q, windows, 8, reference=ref)
                 times[label].append(time.perf_counter() - t0)
         best = {k: min(v) for k, v in times.items()}
-        print(f"{args.size} llama, vocab {SIZES[args.size].vocab}, {windows.shape[0]} windows x {args.seq_len} "
-              f"tokens, {torch.get_num_threads()} threads, best of {args.repeats}:")
+        print(
+            f"{args.size} llama, vocab {SIZES[args.size].vocab}, {windows.shape[0]} windows x {args.seq_len} "
+            f"tokens, {torch.get_num_threads()} threads, best of {args.repeats}:"
+        )
         for label, t in best.items():
             print(f"  {label:9s} {t:7.2f} s")
-        print(f"  KL costs x{best['nll + KL'] / best['nll only']:.2f} the evaluation time "
-              f"(KL {res.kl.mean:.4f} ± {res.kl.se:.4f}, p99 {res.kl.p99:.4f}, top-1 {res.kl.top1_agree:.3f})")
+        print(
+            f"  KL costs x{best['nll + KL'] / best['nll only']:.2f} the evaluation time "
+            f"(KL {res.kl.mean:.4f} ± {res.kl.se:.4f}, p99 {res.kl.p99:.4f}, top-1 {res.kl.top1_agree:.3f})"
+        )
 
 
 if __name__ == "__main__":

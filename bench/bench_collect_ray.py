@@ -80,8 +80,13 @@ formats = ["int4-g32"]
 def collect(args: list[str], threads: int | None = None) -> tuple[float, str]:
     env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "qbayes", "collect", *map(str, args), "--no-progress"],
-                          capture_output=True, text=True, check=False, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "qbayes", "collect", *map(str, args), "--no-progress"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"qbayes collect {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr}")
@@ -93,8 +98,12 @@ def main() -> None:
     ap.add_argument("--models", type=int, default=3, help="number of tiny models")
     ap.add_argument("--cpus", type=int, default=os.cpu_count(), help="CPUs of the local Ray cluster")
     ap.add_argument("--local-threads", type=int, default=1, help="torch threads of the local run")
-    ap.add_argument("--out", type=Path, default=None,
-                    help="working directory; models built there are reused (default: a temporary one)")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="working directory; models built there are reused (default: a temporary one)",
+    )
     a = ap.parse_args()
     torch.set_num_threads(1)  # building the models
     root = a.out or Path(tempfile.mkdtemp(prefix="bench-ray-"))
@@ -110,8 +119,11 @@ def main() -> None:
     manifest = write_manifest(root / "manifest.csv", entries)
     grid = root / "grid.toml"
     grid.write_text(GRID)
-    print(f"{a.models} models built in {time.perf_counter() - t0:.1f} s; {platform.machine()}, "
-          f"{os.cpu_count()} cores, torch {torch.__version__}", flush=True)
+    print(
+        f"{a.models} models built in {time.perf_counter() - t0:.1f} s; {platform.machine()}, "
+        f"{os.cpu_count()} cores, torch {torch.__version__}",
+        flush=True,
+    )
 
     common = ["--models", manifest, "--grid", grid]
     for name in ("local", "ray"):
@@ -127,8 +139,10 @@ def main() -> None:
     local, ray = store.load(root / "local"), store.load(root / "ray")
     keys = ["model", "method", "dtype_label", "calib_set", "eval_set"]
     same = local.results.select([*keys, "nll"]).sort(keys).equals(ray.results.select([*keys, "nll"]).sort(keys))
-    print(f"same rows: {local.results.height} results each; nll {'identical' if same else 'different'} "
-          f"(local run {a.local_threads} torch thread(s), Ray tasks 1)")
+    print(
+        f"same rows: {local.results.height} results each; nll {'identical' if same else 'different'} "
+        f"(local run {a.local_threads} torch thread(s), Ray tasks 1)"
+    )
     print(f"load average during the runs: {os.getloadavg()[0]:.1f} (other work on the machine slows both)")
     print(f"work directory: {root}")
 

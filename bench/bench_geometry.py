@@ -39,11 +39,11 @@ FIXED_SD = 0.3
 
 def build(spec_name: str = "hierarchical"):
     from qbayes.db import store
-    from qbayes.model.graph import build_model
     from qbayes.model.covariates import covariates
-    from qbayes.model.table import training_table
     from qbayes.model.fit import prepare
+    from qbayes.model.graph import build_model
     from qbayes.model.spec import load_spec
+    from qbayes.model.table import training_table
 
     spec = load_spec(spec_name)
     df, enc = prepare(training_table(store.load("data"), rows=spec.rows), spec)
@@ -71,17 +71,32 @@ def run(model, variant: str, *, draws: int, tune: int, chains: int, seed: int, t
 
     t0 = time.perf_counter()
     with variant_model(model, variant):
-        idata = pm.sample(draws=draws, tune=tune, chains=chains, cores=min(chains, 2), random_seed=seed,
-                          progressbar=False, target_accept=target_accept, nuts_sampler="numpyro",
-                          compute_convergence_checks=False,
-                          nuts_sampler_kwargs={"chain_method": "parallel",
-                                               "nuts_kwargs": {"dense_mass": variant.endswith("dense")}})
+        idata = pm.sample(
+            draws=draws,
+            tune=tune,
+            chains=chains,
+            cores=min(chains, 2),
+            random_seed=seed,
+            progressbar=False,
+            target_accept=target_accept,
+            nuts_sampler="numpyro",
+            compute_convergence_checks=False,
+            nuts_sampler_kwargs={"chain_method": "parallel", "nuts_kwargs": {"dense_mass": variant.endswith("dense")}},
+        )
     wall = time.perf_counter() - t0
     ss = idata.sample_stats
     conv = diagnostics.check(_to_tree(idata))
-    return {"variant": variant, "steps_median": float(np.median(ss.n_steps)), "steps_mean": float(ss.n_steps.mean()),
-            "step_size": float(ss.step_size.mean()), "divergences": int(ss.diverging.sum()), "wall_s": wall,
-            "tune": tune, "max_rhat": conv.max_rhat, "min_ess_bulk": conv.min_ess_bulk}
+    return {
+        "variant": variant,
+        "steps_median": float(np.median(ss.n_steps)),
+        "steps_mean": float(ss.n_steps.mean()),
+        "step_size": float(ss.step_size.mean()),
+        "divergences": int(ss.diverging.sum()),
+        "wall_s": wall,
+        "tune": tune,
+        "max_rhat": conv.max_rhat,
+        "min_ess_bulk": conv.min_ess_bulk,
+    }
 
 
 def main():
@@ -98,15 +113,21 @@ def main():
         raise SystemExit("bench_geometry needs numpyro: pip install 'qbayes[jax]'")
     warnings.filterwarnings("ignore")
     model = build()
-    print(f"{'variant':<15} {'tune':>5} {'steps med':>9} {'mean':>7} {'step size':>9} {'div':>4} {'wall s':>7} "
-          f"{'max R-hat':>9} {'min ESS':>7}")
+    print(
+        f"{'variant':<15} {'tune':>5} {'steps med':>9} {'mean':>7} {'step size':>9} {'div':>4} {'wall s':>7} "
+        f"{'max R-hat':>9} {'min ESS':>7}"
+    )
     for v in args.variants:
         tune = args.dense_tune if v.endswith("dense") else args.tune
-        r = run(model, v, draws=args.draws, tune=tune, chains=args.chains, seed=args.seed,
-                target_accept=args.target_accept)
-        print(f"{r['variant']:<15} {r['tune']:>5} {r['steps_median']:>9.0f} {r['steps_mean']:>7.1f} "
-              f"{r['step_size']:>9.4f} {r['divergences']:>4} {r['wall_s']:>7.1f} {r['max_rhat']:>9.3f} "
-              f"{r['min_ess_bulk']:>7.0f}", flush=True)
+        r = run(
+            model, v, draws=args.draws, tune=tune, chains=args.chains, seed=args.seed, target_accept=args.target_accept
+        )
+        print(
+            f"{r['variant']:<15} {r['tune']:>5} {r['steps_median']:>9.0f} {r['steps_mean']:>7.1f} "
+            f"{r['step_size']:>9.4f} {r['divergences']:>4} {r['wall_s']:>7.1f} {r['max_rhat']:>9.3f} "
+            f"{r['min_ess_bulk']:>7.0f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -23,8 +23,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-FAMILIES = (("Llama-2", "rmsnorm+swiglu", 2000.0), ("OPT", "layernorm+relu", 180.0),
-            ("Llama-3", "rmsnorm+swiglu", 15000.0), ("Phi-3", "rmsnorm+swiglu", 3300.0))
+FAMILIES = (
+    ("Llama-2", "rmsnorm+swiglu", 2000.0),
+    ("OPT", "layernorm+relu", 180.0),
+    ("Llama-3", "rmsnorm+swiglu", 15000.0),
+    ("Phi-3", "rmsnorm+swiglu", 3300.0),
+)
 SIZES = (1.0, 3.0, 7.0, 13.0, 34.0, 70.0)
 METHODS = ("RTN", "GPTQ", "AWQ", "OmniQuant", "SmoothQuant")
 BITS = (2.0, 3.0, 4.0, 8.0)
@@ -33,9 +37,20 @@ EVAL_SETS = ("wikitext2", "c4", "ptb")
 
 
 def grid() -> pl.DataFrame:
-    rows = [{"family": f, "arch": a, "train_tokens_b": d, "model": f"{f}-{p:g}B", "params_b": p, "method": m,
-             "w_bits": b, "group_size": g, "eval_set": e}
-            for (f, a, d), p, m, b, g, e in itertools.product(FAMILIES, SIZES, METHODS, BITS, GROUPS, EVAL_SETS)]
+    rows = [
+        {
+            "family": f,
+            "arch": a,
+            "train_tokens_b": d,
+            "model": f"{f}-{p:g}B",
+            "params_b": p,
+            "method": m,
+            "w_bits": b,
+            "group_size": g,
+            "eval_set": e,
+        }
+        for (f, a, d), p, m, b, g, e in itertools.product(FAMILIES, SIZES, METHODS, BITS, GROUPS, EVAL_SETS)
+    ]
     return pl.DataFrame(rows, schema_overrides={"group_size": pl.Int64})
 
 
@@ -55,8 +70,8 @@ def main() -> None:
     everything = grid()
     rng = np.random.default_rng(0)
     pick = rng.permutation(everything.height)
-    targets_raw = everything[pick[:args.targets]]
-    cands_raw = everything[pick[args.targets:args.targets + args.candidates]]
+    targets_raw = everything[pick[: args.targets]]
+    cands_raw = everything[pick[args.targets : args.targets + args.candidates]]
 
     times = {}
     t0 = time.perf_counter()
@@ -72,9 +87,11 @@ def main() -> None:
     times["rank (draws, Gaussian, greedy)"] = time.perf_counter() - t
     times["total in process"] = time.perf_counter() - t0
     sel = r.selection
-    print(f"{cands.height} candidates x {targets.height} targets, {args.draws} draws, budget {args.budget:g} GPU h: "
-          f"{sel.order.size} runs chosen, {sel.cost.sum():.1f} GPU h, target variance "
-          f"{sel.start:.3g} -> {sel.left[-1] if sel.left.size else sel.start:.3g}")
+    print(
+        f"{cands.height} candidates x {targets.height} targets, {args.draws} draws, budget {args.budget:g} GPU h: "
+        f"{sel.order.size} runs chosen, {sel.cost.sum():.1f} GPU h, target variance "
+        f"{sel.start:.3g} -> {sel.left[-1] if sel.left.size else sel.start:.3g}"
+    )
     for k, v in times.items():
         print(f"  {k:32s} {v:7.2f} s")
 
@@ -83,9 +100,28 @@ def main() -> None:
         targets_raw.write_csv(tp)
         cands_raw.write_csv(cp)
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "qbayes", "suggest", "--targets", str(tp), "--candidates", str(cp),
-                        "--fit", args.fit, "--budget-gpu-hours", str(args.budget), "--output", str(out),
-                        "--draws", str(args.draws)], check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "qbayes",
+                "suggest",
+                "--targets",
+                str(tp),
+                "--candidates",
+                str(cp),
+                "--fit",
+                args.fit,
+                "--budget-gpu-hours",
+                str(args.budget),
+                "--output",
+                str(out),
+                "--draws",
+                str(args.draws),
+            ],
+            check=True,
+            capture_output=True,
+        )
         print(f"  {'qbayes suggest (command)':32s} {time.perf_counter() - t:7.2f} s")
 
 

@@ -22,9 +22,8 @@ and scores the test rows from those fits.
 
 from __future__ import annotations
 
-import dataclasses
-
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -33,18 +32,16 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from qbayes.model.predict import Predictor
 from qbayes.db import store
+from qbayes.evaluation.crossval import QGRID, crps, scores
 from qbayes.jsonsafe import json_safe
 from qbayes.model import fitfile
-from qbayes.model.graph import log_target
-from qbayes.evaluation.crossval import QGRID, crps, scores
 from qbayes.model.encoding import family_tokens
+from qbayes.model.graph import log_target
+from qbayes.model.predict import DELTA_MAX, Predictor, row_quantiles
 from qbayes.model.table import STANDARD, training_table
 from qbayes.suggest.gpucost import Costs
-from qbayes.model.predict import DELTA_MAX, row_quantiles
 from qbayes.suggest.ranking import anomalies, effective_noise_var, greedy, observe, predictor_draws
-
 
 COLLAPSE = 3.0  # nats: a perplexity ratio of 20, a broken model
 
@@ -74,8 +71,10 @@ def predictive_scores(r: Replay, mean: np.ndarray, anom: np.ndarray, *, seed: in
     rng = np.random.default_rng(seed)
     z = rng.standard_normal((t, s)) if r.nu is None else rng.standard_t(np.broadcast_to(r.nu, (t, s)))
     y = np.minimum(eta + r.scale[:t] * z, np.log(DELTA_MAX + r.shift))
-    return {**graded_scores(r.delta[:t], row_quantiles(np.exp(y) - r.shift, QGRID), r.shift),
-            "var_eta": float(np.einsum("ij,ij->", anom[:t], anom[:t]))}
+    return {
+        **graded_scores(r.delta[:t], row_quantiles(np.exp(y) - r.shift, QGRID), r.shift),
+        "var_eta": float(np.einsum("ij,ij->", anom[:t], anom[:t])),
+    }
 
 
 def graded_scores(delta: np.ndarray, q: np.ndarray, shift: float) -> dict:
@@ -109,16 +108,24 @@ def run_strategy(r: Replay, *, pick, steps: int, batch: int, seed: int) -> tuple
 def suggest_pick(r: Replay, batch: int):
     def pick(mean, anom, remaining):
         rows = list(range(r.n_test)) + remaining
-        sel = greedy(anom=anom[rows], n_targets=r.n_test, noise_var=r.noise_var[remaining],
-                     weights=np.ones(r.n_test), costs=Costs(own=np.ones(len(remaining))), max_runs=batch,
-                     min_share=0.0)
+        sel = greedy(
+            anom=anom[rows],
+            n_targets=r.n_test,
+            noise_var=r.noise_var[remaining],
+            weights=np.ones(r.n_test),
+            costs=Costs(own=np.ones(len(remaining))),
+            max_runs=batch,
+            min_share=0.0,
+        )
         return [remaining[i] for i in sel.order]
+
     return pick
 
 
 def random_pick(rng: np.random.Generator):
     def pick(mean, anom, remaining):
         return [int(i) for i in rng.permutation(remaining)]
+
     return pick
 
 
@@ -136,9 +143,13 @@ def runs_to_reach(curve: list[dict], level: float, key: str) -> int | None:
 def fit_provenance(fit) -> dict:
     """What the starting fit was: model, rows, how it was sampled and how well it converged."""
     conv = fit.info.convergence
-    return {"fit_model": fit.spec.name, "fit_rows": fit.data.height, "fit_command": fit.info.command,
-            "fit_sampling": dataclasses.asdict(fit.info.sample_config),
-            "fit_convergence": {k: getattr(conv, k) for k in ("max_rhat", "min_ess_bulk", "divergences")}}
+    return {
+        "fit_model": fit.spec.name,
+        "fit_rows": fit.data.height,
+        "fit_command": fit.info.command,
+        "fit_sampling": dataclasses.asdict(fit.info.sample_config),
+        "fit_convergence": {k: getattr(conv, k) for k in ("max_rhat", "min_ess_bulk", "divergences")},
+    }
 
 
 def curve_of(result: dict, name: str) -> list[dict]:
@@ -170,9 +181,16 @@ def plot(result: dict, path: str) -> None:
 
     fig = Figure(figsize=(13, 3.6))
     axes = fig.subplots(1, 4)
-    for ax, key, label in zip(axes, ("mdae", "crps_log", "crps", "var_eta"),
-                              ("median abs. error of delta (nats)", "CRPS of ln(delta + 0.01)",
-                               "CRPS of delta (nats)", "test rows' posterior var of eta (sum)")):
+    for ax, key, label in zip(
+        axes,
+        ("mdae", "crps_log", "crps", "var_eta"),
+        (
+            "median abs. error of delta (nats)",
+            "CRPS of ln(delta + 0.01)",
+            "CRPS of delta (nats)",
+            "test rows' posterior var of eta (sum)",
+        ),
+    ):
         runs = [c["runs"] for c in result["suggest"]["curve"]]
         rand = np.array([[c[key] for c in r["curve"]] for r in result["random"]])
         ax.fill_between(runs, rand.min(axis=0), rand.max(axis=0), color="0.85", label="random (range)")
@@ -181,16 +199,25 @@ def plot(result: dict, path: str) -> None:
         for check in result.get("refit_check", []):
             if key in check["refit"]:
                 ours = check["strategy"] == "suggest"
-                ax.plot(check["runs"], check["refit"][key], "D" if ours else "o", ms=6,
-                        color="C3" if ours else "0.4", mfc="white" if ours else "none",
-                        label=("refit: suggest" if ours else "refit: random") if key == "mdae" else None)
+                ax.plot(
+                    check["runs"],
+                    check["refit"][key],
+                    "D" if ours else "o",
+                    ms=6,
+                    color="C3" if ours else "0.4",
+                    mfc="white" if ours else "none",
+                    label=("refit: suggest" if ours else "refit: random") if key == "mdae" else None,
+                )
         ax.set_xlabel(f"{result['family']} runs added")
         ax.set_title(label, fontsize=9)
     handles, labels = axes[0].get_legend_handles_labels()
     keep = {lab: h for h, lab in zip(handles, labels)}  # one entry per label
     axes[0].legend(keep.values(), keep.keys(), fontsize=8)
-    fig.suptitle(f"Replay on {result['family']} ({result['n_test']} test rows, pool {result['n_pool']}; "
-                 f"fit {result['fit_model']} without {result['family']}; Kalman update of the draws)", fontsize=9)
+    fig.suptitle(
+        f"Replay on {result['family']} ({result['n_test']} test rows, pool {result['n_pool']}; "
+        f"fit {result['fit_model']} without {result['family']}; Kalman update of the draws)",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path)
 
@@ -213,39 +240,61 @@ def replay_split(fit, rows: pl.DataFrame, args, *, seed: int) -> Split:
     table = pl.concat([test, pool]).select(list(STANDARD))
     pd = predictor_draws(Predictor(fit, n_draws=args.draws, seed=seed), table)
     delta = pl.concat([test, pool]).get_column("delta").to_numpy()
-    r = Replay(n_test=n_test, mean=pd.eta.mean(axis=1), anom=anomalies(pd.eta),
-               noise_var=effective_noise_var(scale=pd.scale, nu=pd.nu), scale=np.asarray(pd.scale), nu=pd.nu,
-               shift=pd.log_shift, y=log_target(delta, pd.log_shift), delta=delta)
+    r = Replay(
+        n_test=n_test,
+        mean=pd.eta.mean(axis=1),
+        anom=anomalies(pd.eta),
+        noise_var=effective_noise_var(scale=pd.scale, nu=pd.nu),
+        scale=np.asarray(pd.scale),
+        nu=pd.nu,
+        shift=pd.log_shift,
+        y=log_target(delta, pd.log_shift),
+        delta=delta,
+    )
 
-    sug_curve, sug_rows = run_strategy(r, pick=suggest_pick(r, args.batch), steps=args.steps, batch=args.batch,
-                                       seed=seed)
+    sug_curve, sug_rows = run_strategy(
+        r, pick=suggest_pick(r, args.batch), steps=args.steps, batch=args.batch, seed=seed
+    )
     randoms = []
     for k in range(args.random_seeds):
-        curve, picked = run_strategy(r, pick=random_pick(np.random.default_rng(1000 + k)), steps=args.steps,
-                                     batch=args.batch, seed=seed)
+        curve, picked = run_strategy(
+            r, pick=random_pick(np.random.default_rng(1000 + k)), steps=args.steps, batch=args.batch, seed=seed
+        )
         randoms.append({"seed": 1000 + k, "curve": curve, "rows": picked})
     keys = ("mdae", "crps", "crps_log", "cov90", "crps_collapsed", "crps_rest")
     final = {key: float(np.mean([c["curve"][-1][key] for c in randoms])) for key in keys}
-    return Split({
-        "fit_draws": int(pd.eta.shape[1]), "n_test": n_test, "n_pool": pool.height, "batch": args.batch,
-        "steps": args.steps, "split_seed": seed,
-        "update": "Gaussian (ensemble square-root Kalman) update of the draws of eta = ln(mu + shift); "
-                  "noise parameters fixed; observation noise: effective_noise_var",
-        "suggest": {"curve": sug_curve, "rows": sug_rows},
-        "random": randoms,
-        "summary": {
-            "test_rows_collapsed": int((delta[:n_test] >= COLLAPSE).sum()),
-            "start": {k: sug_curve[0][k] for k in keys},
-            "random_final_mean": final,
-            "suggest_final": {k: sug_curve[-1][k] for k in keys},
-            "runs": args.batch * args.steps,
-            "suggest_runs_to_random_final": {k: runs_to_reach(sug_curve, final[k], k) for k in keys if k != "cov90"},
-            "random_seeds_beaten_at_final": {
-                k: int(sum(sug_curve[-1][k] < c["curve"][-1][k] for c in randoms)) for k in keys if k != "cov90"},
+    return Split(
+        {
+            "fit_draws": int(pd.eta.shape[1]),
+            "n_test": n_test,
+            "n_pool": pool.height,
+            "batch": args.batch,
+            "steps": args.steps,
+            "split_seed": seed,
+            "update": "Gaussian (ensemble square-root Kalman) update of the draws of eta = ln(mu + shift); "
+            "noise parameters fixed; observation noise: effective_noise_var",
+            "suggest": {"curve": sug_curve, "rows": sug_rows},
+            "random": randoms,
+            "summary": {
+                "test_rows_collapsed": int((delta[:n_test] >= COLLAPSE).sum()),
+                "start": {k: sug_curve[0][k] for k in keys},
+                "random_final_mean": final,
+                "suggest_final": {k: sug_curve[-1][k] for k in keys},
+                "runs": args.batch * args.steps,
+                "suggest_runs_to_random_final": {
+                    k: runs_to_reach(sug_curve, final[k], k) for k in keys if k != "cov90"
+                },
+                "random_seeds_beaten_at_final": {
+                    k: int(sum(sug_curve[-1][k] < c["curve"][-1][k] for c in randoms)) for k in keys if k != "cov90"
+                },
+            },
+            "suggested_runs": pool[sug_rows]
+            .select("model", "method", "w_bits", "group_size", "eval_set", "delta")
+            .to_dicts(),
         },
-        "suggested_runs": pool[sug_rows].select("model", "method", "w_bits", "group_size", "eval_set",
-                                                "delta").to_dicts(),
-    }, test, pool)
+        test,
+        pool,
+    )
 
 
 def main() -> None:
@@ -285,25 +334,41 @@ def main() -> None:
         rows = family_tokens(rows)
     main_split = replay_split(fit, rows, args, seed=args.seed)
     test, pool = main_split.test, main_split.pool
-    result = {"command": " ".join(["python", *sys.argv]), "family": args.family, "fit": args.fit,
-              **fit_provenance(fit), **main_split.record}
+    result = {
+        "command": " ".join(["python", *sys.argv]),
+        "family": args.family,
+        "fit": args.fit,
+        **fit_provenance(fit),
+        **main_split.record,
+    }
     if args.splits > 1:  # further random splits of the family's rows: summaries only
         result["splits"] = [{"split_seed": args.seed, **result["summary"]}] + [
             {"split_seed": k, **replay_split(fit, rows, args, seed=k).record["summary"]}
-            for k in range(args.seed + 1, args.seed + args.splits)]
+            for k in range(args.seed + 1, args.seed + args.splits)
+        ]
     if args.refit:
         train = everything.filter(pl.col("family") != args.family)
-        checks = {"suggest": result["suggest"]["rows"],
-                  **{f"random_{r['seed']}": r["rows"] for r in result["random"][:args.refit_random]}}
+        checks = {
+            "suggest": result["suggest"]["rows"],
+            **{f"random_{r['seed']}": r["rows"] for r in result["random"][: args.refit_random]},
+        }
         result["refit_check"] = [
-            {"runs": n, "strategy": name, "kalman": next(c for c in curve_of(result, name) if c["runs"] == n),
-             "refit": refit_scores(train, pool[picked[:n]], test, fit.spec, draws=args.refit_draws, seed=args.seed)}
-            for n in (args.refit_at or [args.batch * args.steps]) for name, picked in checks.items()]
+            {
+                "runs": n,
+                "strategy": name,
+                "kalman": next(c for c in curve_of(result, name) if c["runs"] == n),
+                "refit": refit_scores(train, pool[picked[:n]], test, fit.spec, draws=args.refit_draws, seed=args.seed),
+            }
+            for n in (args.refit_at or [args.batch * args.steps])
+            for name, picked in checks.items()
+        ]
     result["wall_s"] = round(time.time() - t0, 1)
     print(json.dumps(result["summary"], indent=1))
     for split in result.get("splits", []):
-        print(f"split {split['split_seed']}: MdAE start {split['start']['mdae']:.3f}, random "
-              f"{split['random_final_mean']['mdae']:.3f}, suggest {split['suggest_final']['mdae']:.3f}")
+        print(
+            f"split {split['split_seed']}: MdAE start {split['start']['mdae']:.3f}, random "
+            f"{split['random_final_mean']['mdae']:.3f}, suggest {split['suggest_final']['mdae']:.3f}"
+        )
     if "refit_check" in result:
         print(json.dumps(result["refit_check"], indent=1))
     if args.json:

@@ -22,8 +22,13 @@ def table(paths: list[str]) -> str:
         name = SCHEMES.get(v.settings.scheme, "?")
         head += [f"{name}: MdAE", "MdAE ≥ 3 bits", "90% cov.", "CRPS"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    best = [({k: min(getattr(r.scores, k) for r in v.overall) for k in ("mdae", "crps")},
-             min((r.scores.mdae for r in v.overall_3bits), default=None)) for v in vals]
+    best = [
+        (
+            {k: min(getattr(r.scores, k) for r in v.overall) for k in ("mdae", "crps")},
+            min((r.scores.mdae for r in v.overall_3bits), default=None),
+        )
+        for v in vals
+    ]
 
     def bold(x: float, b) -> str:
         return f"**{x:.4f}**" if b is not None and x == b else f"{x:.4f}"
@@ -33,8 +38,12 @@ def table(paths: list[str]) -> str:
         for v, (b, b3) in zip(vals, best):
             all_rows = {r.model: r.scores for r in v.overall}[model]
             three = {r.model: r.scores for r in v.overall_3bits}.get(model, Scores())
-            cells += [bold(all_rows.mdae, b["mdae"]), bold(three.mdae, b3),
-                      f"{all_rows.cov90:.3f}", bold(all_rows.crps, b["crps"])]
+            cells += [
+                bold(all_rows.mdae, b["mdae"]),
+                bold(three.mdae, b3),
+                f"{all_rows.cov90:.3f}",
+                bold(all_rows.crps, b["crps"]),
+            ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

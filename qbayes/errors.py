@@ -22,6 +22,4 @@ def suggest(name: str, choices: Iterable[str], *, key: Callable[[str], str] | No
 def unknown(kind: str, name: str, choices: Iterable[str]) -> QBayesError:
     """Error for an unknown registry name, with a close-match suggestion and the options."""
     choices = sorted(str(c) for c in choices)
-    return QBayesError(
-        f"unknown {kind} '{name}'{suggest(name, choices)}; known: {', '.join(choices)}"
-    )
+    return QBayesError(f"unknown {kind} '{name}'{suggest(name, choices)}; known: {', '.join(choices)}")

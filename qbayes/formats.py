@@ -81,8 +81,7 @@ def parse_format(spec: str, *, allow_identity: bool = False) -> Format:
     m = _SPEC.match(text)
     if m is None:
         raise QBayesError(
-            f"bad format '{spec}': expected intB[-gG][-asym] (B in 2..8), fp8[-gG], nf4[-gG], "
-            "mxint8, mxint4 or mxfp4"
+            f"bad format '{spec}': expected intB[-gG][-asym] (B in 2..8), fp8[-gG], nf4[-gG], mxint8, mxint4 or mxfp4"
         )
     base, group, asym = m["base"], m["group"], bool(m["asym"])
     group_size = int(group) if group else None

@@ -29,8 +29,9 @@ def _find(name: str) -> Path | None:
     packaged = resources.files("qbayes") / PACKAGED / name
     if packaged.is_dir():
         if not isinstance(packaged, Path):
-            raise QBayesError(f"qbayes's shipped files ({packaged}) must be on the file system; "
-                              "install qbayes unzipped")
+            raise QBayesError(
+                f"qbayes's shipped files ({packaged}) must be on the file system; install qbayes unzipped"
+            )
         return packaged
     folder = CHECKOUT / name
     return folder if folder.is_dir() else None
@@ -39,8 +40,10 @@ def _find(name: str) -> Path | None:
 def _folder(name: str) -> Path:
     folder = _find(name)
     if folder is None:
-        raise QBayesError(f"qbayes's shipped '{name}' folder is missing: neither the package's "
-                          f"{PACKAGED}/{name} nor {CHECKOUT / name} exists; reinstall qbayes")
+        raise QBayesError(
+            f"qbayes's shipped '{name}' folder is missing: neither the package's "
+            f"{PACKAGED}/{name} nor {CHECKOUT / name} exists; reinstall qbayes"
+        )
     return folder
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from helpers import SHIPPED_DB
 from qbayes.cli import main
 from qbayes.db import store
 from qbayes.model import fitfile
@@ -19,6 +18,8 @@ from qbayes.model.fit import FitOptions, fit_table
 from qbayes.model.samplers import SampleConfig
 from qbayes.model.spec import load_spec
 from qbayes.model.table import training_table
+
+from helpers import SHIPPED_DB
 
 
 @dataclass

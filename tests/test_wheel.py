@@ -24,14 +24,20 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT
 from qbayes.resources import SHIPPED_FIT
+
+from helpers import ROOT
 
 SOURCES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "qbayes", "models", "data", "collectors")
 # what the wheel must carry, by the checkout's folders (data/published/ is the import's source, not shipped)
 SHIPPED = {"models": ("*.toml",), "data": ("*.parquet", "*.csv", "*.nc"), "collectors": ("*.toml",)}
-NO_INDEX = ("Could not find a version that satisfies", "No matching distribution", "Failed to establish",
-            "Network is unreachable", "Temporary failure in name resolution")
+NO_INDEX = (
+    "Could not find a version that satisfies",
+    "No matching distribution",
+    "Failed to establish",
+    "Network is unreachable",
+    "Temporary failure in name resolution",
+)
 
 
 def _env() -> dict[str, str]:
@@ -41,8 +47,7 @@ def _env() -> dict[str, str]:
 
 
 def _run(args, *, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([str(a) for a in args], cwd=cwd, env=_env(), capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([str(a) for a in args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +63,10 @@ def wheel(tmp_path_factory) -> Path:
             shutil.copy2(path, src / name)
     built = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", work / "dist", src], cwd=work)
     if built.returncode != 0 and any(s in built.stderr for s in NO_INDEX):
-        pytest.skip(f"cannot build the wheel: its build backend (setuptools) is not in pip's cache and PyPI "
-                    f"is out of reach: {built.stderr.strip().splitlines()[-1]}")
+        pytest.skip(
+            f"cannot build the wheel: its build backend (setuptools) is not in pip's cache and PyPI "
+            f"is out of reach: {built.stderr.strip().splitlines()[-1]}"
+        )
     assert built.returncode == 0, built.stderr
     (whl,) = (work / "dist").glob("qbayes-*.whl")
     return whl
@@ -89,10 +96,12 @@ def test_the_wheel_carries_the_shipped_files(wheel):
 
 
 def test_the_installed_package_reads_its_own_files(venv, tmp_path):
-    check = ("import qbayes, qbayes.resources as r; "
-             "print(qbayes.__file__); "
-             "print(*(p() for p in (r.spec_dir, r.database_dir, r.known_families_csv, r.formats_csv, "
-             "r.model_shapes_csv)), sep='\\n')")
+    check = (
+        "import qbayes, qbayes.resources as r; "
+        "print(qbayes.__file__); "
+        "print(*(p() for p in (r.spec_dir, r.database_dir, r.known_families_csv, r.formats_csv, "
+        "r.model_shapes_csv)), sep='\\n')"
+    )
     r = _run([venv / "bin" / "python", "-c", check], cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.split()
@@ -110,11 +119,29 @@ def test_commands_run_from_an_unrelated_directory(venv, tmp_path, small_fit_path
     assert r.returncode == 0 and "valid (" in r.stdout, r.stderr
     # the shipped posterior answers when there is one (data/default-fit.nc); until then a fit file
     fit = [] if (ROOT / "data" / SHIPPED_FIT).is_file() else ["--fit", small_fit_path]
-    r = _run([qbayes, "predict", *fit, "--family", "Qwen2.5", "--params-b", 7, "--format", "Q4_K_M",
-              "--fp16-ppl", 6.85, "--draws", 100], cwd=tmp_path)
+    r = _run(
+        [
+            qbayes,
+            "predict",
+            *fit,
+            "--family",
+            "Qwen2.5",
+            "--params-b",
+            7,
+            "--format",
+            "Q4_K_M",
+            "--fp16-ppl",
+            6.85,
+            "--draws",
+            100,
+        ],
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     assert "Q4_K_M (llama.cpp-kquant" in " ".join(r.stdout.split()) and "median degradation" in r.stdout
-    r = _run([qbayes, "predict", *fit, "--family", "Qwen2.5", "--params-b", 7, "--format", "Q4_K_W",
-              "--fp16-ppl", 6.85], cwd=tmp_path)
+    r = _run(
+        [qbayes, "predict", *fit, "--family", "Qwen2.5", "--params-b", 7, "--format", "Q4_K_W", "--fp16-ppl", 6.85],
+        cwd=tmp_path,
+    )
     assert r.returncode == 2 and "unknown format 'Q4_K_W' (did you mean" in r.stderr
     assert list(tmp_path.iterdir()) == []  # nothing written where it ran

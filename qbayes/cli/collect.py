@@ -48,47 +48,106 @@ def _names(values: tuple[str, ...]) -> tuple[str, ...]:
 
 
 @click.command("collect")
-@click.option("--model", "model_paths", multiple=True, type=click.Path(path_type=Path),
-              help="Directory of a causal LM saved with save_pretrained (no hub downloads); repeat for several.")
+@click.option(
+    "--model",
+    "model_paths",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Directory of a causal LM saved with save_pretrained (no hub downloads); repeat for several.",
+)
 @click.option("--family", default=None, help="Model family of the --model models, recorded in the models table.")
-@click.option("--name", default=None,
-              help="Model name in the database (default: the directory name); one --model only.")
-@click.option("--models", "manifest", default=None, type=click.Path(path_type=Path),
-              help="Manifest CSV of models to collect: columns path,family[,name]; relative paths are "
-                   "relative to the file.")
-@click.option("--grid", "grid", default="default", show_default=True,
-              help="Grid file, or a name in collectors/ (e.g. tiny).")
+@click.option(
+    "--name", default=None, help="Model name in the database (default: the directory name); one --model only."
+)
+@click.option(
+    "--models",
+    "manifest",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="Manifest CSV of models to collect: columns path,family[,name]; relative paths are relative to the file.",
+)
+@click.option(
+    "--grid", "grid", default="default", show_default=True, help="Grid file, or a name in collectors/ (e.g. tiny)."
+)
 @click.option("--methods", multiple=True, help="Only these methods (repeat or comma-separate).")
 @click.option("--formats", multiple=True, help="Use these formats for every selected method (e.g. int4-g128).")
-@click.option("--calib", multiple=True,
-              help="Calibration sets (c4, wikitext2, pile, shakespeare, bible, pystdlib, noise).")
-@click.option("--eval", "evals", multiple=True,
-              help="Evaluation sets (wikitext2, c4, ptb, shakespeare, bible, pystdlib).")
-@click.option("--eval-text", "eval_texts", multiple=True, metavar="NAME=PATH",
-              help="Read evaluation set NAME (wikitext2, c4, ptb) from a local parquet, JSON lines or text file, "
-                   "or a saved dataset directory; adds NAME to the evaluation sets. Repeatable.")
-@click.option("--calib-text", "calib_texts", multiple=True, metavar="NAME=PATH",
-              help="Read calibration set NAME (c4, wikitext2, pile) from a local file or saved dataset; adds it "
-                   "to the calibration sets. Repeatable.")
-@click.option("--download", is_flag=True,
-              help="Fetch the hub files of wikitext2, c4 and ptb that are not in the local Hugging Face cache "
-                   "(otherwise nothing is fetched).")
-@click.option("--seq-len", type=int, default=None,
-              help="Evaluation and calibration sequence length, replacing the grid's.")
+@click.option(
+    "--calib", multiple=True, help="Calibration sets (c4, wikitext2, pile, shakespeare, bible, pystdlib, noise)."
+)
+@click.option(
+    "--eval", "evals", multiple=True, help="Evaluation sets (wikitext2, c4, ptb, shakespeare, bible, pystdlib)."
+)
+@click.option(
+    "--eval-text",
+    "eval_texts",
+    multiple=True,
+    metavar="NAME=PATH",
+    help="Read evaluation set NAME (wikitext2, c4, ptb) from a local parquet, JSON lines or text file, "
+    "or a saved dataset directory; adds NAME to the evaluation sets. Repeatable.",
+)
+@click.option(
+    "--calib-text",
+    "calib_texts",
+    multiple=True,
+    metavar="NAME=PATH",
+    help="Read calibration set NAME (c4, wikitext2, pile) from a local file or saved dataset; adds it "
+    "to the calibration sets. Repeatable.",
+)
+@click.option(
+    "--download",
+    is_flag=True,
+    help="Fetch the hub files of wikitext2, c4 and ptb that are not in the local Hugging Face cache "
+    "(otherwise nothing is fetched).",
+)
+@click.option(
+    "--seq-len", type=int, default=None, help="Evaluation and calibration sequence length, replacing the grid's."
+)
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Shard directory to write.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Recompute configurations already in the shard.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show the progress bar.")
-@click.option("--executor", default="local", show_default=True,
-              help="Where to run: local (this process, model after model) or ray (tasks on a Ray cluster).")
-@click.option("--address", default=None,
-              help="Ray cluster address, e.g. 10.0.0.1:6379 (ray executor; default: RAY_ADDRESS, a cluster "
-                   "started on this machine, else a new local one).")
-@click.option("--retries", type=int, default=None,
-              help="Retries of a Ray task that fails or whose worker dies (ray executor; default 2).")
-def collect(model_paths, family, name, manifest, grid, methods, formats, calib, evals, eval_texts, calib_texts,
-            download, seq_len, out, device, seed, force, progress, executor, address, retries):
+@click.option(
+    "--executor",
+    default="local",
+    show_default=True,
+    help="Where to run: local (this process, model after model) or ray (tasks on a Ray cluster).",
+)
+@click.option(
+    "--address",
+    default=None,
+    help="Ray cluster address, e.g. 10.0.0.1:6379 (ray executor; default: RAY_ADDRESS, a cluster "
+    "started on this machine, else a new local one).",
+)
+@click.option(
+    "--retries",
+    type=int,
+    default=None,
+    help="Retries of a Ray task that fails or whose worker dies (ray executor; default 2).",
+)
+def collect(
+    model_paths,
+    family,
+    name,
+    manifest,
+    grid,
+    methods,
+    formats,
+    calib,
+    evals,
+    eval_texts,
+    calib_texts,
+    download,
+    seq_len,
+    out,
+    device,
+    seed,
+    force,
+    progress,
+    executor,
+    address,
+    retries,
+):
     """Quantize models under every configuration of a grid and write database rows.
 
     Writes baseline and quantized NLL/perplexity, SQNR, weight bytes and decode speed to
@@ -131,27 +190,42 @@ def collect(model_paths, family, name, manifest, grid, methods, formats, calib, 
     from qbayes.db.schema import CALIB_SETS, EVAL_SETS
 
     files = tuple(parse_text_option(v, "eval", EVAL_SETS) for v in eval_texts) + tuple(
-        parse_text_option(v, "calib", CALIB_SETS) for v in calib_texts)
+        parse_text_option(v, "calib", CALIB_SETS) for v in calib_texts
+    )
     g = load_grid(resolve_grid(grid)).select(
-        methods=_names(methods), formats=_names(formats), calib=_names(calib), evals=_names(evals),
-        text_files=files, seq_len=seq_len)
+        methods=_names(methods),
+        formats=_names(formats),
+        calib=_names(calib),
+        evals=_names(evals),
+        text_files=files,
+        seq_len=seq_len,
+    )
     quiet_transformers()
     console = Console(stderr=True, soft_wrap=True)
-    request = preflight(executors.CollectRequest(models=models, grid=g, out=out, device=device, seed=seed,
-                                                 force=force, progress=progress), download=download)
+    request = preflight(
+        executors.CollectRequest(
+            models=models, grid=g, out=out, device=device, seed=seed, force=force, progress=progress
+        ),
+        download=download,
+    )
     outcome = runner.run(request, console)
     for line in outcome.lines:
         click.echo(line)
     for line in outcome.failures:
         click.echo(f"  failed: {line}")
     if outcome.lost:
-        click.echo(f"{outcome.lost} task(s) did not complete; their rows are missing from {out}. Rerun the same "
-                   "command (after fixing the causes above) to run them: completed tasks are not run again.",
-                   err=True)
+        click.echo(
+            f"{outcome.lost} task(s) did not complete; their rows are missing from {out}. Rerun the same "
+            "command (after fixing the causes above) to run them: completed tasks are not run again.",
+            err=True,
+        )
         raise SystemExit(1)
     if outcome.failures:
-        click.echo(f"{len(outcome.failures)} configuration(s) failed (listed above, and in {out}/failures.parquet); "
-                   "what succeeded is saved. A rerun after fixing the causes runs only what is missing.", err=True)
+        click.echo(
+            f"{len(outcome.failures)} configuration(s) failed (listed above, and in {out}/failures.parquet); "
+            "what succeeded is saved. A rerun after fixing the causes runs only what is missing.",
+            err=True,
+        )
         raise SystemExit(1)
     rows = _result_rows(out, [m.name for m in models])
     if rows == 0:

@@ -36,8 +36,10 @@ def validate(paths):
             failed = True
             click.echo(f"{path}: INVALID: {exc}", err=True)
             continue
-        click.echo(f"{path}: valid ({d.models.height} models, {d.results.height} results, "
-                   f"{d.features.height} features, {d.failures.height} failures)")
+        click.echo(
+            f"{path}: valid ({d.models.height} models, {d.results.height} results, "
+            f"{d.features.height} features, {d.failures.height} failures)"
+        )
     if failed:
         raise SystemExit(1)
 
@@ -53,9 +55,15 @@ def summary(path):
 
 @db.command()
 @click.argument("shards", nargs=-1, required=True, type=click.Path())
-@click.option("--into", "into", required=True, type=click.Path(), help="database directory to merge into (created if absent)")
-@click.option("--prefer", type=click.Choice(["newest"]), default=None,
-              help="resolve conflicting rows by keeping the newest (default: refuse and list them)")
+@click.option(
+    "--into", "into", required=True, type=click.Path(), help="database directory to merge into (created if absent)"
+)
+@click.option(
+    "--prefer",
+    type=click.Choice(["newest"]),
+    default=None,
+    help="resolve conflicting rows by keeping the newest (default: refuse and list them)",
+)
 def merge(shards, into, prefer):
     """Merge SHARD directories into a database, deduplicating on the natural key.
 
@@ -70,15 +78,21 @@ def merge(shards, into, prefer):
     store.save(merged, target)
     for c in dropped:
         click.echo(f"conflict resolved (kept newest): {c}", err=True)
-    click.echo(f"{target}: {merged.results.height} results ({merged.results.height - n_before} new), "
-               f"{merged.models.height} models, {merged.features.height} features, {merged.failures.height} failures")
+    click.echo(
+        f"{target}: {merged.results.height} results ({merged.results.height - n_before} new), "
+        f"{merged.models.height} models, {merged.features.height} features, {merged.failures.height} failures"
+    )
 
 
 @db.command("import-published")
 @click.argument("csv", type=click.Path())
 @click.option("--meta", "meta", required=True, type=click.Path(), help="model_meta.csv")
-@click.option("--released", "released", type=click.Path(),
-              help="release_dates.csv (model, released, source): each model's first public release")
+@click.option(
+    "--released",
+    "released",
+    type=click.Path(),
+    help="release_dates.csv (model, released, source): each model's first public release",
+)
 @click.option("--out", "out", required=True, type=click.Path(), help="database directory to write")
 def import_published(csv, meta, released, out):
     """Import published perplexity tables into a database directory."""

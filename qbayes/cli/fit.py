@@ -17,31 +17,69 @@ SHIP_DRAWS = 1000  # draws kept in the shipped posterior: predictive quantiles t
 DEFAULTS = SampleConfig()  # one source for the sampling defaults
 
 
-
 @click.command()
 @database_options
-@click.option("--model", "model_name", default=DEFAULT_MODEL, show_default=True,
-              help="model spec name (models/NAME.toml) or path to a spec TOML")
+@click.option(
+    "--model",
+    "model_name",
+    default=DEFAULT_MODEL,
+    show_default=True,
+    help="model spec name (models/NAME.toml) or path to a spec TOML",
+)
 @click.option("--out", "out", type=click.Path(), default=None, help="fit file to write [default: fits/MODEL.nc]")
 @click.option("--draws", type=click.IntRange(10), default=DEFAULTS.draws, show_default=True, help="draws per chain")
-@click.option("--tune", type=click.IntRange(10), default=DEFAULTS.tune, show_default=True, help="tuning steps per chain")
+@click.option(
+    "--tune", type=click.IntRange(10), default=DEFAULTS.tune, show_default=True, help="tuning steps per chain"
+)
 @click.option("--chains", type=click.IntRange(1), default=DEFAULTS.chains, show_default=True)
-@click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True,
-              help="integer seed (runs agree in distribution, not bit for bit; see README)")
+@click.option(
+    "--seed",
+    type=int,
+    default=DEFAULTS.seed,
+    show_default=True,
+    help="integer seed (runs agree in distribution, not bit for bit; see README)",
+)
 @click.option("--sampler", default=DEFAULT_SAMPLER, show_default=True, help="nutpie, pymc, numpyro or blackjax")
-@click.option("--target-accept", type=click.FloatRange(0.5, 0.999), default=DEFAULTS.target_accept, show_default=True,
-              help="NUTS target acceptance: higher means smaller steps, fewer divergences, slower")
+@click.option(
+    "--target-accept",
+    type=click.FloatRange(0.5, 0.999),
+    default=DEFAULTS.target_accept,
+    show_default=True,
+    help="NUTS target acceptance: higher means smaller steps, fewer divergences, slower",
+)
 @click.option("--allow-bad-fit", is_flag=True, help="save and exit 0 even if convergence checks fail")
-@click.option("--rows", type=click.Choice(["published", "collected", "all"]), default=None,
-              help="which database rows to fit: published, collected by `qbayes collect`, or all together "
-              "[default: the model spec's `rows`]")
+@click.option(
+    "--rows",
+    type=click.Choice(["published", "collected", "all"]),
+    default=None,
+    help="which database rows to fit: published, collected by `qbayes collect`, or all together "
+    "[default: the model spec's `rows`]",
+)
 @click.option("--prior-check", is_flag=True, help="run a prior predictive check instead of fitting")
-@click.option("--ship", is_flag=True,
-              help=f"also write the shipped posterior, data/{SHIPPED_FIT} of this checkout: the default model's fit "
-              f"of the shipped database thinned to {SHIP_DRAWS} single-precision draws, which predict, choose and "
-              "report use without --fit")
-def fit(data, exclude_family, include_suspect, model_name, out, draws, tune, chains, seed, sampler, target_accept,
-        allow_bad_fit, rows, prior_check, ship):
+@click.option(
+    "--ship",
+    is_flag=True,
+    help=f"also write the shipped posterior, data/{SHIPPED_FIT} of this checkout: the default model's fit "
+    f"of the shipped database thinned to {SHIP_DRAWS} single-precision draws, which predict, choose and "
+    "report use without --fit",
+)
+def fit(
+    data,
+    exclude_family,
+    include_suspect,
+    model_name,
+    out,
+    draws,
+    tune,
+    chains,
+    seed,
+    sampler,
+    target_accept,
+    allow_bad_fit,
+    rows,
+    prior_check,
+    ship,
+):
     """Fit a hierarchical model of quantization degradation (no GPU, no torch)."""
     from rich.console import Console
 
@@ -51,12 +89,16 @@ def fit(data, exclude_family, include_suspect, model_name, out, draws, tune, cha
 
     console = Console(stderr=True)
     if ship and (data or exclude_family or include_suspect or rows or model_name != DEFAULT_MODEL):
-        raise QBayesError(f"--ship writes the posterior qbayes ships: the {DEFAULT_MODEL} model on the shipped "
-                          "database, so it takes no --data, --exclude-family, --include-suspect, --rows or --model")
+        raise QBayesError(
+            f"--ship writes the posterior qbayes ships: the {DEFAULT_MODEL} model on the shipped "
+            "database, so it takes no --data, --exclude-family, --include-suspect, --rows or --model"
+        )
     ship_to = CHECKOUT / "data" / SHIPPED_FIT
     if ship and not ship_to.parent.is_dir():
-        raise QBayesError(f"--ship writes into the checkout's data/ folder, and {ship_to.parent} is not there: "
-                          "run it from a clone of the qbayes repository")
+        raise QBayesError(
+            f"--ship writes into the checkout's data/ folder, and {ship_to.parent} is not there: "
+            "run it from a clone of the qbayes repository"
+        )
     spec = load_spec(model_name)
     if rows is not None:  # the spec says which rows it is for; this fits it to others (its hash changes)
         spec = dataclasses.replace(spec, rows=rows)
@@ -67,10 +109,13 @@ def fit(data, exclude_family, include_suspect, model_name, out, draws, tune, cha
     opts = FitOptions(
         sampler=sampler,
         sample=SampleConfig(draws=draws, tune=tune, chains=chains, seed=seed, target_accept=target_accept),
-        exclude_families=tuple(exclude_family), include_suspect=include_suspect,
+        exclude_families=tuple(exclude_family),
+        include_suspect=include_suspect,
     )
-    console.print(f"fitting model [bold]{spec.name}[/bold] (spec {spec.hash}) with {sampler}: "
-                  f"{chains} chains x ({tune} tune + {draws} draws), seed {seed}")
+    console.print(
+        f"fitting model [bold]{spec.name}[/bold] (spec {spec.hash}) with {sampler}: "
+        f"{chains} chains x ({tune} tune + {draws} draws), seed {seed}"
+    )
     result = fit_database(db, spec, opts)
     info = result.info
     conv = info.convergence
@@ -84,8 +129,10 @@ def fit(data, exclude_family, include_suspect, model_name, out, draws, tune, cha
             click.echo(f"warning: {msg} (kept because of --allow-bad-fit)", err=True)
             return
         not_shipped = "the shipped posterior was not written: " if ship else ""
-        raise QBayesError(f"{not_shipped}{msg}. Try more --tune/--draws, or --allow-bad-fit to keep it anyway; "
-                          f"the file {path} is kept for inspection")
+        raise QBayesError(
+            f"{not_shipped}{msg}. Try more --tune/--draws, or --allow-bad-fit to keep it anyway; "
+            f"the file {path} is kept for inspection"
+        )
     if ship:
         fitfile.save(fitfile.thin(result, draws=SHIP_DRAWS, seed=seed), ship_to)
         click.echo(f"shipped posterior: {ship_to} ({ship_to.stat().st_size / 1e6:.1f} MB, {SHIP_DRAWS} draws)")

@@ -12,8 +12,13 @@ from qbayes.errors import QBayesError
 
 
 def database_options(f):
-    @click.option("--data", "data", multiple=True, type=click.Path(),
-                  help="database directory (repeatable; default: the shipped data/)")
+    @click.option(
+        "--data",
+        "data",
+        multiple=True,
+        type=click.Path(),
+        help="database directory (repeatable; default: the shipped data/)",
+    )
     @click.option("--exclude-family", "exclude_family", multiple=True, help="leave this family out (repeatable)")
     @click.option("--include-suspect", is_flag=True, help="keep rows marked doubt='suspect' (left out by default)")
     @functools.wraps(f)
@@ -32,8 +37,13 @@ def load_databases(paths):
 
 def fit_option(f):
     """``--fit PATH``, optional: without it the shipped default posterior answers."""
-    return click.option("--fit", "fit_path", type=click.Path(dir_okay=False), default=None,
-                        help="fit file from `qbayes fit` [default: the shipped posterior of the default model]")(f)
+    return click.option(
+        "--fit",
+        "fit_path",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="fit file from `qbayes fit` [default: the shipped posterior of the default model]",
+    )(f)
 
 
 def load_fit(path):
@@ -44,8 +54,10 @@ def load_fit(path):
     if path is None:
         path = resources.shipped_fit()
         if path is None:
-            raise QBayesError("no --fit given and this qbayes ships no posterior (data/default-fit.nc); "
-                              "make one with `qbayes fit` and pass it with --fit")
+            raise QBayesError(
+                "no --fit given and this qbayes ships no posterior (data/default-fit.nc); "
+                "make one with `qbayes fit` and pass it with --fit"
+            )
     fit = fitfile.load(path)
     click.echo(f"{fitfile.describe(fit)} [{path}]", err=True)
     return fit

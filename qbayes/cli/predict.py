@@ -42,11 +42,17 @@ def _write_atomic(df, path: Path) -> None:
 @click.option("--model", "model_name", help="model name (default: FAMILY-<params>B)")
 @click.option("--params-b", type=float, help="parameters, billions")
 @click.option("--train-tokens-b", type=float, help="training tokens, billions (omit if unknown)")
-@click.option("--arch", help="block design, norm+mlp, e.g. rmsnorm+swiglu for LLaMA-style models "
-              "(default: the family's, if the fit saw it)")
-@click.option("--format", "format_name",
-              help="a format by name: a llama.cpp type (Q4_K_M, IQ2_XS, Q8_0, ...), nf4, fp8, mxfp4, or a label "
-              "such as int4-g128, w4a16-g128 (see docs/formats.md); sets bits, group size and kind")
+@click.option(
+    "--arch",
+    help="block design, norm+mlp, e.g. rmsnorm+swiglu for LLaMA-style models "
+    "(default: the family's, if the fit saw it)",
+)
+@click.option(
+    "--format",
+    "format_name",
+    help="a format by name: a llama.cpp type (Q4_K_M, IQ2_XS, Q8_0, ...), nf4, fp8, mxfp4, or a label "
+    "such as int4-g128, w4a16-g128 (see docs/formats.md); sets bits, group size and kind",
+)
 @click.option("--method", help="quantization method, e.g. GPTQ, AWQ, RTN (with a --format label: default RTN)")
 @click.option("--w-bits", type=float, help="weight bits")
 @click.option("--group-size", type=int, help="group size (omit, or -1, for per-channel)")
@@ -56,17 +62,35 @@ def _write_atomic(df, path: Path) -> None:
 @click.option("--fp16-ppl", type=float, help="unquantized perplexity on the evaluation set")
 @click.option("--draws", type=click.IntRange(50), default=1000, show_default=True, help="posterior draws used")
 @click.option("--seed", type=int, default=0, show_default=True)
-def predict(fit_path, input_path, output_path, family, model_name, params_b, train_tokens_b, arch, format_name,
-            method, w_bits, group_size, act_bits, w_kind, eval_set, fp16_ppl, draws, seed):
+def predict(
+    fit_path,
+    input_path,
+    output_path,
+    family,
+    model_name,
+    params_b,
+    train_tokens_b,
+    arch,
+    format_name,
+    method,
+    w_bits,
+    group_size,
+    act_bits,
+    w_kind,
+    eval_set,
+    fp16_ppl,
+    draws,
+    seed,
+):
     """Predict quantized perplexity with intervals, from a file of queries or one query given by flags."""
     import polars as pl
 
-    from qbayes.model.predict import OUTPUT_COLUMNS, Predictor
-    from qbayes.model.queries import QUERY_OPTIONAL, extra_query_columns, query_table
-    from qbayes.model.respell import describe
     from qbayes.db.named_formats import COLUMN as FORMAT
     from qbayes.db.named_formats import expand as expand_formats
     from qbayes.db.named_formats import method_hints
+    from qbayes.model.predict import OUTPUT_COLUMNS, Predictor
+    from qbayes.model.queries import QUERY_OPTIONAL, extra_query_columns, query_table
+    from qbayes.model.respell import describe
 
     if input_path:
         if not output_path:
@@ -82,18 +106,37 @@ def predict(fit_path, input_path, output_path, family, model_name, params_b, tra
             needed += (("method", method), ("w_bits", w_bits))
         missing = [f"--{n.replace('_', '-')}" for n, v in needed if v is None]
         if missing:
-            raise QBayesError(f"give --input/--output, or a single query with {', '.join(missing)}"
-                              + ("" if format_name else " (or --format instead of --method and --w-bits)"))
-        raw = pl.DataFrame({
-            "family": [family], "model": [model_name or f"{family}-{params_b:g}B"], "params_b": [params_b],
-            "train_tokens_b": [train_tokens_b], "arch": [arch], "format": [format_name], "method": [method],
-            "w_bits": [w_bits], "group_size": [group_size],
-            "act_bits": [act_bits if act_bits is not None or format_name else 16.0],
-            "w_kind": [w_kind or (None if format_name else "int")],
-            "eval_set": [eval_set], "fp16_ppl": [fp16_ppl],
-        }, schema_overrides={"train_tokens_b": pl.Float64, "arch": pl.String, "format": pl.String,
-                             "method": pl.String, "w_bits": pl.Float64, "group_size": pl.Int64,
-                             "act_bits": pl.Float64, "w_kind": pl.String})
+            raise QBayesError(
+                f"give --input/--output, or a single query with {', '.join(missing)}"
+                + ("" if format_name else " (or --format instead of --method and --w-bits)")
+            )
+        raw = pl.DataFrame(
+            {
+                "family": [family],
+                "model": [model_name or f"{family}-{params_b:g}B"],
+                "params_b": [params_b],
+                "train_tokens_b": [train_tokens_b],
+                "arch": [arch],
+                "format": [format_name],
+                "method": [method],
+                "w_bits": [w_bits],
+                "group_size": [group_size],
+                "act_bits": [act_bits if act_bits is not None or format_name else 16.0],
+                "w_kind": [w_kind or (None if format_name else "int")],
+                "eval_set": [eval_set],
+                "fp16_ppl": [fp16_ppl],
+            },
+            schema_overrides={
+                "train_tokens_b": pl.Float64,
+                "arch": pl.String,
+                "format": pl.String,
+                "method": pl.String,
+                "w_bits": pl.Float64,
+                "group_size": pl.Int64,
+                "act_bits": pl.Float64,
+                "w_kind": pl.String,
+            },
+        )
         where = "query"
     # the output says what each format name was read as, and the bits per weight it was predicted with
     raw = expand_formats(raw, where, defaults=QUERY_OPTIONAL)
@@ -103,8 +146,10 @@ def predict(fit_path, input_path, output_path, family, model_name, params_b, tra
     extra = extra_query_columns(raw)
     clash = [c for c in extra if c in OUTPUT_COLUMNS]
     if clash:
-        raise QBayesError(f"{where}: column(s) {', '.join(clash)} are what predict writes; drop them from the "
-                          "queries (is this a predictions file?)")
+        raise QBayesError(
+            f"{where}: column(s) {', '.join(clash)} are what predict writes; drop them from the "
+            "queries (is this a predictions file?)"
+        )
     if extra:
         click.echo(f"not used for prediction, returned as given: {', '.join(extra)}", err=True)
     predictor = Predictor(load_fit(fit_path), n_draws=draws, seed=seed)
@@ -136,20 +181,25 @@ def _print_one(r: dict) -> None:
         t.add_column(c, justify="right")
     t.add_row("perplexity", *(f"{r[k]:.3f}" for k in ("ppl_q05", "ppl_q25", "ppl_q50", "ppl_q75", "ppl_q95")))
     Console().print(t)
-    notes = [n.replace("_", " ") for n in ("new_family", "new_arch", "new_method", "new_eval_set", "new_w_kind")
-             if r[n]]
+    notes = [
+        n.replace("_", " ") for n in ("new_family", "new_arch", "new_method", "new_eval_set", "new_w_kind") if r[n]
+    ]
     if r["tokens_imputed"]:
         notes.append("training tokens imputed from the fitted population")
     click.echo(f"fp16 perplexity {r['fp16_ppl']:g}; median degradation {r['delta_q50']:.4f} nats/token")
-    click.echo("(the mean perplexity, ppl_mean in file output, is dominated by rare collapses in the "
-               "upper tail; the median and interval are the figures to read)")
+    click.echo(
+        "(the mean perplexity, ppl_mean in file output, is dominated by rare collapses in the "
+        "upper tail; the median and interval are the figures to read)"
+    )
     if notes:
         click.echo("predicted from the population (wider intervals): " + ", ".join(notes))
     for line in filled_notes(r):
         click.echo(line)
     if r["new_arch"] and r["block_design"] is None:
-        click.echo(f"block design of {r['family']} unknown, so it is predicted as a new design; give --arch "
-                   "(norm+mlp, e.g. rmsnorm+swiglu) if you know it")
+        click.echo(
+            f"block design of {r['family']} unknown, so it is predicted as a new design; give --arch "
+            "(norm+mlp, e.g. rmsnorm+swiglu) if you know it"
+        )
     if r["tokens_imputed"]:
         click.echo(f"training tokens of {r['model']} unknown; give --train-tokens-b if you know them")
 
@@ -163,6 +213,8 @@ def filled_notes(r: dict) -> list[str]:
         out.append(f"block design {r['block_design']}: {r['family']}'s, {table}; --arch overrides it")
     where = {"fit": "as the fit saw them (geometric mean over its models)", "known_families": table}
     if r["train_tokens_from"] in where:
-        out.append(f"training tokens {r['train_tokens_b_used']:g}B: {r['family']}'s, "
-                   f"{where[r['train_tokens_from']]}; --train-tokens-b overrides them")
+        out.append(
+            f"training tokens {r['train_tokens_b_used']:g}B: {r['family']}'s, "
+            f"{where[r['train_tokens_from']]}; --train-tokens-b overrides them"
+        )
     return out

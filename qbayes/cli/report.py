@@ -10,13 +10,29 @@ from qbayes.report.context import DEFAULT_DRAWS
 
 @click.command()
 @fit_option
-@click.option("--validation", "validation_paths", type=click.Path(dir_okay=False), multiple=True,
-              help="held-out results written by `qbayes validate --json PATH` (section 5); repeat it for "
-              "both schemes (leave one family out, forward)")
-@click.option("--out", "out", type=click.Path(dir_okay=False), default="reports/report.html", show_default=True,
-              help="HTML file to write")
-@click.option("--draws", type=click.IntRange(50, 4000), default=DEFAULT_DRAWS, show_default=True,
-              help="posterior draws used for predictive checks and predictions")
+@click.option(
+    "--validation",
+    "validation_paths",
+    type=click.Path(dir_okay=False),
+    multiple=True,
+    help="held-out results written by `qbayes validate --json PATH` (section 5); repeat it for "
+    "both schemes (leave one family out, forward)",
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False),
+    default="reports/report.html",
+    show_default=True,
+    help="HTML file to write",
+)
+@click.option(
+    "--draws",
+    type=click.IntRange(50, 4000),
+    default=DEFAULT_DRAWS,
+    show_default=True,
+    help="posterior draws used for predictive checks and predictions",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="seed for the draw subsample and noise")
 def report(fit_path, validation_paths, out, draws, seed):
     """Write a self-contained HTML report of a fit: data, convergence, posterior predictive

@@ -15,28 +15,61 @@ SHOWN = 20  # chosen runs printed; the output file has them all
 
 
 @click.command()
-@click.option("--targets", "targets_path", required=True, type=click.Path(),
-              help="what you want to predict well: queries as for `qbayes predict` (.csv or .parquet; "
-              "fp16_ppl optional; optional weight column)")
-@click.option("--candidates", "candidates_path", type=click.Path(),
-              help="runs you could collect, .csv or .parquet: query columns without fp16_ppl "
-              "(optional: gpu_hours, eval_tokens)")
-@click.option("--grid", "grid_path", type=click.Path(),
-              help="or: a collection grid (collectors/NAME.toml) crossed with --models")
-@click.option("--models", "models_path", type=click.Path(),
-              help="collection manifest (path, family, name) with params_b (optional: train_tokens_b, arch)")
+@click.option(
+    "--targets",
+    "targets_path",
+    required=True,
+    type=click.Path(),
+    help="what you want to predict well: queries as for `qbayes predict` (.csv or .parquet; "
+    "fp16_ppl optional; optional weight column)",
+)
+@click.option(
+    "--candidates",
+    "candidates_path",
+    type=click.Path(),
+    help="runs you could collect, .csv or .parquet: query columns without fp16_ppl (optional: gpu_hours, eval_tokens)",
+)
+@click.option(
+    "--grid", "grid_path", type=click.Path(), help="or: a collection grid (collectors/NAME.toml) crossed with --models"
+)
+@click.option(
+    "--models",
+    "models_path",
+    type=click.Path(),
+    help="collection manifest (path, family, name) with params_b (optional: train_tokens_b, arch)",
+)
 @fit_option
 @click.option("--budget-gpu-hours", type=float, help="GPU hours the chosen runs may use together")
-@click.option("--top", type=click.IntRange(1), help="at most this many runs chosen "
-              "(default: as many as the budget allows, or 10 without a budget)")
-@click.option("--device", type=click.Choice(sorted(DEVICE_TFLOPS), case_sensitive=False), default=REFERENCE_DEVICE,
-              show_default=True, help="GPU the cost estimates are for")
-@click.option("--output", "output_path", required=True, type=click.Path(),
-              help="every candidate, ranked, .csv or .parquet")
+@click.option(
+    "--top",
+    type=click.IntRange(1),
+    help="at most this many runs chosen (default: as many as the budget allows, or 10 without a budget)",
+)
+@click.option(
+    "--device",
+    type=click.Choice(sorted(DEVICE_TFLOPS), case_sensitive=False),
+    default=REFERENCE_DEVICE,
+    show_default=True,
+    help="GPU the cost estimates are for",
+)
+@click.option(
+    "--output", "output_path", required=True, type=click.Path(), help="every candidate, ranked, .csv or .parquet"
+)
 @click.option("--draws", type=click.IntRange(50), default=1000, show_default=True, help="posterior draws used")
 @click.option("--seed", type=int, default=0, show_default=True)
-def suggest(targets_path, candidates_path, grid_path, models_path, fit_path, budget_gpu_hours, top, device,
-            output_path, draws, seed):
+def suggest(
+    targets_path,
+    candidates_path,
+    grid_path,
+    models_path,
+    fit_path,
+    budget_gpu_hours,
+    top,
+    device,
+    output_path,
+    draws,
+    seed,
+):
     """Rank candidate runs by how much measuring each would sharpen the predictions of the
     targets, per GPU hour, and choose a batch under a budget.
 
@@ -46,8 +79,17 @@ def suggest(targets_path, candidates_path, grid_path, models_path, fit_path, bud
     import polars as pl
 
     from qbayes.model.predict import Predictor
-    from qbayes.suggest.ranking import (CANDIDATE_COLUMNS, DEFAULT_RUNS, TARGET_COLUMNS, candidate_costs,
-                                      grid_candidates, rank, ranking_table, runs_table, target_weights)
+    from qbayes.suggest.ranking import (
+        CANDIDATE_COLUMNS,
+        DEFAULT_RUNS,
+        TARGET_COLUMNS,
+        candidate_costs,
+        grid_candidates,
+        rank,
+        ranking_table,
+        runs_table,
+        target_weights,
+    )
 
     out = Path(output_path)
     if out.suffix not in SUFFIXES:
@@ -57,8 +99,9 @@ def suggest(targets_path, candidates_path, grid_path, models_path, fit_path, bud
     if bool(candidates_path) == bool(grid_path):
         raise QBayesError("give the candidate runs with --candidates FILE or with --grid GRID --models MANIFEST")
     if bool(grid_path) != bool(models_path):
-        raise QBayesError("--grid and --models go together: the grid's configurations crossed with the manifest's "
-                          "models")
+        raise QBayesError(
+            "--grid and --models go together: the grid's configurations crossed with the manifest's models"
+        )
     raw_targets = _read_queries(Path(targets_path))
     if raw_targets.height == 0:
         raise QBayesError(f"{targets_path}: no targets")
@@ -79,14 +122,24 @@ def suggest(targets_path, candidates_path, grid_path, models_path, fit_path, bud
     max_runs = top if top is not None or budget_gpu_hours is not None else DEFAULT_RUNS
     predictor = Predictor(load_fit(fit_path), n_draws=draws, seed=seed)
     if targets["source"].is_null().all() and candidates["source"].is_null().all():
-        click.echo("targets and candidates without a source share one new-study effect, so every run also "
-                   "teaches about it; give the candidates a source (e.g. your lab's) if the targets are other "
-                   "studies' numbers", err=True)
+        click.echo(
+            "targets and candidates without a source share one new-study effect, so every run also "
+            "teaches about it; give the candidates a source (e.g. your lab's) if the targets are other "
+            "studies' numbers",
+            err=True,
+        )
     with _progress() as bar:
         task = bar.add_task("choosing runs", total=None)
-        ranking = rank(predictor, targets, candidates, costs=costs, weights=weights, budget=budget_gpu_hours,
-                       max_runs=max_runs,
-                       progress=lambda done, total: bar.update(task, completed=done, total=total))
+        ranking = rank(
+            predictor,
+            targets,
+            candidates,
+            costs=costs,
+            weights=weights,
+            budget=budget_gpu_hours,
+            max_runs=max_runs,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
     table = ranking_table(raw, ranking)
     _write_atomic(table, out)
     _print(table.filter(pl.col("chosen")), ranking, budget_gpu_hours, device)
@@ -97,8 +150,14 @@ def _progress():
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=Console(stderr=True), transient=True)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
 
 
 def _label(r: dict) -> str:
@@ -114,18 +173,28 @@ def _print(chosen, ranking, budget, device) -> None:
 
     sel = ranking.selection
     start = max(sel.start, 1e-300)
-    t = Table(title=f"Runs to collect next ({chosen.height} chosen; GPU hours on {device})",
-              caption=f"... and {chosen.height - SHOWN} more in the output" if chosen.height > SHOWN else None)
+    t = Table(
+        title=f"Runs to collect next ({chosen.height} chosen; GPU hours on {device})",
+        caption=f"... and {chosen.height - SHOWN} more in the output" if chosen.height > SHOWN else None,
+    )
     for c in ("#", "run", "GPU h", "variance removed", "alone"):
         t.add_column(c, justify="left" if c == "run" else "right")
     for r in chosen.head(SHOWN).iter_rows(named=True):
-        t.add_row(str(r["choice_order"]), _label(r), f"{r['cost_at_choice']:.2f}",
-                  f"{r['gain_at_choice'] / start:.1%}", f"{r['var_reduction_share']:.1%}")
+        t.add_row(
+            str(r["choice_order"]),
+            _label(r),
+            f"{r['cost_at_choice']:.2f}",
+            f"{r['gain_at_choice'] / start:.1%}",
+            f"{r['var_reduction_share']:.1%}",
+        )
     Console().print(t)
     spent = float(sel.cost.sum())
     left = sel.left[-1] if sel.left.size else sel.start
-    click.echo(f"targets' posterior variance of ln(delta + shift), weighted sum: {sel.start:.4g} -> {left:.4g} "
-               f"({1 - left / start:.1%} less) for {spent:.2f} GPU hours"
-               + (f" of {budget:g}" if budget is not None else ""))
-    click.echo("variance removed: share of the targets' variance the run removes given the runs above it; "
-               "alone: if it were the only run")
+    click.echo(
+        f"targets' posterior variance of ln(delta + shift), weighted sum: {sel.start:.4g} -> {left:.4g} "
+        f"({1 - left / start:.1%} less) for {spent:.2f} GPU hours" + (f" of {budget:g}" if budget is not None else "")
+    )
+    click.echo(
+        "variance removed: share of the targets' variance the run removes given the runs above it; "
+        "alone: if it were the only run"
+    )

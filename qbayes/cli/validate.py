@@ -16,27 +16,72 @@ from qbayes.model.samplers import DEFAULT_SAMPLER, SampleConfig
 
 @click.command()
 @database_options
-@click.option("--model", "models", multiple=True, default=("hierarchical", "pooled"), show_default=True,
-              help="Bayesian model spec(s) to validate (repeatable)")
-@click.option("--baseline", "baselines", multiple=True,
-              default=("cell_median", "scaling_law_ls", "random_forest"), show_default=True)
-@click.option("--scheme", type=click.Choice(["lofo", "forward"]), default="lofo", show_default=True,
-              help="lofo: predict each family from all others; forward: from the families released before it")
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    default=("hierarchical", "pooled"),
+    show_default=True,
+    help="Bayesian model spec(s) to validate (repeatable)",
+)
+@click.option(
+    "--baseline",
+    "baselines",
+    multiple=True,
+    default=("cell_median", "scaling_law_ls", "random_forest"),
+    show_default=True,
+)
+@click.option(
+    "--scheme",
+    type=click.Choice(["lofo", "forward"]),
+    default="lofo",
+    show_default=True,
+    help="lofo: predict each family from all others; forward: from the families released before it",
+)
 @click.option("--family", "families", multiple=True, help="hold out only these families (default: every family)")
 @click.option("--draws", type=click.IntRange(10), default=500, show_default=True)
 @click.option("--tune", type=click.IntRange(10), default=500, show_default=True)
 @click.option("--chains", type=click.IntRange(1), default=4, show_default=True)
 @click.option("--seed", type=int, default=SampleConfig().seed, show_default=True)
 @click.option("--sampler", default=DEFAULT_SAMPLER, show_default=True)
-@click.option("--target-accept", type=click.FloatRange(0.5, 0.999), default=0.9, show_default=True,
-              help="NUTS target acceptance of the fold fits (scored on predictions, not gated on divergences)")
-@click.option("--rows", type=click.Choice(["published", "collected", "all"]), default=None,
-              help="which database rows to validate on (default: the first model's `rows`)")
+@click.option(
+    "--target-accept",
+    type=click.FloatRange(0.5, 0.999),
+    default=0.9,
+    show_default=True,
+    help="NUTS target acceptance of the fold fits (scored on predictions, not gated on divergences)",
+)
+@click.option(
+    "--rows",
+    type=click.Choice(["published", "collected", "all"]),
+    default=None,
+    help="which database rows to validate on (default: the first model's `rows`)",
+)
 @click.option("--json", "json_path", type=click.Path(), help="also write the results as JSON here")
-@click.option("--predictions", "predictions_path", type=click.Path(),
-              help="also write every held-out row with each model's predictive quantiles (.csv or .parquet)")
-def validate(data, exclude_family, include_suspect, models, baselines, scheme, families, draws, tune, chains, seed,
-             sampler, target_accept, rows, json_path, predictions_path):
+@click.option(
+    "--predictions",
+    "predictions_path",
+    type=click.Path(),
+    help="also write every held-out row with each model's predictive quantiles (.csv or .parquet)",
+)
+def validate(
+    data,
+    exclude_family,
+    include_suspect,
+    models,
+    baselines,
+    scheme,
+    families,
+    draws,
+    tune,
+    chains,
+    seed,
+    sampler,
+    target_accept,
+    rows,
+    json_path,
+    predictions_path,
+):
     """Hold out each family in turn, fit on the rest, and score predictions for it.
 
     Prints overall and per-family scores, then the median-error gap between the first --model
@@ -47,9 +92,9 @@ def validate(data, exclude_family, include_suspect, models, baselines, scheme, f
     from qbayes.evaluation import crossval
     from qbayes.evaluation.baselines import BASELINES
     from qbayes.evaluation.summary import METRICS, ValidationSettings
-    from qbayes.model.table import training_table
     from qbayes.model.fit import FitOptions
     from qbayes.model.spec import load_spec
+    from qbayes.model.table import training_table
 
     for b in baselines:
         if b not in BASELINES:
@@ -60,38 +105,66 @@ def validate(data, exclude_family, include_suspect, models, baselines, scheme, f
     rows = rows or (specs[0].rows if specs else "published")
     db = load_databases(data)
     table = training_table(db, exclude_families=tuple(exclude_family), include_suspect=include_suspect, rows=rows)
-    folds = crossval.make_folds(table["family"], scheme=scheme, released=crossval.family_release(db.models),
-                                only=families)
-    opts = FitOptions(sampler=sampler, sample=SampleConfig(draws=draws, tune=tune, chains=chains, seed=seed,
-                                                           target_accept=target_accept, progress=False))
+    folds = crossval.make_folds(
+        table["family"], scheme=scheme, released=crossval.family_release(db.models), only=families
+    )
+    opts = FitOptions(
+        sampler=sampler,
+        sample=SampleConfig(
+            draws=draws, tune=tune, chains=chains, seed=seed, target_accept=target_accept, progress=False
+        ),
+    )
     console = Console(stderr=True)
     with console.status("cross-validating") as status:
-        results = crossval.run(table, bayes_models=models, baselines=baselines, opts=opts,
-                               folds=folds, seed=seed, progress=lambda m: status.update(m))
-    settings = ValidationSettings(scheme=scheme, draws=draws, tune=tune, chains=chains, seed=seed, sampler=sampler,
-                                  target_accept=target_accept, rows=table.height, row_kind=rows,
-                                  families=tuple(f.family for f in folds), folds={f.family: f.train for f in folds})
+        results = crossval.run(
+            table,
+            bayes_models=models,
+            baselines=baselines,
+            opts=opts,
+            folds=folds,
+            seed=seed,
+            progress=lambda m: status.update(m),
+        )
+    settings = ValidationSettings(
+        scheme=scheme,
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        seed=seed,
+        sampler=sampler,
+        target_accept=target_accept,
+        rows=table.height,
+        row_kind=rows,
+        families=tuple(f.family for f in folds),
+        folds={f.family: f.train for f in folds},
+    )
     summary = crossval.summarise(results, settings, reference=models[0] if models else None)
 
     out = Console()
     name = {"lofo": "Leave-one-family-out", "forward": "Forward (from earlier families)"}[scheme]
-    for title, rows, names in (("overall", summary.overall, ("model",)),
-                               ("rows of 3 or more bits", summary.overall_3bits, ("model",)),
-                               ("per held-out family", summary.per_family, ("family", "model"))):
+    for title, rows, names in (
+        ("overall", summary.overall, ("model",)),
+        ("rows of 3 or more bits", summary.overall_3bits, ("model",)),
+        ("per held-out family", summary.per_family, ("family", "model")),
+    ):
         t = Table(title=f"{name} validation: {title} (delta in nats/token)", title_justify="left")
         for c in (*names, "n", *METRICS):
             t.add_column(c, justify="left" if c in names else "right")
         for r in rows:
             values = (r.scores.n, *(getattr(r.scores, m) for m in METRICS))
-            t.add_row(*(getattr(r, c) for c in names),
-                      *("—" if v is None or math.isnan(v) else str(v) if isinstance(v, int) else f"{v:.4f}"
-                        for v in values))
+            t.add_row(
+                *(getattr(r, c) for c in names),
+                *("—" if v is None or math.isnan(v) else str(v) if isinstance(v, int) else f"{v:.4f}" for v in values),
+            )
         out.print(t)
     if summary.gaps:
         ref = summary.gaps[0].reference
         level = summary.gaps[0].level
-        t = Table(title=f"MdAE of {ref} minus each model's (negative: {ref} better), with a {level:.0%} interval "
-                        "from resampling held-out rows within families", title_justify="left")
+        t = Table(
+            title=f"MdAE of {ref} minus each model's (negative: {ref} better), with a {level:.0%} interval "
+            "from resampling held-out rows within families",
+            title_justify="left",
+        )
         for c in ("model", "gap", "lo", "hi", f"P({ref} better)"):
             t.add_column(c, justify="left" if c == "model" else "right")
         for g in summary.gaps:

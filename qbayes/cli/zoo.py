@@ -17,12 +17,23 @@ def zoo():
 
 
 @zoo.command("train")
-@click.option("--grid", "grid", type=click.Path(path_type=Path), default=Path("collectors/zoo.toml"),
-              show_default=True, help="Zoo recipe (architectures, sizes, corpus, budgets).")
+@click.option(
+    "--grid",
+    "grid",
+    type=click.Path(path_type=Path),
+    default=Path("collectors/zoo.toml"),
+    show_default=True,
+    help="Zoo recipe (architectures, sizes, corpus, budgets).",
+)
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for checkpoints and the manifest.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Runs trained at once, one single-threaded process each.")
+@click.option(
+    "--jobs",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Runs trained at once, one single-threaded process each.",
+)
 @click.option("--only", multiple=True, help="Only these runs, e.g. llama-s2 (repeat or comma-separate).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def train(grid, out, device, jobs, only, progress):
@@ -49,8 +60,10 @@ def train(grid, out, device, jobs, only, progress):
             raise unknown("run", name, names)
     quiet_transformers()
     summary = train_all(recipe, out, device=device, jobs=jobs, only=only, progress=progress)
-    click.echo(f"{len(summary.trained)} run(s) trained, {len(summary.skipped)} already done, "
-               f"{len(summary.failed)} failed; manifest: {summary.manifest}")
+    click.echo(
+        f"{len(summary.trained)} run(s) trained, {len(summary.skipped)} already done, "
+        f"{len(summary.failed)} failed; manifest: {summary.manifest}"
+    )
     if summary.failed:
         for line in summary.failed:
             click.echo(f"  failed: {line.splitlines()[0]}")
@@ -58,14 +71,29 @@ def train(grid, out, device, jobs, only, progress):
 
 
 @zoo.command("analyze")
-@click.option("--data", "data", multiple=True, type=click.Path(),
-              help="Database or shard directory holding zoo rows (repeatable: merged; default: the shipped data/).")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("reports/zoo-analysis.html"),
-              show_default=True, help="HTML page to write.")
+@click.option(
+    "--data",
+    "data",
+    multiple=True,
+    type=click.Path(),
+    help="Database or shard directory holding zoo rows (repeatable: merged; default: the shipped data/).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("reports/zoo-analysis.html"),
+    show_default=True,
+    help="HTML page to write.",
+)
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the results as strict JSON.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap, forests and permutations.")
-@click.option("--bootstrap", type=click.IntRange(10, 10000), default=200, show_default=True,
-              help="Bootstrap resamples of checkpoints for the gamma intervals.")
+@click.option(
+    "--bootstrap",
+    type=click.IntRange(10, 10000),
+    default=200,
+    show_default=True,
+    help="Bootstrap resamples of checkpoints for the gamma intervals.",
+)
 @click.option("--trees", type=click.IntRange(5, 2000), default=150, show_default=True, help="Random forest size.")
 def analyze(data, out, json_path, seed, bootstrap, trees):
     """Does degradation grow with D/N at fixed bits, and which features (Hessian, sharpness,
@@ -77,16 +105,16 @@ def analyze(data, out, json_path, seed, bootstrap, trees):
     from qbayes.zoo.analysis_html import render, summary_lines
     from qbayes.zoo.analysis_result import Settings
 
-    result, table = run_analysis(load_databases(data),
-                                 settings=Settings(seed=seed, bootstrap=bootstrap, forest_trees=trees))
+    result, table = run_analysis(
+        load_databases(data), settings=Settings(seed=seed, bootstrap=bootstrap, forest_trees=trees)
+    )
     with atomic_path(out) as tmp:
         tmp.write_text(render(result, table), encoding="utf-8")
     if json_path:
         with atomic_path(json_path) as tmp:
             tmp.write_text(result.to_json() + "\n", encoding="utf-8")
     d = result.data
-    click.echo(f"{d.rows} rows, {d.models} checkpoints "
-               f"({', '.join(d.families)}; sizes {', '.join(d.sizes)})")
+    click.echo(f"{d.rows} rows, {d.models} checkpoints ({', '.join(d.families)}; sizes {', '.join(d.sizes)})")
     for line in summary_lines(result):
         click.echo(f"- {line}")
     for note in result.notes:

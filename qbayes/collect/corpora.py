@@ -70,27 +70,50 @@ class Corpus:
 
 CORPORA: dict[str, Corpus] = {
     "wikitext2": Corpus(
-        "wikitext2", "text", "keep", False, {"eval": "test", "calib": "train"},
-        {"eval": HubFile("Salesforce/wikitext", "wikitext-2-raw-v1/test-00000-of-00001.parquet"),
-         "calib": HubFile("Salesforce/wikitext", "wikitext-2-raw-v1/train-00000-of-00001.parquet")},
+        "wikitext2",
+        "text",
+        "keep",
+        False,
+        {"eval": "test", "calib": "train"},
+        {
+            "eval": HubFile("Salesforce/wikitext", "wikitext-2-raw-v1/test-00000-of-00001.parquet"),
+            "calib": HubFile("Salesforce/wikitext", "wikitext-2-raw-v1/train-00000-of-00001.parquet"),
+        },
         "WikiText-2 (raw, v1): evaluation on the test split, calibration on the train split; CC BY-SA 3.0",
     ),
     "c4": Corpus(
-        "c4", "text", "keep", True, {"eval": "validation", "calib": "train"},
-        {"eval": HubFile("allenai/c4", "en/c4-validation.00000-of-00008.json.gz"),
-         "calib": HubFile("allenai/c4", "en/c4-train.00000-of-01024.json.gz")},
+        "c4",
+        "text",
+        "keep",
+        True,
+        {"eval": "validation", "calib": "train"},
+        {
+            "eval": HubFile("allenai/c4", "en/c4-validation.00000-of-00008.json.gz"),
+            "calib": HubFile("allenai/c4", "en/c4-train.00000-of-01024.json.gz"),
+        },
         "C4 (en): evaluation on the first validation shard, calibration on the first train shard; ODC-BY",
     ),
     "ptb": Corpus(
-        "ptb", "sentence", "strip", False, {"eval": "validation", "calib": "train"},
-        {"eval": HubFile("ptb-text-only/ptb_text_only", "penn_treebank/validation/0000.parquet",
-                         "refs/convert/parquet"),
-         "calib": HubFile("ptb-text-only/ptb_text_only", "penn_treebank/train/0000.parquet",
-                          "refs/convert/parquet")},
+        "ptb",
+        "sentence",
+        "strip",
+        False,
+        {"eval": "validation", "calib": "train"},
+        {
+            "eval": HubFile(
+                "ptb-text-only/ptb_text_only", "penn_treebank/validation/0000.parquet", "refs/convert/parquet"
+            ),
+            "calib": HubFile("ptb-text-only/ptb_text_only", "penn_treebank/train/0000.parquet", "refs/convert/parquet"),
+        },
         "Penn Treebank (text only): evaluation on the validation split, as GPTQ; LDC licence",
     ),
     "pile": Corpus(
-        "pile", "text", "keep", True, {"calib": "validation"}, {},
+        "pile",
+        "text",
+        "keep",
+        True,
+        {"calib": "validation"},
+        {},
         "The Pile: calibration from a local file only (--calib-text pile=PATH)",
     ),
 }
@@ -123,12 +146,14 @@ def parse_text_option(value: str, purpose: str, allowed: Sequence[str]) -> TextF
     if name not in CORPORA or purpose not in CORPORA[name].splits:
         what = "evaluation" if purpose == "eval" else "calibration"
         files = sorted(n for n, c in CORPORA.items() if purpose in c.splits)
-        raise QBayesError(f"{option}: '{name}' is a built-in {what} text; a file can give the text of "
-                          f"{', '.join(files)}")
+        raise QBayesError(
+            f"{option}: '{name}' is a built-in {what} text; a file can give the text of {', '.join(files)}"
+        )
     return TextFile(purpose, name, Path(path).expanduser())
 
 
 # --- the hub -------------------------------------------------------------------------
+
 
 def hub_path(ref: HubFile, *, download: bool) -> Path:
     """The local path of a hub file: from the hub cache, or fetched into it when
@@ -138,8 +163,11 @@ def hub_path(ref: HubFile, *, download: bool) -> Path:
 
     try:
         with _online(download):
-            return Path(hf_hub_download(ref.repo, ref.filename, repo_type="dataset", revision=ref.revision,
-                                        local_files_only=not download))
+            return Path(
+                hf_hub_download(
+                    ref.repo, ref.filename, repo_type="dataset", revision=ref.revision, local_files_only=not download
+                )
+            )
     except (LocalEntryNotFoundError, OfflineModeIsEnabled) as exc:
         if download:
             raise QBayesError(f"{ref.describe()} could not be fetched ({type(exc).__name__}: {exc})") from None
@@ -166,6 +194,7 @@ def _online(download: bool) -> Iterator[None]:
 
 
 # --- reading rows --------------------------------------------------------------------
+
 
 class Rows(Sequence):
     """The text rows of one set, read lazily from an Arrow-backed ``datasets.Dataset``."""
@@ -196,7 +225,7 @@ class Rows(Sequence):
 
     def batches(self, size: int = 10_000) -> Iterator[list[str]]:
         for start in range(0, len(self), size):
-            yield [self._fix(r) for r in self._ds[start:start + size][self._column]]
+            yield [self._fix(r) for r in self._ds[start : start + size][self._column]]
 
 
 def read_rows(text: TextFile) -> Rows:
@@ -213,8 +242,10 @@ def read_rows(text: TextFile) -> Rows:
     try:
         import datasets
     except ImportError as exc:
-        raise QBayesError(f"{where}: reading it needs the datasets package ({exc}); "
-                          "install the collect extra: pip install -e '.[collect]'") from None
+        raise QBayesError(
+            f"{where}: reading it needs the datasets package ({exc}); "
+            "install the collect extra: pip install -e '.[collect]'"
+        ) from None
     datasets.disable_progress_bars()
     lines = None
     try:
@@ -223,8 +254,7 @@ def read_rows(text: TextFile) -> Rows:
             if isinstance(ds, datasets.DatasetDict):
                 split = c.splits[text.purpose]
                 if split not in ds:
-                    raise QBayesError(f"{where}: the saved dataset has no '{split}' split "
-                                      f"(it has {', '.join(ds)})")
+                    raise QBayesError(f"{where}: the saved dataset has no '{split}' split (it has {', '.join(ds)})")
                 ds = ds[split]
         else:
             kind, lines = _file_kind(path.name), None
@@ -237,8 +267,10 @@ def read_rows(text: TextFile) -> Rows:
         raise
     except Exception as exc:  # datasets and pyarrow raise many types for unreadable files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise QBayesError(f"{where}: cannot be read as a {_file_kind(path.name) if path.is_file() else 'saved'} "
-                          f"dataset ({type(exc).__name__}: {first[:300]})") from None
+        raise QBayesError(
+            f"{where}: cannot be read as a {_file_kind(path.name) if path.is_file() else 'saved'} "
+            f"dataset ({type(exc).__name__}: {first[:300]})"
+        ) from None
     column = "text" if lines else _text_column(ds, c.column, where)
     rows = Rows(ds, column, lines)
     if not any(r.strip() for batch in rows.batches() for r in batch):
@@ -269,6 +301,7 @@ def _text_column(ds, wanted: str, where: str) -> str:
 
 
 # --- overlap -------------------------------------------------------------------------
+
 
 def _passages(rows: Sequence[str] | Rows) -> Iterator[str]:
     """The lines of a text's rows that are long enough to identify a passage."""

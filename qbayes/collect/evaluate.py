@@ -66,8 +66,9 @@ def make_windows(ids: list[int], seq_len: int) -> torch.Tensor:
     return torch.tensor(ids[: n * seq_len], dtype=torch.long).view(n, seq_len)
 
 
-def window_nll(model: torch.nn.Module, windows: torch.Tensor, batch_size: int,
-               reference: torch.nn.Module | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+def window_nll(
+    model: torch.nn.Module, windows: torch.Tensor, batch_size: int, reference: torch.nn.Module | None = None
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
     """Mean NLL of each window (nats/token), as a float64 CPU tensor; with a reference
     model, also each predicted token's KL divergence from it and whether the two models'
     most likely next tokens agree (flat float64 and bool CPU tensors)."""
@@ -113,8 +114,9 @@ def kl_stats(kl: torch.Tensor, same: torch.Tensor) -> KLStats:
     return KLStats(mean, se, float(np.percentile(values, 99.0)), float(same.double().mean()), int(n))
 
 
-def evaluate(model: torch.nn.Module, windows: torch.Tensor, batch_size: int, *,
-             reference: torch.nn.Module | None = None) -> EvalResult:
+def evaluate(
+    model: torch.nn.Module, windows: torch.Tensor, batch_size: int, *, reference: torch.nn.Module | None = None
+) -> EvalResult:
     """NLL of ``model`` on ``windows``; with ``reference``, its KL divergence from it too."""
     per, per_token = window_nll(model, windows, batch_size, reference)
     n = per.numel()

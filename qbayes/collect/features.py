@@ -54,24 +54,50 @@ class FeatureSteps:
 
     def steps(self) -> list[Step]:
         c, name = self.c, self.c.name
-        out = [Step("features/weights", "feature",
-                    lambda: c.shard.has_feature(model=name, feature="weight_kurtosis", scope=MODEL_SCOPE,
-                                                calib_set=None, eval_set=None, radius=None),
-                    self.weights)]
+        out = [
+            Step(
+                "features/weights",
+                "feature",
+                lambda: c.shard.has_feature(
+                    model=name, feature="weight_kurtosis", scope=MODEL_SCOPE, calib_set=None, eval_set=None, radius=None
+                ),
+                self.weights,
+            )
+        ]
         if self.settings.outliers:
             for calib in self.settings.outlier_calib:
-                out.append(Step(f"features/outliers/{calib}", "feature",
-                                lambda calib=calib: c.shard.has_feature(
-                                    model=name, feature="act_kurtosis", scope=MODEL_SCOPE, calib_set=calib,
-                                    eval_set=None, radius=None),
-                                lambda calib=calib: self.outliers(calib)))
+                out.append(
+                    Step(
+                        f"features/outliers/{calib}",
+                        "feature",
+                        lambda calib=calib: c.shard.has_feature(
+                            model=name,
+                            feature="act_kurtosis",
+                            scope=MODEL_SCOPE,
+                            calib_set=calib,
+                            eval_set=None,
+                            radius=None,
+                        ),
+                        lambda calib=calib: self.outliers(calib),
+                    )
+                )
         if self.settings.landscape:
             for eval_set in self.settings.landscape_eval:
-                out.append(Step(f"features/landscape/{eval_set}", "feature",
-                                lambda e=eval_set: c.shard.has_feature(
-                                    model=name, feature="hessian_trace", scope=MODEL_SCOPE, calib_set=None,
-                                    eval_set=e, radius=None),
-                                lambda e=eval_set: self.landscape(e)))
+                out.append(
+                    Step(
+                        f"features/landscape/{eval_set}",
+                        "feature",
+                        lambda e=eval_set: c.shard.has_feature(
+                            model=name,
+                            feature="hessian_trace",
+                            scope=MODEL_SCOPE,
+                            calib_set=None,
+                            eval_set=e,
+                            radius=None,
+                        ),
+                        lambda e=eval_set: self.landscape(e),
+                    )
+                )
         return out
 
     # --- the steps ------------------------------------------------------------------
@@ -92,36 +118,86 @@ class FeatureSteps:
         with stage("calibration"):
             windows = self.c.windows("outliers", calib)
         t0 = time.perf_counter()
-        per_layer = activation_stats(self.c.loaded.model, self.c.loaded.layers(), windows,
-                                     self.c.grid.eval.batch_size, self.settings.outlier_threshold, self.c.opts.seed)
+        per_layer = activation_stats(
+            self.c.loaded.model,
+            self.c.loaded.layers(),
+            windows,
+            self.c.grid.eval.batch_size,
+            self.settings.outlier_threshold,
+            self.c.opts.seed,
+        )
         summary = summarise_activations(per_layer)
         wall = time.perf_counter() - t0
         rows = []
         for scope, s in [(MODEL_SCOPE, summary), *per_layer.items()]:
-            for feature, value in (("act_max_abs", s.max_abs), ("act_median_abs", s.median_abs),
-                                   ("act_kurtosis", s.kurtosis), ("act_outlier_frac", s.outlier_frac)):
+            for feature, value in (
+                ("act_max_abs", s.max_abs),
+                ("act_median_abs", s.median_abs),
+                ("act_kurtosis", s.kurtosis),
+                ("act_outlier_frac", s.outlier_frac),
+            ):
                 rows.append(self.row(feature, scope, value, calib_set=calib, wall_s=wall))
         self.c.shard.add_features(rows)
-        return (f"max|a| {summary.max_abs:.2f}, kurtosis {summary.kurtosis:.1f}, "
-                f"outlier channels {summary.outlier_frac:.3f}")
+        return (
+            f"max|a| {summary.max_abs:.2f}, kurtosis {summary.kurtosis:.1f}, "
+            f"outlier channels {summary.outlier_frac:.3f}"
+        )
 
     def landscape(self, eval_set: str) -> str:
         s = self.settings
         windows = self.c.windows("landscape", eval_set)
-        res = landscape(self.c.loaded.model, self.c.loaded.layers(), windows,
-                        hutchinson_samples=s.hutchinson_samples, power_iters=s.power_iters, radii=s.radii,
-                        radial_directions=s.radial_directions, seed=self.c.opts.seed)
-        rows = [self.row("hessian_trace", MODEL_SCOPE, res.trace.value, se=res.trace.se, eval_set=eval_set,
-                         wall_s=res.wall_s["hessian_trace"])]
-        rows += [self.row("hessian_trace", layer, est.value, se=est.se, eval_set=eval_set,
-                          wall_s=res.wall_s["hessian_trace"]) for layer, est in res.trace_per_layer.items()]
-        rows.append(self.row("hessian_top_eig", MODEL_SCOPE, res.top_eig.value, eval_set=eval_set,
-                             wall_s=res.wall_s["hessian_top_eig"]))
-        rows += [self.row("radial_loss", MODEL_SCOPE, est.value, se=est.se, eval_set=eval_set, radius=r,
-                          wall_s=res.wall_s["radial_loss"]) for r, est in res.radial.items()]
+        res = landscape(
+            self.c.loaded.model,
+            self.c.loaded.layers(),
+            windows,
+            hutchinson_samples=s.hutchinson_samples,
+            power_iters=s.power_iters,
+            radii=s.radii,
+            radial_directions=s.radial_directions,
+            seed=self.c.opts.seed,
+        )
+        rows = [
+            self.row(
+                "hessian_trace",
+                MODEL_SCOPE,
+                res.trace.value,
+                se=res.trace.se,
+                eval_set=eval_set,
+                wall_s=res.wall_s["hessian_trace"],
+            )
+        ]
+        rows += [
+            self.row(
+                "hessian_trace", layer, est.value, se=est.se, eval_set=eval_set, wall_s=res.wall_s["hessian_trace"]
+            )
+            for layer, est in res.trace_per_layer.items()
+        ]
+        rows.append(
+            self.row(
+                "hessian_top_eig",
+                MODEL_SCOPE,
+                res.top_eig.value,
+                eval_set=eval_set,
+                wall_s=res.wall_s["hessian_top_eig"],
+            )
+        )
+        rows += [
+            self.row(
+                "radial_loss",
+                MODEL_SCOPE,
+                est.value,
+                se=est.se,
+                eval_set=eval_set,
+                radius=r,
+                wall_s=res.wall_s["radial_loss"],
+            )
+            for r, est in res.radial.items()
+        ]
         self.c.shard.add_features(rows)
-        return (f"trace {res.trace.value:.3g} ± {res.trace.se or 0:.2g}, top eig {res.top_eig.value:.3g}, "
-                f"times " + ", ".join(f"{k} {v:.1f} s" for k, v in res.wall_s.items()))
+        return (
+            f"trace {res.trace.value:.3g} ± {res.trace.se or 0:.2g}, top eig {res.top_eig.value:.3g}, "
+            f"times " + ", ".join(f"{k} {v:.1f} s" for k, v in res.wall_s.items())
+        )
 
     # --- rows -----------------------------------------------------------------------
 
@@ -132,11 +208,31 @@ class FeatureSteps:
         t0 = time.perf_counter()
         per_layer = q.sqnr.per_layer()
         wall = time.perf_counter() - t0
-        return [self.row(SQNR_FEATURE, f"{prefix}:{layer}", value, calib_set=cfg.calib, wall_s=wall)
-                for layer, value in per_layer.items()]
+        return [
+            self.row(SQNR_FEATURE, f"{prefix}:{layer}", value, calib_set=cfg.calib, wall_s=wall)
+            for layer, value in per_layer.items()
+        ]
 
-    def row(self, feature: str, scope: str, value: float, *, se=None, calib_set=None, eval_set=None,
-            radius=None, wall_s=None) -> dict:
-        return {"model": self.c.name, "feature": feature, "scope": scope, "calib_set": calib_set,
-                "eval_set": eval_set, "radius": radius, "value": float(value), "se": se,
-                **self.c.prov.columns(wall_s)}
+    def row(
+        self,
+        feature: str,
+        scope: str,
+        value: float,
+        *,
+        se=None,
+        calib_set=None,
+        eval_set=None,
+        radius=None,
+        wall_s=None,
+    ) -> dict:
+        return {
+            "model": self.c.name,
+            "feature": feature,
+            "scope": scope,
+            "calib_set": calib_set,
+            "eval_set": eval_set,
+            "radius": radius,
+            "value": float(value),
+            "se": se,
+            **self.c.prov.columns(wall_s),
+        }

@@ -100,8 +100,9 @@ class Grid:
     features: FeatureSettings = field(default_factory=FeatureSettings)
     text_files: tuple[TextFile, ...] = ()  # where sets' texts are read from (else built in / hub cache)
 
-    def select(self, *, methods=None, formats=None, calib=None, evals=None, text_files=(),
-               seq_len: int | None = None) -> Grid:
+    def select(
+        self, *, methods=None, formats=None, calib=None, evals=None, text_files=(), seq_len: int | None = None
+    ) -> Grid:
         """The grid narrowed (or, for formats, replaced) by command-line choices.
         ``text_files`` give sets' texts; a set so given that the grid does not use is added
         (an evaluation set to ``eval.sets``, a calibration set to every calibrated method).
@@ -124,8 +125,9 @@ class Grid:
         if calib:
             _check_names(calib, CALIB_SETS, "calibration set")
             specs = tuple(dataclasses.replace(m, calib=None) for m in out.methods)
-            out = dataclasses.replace(out, methods=specs,
-                                      calibration=dataclasses.replace(self.calibration, sets=tuple(calib)))
+            out = dataclasses.replace(
+                out, methods=specs, calibration=dataclasses.replace(self.calibration, sets=tuple(calib))
+            )
         if evals:
             _check_names(evals, EVAL_SETS, "evaluation set")
             out = dataclasses.replace(out, eval=dataclasses.replace(self.eval, sets=tuple(evals)))
@@ -134,8 +136,11 @@ class Grid:
                 out = dataclasses.replace(out, eval=dataclasses.replace(out.eval, sets=out.eval.sets + (f.name,)))
             if f.purpose == "calib" and f.name not in out.calibration.sets:
                 specs = tuple(dataclasses.replace(m, calib=m.calib + (f.name,)) if m.calib else m for m in out.methods)
-                out = dataclasses.replace(out, methods=specs, calibration=dataclasses.replace(
-                    out.calibration, sets=out.calibration.sets + (f.name,)))
+                out = dataclasses.replace(
+                    out,
+                    methods=specs,
+                    calibration=dataclasses.replace(out.calibration, sets=out.calibration.sets + (f.name,)),
+                )
         if text_files:
             given = {(f.purpose, f.name) for f in text_files}
             kept = tuple(f for f in self.text_files if (f.purpose, f.name) not in given)
@@ -143,8 +148,11 @@ class Grid:
         if seq_len is not None:
             if seq_len <= 0:
                 raise QBayesError(f"--seq-len must be positive, got {seq_len}")
-            out = dataclasses.replace(out, eval=dataclasses.replace(out.eval, seq_len=seq_len),
-                                      calibration=dataclasses.replace(out.calibration, seq_len=seq_len))
+            out = dataclasses.replace(
+                out,
+                eval=dataclasses.replace(out.eval, seq_len=seq_len),
+                calibration=dataclasses.replace(out.calibration, seq_len=seq_len),
+            )
             _check_grid(out, "--seq-len")
         return out
 
@@ -229,9 +237,12 @@ def _check_grid(grid: Grid, where: str) -> None:
         raise QBayesError(f"{where}: eval.tokens must be 0 (the protocol's own) or positive, got {grid.eval.tokens}")
     positive = {
         "eval.seq_len": grid.eval.seq_len,
-        "eval.batch_size": grid.eval.batch_size, "calibration.samples": grid.calibration.samples,
-        "calibration.seq_len": grid.calibration.seq_len, "features.tokens": grid.features.tokens,
-        "features.seq_len": grid.features.seq_len, "self_check.tokens": grid.self_check.tokens,
+        "eval.batch_size": grid.eval.batch_size,
+        "calibration.samples": grid.calibration.samples,
+        "calibration.seq_len": grid.calibration.seq_len,
+        "features.tokens": grid.features.tokens,
+        "features.seq_len": grid.features.seq_len,
+        "self_check.tokens": grid.self_check.tokens,
     }
     for key, value in positive.items():
         if value <= 0:

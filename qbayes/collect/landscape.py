@@ -58,9 +58,7 @@ def batch_loss(model: torch.nn.Module, windows: torch.Tensor) -> torch.Tensor:
     device = next(model.parameters()).device
     ids = windows.to(device)
     logits = model(input_ids=ids).logits.float()
-    return torch.nn.functional.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1)
-    )
+    return torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
 
 
 @contextlib.contextmanager
@@ -116,8 +114,9 @@ def top_eigenvalue(model, layers: list[LayerRef], windows, iters: int, gen: torc
     return Estimate(eig, None)
 
 
-def radial_loss(model, layers: list[LayerRef], windows, radii, n_directions: int,
-                gen: torch.Generator) -> dict[float, Estimate]:
+def radial_loss(
+    model, layers: list[LayerRef], windows, radii, n_directions: int, gen: torch.Generator
+) -> dict[float, Estimate]:
     """Mean loss increase at each radius along filter-normalised random directions."""
     originals = [layer.module.weight.data.clone() for layer in layers]
     with torch.no_grad():
@@ -136,8 +135,9 @@ def radial_loss(model, layers: list[LayerRef], windows, radii, n_directions: int
     return {r: _mean_se(v) for r, v in rises.items()}
 
 
-def landscape(model, layers, windows, *, hutchinson_samples: int, power_iters: int, radii,
-              radial_directions: int, seed: int) -> LandscapeResult:
+def landscape(
+    model, layers, windows, *, hutchinson_samples: int, power_iters: int, radii, radial_directions: int, seed: int
+) -> LandscapeResult:
     """Every landscape feature, timed one by one."""
     gen = torch.Generator().manual_seed(seed)
     out = LandscapeResult()

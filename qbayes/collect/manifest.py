@@ -49,8 +49,10 @@ def read_manifest(file: str | Path) -> tuple[ModelEntry, ...]:
         for col in REQUIRED:
             if col not in header:
                 found = f"; found: {', '.join(header)}" if header else "; the file is empty"
-                raise QBayesError(f"{file}: no column '{col}'{suggest(col, header)}{found}; a manifest has the "
-                                  f"columns {','.join(COLUMNS)} (name optional)")
+                raise QBayesError(
+                    f"{file}: no column '{col}'{suggest(col, header)}{found}; a manifest has the "
+                    f"columns {','.join(COLUMNS)} (name optional)"
+                )
         rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
     entries = []
     for line, row in enumerate(rows, start=2):
@@ -60,8 +62,9 @@ def read_manifest(file: str | Path) -> tuple[ModelEntry, ...]:
             if not row.get(col):
                 raise QBayesError(f"{file}, line {line}: empty '{col}'")
         path = Path(row["path"]).expanduser()
-        entries.append(ModelEntry.make(path if path.is_absolute() else file.parent / path, row["family"],
-                                       row.get("name") or None))
+        entries.append(
+            ModelEntry.make(path if path.is_absolute() else file.parent / path, row["family"], row.get("name") or None)
+        )
     if not entries:
         raise QBayesError(f"{file}: lists no models")
     return tuple(entries)
@@ -82,8 +85,9 @@ def write_manifest(file: str | Path, entries: Sequence[ModelEntry], *, extra: Se
     return Path(file)
 
 
-def model_entries(*, models: tuple[Path, ...] = (), family: str | None = None, name: str | None = None,
-                  manifest: Path | None = None) -> tuple[ModelEntry, ...]:
+def model_entries(
+    *, models: tuple[Path, ...] = (), family: str | None = None, name: str | None = None, manifest: Path | None = None
+) -> tuple[ModelEntry, ...]:
     """The models of a run from the command line: every ``--model`` (with the one
     ``--family``) followed by the manifest's models. Names must be distinct."""
     if not models and manifest is None:
@@ -100,7 +104,9 @@ def model_entries(*, models: tuple[Path, ...] = (), family: str | None = None, n
     seen: dict[str, Path] = {}
     for e in entries:
         if e.name in seen:
-            raise QBayesError(f"two models are named '{e.name}' ({seen[e.name]} and {e.path}): give them "
-                              "distinct names (the name column of a manifest, or --name)")
+            raise QBayesError(
+                f"two models are named '{e.name}' ({seen[e.name]} and {e.path}): give them "
+                "distinct names (the name column of a manifest, or --name)"
+            )
         seen[e.name] = e.path
     return tuple(entries)

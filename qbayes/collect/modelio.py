@@ -21,8 +21,14 @@ from qbayes.errors import QBayesError
 
 TRAIN_INFO = "qbayes_train.json"  # training card written by `qbayes zoo train`
 # files of which a saved tokenizer has at least one (fast, sentencepiece, BPE, WordPiece)
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "vocab.json",
-                   "vocab.txt")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "vocab.json",
+    "vocab.txt",
+)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 # what the models table records for architectures we know (position, norm, mlp)
@@ -105,8 +111,10 @@ def load_model(path: str | os.PathLike, *, device: str = "cpu", dtype: str = "fl
     except Exception as exc:  # transformers raises many types for broken or foreign checkpoints
         raise QBayesError(f"{p}: cannot load the model ({type(exc).__name__}: {exc})") from exc
     if not any((p / f).is_file() for f in TOKENIZER_FILES):
-        raise QBayesError(f"{p}: has no tokenizer (none of {', '.join(TOKENIZER_FILES)}): save one beside the "
-                          "weights with tokenizer.save_pretrained(DIR)")
+        raise QBayesError(
+            f"{p}: has no tokenizer (none of {', '.join(TOKENIZER_FILES)}): save one beside the "
+            "weights with tokenizer.save_pretrained(DIR)"
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(p, local_files_only=True)
     except Exception as exc:

@@ -71,15 +71,18 @@ class LayerActivations:
     outlier_frac: float
 
 
-def activation_stats(model: torch.nn.Module, layers: list[LayerRef], windows: torch.Tensor,
-                     batch_size: int, threshold: float, seed: int) -> dict[str, LayerActivations]:
+def activation_stats(
+    model: torch.nn.Module, layers: list[LayerRef], windows: torch.Tensor, batch_size: int, threshold: float, seed: int
+) -> dict[str, LayerActivations]:
     """Per-layer input statistics over the token windows."""
     gen = torch.Generator().manual_seed(seed)
     moments = {layer.name: _Moments() for layer in layers}
     handles = []
     for layer in layers:
+
         def hook(module, args, _m=moments[layer.name]):
             _m.add(args[0], gen)
+
         handles.append(layer.module.register_forward_pre_hook(hook))
     device = next(model.parameters()).device
     try:

@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from qbayes.formats import Format, parse_format
 from qbayes.collect.grid import Grid
 from qbayes.collect.methods.base import Method
 from qbayes.errors import QBayesError
+from qbayes.formats import Format, parse_format
 
 
 @dataclass(frozen=True)

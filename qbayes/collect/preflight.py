@@ -24,10 +24,10 @@ from pathlib import Path
 from qbayes.collect import corpora, methods, texts
 from qbayes.collect.corpora import TextFile
 from qbayes.collect.executors.base import CollectRequest
-from qbayes.formats import parse_format
 from qbayes.collect.grid import Grid, build_options
 from qbayes.collect.modelio import TOKENIZER_FILES, check_model_dir, skeleton
 from qbayes.errors import QBayesError
+from qbayes.formats import parse_format
 
 # config.json keys that give a model's context length, by architecture
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
@@ -67,8 +67,13 @@ def _device(device: str) -> list[Missing]:
         import torch
 
         if not torch.cuda.is_available():
-            return [Missing("--device cuda", f"no CUDA device is available (torch {torch.__version__}, built "
-                                             f"{'with' if torch.version.cuda else 'without'} CUDA)")]
+            return [
+                Missing(
+                    "--device cuda",
+                    f"no CUDA device is available (torch {torch.__version__}, built "
+                    f"{'with' if torch.version.cuda else 'without'} CUDA)",
+                )
+            ]
     return []
 
 
@@ -82,9 +87,14 @@ def _methods(grid: Grid, device: str) -> list[Missing]:
             out.append(Missing(f"method '{spec.name}'", str(exc)))
             continue
         if device not in method.devices:
-            out.append(Missing(f"method '{spec.name}'", f"runs on {', '.join(method.devices)} only, this run is on "
-                                                        f"{device}: leave it out (--methods) or use --device "
-                                                        f"{method.devices[0]}"))
+            out.append(
+                Missing(
+                    f"method '{spec.name}'",
+                    f"runs on {', '.join(method.devices)} only, this run is on "
+                    f"{device}: leave it out (--methods) or use --device "
+                    f"{method.devices[0]}",
+                )
+            )
         reason = method.unavailable()
         if reason:
             out.append(Missing(f"method '{spec.name}'", reason))
@@ -145,8 +155,14 @@ def _hub_file(name: str, purpose: str, download: bool) -> TextFile:
     try:
         path = corpora.hub_path(hub, download=download)
     except QBayesError as exc:
-        fix = "" if download else (f"; fetch it with --download, or give a local copy with {option} {name}=PATH "
-                                   f"(the {c.splits[purpose]} split as parquet, JSON lines or plain text)")
+        fix = (
+            ""
+            if download
+            else (
+                f"; fetch it with --download, or give a local copy with {option} {name}=PATH "
+                f"(the {c.splits[purpose]} split as parquet, JSON lines or plain text)"
+            )
+        )
         raise QBayesError(f"{exc}{fix}") from None
     return TextFile(purpose, name, path, hub.describe())
 
@@ -169,9 +185,13 @@ def _overlaps(grid: Grid, files: dict[tuple[str, str], TextFile]) -> list[Missin
                 continue  # already reported as missing
             shared, example = corpora.overlap(a, b)
             if shared:
-                out.append(Missing(f"calibration text '{c}'",
-                                   f"shares {shared} passage(s) with evaluation text '{e}' (e.g. \"{example}...\"): "
-                                   "calibrating on evaluation text is refused; calibrate on another split or text"))
+                out.append(
+                    Missing(
+                        f"calibration text '{c}'",
+                        f"shares {shared} passage(s) with evaluation text '{e}' (e.g. \"{example}...\"): "
+                        "calibrating on evaluation text is refused; calibrate on another split or text",
+                    )
+                )
     return out
 
 
@@ -191,8 +211,13 @@ def _model(path: Path, grid: Grid) -> list[Missing]:
         return [Missing(what, str(exc))]
     out = []
     if not any((p / f).is_file() for f in TOKENIZER_FILES):
-        out.append(Missing(what, f"has no tokenizer (none of {', '.join(TOKENIZER_FILES)}): save one beside the "
-                                 "weights with tokenizer.save_pretrained(DIR)"))
+        out.append(
+            Missing(
+                what,
+                f"has no tokenizer (none of {', '.join(TOKENIZER_FILES)}): save one beside the "
+                "weights with tokenizer.save_pretrained(DIR)",
+            )
+        )
     try:
         config = json.loads((p / "config.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
@@ -200,16 +225,23 @@ def _model(path: Path, grid: Grid) -> list[Missing]:
     context = next((config[k] for k in CONTEXT_KEYS if isinstance(config.get(k), int)), None)
     if context is not None:
         lengths = {"eval.seq_len": grid.eval.seq_len}
-        if any(m.name in methods.REGISTRY and methods.get(m.name).needs_calibration for m in grid.methods) \
-                or grid.features.outliers:
+        if (
+            any(m.name in methods.REGISTRY and methods.get(m.name).needs_calibration for m in grid.methods)
+            or grid.features.outliers
+        ):
             lengths["calibration.seq_len"] = grid.calibration.seq_len
         if grid.features.landscape:
             lengths["features.seq_len"] = grid.features.seq_len
         for key, value in lengths.items():
             if value > context:
-                out.append(Missing(what, f"{key} {value} is longer than its context of {context} tokens (config.json "
-                                         f"{next(k for k in CONTEXT_KEYS if config.get(k) == context)}): use "
-                                         f"--seq-len {context} or a grid with shorter sequences"))
+                out.append(
+                    Missing(
+                        what,
+                        f"{key} {value} is longer than its context of {context} tokens (config.json "
+                        f"{next(k for k in CONTEXT_KEYS if config.get(k) == context)}): use "
+                        f"--seq-len {context} or a grid with shorter sequences",
+                    )
+                )
     return out + _fits(p, grid)
 
 

@@ -44,8 +44,16 @@ def is_builtin(name: str) -> bool:
     return name in texts.SOURCES
 
 
-def windows(tokenizer, name: str, purpose: str, *, seq_len: int, count: int | None, seed: int = 0,
-            files: Sequence[TextFile] = ()) -> torch.Tensor:
+def windows(
+    tokenizer,
+    name: str,
+    purpose: str,
+    *,
+    seq_len: int,
+    count: int | None,
+    seed: int = 0,
+    files: Sequence[TextFile] = (),
+) -> torch.Tensor:
     """``[n, seq_len]`` token ids of text ``name`` for ``purpose`` (eval or calib); at most
     ``count`` windows (None: the protocol's own number; calibration needs a count)."""
     what = "evaluation" if purpose == "eval" else "calibration"
@@ -71,10 +79,11 @@ def windows(tokenizer, name: str, purpose: str, *, seq_len: int, count: int | No
         return sample_documents(tokenizer, rows, seq_len, count, rng, name, what)
     ids = _joined_ids(tokenizer, rows)
     if len(ids) <= seq_len:
-        raise QBayesError(f"empty {what} set '{name}': {len(ids)} tokens, fewer than one window of {seq_len} "
-                          "and a token to spare")
+        raise QBayesError(
+            f"empty {what} set '{name}': {len(ids)} tokens, fewer than one window of {seq_len} and a token to spare"
+        )
     starts = [rng.randint(0, len(ids) - seq_len - 1) for _ in range(count)]
-    return torch.tensor([ids[s: s + seq_len] for s in starts], dtype=torch.long)
+    return torch.tensor([ids[s : s + seq_len] for s in starts], dtype=torch.long)
 
 
 def text_file(name: str, purpose: str, files: Sequence[TextFile] = ()) -> TextFile:
@@ -107,8 +116,9 @@ def _contiguous(ids: Sequence[int], seq_len: int, count: int | None, name: str, 
     return torch.tensor(list(ids[: n * seq_len]), dtype=torch.long).view(n, seq_len)
 
 
-def sample_documents(tokenizer, rows: Sequence[str], seq_len: int, n: int, rng: random.Random, name: str,
-                     what: str) -> torch.Tensor:
+def sample_documents(
+    tokenizer, rows: Sequence[str], seq_len: int, n: int, rng: random.Random, name: str, what: str
+) -> torch.Tensor:
     """``n`` windows, each from a document drawn with ``rng`` until one is longer than
     ``seq_len`` tokens, at an offset drawn with ``rng`` (GPTQ's ``get_c4``; it accepts a
     document of exactly ``seq_len`` tokens and then fails drawing the offset, so the draws
@@ -126,8 +136,9 @@ def sample_documents(tokenizer, rows: Sequence[str], seq_len: int, n: int, rng: 
                 break
             short.add(i)
             if len(short) == len(rows):
-                raise QBayesError(f"empty {what} set '{name}': none of its {len(rows)} documents is longer than "
-                                  f"{seq_len} tokens")
+                raise QBayesError(
+                    f"empty {what} set '{name}': none of its {len(rows)} documents is longer than {seq_len} tokens"
+                )
         j = rng.randint(0, len(ids) - seq_len - 1)
-        out.append(ids[j: j + seq_len])
+        out.append(ids[j : j + seq_len])
     return torch.tensor(out, dtype=torch.long)

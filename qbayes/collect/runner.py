@@ -28,13 +28,13 @@ from qbayes.collect import methods, protocol
 from qbayes.collect.evaluate import EvalResult, decode_tokens_per_s, evaluate
 from qbayes.collect.features import FeatureSteps
 from qbayes.collect.grid import DTYPES, build_options
-from qbayes.formats import Format
 from qbayes.collect.methods.base import Method, Quantized, QuantizeJob
 from qbayes.collect.modelio import ARCH_INFO, LoadedModel, load_model, model_bytes, param_counts, read_train_info
 from qbayes.collect.plan import CollectOptions, Config, Step, stage
 from qbayes.collect.provenance import Provenance, now
 from qbayes.collect.shard import Shard
 from qbayes.errors import QBayesError
+from qbayes.formats import Format
 
 
 @dataclass
@@ -70,8 +70,14 @@ class Collector:
         configs = self.plan()  # unknown method names are hard errors, before anything runs
         self.load()
         steps = self.baseline_steps() + FeatureSteps(self).steps() + [self.config_step(c) for c in configs]
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn())
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("left"),
+            TimeRemainingColumn(),
+        )
         with Progress(*columns, console=self.console, disable=not self.opts.progress) as bar:
             task = bar.add_task(f"collect {self.name}", total=len(steps))
             for step in steps:
@@ -117,10 +123,19 @@ class Collector:
         if exc is not None and not isinstance(exc, (QBayesError, ValueError, SkipConfig)):
             tb = traceback.format_exception(exc, limit=-3)
             message = f"{message}\n{''.join(tb)[-1500:]}"
-        self.shard.add_failures([{
-            "run_id": self.prov.run_id, "model": self.name, "config": config, "stage": stage,
-            "error_type": error_type, "message": message, "created_at": now(),
-        }])
+        self.shard.add_failures(
+            [
+                {
+                    "run_id": self.prov.run_id,
+                    "model": self.name,
+                    "config": config,
+                    "stage": stage,
+                    "error_type": error_type,
+                    "message": message,
+                    "created_at": now(),
+                }
+            ]
+        )
 
     def load(self) -> None:
         t0 = time.perf_counter()
@@ -134,54 +149,105 @@ class Collector:
         total, non_embed = param_counts(model)
         pos, norm, mlp = ARCH_INFO.get(self.loaded.model_type, (None, None, None))
         card = read_train_info(self.opts.model_path)
-        notes = (f"collected by qbayes-collect from {Path(self.opts.model_path).resolve()}; "
-                 f"{len(self.loaded.layers())} quantizable layers")
+        notes = (
+            f"collected by qbayes-collect from {Path(self.opts.model_path).resolve()}; "
+            f"{len(self.loaded.layers())} quantizable layers"
+        )
         if card is not None:
-            notes += (f"; trained here by recipe {card.get('recipe')} ({card.get('recipe_digest')}), seed "
-                      f"{card.get('seed')}, train loss {card.get('train_loss', float('nan')):.4f}, "
-                      f"weights sha256 {str(card.get('content_sha256'))[:16]}")
-        self.shard.add_models([{
-            "family": self.opts.family, "model": self.name, "params_b": total / 1e9,
-            "non_embedding_params_b": non_embed / 1e9, "architecture": self.loaded.model_type,
-            "train_tokens_b": card["train_tokens"] / 1e9 if card else None,
-            "position_encoding": pos, "norm": norm, "mlp": mlp,
-            "reference": "qbayes zoo (collectors/zoo.toml)" if card else None,
-            "notes": notes,
-        }])
+            notes += (
+                f"; trained here by recipe {card.get('recipe')} ({card.get('recipe_digest')}), seed "
+                f"{card.get('seed')}, train loss {card.get('train_loss', float('nan')):.4f}, "
+                f"weights sha256 {str(card.get('content_sha256'))[:16]}"
+            )
+        self.shard.add_models(
+            [
+                {
+                    "family": self.opts.family,
+                    "model": self.name,
+                    "params_b": total / 1e9,
+                    "non_embedding_params_b": non_embed / 1e9,
+                    "architecture": self.loaded.model_type,
+                    "train_tokens_b": card["train_tokens"] / 1e9 if card else None,
+                    "position_encoding": pos,
+                    "norm": norm,
+                    "mlp": mlp,
+                    "reference": "qbayes zoo (collectors/zoo.toml)" if card else None,
+                    "notes": notes,
+                }
+            ]
+        )
         self.base_bytes = model_bytes(model)
         self.shard.save()
-        self.console.print(f"loaded {self.name} ({self.loaded.model_type}, {total / 1e6:.2f}M parameters) "
-                           f"in {time.perf_counter() - t0:.1f} s", highlight=False)
+        self.console.print(
+            f"loaded {self.name} ({self.loaded.model_type}, {total / 1e6:.2f}M parameters) "
+            f"in {time.perf_counter() - t0:.1f} s",
+            highlight=False,
+        )
 
     def baseline_steps(self) -> list[Step]:
         steps = []
         for eval_set in self.grid.eval.sets:
+
             def run(eval_set=eval_set):
                 t0 = time.perf_counter()
                 res = self.baseline(eval_set)
                 if self.base_decode is None and self.grid.efficiency.decode_tokens > 0:
                     self.base_decode = self.decode_speed(self.loaded.model)
-                self.shard.add_results([self.result_row(
-                    res, eval_set, method="none", w_kind="float", w_bits=self.eval_bits(),
-                    group_size=None, w_bits_eff=float(self.eval_bits()), w_sym=None,
-                    dtype_label=DTYPES[self.grid.eval.dtype][0], calib=None, sqnr=None,
-                    weight_bytes=self.base_bytes, decode=self.base_decode,
-                    note=f"unquantized baseline; {self.text_note(eval_set, res)}", wall_s=time.perf_counter() - t0)])
+                self.shard.add_results(
+                    [
+                        self.result_row(
+                            res,
+                            eval_set,
+                            method="none",
+                            w_kind="float",
+                            w_bits=self.eval_bits(),
+                            group_size=None,
+                            w_bits_eff=float(self.eval_bits()),
+                            w_sym=None,
+                            dtype_label=DTYPES[self.grid.eval.dtype][0],
+                            calib=None,
+                            sqnr=None,
+                            weight_bytes=self.base_bytes,
+                            decode=self.base_decode,
+                            note=f"unquantized baseline; {self.text_note(eval_set, res)}",
+                            wall_s=time.perf_counter() - t0,
+                        )
+                    ]
+                )
                 return f"nll {res.nll:.4f} ± {res.nll_se:.4f}"
 
-            steps.append(Step(f"baseline/{eval_set}", "evaluate",
-                              lambda e=eval_set: self.shard.has_result(
-                                  model=self.name, method="none", dtype_label=DTYPES[self.grid.eval.dtype][0],
-                                  calib_set=None, eval_set=e, seq_len=self.grid.eval.seq_len), run))
+            steps.append(
+                Step(
+                    f"baseline/{eval_set}",
+                    "evaluate",
+                    lambda e=eval_set: self.shard.has_result(
+                        model=self.name,
+                        method="none",
+                        dtype_label=DTYPES[self.grid.eval.dtype][0],
+                        calib_set=None,
+                        eval_set=e,
+                        seq_len=self.grid.eval.seq_len,
+                    ),
+                    run,
+                )
+            )
         return steps
 
     def config_step(self, cfg: Config) -> Step:
         def done() -> bool:
             if cfg.fmt is None:
                 return False
-            return all(self.shard.has_result(model=self.name, method=cfg.method.label, dtype_label=cfg.dtype_label,
-                                             calib_set=cfg.calib, eval_set=e, seq_len=self.grid.eval.seq_len)
-                       for e in self.grid.eval.sets)
+            return all(
+                self.shard.has_result(
+                    model=self.name,
+                    method=cfg.method.label,
+                    dtype_label=cfg.dtype_label,
+                    calib_set=cfg.calib,
+                    eval_set=e,
+                    seq_len=self.grid.eval.seq_len,
+                )
+                for e in self.grid.eval.sets
+            )
 
         return Step(cfg.label, "quantize", done, lambda: self.run_config(cfg))
 
@@ -205,25 +271,45 @@ class Collector:
         for eval_set in evals:
             t1 = time.perf_counter()
             with stage("evaluate"):
-                res = evaluate(q.model, self.windows("eval", eval_set), self.grid.eval.batch_size,
-                               reference=self.loaded.model if self.grid.eval.kl else None)
+                res = evaluate(
+                    q.model,
+                    self.windows("eval", eval_set),
+                    self.grid.eval.batch_size,
+                    reference=self.loaded.model if self.grid.eval.kl else None,
+                )
             base = self.baselines.get(eval_set)
             kl = f" (KL {res.kl.mean:.4f})" if res.kl else ""
             deltas.append(f"{eval_set} {res.nll - base.nll:+.4f}{kl}" if base else f"{eval_set}{kl}")
-            rows.append(self.result_row(
-                res, eval_set, method=cfg.method.label, w_kind=cfg.fmt.kind, w_bits=cfg.fmt.bits,
-                group_size=q.group_size, w_bits_eff=q.w_bits_eff, w_sym=q.w_sym, dtype_label=cfg.dtype_label,
-                calib=cfg.calib, sqnr=q.sqnr.overall(), weight_bytes=self.quant_bytes(q), decode=decode,
-                note=f"{self.note(cfg, q, t_quant)}; {self.text_note(eval_set, res)}",
-                wall_s=t_quant + time.perf_counter() - t1))
+            rows.append(
+                self.result_row(
+                    res,
+                    eval_set,
+                    method=cfg.method.label,
+                    w_kind=cfg.fmt.kind,
+                    w_bits=cfg.fmt.bits,
+                    group_size=q.group_size,
+                    w_bits_eff=q.w_bits_eff,
+                    w_sym=q.w_sym,
+                    dtype_label=cfg.dtype_label,
+                    calib=cfg.calib,
+                    sqnr=q.sqnr.overall(),
+                    weight_bytes=self.quant_bytes(q),
+                    decode=decode,
+                    note=f"{self.note(cfg, q, t_quant)}; {self.text_note(eval_set, res)}",
+                    wall_s=t_quant + time.perf_counter() - t1,
+                )
+            )
         self.shard.add_results(rows)
         self.shard.add_features(FeatureSteps(self).sqnr_rows(cfg, q))
         return f"sqnr {rows[0]['sqnr_db']:.1f} dB, Δnll " + ", ".join(deltas)
 
     def check_runnable(self, method: Method, fmt: Format) -> None:
         if self.device.type not in method.devices:
-            raise SkipConfig(f"method '{method.name}' runs on {', '.join(method.devices)} only; this run is on "
-                             f"{self.device.type}", stage="plan", error_type="DeviceUnsupported")
+            raise SkipConfig(
+                f"method '{method.name}' runs on {', '.join(method.devices)} only; this run is on {self.device.type}",
+                stage="plan",
+                error_type="DeviceUnsupported",
+            )
         reason = method.unavailable()
         if reason:
             raise SkipConfig(reason, stage="plan", error_type="BackendUnavailable")
@@ -242,8 +328,11 @@ class Collector:
             self._self_checks[method.name] = self._run_self_check(cfg)
         message = self._self_checks[method.name]
         if message is not None:
-            raise SkipConfig(f"not run: method '{method.name}' failed its self-check ({message})",
-                             stage="self-check", error_type="SelfCheckFailed")
+            raise SkipConfig(
+                f"not run: method '{method.name}' failed its self-check ({message})",
+                stage="self-check",
+                error_type="SelfCheckFailed",
+            )
 
     def _run_self_check(self, cfg: Config) -> str | None:
         method = cfg.method
@@ -287,8 +376,14 @@ class Collector:
         return res
 
     def _baseline_from_shard(self, eval_set: str) -> bool:
-        return self.shard.has_result(model=self.name, method="none", dtype_label=DTYPES[self.grid.eval.dtype][0],
-                                     calib_set=None, eval_set=eval_set, seq_len=self.grid.eval.seq_len)
+        return self.shard.has_result(
+            model=self.name,
+            method="none",
+            dtype_label=DTYPES[self.grid.eval.dtype][0],
+            calib_set=None,
+            eval_set=eval_set,
+            seq_len=self.grid.eval.seq_len,
+        )
 
     def windows(self, purpose: str, name: str) -> torch.Tensor:
         """Token windows (:mod:`qbayes.collect.protocol`): ``eval``, ``selfcheck`` and
@@ -306,8 +401,9 @@ class Collector:
                 "outliers": ("calib", g.calibration.seq_len, f.outlier_tokens // g.calibration.seq_len),
                 "landscape": ("eval", f.seq_len, f.tokens // f.seq_len),
             }[purpose]
-            self._windows[key] = protocol.windows(self.loaded.tokenizer, name, part, seq_len=seq_len, count=count,
-                                                  seed=self.opts.seed, files=g.text_files)
+            self._windows[key] = protocol.windows(
+                self.loaded.tokenizer, name, part, seq_len=seq_len, count=count, seed=self.opts.seed, files=g.text_files
+            )
         return self._windows[key]
 
     def text_note(self, eval_set: str, res: EvalResult) -> str:
@@ -337,18 +433,52 @@ class Collector:
             parts.append(check)
         return "; ".join(parts + q.notes)
 
-    def result_row(self, res: EvalResult, eval_set: str, *, method, w_kind, w_bits, group_size, w_bits_eff,
-                   w_sym, dtype_label, calib, sqnr, weight_bytes, decode, note, wall_s) -> dict:
+    def result_row(
+        self,
+        res: EvalResult,
+        eval_set: str,
+        *,
+        method,
+        w_kind,
+        w_bits,
+        group_size,
+        w_bits_eff,
+        w_sym,
+        dtype_label,
+        calib,
+        sqnr,
+        weight_bytes,
+        decode,
+        note,
+        wall_s,
+    ) -> dict:
         return {
-            "model": self.name, "method": method, "w_kind": w_kind, "w_bits": float(w_bits),
-            "group_size": group_size, "w_bits_eff": w_bits_eff, "w_sym": w_sym, "dtype_label": dtype_label,
-            "act_bits": float(self.eval_bits()), "calib_set": calib, "eval_set": eval_set,
-            "seq_len": res.seq_len, "eval_tokens": res.eval_tokens, "eval_windows": res.windows, "ppl": res.ppl,
-            "nll": res.nll, "nll_se": res.nll_se, "sqnr_db": sqnr, "weight_bytes": weight_bytes,
-            "decode_tok_s": decode, "kld_mean": res.kl.mean if res.kl else None,
-            "kld_se": res.kl.se if res.kl else None, "kld_p99": res.kl.p99 if res.kl else None,
+            "model": self.name,
+            "method": method,
+            "w_kind": w_kind,
+            "w_bits": float(w_bits),
+            "group_size": group_size,
+            "w_bits_eff": w_bits_eff,
+            "w_sym": w_sym,
+            "dtype_label": dtype_label,
+            "act_bits": float(self.eval_bits()),
+            "calib_set": calib,
+            "eval_set": eval_set,
+            "seq_len": res.seq_len,
+            "eval_tokens": res.eval_tokens,
+            "eval_windows": res.windows,
+            "ppl": res.ppl,
+            "nll": res.nll,
+            "nll_se": res.nll_se,
+            "sqnr_db": sqnr,
+            "weight_bytes": weight_bytes,
+            "decode_tok_s": decode,
+            "kld_mean": res.kl.mean if res.kl else None,
+            "kld_se": res.kl.se if res.kl else None,
+            "kld_p99": res.kl.p99 if res.kl else None,
             "top1_agree": res.kl.top1_agree if res.kl else None,
-            "note": note, **self.prov.columns(wall_s),
+            "note": note,
+            **self.prov.columns(wall_s),
         }
 
     def _oom_cleanup(self) -> None:
@@ -369,8 +499,10 @@ def _device(name: str) -> torch.device:
     if name not in ("cpu", "cuda"):
         raise QBayesError(f"unknown device '{name}': use cpu or cuda")
     if name == "cuda" and not torch.cuda.is_available():
-        raise QBayesError("--device cuda: no CUDA device is available (torch "
-                          f"{torch.__version__}, built {'with' if torch.version.cuda else 'without'} CUDA)")
+        raise QBayesError(
+            "--device cuda: no CUDA device is available (torch "
+            f"{torch.__version__}, built {'with' if torch.version.cuda else 'without'} CUDA)"
+        )
     return torch.device(name)
 
 

@@ -24,8 +24,7 @@ RESULT_ID = ("model", "method", "dtype_label", "calib_set", "eval_set", "seq_len
 FEATURE_ID = TABLES["features"].key
 MODEL_ID = ("model",)
 # per table, the columns whose values a new row replaces an old one for
-REPLACE_KEY = {"models": MODEL_ID, "results": RESULT_ID, "features": FEATURE_ID,
-               "failures": TABLES["failures"].key}
+REPLACE_KEY = {"models": MODEL_ID, "results": RESULT_ID, "features": FEATURE_ID, "failures": TABLES["failures"].key}
 
 
 def _frame(rows: list[dict], table: str) -> pl.DataFrame:

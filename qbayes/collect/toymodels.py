@@ -37,8 +37,12 @@ def build_tokenizer(text: str, vocab: int):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=[EOS], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab,
+        special_tokens=[EOS],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator([text], trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, bos_token=EOS, pad_token=EOS)
 
@@ -47,27 +51,61 @@ def build_model(spec: ToySpec) -> torch.nn.Module:
     import transformers as tf
 
     if spec.arch == "llama":
-        config = tf.LlamaConfig(vocab_size=spec.vocab, hidden_size=spec.hidden, intermediate_size=spec.intermediate,
-                                num_hidden_layers=spec.layers, num_attention_heads=spec.heads,
-                                num_key_value_heads=max(1, spec.heads // 2),
-                                max_position_embeddings=spec.max_positions, tie_word_embeddings=False)
+        config = tf.LlamaConfig(
+            vocab_size=spec.vocab,
+            hidden_size=spec.hidden,
+            intermediate_size=spec.intermediate,
+            num_hidden_layers=spec.layers,
+            num_attention_heads=spec.heads,
+            num_key_value_heads=max(1, spec.heads // 2),
+            max_position_embeddings=spec.max_positions,
+            tie_word_embeddings=False,
+        )
         return tf.LlamaForCausalLM(config)
     if spec.arch == "gpt2":
-        config = tf.GPT2Config(vocab_size=spec.vocab, n_embd=spec.hidden, n_layer=spec.layers, n_head=spec.heads,
-                               n_inner=spec.intermediate, n_positions=spec.max_positions,
-                               resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
+        config = tf.GPT2Config(
+            vocab_size=spec.vocab,
+            n_embd=spec.hidden,
+            n_layer=spec.layers,
+            n_head=spec.heads,
+            n_inner=spec.intermediate,
+            n_positions=spec.max_positions,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
         return tf.GPT2LMHeadModel(config)
     if spec.arch == "opt":
-        config = tf.OPTConfig(vocab_size=spec.vocab, hidden_size=spec.hidden, num_hidden_layers=spec.layers,
-                              num_attention_heads=spec.heads, ffn_dim=spec.intermediate,
-                              max_position_embeddings=spec.max_positions, word_embed_proj_dim=spec.hidden,
-                              dropout=0.0, attention_dropout=0.0, pad_token_id=0, bos_token_id=0, eos_token_id=0)
+        config = tf.OPTConfig(
+            vocab_size=spec.vocab,
+            hidden_size=spec.hidden,
+            num_hidden_layers=spec.layers,
+            num_attention_heads=spec.heads,
+            ffn_dim=spec.intermediate,
+            max_position_embeddings=spec.max_positions,
+            word_embed_proj_dim=spec.hidden,
+            dropout=0.0,
+            attention_dropout=0.0,
+            pad_token_id=0,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
         return tf.OPTForCausalLM(config)
     raise ValueError(f"unknown toy architecture {spec.arch!r}")
 
 
-def train(model: torch.nn.Module, ids: list[int], *, steps: int, seq_len: int = 128, batch: int = 16,
-          lr: float = 3e-3, seed: int = 0) -> float:
+def train(
+    model: torch.nn.Module,
+    ids: list[int],
+    *,
+    steps: int,
+    seq_len: int = 128,
+    batch: int = 16,
+    lr: float = 3e-3,
+    seed: int = 0,
+) -> float:
     """``steps`` of AdamW on random windows of ``ids`` (a fixed count, so the result does
     not depend on the machine's speed); returns the last training loss."""
     gen = torch.Generator().manual_seed(seed)
@@ -77,7 +115,7 @@ def train(model: torch.nn.Module, ids: list[int], *, steps: int, seq_len: int = 
     loss = float("nan")
     for _ in range(steps):
         start = torch.randint(0, data.numel() - seq_len - 1, (batch,), generator=gen)
-        x = torch.stack([data[s: s + seq_len] for s in start.tolist()])
+        x = torch.stack([data[s : s + seq_len] for s in start.tolist()])
         out = model(input_ids=x, labels=x)
         out.loss.backward()
         opt.step()
@@ -87,8 +125,15 @@ def train(model: torch.nn.Module, ids: list[int], *, steps: int, seq_len: int = 
     return loss
 
 
-def make_toy(path: str | Path, spec: ToySpec, *, text: str = "shakespeare", steps: int = 150,
-             train_chars: int = 1_000_000, seed: int = 0) -> dict:
+def make_toy(
+    path: str | Path,
+    spec: ToySpec,
+    *,
+    text: str = "shakespeare",
+    steps: int = 150,
+    train_chars: int = 1_000_000,
+    seed: int = 0,
+) -> dict:
     """Build, train and save a toy model with its tokenizer; returns a small report."""
     torch.manual_seed(seed)
     corpus = texts.load_text(text, "train")[:train_chars]

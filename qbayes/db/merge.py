@@ -81,16 +81,14 @@ def _merge_table(name: str, frames: list[pl.DataFrame], prefer: str | None):
         if prefer != "newest":
             conflicts.append(conflict)
             continue
-        ordered = group.sort(["created_at", ORDER] if newest_first else [ORDER],
-                             descending=True, nulls_last=True)
+        ordered = group.sort(["created_at", ORDER] if newest_first else [ORDER], descending=True, nulls_last=True)
         keep_rows.append(ordered.head(1))
         dropped.append(conflict)
     merged = pl.concat([single, *keep_rows], how="vertical").sort(ORDER).drop(ORDER)
     return merged, conflicts, dropped
 
 
-def merge(dbs: list[Database], *, prefer: Literal["newest"] | None = None
-          ) -> tuple[Database, list[Conflict]]:
+def merge(dbs: list[Database], *, prefer: Literal["newest"] | None = None) -> tuple[Database, list[Conflict]]:
     """Merge databases in order. Returns the merged database and the conflicts that were
     resolved by ``prefer`` (empty when there were none). Raises :class:`MergeConflict` when
     rows conflict and no preference is given."""

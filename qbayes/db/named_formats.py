@@ -29,9 +29,9 @@ from pathlib import Path
 
 import polars as pl
 
-from qbayes.formats import parse_format
 from qbayes.db.schema import METHODS, W_KINDS
 from qbayes.errors import QBayesError, suggest
+from qbayes.formats import parse_format
 from qbayes.names import key, key_expr
 from qbayes.resources import formats_csv, read_table
 
@@ -42,8 +42,14 @@ DEFAULT_METHOD = "RTN"  # a label's method when the query gives none
 # (None: bits per weight by the database's convention; 16: weight-only)
 OPEN = {"method": DEFAULT_METHOD, "bits_per_weight": None, "act_bits": 16.0}
 # the query columns a format fills
-FIELDS = {"method": pl.String, "w_bits": pl.Float64, "group_size": pl.Int64, "w_kind": pl.String,
-          "bits_per_weight": pl.Float64, "act_bits": pl.Float64}
+FIELDS = {
+    "method": pl.String,
+    "w_bits": pl.Float64,
+    "group_size": pl.Int64,
+    "w_kind": pl.String,
+    "bits_per_weight": pl.Float64,
+    "act_bits": pl.Float64,
+}
 LABEL = re.compile(r"^(?:w(?P<w>\d+)(?:a(?P<a>\d+))?|int(?P<i>\d+))(?:[-_]?g(?P<g>\d+))?$")
 LABEL_EXAMPLES = "int4-g128, w4a16-g128, w3g128, int8, nf4-g64, fp8-g32"
 
@@ -85,8 +91,10 @@ class FormatTable:
         text = str(name).strip()
         found = self.by_key.get(key(text)) or _label(text)
         if found is None:
-            raise QBayesError(f"unknown format '{text}'{suggest(text, self.names, key=key)}; known: "
-                              f"{', '.join(self.names)}, or a label such as {LABEL_EXAMPLES} (docs/formats.md)")
+            raise QBayesError(
+                f"unknown format '{text}'{suggest(text, self.names, key=key)}; known: "
+                f"{', '.join(self.names)}, or a label such as {LABEL_EXAMPLES} (docs/formats.md)"
+            )
         return found
 
 
@@ -100,15 +108,29 @@ def _label(text: str) -> NamedFormat | None:
         if m is None:
             return None
         bits = int(m["w"] or m["i"])
-        return NamedFormat(name=low, method=None, w_kind="int", w_bits=float(bits),
-                           group_size=int(m["g"]) if m["g"] else None, bits_per_weight=None,
-                           act_bits=float(m["a"]) if m["a"] else None, source="label")
+        return NamedFormat(
+            name=low,
+            method=None,
+            w_kind="int",
+            w_bits=float(bits),
+            group_size=int(m["g"]) if m["g"] else None,
+            bits_per_weight=None,
+            act_bits=float(m["a"]) if m["a"] else None,
+            source="label",
+        )
     if f.kind == "int":
         bpw = None
     else:
         bpw = f.bits + f.overhead_bits(f.group_size) if f.group_size else None
-    return NamedFormat(name=f.label, method=None, w_kind=f.kind, w_bits=float(f.bits), group_size=f.group_size,
-                       bits_per_weight=bpw, source="label")
+    return NamedFormat(
+        name=f.label,
+        method=None,
+        w_kind=f.kind,
+        w_bits=float(f.bits),
+        group_size=f.group_size,
+        bits_per_weight=bpw,
+        source="label",
+    )
 
 
 def _cell(value: str | None, cast, path: Path, row: int, column: str):
@@ -127,11 +149,15 @@ def load(path: Path | None = None) -> FormatTable:
     df = read_table(path, COLUMNS, what="the table of format names")
     formats, by_key, problems = [], {}, []
     for i, r in enumerate(df.iter_rows(named=True), start=2):
-        f = NamedFormat(name=(r["name"] or "").strip(), method=_cell(r["method"], str, path, i, "method"),
-                        w_kind=(r["w_kind"] or "").strip(), w_bits=_cell(r["w_bits"], float, path, i, "w_bits"),
-                        group_size=_cell(r["group_size"], int, path, i, "group_size"),
-                        bits_per_weight=_cell(r["bits_per_weight"], float, path, i, "bits_per_weight"),
-                        source=(r["source"] or "").strip())
+        f = NamedFormat(
+            name=(r["name"] or "").strip(),
+            method=_cell(r["method"], str, path, i, "method"),
+            w_kind=(r["w_kind"] or "").strip(),
+            w_bits=_cell(r["w_bits"], float, path, i, "w_bits"),
+            group_size=_cell(r["group_size"], int, path, i, "group_size"),
+            bits_per_weight=_cell(r["bits_per_weight"], float, path, i, "bits_per_weight"),
+            source=(r["source"] or "").strip(),
+        )
         if not f.name or not f.source or f.w_bits is None:
             problems.append(f"row {i}: name, w_bits and source are required")
         if f.method is not None and f.method not in METHODS:
@@ -177,9 +203,11 @@ def method_hints(methods: Iterable[str]) -> list[str]:
     for m in dict.fromkeys(methods):
         f = table.by_key.get(key(str(m)))
         if f is not None:
-            out.append(f"method '{m}' is the format {f.name} ({f.method or 'with a method of its own'}, "
-                       f"{f.bits_per_weight:g} bits per weight): give it as --format {f.name} (a 'format' column "
-                       f"in files) to be predicted as that, not as an unseen method")
+            out.append(
+                f"method '{m}' is the format {f.name} ({f.method or 'with a method of its own'}, "
+                f"{f.bits_per_weight:g} bits per weight): give it as --format {f.name} (a 'format' column "
+                f"in files) to be predicted as that, not as an unseen method"
+            )
     return out
 
 
@@ -204,8 +232,10 @@ def expand(df: pl.DataFrame, where: str = "queries", *, defaults: Mapping[str, o
     if problems:
         raise QBayesError(f"{where}: " + "; ".join(problems))
     named = names.is_not_null()
-    table = pl.DataFrame({COLUMN: list(resolved), **{c: [f.fields()[c] for f in resolved.values()]
-                                                     for c in FIELDS}}, schema={COLUMN: pl.String, **FIELDS})
+    table = pl.DataFrame(
+        {COLUMN: list(resolved), **{c: [f.fields()[c] for f in resolved.values()] for c in FIELDS}},
+        schema={COLUMN: pl.String, **FIELDS},
+    )
     stated = pl.DataFrame({COLUMN: names}).join(table, on=COLUMN, how="left", maintain_order="left")
     out = []
     for c, dtype in FIELDS.items():
@@ -227,14 +257,17 @@ def expand(df: pl.DataFrame, where: str = "queries", *, defaults: Mapping[str, o
             both = both.with_columns(df.get_column(c).cast(dtype, strict=False).alias("own"))
         else:
             both = both.with_columns(pl.lit((defaults or {}).get(c), dtype=dtype).alias("own"))
-        both = both.with_columns((pl.col("named") & clash).alias("clash"),
-                                 pl.when("named").then(value).otherwise(pl.col("own")).alias(c))
+        both = both.with_columns(
+            (pl.col("named") & clash).alias("clash"), pl.when("named").then(value).otherwise(pl.col("own")).alias(c)
+        )
         for name in names.filter(both["clash"]).unique(maintain_order=True).to_list():
             rows = ((names == name) & both["clash"]).arg_true()
             first = int(rows[0])
-            problems.append(f"{c} {both['given'][first]} contradicts format '{name}', whose {c} is "
-                            f"{_shown(both['stated'][first])} (rows {(rows + 1).head(5).to_list()}); "
-                            f"leave {c} empty where a format is given")
+            problems.append(
+                f"{c} {both['given'][first]} contradicts format '{name}', whose {c} is "
+                f"{_shown(both['stated'][first])} (rows {(rows + 1).head(5).to_list()}); "
+                f"leave {c} empty where a format is given"
+            )
         out.append(both.get_column(c))
     if problems:
         raise QBayesError(f"{where}: " + "; ".join(problems))

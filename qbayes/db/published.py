@@ -34,11 +34,32 @@ from qbayes.errors import QBayesError
 from qbayes.names import key
 
 PTQ_COLUMNS = (
-    "family", "model", "params_b", "method", "w_bits", "group_size", "dtype_label", "act_bits",
-    "eval_set", "seq_len", "metric", "value", "source_arxiv_id", "source_table", "note",
+    "family",
+    "model",
+    "params_b",
+    "method",
+    "w_bits",
+    "group_size",
+    "dtype_label",
+    "act_bits",
+    "eval_set",
+    "seq_len",
+    "metric",
+    "value",
+    "source_arxiv_id",
+    "source_table",
+    "note",
 )
 META_COLUMNS = (
-    "family", "model", "params_b", "train_tokens_b", "year", "position_encoding", "norm", "mlp", "source",
+    "family",
+    "model",
+    "params_b",
+    "train_tokens_b",
+    "year",
+    "position_encoding",
+    "norm",
+    "mlp",
+    "source",
 )
 RELEASE_COLUMNS = ("model", "released", "source")  # release_dates.csv: first public release per model
 LLAMA_CPP = ("llama.cpp-kquant", "llama.cpp-legacy")  # methods whose labels are GGUF types (named_formats)
@@ -98,8 +119,10 @@ def _gguf_type(label: str, method: str, bits: float, group: int | None) -> named
     if f is None:
         raise QBayesError(f"'{label}' is not a llama.cpp type of data/formats.csv")
     if (f.method, f.w_bits, f.group_size) != (method, bits, group):
-        raise QBayesError(f"'{label}' is {f.method} w{f.w_bits:g} g{f.group_size} in data/formats.csv, "
-                          f"but the row says {method} w{bits:g} g{group}")
+        raise QBayesError(
+            f"'{label}' is {f.method} w{f.w_bits:g} g{f.group_size} in data/formats.csv, "
+            f"but the row says {method} w{bits:g} g{group}"
+        )
     return f
 
 
@@ -124,11 +147,13 @@ def _release_dates(path: Path, models: pl.Series) -> tuple[pl.DataFrame, list[Pr
     df = _read_csv(path, RELEASE_COLUMNS)
     df, problems = _cast(df, path, {"released": pl.Date})
     for i in df.with_row_index("i").filter(pl.col("model").is_duplicated())["i"].to_list():
-        problems.append(Problem(str(path), f"model '{df[i, 'model']}' is listed more than once", row=i + 2,
-                                column="model"))
+        problems.append(
+            Problem(str(path), f"model '{df[i, 'model']}' is listed more than once", row=i + 2, column="model")
+        )
     for i in df.with_row_index("i").filter(~pl.col("model").is_in(models.implode()))["i"].to_list():
-        problems.append(Problem(str(path), f"model '{df[i, 'model']}' is not in the models table", row=i + 2,
-                                column="model"))
+        problems.append(
+            Problem(str(path), f"model '{df[i, 'model']}' is not in the models table", row=i + 2, column="model")
+        )
     return df.select("model", "released", pl.col("source").alias("released_source")), problems
 
 
@@ -140,13 +165,27 @@ def import_published(ptq_csv: str | Path, meta_csv: str | Path, released_csv: st
     ptq = _read_csv(ptq_path, PTQ_COLUMNS)
     meta = _read_csv(meta_path, META_COLUMNS)
 
-    ptq, problems = _cast(ptq, ptq_path, {
-        "params_b": pl.Float64, "w_bits": pl.Float64, "group_size": pl.Int64,
-        "act_bits": pl.Float64, "seq_len": pl.Int64, "value": pl.Float64,
-    })
-    meta, meta_problems = _cast(meta, meta_path, {
-        "params_b": pl.Float64, "train_tokens_b": pl.Float64, "year": pl.Int64,
-    })
+    ptq, problems = _cast(
+        ptq,
+        ptq_path,
+        {
+            "params_b": pl.Float64,
+            "w_bits": pl.Float64,
+            "group_size": pl.Int64,
+            "act_bits": pl.Float64,
+            "seq_len": pl.Int64,
+            "value": pl.Float64,
+        },
+    )
+    meta, meta_problems = _cast(
+        meta,
+        meta_path,
+        {
+            "params_b": pl.Float64,
+            "train_tokens_b": pl.Float64,
+            "year": pl.Int64,
+        },
+    )
     problems += meta_problems
     if released_csv is not None:
         released, release_problems = _release_dates(Path(released_csv), meta.get_column("model"))
@@ -154,17 +193,24 @@ def import_published(ptq_csv: str | Path, meta_csv: str | Path, released_csv: st
         meta = meta.join(released, on="model", how="left", maintain_order="left")
     bad_metric = ptq.with_row_index("i").filter(pl.col("metric") != "ppl")
     for i, m in bad_metric.select("i", "metric").iter_rows():
-        problems.append(Problem(str(ptq_path), f"metric '{m}' is not supported (only 'ppl')", row=i + 2, column="metric"))
+        problems.append(
+            Problem(str(ptq_path), f"metric '{m}' is not supported (only 'ppl')", row=i + 2, column="metric")
+        )
     if problems:
         raise InvalidDatabase(problems)
 
     models = meta.select(
-        "family", "model", "params_b",
+        "family",
+        "model",
+        "params_b",
         pl.lit(None, dtype=pl.Float64).alias("non_embedding_params_b"),
-        "train_tokens_b", "year",
+        "train_tokens_b",
+        "year",
         *(["released", "released_source"] if released_csv is not None else []),
         pl.lit(None, dtype=pl.String).alias("architecture"),
-        "position_encoding", "norm", "mlp",
+        "position_encoding",
+        "norm",
+        "mlp",
         pl.col("source").alias("reference"),
         pl.lit(None, dtype=pl.String).alias("notes"),
     )
@@ -177,33 +223,42 @@ def import_published(ptq_csv: str | Path, meta_csv: str | Path, released_csv: st
         except QBayesError as exc:
             problems.append(Problem(str(ptq_path), str(exc), row=i + 2, column="dtype_label"))
             continue
-        rows.append({
-            "model": r["model"],
-            "method": BASELINE_METHOD if r["method"] == "fp16" else r["method"],
-            "w_kind": kind,
-            "w_bits": r["w_bits"],
-            "group_size": r["group_size"],
-            "w_bits_eff": w_bits_eff,
-            "dtype_label": r["dtype_label"],
-            "act_bits": r["act_bits"],
-            "eval_set": r["eval_set"],
-            "seq_len": r["seq_len"],
-            "ppl": r["value"],
-            "nll": math.log(r["value"]) if r["value"] is not None and r["value"] > 0 else None,
-            "source_kind": _source_kind(r["source_arxiv_id"]),
-            "source": r["source_arxiv_id"],
-            "source_table": r["source_table"],
-            "note": r["note"],
-            "doubt": _doubt(r["note"]),
-        })
+        rows.append(
+            {
+                "model": r["model"],
+                "method": BASELINE_METHOD if r["method"] == "fp16" else r["method"],
+                "w_kind": kind,
+                "w_bits": r["w_bits"],
+                "group_size": r["group_size"],
+                "w_bits_eff": w_bits_eff,
+                "dtype_label": r["dtype_label"],
+                "act_bits": r["act_bits"],
+                "eval_set": r["eval_set"],
+                "seq_len": r["seq_len"],
+                "ppl": r["value"],
+                "nll": math.log(r["value"]) if r["value"] is not None and r["value"] > 0 else None,
+                "source_kind": _source_kind(r["source_arxiv_id"]),
+                "source": r["source_arxiv_id"],
+                "source_table": r["source_table"],
+                "note": r["note"],
+                "doubt": _doubt(r["note"]),
+            }
+        )
     results = pl.DataFrame(rows, schema={c: RESULTS.polars_schema[c] for c in rows[0]}) if rows else RESULTS.empty()
     db = Database(models=models, results=results).conform()
 
     # the family in the results CSV must agree with model_meta
-    fam = ptq.select("model", "family").unique().join(meta.select("model", pl.col("family").alias("meta_family")),
-                                                      on="model", how="left")
-    for m, f, mf in fam.filter(pl.col("meta_family").is_not_null() & (pl.col("family") != pl.col("meta_family"))).iter_rows():
-        problems.append(Problem(str(ptq_path), f"model '{m}' has family '{f}' but '{mf}' in {meta_path.name}", column="family"))
+    fam = (
+        ptq.select("model", "family")
+        .unique()
+        .join(meta.select("model", pl.col("family").alias("meta_family")), on="model", how="left")
+    )
+    for m, f, mf in fam.filter(
+        pl.col("meta_family").is_not_null() & (pl.col("family") != pl.col("meta_family"))
+    ).iter_rows():
+        problems.append(
+            Problem(str(ptq_path), f"model '{m}' has family '{f}' but '{mf}' in {meta_path.name}", column="family")
+        )
     problems += db.problems(str(ptq_path.parent))
     if problems:
         raise InvalidDatabase(problems)

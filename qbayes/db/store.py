@@ -99,9 +99,7 @@ def save(db: Database, path: str | os.PathLike, *, validate: bool = True) -> Non
             fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".parquet.tmp", dir=root)
             os.close(fd)
             staged.append((tmp, root / f"{name}.parquet"))
-            df.write_parquet(
-                tmp, metadata={META_VERSION_KEY: str(SCHEMA_VERSION), META_TABLE_KEY: name}
-            )
+            df.write_parquet(tmp, metadata={META_VERSION_KEY: str(SCHEMA_VERSION), META_TABLE_KEY: name})
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
         for tmp, final in staged:

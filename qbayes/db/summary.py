@@ -18,12 +18,16 @@ def counts(db: Database) -> dict[str, pl.DataFrame]:
     def by(df: pl.DataFrame, col: str) -> pl.DataFrame:
         return df.group_by(col).agg(pl.len().alias("rows")).sort(col, nulls_last=True)
 
-    fam = res.group_by("family").agg(
-        pl.col("model").n_unique().alias("models"),
-        (pl.col("method") == BASELINE_METHOD).sum().alias("baselines"),
-        (pl.col("method") != BASELINE_METHOD).sum().alias("quantized"),
-        pl.len().alias("rows"),
-    ).sort("family")
+    fam = (
+        res.group_by("family")
+        .agg(
+            pl.col("model").n_unique().alias("models"),
+            (pl.col("method") == BASELINE_METHOD).sum().alias("baselines"),
+            (pl.col("method") != BASELINE_METHOD).sum().alias("quantized"),
+            pl.len().alias("rows"),
+        )
+        .sort("family")
+    )
     return {
         "family": fam,
         "method": by(quant, "method"),
@@ -39,10 +43,12 @@ def render(db: Database, *, title: str, console: Console | None = None) -> None:
     tables = counts(db)
     n_res = db.results.height
     n_base = db.results.filter(pl.col("method") == BASELINE_METHOD).height
-    console.print(f"[bold]{title}[/bold]: {db.models.height} models in "
-                  f"{db.models.get_column('family').n_unique()} families; {n_res} results "
-                  f"({n_base} unquantized baselines, {n_res - n_base} quantized); "
-                  f"{db.features.height} feature values; {db.failures.height} recorded failures")
+    console.print(
+        f"[bold]{title}[/bold]: {db.models.height} models in "
+        f"{db.models.get_column('family').n_unique()} families; {n_res} results "
+        f"({n_base} unquantized baselines, {n_res - n_base} quantized); "
+        f"{db.features.height} feature values; {db.failures.height} recorded failures"
+    )
     for name, df in tables.items():
         t = RichTable(title=f"by {name}", title_justify="left")
         for col in df.columns:

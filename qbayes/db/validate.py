@@ -41,16 +41,12 @@ def check_columns(df: pl.DataFrame, table: Table, file: str) -> list[Problem]:
             problems.append(Problem(file, f"missing column '{name}'", column=name))
     for name in df.columns:
         if name not in table.names and name != ROW_INDEX:
-            problems.append(
-                Problem(file, f"unknown column '{name}'{suggest(name, table.names)}", column=name)
-            )
+            problems.append(Problem(file, f"unknown column '{name}'{suggest(name, table.names)}", column=name))
     for col in table.columns:
         if col.name in df.columns and df.schema[col.name] != col.dtype:
             if df.schema[col.name] == pl.Null:  # an all-null column read from CSV/JSON
                 continue
-            problems.append(
-                Problem(file, f"has type {df.schema[col.name]}, expected {col.dtype}", column=col.name)
-            )
+            problems.append(Problem(file, f"has type {df.schema[col.name]}, expected {col.dtype}", column=col.name))
     return problems
 
 
@@ -70,8 +66,7 @@ def _cell_problems(df: pl.DataFrame, col: Column, file: str) -> list[Problem]:
         ):
             out.append(Problem(file, message.format(value=value), row=row, column=col.name))
         if bad.height > MAX_ROWS_LISTED:
-            out.append(Problem(file, f"... and {bad.height - MAX_ROWS_LISTED} more rows like these",
-                               column=col.name))
+            out.append(Problem(file, f"... and {bad.height - MAX_ROWS_LISTED} more rows like these", column=col.name))
 
     if not col.nullable:
         add(c.is_null(), "is empty but required")
@@ -85,11 +80,18 @@ def _cell_problems(df: pl.DataFrame, col: Column, file: str) -> list[Problem]:
         add(c > col.hi, f"value {{value}} must be <= {col.hi}")
     if col.allowed is not None:
         bad = df.filter(c.is_not_null() & ~c.is_in(list(col.allowed)))
-        for row, value in zip(bad.get_column(ROW_INDEX).head(MAX_ROWS_LISTED).to_list(),
-                              bad.get_column(col.name).head(MAX_ROWS_LISTED).to_list()):
-            out.append(Problem(
-                file, f"unknown value '{value}'{suggest(value, col.allowed)}; allowed: "
-                f"{', '.join(col.allowed)}", row=row, column=col.name))
+        for row, value in zip(
+            bad.get_column(ROW_INDEX).head(MAX_ROWS_LISTED).to_list(),
+            bad.get_column(col.name).head(MAX_ROWS_LISTED).to_list(),
+        ):
+            out.append(
+                Problem(
+                    file,
+                    f"unknown value '{value}'{suggest(value, col.allowed)}; allowed: {', '.join(col.allowed)}",
+                    row=row,
+                    column=col.name,
+                )
+            )
     return out
 
 
@@ -121,8 +123,11 @@ def check_baselines(results: pl.DataFrame, file: str) -> list[Problem]:
     quant = df.filter(pl.col("method") != BASELINE_METHOD)
     orphans = quant.join(base, on=list(BASELINE_KEY), how="anti", nulls_equal=True)
     return [
-        Problem(file, f"quantized row has no unquantized baseline for model '{m}', "
-                f"eval_set '{e}', source '{s}', table '{t}'", row=r)
+        Problem(
+            file,
+            f"quantized row has no unquantized baseline for model '{m}', eval_set '{e}', source '{s}', table '{t}'",
+            row=r,
+        )
         for r, m, e, s, t in orphans.select(ROW_INDEX, *BASELINE_KEY).head(MAX_ROWS_LISTED).iter_rows()
     ]
 

@@ -36,8 +36,9 @@ class CellMedian:
 
     @staticmethod
     def _cells(df: pl.DataFrame) -> pl.DataFrame:
-        return df.with_columns(pl.col("bits").round(0).alias("bits_r"),
-                               pl.col("group_size").is_not_null().alias("grouped"))
+        return df.with_columns(
+            pl.col("bits").round(0).alias("bits_r"), pl.col("group_size").is_not_null().alias("grouped")
+        )
 
     def fit(self, train: pl.DataFrame) -> CellMedian:
         self.train = self._cells(train)
@@ -68,8 +69,9 @@ class ScalingLawLS:
     @staticmethod
     def _x(df: pl.DataFrame, log_d_fill: float) -> np.ndarray:
         log_d = np.log(df.get_column("train_tokens_b").cast(pl.Float64).fill_null(np.exp(log_d_fill)).to_numpy())
-        return np.column_stack([np.ones(df.height), log_d, np.log(df.get_column("params_b").to_numpy()),
-                                df.get_column("bits").to_numpy()])
+        return np.column_stack(
+            [np.ones(df.height), log_d, np.log(df.get_column("params_b").to_numpy()), df.get_column("bits").to_numpy()]
+        )
 
     def fit(self, train: pl.DataFrame) -> ScalingLawLS:
         tokens = train.get_column("train_tokens_b").drop_nulls().to_numpy()
@@ -94,20 +96,29 @@ class RandomForest:
     def _x(self, df: pl.DataFrame) -> np.ndarray:
         tokens = df.get_column("train_tokens_b").cast(pl.Float64).to_numpy()
         group = df.get_column("group_size").cast(pl.Float64).to_numpy()
-        cats = [np.array([self.codes[c].get(v, -1) for v in df.get_column(c).to_list()]) for c in ("method", "eval_set")]
-        return np.column_stack([
-            np.log(df.get_column("params_b").to_numpy()), np.where(np.isnan(tokens), -1.0, np.log(tokens)),
-            df.get_column("bits").to_numpy(), np.isnan(group), np.where(np.isnan(group), 0, np.log2(np.nan_to_num(group, nan=1))),
-            df.get_column("act_bits").to_numpy(), *cats,
-        ])
+        cats = [
+            np.array([self.codes[c].get(v, -1) for v in df.get_column(c).to_list()]) for c in ("method", "eval_set")
+        ]
+        return np.column_stack(
+            [
+                np.log(df.get_column("params_b").to_numpy()),
+                np.where(np.isnan(tokens), -1.0, np.log(tokens)),
+                df.get_column("bits").to_numpy(),
+                np.isnan(group),
+                np.where(np.isnan(group), 0, np.log2(np.nan_to_num(group, nan=1))),
+                df.get_column("act_bits").to_numpy(),
+                *cats,
+            ]
+        )
 
     def fit(self, train: pl.DataFrame) -> RandomForest:
         from sklearn.ensemble import RandomForestRegressor
 
         self.codes = {c: {v: i for i, v in enumerate(sorted(set(train.get_column(c))))} for c in ("method", "eval_set")}
         y = _log_target(train)
-        self.rf = RandomForestRegressor(n_estimators=300, min_samples_leaf=2, oob_score=True,
-                                        random_state=self.seed, n_jobs=1).fit(self._x(train), y)
+        self.rf = RandomForestRegressor(
+            n_estimators=300, min_samples_leaf=2, oob_score=True, random_state=self.seed, n_jobs=1
+        ).fit(self._x(train), y)
         self.resid = y - self.rf.oob_prediction_
         return self
 

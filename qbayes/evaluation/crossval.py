@@ -19,9 +19,10 @@ baselines are judged by one piece of code:
   paired bootstrap interval (:func:`mdae_gaps`).
 
 :func:`summarise` gathers the scores into a :class:`~qbayes.evaluation.summary.ValidationSummary`
-(the records ``qbayes validate --json`` writes). :func:`predictions_table` lays the held-out rows side by side with every model's
-predictive quantiles, so that where a model loses (which family, bits, method) can be
-looked at row by row rather than through the summaries alone.
+(the records ``qbayes validate --json`` writes). :func:`predictions_table` lays the
+held-out rows side by side with every model's predictive quantiles, so that where a
+model loses (which family, bits, method) can be looked at row by row rather than through
+the summaries alone.
 """
 
 from __future__ import annotations
@@ -35,8 +36,18 @@ import polars as pl
 
 from qbayes.errors import QBayesError, unknown
 from qbayes.evaluation.baselines import BASELINES
-from qbayes.evaluation.summary import (CalibrationPoint, CellScores, FoldConvergence, FoldScores, MdaeGap, ModelScores,
-                                       Scores, ValidationSettings, ValidationSummary, as_float)
+from qbayes.evaluation.summary import (
+    CalibrationPoint,
+    CellScores,
+    FoldConvergence,
+    FoldScores,
+    MdaeGap,
+    ModelScores,
+    Scores,
+    ValidationSettings,
+    ValidationSummary,
+    as_float,
+)
 from qbayes.model.encoding import family_tokens
 from qbayes.model.fit import FitOptions, fit_table
 from qbayes.model.fitfile import Fit
@@ -71,8 +82,13 @@ def family_release(models: pl.DataFrame) -> dict[str, dt.date | None]:
     return dict(zip(rel["family"].to_list(), rel["released"].to_list()))
 
 
-def make_folds(families_in_data: Sequence[str], *, scheme: str, released: dict[str, dt.date | None] | None = None,
-               only: Sequence[str] = ()) -> list[Fold]:
+def make_folds(
+    families_in_data: Sequence[str],
+    *,
+    scheme: str,
+    released: dict[str, dt.date | None] | None = None,
+    only: Sequence[str] = (),
+) -> list[Fold]:
     """The folds of ``scheme`` over the families of the training table (``only``: just these
     held-out families). Raises before any fitting when a family is unknown, when the forward
     scheme meets a family without a release date, or when a named family (or, by default,
@@ -91,13 +107,17 @@ def make_folds(families_in_data: Sequence[str], *, scheme: str, released: dict[s
     released = released or {}
     undated = [f for f in fams if released.get(f) is None]
     if undated:
-        raise QBayesError(f"forward validation orders families by release date, and {', '.join(undated)} "
-                          "has none: give its models a date in models.released (data/published/release_dates.csv)")
+        raise QBayesError(
+            f"forward validation orders families by release date, and {', '.join(undated)} "
+            "has none: give its models a date in models.released (data/published/release_dates.csv)"
+        )
     folds = [Fold(f, tuple(x for x in fams if released[x] < released[f])) for f in held]
     first = [fo.family for fo in folds if not fo.train]
     if only and first:
-        raise QBayesError(f"forward validation: no family in the data was released before {first[0]} "
-                          f"({released[first[0]]}), so it has nothing to be predicted from")
+        raise QBayesError(
+            f"forward validation: no family in the data was released before {first[0]} "
+            f"({released[first[0]]}), so it has nothing to be predicted from"
+        )
     folds = [fo for fo in folds if fo.train]
     if not folds:
         raise QBayesError("forward validation: no family has a family released before it")
@@ -133,8 +153,14 @@ def scores(y: np.ndarray, q: np.ndarray) -> Scores:
     med = q[_qidx(0.5)]
     ok = ~np.isnan(med)
     y, q, med = y[ok], q[:, ok], med[ok]
-    return Scores(n=int(y.size), mdae=as_float(np.median(np.abs(y - med))), mae=as_float(np.mean(np.abs(y - med))),
-                  cov50=as_float(coverage(y, q, 0.5)), cov90=as_float(coverage(y, q, 0.9)), crps=as_float(crps(y, q)))
+    return Scores(
+        n=int(y.size),
+        mdae=as_float(np.median(np.abs(y - med))),
+        mae=as_float(np.mean(np.abs(y - med))),
+        cov50=as_float(coverage(y, q, 0.5)),
+        cov90=as_float(coverage(y, q, 0.9)),
+        crps=as_float(crps(y, q)),
+    )
 
 
 def bayes_quantiles(fit: Fit, test: pl.DataFrame, *, seed: int) -> np.ndarray:
@@ -144,9 +170,16 @@ def bayes_quantiles(fit: Fit, test: pl.DataFrame, *, seed: int) -> np.ndarray:
     return row_quantiles(predictor.delta(predictor.prepare(test, one_new_level=("source",))), QGRID)
 
 
-def run(table: pl.DataFrame, *, bayes_models: Sequence[str], baselines: Sequence[str], opts: FitOptions,
-        folds: Sequence[Fold], seed: int = 0,
-        progress: Callable[[str], None] = lambda msg: None) -> list[FoldResult]:
+def run(
+    table: pl.DataFrame,
+    *,
+    bayes_models: Sequence[str],
+    baselines: Sequence[str],
+    opts: FitOptions,
+    folds: Sequence[Fold],
+    seed: int = 0,
+    progress: Callable[[str], None] = lambda msg: None,
+) -> list[FoldResult]:
     """Fit every model once per fold (:func:`make_folds`) and collect its quantile predictions
     for the held-out family's rows."""
     specs = {name: load_spec(name) for name in bayes_models}
@@ -165,17 +198,38 @@ def run(table: pl.DataFrame, *, bayes_models: Sequence[str], baselines: Sequence
             progress(f"{fam}: {name} (sampling)")
             fit = fit_table(train, specs[name], opts)
             conv = fit.info.convergence
-            out.append(FoldResult(fam, name, y, bayes_quantiles(fit, test_for[name], seed=seed),
-                                  convergence=FoldConvergence(max_rhat=as_float(conv.max_rhat),
-                                                              divergences=int(conv.divergences),
-                                                              min_ess_bulk=as_float(conv.min_ess_bulk)),
-                                  rows=test))
+            out.append(
+                FoldResult(
+                    fam,
+                    name,
+                    y,
+                    bayes_quantiles(fit, test_for[name], seed=seed),
+                    convergence=FoldConvergence(
+                        max_rhat=as_float(conv.max_rhat),
+                        divergences=int(conv.divergences),
+                        min_ess_bulk=as_float(conv.min_ess_bulk),
+                    ),
+                    rows=test,
+                )
+            )
     return out
 
 
 # the columns of a held-out row that say what it is, in predictions_table's output
-ROW_COLUMNS = ("family", "arch", "model", "params_b", "method", "w_bits", "group_size", "act_bits", "eval_set",
-               "source", "fp16_ppl", "delta")
+ROW_COLUMNS = (
+    "family",
+    "arch",
+    "model",
+    "params_b",
+    "method",
+    "w_bits",
+    "group_size",
+    "act_bits",
+    "eval_set",
+    "source",
+    "fp16_ppl",
+    "delta",
+)
 PREDICTION_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
@@ -188,13 +242,17 @@ def predictions_table(results: list[FoldResult]) -> pl.DataFrame:
         if r.rows is None:
             raise ValueError(f"fold {r.family}/{r.model} has no rows: it was not made by crossval.run")
         cols = {f"delta_q{round(p * 100):02d}": r.q[_qidx(p)].astype(np.float64) for p in PREDICTION_QUANTILES}
-        frames.append(r.rows.select([c for c in ROW_COLUMNS if c in r.rows.columns]).with_columns(
-            pl.lit(r.model).alias("predicted_by"), pl.lit(r.family).alias("held_out"), **cols))
+        frames.append(
+            r.rows.select([c for c in ROW_COLUMNS if c in r.rows.columns]).with_columns(
+                pl.lit(r.model).alias("predicted_by"), pl.lit(r.family).alias("held_out"), **cols
+            )
+        )
     if not frames:
         return pl.DataFrame()
     return pl.concat(frames, how="diagonal_relaxed").with_columns(
         (pl.col("delta") - pl.col("delta_q50")).abs().alias("abs_error"),
-        pl.col("delta").is_between(pl.col("delta_q05"), pl.col("delta_q95")).alias("covered90"))
+        pl.col("delta").is_between(pl.col("delta_q05"), pl.col("delta_q95")).alias("covered90"),
+    )
 
 
 def _abs_errors(results: list[FoldResult], model: str) -> dict[str, np.ndarray]:
@@ -202,8 +260,9 @@ def _abs_errors(results: list[FoldResult], model: str) -> dict[str, np.ndarray]:
     return {r.family: np.abs(r.y - r.q[_qidx(0.5)]) for r in results if r.model == model}
 
 
-def mdae_gaps(results: list[FoldResult], *, reference: str, n_boot: int = GAP_BOOT, level: float = GAP_LEVEL,
-              seed: int = 0) -> list[MdaeGap]:
+def mdae_gaps(
+    results: list[FoldResult], *, reference: str, n_boot: int = GAP_BOOT, level: float = GAP_LEVEL, seed: int = 0
+) -> list[MdaeGap]:
     """MdAE of ``reference`` minus MdAE of every other model (negative: ``reference`` is
     better), with a paired bootstrap interval.
 
@@ -230,9 +289,18 @@ def mdae_gaps(results: list[FoldResult], *, reference: str, n_boot: int = GAP_BO
         a, b = np.where(ok, ref, np.nan), np.where(ok, other, np.nan)
         boot = np.nanmedian(a[idx], axis=1) - np.nanmedian(b[idx], axis=1)
         lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
-        out.append(MdaeGap(model=m, reference=reference, n=int(ok.sum()),
-                           gap=as_float(np.median(ref[ok]) - np.median(other[ok])), lo=as_float(lo), hi=as_float(hi),
-                           level=as_float(level), p_reference_better=as_float(np.mean(boot < 0))))
+        out.append(
+            MdaeGap(
+                model=m,
+                reference=reference,
+                n=int(ok.sum()),
+                gap=as_float(np.median(ref[ok]) - np.median(other[ok])),
+                lo=as_float(lo),
+                hi=as_float(hi),
+                level=as_float(level),
+                p_reference_better=as_float(np.mean(boot < 0)),
+            )
+        )
     return out
 
 
@@ -242,8 +310,9 @@ def row_cells(rows: pl.DataFrame) -> np.ndarray:
     "3 bits, groups". Rows of one kind are alike in how much they degrade, so a model's
     errors read per kind say where it can be trusted."""
     bits = np.round(rows.get_column("w_bits").cast(pl.Float64).to_numpy())
-    label = np.where(bits <= 2, "≤2 bits", np.where(bits >= 5, "≥5 bits", np.char.add(bits.astype(int).astype(str),
-                                                                                       " bits")))
+    label = np.where(
+        bits <= 2, "≤2 bits", np.where(bits >= 5, "≥5 bits", np.char.add(bits.astype(int).astype(str), " bits"))
+    )
     grouped = rows.get_column("group_size").is_not_null().to_numpy()
     return np.char.add(label.astype(str), np.where(grouped, ", groups", ", per channel"))
 
@@ -261,8 +330,9 @@ def _per_cell(m: str, rs: list[FoldResult]) -> list[CellScores]:
     return [CellScores(c, m, scores(y[cells == c], q[:, cells == c])) for c in CELL_ORDER if (cells == c).any()]
 
 
-def summarise(results: list[FoldResult], settings: ValidationSettings, *,
-              reference: str | None = None) -> ValidationSummary:
+def summarise(
+    results: list[FoldResult], settings: ValidationSettings, *, reference: str | None = None
+) -> ValidationSummary:
     """The validation summary: overall, over rows of 3 or more nominal bits
     (``overall_3bits``), per family, per kind of row (nominal bits, groups or per channel;
     when the folds carry their rows), calibration curve, and the
@@ -284,6 +354,13 @@ def summarise(results: list[FoldResult], settings: ValidationSettings, *,
         for level in NOMINAL:
             calibration.append(CalibrationPoint(m, as_float(level), as_float(coverage(y[ok], q[:, ok], level))))
     gaps = mdae_gaps(results, reference=reference) if reference in models else []
-    return ValidationSummary(models=tuple(models), overall=tuple(overall), overall_3bits=tuple(overall_3bits),
-                             per_family=tuple(per_family), per_cell=tuple(per_cell), calibration=tuple(calibration),
-                             gaps=tuple(gaps), settings=settings)
+    return ValidationSummary(
+        models=tuple(models),
+        overall=tuple(overall),
+        overall_3bits=tuple(overall_3bits),
+        per_family=tuple(per_family),
+        per_cell=tuple(per_cell),
+        calibration=tuple(calibration),
+        gaps=tuple(gaps),
+        settings=settings,
+    )

@@ -152,8 +152,14 @@ class ValidationSettings:
     extra: Mapping[str, object] = field(default_factory=dict)
 
 
-ROW_LISTS = {"overall": ModelScores, "overall_3bits": ModelScores, "per_family": FoldScores, "per_cell": CellScores,
-        "calibration": CalibrationPoint, "gaps": MdaeGap}
+ROW_LISTS = {
+    "overall": ModelScores,
+    "overall_3bits": ModelScores,
+    "per_family": FoldScores,
+    "per_cell": CellScores,
+    "calibration": CalibrationPoint,
+    "gaps": MdaeGap,
+}
 REQUIRED = ("models", "overall", "per_family", "calibration")
 
 
@@ -175,8 +181,13 @@ class ValidationSummary:
         """The JSON document (strict: NaN written as null)."""
         settings = {k: v for k, v in _flat(self.settings).items() if v is not None}
         settings.update(settings.pop("extra"))
-        return json_safe({"models": self.models, **{key: [_flat(r) for r in getattr(self, key)] for key in ROW_LISTS},
-                          "settings": settings})
+        return json_safe(
+            {
+                "models": self.models,
+                **{key: [_flat(r) for r in getattr(self, key)] for key in ROW_LISTS},
+                "settings": settings,
+            }
+        )
 
     @classmethod
     def from_dict(cls, raw, *, source: str | os.PathLike = "<validation>") -> ValidationSummary:
@@ -186,8 +197,10 @@ class ValidationSummary:
             raise QBayesError(f"{source}: not a qbayes validation file (expected a JSON object)")
         missing = [k for k in REQUIRED if k not in raw]
         if missing:
-            raise QBayesError(f"{source}: not a qbayes validation file (missing {', '.join(missing)}); "
-                              "write one with `qbayes validate --json PATH`")
+            raise QBayesError(
+                f"{source}: not a qbayes validation file (missing {', '.join(missing)}); "
+                "write one with `qbayes validate --json PATH`"
+            )
         models = raw["models"]
         if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
             raise QBayesError(f"{source}: 'models' must be a list of names")
@@ -207,6 +220,7 @@ class ValidationSummary:
 
 # Records <-> JSON objects, field by field, by each field's type. A nested record (a row's
 # Scores, FoldConvergence) is flat in the JSON object of the record holding it.
+
 
 @functools.cache
 def _hints(kind: type) -> dict[str, object]:
@@ -238,8 +252,11 @@ def _read(kind: type, raw, where: str):
     if not isinstance(raw, dict):
         raise QBayesError(f"{where}: expected an object")
     fields = [f for f in dataclasses.fields(kind) if f.name != "extra"]
-    missing = [f.name for f in fields if f.name not in raw and f.default is dataclasses.MISSING
-               and not dataclasses.is_dataclass(_hints(kind)[f.name])]
+    missing = [
+        f.name
+        for f in fields
+        if f.name not in raw and f.default is dataclasses.MISSING and not dataclasses.is_dataclass(_hints(kind)[f.name])
+    ]
     if missing:
         raise QBayesError(f"{where}: missing {', '.join(missing)}")
     values = {}

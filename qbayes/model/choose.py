@@ -24,7 +24,7 @@ from qbayes.db.named_formats import COLUMN as FORMAT
 from qbayes.db.named_formats import DEFAULT_METHOD, NamedFormat
 from qbayes.errors import QBayesError
 from qbayes.model.kv_cache import kv_cache_gb
-from qbayes.model.predict import NEW_LEVEL_FLAGS, PROVENANCE, Prepared, Predictor
+from qbayes.model.predict import NEW_LEVEL_FLAGS, PROVENANCE, Predictor, Prepared
 from qbayes.model.queries import query_table
 
 FP16_BITS = 16.0
@@ -33,9 +33,15 @@ CANDIDATE_COLUMNS = ("family", "model", "params_b", "fp16_ppl")  # required; als
 FLAGS = tuple(NEW_LEVEL_FLAGS[g] for g in ("family", "arch", "method", "eval_set"))
 
 
-def options(candidates: pl.DataFrame, *, methods: Sequence[str] = (), w_bits: Sequence[float] = (),
-            group_sizes: Sequence[int | None] = (), formats: Sequence[NamedFormat] = (),
-            eval_set: str = "wikitext2") -> pl.DataFrame:
+def options(
+    candidates: pl.DataFrame,
+    *,
+    methods: Sequence[str] = (),
+    w_bits: Sequence[float] = (),
+    group_sizes: Sequence[int | None] = (),
+    formats: Sequence[NamedFormat] = (),
+    eval_set: str = "wikitext2",
+) -> pl.DataFrame:
     """The quantized options as a standard query table (query_table) with the ``format``
     of each (null for the grid's): candidates in order, then methods x bits x group sizes
     (where bits and group sizes are given), then the named formats. A format that fixes its
@@ -44,12 +50,16 @@ def options(candidates: pl.DataFrame, *, methods: Sequence[str] = (), w_bits: Se
     ``eval_set`` is evaluated on ``eval_set``."""
     missing = [c for c in CANDIDATE_COLUMNS if c not in candidates.columns]
     if missing:
-        raise QBayesError(f"candidates: missing column(s) {', '.join(missing)}; "
-                          f"need {', '.join(CANDIDATE_COLUMNS)} (optional: train_tokens_b, arch, eval_set)")
+        raise QBayesError(
+            f"candidates: missing column(s) {', '.join(missing)}; "
+            f"need {', '.join(CANDIDATE_COLUMNS)} (optional: train_tokens_b, arch, eval_set)"
+        )
     clash = [c for c in ("method", "w_bits", "group_size", FORMAT) if c in candidates.columns]
     if clash:
-        raise QBayesError(f"candidates: column(s) {', '.join(clash)} belong to the options, not the candidate "
-                          "models; give them with --format, or --method, --w-bits and --group-size")
+        raise QBayesError(
+            f"candidates: column(s) {', '.join(clash)} belong to the options, not the candidate "
+            "models; give them with --format, or --method, --w-bits and --group-size"
+        )
     grid_on = bool(w_bits or group_sizes)
     if grid_on and not (methods and w_bits and group_sizes):
         raise QBayesError("choose needs at least one method, one weight bit-width and one group size")
@@ -58,10 +68,12 @@ def options(candidates: pl.DataFrame, *, methods: Sequence[str] = (), w_bits: Se
     if "eval_set" not in candidates.columns:
         candidates = candidates.with_columns(pl.lit(eval_set).alias("eval_set"))
     rows = [(None, m, float(b), g) for m in methods for b in w_bits for g in group_sizes] if grid_on else []
-    rows += [(f.name, m, None, None) for f in formats
-             for m in ([None] if f.method else (methods or [DEFAULT_METHOD]))]
-    grid = pl.DataFrame(rows, schema={FORMAT: pl.String, "method": pl.String, "w_bits": pl.Float64,
-                                      "group_size": pl.Int64}, orient="row")
+    rows += [(f.name, m, None, None) for f in formats for m in ([None] if f.method else (methods or [DEFAULT_METHOD]))]
+    grid = pl.DataFrame(
+        rows,
+        schema={FORMAT: pl.String, "method": pl.String, "w_bits": pl.Float64, "group_size": pl.Int64},
+        orient="row",
+    )
     crossed = candidates.join(grid, how="cross")
     return query_table(crossed, where="candidates").with_columns(crossed.get_column(FORMAT))
 
@@ -79,8 +91,9 @@ def mean_ppl_draws(predictor: Predictor, rows: Prepared) -> np.ndarray:
         return np.exp(np.nan_to_num(mean.T.astype(np.float64), nan=np.inf, posinf=50.0)) * fp16[None, :]
 
 
-def best_under_budget(memory: np.ndarray, median: np.ndarray, ppl_draws: np.ndarray,
-                      budget_gb: float) -> tuple[np.ndarray, np.ndarray]:
+def best_under_budget(
+    memory: np.ndarray, median: np.ndarray, ppl_draws: np.ndarray, budget_gb: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Indices of the options within ``budget_gb`` sorted by median perplexity (ties: less
     memory first), and for each the share of draws in which it is the best of them."""
     ok = np.flatnonzero(memory <= budget_gb)
@@ -92,46 +105,76 @@ def best_under_budget(memory: np.ndarray, median: np.ndarray, ppl_draws: np.ndar
     return order, p_best
 
 
-def extra_memory_gb(candidates: pl.DataFrame, *, overhead_gb: float = 0.0,
-                    context: int | None = None) -> pl.DataFrame:
+def extra_memory_gb(candidates: pl.DataFrame, *, overhead_gb: float = 0.0, context: int | None = None) -> pl.DataFrame:
     """Per candidate (family, model, params_b): ``overhead_gb`` and, given ``context``, its
     fp16 KV cache of that many tokens (kv_cache; null without a context)."""
     if not overhead_gb >= 0:
         raise QBayesError(f"the memory overhead must be >= 0 GB, got {overhead_gb:g}")
     cands = candidates.select("family", "model", "params_b").unique(maintain_order=True)
     kv = kv_cache_gb(cands, context) if context is not None else [None] * cands.height
-    return cands.with_columns(pl.Series("kv_cache_gb", kv, dtype=pl.Float64),
-                              pl.lit(float(overhead_gb)).alias("overhead_gb"))
+    return cands.with_columns(
+        pl.Series("kv_cache_gb", kv, dtype=pl.Float64), pl.lit(float(overhead_gb)).alias("overhead_gb")
+    )
 
 
-def choose(predictor: Predictor, candidates: pl.DataFrame, *, budget_gb: float, methods: Sequence[str] = (),
-           w_bits: Sequence[float] = (), group_sizes: Sequence[int | None] = (),
-           formats: Sequence[NamedFormat] = (), eval_set: str = "wikitext2", include_fp16: bool = True,
-           overhead_gb: float = 0.0, context: int | None = None) -> pl.DataFrame:
+def choose(
+    predictor: Predictor,
+    candidates: pl.DataFrame,
+    *,
+    budget_gb: float,
+    methods: Sequence[str] = (),
+    w_bits: Sequence[float] = (),
+    group_sizes: Sequence[int | None] = (),
+    formats: Sequence[NamedFormat] = (),
+    eval_set: str = "wikitext2",
+    include_fp16: bool = True,
+    overhead_gb: float = 0.0,
+    context: int | None = None,
+) -> pl.DataFrame:
     """Every option with its memory (``weights_gb``, ``kv_cache_gb``, ``overhead_gb`` and
     their sum ``memory_gb``), predicted perplexity quantiles and flags, and for those within
     the budget their rank (1 = best) and ``p_best``; sorted by rank, then the options over
     budget by memory."""
     if not budget_gb > 0:
         raise QBayesError(f"the memory budget must be > 0 GB, got {budget_gb:g}")
-    q = options(candidates, methods=methods, w_bits=w_bits, group_sizes=group_sizes, formats=formats,
-                eval_set=eval_set)
+    q = options(candidates, methods=methods, w_bits=w_bits, group_sizes=group_sizes, formats=formats, eval_set=eval_set)
     extra = extra_memory_gb(q, overhead_gb=overhead_gb, context=context)  # before the predictions: may refuse
     rows = predictor.prepare(q)
     with np.errstate(over="ignore", invalid="ignore"):
         pred = predictor.predict(rows)
-    quant = pl.concat([q.select("family", "model", "params_b", FORMAT, "method", "w_bits", "group_size", "w_kind",
-                                "bits", "eval_set", "fp16_ppl"),
-                       pred.select("ppl_q05", "ppl_q50", "ppl_q95", *FLAGS, *PROVENANCE)], how="horizontal")
+    quant = pl.concat(
+        [
+            q.select(
+                "family",
+                "model",
+                "params_b",
+                FORMAT,
+                "method",
+                "w_bits",
+                "group_size",
+                "w_kind",
+                "bits",
+                "eval_set",
+                "fp16_ppl",
+            ),
+            pred.select("ppl_q05", "ppl_q50", "ppl_q95", *FLAGS, *PROVENANCE),
+        ],
+        how="horizontal",
+    )
     ppl = mean_ppl_draws(predictor, rows)
     table = quant
     if include_fp16:
         base = quant.unique(["model", "eval_set"], keep="first", maintain_order=True)
-        fp = base.with_columns(pl.lit(None, pl.String).alias(FORMAT), pl.lit("fp16").alias("method"),
-                               pl.lit(FP16_BITS).alias("w_bits"), pl.lit("float").alias("w_kind"),
-                               pl.lit(None, pl.Int64).alias("group_size"), pl.lit(FP16_BITS).alias("bits"),
-                               *(pl.col("fp16_ppl").alias(c) for c in ("ppl_q05", "ppl_q50", "ppl_q95")),
-                               *(pl.lit(False).alias(c) for c in FLAGS))  # fp16 is measured, not predicted
+        fp = base.with_columns(
+            pl.lit(None, pl.String).alias(FORMAT),
+            pl.lit("fp16").alias("method"),
+            pl.lit(FP16_BITS).alias("w_bits"),
+            pl.lit("float").alias("w_kind"),
+            pl.lit(None, pl.Int64).alias("group_size"),
+            pl.lit(FP16_BITS).alias("bits"),
+            *(pl.col("fp16_ppl").alias(c) for c in ("ppl_q05", "ppl_q50", "ppl_q95")),
+            *(pl.lit(False).alias(c) for c in FLAGS),
+        )  # fp16 is measured, not predicted
         table = pl.concat([quant, fp], how="vertical_relaxed")
         fp16 = fp.get_column("fp16_ppl").to_numpy()
         ppl = np.concatenate([ppl, np.broadcast_to(fp16[None, :], (ppl.shape[0], fp16.size))], axis=1)
@@ -143,7 +186,11 @@ def choose(predictor: Predictor, candidates: pl.DataFrame, *, budget_gb: float, 
     prob = np.full(table.height, np.nan)
     rank[order] = np.arange(1, order.size + 1)
     prob[order] = p_best
-    table = table.with_columns(pl.Series("weights_gb", weights), pl.Series("memory_gb", mem),
-                               pl.Series("within_budget", mem <= budget_gb),
-                               pl.Series("rank", rank.tolist(), dtype=pl.Int64), pl.Series("p_best", prob))
+    table = table.with_columns(
+        pl.Series("weights_gb", weights),
+        pl.Series("memory_gb", mem),
+        pl.Series("within_budget", mem <= budget_gb),
+        pl.Series("rank", rank.tolist(), dtype=pl.Int64),
+        pl.Series("p_best", prob),
+    )
     return table.sort(["rank", "memory_gb"], nulls_last=True)

@@ -62,8 +62,11 @@ class Covariates:
         """These covariates with every row's level of ``grouping`` read as one level the fit
         has not seen (at the scale of a new level of it)."""
         n = self.n
-        return dataclasses.replace(self, idx={**self.idx, grouping: np.full(n, -1)},
-                                   new_ids={**self.new_ids, grouping: np.zeros(n, dtype=np.int64)})
+        return dataclasses.replace(
+            self,
+            idx={**self.idx, grouping: np.full(n, -1)},
+            new_ids={**self.new_ids, grouping: np.zeros(n, dtype=np.int64)},
+        )
 
     def rows(self, sl: slice) -> Covariates:
         """The covariates of a contiguous block of rows (views, no copies)."""
@@ -120,8 +123,11 @@ def covariates(read: ReadTable) -> Covariates:
     if enc.tokens_within is not None:
         # ln D measured from its design's mean: a row whose design the fit has no mean for
         # (a new design) gets no D term at all, known D or not
-        centre = grouping_values(df, enc.tokens_within).replace_strict(enc.tokens_centre, default=None,
-                                                                       return_dtype=pl.Float64).to_numpy()
+        centre = (
+            grouping_values(df, enc.tokens_within)
+            .replace_strict(enc.tokens_centre, default=None, return_dtype=pl.Float64)
+            .to_numpy()
+        )
         known = ~np.isnan(centre)
         log_d_shift = centre  # NaN marks the rows without a D term
         log_d_c = np.where(known, log_d_c - centre, 0.0)  # 0, not NaN: never a latent either
@@ -142,5 +148,3 @@ def covariates(read: ReadTable) -> Covariates:
         new_ids=new_ids,
         new_scale=new_scale,
     )
-
-

@@ -46,9 +46,11 @@ class Convergence:
         return not self.failures
 
     def line(self) -> str:
-        return (f"max R-hat {self.max_rhat:.3f} (<= {self.rhat_max}), min bulk ESS {self.min_ess_bulk:.0f}, "
-                f"min tail ESS {self.min_ess_tail:.0f} (>= {self.ess_min}), divergences {self.divergences}, "
-                f"min BFMI {self.min_bfmi:.2f}")
+        return (
+            f"max R-hat {self.max_rhat:.3f} (<= {self.rhat_max}), min bulk ESS {self.min_ess_bulk:.0f}, "
+            f"min tail ESS {self.min_ess_tail:.0f} (>= {self.ess_min}), divergences {self.divergences}, "
+            f"min BFMI {self.min_bfmi:.2f}"
+        )
 
 
 def sampled_vars(posterior: xr.Dataset) -> list[str]:
@@ -66,8 +68,9 @@ def sampled_vars(posterior: xr.Dataset) -> list[str]:
     return out
 
 
-def check(tree: xr.DataTree, *, rhat_max: float = RHAT_MAX, ess_min: float = ESS_MIN,
-          bfmi_min: float = BFMI_MIN) -> Convergence:
+def check(
+    tree: xr.DataTree, *, rhat_max: float = RHAT_MAX, ess_min: float = ESS_MIN, bfmi_min: float = BFMI_MIN
+) -> Convergence:
     import arviz_stats as azs
 
     post = tree["posterior"].to_dataset()
@@ -89,6 +92,10 @@ def check(tree: xr.DataTree, *, rhat_max: float = RHAT_MAX, ess_min: float = ESS
         max_rhat=rmax[worst],
         min_ess_bulk=float(min(np.nanmin(bulk[v].values) for v in names)),
         min_ess_tail=float(min(np.nanmin(tail[v].values) for v in names)),
-        divergences=div, min_bfmi=bfmi, worst_rhat_var=worst,
-        rhat_max=rhat_max, ess_min=ess_min, bfmi_min=bfmi_min,
+        divergences=div,
+        min_bfmi=bfmi,
+        worst_rhat_var=worst,
+        rhat_max=rhat_max,
+        ess_min=ess_min,
+        bfmi_min=bfmi_min,
     )

@@ -14,10 +14,11 @@ import polars as pl
 from qbayes.errors import QBayesError
 from qbayes.model.features import scales
 from qbayes.model.known_families import KnownFamilies
-from qbayes.model.table import LOG_D_REF, STANDARD
 from qbayes.model.respell import respell
 from qbayes.model.spec import GROUPINGS, INTERACTIONS
+from qbayes.model.table import LOG_D_REF, STANDARD
 from qbayes.names import key_expr
+
 
 def family_mean_tokens(df: pl.DataFrame) -> dict[str, float]:
     """Family -> the geometric mean of its known token counts (families with none left out)."""
@@ -28,16 +29,24 @@ def family_mean_tokens(df: pl.DataFrame) -> dict[str, float]:
 def family_tokens(df: pl.DataFrame) -> pl.DataFrame:
     """Replace each row's training tokens by the geometric mean of its family's known
     token counts (rows whose family has none stay null, to be imputed)."""
-    return df.with_columns(pl.col("family").replace_strict(family_mean_tokens(df), default=None,
-                                                           return_dtype=pl.Float64).alias("train_tokens_b"))
+    return df.with_columns(
+        pl.col("family")
+        .replace_strict(family_mean_tokens(df), default=None, return_dtype=pl.Float64)
+        .alias("train_tokens_b")
+    )
 
 
 def tokens_centre(df: pl.DataFrame, level: pl.Series) -> dict[str, float]:
     """Per level of a grouping of families, the mean over its families (each counted once)
     of the family's mean ln(D / 1T); levels whose families all lack D are left out."""
-    fams = (pl.DataFrame({"level": level, "family": df["family"], "ld": df["train_tokens_b"].log() - LOG_D_REF})
-            .drop_nulls().group_by("level", "family").agg(pl.col("ld").mean())
-            .group_by("level").agg(pl.col("ld").mean()))
+    fams = (
+        pl.DataFrame({"level": level, "family": df["family"], "ld": df["train_tokens_b"].log() - LOG_D_REF})
+        .drop_nulls()
+        .group_by("level", "family")
+        .agg(pl.col("ld").mean())
+        .group_by("level")
+        .agg(pl.col("ld").mean())
+    )
     return dict(zip(fams["level"].to_list(), fams["ld"].to_list()))
 
 
@@ -71,13 +80,20 @@ def unseen_ids(values: pl.Series, idx: np.ndarray) -> np.ndarray:
 def nesting(child: pl.Series, parent: pl.Series, g: str, p: str) -> tuple[str, ...]:
     """The parent level of each level of ``child`` (sorted as in :class:`Encoding`);
     raises when a level occurs under more than one parent or under none."""
-    pairs = (pl.DataFrame({"c": child, "p": parent}).drop_nulls("c").group_by("c")
-             .agg(pl.col("p").drop_nulls().unique().sort()).sort("c"))
+    pairs = (
+        pl.DataFrame({"c": child, "p": parent})
+        .drop_nulls("c")
+        .group_by("c")
+        .agg(pl.col("p").drop_nulls().unique().sort())
+        .sort("c")
+    )
     for level, ps in zip(pairs["c"].to_list(), pairs["p"].to_list()):
         if len(ps) != 1:
             where = f"under {', '.join(ps)}" if ps else f"with no {p}"
-            raise QBayesError(f"grouping '{g}' is not nested in '{p}': level '{level}' occurs {where}; "
-                              f"drop 'within' from the spec or fix the data")
+            raise QBayesError(
+                f"grouping '{g}' is not nested in '{p}': level '{level}' occurs {where}; "
+                f"drop 'within' from the spec or fix the data"
+            )
     return tuple(ps[0] for ps in pairs["p"].to_list())
 
 
@@ -110,9 +126,14 @@ class Encoding:
     known_tokens: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def from_table(cls, df: pl.DataFrame, features: tuple[str, ...] = (),
-                   within: dict[str, str] | None = None, tokens_within: str | None = None,
-                   known: KnownFamilies | None = None) -> Encoding:
+    def from_table(
+        cls,
+        df: pl.DataFrame,
+        features: tuple[str, ...] = (),
+        within: dict[str, str] | None = None,
+        tokens_within: str | None = None,
+        known: KnownFamilies | None = None,
+    ) -> Encoding:
         """``within`` maps a nested grouping to its parent grouping, ``tokens_within`` names
         the grouping whose families' mean ln D each row's ln D is centred on (both from the
         spec); ``known`` is known_families.load(). Rows without training tokens get their
@@ -120,8 +141,9 @@ class Encoding:
         without any each get a latent ln D."""
         known_designs, known_tokens = (known.designs, known.tokens) if known else ({}, {})
         fam_tokens = family_mean_tokens(df)
-        df = cls(levels={}, tokens_missing=(), family_tokens_seen=fam_tokens,
-                 known_tokens=known_tokens).fill(df, "train_tokens_b")
+        df = cls(levels={}, tokens_missing=(), family_tokens_seen=fam_tokens, known_tokens=known_tokens).fill(
+            df, "train_tokens_b"
+        )
         values = {g: grouping_values(df, g) for g in GROUPINGS}
         levels = {g: tuple(sorted(v.drop_nulls().unique().to_list())) for g, v in values.items()}
         missing = tuple(sorted(set(df.filter(pl.col("train_tokens_b").is_null())["model"])))
@@ -133,46 +155,71 @@ class Encoding:
             pc_only[g] = tuple(sorted(modes.filter(pl.col("pc"))["level"].to_list()))
         parents = {g: nesting(values[g], values[p], g, p) for g, p in (within or {}).items()}
         centre = {} if tokens_within is None else tokens_centre(df, values[tokens_within])
-        return cls(levels=levels, tokens_missing=missing, features=scales(df, features),
-                   family_arch=dict(zip(arch["family"].to_list(), arch["arch"].to_list())),
-                   per_channel_only=pc_only, within=dict(within or {}), parents=parents,
-                   tokens_within=tokens_within, tokens_centre=centre,
-                   family_tokens_seen=fam_tokens, known_designs=dict(known_designs), known_tokens=dict(known_tokens))
+        return cls(
+            levels=levels,
+            tokens_missing=missing,
+            features=scales(df, features),
+            family_arch=dict(zip(arch["family"].to_list(), arch["arch"].to_list())),
+            per_channel_only=pc_only,
+            within=dict(within or {}),
+            parents=parents,
+            tokens_within=tokens_within,
+            tokens_centre=centre,
+            family_tokens_seen=fam_tokens,
+            known_designs=dict(known_designs),
+            known_tokens=dict(known_tokens),
+        )
 
     def to_dict(self) -> dict:
-        return {"levels": {k: list(v) for k, v in self.levels.items()}, "tokens_missing": list(self.tokens_missing),
-                "features": {k: list(v) for k, v in self.features.items()}, "family_arch": dict(self.family_arch),
-                "per_channel_only": {k: list(v) for k, v in self.per_channel_only.items()},
-                "within": dict(self.within), "parents": {k: list(v) for k, v in self.parents.items()},
-                "tokens_within": self.tokens_within, "tokens_centre": dict(self.tokens_centre),
-                "family_tokens_seen": dict(self.family_tokens_seen), "known_designs": dict(self.known_designs),
-                "known_tokens": dict(self.known_tokens)}
+        return {
+            "levels": {k: list(v) for k, v in self.levels.items()},
+            "tokens_missing": list(self.tokens_missing),
+            "features": {k: list(v) for k, v in self.features.items()},
+            "family_arch": dict(self.family_arch),
+            "per_channel_only": {k: list(v) for k, v in self.per_channel_only.items()},
+            "within": dict(self.within),
+            "parents": {k: list(v) for k, v in self.parents.items()},
+            "tokens_within": self.tokens_within,
+            "tokens_centre": dict(self.tokens_centre),
+            "family_tokens_seen": dict(self.family_tokens_seen),
+            "known_designs": dict(self.known_designs),
+            "known_tokens": dict(self.known_tokens),
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> Encoding:
-        return cls(levels={k: tuple(v) for k, v in d["levels"].items()}, tokens_missing=tuple(d["tokens_missing"]),
-                   features={k: (float(v[0]), float(v[1])) for k, v in d.get("features", {}).items()},
-                   family_arch=dict(d.get("family_arch", {})),
-                   per_channel_only={k: tuple(v) for k, v in d.get("per_channel_only", {}).items()},
-                   within=dict(d.get("within", {})), parents={k: tuple(v) for k, v in d.get("parents", {}).items()},
-                   tokens_within=d.get("tokens_within"),
-                   tokens_centre={k: float(v) for k, v in d.get("tokens_centre", {}).items()},
-                   family_tokens_seen={k: float(v) for k, v in d.get("family_tokens_seen", {}).items()},
-                   known_designs=dict(d.get("known_designs", {})),
-                   known_tokens={k: float(v) for k, v in d.get("known_tokens", {}).items()})
+        return cls(
+            levels={k: tuple(v) for k, v in d["levels"].items()},
+            tokens_missing=tuple(d["tokens_missing"]),
+            features={k: (float(v[0]), float(v[1])) for k, v in d.get("features", {}).items()},
+            family_arch=dict(d.get("family_arch", {})),
+            per_channel_only={k: tuple(v) for k, v in d.get("per_channel_only", {}).items()},
+            within=dict(d.get("within", {})),
+            parents={k: tuple(v) for k, v in d.get("parents", {}).items()},
+            tokens_within=d.get("tokens_within"),
+            tokens_centre={k: float(v) for k, v in d.get("tokens_centre", {}).items()},
+            family_tokens_seen={k: float(v) for k, v in d.get("family_tokens_seen", {}).items()},
+            known_designs=dict(d.get("known_designs", {})),
+            known_tokens={k: float(v) for k, v in d.get("known_tokens", {}).items()},
+        )
 
     def _sources(self, column: str) -> dict[str, pl.Expr]:
         """Where a row's block design (``column`` "arch") or training tokens
         ("train_tokens_b") can come from, first choice first."""
         family, dtype = pl.col("family"), STANDARD[column]
         if column == "arch":
-            query, fit, known = (pl.col("arch").str.to_lowercase().str.replace_all(r"\s", "").replace("", None),
-                                 self.family_arch, self.known_designs)
+            query, fit, known = (
+                pl.col("arch").str.to_lowercase().str.replace_all(r"\s", "").replace("", None),
+                self.family_arch,
+                self.known_designs,
+            )
         else:
             query, fit, known = pl.col(column), self.family_tokens_seen, self.known_tokens
-        return {"query": query,
-                "fit": family.replace_strict(fit, default=None, return_dtype=dtype),
-                "known_families": key_expr(family).replace_strict(known, default=None, return_dtype=dtype)}
+        return {
+            "query": query,
+            "fit": family.replace_strict(fit, default=None, return_dtype=dtype),
+            "known_families": key_expr(family).replace_strict(known, default=None, return_dtype=dtype),
+        }
 
     def fill(self, df: pl.DataFrame, column: str) -> pl.DataFrame:
         """Rows without a block design (``column`` "arch") or training tokens
@@ -193,8 +240,12 @@ class Encoding:
         spelling respelled to its levels (:func:`respell`), then block design and training
         tokens filled from the family where a row lacks them (:meth:`fill`)."""
         spelled, respelled = respell(table, self.levels)
-        sources = pl.DataFrame({"block_design_from": self.source(spelled, "arch"),
-                                "train_tokens_from": self.source(spelled, "train_tokens_b")})
+        sources = pl.DataFrame(
+            {
+                "block_design_from": self.source(spelled, "arch"),
+                "train_tokens_from": self.source(spelled, "train_tokens_b"),
+            }
+        )
         filled = self.fill(self.fill(spelled, "train_tokens_b"), "arch")
         return ReadTable(table=filled, respelled=tuple(respelled), sources=sources, encoding=self)
 
@@ -214,5 +265,3 @@ class ReadTable:
     respelled: tuple[tuple[str, str, str], ...]
     sources: pl.DataFrame
     encoding: Encoding
-
-

@@ -42,11 +42,16 @@ for _name, _covariate in {
     "log_nsr": Covariate("sqnr_db", "nsr", "ln noise-to-signal power of the quantized weights (-SQNR ln10/10)"),
     "log_hessian_trace": Covariate("hessian_trace", "log", "ln Hutchinson trace of the loss Hessian (whole model)"),
     "log_sharpness": Covariate("hessian_top_eig", "log", "ln top Hessian eigenvalue (power iteration)"),
-    "radial_loss": Covariate("radial_loss", "identity", "loss increase under a random relative weight perturbation of radius "
-                                            "0.1 (sharpness along random directions; smaller radii are at noise level "
-                                            "for the zoo)"),
-    "act_outlier_frac": Covariate("act_outlier_frac", "identity", "fraction of outlier activation channels, mean over "
-                                                      "calibration texts"),
+    "radial_loss": Covariate(
+        "radial_loss",
+        "identity",
+        "loss increase under a random relative weight perturbation of radius "
+        "0.1 (sharpness along random directions; smaller radii are at noise level "
+        "for the zoo)",
+    ),
+    "act_outlier_frac": Covariate(
+        "act_outlier_frac", "identity", "fraction of outlier activation channels, mean over calibration texts"
+    ),
     "log_weight_kurtosis": Covariate("weight_kurtosis", "log", "ln kurtosis of the weights (whole model)"),
 }.items():
     COVARIATES.register(_name, _covariate)
@@ -71,17 +76,28 @@ def per_model_features(features: pl.DataFrame, names) -> pl.DataFrame:
     ``names`` averaged over evaluation and calibration texts (null where unmeasured), and
     the radial loss as one column per radius (:func:`radial_column`)."""
     names = list(names)
-    f = features.filter((pl.col("scope") == "model") & (
-        pl.col("feature").is_in(names) | ((pl.col("feature") == "radial_loss") & pl.col("radius").is_not_null())))
+    f = features.filter(
+        (pl.col("scope") == "model")
+        & (pl.col("feature").is_in(names) | ((pl.col("feature") == "radial_loss") & pl.col("radius").is_not_null()))
+    )
     if f.height == 0:
         return pl.DataFrame(schema={"model": pl.String, **{c: pl.Float64 for c in names}})
     radii = sorted(set(f.filter(pl.col("feature") == "radial_loss")["radius"].to_list()))
-    column = (pl.when(pl.col("feature") == "radial_loss")
-              .then(pl.col("radius").replace_strict(radii, [radial_column(r) for r in radii], default=None,
-                                                    return_dtype=pl.String))
-              .otherwise(pl.col("feature")))
-    wide = (f.with_columns(column.alias("column")).group_by("model", "column").agg(pl.col("value").mean())
-            .pivot(on="column", index="model", values="value"))
+    column = (
+        pl.when(pl.col("feature") == "radial_loss")
+        .then(
+            pl.col("radius").replace_strict(
+                radii, [radial_column(r) for r in radii], default=None, return_dtype=pl.String
+            )
+        )
+        .otherwise(pl.col("feature"))
+    )
+    wide = (
+        f.with_columns(column.alias("column"))
+        .group_by("model", "column")
+        .agg(pl.col("value").mean())
+        .pivot(on="column", index="model", values="value")
+    )
     missing = [pl.lit(None, dtype=pl.Float64).alias(c) for c in names if c not in wide.columns]
     return wide.with_columns(missing).with_columns(pl.exclude("model").cast(pl.Float64))
 

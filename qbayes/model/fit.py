@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import polars as pl
@@ -12,13 +12,13 @@ import polars as pl
 from qbayes.db.database import Database
 from qbayes.errors import QBayesError
 from qbayes.model import diagnostics, known_families
-from qbayes.model.graph import build_model
 from qbayes.model.covariates import covariates
 from qbayes.model.encoding import Encoding, family_tokens
-from qbayes.model.table import training_table
 from qbayes.model.fitfile import Fit, FitInfo, data_hash, package_versions
+from qbayes.model.graph import build_model
 from qbayes.model.samplers import DEFAULT_SAMPLER, SampleConfig, sample
 from qbayes.model.spec import ModelSpec
+from qbayes.model.table import training_table
 
 MIN_ROWS = 10
 
@@ -42,22 +42,30 @@ def prepare(df: pl.DataFrame, spec: ModelSpec) -> tuple[pl.DataFrame, Encoding]:
 def fit_table(df: pl.DataFrame, spec: ModelSpec, opts: FitOptions = FitOptions()) -> Fit:
     """Fit ``spec`` to a training table (see :func:`training_table`)."""
     if df.height < MIN_ROWS:
-        hint = "" if spec.rows == "all" else (f" (model '{spec.name}' is for {spec.rows} rows only; a model "
-                                              "for the other rows, or rows = \"all\", may be what you want)")
+        hint = (
+            ""
+            if spec.rows == "all"
+            else (
+                f" (model '{spec.name}' is for {spec.rows} rows only; a model "
+                'for the other rows, or rows = "all", may be what you want)'
+            )
+        )
         raise QBayesError(f"only {df.height} quantized rows with baselines to fit; need at least {MIN_ROWS}{hint}")
     df, enc = prepare(df, spec)
     empty = [g for g in spec.effects if not enc.levels[g]]
     if empty:
         # a grouping effect needs a level to sum to zero over (and to draw a new one around)
         hint = " (a model's design comes from the models table's norm and mlp)" if "arch" in empty[0] else ""
-        raise QBayesError(f"model '{spec.name}' has {empty[0]} effects, but no training row has a level of it"
-                          f"{hint}; fill the data or drop '{empty[0]}' from the spec's [effects]")
+        raise QBayesError(
+            f"model '{spec.name}' has {empty[0]} effects, but no training row has a level of it"
+            f"{hint}; fill the data or drop '{empty[0]}' from the spec's [effects]"
+        )
     design = covariates(enc.read(df))
     model = build_model(spec, design, enc, df.get_column("delta").to_numpy())
     result = sample(model, sampler=opts.sampler, config=opts.sample)
     conv = diagnostics.check(result.tree)
     info = FitInfo(
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
         sampler=opts.sampler,
         sample_config=opts.sample,
         exclude_families=tuple(opts.exclude_families),
@@ -74,8 +82,9 @@ def fit_table(df: pl.DataFrame, spec: ModelSpec, opts: FitOptions = FitOptions()
 
 
 def fit_database(db: Database, spec: ModelSpec, opts: FitOptions = FitOptions()) -> Fit:
-    df = training_table(db, exclude_families=opts.exclude_families, include_suspect=opts.include_suspect,
-                        rows=spec.rows)
+    df = training_table(
+        db, exclude_families=opts.exclude_families, include_suspect=opts.include_suspect, rows=spec.rows
+    )
     return fit_table(df, spec, opts)
 
 

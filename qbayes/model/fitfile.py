@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.metadata
 import json
 import os
-import importlib.metadata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,11 +24,11 @@ import xarray as xr
 
 from qbayes.atomic import atomic_path
 from qbayes.errors import QBayesError
-from qbayes.model.encoding import Encoding
-from qbayes.model.table import STANDARD
 from qbayes.model.diagnostics import Convergence
+from qbayes.model.encoding import Encoding
 from qbayes.model.samplers import SampleConfig
 from qbayes.model.spec import ModelSpec
+from qbayes.model.table import STANDARD
 
 FORMAT = "qbayes-fit"
 FORMAT_VERSION = 8  # v2: block design (arch), curvature; v3: centred and nested effects, per-channel-only levels;
@@ -85,6 +85,7 @@ class FitInfo:
     @classmethod
     def from_attrs(cls, attrs: dict) -> FitInfo:
         """The record in a fit file's root attributes (other attributes are ignored)."""
+
         def obj(name):
             v = attrs[name]
             return json.loads(v) if isinstance(v, str) else v
@@ -92,13 +93,22 @@ class FitInfo:
         def opt(name, kind):
             return kind(attrs[name]) if name in attrs else None
 
-        return cls(created=str(attrs["created"]), sampler=str(attrs["sampler"]),
-                   sample_config=SampleConfig(**obj("sample_config")),
-                   exclude_families=tuple(obj("exclude_families")), include_suspect=bool(int(attrs["include_suspect"])),
-                   compile_s=float(attrs["compile_s"]), sample_s=float(attrs["sample_s"]),
-                   convergence=Convergence(**obj("convergence")), versions=dict(obj("versions")),
-                   command=str(attrs["command"]), n_rows=int(attrs["n_rows"]), data_hash=str(attrs["data_hash"]),
-                   thinned_from=opt("thinned_from", str), thinned_seed=opt("thinned_seed", int))
+        return cls(
+            created=str(attrs["created"]),
+            sampler=str(attrs["sampler"]),
+            sample_config=SampleConfig(**obj("sample_config")),
+            exclude_families=tuple(obj("exclude_families")),
+            include_suspect=bool(int(attrs["include_suspect"])),
+            compile_s=float(attrs["compile_s"]),
+            sample_s=float(attrs["sample_s"]),
+            convergence=Convergence(**obj("convergence")),
+            versions=dict(obj("versions")),
+            command=str(attrs["command"]),
+            n_rows=int(attrs["n_rows"]),
+            data_hash=str(attrs["data_hash"]),
+            thinned_from=opt("thinned_from", str),
+            thinned_seed=opt("thinned_seed", int),
+        )
 
 
 @dataclass
@@ -132,8 +142,19 @@ def posterior_checksum(post: xr.Dataset) -> str:
 
 def package_versions() -> dict[str, str]:
     out = {}
-    for pkg in ("qbayes", "pymc", "pytensor", "nutpie", "jax", "blackjax", "numpy", "polars", "xarray",
-                "arviz-base", "arviz-stats"):
+    for pkg in (
+        "qbayes",
+        "pymc",
+        "pytensor",
+        "nutpie",
+        "jax",
+        "blackjax",
+        "numpy",
+        "polars",
+        "xarray",
+        "arviz-base",
+        "arviz-stats",
+    ):
         try:
             out[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
@@ -187,8 +208,10 @@ def describe(fit: Fit) -> str:
     """One line saying which fit answers: model, data hash and date."""
     a = fit.info
     thinned = f", {a.thinned_from} thinned" if a.thinned_from else ""
-    return (f"fit: model {fit.spec.name} (spec {fit.spec.hash}), data {a.data_hash}, "
-            f"{a.n_rows} rows, fitted {a.created}{thinned}")
+    return (
+        f"fit: model {fit.spec.name} (spec {fit.spec.hash}), data {a.data_hash}, "
+        f"{a.n_rows} rows, fitted {a.created}{thinned}"
+    )
 
 
 def save(fit: Fit, path: str | os.PathLike) -> Path:
@@ -199,16 +222,22 @@ def save(fit: Fit, path: str | os.PathLike) -> Path:
     checksum = posterior_checksum(fit.posterior)
     attrs = {
         **fit.info.to_attrs(),
-        "format": FORMAT, "format_version": FORMAT_VERSION,
-        "model": fit.spec.name, "spec_json": fit.spec.to_json(), "spec_hash": fit.spec.hash,
-        "encoding_json": json.dumps(fit.encoding.to_dict()), "posterior_checksum": checksum,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": fit.spec.name,
+        "spec_json": fit.spec.to_json(),
+        "spec_hash": fit.spec.hash,
+        "encoding_json": json.dumps(fit.encoding.to_dict()),
+        "posterior_checksum": checksum,
     }
-    tree = xr.DataTree.from_dict({
-        "/": xr.Dataset(attrs=attrs),
-        "posterior": fit.tree["posterior"].to_dataset(),
-        "sample_stats": fit.tree["sample_stats"].to_dataset(),
-        "fit_data": _table_to_dataset(fit.data),
-    })
+    tree = xr.DataTree.from_dict(
+        {
+            "/": xr.Dataset(attrs=attrs),
+            "posterior": fit.tree["posterior"].to_dataset(),
+            "sample_stats": fit.tree["sample_stats"].to_dataset(),
+            "fit_data": _table_to_dataset(fit.data),
+        }
+    )
     with atomic_path(path) as tmp:
         tree.to_netcdf(tmp, engine="h5netcdf")
     fit.posterior_checksum = checksum
@@ -229,11 +258,14 @@ def load(path: str | os.PathLike) -> Fit:
         raise QBayesError(f"{path}: not a qbayes fit (no '{FORMAT}' format attribute)")
     version = int(attrs.get("format_version", 0))
     if version > FORMAT_VERSION:
-        raise QBayesError(f"{path}: fit format v{version} is newer than this qbayes reads "
-                          f"(v{FORMAT_VERSION}); upgrade qbayes")
+        raise QBayesError(
+            f"{path}: fit format v{version} is newer than this qbayes reads (v{FORMAT_VERSION}); upgrade qbayes"
+        )
     if version < FORMAT_VERSION:
-        raise QBayesError(f"{path}: fit format v{version} was written by an older qbayes "
-                          f"(this one reads v{FORMAT_VERSION}: the model's inputs changed); refit with `qbayes fit`")
+        raise QBayesError(
+            f"{path}: fit format v{version} was written by an older qbayes "
+            f"(this one reads v{FORMAT_VERSION}: the model's inputs changed); refit with `qbayes fit`"
+        )
     missing = [g for g in ("posterior", "sample_stats", "fit_data") if g not in tree.children]
     if missing:
         raise QBayesError(f"{path}: corrupted fit: missing group(s) {', '.join(missing)}")
@@ -247,5 +279,11 @@ def load(path: str | os.PathLike) -> Fit:
     if posterior_checksum(post) != attrs.get("posterior_checksum"):
         raise QBayesError(f"{path}: corrupted fit: posterior draws do not match their checksum")
     enc = Encoding.from_dict(json.loads(attrs["encoding_json"]))
-    return Fit(spec=spec, encoding=enc, tree=tree, data=data, info=FitInfo.from_attrs(attrs),
-               posterior_checksum=attrs["posterior_checksum"])
+    return Fit(
+        spec=spec,
+        encoding=enc,
+        tree=tree,
+        data=data,
+        info=FitInfo.from_attrs(attrs),
+        posterior_checksum=attrs["posterior_checksum"],
+    )

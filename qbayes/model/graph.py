@@ -16,7 +16,6 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from qbayes.model.covariates import Covariates
-
 from qbayes.model.encoding import Encoding
 from qbayes.model.mean import SCALAR_TERMS, mean_degradation, noise_scale, relative_noise
 from qbayes.model.spec import EFFECT_KINDS, LOG_SHIFT, SD_PRIOR, ModelSpec
@@ -79,8 +78,11 @@ def build_model(spec: ModelSpec, design: Covariates, enc: Encoding, delta: np.nd
         for g, e in spec.effects.items():
             for kind in e.kinds:
                 fixed = e.fixed_sd.get(EFFECT_KINDS[kind])
-                sd = (pm.Deterministic(f"sd_{kind}_{g}", pt.constant(fixed)) if fixed is not None
-                      else pm.HalfNormal(f"sd_{kind}_{g}", getattr(pr, SD_PRIOR[kind]).sigma))
+                sd = (
+                    pm.Deterministic(f"sd_{kind}_{g}", pt.constant(fixed))
+                    if fixed is not None
+                    else pm.HalfNormal(f"sd_{kind}_{g}", getattr(pr, SD_PRIOR[kind]).sigma)
+                )
                 p[f"{kind}_{g}"] = _effect(kind, g, sd, EFFECT_KINDS[kind] in e.centred, enc.parents.get(g))
 
         tok_mean = pm.Normal("log_tokens_mean", pr.log_tokens_mean.mu, pr.log_tokens_mean.sigma)
@@ -100,8 +102,7 @@ def build_model(spec: ModelSpec, design: Covariates, enc: Encoding, delta: np.nd
         for t in spec.noise:
             p[f"noise_{t}"] = pm.Normal(f"noise_{t}", pr.noise_term.mu, pr.noise_term.sigma)
         p["ceiling"] = pm.LogNormal("ceiling", np.log(pr.ceiling.mu), pr.ceiling.sigma)
-        mu = mean_degradation(p, design, spec.effects, enc.levels, pt, log_d_missing, enc.feature_names,
-                              spec.curvature)
+        mu = mean_degradation(p, design, spec.effects, enc.levels, pt, log_d_missing, enc.feature_names, spec.curvature)
         nu = pm.Gamma("nu", alpha=pr.nu[0], beta=pr.nu[1])
         if spec.likelihood == "student_t":
             p["noise_floor"] = pm.HalfNormal("noise_floor", pr.noise_floor.sigma)
@@ -110,6 +111,5 @@ def build_model(spec: ModelSpec, design: Covariates, enc: Encoding, delta: np.nd
             # the shift already absorbs near-zero deltas, so the scale is purely relative
             obs = None if delta is None else log_target(delta, spec.log_shift)
             sigma = relative_noise(p, design, spec.noise, pt)
-            pm.StudentT("log_delta", nu=nu, mu=pt.log(mu + spec.log_shift), sigma=sigma, observed=obs,
-                        shape=design.n)
+            pm.StudentT("log_delta", nu=nu, mu=pt.log(mu + spec.log_shift), sigma=sigma, observed=obs, shape=design.n)
     return model

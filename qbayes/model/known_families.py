@@ -56,20 +56,29 @@ def load(path: Path = REGISTRY) -> KnownFamilies:
     df = df.with_columns(pl.col("train_tokens_b").cast(pl.Float64, strict=False).alias("tokens"))
     bad = df.filter(pl.col("train_tokens_b").is_not_null() & ~(pl.col("tokens") > 0).fill_null(False))
     if bad.height:
-        raise QBayesError(f"{path}: train_tokens_b must be a positive number of billions or empty; "
-                          f"got {bad['train_tokens_b'].to_list()} for {bad['family'].to_list()}")
-    names = (df.with_columns(arch_expr(df).alias("arch"),
-                             pl.concat_list(pl.col("family"), pl.col("aliases").fill_null("").str.split(";"))
-                             .alias("name"))
-             .explode("name").with_columns(pl.col("name").str.strip_chars())
-             .filter(pl.col("name") != "")
-             .with_columns(key_expr(pl.col("name")).alias("key")))
+        raise QBayesError(
+            f"{path}: train_tokens_b must be a positive number of billions or empty; "
+            f"got {bad['train_tokens_b'].to_list()} for {bad['family'].to_list()}"
+        )
+    names = (
+        df.with_columns(
+            arch_expr(df).alias("arch"),
+            pl.concat_list(pl.col("family"), pl.col("aliases").fill_null("").str.split(";")).alias("name"),
+        )
+        .explode("name")
+        .with_columns(pl.col("name").str.strip_chars())
+        .filter(pl.col("name") != "")
+        .with_columns(key_expr(pl.col("name")).alias("key"))
+    )
     dup = names.filter(pl.col("key").is_duplicated())
     if dup.height:
         which = sorted(set(dup["name"].to_list()))
-        raise QBayesError(f"{path}: family names listed more than once (case and punctuation ignored): "
-                          f"{', '.join(which)}")
+        raise QBayesError(
+            f"{path}: family names listed more than once (case and punctuation ignored): {', '.join(which)}"
+        )
     with_tokens = names.filter(pl.col("tokens").is_not_null())
-    return KnownFamilies(designs=dict(zip(names["key"].to_list(), names["arch"].to_list())),
-                         tokens=dict(zip(with_tokens["key"].to_list(), with_tokens["tokens"].to_list())),
-                         families=dict(zip(names["key"].to_list(), names["family"].to_list())))
+    return KnownFamilies(
+        designs=dict(zip(names["key"].to_list(), names["arch"].to_list())),
+        tokens=dict(zip(with_tokens["key"].to_list(), with_tokens["tokens"].to_list())),
+        families=dict(zip(names["key"].to_list(), names["family"].to_list())),
+    )

@@ -78,9 +78,15 @@ def load(path: Path | None = None) -> Shapes:
     problems = []
     for i, r in enumerate(df.iter_rows(named=True), start=2):
         try:
-            shape = Shape(family=r["family"], model=r["model"], params_b=float(r["params_b"]),
-                          layers=int(r["layers"]), kv_heads=int(r["kv_heads"]), head_dim=int(r["head_dim"]),
-                          source=r["source"] or "")
+            shape = Shape(
+                family=r["family"],
+                model=r["model"],
+                params_b=float(r["params_b"]),
+                layers=int(r["layers"]),
+                kv_heads=int(r["kv_heads"]),
+                head_dim=int(r["head_dim"]),
+                source=r["source"] or "",
+            )
         except (TypeError, ValueError):
             problems.append(f"row {i}: params_b must be a number and layers, kv_heads, head_dim integers")
             continue
@@ -91,8 +97,9 @@ def load(path: Path | None = None) -> Shapes:
         by_family.setdefault(shape.family, []).append(shape)
     if problems:
         raise QBayesError(f"{path}: " + "; ".join(problems))
-    return Shapes(by_family={f: tuple(sorted(s, key=lambda x: x.params_b)) for f, s in by_family.items()},
-                  families=families)
+    return Shapes(
+        by_family={f: tuple(sorted(s, key=lambda x: x.params_b)) for f, s in by_family.items()}, families=families
+    )
 
 
 def kv_cache_gb(candidates: pl.DataFrame, context: int, *, shapes: Shapes | None = None) -> np.ndarray:
@@ -109,7 +116,9 @@ def kv_cache_gb(candidates: pl.DataFrame, context: int, *, shapes: Shapes | None
             continue
         out.append(shape.kv_cache_gb(context))
     if problems:
-        raise QBayesError("--context needs each candidate's layers, key-value heads and head size, and "
-                          f"data/model_shapes.csv has {'; '.join(problems)}. Leave out --context and give the "
-                          "KV cache (and any other memory) with --overhead-gb")
+        raise QBayesError(
+            "--context needs each candidate's layers, key-value heads and head size, and "
+            f"data/model_shapes.csv has {'; '.join(problems)}. Leave out --context and give the "
+            "KV cache (and any other memory) with --overhead-gb"
+        )
     return np.array(out, dtype=float)

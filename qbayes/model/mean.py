@@ -41,6 +41,7 @@ from qbayes.model.spec import NOISE_TERMS, Effect
 # of 1e13), beyond any collapse in the data; it keeps early warm-up and prior draws finite.
 LOG_MU_MAX = 3.4
 
+
 @dataclass(frozen=True)
 class Term:
     """One scalar term of the log-mean: its parameter (whose prior is the
@@ -56,8 +57,11 @@ class Term:
 TERMS = (
     Term("intercept", lambda d, c: np.ones(d.n), "ln delta at 4 bits, 7B parameters, 1T tokens, groups of 128"),
     Term("bits_rate", lambda d, c: -d.bits_c, "fall of ln delta per extra bit per weight (1/gamma)"),
-    Term("bits_curvature", lambda d, c: (d.bits_c if c == "quadratic" else np.minimum(d.bits_c, 0.0)) ** 2,
-         "acceleration into collapse: (bits - 4)^2, below 4 bits only for curvature = low_bits"),
+    Term(
+        "bits_curvature",
+        lambda d, c: (d.bits_c if c == "quadratic" else np.minimum(d.bits_c, 0.0)) ** 2,
+        "acceleration into collapse: (bits - 4)^2, below 4 bits only for curvature = low_bits",
+    ),
     Term("gamma_n", lambda d, c: -d.log_n_c, "fall of ln delta per unit of ln(parameters / 7B)"),
     Term("gamma_d", lambda d, c: np.nan_to_num(d.log_d_c), "rise of ln delta per unit of ln(training tokens / 1T)"),
     Term("per_channel", lambda d, c: d.per_channel, "one scale per output channel instead of groups of 128, at 4 bits"),
@@ -67,8 +71,9 @@ TERMS = (
 SCALAR_TERMS = tuple(t.name for t in TERMS)
 
 
-def layout(effects: dict[str, Effect], levels: dict[str, tuple[str, ...]],
-           features: tuple[str, ...] = ()) -> list[tuple[str, int]]:
+def layout(
+    effects: dict[str, Effect], levels: dict[str, tuple[str, ...]], features: tuple[str, ...] = ()
+) -> list[tuple[str, int]]:
     """(parameter name, number of columns) in the order of theta and of X's columns."""
     out = [(name, 1) for name in SCALAR_TERMS] + [(f"feat_{f}", 1) for f in features]
     for g, e in effects.items():
@@ -86,8 +91,9 @@ def weights(d: Covariates, g: str) -> dict[str, np.ndarray]:
     return {"a": np.ones(d.n), "b": -d.bits_c, "c": d.per_channel_by.get(g, d.per_channel), "n": -d.log_n_c}
 
 
-def design_matrix(d: Covariates, effects: dict[str, Effect], levels: dict[str, tuple[str, ...]],
-                  curvature: str = "quadratic") -> np.ndarray:
+def design_matrix(
+    d: Covariates, effects: dict[str, Effect], levels: dict[str, tuple[str, ...]], curvature: str = "quadratic"
+) -> np.ndarray:
     """X (N x P): the covariate each column of theta multiplies, row by row. Rows whose
     training tokens are unknown get 0 in the gamma_d column (see :func:`mean_degradation`)."""
     n = d.n
@@ -105,8 +111,9 @@ def design_matrix(d: Covariates, effects: dict[str, Effect], levels: dict[str, t
     return np.column_stack(cols)
 
 
-def _linear_predictor_graph(p: dict, d: Covariates, effects: dict[str, Effect], features: tuple[str, ...],
-                            curvature: str):
+def _linear_predictor_graph(
+    p: dict, d: Covariates, effects: dict[str, Effect], features: tuple[str, ...], curvature: str
+):
     """X @ theta for PyTensor parameters, as gathers: each row reads its level's effect
     instead of multiplying a mostly-zero X. Its gradient costs N per effect rather than
     N x P: logp + gradient of the model without size slopes, on the shipped data, went from
@@ -125,15 +132,24 @@ def _linear_predictor_graph(p: dict, d: Covariates, effects: dict[str, Effect], 
     return eta
 
 
-def stack_theta(p: dict, effects: dict[str, Effect], levels: dict[str, tuple[str, ...]],
-                features: tuple[str, ...] = ()) -> np.ndarray:
+def stack_theta(
+    p: dict, effects: dict[str, Effect], levels: dict[str, tuple[str, ...]], features: tuple[str, ...] = ()
+) -> np.ndarray:
     """theta (P, S) in layout order from (1, S) scalars and (K + 1, S) effects."""
     return np.concatenate([p[name] for name, _ in layout(effects, levels, features)], axis=0)
 
 
-def mean_degradation(p: dict, d: Covariates, effects: dict[str, Effect], levels: dict[str, tuple[str, ...]], xp,
-                     log_d_missing=None, features: tuple[str, ...] = (), curvature: str = "quadratic",
-                     eta_extra=None):
+def mean_degradation(
+    p: dict,
+    d: Covariates,
+    effects: dict[str, Effect],
+    levels: dict[str, tuple[str, ...]],
+    xp,
+    log_d_missing=None,
+    features: tuple[str, ...] = (),
+    curvature: str = "quadratic",
+    eta_extra=None,
+):
     """Expected degradation (nats per token) for every row of ``d``: shape (N,) with
     PyTensor parameters, (N, S) with NumPy draws. ``log_d_missing`` holds ln D (centred)
     for rows whose training tokens are unknown and 0 elsewhere, or is None when all are known;

@@ -33,12 +33,27 @@ DEFAULT_DRAWS = 1000
 # published collapse (11 nats); Student-t tails with small dof would otherwise overflow
 DELTA_MAX = 15.0
 # the columns Predictor.predict adds to a table
-NEW_LEVEL_FLAGS = {"family": "new_family", "arch": "new_arch", "method": "new_method", "eval_set": "new_eval_set",
-                   "w_kind": "new_w_kind"}  # grouping -> flag of rows whose level the fit has not seen
+NEW_LEVEL_FLAGS = {
+    "family": "new_family",
+    "arch": "new_arch",
+    "method": "new_method",
+    "eval_set": "new_eval_set",
+    "w_kind": "new_w_kind",
+}  # grouping -> flag of rows whose level the fit has not seen
 PROVENANCE = ("block_design", "block_design_from", "train_tokens_b_used", "train_tokens_from")
 # of those, what ``qbayes predict`` writes after the query's own columns
-OUTPUT_COLUMNS = ("ppl_q05", "ppl_q25", "ppl_q50", "ppl_q75", "ppl_q95", "ppl_mean", "delta_q50",
-                  *NEW_LEVEL_FLAGS.values(), "tokens_imputed", *PROVENANCE)
+OUTPUT_COLUMNS = (
+    "ppl_q05",
+    "ppl_q25",
+    "ppl_q50",
+    "ppl_q75",
+    "ppl_q95",
+    "ppl_mean",
+    "delta_q50",
+    *NEW_LEVEL_FLAGS.values(),
+    "tokens_imputed",
+    *PROVENANCE,
+)
 
 
 @dataclass
@@ -132,8 +147,17 @@ def _log_d_missing(draws: Draws, d: Covariates) -> np.ndarray | None:
 
 def mean_draws(fit: Fit, d: Covariates, draws: Draws) -> np.ndarray:
     """Mean degradation per row and draw, (N, S)."""
-    return mean_degradation(draws.p, d, fit.spec.effects, fit.encoding.levels, np, _log_d_missing(draws, d),
-                            fit.encoding.feature_names, fit.spec.curvature, extra_new_levels(fit, d, draws))
+    return mean_degradation(
+        draws.p,
+        d,
+        fit.spec.effects,
+        fit.encoding.levels,
+        np,
+        _log_d_missing(draws, d),
+        fit.encoding.feature_names,
+        fit.spec.curvature,
+        extra_new_levels(fit, d, draws),
+    )
 
 
 def _noise(p: dict, shape: tuple, rng: np.random.Generator) -> np.ndarray:
@@ -142,8 +166,9 @@ def _noise(p: dict, shape: tuple, rng: np.random.Generator) -> np.ndarray:
     return rng.standard_t(np.broadcast_to(p["nu"], shape)).astype(p["noise_rel"].dtype)
 
 
-def log_shifted_draws(fit: Fit, d: Covariates, draws: Draws, *, rng: np.random.Generator,
-                      independent_noise: bool = False) -> np.ndarray:
+def log_shifted_draws(
+    fit: Fit, d: Covariates, draws: Draws, *, rng: np.random.Generator, independent_noise: bool = False
+) -> np.ndarray:
     """Draws of ln(delta + shift), (N, S), for the log_student_t likelihood (capped at DELTA_MAX)."""
     mu = mean_draws(fit, d, draws)
     shape = mu.shape if independent_noise else (1, draws.n)
@@ -153,8 +178,15 @@ def log_shifted_draws(fit: Fit, d: Covariates, draws: Draws, *, rng: np.random.G
     return np.minimum(y, np.float32(np.log(DELTA_MAX + shift)), out=y)
 
 
-def delta_draws(fit: Fit, d: Covariates, draws: Draws, *, rng: np.random.Generator, noise: bool = True,
-                independent_noise: bool = False) -> np.ndarray:
+def delta_draws(
+    fit: Fit,
+    d: Covariates,
+    draws: Draws,
+    *,
+    rng: np.random.Generator,
+    noise: bool = True,
+    independent_noise: bool = False,
+) -> np.ndarray:
     """Degradation draws, shape (N, S): the mean, plus observation noise when ``noise``.
 
     The noise scale and dof are per draw, so by default one Student-t variate per draw,
@@ -249,8 +281,9 @@ class Predictor:
         """Mean degradation per row and draw, (N, S), without observation noise."""
         return mean_draws(self.fit, rows.covariates, self.draws)
 
-    def delta(self, rows: Prepared, *, rng: np.random.Generator | None = None,
-              independent_noise: bool = False) -> np.ndarray:
+    def delta(
+        self, rows: Prepared, *, rng: np.random.Generator | None = None, independent_noise: bool = False
+    ) -> np.ndarray:
         """Posterior-predictive degradation draws, (N, S), observation noise included (see
         :func:`delta_draws`); ``rng`` defaults to one seeded with the predictor's seed + 1."""
         rng = np.random.default_rng(self.seed + 1) if rng is None else rng
@@ -272,10 +305,12 @@ class Predictor:
         uses_arch = any(g in self.fit.spec.effects for g in ("arch", "arch_method"))
         read = rows.read
         none = pl.Series([None] * table.height, dtype=pl.String)
-        provenance = {"block_design": read.table.get_column("arch") if uses_arch else none,
-                      "block_design_from": read.sources.get_column("block_design_from") if uses_arch else none,
-                      "train_tokens_b_used": read.table.get_column("train_tokens_b"),
-                      "train_tokens_from": read.sources.get_column("train_tokens_from")}
+        provenance = {
+            "block_design": read.table.get_column("arch") if uses_arch else none,
+            "block_design_from": read.sources.get_column("block_design_from") if uses_arch else none,
+            "train_tokens_b_used": read.table.get_column("train_tokens_b"),
+            "train_tokens_from": read.sources.get_column("train_tokens_from"),
+        }
         outs = []
         for start in range(0, table.height, CHUNK_ROWS):
             sl = slice(start, start + CHUNK_ROWS)

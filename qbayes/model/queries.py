@@ -10,18 +10,25 @@ from __future__ import annotations
 
 import polars as pl
 
+from qbayes.db.named_formats import expand as expand_formats
 from qbayes.errors import QBayesError, suggest
 from qbayes.model.features import RAW_COLUMNS
 from qbayes.model.table import STANDARD, effective_bits
-from qbayes.db.named_formats import expand as expand_formats
 
 QUERY_REQUIRED = ("family", "model", "params_b", "method", "w_bits", "eval_set", "fp16_ppl")
-QUERY_OPTIONAL = {"train_tokens_b": None, "arch": None, "group_size": None, "act_bits": 16.0, "w_kind": "int",
-                  "source": None,
-                  # a format name (named_formats) fills method, bits, group and kind; bits per
-                  # weight, where given, is the bits covariate instead of effective_bits'
-                  "format": None, "bits_per_weight": None,
-                  **{c: None for c in RAW_COLUMNS}}
+QUERY_OPTIONAL = {
+    "train_tokens_b": None,
+    "arch": None,
+    "group_size": None,
+    "act_bits": 16.0,
+    "w_kind": "int",
+    "source": None,
+    # a format name (named_formats) fills method, bits, group and kind; bits per
+    # weight, where given, is the bits covariate instead of effective_bits'
+    "format": None,
+    "bits_per_weight": None,
+    **{c: None for c in RAW_COLUMNS},
+}
 
 
 def extra_query_columns(df: pl.DataFrame) -> list[str]:

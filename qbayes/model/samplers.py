@@ -70,9 +70,18 @@ def _nutpie(model: pm.Model, cfg: SampleConfig) -> SampleResult:
     t0 = time.perf_counter()
     compiled = nutpie.compile_pymc_model(model)
     t1 = time.perf_counter()
-    idata = nutpie.sample(compiled, draws=cfg.draws, tune=cfg.tune, chains=cfg.chains, cores=cfg.cores,
-                          seed=cfg.seed, progress_bar=cfg.progress, target_accept=cfg.target_accept,
-                          save_warmup=False, low_rank_modified_mass_matrix=cfg.low_rank_mass_matrix)
+    idata = nutpie.sample(
+        compiled,
+        draws=cfg.draws,
+        tune=cfg.tune,
+        chains=cfg.chains,
+        cores=cfg.cores,
+        seed=cfg.seed,
+        progress_bar=cfg.progress,
+        target_accept=cfg.target_accept,
+        save_warmup=False,
+        low_rank_modified_mass_matrix=cfg.low_rank_mass_matrix,
+    )
     t2 = time.perf_counter()
     return SampleResult(_to_tree(idata), t1 - t0, t2 - t1)
 
@@ -83,9 +92,17 @@ def _pymc(model: pm.Model, cfg: SampleConfig, nuts_sampler: str = "pymc") -> Sam
 
     t0 = time.perf_counter()
     with model:
-        idata = pm.sample(draws=cfg.draws, tune=cfg.tune, chains=cfg.chains, cores=min(cfg.cores, cfg.chains),
-                          random_seed=cfg.seed, progressbar=cfg.progress, target_accept=cfg.target_accept,
-                          nuts_sampler=nuts_sampler, compute_convergence_checks=False)
+        idata = pm.sample(
+            draws=cfg.draws,
+            tune=cfg.tune,
+            chains=cfg.chains,
+            cores=min(cfg.cores, cfg.chains),
+            random_seed=cfg.seed,
+            progressbar=cfg.progress,
+            target_accept=cfg.target_accept,
+            nuts_sampler=nuts_sampler,
+            compute_convergence_checks=False,
+        )
     # PyMC compiles inside pm.sample; its compile time is counted as sampling time.
     return SampleResult(_to_tree(idata), 0.0, time.perf_counter() - t0)
 

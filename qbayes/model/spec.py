@@ -83,28 +83,28 @@ class Effect:
 class Priors:
     """Priors on the log-degradation scale; covariates are centred (see table.py)."""
 
-    intercept: Normal = Normal(-2.5, 1.5)       # log delta at 4 bits, 7B params, 1T tokens
-    bits_rate: Normal = Normal(1.4, 0.5)        # 1/gamma; ln 4 if noise power falls 4x per bit
-    bits_curvature: Normal = Normal(0.0, 0.3)   # acceleration into collapse at low bits
-    gamma_n: Normal = Normal(0.3, 0.3)          # N exponent (arXiv 2411.04330: 0.34)
-    gamma_d: Normal = Normal(0.5, 0.15)         # D exponent: informative, see models/hierarchical.toml
-    per_channel: Normal = Normal(1.0, 1.0)      # per-channel vs group-128, at 4 bits
+    intercept: Normal = Normal(-2.5, 1.5)  # log delta at 4 bits, 7B params, 1T tokens
+    bits_rate: Normal = Normal(1.4, 0.5)  # 1/gamma; ln 4 if noise power falls 4x per bit
+    bits_curvature: Normal = Normal(0.0, 0.3)  # acceleration into collapse at low bits
+    gamma_n: Normal = Normal(0.3, 0.3)  # N exponent (arXiv 2411.04330: 0.34)
+    gamma_d: Normal = Normal(0.5, 0.15)  # D exponent: informative, see models/hierarchical.toml
+    per_channel: Normal = Normal(1.0, 1.0)  # per-channel vs group-128, at 4 bits
     per_channel_bits: Normal = Normal(0.5, 0.5)  # per-channel penalty growth per bit removed
-    log2_group: Normal = Normal(0.3, 0.3)       # per doubling of the group size
-    act_intercept: Normal = Normal(-1.0, 2.0)   # log activation-quantization degradation at A4
-    act_rate: Normal = Normal(1.0, 0.5)         # its decrease per activation bit
-    feature: Normal = Normal(0.0, 1.0)          # per standardised feature covariate (see covariates.py)
-    group_sd: HalfNormal = HalfNormal(0.7)      # sd of grouping intercepts
-    slope_sd: HalfNormal = HalfNormal(0.3)      # sd of grouping bits slopes
+    log2_group: Normal = Normal(0.3, 0.3)  # per doubling of the group size
+    act_intercept: Normal = Normal(-1.0, 2.0)  # log activation-quantization degradation at A4
+    act_rate: Normal = Normal(1.0, 0.5)  # its decrease per activation bit
+    feature: Normal = Normal(0.0, 1.0)  # per standardised feature covariate (see covariates.py)
+    group_sd: HalfNormal = HalfNormal(0.7)  # sd of grouping intercepts
+    slope_sd: HalfNormal = HalfNormal(0.3)  # sd of grouping bits slopes
     per_channel_sd: HalfNormal = HalfNormal(0.7)  # sd of grouping per-channel shifts
     size_slope_sd: HalfNormal = HalfNormal(0.2)  # sd of grouping departures from gamma_n
     log_tokens_mean: Normal = Normal(0.0, 1.0)  # population of log(D / 1T) for missing D
     log_tokens_sd: HalfNormal = HalfNormal(1.0)
-    ceiling: Normal = Normal(8.0, 0.5)          # LogNormal(ln 8, 0.5): collapse level, nats
+    ceiling: Normal = Normal(8.0, 0.5)  # LogNormal(ln 8, 0.5): collapse level, nats
     noise_floor: HalfNormal = HalfNormal(0.02)  # absolute noise, nats (table rounding)
-    noise_rel: HalfNormal = HalfNormal(0.5)     # noise proportional to the mean degradation
-    noise_term: Normal = Normal(0.0, 0.5)       # each noise term: change of ln(noise scale) per unit
-    nu: tuple[float, float] = (2.0, 0.1)        # Gamma(alpha, beta) on Student-t dof
+    noise_rel: HalfNormal = HalfNormal(0.5)  # noise proportional to the mean degradation
+    noise_term: Normal = Normal(0.0, 0.5)  # each noise term: change of ln(noise scale) per unit
+    nu: tuple[float, float] = (2.0, 0.1)  # Gamma(alpha, beta) on Student-t dof
 
 
 @dataclass(frozen=True)
@@ -172,9 +172,11 @@ def _build(raw: dict, where: str) -> ModelSpec:
             raise QBayesError(f"{where} effects.{g}: 'centred' must be a list of {', '.join(EFFECT_KINDS.values())}")
         fixed = e.get("fixed_sd", {})
         if not isinstance(fixed, dict) or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in fixed.values()):
-            raise QBayesError(f"{where} effects.{g}: 'fixed_sd' must map effect parts to positive numbers, "
-                              f"e.g. {{ intercept = 0.5 }}")
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in fixed.values()
+        ):
+            raise QBayesError(
+                f"{where} effects.{g}: 'fixed_sd' must map effect parts to positive numbers, e.g. {{ intercept = 0.5 }}"
+            )
         effects[g] = Effect(**{**e, "centred": tuple(centred), "fixed_sd": {k: float(v) for k, v in fixed.items()}})
         on = [EFFECT_KINDS[k] for k in effects[g].kinds]
         for kind in fixed:
@@ -187,8 +189,10 @@ def _build(raw: dict, where: str) -> ModelSpec:
         if not e.within:
             continue
         if e.within not in effects or e.within == g:
-            raise QBayesError(f"{where} effects.{g}: 'within' must name another grouping of the model's effects "
-                              f"(got '{e.within}'{suggest(e.within, [x for x in effects if x != g])})")
+            raise QBayesError(
+                f"{where} effects.{g}: 'within' must name another grouping of the model's effects "
+                f"(got '{e.within}'{suggest(e.within, [x for x in effects if x != g])})"
+            )
         if e.centred:
             raise QBayesError(f"{where} effects.{g}: nested effects ('within') are non-centred; drop 'centred'")
     prior_fields = {f.name: f for f in dataclasses.fields(Priors)}
@@ -229,14 +233,26 @@ def _build(raw: dict, where: str) -> ModelSpec:
         if term not in NOISE_TERMS:
             raise unknown(f"noise term in {where}", str(term), NOISE_TERMS)
     if noise and likelihood != "log_student_t":
-        raise QBayesError(f"{where}: 'noise' terms scale the log_student_t likelihood; "
-                          f"likelihood '{likelihood}' has its own noise scale (mean.noise_scale)")
+        raise QBayesError(
+            f"{where}: 'noise' terms scale the log_student_t likelihood; "
+            f"likelihood '{likelihood}' has its own noise scale (mean.noise_scale)"
+        )
     if "name" not in raw:
         raise QBayesError(f"{where}: missing 'name'")
-    return ModelSpec(name=raw["name"], description=raw.get("description", ""), effects=effects,
-                     priors=Priors(**priors), likelihood=likelihood, tokens=tokens, rows=rows,
-                     tokens_within=tokens_within, features=tuple(features), log_shift=float(log_shift),
-                     curvature=curvature, noise=tuple(noise))
+    return ModelSpec(
+        name=raw["name"],
+        description=raw.get("description", ""),
+        effects=effects,
+        priors=Priors(**priors),
+        likelihood=likelihood,
+        tokens=tokens,
+        rows=rows,
+        tokens_within=tokens_within,
+        features=tuple(features),
+        log_shift=float(log_shift),
+        curvature=curvature,
+        noise=tuple(noise),
+    )
 
 
 def available() -> list[str]:

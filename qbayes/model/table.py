@@ -12,8 +12,8 @@ import math
 
 import polars as pl
 
-from qbayes.db.schema import BASELINE_METHOD
 from qbayes.db.database import Database
+from qbayes.db.schema import BASELINE_METHOD
 from qbayes.errors import unknown
 from qbayes.model.features import RAW_COLUMNS, attach_raw
 
@@ -23,9 +23,19 @@ LOG_D_REF = math.log(1000.0)  # 1T training tokens
 GROUP_REF = 128
 
 STANDARD = {
-    "family": pl.String, "arch": pl.String, "model": pl.String, "params_b": pl.Float64, "train_tokens_b": pl.Float64,
-    "method": pl.String, "w_kind": pl.String, "w_bits": pl.Float64, "group_size": pl.Int64,
-    "bits": pl.Float64, "act_bits": pl.Float64, "eval_set": pl.String, "source": pl.String,
+    "family": pl.String,
+    "arch": pl.String,
+    "model": pl.String,
+    "params_b": pl.Float64,
+    "train_tokens_b": pl.Float64,
+    "method": pl.String,
+    "w_kind": pl.String,
+    "w_bits": pl.Float64,
+    "group_size": pl.Int64,
+    "bits": pl.Float64,
+    "act_bits": pl.Float64,
+    "eval_set": pl.String,
+    "source": pl.String,
     "fp16_ppl": pl.Float64,
     **{c: pl.Float64 for c in RAW_COLUMNS},  # measured features (null for published rows)
 }
@@ -39,8 +49,9 @@ def effective_bits(w_bits: pl.Expr, group_size: pl.Expr, w_kind: pl.Expr) -> pl.
     return pl.when(grouped).then(w_bits + (16.0 + w_bits) / group_size).otherwise(w_bits)
 
 
-def training_table(db: Database, *, exclude_families=(), include_suspect: bool = False,
-                   rows: str = "all") -> pl.DataFrame:
+def training_table(
+    db: Database, *, exclude_families=(), include_suspect: bool = False, rows: str = "all"
+) -> pl.DataFrame:
     """Quantized rows joined to their baseline: the standard table plus ``delta``, the
     degradation ln(ppl_q) - ln(ppl_base) in nats per token. ``rows`` keeps the published
     rows, the collected ones, or all (see :data:`qbayes.model.spec.ROWS`)."""
@@ -85,8 +96,5 @@ def with_baseline(res: pl.DataFrame) -> pl.DataFrame:
     """The quantized rows of ``res`` with ``fp16_ppl``, the unquantized perplexity of the
     same model, evaluation set and source; rows without one are dropped."""
     key = ["model", "eval_set", "source", "source_table"]
-    base = (res.filter(pl.col("method") == BASELINE_METHOD)
-            .group_by(key).agg(pl.col("ppl").first().alias("fp16_ppl")))
+    base = res.filter(pl.col("method") == BASELINE_METHOD).group_by(key).agg(pl.col("ppl").first().alias("fp16_ppl"))
     return res.filter(pl.col("method") != BASELINE_METHOD).join(base, on=key, how="inner", nulls_equal=True)
-
-

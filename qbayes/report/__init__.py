@@ -23,9 +23,11 @@ def build(fit, validation: dict | list[dict] | None = None, *, n_draws: int | No
     with figures.style():
         sections = [m.render(ctx) for m in SECTIONS]
     title = f"qbayes report: {fit.spec.name} fit of {fit.data.height} results"
-    subtitle = (f"data hash {fit.info.data_hash} · spec hash {fit.spec.hash} · "
-                f"posterior {fit.posterior_checksum or '?'} · "
-                f"validation {'included' if validation else 'not provided'}")
+    subtitle = (
+        f"data hash {fit.info.data_hash} · spec hash {fit.spec.hash} · "
+        f"posterior {fit.posterior_checksum or '?'} · "
+        f"validation {'included' if validation else 'not provided'}"
+    )
     return page(title, subtitle, sections)
 
 

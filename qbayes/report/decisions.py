@@ -55,8 +55,12 @@ def scenario(fit: Fit) -> Scenario:
     fam = df.filter(pl.col("family") == family)
     tokens = fam.get_column("train_tokens_b").drop_nulls()
     train_tokens = float(tokens.median()) if tokens.len() else None
-    base = (df.filter(pl.col("eval_set") == eval_set).select("family", "model", "params_b", "fp16_ppl")
-            .unique(["model"]).drop_nulls())
+    base = (
+        df.filter(pl.col("eval_set") == eval_set)
+        .select("family", "model", "params_b", "fp16_ppl")
+        .unique(["model"])
+        .drop_nulls()
+    )
     own = base.filter(pl.col("family") == family)
     if own.get_column("params_b").n_unique() >= 2:
         pts, basis = own, f"{family} models on {eval_set}"
@@ -78,17 +82,23 @@ def queries(sc: Scenario, sizes, bits) -> pl.DataFrame:
     """A standard table (through :func:`query_table`) for every size × weight bits."""
     grid = [(p, w) for p in sizes for w in bits]
     p = np.array([g[0] for g in grid])
-    return query_table(pl.DataFrame({
-        "family": [sc.family] * len(grid),
-        "model": [f"{sc.family} {x:g}B (hypothetical)" for x in p],
-        "params_b": p,
-        "train_tokens_b": [sc.train_tokens_b] * len(grid),
-        "method": [sc.method] * len(grid),
-        "w_bits": [g[1] for g in grid],
-        "group_size": [GROUP] * len(grid),
-        "eval_set": [sc.eval_set] * len(grid),
-        "fp16_ppl": sc.fp16_ppl(p),
-    }, schema_overrides={"train_tokens_b": pl.Float64}), where="report scenario")
+    return query_table(
+        pl.DataFrame(
+            {
+                "family": [sc.family] * len(grid),
+                "model": [f"{sc.family} {x:g}B (hypothetical)" for x in p],
+                "params_b": p,
+                "train_tokens_b": [sc.train_tokens_b] * len(grid),
+                "method": [sc.method] * len(grid),
+                "w_bits": [g[1] for g in grid],
+                "group_size": [GROUP] * len(grid),
+                "eval_set": [sc.eval_set] * len(grid),
+                "fp16_ppl": sc.fp16_ppl(p),
+            },
+            schema_overrides={"train_tokens_b": pl.Float64},
+        ),
+        where="report scenario",
+    )
 
 
 def curves(predictor: Predictor, sc: Scenario) -> pl.DataFrame:
@@ -109,12 +119,17 @@ def frontier(predictor: Predictor, sc: Scenario) -> Frontier:
     with np.errstate(over="ignore", invalid="ignore"):
         pred = predictor.predict(rows)
     ppl_draws = mean_ppl_draws(predictor, rows)
-    opts = pred.select("params_b", "w_bits", "bits", "ppl_q05", "ppl_q50", "ppl_q95", "fp16_ppl",
-                       pl.lit(False).alias("fp16"))
+    opts = pred.select(
+        "params_b", "w_bits", "bits", "ppl_q05", "ppl_q50", "ppl_q95", "fp16_ppl", pl.lit(False).alias("fp16")
+    )
     fp = pl.DataFrame({"params_b": list(FRONTIER_SIZES), "w_bits": FP16_BITS, "bits": FP16_BITS})
     fp = fp.with_columns(pl.Series("fp16_ppl", sc.fp16_ppl(FRONTIER_SIZES)))
-    fp = fp.with_columns(pl.col("fp16_ppl").alias("ppl_q05"), pl.col("fp16_ppl").alias("ppl_q50"),
-                         pl.col("fp16_ppl").alias("ppl_q95"), pl.lit(True).alias("fp16"))
+    fp = fp.with_columns(
+        pl.col("fp16_ppl").alias("ppl_q05"),
+        pl.col("fp16_ppl").alias("ppl_q50"),
+        pl.col("fp16_ppl").alias("ppl_q95"),
+        pl.lit(True).alias("fp16"),
+    )
     options = pl.concat([opts, fp.select(opts.columns)], how="vertical_relaxed")
     mem = memory_gb(options)
     options = options.with_columns(pl.Series("memory_gb", mem))
@@ -124,11 +139,20 @@ def frontier(predictor: Predictor, sc: Scenario) -> Frontier:
     rows = []
     for budget in BUDGETS_GB:
         order, p_best = best_under_budget(mem, med, all_draws, budget)
-        rows.append({"budget_gb": budget, "best": int(order[0]) if order.size else None,
-                     "runner_up": int(order[1]) if order.size > 1 else None,
-                     "p_best": float(p_best[0]) if order.size else math.nan})
-    return Frontier(options, pl.DataFrame(rows, schema={"budget_gb": pl.Float64, "best": pl.Int64,
-                                                        "runner_up": pl.Int64, "p_best": pl.Float64}))
+        rows.append(
+            {
+                "budget_gb": budget,
+                "best": int(order[0]) if order.size else None,
+                "runner_up": int(order[1]) if order.size > 1 else None,
+                "p_best": float(p_best[0]) if order.size else math.nan,
+            }
+        )
+    return Frontier(
+        options,
+        pl.DataFrame(
+            rows, schema={"budget_gb": pl.Float64, "best": pl.Int64, "runner_up": pl.Int64, "p_best": pl.Float64}
+        ),
+    )
 
 
 def pareto(options: pl.DataFrame) -> pl.DataFrame:

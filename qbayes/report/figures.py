@@ -40,8 +40,7 @@ STYLE = {
     "image.cmap": "viridis",
 }
 # Okabe-Ito: distinguishable for colour-blind readers.
-PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000",
-           "#999999", "#8C564B"]
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000", "#999999", "#8C564B"]
 
 
 def plain(text) -> str:
@@ -79,8 +78,7 @@ def png_bytes(fig, dpi: int = DPI) -> bytes:
     fig.savefig(buf, format="png", dpi=dpi, facecolor="white")
     _close(fig)
     buf.seek(0)
-    img = Image.open(buf).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT,
-                                                   dither=Image.Dither.NONE)
+    img = Image.open(buf).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     out = io.BytesIO()
     img.save(out, format="PNG", optimize=True)
     return out.getvalue()
@@ -107,8 +105,7 @@ def figure(fig, alt: str, caption: str = "", *, dpi: int = DPI) -> str:
 
 def failed(what: str, exc: Exception) -> str:
     """What a section shows instead of a figure that could not be drawn."""
-    return (f'<div class="banner bad">Could not draw {esc(what)}: '
-            f"{esc(type(exc).__name__)}: {esc(exc)}</div>")
+    return f'<div class="banner bad">Could not draw {esc(what)}: {esc(type(exc).__name__)}: {esc(exc)}</div>'
 
 
 def safe(what: str, fn, *args, **kwargs) -> str:

@@ -35,10 +35,15 @@ LOAD_HOURS_PER_B = 0.001  # reading fp16 weights, ~2 GB per billion parameters
 RTN_HOURS_PER_B = 0.002  # rounding without calibration
 # A100 hours per billion parameters to quantize, by method (respell.key of its name)
 QUANT_HOURS_PER_B = {
-    **{key(m): RTN_HOURS_PER_B for m in ("RTN", "llama.cpp-legacy", "llama.cpp-kquant", "quanto", "bitsandbytes",
-                                         "nf4", "fp8", "hqq", "none")},
+    **{
+        key(m): RTN_HOURS_PER_B
+        for m in ("RTN", "llama.cpp-legacy", "llama.cpp-kquant", "quanto", "bitsandbytes", "nf4", "fp8", "hqq", "none")
+    },
     key("SmoothQuant"): 0.005,  # activation statistics from a calibration set
-    key("GPTQ"): 0.025, key("GPTQ-R"): 0.025, key("AWQ"): 0.025, key("autoawq"): 0.025,
+    key("GPTQ"): 0.025,
+    key("GPTQ-R"): 0.025,
+    key("AWQ"): 0.025,
+    key("autoawq"): 0.025,
     key("AWQ+GPTQ"): 0.05,
     key("OmniQuant"): 0.15,  # trains clipping and equivalent transforms block by block
 }
@@ -93,8 +98,7 @@ def eval_hours(params_b: np.ndarray, tokens: np.ndarray, device: str) -> np.ndar
 def quant_hours_per_b(methods: pl.Series) -> np.ndarray:
     """A100 hours per billion parameters to quantize with each method (matched by respell.key)."""
     keys = methods.to_frame("m").select(key_expr(pl.col("m"))).to_series()
-    return keys.replace_strict(QUANT_HOURS_PER_B, default=DEFAULT_QUANT_HOURS_PER_B,
-                               return_dtype=pl.Float64).to_numpy()
+    return keys.replace_strict(QUANT_HOURS_PER_B, default=DEFAULT_QUANT_HOURS_PER_B, return_dtype=pl.Float64).to_numpy()
 
 
 def _group_ids(table: pl.DataFrame, columns) -> np.ndarray:
@@ -102,22 +106,32 @@ def _group_ids(table: pl.DataFrame, columns) -> np.ndarray:
     return table.select(pl.struct(list(columns)).rank("dense")).to_series().to_numpy().astype(np.int64)
 
 
-def run_costs(table: pl.DataFrame, *, device: str = REFERENCE_DEVICE, eval_tokens: np.ndarray | None = None,
-              given: np.ndarray | None = None) -> Costs:
+def run_costs(
+    table: pl.DataFrame,
+    *,
+    device: str = REFERENCE_DEVICE,
+    eval_tokens: np.ndarray | None = None,
+    given: np.ndarray | None = None,
+) -> Costs:
     """The GPU hours of each run of a standard table (queries.query_table) on ``device``.
     ``eval_tokens`` (NaN: the set's usual count) and ``given`` (NaN: estimate) hold
     per-run values from the candidates file."""
     fast = speed(device)
     n = table.height
     params = table.get_column("params_b").to_numpy()
-    usual = table.get_column("eval_set").replace_strict(EVAL_TOKENS, default=DEFAULT_EVAL_TOKENS,
-                                                        return_dtype=pl.Float64).to_numpy()
+    usual = (
+        table.get_column("eval_set")
+        .replace_strict(EVAL_TOKENS, default=DEFAULT_EVAL_TOKENS, return_dtype=pl.Float64)
+        .to_numpy()
+    )
     tokens = usual if eval_tokens is None else np.where(np.isnan(eval_tokens), usual, eval_tokens)
     evaluate = eval_hours(params, tokens, device)
     quantize = (SETUP_HOURS + params * (LOAD_HOURS_PER_B + quant_hours_per_b(table.get_column("method")))) / fast
     given = np.full(n, np.nan) if given is None else given
     fixed = ~np.isnan(given)
     own = np.where(fixed, np.nan_to_num(given), evaluate)
-    shared = ((_group_ids(table, CONFIG), np.where(fixed, 0.0, quantize)),
-              (_group_ids(table, ("model", "eval_set")), np.where(fixed, 0.0, evaluate)))
+    shared = (
+        (_group_ids(table, CONFIG), np.where(fixed, 0.0, quantize)),
+        (_group_ids(table, ("model", "eval_set")), np.where(fixed, 0.0, evaluate)),
+    )
     return Costs(own=own, shared=shared)

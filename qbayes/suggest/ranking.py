@@ -60,8 +60,9 @@ def runs_table(df: pl.DataFrame, *, where: str, own: tuple[str, ...] = ()) -> pl
     of them the table lacks is refused."""
     absent = [c for c in own if c not in df.columns]
     known = {*QUERY_REQUIRED, *QUERY_OPTIONAL, *own}
-    problems = [f"unknown column '{c}'{suggest(c, absent)}" for c in df.columns
-                if c not in known and suggest(c, absent)]
+    problems = [
+        f"unknown column '{c}'{suggest(c, absent)}" for c in df.columns if c not in known and suggest(c, absent)
+    ]
     if problems:
         raise QBayesError(f"{where}: " + "; ".join(problems))
     body = df.drop([c for c in (*own, "fp16_ppl") if c in df.columns])
@@ -99,8 +100,12 @@ def target_weights(df: pl.DataFrame, *, where: str) -> np.ndarray:
 def candidate_costs(df: pl.DataFrame, table: pl.DataFrame, *, where: str, device: str = REFERENCE_DEVICE) -> Costs:
     """GPU hours of the candidates: the estimate (gpucost.run_costs) unless the
     ``gpu_hours`` column gives them; ``eval_tokens`` replaces a set's usual token count."""
-    return run_costs(table, device=device, eval_tokens=numeric_column(df, "eval_tokens", where=where),
-                     given=numeric_column(df, "gpu_hours", where=where))
+    return run_costs(
+        table,
+        device=device,
+        eval_tokens=numeric_column(df, "eval_tokens", where=where),
+        given=numeric_column(df, "gpu_hours", where=where),
+    )
 
 
 def grid_candidates(grid: Grid, models: pl.DataFrame, *, where: str) -> pl.DataFrame:
@@ -113,29 +118,51 @@ def grid_candidates(grid: Grid, models: pl.DataFrame, *, where: str) -> pl.DataF
     repeat is worth its cost)."""
     missing = [c for c in MODEL_COLUMNS if c not in models.columns]
     if missing:
-        raise QBayesError(f"{where}: " + "; ".join(f"missing column '{c}'{suggest(c, models.columns)}"
-                                                   for c in missing)
-                          + f"; a models file for --grid is a collection manifest (path, family, name) "
-                            f"with {', '.join(MODEL_COLUMNS)} (optional: {', '.join(MODEL_OPTIONAL)})")
+        raise QBayesError(
+            f"{where}: "
+            + "; ".join(f"missing column '{c}'{suggest(c, models.columns)}" for c in missing)
+            + f"; a models file for --grid is a collection manifest (path, family, name) "
+            f"with {', '.join(MODEL_COLUMNS)} (optional: {', '.join(MODEL_OPTIONAL)})"
+        )
     if "name" not in models.columns and "path" not in models.columns:
         raise QBayesError(f"{where}: needs a 'name' or 'path' column to name the models")
-    names = [ModelEntry.make(r.get("path") or r["name"], r["family"], r.get("name") or None).name
-             for r in models.iter_rows(named=True)]
+    names = [
+        ModelEntry.make(r.get("path") or r["name"], r["family"], r.get("name") or None).name
+        for r in models.iter_rows(named=True)
+    ]
     base = models.select(*MODEL_COLUMNS, *(c for c in MODEL_OPTIONAL if c in models.columns)).with_columns(
-        pl.Series("model", names, dtype=pl.String))
+        pl.Series("model", names, dtype=pl.String)
+    )
     rows = []
     for m in grid.methods:
         for spec in m.formats:
             f = parse_format(spec)
             for ev in grid.eval.sets:
-                rows.append({"method": GRID_METHOD_LABELS.get(m.name, m.name), "grid_config": f.label, "w_kind": f.kind,
-                             "w_bits": float(f.bits), "group_size": f.group_size, "eval_set": ev,
-                             "eval_tokens": float(grid.eval.tokens)})
+                rows.append(
+                    {
+                        "method": GRID_METHOD_LABELS.get(m.name, m.name),
+                        "grid_config": f.label,
+                        "w_kind": f.kind,
+                        "w_bits": float(f.bits),
+                        "group_size": f.group_size,
+                        "eval_set": ev,
+                        "eval_tokens": float(grid.eval.tokens),
+                    }
+                )
     # grid_config: the collection grid's label (int4-g32-asym), kept so that twins stay apart; not a
     # query `format` column, whose names (data/formats.csv) would set the method
-    configs = pl.DataFrame(rows, schema={"method": pl.String, "grid_config": pl.String, "w_kind": pl.String,
-                                         "w_bits": pl.Float64, "group_size": pl.Int64, "eval_set": pl.String,
-                                         "eval_tokens": pl.Float64})
+    configs = pl.DataFrame(
+        rows,
+        schema={
+            "method": pl.String,
+            "grid_config": pl.String,
+            "w_kind": pl.String,
+            "w_bits": pl.Float64,
+            "group_size": pl.Int64,
+            "eval_set": pl.String,
+            "eval_tokens": pl.Float64,
+        },
+    )
     return base.join(configs, how="cross").unique(maintain_order=True)
 
 
@@ -186,8 +213,7 @@ def anomalies(eta: np.ndarray) -> np.ndarray:
     return (eta - eta.mean(axis=1, keepdims=True)) / np.sqrt(eta.shape[1])
 
 
-def single_reductions(*, cross: np.ndarray, var: np.ndarray, noise_var: np.ndarray,
-                      weights: np.ndarray) -> np.ndarray:
+def single_reductions(*, cross: np.ndarray, var: np.ndarray, noise_var: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """(C,): the weighted reduction of the targets' variance from measuring each candidate
     alone. ``cross`` (T, C) is Cov(targets, candidates), ``var`` (C,) the candidates'
     variances, ``noise_var`` (C,) their observation noise, ``weights`` (T,)."""
@@ -234,9 +260,18 @@ class Selection:
     start: float
 
 
-def greedy(*, anom: np.ndarray, n_targets: int, noise_var: np.ndarray, weights: np.ndarray, costs: Costs,
-           budget: float | None = None, max_runs: int | None = None, min_share: float = MIN_SHARE,
-           progress: Callable[[int, int], None] = lambda done, total: None) -> Selection:
+def greedy(
+    *,
+    anom: np.ndarray,
+    n_targets: int,
+    noise_var: np.ndarray,
+    weights: np.ndarray,
+    costs: Costs,
+    budget: float | None = None,
+    max_runs: int | None = None,
+    min_share: float = MIN_SHARE,
+    progress: Callable[[int, int], None] = lambda done, total: None,
+) -> Selection:
     """Greedy batch: repeatedly take the candidate with the largest variance reduction
     per GPU hour among those that still fit the budget, then condition on it. ``anom``
     ((T + C) x S) holds the targets' anomalies first; ``noise_var`` (C,) and ``costs`` are
@@ -285,8 +320,13 @@ def greedy(*, anom: np.ndarray, n_targets: int, noise_var: np.ndarray, weights: 
             z = np.concatenate([z, np.empty_like(z)], axis=1)
         z[:, k] = zc
         progress(len(order), limit)
-    return Selection(order=np.array(order, dtype=np.int64), gain=np.array(gains), cost=np.array(paid_cost),
-                     left=np.array(lefts), start=start)
+    return Selection(
+        order=np.array(order, dtype=np.int64),
+        gain=np.array(gains),
+        cost=np.array(paid_cost),
+        left=np.array(lefts),
+        start=start,
+    )
 
 
 @dataclass(frozen=True)
@@ -302,9 +342,18 @@ class Ranking:
     weights: np.ndarray
 
 
-def rank(predictor: Predictor, targets: pl.DataFrame, candidates: pl.DataFrame, *, costs: Costs,
-         weights: np.ndarray | None = None, budget: float | None = None, max_runs: int | None = None,
-         min_share: float = MIN_SHARE, progress: Callable[[int, int], None] = lambda done, total: None) -> Ranking:
+def rank(
+    predictor: Predictor,
+    targets: pl.DataFrame,
+    candidates: pl.DataFrame,
+    *,
+    costs: Costs,
+    weights: np.ndarray | None = None,
+    budget: float | None = None,
+    max_runs: int | None = None,
+    min_share: float = MIN_SHARE,
+    progress: Callable[[int, int], None] = lambda done, total: None,
+) -> Ranking:
     """Rank candidate runs (standard table) by how much each would reduce the weighted
     posterior variance of the targets' eta (standard table), and choose a batch greedily
     under ``budget`` GPU hours and at most ``max_runs`` runs."""
@@ -316,13 +365,30 @@ def rank(predictor: Predictor, targets: pl.DataFrame, candidates: pl.DataFrame, 
     cross = anom[:t] @ anom[t:].T
     var = np.einsum("ij,ij->i", anom, anom)
     reduction = single_reductions(cross=cross, var=var[t:], noise_var=noise, weights=w)
-    sel = greedy(anom=anom, n_targets=t, noise_var=noise, weights=w, costs=costs, budget=budget,
-                 max_runs=max_runs, min_share=min_share, progress=progress)
+    sel = greedy(
+        anom=anom,
+        n_targets=t,
+        noise_var=noise,
+        weights=w,
+        costs=costs,
+        budget=budget,
+        max_runs=max_runs,
+        min_share=min_share,
+        progress=progress,
+    )
     return Ranking(reduction=reduction, cost=costs.standalone, selection=sel, target_var=var[:t], weights=w)
 
 
-RESULT_COLUMNS = ("var_reduction", "var_reduction_share", "cost_gpu_hours", "reduction_per_gpu_hour", "chosen",
-                  "choice_order", "gain_at_choice", "cost_at_choice")
+RESULT_COLUMNS = (
+    "var_reduction",
+    "var_reduction_share",
+    "cost_gpu_hours",
+    "reduction_per_gpu_hour",
+    "chosen",
+    "choice_order",
+    "gain_at_choice",
+    "cost_at_choice",
+)
 
 
 def ranking_table(candidates: pl.DataFrame, r: Ranking) -> pl.DataFrame:
@@ -335,12 +401,17 @@ def ranking_table(candidates: pl.DataFrame, r: Ranking) -> pl.DataFrame:
     order[sel.order] = np.arange(1, sel.order.size + 1)
     gain[sel.order], cost_at[sel.order] = sel.gain, sel.cost
     total = max(sel.start, np.finfo(float).tiny)
-    res = pl.DataFrame({
-        "var_reduction": r.reduction, "var_reduction_share": r.reduction / total, "cost_gpu_hours": r.cost,
-        "reduction_per_gpu_hour": r.reduction / np.maximum(r.cost, np.finfo(float).tiny),
-        "chosen": [o is not None for o in order],
-        "choice_order": pl.Series(order.tolist(), dtype=pl.Int64),
-        "gain_at_choice": pl.Series(gain).fill_nan(None), "cost_at_choice": pl.Series(cost_at).fill_nan(None),
-    })
+    res = pl.DataFrame(
+        {
+            "var_reduction": r.reduction,
+            "var_reduction_share": r.reduction / total,
+            "cost_gpu_hours": r.cost,
+            "reduction_per_gpu_hour": r.reduction / np.maximum(r.cost, np.finfo(float).tiny),
+            "chosen": [o is not None for o in order],
+            "choice_order": pl.Series(order.tolist(), dtype=pl.Int64),
+            "gain_at_choice": pl.Series(gain).fill_nan(None),
+            "cost_at_choice": pl.Series(cost_at).fill_nan(None),
+        }
+    )
     out = pl.concat([candidates, res], how="horizontal")
     return out.sort(["choice_order", "reduction_per_gpu_hour"], descending=[False, True], nulls_last=True)

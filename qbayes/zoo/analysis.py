@@ -46,24 +46,32 @@ from qbayes.zoo.analysis_result import (
 )
 from qbayes.zoo.analysis_table import feature_columns, zoo_table
 
+DEFAULT_SETTINGS = Settings()
 
-def analyze(db: Database, *, settings: Settings = Settings()) -> tuple[ZooAnalysis, pl.DataFrame]:
+
+def analyze(db: Database, *, settings: Settings = DEFAULT_SETTINGS) -> tuple[ZooAnalysis, pl.DataFrame]:
     """Run both studies on the zoo rows of ``db``; returns the results and the table."""
     table = zoo_table(db)
     return analyze_table(table, settings=settings), table
 
 
-def analyze_table(table: pl.DataFrame, *, settings: Settings = Settings()) -> ZooAnalysis:
+def analyze_table(table: pl.DataFrame, *, settings: Settings = DEFAULT_SETTINGS) -> ZooAnalysis:
     notes: list[str] = []
     sigma = noise_floor(table["delta"].to_numpy())
     table = add_targets(table, sigma=sigma, clear_k=settings.clear_k)
     data = coverage(table)
     for scheme, col in SCHEMES.items():
         if table[col].n_unique() < 2:
-            notes.append(f"leave-one-{scheme}-out needs two or more levels of '{col}'; "
-                         f"found {table[col].n_unique()}: skipped")
-    noise = Noise(sigma=sigma, clear_k=settings.clear_k, threshold=settings.clear_k * sigma,
-                  n_clear=int(table["clear"].sum()), n_negative=int((table["delta"] < 0).sum()))
+            notes.append(
+                f"leave-one-{scheme}-out needs two or more levels of '{col}'; found {table[col].n_unique()}: skipped"
+            )
+    noise = Noise(
+        sigma=sigma,
+        clear_k=settings.clear_k,
+        threshold=settings.clear_k * sigma,
+        n_clear=int(table["clear"].sum()),
+        n_negative=int((table["delta"] < 0).sum()),
+    )
     dn = dn_study(table, settings=settings, sigma=sigma, notes=notes)
     feats = feature_study(table, settings=settings, sigma=sigma, notes=notes)
     return ZooAnalysis(settings=settings, data=data, noise=noise, dn=dn, features=feats, notes=notes)
@@ -87,12 +95,14 @@ def add_targets(table: pl.DataFrame, *, sigma: float, clear_k: float) -> pl.Data
 
 
 def coverage(table: pl.DataFrame) -> Coverage:
-    grid = (table.group_by("family", "size").agg(pl.col("model").n_unique().alias("checkpoints"))
-            .sort("family", "size"))
+    grid = table.group_by("family", "size").agg(pl.col("model").n_unique().alias("checkpoints")).sort("family", "size")
     return Coverage(
-        rows=table.height, models=table["model"].n_unique(),
-        families=sorted(set(table["family"])), sizes=sorted(set(table["size"])),
-        formats=sorted(set(table["fmt"])), eval_sets=sorted(set(table["eval_set"])),
+        rows=table.height,
+        models=table["model"].n_unique(),
+        families=sorted(set(table["family"])),
+        sizes=sorted(set(table["size"])),
+        formats=sorted(set(table["fmt"])),
+        eval_sets=sorted(set(table["eval_set"])),
         checkpoints=[CheckpointCount(**row) for row in grid.to_dicts()],
         dn_range=(math.exp(table["log_dn"].min()), math.exp(table["log_dn"].max())),
         features_present=[c for c in feature_columns(table) if table[c].null_count() < table.height],
@@ -118,9 +128,12 @@ def _cells(df: pl.DataFrame) -> np.ndarray:
 
 def gamma_arrays(df: pl.DataFrame) -> dict[str, np.ndarray]:
     """What :func:`gamma_fit` needs, as arrays (cells and families as integer codes)."""
-    return {"cell": np.unique(_cells(df), return_inverse=True)[1],
-            "fam": np.unique(df["family"].to_numpy(), return_inverse=True)[1],
-            "log_d": df["log_d"].to_numpy(), "log_n": df["log_n"].to_numpy()}
+    return {
+        "cell": np.unique(_cells(df), return_inverse=True)[1],
+        "fam": np.unique(df["family"].to_numpy(), return_inverse=True)[1],
+        "log_d": df["log_d"].to_numpy(),
+        "log_n": df["log_n"].to_numpy(),
+    }
 
 
 def _codes_onehot(codes: np.ndarray) -> np.ndarray:
@@ -128,8 +141,9 @@ def _codes_onehot(codes: np.ndarray) -> np.ndarray:
     return np.eye(inverse.max() + 1)[inverse]
 
 
-def gamma_fit(a: dict[str, np.ndarray], y: np.ndarray, *, with_n: bool | None = None
-              ) -> tuple[float, float | None] | None:
+def gamma_fit(
+    a: dict[str, np.ndarray], y: np.ndarray, *, with_n: bool | None = None
+) -> tuple[float, float | None] | None:
     """(gamma_D, gamma_N) of ln delta = a[config, eval_set] + b[family] + gamma_D ln D - gamma_N ln N.
     The family effect (sum-to-zero) keeps architecture differences out of gamma_N (families
     differ slightly in N at each size). Where N is not identified (one size, in a partial zoo)
@@ -181,9 +195,14 @@ def gamma_with_ci(df: pl.DataFrame, target: str, *, settings: Settings, seed_off
     if draws:
         arr = np.asarray(draws, dtype=float)  # gamma_N None -> NaN
         q = (1 - settings.ci) / 2
-        out = dataclasses.replace(out, gamma_d_lo=_interval(arr[:, 0], q), gamma_d_hi=_interval(arr[:, 0], 1 - q),
-                                  gamma_n_lo=_interval(arr[:, 1], q), gamma_n_hi=_interval(arr[:, 1], 1 - q),
-                                  n_boot=len(draws))
+        out = dataclasses.replace(
+            out,
+            gamma_d_lo=_interval(arr[:, 0], q),
+            gamma_d_hi=_interval(arr[:, 0], 1 - q),
+            gamma_n_lo=_interval(arr[:, 1], q),
+            gamma_n_hi=_interval(arr[:, 1], 1 - q),
+            n_boot=len(draws),
+        )
     return out
 
 
@@ -194,27 +213,48 @@ def dn_study(table: pl.DataFrame, *, settings: Settings, sigma: float, notes: li
     per_bits = []
     for i, bits in enumerate(sorted(set(table["w_bits"].to_list()))):
         sub = table.filter(pl.col("w_bits") == bits)
-        per_bits.append(BitsGamma(w_bits=bits, frac_clear=float(sub["clear"].mean()),
-                                  clear=gamma_with_ci(sub, "y_clear", settings=settings, seed_offset=100 + i),
-                                  shift=gamma_with_ci(sub, "y_shift", settings=settings, seed_offset=200 + i)))
+        per_bits.append(
+            BitsGamma(
+                w_bits=bits,
+                frac_clear=float(sub["clear"].mean()),
+                clear=gamma_with_ci(sub, "y_clear", settings=settings, seed_offset=100 + i),
+                shift=gamma_with_ci(sub, "y_shift", settings=settings, seed_offset=200 + i),
+            )
+        )
     per_format = []
     for i, fmt in enumerate(sorted(set(table["fmt"].to_list()))):
         sub = table.filter(pl.col("fmt") == fmt)
         fit = gamma_with_ci(sub, "y_clear", settings=settings, seed_offset=1000 + i)
-        per_format.append(FormatGamma(fmt=fmt, w_bits=float(sub["w_bits"][0]), bits=float(sub["bits"].mean()),
-                                      rows=sub.height, frac_clear=float(sub["clear"].mean()),
-                                      median_delta=float(sub["delta"].median()), fit=fit))
-    return DnStudy(pooled=pooled, per_bits=per_bits, per_format=per_format,
-                   heldout={scheme: dn_heldout(table, col, sigma=sigma) for scheme, col in SCHEMES.items()
-                            if table[col].n_unique() >= 2})
+        per_format.append(
+            FormatGamma(
+                fmt=fmt,
+                w_bits=float(sub["w_bits"][0]),
+                bits=float(sub["bits"].mean()),
+                rows=sub.height,
+                frac_clear=float(sub["clear"].mean()),
+                median_delta=float(sub["delta"].median()),
+                fit=fit,
+            )
+        )
+    return DnStudy(
+        pooled=pooled,
+        per_bits=per_bits,
+        per_format=per_format,
+        heldout={
+            scheme: dn_heldout(table, col, sigma=sigma) for scheme, col in SCHEMES.items() if table[col].n_unique() >= 2
+        },
+    )
 
 
 DN_MODELS = ("without_ln_d", "with_ln_d", "with_ln_d_by_bits")
 
 
 def _dn_design(df: pl.DataFrame, model: str, cell_levels, bits_levels, family_levels) -> np.ndarray:
-    cols = [onehot(_cells(df), cell_levels), effects(df["family"].to_numpy(), family_levels),
-            df["log_n"].to_numpy()[:, None]]
+    cols = [
+        onehot(_cells(df), cell_levels),
+        effects(df["family"].to_numpy(), family_levels),
+        df["log_n"].to_numpy()[:, None],
+    ]
     if model == "with_ln_d":
         cols.append(df["log_d"].to_numpy()[:, None])
     elif model == "with_ln_d_by_bits":

@@ -104,8 +104,13 @@ def design(columns: dict[str, np.ndarray], categorical: dict[str, np.ndarray], t
 def learner(name: str, settings: Settings):
     if name == "ridge":
         return RidgeCV(alphas=settings.ridge_alphas)
-    return RandomForestRegressor(n_estimators=settings.forest_trees, min_samples_leaf=settings.forest_min_leaf,
-                                 max_features=0.5, random_state=settings.seed, n_jobs=1)
+    return RandomForestRegressor(
+        n_estimators=settings.forest_trees,
+        min_samples_leaf=settings.forest_min_leaf,
+        max_features=0.5,
+        random_state=settings.seed,
+        n_jobs=1,
+    )
 
 
 def feature_study(table: pl.DataFrame, *, settings: Settings, sigma: float, notes: list[str]) -> FeatureStudy:
@@ -118,15 +123,22 @@ def feature_study(table: pl.DataFrame, *, settings: Settings, sigma: float, note
     for scheme, col in SCHEMES.items():
         if table[col].n_unique() < 2:
             continue
-        heldout[scheme], permutation[scheme] = _heldout(table, sets, numeric, categorical, col,
-                                                        settings=settings, sigma=sigma)
+        heldout[scheme], permutation[scheme] = _heldout(
+            table, sets, numeric, categorical, col, settings=settings, sigma=sigma
+        )
         improvements[scheme] = improvement(heldout[scheme])
-    return FeatureStudy(sets=[FeatureSetColumns(name=fs.name, columns=list(fs.columns)) for fs in sets],
-                        heldout=heldout, improvement=improvements, permutation=permutation, theory=theory)
+    return FeatureStudy(
+        sets=[FeatureSetColumns(name=fs.name, columns=list(fs.columns)) for fs in sets],
+        heldout=heldout,
+        improvement=improvements,
+        permutation=permutation,
+        theory=theory,
+    )
 
 
-def _heldout(table, sets, numeric, categorical, col, *, settings: Settings, sigma: float
-             ) -> tuple[HeldOut[dict[str, Score]], dict[str, list[Importance]]]:
+def _heldout(
+    table, sets, numeric, categorical, col, *, settings: Settings, sigma: float
+) -> tuple[HeldOut[dict[str, Score]], dict[str, list[Importance]]]:
     y, delta = table["y_shift"].to_numpy(), table["delta"].to_numpy()
     groups = table[col].to_numpy()
     pred = {lr: {fs.name: np.full(len(y), np.nan) for fs in sets} for lr in LEARNERS}
@@ -142,8 +154,18 @@ def _heldout(table, sets, numeric, categorical, col, *, settings: Settings, sigm
                 model = learner(lr, settings).fit(x[train], y[train])
                 pred[lr][fs.name][test] = model.predict(x[test])
                 if fs.name == "all":
-                    _permute(model, x[test], y[test], delta[test], blocks, perm[lr], str(g),
-                             rng=rng, repeats=settings.permutation_repeats, sigma=sigma)
+                    _permute(
+                        model,
+                        x[test],
+                        y[test],
+                        delta[test],
+                        blocks,
+                        perm[lr],
+                        str(g),
+                        rng=rng,
+                        repeats=settings.permutation_repeats,
+                        sigma=sigma,
+                    )
     ranking = {lr: _ranking(perm[lr]) for lr in LEARNERS} if any(fs.name == "all" for fs in sets) else {}
     return scores(delta, y, pred, groups, sigma=sigma), ranking
 
@@ -164,10 +186,14 @@ def _ranking(perm: dict) -> list[Importance]:
     rows = []
     for name, folds in perm.items():
         w = np.array([f[1] for f in folds], dtype=float)
-        rows.append(Importance(block=name,
-                               rise_mdae_ln=float(np.average([f[2] for f in folds], weights=w)),
-                               rise_mdae_delta=float(np.average([f[3] for f in folds], weights=w)),
-                               per_fold_ln={f[0]: float(f[2]) for f in folds}))
+        rows.append(
+            Importance(
+                block=name,
+                rise_mdae_ln=float(np.average([f[2] for f in folds], weights=w)),
+                rise_mdae_delta=float(np.average([f[3] for f in folds], weights=w)),
+                per_fold_ln={f[0]: float(f[2]) for f in folds},
+            )
+        )
     return sorted(rows, key=lambda r: -r.rise_mdae_ln)
 
 
@@ -182,13 +208,24 @@ def improvement(res: HeldOut[dict[str, Score]]) -> dict[str, list[Improvement]]:
         rows = []
         for name, overall in res.overall.scores[lr].items():
             base = res.overall.scores[lr]["base"]
-            folds = [FoldImprovement(fold=f.fold,
-                                     rel_delta=_rel(f.scores[lr]["base"].mdae_delta, f.scores[lr][name].mdae_delta),
-                                     rel_ln=_rel(f.scores[lr]["base"].mdae_ln, f.scores[lr][name].mdae_ln))
-                     for f in res.folds]
-            rows.append(Improvement(set=name, score=overall, rel_delta=_rel(base.mdae_delta, overall.mdae_delta),
-                                    rel_ln=_rel(base.mdae_ln, overall.mdae_ln),
-                                    folds_better_ln=sum(1 for f in folds if (f.rel_ln or 0) > 0), folds=folds))
+            folds = [
+                FoldImprovement(
+                    fold=f.fold,
+                    rel_delta=_rel(f.scores[lr]["base"].mdae_delta, f.scores[lr][name].mdae_delta),
+                    rel_ln=_rel(f.scores[lr]["base"].mdae_ln, f.scores[lr][name].mdae_ln),
+                )
+                for f in res.folds
+            ]
+            rows.append(
+                Improvement(
+                    set=name,
+                    score=overall,
+                    rel_delta=_rel(base.mdae_delta, overall.mdae_delta),
+                    rel_ln=_rel(base.mdae_ln, overall.mdae_ln),
+                    folds_better_ln=sum(1 for f in folds if (f.rel_ln or 0) > 0),
+                    folds=folds,
+                )
+            )
         out[lr] = rows
     return out
 
@@ -206,14 +243,20 @@ def theory_summary(table: pl.DataFrame) -> Theory:
     for bits in sorted(set(t["w_bits"].to_list())):
         sub = t.filter(pl.col("w_bits") == bits)
         if sub.height >= 5 and sub["theory"].n_unique() > 1:
-            within.append(BitsRho(w_bits=bits, rows=sub.height,
-                                  rho=float(spearmanr(sub["theory"], sub["delta"]).statistic)))
-    out = Theory(rows=t.height, spearman=float(spearmanr(t["theory"], t["delta"]).statistic),
-                 spearman_within_bits=within)
+            within.append(
+                BitsRho(w_bits=bits, rows=sub.height, rho=float(spearmanr(sub["theory"], sub["delta"]).statistic))
+            )
+    out = Theory(
+        rows=t.height, spearman=float(spearmanr(t["theory"], t["delta"]).statistic), spearman_within_bits=within
+    )
     c = t.filter(pl.col("clear"))
     if c.height >= 5 and c["theory"].n_unique() > 1:
         lx, ly = np.log(c["theory"].to_numpy()), c["y_clear"].to_numpy()
         slope, intercept = np.polyfit(lx, ly, 1)
-        out = dataclasses.replace(out, slope_clear=float(slope), intercept_clear=float(intercept),
-                                  median_ratio_clear=float(np.median(np.exp(ly - lx))))
+        out = dataclasses.replace(
+            out,
+            slope_clear=float(slope),
+            intercept_clear=float(intercept),
+            median_ratio_clear=float(np.median(np.exp(ly - lx))),
+        )
     return out

@@ -30,13 +30,17 @@ def mdae_pair(delta: np.ndarray, y: np.ndarray, p: np.ndarray, *, sigma: float) 
     # a ridge extrapolating to a held-out size can predict absurd ln values; cap them (the
     # median is unaffected, exp() no longer overflows)
     pred_delta = np.exp(np.minimum(p[ok], LN_PRED_MAX)) - sigma
-    return Score(mdae_delta=float(np.median(np.abs(pred_delta - delta[ok]))),
-                 mdae_ln=float(np.median(np.abs(p[ok] - y[ok]))), n_predicted=int(ok.sum()))
+    return Score(
+        mdae_delta=float(np.median(np.abs(pred_delta - delta[ok]))),
+        mdae_ln=float(np.median(np.abs(p[ok] - y[ok]))),
+        n_predicted=int(ok.sum()),
+    )
 
 
 def scores(delta: np.ndarray, y: np.ndarray, pred: dict, groups: np.ndarray, *, sigma: float) -> HeldOut:
     """Per-fold and overall :func:`mdae_pair` for each prediction in ``pred`` (a dict of
     arrays, possibly nested), keeping the nesting."""
+
     def tree(p, mask):
         if isinstance(p, dict):
             return {k: tree(v, mask) for k, v in p.items()}

@@ -47,8 +47,7 @@ MODEL_FEATURES = HESSIAN_FEATURES + WEIGHT_FEATURES + ACT_FEATURES
 
 
 def radial_columns(df: pl.DataFrame) -> list[str]:
-    return sorted((c for c in df.columns if c.startswith(RADIAL_PREFIX)),
-                  key=lambda c: float(c[len(RADIAL_PREFIX):]))
+    return sorted((c for c in df.columns if c.startswith(RADIAL_PREFIX)), key=lambda c: float(c[len(RADIAL_PREFIX) :]))
 
 
 def feature_groups(df: pl.DataFrame) -> dict[str, list[str]]:
@@ -77,12 +76,15 @@ def zoo_table(db: Database) -> pl.DataFrame:
         raise QBayesError(
             f"no zoo models in the database (families starting with '{ZOO_PREFIX}'; found: "
             f"{', '.join(families[:12]) or 'none'}). Merge zoo shards first, e.g. "
-            "`qbayes db merge SHARD... --into zoo-db`, then pass --data zoo-db.")
+            "`qbayes db merge SHARD... --into zoo-db`, then pass --data zoo-db."
+        )
     res = db.results.filter(pl.col("model").is_in(models["model"].implode()) & (pl.col("act_bits") >= 16))
     df = with_baseline(res).with_columns(pl.col("fp16_ppl").log().alias("nll_base")).drop("fp16_ppl")
     if df.height == 0:
-        raise QBayesError(f"{models.height} zoo model(s) but no quantized result with an unquantized "
-                          "baseline on the same evaluation set; nothing to analyse")
+        raise QBayesError(
+            f"{models.height} zoo model(s) but no quantized result with an unquantized "
+            "baseline on the same evaluation set; nothing to analyse"
+        )
     label_group = pl.col("dtype_label").str.extract(r"-g(\d+)", 1).cast(pl.Int64)
     df = df.with_columns(
         (pl.col("ppl").log() - pl.col("nll_base")).alias("delta"),
@@ -97,16 +99,42 @@ def zoo_table(db: Database) -> pl.DataFrame:
     )
     df = df.join(_model_covariates(models), on="model", how="inner")
     if df.height == 0:
-        raise QBayesError("the zoo models have no training tokens (train_tokens_b) in the models table; "
-                          "the D/N analysis needs them")
+        raise QBayesError(
+            "the zoo models have no training tokens (train_tokens_b) in the models table; the D/N analysis needs them"
+        )
     df = df.join(_model_features(db.features, models["model"]), on="model", how="left")
     df = df.join(_layer_terms(db.features, models["model"]), on=["model", "config"], how="left")
     theory_whole = 0.5 * pl.col("hessian_trace") * 10.0 ** (-pl.col("sqnr_db") / 10.0)
     theory = pl.coalesce("theory_layers", theory_whole)
     df = df.with_columns(pl.when(theory > 0).then(theory).otherwise(None).alias("theory"))
-    front = ["model", "family", "architecture", "size", "method", "w_kind", "dtype_label", "calib", "config",
-             "fmt", "eval_set", "w_bits", "bits", "group", "per_channel", "log2_group", "n_params", "tokens",
-             "log_n", "log_d", "log_dn", "nll_base", "delta", "sqnr_db", "sqnr_min_db", "theory"]
+    front = [
+        "model",
+        "family",
+        "architecture",
+        "size",
+        "method",
+        "w_kind",
+        "dtype_label",
+        "calib",
+        "config",
+        "fmt",
+        "eval_set",
+        "w_bits",
+        "bits",
+        "group",
+        "per_channel",
+        "log2_group",
+        "n_params",
+        "tokens",
+        "log_n",
+        "log_d",
+        "log_dn",
+        "nll_base",
+        "delta",
+        "sqnr_db",
+        "sqnr_min_db",
+        "theory",
+    ]
     feats = [c for c in MODEL_FEATURES if c in df.columns] + radial_columns(df)
     return df.select(front + feats).sort(["family", "log_n", "log_d", "config", "eval_set"])
 
@@ -114,14 +142,18 @@ def zoo_table(db: Database) -> pl.DataFrame:
 def _model_covariates(models: pl.DataFrame) -> pl.DataFrame:
     n = pl.coalesce("non_embedding_params_b", "params_b") * 1e9
     out = models.select(
-        "model", "family", pl.coalesce("architecture", "family").alias("architecture"),
-        n.alias("n_params"), (pl.col("train_tokens_b") * 1e9).alias("tokens"),
+        "model",
+        "family",
+        pl.coalesce("architecture", "family").alias("architecture"),
+        n.alias("n_params"),
+        (pl.col("train_tokens_b") * 1e9).alias("tokens"),
         pl.col("model").str.extract(r"-(s\d+)-t", 1).alias("size"),
     ).filter(pl.col("tokens").is_not_null())
     rank = pl.col("n_params").rank("dense").over("family").cast(pl.Int64)
     return out.with_columns(
         pl.coalesce("size", pl.format("s{}", rank)).alias("size"),
-        pl.col("n_params").log().alias("log_n"), pl.col("tokens").log().alias("log_d"),
+        pl.col("n_params").log().alias("log_n"),
+        pl.col("tokens").log().alias("log_d"),
     ).with_columns((pl.col("log_d") - pl.col("log_n")).alias("log_dn"))
 
 
@@ -134,14 +166,26 @@ def _layer_terms(features: pl.DataFrame, models: pl.Series) -> pl.DataFrame:
     every layer with an SQNR has a trace)."""
     f = features.filter(pl.col("model").is_in(models.implode()) & (pl.col("scope") != MODEL_SCOPE))
     parts = pl.col("scope").str.splitn(":", 2)
-    sq = (f.filter((pl.col("feature") == "sqnr_db") & pl.col("scope").str.contains(":", literal=True))
-          .with_columns(parts.struct.field("field_0").alias("config"), parts.struct.field("field_1").alias("layer"))
-          .group_by("model", "config", "layer").agg(pl.col("value").mean().alias("s")))
-    tr = (f.filter(pl.col("feature") == "hessian_trace").group_by("model", "scope")
-          .agg(pl.col("value").mean().alias("tr")).rename({"scope": "layer"}))
+    sq = (
+        f.filter((pl.col("feature") == "sqnr_db") & pl.col("scope").str.contains(":", literal=True))
+        .with_columns(parts.struct.field("field_0").alias("config"), parts.struct.field("field_1").alias("layer"))
+        .group_by("model", "config", "layer")
+        .agg(pl.col("value").mean().alias("s"))
+    )
+    tr = (
+        f.filter(pl.col("feature") == "hessian_trace")
+        .group_by("model", "scope")
+        .agg(pl.col("value").mean().alias("tr"))
+        .rename({"scope": "layer"})
+    )
     terms = sq.join(tr, on=["model", "layer"], how="left").with_columns(
-        (0.5 * pl.col("tr") * 10.0 ** (-pl.col("s") / 10.0)).alias("term"))
-    return terms.group_by("model", "config").agg(
-        pl.col("s").min().alias("sqnr_min_db"),
-        pl.when(pl.col("tr").null_count() == 0).then(pl.col("term").sum()).otherwise(None).alias("theory_layers"),
-    ).with_columns(pl.col("sqnr_min_db").cast(pl.Float64), pl.col("theory_layers").cast(pl.Float64))
+        (0.5 * pl.col("tr") * 10.0 ** (-pl.col("s") / 10.0)).alias("term")
+    )
+    return (
+        terms.group_by("model", "config")
+        .agg(
+            pl.col("s").min().alias("sqnr_min_db"),
+            pl.when(pl.col("tr").null_count() == 0).then(pl.col("term").sum()).otherwise(None).alias("theory_layers"),
+        )
+        .with_columns(pl.col("sqnr_min_db").cast(pl.Float64), pl.col("theory_layers").cast(pl.Float64))
+    )

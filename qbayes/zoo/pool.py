@@ -45,8 +45,16 @@ class TrainSummary:
     manifest: Path | None = None
 
 
-def train_all(recipe: Recipe, out: str | Path, *, device: str = "cpu", jobs: int = 1,
-              only: tuple[str, ...] = (), progress: bool = True, console: Console | None = None) -> TrainSummary:
+def train_all(
+    recipe: Recipe,
+    out: str | Path,
+    *,
+    device: str = "cpu",
+    jobs: int = 1,
+    only: tuple[str, ...] = (),
+    progress: bool = True,
+    console: Console | None = None,
+) -> TrainSummary:
     out = Path(out)
     console = console or Console(stderr=True)
     runs = [r for r in recipe.runs() if not only or r.name in only]
@@ -57,8 +65,14 @@ def train_all(recipe: Recipe, out: str | Path, *, device: str = "cpu", jobs: int
         (summary.skipped if is_done(recipe, run, out) else todo).append(run)
     summary.skipped = [r.name for r in summary.skipped]
     total = len(todo) * recipe.training.budget_steps()[-1] * recipe.training.tokens_per_step
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("left"), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console, disable=not progress) as bar:
         task = bar.add_task(f"zoo: {len(todo)} run(s), tokens", total=total)
         if todo:
@@ -83,8 +97,11 @@ def _run_pool(recipe, todo, out, device, jobs, bar, task, summary, console) -> N
                 if error is None:
                     summary.trained.append(run.name)
                     infos = fut.result()
-                    console.print(f"  {run.name}: {len(infos)} checkpoints, final loss "
-                                  f"{infos[-1]['train_loss']:.3f}, {infos[-1]['train_s']:.0f} s", highlight=False)
+                    console.print(
+                        f"  {run.name}: {len(infos)} checkpoints, final loss "
+                        f"{infos[-1]['train_loss']:.3f}, {infos[-1]['train_s']:.0f} s",
+                        highlight=False,
+                    )
                 else:
                     summary.failed.append(f"{run.name}: {type(error).__name__}: {error}")
                     console.print(f"  [red]failed[/red] {run.name}: {error}", highlight=False)
@@ -126,10 +143,18 @@ def write_manifest(out: str | Path) -> Path:
     cards = [(p.parent, json.loads(p.read_text())) for p in out.glob(f"*/*/{TRAIN_INFO}")]
     cards.sort(key=lambda c: (c[1]["arch"], c[1]["size"]["name"], c[1]["train_tokens"]))
     entries = [manifest.ModelEntry(d.relative_to(out), info["family"], info["model"]) for d, info in cards]
-    extra = [{
-        "arch": info["arch"], "size": info["size"]["name"], "params": info["params"],
-        "non_embedding_params": info["non_embedding_params"], "train_tokens": info["train_tokens"],
-        "tokens_per_param": round(info["train_tokens"] / info["non_embedding_params"], 4),
-        "train_loss": round(info["train_loss"], 5), "seed": info["seed"], "content_sha256": info["content_sha256"],
-    } for _, info in cards]
+    extra = [
+        {
+            "arch": info["arch"],
+            "size": info["size"]["name"],
+            "params": info["params"],
+            "non_embedding_params": info["non_embedding_params"],
+            "train_tokens": info["train_tokens"],
+            "tokens_per_param": round(info["train_tokens"] / info["non_embedding_params"], 4),
+            "train_loss": round(info["train_loss"], 5),
+            "seed": info["seed"],
+            "content_sha256": info["content_sha256"],
+        }
+        for _, info in cards
+    ]
     return manifest.write_manifest(out / MANIFEST, entries, extra=extra)

@@ -30,7 +30,6 @@ from qbayes.zoo.corpus import Corpus
 from qbayes.zoo.recipe import Recipe, Run, checkpoint_name
 
 
-
 def run_seed(recipe: Recipe, run: Run) -> int:
     """A seed per run, stable across recipe edits that do not touch this run."""
     return (recipe.seed + zlib.crc32(run.name.encode())) % 2**31
@@ -55,8 +54,9 @@ def lr_factor(step: int, warmup: int) -> float:
     return step / warmup if step <= warmup else math.sqrt(warmup / step)
 
 
-def train_run(recipe: Recipe, run: Run, corpus: Corpus, out: str | Path, *, device: str = "cpu",
-              on_step=None) -> list[dict]:
+def train_run(
+    recipe: Recipe, run: Run, corpus: Corpus, out: str | Path, *, device: str = "cpu", on_step=None
+) -> list[dict]:
     """Train ``run`` from scratch; returns the checkpoints' training info.
 
     ``on_step(run_name, tokens_done)`` is called after every optimizer step (progress)."""
@@ -66,8 +66,15 @@ def train_run(recipe: Recipe, run: Run, corpus: Corpus, out: str | Path, *, devi
     seed = run_seed(recipe, run)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True)
-    spec = ToySpec(run.arch, hidden=run.size.hidden, layers=run.size.layers, heads=run.size.heads,
-                   intermediate=run.size.intermediate, vocab=recipe.corpus.vocab, max_positions=tr.seq_len)
+    spec = ToySpec(
+        run.arch,
+        hidden=run.size.hidden,
+        layers=run.size.layers,
+        heads=run.size.heads,
+        intermediate=run.size.intermediate,
+        vocab=recipe.corpus.vocab,
+        max_positions=tr.seq_len,
+    )
     model = build_model(spec).to(device)
     total, non_embed = param_counts(model)
     data = torch.from_numpy(corpus.ids.astype("int64"))
@@ -96,14 +103,26 @@ def train_run(recipe: Recipe, run: Run, corpus: Corpus, out: str | Path, *, devi
         if step in saves:
             budget = saves[step]
             info = {
-                "model": checkpoint_name(run, budget), "family": run.family, "arch": run.arch,
-                "size": asdict(run.size), "params": total, "non_embedding_params": non_embed,
-                "train_tokens": step * tr.tokens_per_step, "budget_m": budget, "steps": step,
-                "seed": seed, "recipe": recipe.name, "recipe_digest": recipe.digest(),
-                "corpus_sha256": corpus.digest, "vocab": recipe.corpus.vocab,
-                "train_loss": sum(losses[-tr.loss_window:]) / len(losses[-tr.loss_window:]),
-                "lr": sched.get_last_lr()[0], "train_s": round(time.perf_counter() - t0, 2), "device": device,
-                "torch": torch.__version__, "transformers": transformers.__version__,
+                "model": checkpoint_name(run, budget),
+                "family": run.family,
+                "arch": run.arch,
+                "size": asdict(run.size),
+                "params": total,
+                "non_embedding_params": non_embed,
+                "train_tokens": step * tr.tokens_per_step,
+                "budget_m": budget,
+                "steps": step,
+                "seed": seed,
+                "recipe": recipe.name,
+                "recipe_digest": recipe.digest(),
+                "corpus_sha256": corpus.digest,
+                "vocab": recipe.corpus.vocab,
+                "train_loss": sum(losses[-tr.loss_window :]) / len(losses[-tr.loss_window :]),
+                "lr": sched.get_last_lr()[0],
+                "train_s": round(time.perf_counter() - t0, 2),
+                "device": device,
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
                 "python": platform.python_version(),
             }
             info["content_sha256"] = _save(model, corpus, info, checkpoint_dir(out, run, budget))

@@ -24,8 +24,15 @@ def registered(*test_methods):
             methods.unregister(m.name)
 
 
-def write_grid(path: Path, *, methods: str, eval_sets=("shakespeare",), calib=("shakespeare",),
-               features: bool = False, extra: str = "") -> Path:
+def write_grid(
+    path: Path,
+    *,
+    methods: str,
+    eval_sets=("shakespeare",),
+    calib=("shakespeare",),
+    features: bool = False,
+    extra: str = "",
+) -> Path:
     """A small grid file for a focused test (the tiny grid's budgets)."""
     evals = ", ".join(f'"{e}"' for e in eval_sets)
     cals = ", ".join(f'"{c}"' for c in calib)
@@ -66,6 +73,7 @@ outlier_tokens = 256
 
 
 # --- texts in the formats of the published sets' own files ---------------------------
+
 
 def wikitext_rows(text: str) -> list[str]:
     """``text`` as rows of WikiText's hub parquet files: each line of the raw file with its

@@ -8,13 +8,17 @@ import pytest
 pytest.importorskip("torch")
 
 import polars as pl  # noqa: E402
+
 from qbayes.db import store  # noqa: E402
 
 from collect_support import write_grid  # noqa: E402
 
 
 def test_opt_with_calibrated_methods_and_features(cli, toy_models, tmp_path):
-    grid = write_grid(tmp_path / "g.toml", features=True, methods="""
+    grid = write_grid(
+        tmp_path / "g.toml",
+        features=True,
+        methods="""
 [methods.rtn]
 formats = ["int3-g32", "int8"]
 [methods.gptq]
@@ -22,10 +26,12 @@ formats = ["int3-g32"]
 [methods.awq]
 formats = ["int3-g32-asym"]
 n_grid = 4
-""")
+""",
+    )
     out = tmp_path / "shard"
-    r = cli("collect", "--model", toy_models["opt"], "--family", "toy-opt", "--grid", grid, "--out", out,
-            "--no-progress")
+    r = cli(
+        "collect", "--model", toy_models["opt"], "--family", "toy-opt", "--grid", grid, "--out", out, "--no-progress"
+    )
     assert r.code == 0, r.err
     db = store.load(out)
     assert db.failures.height == 0, db.failures["message"].to_list()
@@ -41,20 +47,26 @@ n_grid = 4
 
 
 def test_gpt2_conv1d_layers_are_quantized_and_measured(cli, toy_models, tmp_path):
-    grid = write_grid(tmp_path / "g.toml", features=True, methods="""
+    grid = write_grid(
+        tmp_path / "g.toml",
+        features=True,
+        methods="""
 [methods.rtn]
 formats = ["int2-g32", "int8"]
-""")
+""",
+    )
     out = tmp_path / "shard"
-    r = cli("collect", "--model", toy_models["gpt2"], "--family", "toy-gpt2", "--grid", grid, "--out", out,
-            "--no-progress")
+    r = cli(
+        "collect", "--model", toy_models["gpt2"], "--family", "toy-gpt2", "--grid", grid, "--out", out, "--no-progress"
+    )
     assert r.code == 0, r.err
     db = store.load(out)
     sq = dict(zip(db.results["dtype_label"], db.results["sqnr_db"]))
     assert sq["int2-g32"] < sq["int8"]
     layers = db.features.filter((pl.col("feature") == "act_max_abs") & (pl.col("scope") != "model"))
-    assert set(layers["scope"]) == {f"transformer.h.{i}.{m}" for i in (0, 1)
-                                    for m in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")}
+    assert set(layers["scope"]) == {
+        f"transformer.h.{i}.{m}" for i in (0, 1) for m in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+    }
     assert db.features.filter(pl.col("feature") == "hessian_top_eig")["value"][0] > 0
 
 
@@ -67,14 +79,16 @@ def test_per_layer_sqnr_rows_once_the_schema_allows_them(cli, toy_models, tmp_pa
     from qbayes.db import schema
 
     table = schema.TABLES["features"]
-    cols = tuple(dataclasses.replace(c, allowed=(*c.allowed, "sqnr_db")) if c.name == "feature" else c
-                 for c in table.columns)
+    cols = tuple(
+        dataclasses.replace(c, allowed=(*c.allowed, "sqnr_db")) if c.name == "feature" else c for c in table.columns
+    )
     monkeypatch.setitem(schema.TABLES, "features", dataclasses.replace(table, columns=cols))
     monkeypatch.setattr(features, "FEATURES", (*schema.FEATURES, "sqnr_db"))
     grid = write_grid(tmp_path / "g.toml", methods='[methods.rtn]\nformats = ["int2-g32", "int8"]\n')
     out = tmp_path / "shard"
-    r = cli("collect", "--model", toy_models["opt"], "--family", "toy-opt", "--grid", grid, "--out", out,
-            "--no-progress")
+    r = cli(
+        "collect", "--model", toy_models["opt"], "--family", "toy-opt", "--grid", grid, "--out", out, "--no-progress"
+    )
     assert r.code == 0, r.err
     db = store.load(out)
     sq = db.features.filter(pl.col("feature") == "sqnr_db")

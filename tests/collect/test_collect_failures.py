@@ -9,6 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import polars as pl  # noqa: E402
+
 from qbayes.collect import methods, texts  # noqa: E402
 from qbayes.collect.methods.base import Method, Quantized  # noqa: E402
 from qbayes.collect.methods.rtn_method import RTN  # noqa: E402
@@ -66,17 +67,19 @@ def _failures(out):
 
 
 def test_failing_backend_is_reported_and_writes_no_rows(cli, toy_models, tmp_path, test_backends):
-    grid = write_grid(tmp_path / "g.toml", methods="""
+    grid = write_grid(
+        tmp_path / "g.toml",
+        methods="""
 [methods.rtn]
 formats = ["int4-g32"]
 [methods.noisy]
 formats = ["int4-g32", "int8"]
 [methods.oomy]
 formats = ["int2-g32", "int8"]
-""")
+""",
+    )
     out = tmp_path / "shard"
-    r = cli("collect", "--model", toy_models["llama"], "--family", "toy", "--grid", grid, "--out", out,
-            "--no-progress")
+    r = cli("collect", "--model", toy_models["llama"], "--family", "toy", "--grid", grid, "--out", out, "--no-progress")
     assert r.code == 1, r.err
     db = store.load(out)
     labels = set(db.results["dtype_label"])
@@ -99,13 +102,16 @@ def test_empty_calibration_set_fails_that_configuration(cli, toy_models, tmp_pat
         return "!" if name == "noise" else real(name, split, seed=seed)
 
     monkeypatch.setattr(texts, "load_text", nearly_empty)
-    grid = write_grid(tmp_path / "g.toml", calib=("shakespeare", "noise"), methods="""
+    grid = write_grid(
+        tmp_path / "g.toml",
+        calib=("shakespeare", "noise"),
+        methods="""
 [methods.gptq]
 formats = ["int4-g32"]
-""")
+""",
+    )
     out = tmp_path / "shard"
-    r = cli("collect", "--model", toy_models["opt"], "--family", "toy", "--grid", grid, "--out", out,
-            "--no-progress")
+    r = cli("collect", "--model", toy_models["opt"], "--family", "toy", "--grid", grid, "--out", out, "--no-progress")
     assert r.code == 1, r.err
     db = store.load(out)
     assert db.results.filter(pl.col("method") == "GPTQ")["calib_set"].to_list() == ["shakespeare"]

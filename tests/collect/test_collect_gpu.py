@@ -12,6 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import polars as pl  # noqa: E402
+
 from qbayes.db import store  # noqa: E402
 
 from collect_support import write_grid  # noqa: E402
@@ -32,8 +33,20 @@ formats = ["int4-g32"]
         methods += '[methods.autoawq]\nformats = ["int4-g64-asym"]\n'
     grid = write_grid(tmp_path / "g.toml", features=True, methods=methods)
     out = tmp_path / "shard"
-    r = cli("collect", "--model", toy_models["llama"], "--family", "toy", "--grid", grid, "--out", out,
-            "--device", "cuda", "--no-progress")
+    r = cli(
+        "collect",
+        "--model",
+        toy_models["llama"],
+        "--family",
+        "toy",
+        "--grid",
+        grid,
+        "--out",
+        out,
+        "--device",
+        "cuda",
+        "--no-progress",
+    )
     assert r.code == 0, r.err
     db = store.load(out)
     assert db.failures.height == 0, db.failures["message"].to_list()

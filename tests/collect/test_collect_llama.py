@@ -11,6 +11,7 @@ import pytest
 pytest.importorskip("torch")
 
 import polars as pl  # noqa: E402
+
 from qbayes.cli import main  # noqa: E402
 from qbayes.db import store  # noqa: E402
 
@@ -28,8 +29,20 @@ def run_cli(*args) -> int:
 @pytest.fixture(scope="module")
 def shard(toy_models, tmp_path_factory):
     out = tmp_path_factory.mktemp("llama") / "shard"
-    code = run_cli("collect", "--model", toy_models["llama"], "--family", "toy", "--grid", TINY,
-                   "--out", out, "--no-progress", "--seed", "3")
+    code = run_cli(
+        "collect",
+        "--model",
+        toy_models["llama"],
+        "--family",
+        "toy",
+        "--grid",
+        TINY,
+        "--out",
+        out,
+        "--no-progress",
+        "--seed",
+        "3",
+    )
     assert code == 0
     return store.load(out)  # validates: schema, keys, baselines
 
@@ -49,15 +62,22 @@ def nll(db, method, label, eval_set="shakespeare"):
 
 def test_every_configuration_is_there_once(shard):
     res = shard.results
-    expected = {("none", "fp32")} | {("RTN", f) for f in (
-        "int2-g32", "int4-g32", "int8", "int4-g32-asym", "fp8", "nf4-g32", "mxint8", "mxint4", "mxfp4")} | {
-        ("quanto", "int8"), ("quanto", "fp8"), ("GPTQ", "int4-g32"), ("AWQ", "int4-g32-asym")}
+    expected = (
+        {("none", "fp32")}
+        | {
+            ("RTN", f)
+            for f in ("int2-g32", "int4-g32", "int8", "int4-g32-asym", "fp8", "nf4-g32", "mxint8", "mxint4", "mxfp4")
+        }
+        | {("quanto", "int8"), ("quanto", "fp8"), ("GPTQ", "int4-g32"), ("AWQ", "int4-g32-asym")}
+    )
     assert set(zip(res["method"], res["dtype_label"])) == expected
     assert res.height == 2 * len(expected)  # two evaluation texts each
     assert set(res["eval_set"]) == {"shakespeare", "pystdlib"}
     assert set(res.filter(pl.col("method").is_in(["GPTQ", "AWQ"]))["calib_set"]) == {"shakespeare"}
-    assert res.filter(pl.col("method").is_in(["none", "RTN", "quanto"]))["calib_set"].null_count() == \
-        res.filter(pl.col("method").is_in(["none", "RTN", "quanto"])).height
+    assert (
+        res.filter(pl.col("method").is_in(["none", "RTN", "quanto"]))["calib_set"].null_count()
+        == res.filter(pl.col("method").is_in(["none", "RTN", "quanto"])).height
+    )
 
 
 def test_baseline_protocol_and_models_row(shard):
@@ -151,11 +171,14 @@ def test_outlier_features_per_calibration_kind(shard):
         assert set(got) == {"act_max_abs", "act_median_abs", "act_kurtosis", "act_outlier_frac"}
         assert got["act_max_abs"] > got["act_median_abs"] > 0 and got["act_kurtosis"] > 1
         assert 0 <= got["act_outlier_frac"] <= 1
-        per_layer = feat.filter((pl.col("calib_set") == calib) & (pl.col("feature") == "act_max_abs")
-                                & (pl.col("scope") != "model"))
+        per_layer = feat.filter(
+            (pl.col("calib_set") == calib) & (pl.col("feature") == "act_max_abs") & (pl.col("scope") != "model")
+        )
         assert per_layer.height == 14 and per_layer["value"].max() == pytest.approx(got["act_max_abs"])
-    w = {r["feature"]: r["value"] for r in model.filter(pl.col("calib_set").is_null()
-                                                         & pl.col("eval_set").is_null()).iter_rows(named=True)}
+    w = {
+        r["feature"]: r["value"]
+        for r in model.filter(pl.col("calib_set").is_null() & pl.col("eval_set").is_null()).iter_rows(named=True)
+    }
     assert w["weight_kurtosis"] > 2 and w["weight_max_over_std"] > 3
 
 

@@ -16,13 +16,15 @@ from collect_support import write_grid  # noqa: E402
 
 
 def test_quanto_packed_int4_int2_record_the_group_size_used(cli, toy_models, tmp_path):
-    grid = write_grid(tmp_path / "g.toml", methods="""
+    grid = write_grid(
+        tmp_path / "g.toml",
+        methods="""
 [methods.quanto]
 formats = ["int4-g128-asym", "int2-g128-asym", "int8"]
-""")
+""",
+    )
     out = tmp_path / "shard"
-    r = cli("collect", "--model", toy_models["llama"], "--family", "toy", "--grid", grid, "--out", out,
-            "--no-progress")
+    r = cli("collect", "--model", toy_models["llama"], "--family", "toy", "--grid", grid, "--out", out, "--no-progress")
     assert r.code == 0, r.err
     db = store.load(out)
     assert db.failures.height == 0, db.failures["message"].to_list()

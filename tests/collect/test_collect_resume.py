@@ -14,18 +14,37 @@ import pytest
 pytest.importorskip("torch")
 
 import polars as pl  # noqa: E402
+
 from qbayes.db import store  # noqa: E402
 
 from collect_support import write_grid  # noqa: E402
 
-FORMATS = ["int2-g32", "int3-g32", "int4-g32", "int5-g32", "int6-g32", "int8", "fp8", "nf4-g32",
-           "mxint8", "mxint4", "mxfp4", "int4-g32-asym"]
+FORMATS = [
+    "int2-g32",
+    "int3-g32",
+    "int4-g32",
+    "int5-g32",
+    "int6-g32",
+    "int8",
+    "fp8",
+    "nf4-g32",
+    "mxint8",
+    "mxint4",
+    "mxfp4",
+    "int4-g32-asym",
+]
 
 
 def _collect(args, **kw):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "qbayes", "collect", *map(str, args)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "qbayes", "collect", *map(str, args)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,
+    )
 
 
 def _results(out):
@@ -36,10 +55,15 @@ def _results(out):
 
 
 def test_kill_then_resume_then_force(toy_models, tmp_path):
-    grid = write_grid(tmp_path / "g.toml", eval_sets=("shakespeare", "pystdlib"), features=True, methods=f"""
+    grid = write_grid(
+        tmp_path / "g.toml",
+        eval_sets=("shakespeare", "pystdlib"),
+        features=True,
+        methods=f"""
 [methods.rtn]
 formats = {FORMATS!r}
-""".replace("'", '"'))
+""".replace("'", '"'),
+    )
     out = tmp_path / "shard"
     args = ["--model", toy_models["llama"], "--family", "toy", "--grid", grid, "--out", out, "--no-progress"]
 

@@ -50,8 +50,12 @@ def test_wikitext_formats_read_alike(tmp_path, wiki_rows):
     raw = tmp_path / "wiki.test.raw"
     raw.write_text(wikitext_raw(wiki_rows), encoding="utf-8")
     saved = tmp_path / "saved"
-    datasets.DatasetDict({"test": datasets.Dataset.from_dict({"text": wiki_rows}),
-                          "train": datasets.Dataset.from_dict({"text": ["other"]})}).save_to_disk(str(saved))
+    datasets.DatasetDict(
+        {
+            "test": datasets.Dataset.from_dict({"text": wiki_rows}),
+            "train": datasets.Dataset.from_dict({"text": ["other"]}),
+        }
+    ).save_to_disk(str(saved))
     got = {p.name: corpora.read_rows(TextFile("eval", "wikitext2", p)).all() for p in (parquet, jsonl, gz, raw, saved)}
     assert all(rows == wiki_rows for rows in got.values()), {k: len(v) for k, v in got.items()}
     assert "" in wiki_rows and any(r.endswith("\n") for r in wiki_rows)  # blank rows and kept newlines
@@ -71,14 +75,19 @@ def test_contiguous_windows_cover_the_joined_text(tmp_path, tokenizer, wiki_rows
     w = protocol.windows(tokenizer, "wikitext2", "eval", seq_len=64, count=None, files=[f])
     ids = tokenizer("\n\n".join(wiki_rows))["input_ids"]
     assert w.shape == (len(ids) // 64, 64) and w.flatten().tolist() == ids[: w.numel()]
-    assert protocol.windows(tokenizer, "wikitext2", "eval", seq_len=64, count=3, files=[f]).tolist() == \
-        w[:3].tolist()
+    assert protocol.windows(tokenizer, "wikitext2", "eval", seq_len=64, count=3, files=[f]).tolist() == w[:3].tolist()
 
 
 def test_c4_windows_are_the_gptq_draws(tmp_path, tokenizer):
-    docs = [texts.load_text("bible", "eval")[i * 900:(i + 1) * 900 * (1 + i % 3)] for i in range(40)]
-    f = TextFile("eval", "c4", write_jsonl(tmp_path / "c4-validation.00000-of-00008.json.gz",
-                                           [{"text": d, "timestamp": "2019", "url": "u"} for d in docs]))
+    docs = [texts.load_text("bible", "eval")[i * 900 : (i + 1) * 900 * (1 + i % 3)] for i in range(40)]
+    f = TextFile(
+        "eval",
+        "c4",
+        write_jsonl(
+            tmp_path / "c4-validation.00000-of-00008.json.gz",
+            [{"text": d, "timestamp": "2019", "url": "u"} for d in docs],
+        ),
+    )
     seq_len, n = 128, 12
     got = protocol.windows(tokenizer, "c4", "eval", seq_len=seq_len, count=n, seed=7, files=[f])
     # GPTQ's get_c4 validation loop (seed 0, whatever the run's seed)
@@ -91,10 +100,11 @@ def test_c4_windows_are_the_gptq_draws(tmp_path, tokenizer):
             if len(ids) >= seq_len:
                 break
         j = random.randint(0, len(ids) - seq_len - 1)
-        expected.append(ids[j:j + seq_len])
+        expected.append(ids[j : j + seq_len])
     assert got.tolist() == expected
-    calib = protocol.windows(tokenizer, "c4", "calib", seq_len=seq_len, count=4, seed=7,
-                             files=[TextFile("calib", "c4", f.path)])
+    calib = protocol.windows(
+        tokenizer, "c4", "calib", seq_len=seq_len, count=4, seed=7, files=[TextFile("calib", "c4", f.path)]
+    )
     assert calib.shape == (4, seq_len) and calib.tolist() != got[:4].tolist()  # the run's seed, not 0
 
 
@@ -108,8 +118,11 @@ def test_hub_cache_is_found_offline_and_a_missing_file_is_named(tmp_path, wiki_r
     from huggingface_hub import constants
 
     hub = corpora.CORPORA["wikitext2"].hub_file("eval")
-    with pytest.raises(QBayesError, match="hf://datasets/Salesforce/wikitext/wikitext-2-raw-v1/test-00000-of-00001"
-                                          r"\.parquet is not in the local Hugging Face cache"):
+    with pytest.raises(
+        QBayesError,
+        match="hf://datasets/Salesforce/wikitext/wikitext-2-raw-v1/test-00000-of-00001"
+        r"\.parquet is not in the local Hugging Face cache",
+    ):
         corpora.hub_path(hub, download=False)
     # the layout huggingface_hub (and datasets.load_dataset) leave in the cache
     repo = tmp_path / "hub" / "datasets--Salesforce--wikitext"
@@ -126,10 +139,13 @@ def test_hub_cache_is_found_offline_and_a_missing_file_is_named(tmp_path, wiki_r
     assert text.origin == hub.describe() and corpora.read_rows(text).all() == wiki_rows
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (b"", "the file is empty"),
-    (b"PAR1 this is not parquet", "cannot be read as a parquet dataset"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "the file is empty"),
+        (b"PAR1 this is not parquet", "cannot be read as a parquet dataset"),
+    ],
+)
 def test_unreadable_files_are_named(tmp_path, content, message):
     bad = tmp_path / "test.parquet"
     bad.write_bytes(content)

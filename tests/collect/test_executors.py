@@ -6,6 +6,7 @@ import dataclasses
 import sys
 
 import pytest
+
 from qbayes.collect.executors import make
 from qbayes.collect.executors.base import CollectRequest
 from qbayes.collect.executors.tasks import split
@@ -19,10 +20,12 @@ from collect_support import TINY
 def test_manifest_columns_relative_paths_names_and_extra_columns(tmp_path):
     (tmp_path / "zoo").mkdir()
     f = tmp_path / "zoo" / "manifest.csv"
-    f.write_text("\ufeffpath,family,name,params,steps\n"
-                 "llama-s1/t2M,zoo-llama,zl-1,2000000,100\n"
-                 f"{tmp_path / 'abs' / 'm2'},zoo-opt,,3000000,100\n"
-                 "\n")
+    f.write_text(
+        "\ufeffpath,family,name,params,steps\n"
+        "llama-s1/t2M,zoo-llama,zl-1,2000000,100\n"
+        f"{tmp_path / 'abs' / 'm2'},zoo-opt,,3000000,100\n"
+        "\n"
+    )
     a, b = read_manifest(f)
     assert a == ModelEntry(tmp_path / "zoo" / "llama-s1" / "t2M", "zoo-llama", "zl-1")
     assert b.path == tmp_path / "abs" / "m2" and b.family == "zoo-opt" and b.name == "m2"
@@ -30,14 +33,17 @@ def test_manifest_columns_relative_paths_names_and_extra_columns(tmp_path):
     assert back == (a, b)
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("pth,family\nm,f\n", "no column 'path' (did you mean 'pth'?)"),
-    ("path,familly\nm,f\n", "no column 'family' (did you mean 'familly'?)"),
-    ("", "no column 'path'"),
-    ("path,family\nm,\n", "line 2: empty 'family'"),
-    ("path,family,name\n", "lists no models"),
-    ("path,family,name\na/m,f,\nb/m,f,\n", "two models are named 'm'"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("pth,family\nm,f\n", "no column 'path' (did you mean 'pth'?)"),
+        ("path,familly\nm,f\n", "no column 'family' (did you mean 'familly'?)"),
+        ("", "no column 'path'"),
+        ("path,family\nm,\n", "line 2: empty 'family'"),
+        ("path,family,name\n", "lists no models"),
+        ("path,family,name\na/m,f,\nb/m,f,\n", "two models are named 'm'"),
+    ],
+)
 def test_manifest_errors(tmp_path, text, message):
     f = tmp_path / "m.csv"
     f.write_text(text)
@@ -87,7 +93,8 @@ def test_split_one_task_per_model_and_method_after_a_baseline_task(tmp_path):
     tasks = split(CollectRequest(models=models, grid=grid, out=tmp_path / "out"))
     methods = [m.name for m in grid.methods]
     assert [t.task_id for t in tasks] == ["a/baseline", "b/baseline"] + [
-        f"{m}/{k}" for m in ("a", "b") for k in ("features", *methods)]
+        f"{m}/{k}" for m in ("a", "b") for k in ("features", *methods)
+    ]
     by_id = {t.task_id: t for t in tasks}
     base, feats, rtn = by_id["a/baseline"], by_id["a/features"], by_id["a/rtn"]
     assert not base.after_baseline and feats.after_baseline and rtn.after_baseline
@@ -96,7 +103,8 @@ def test_split_one_task_per_model_and_method_after_a_baseline_task(tmp_path):
     assert [m.name for m in rtn.grid.methods] == ["rtn"] and not rtn.grid.features.landscape
     assert rtn.grid.features.per_layer_sqnr and rtn.grid.eval == grid.eval
     assert rtn.shard_dir == (tmp_path / "out" / "_tasks" / "a__rtn").resolve()
-    no_features = dataclasses.replace(grid, features=dataclasses.replace(grid.features, landscape=False,
-                                                                         outliers=False))
+    no_features = dataclasses.replace(
+        grid, features=dataclasses.replace(grid.features, landscape=False, outliers=False)
+    )
     ids = [t.task_id for t in split(CollectRequest(models=models[:1], grid=no_features, out=tmp_path))]
     assert "a/features" not in ids and len(ids) == 1 + len(methods)

@@ -6,10 +6,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from qbayes.formats import IDENTITY_INT16, Format, parse_format  # noqa: E402
 from qbayes.collect.rtn import E2M1_VALUES, NF4_CODE, quantize_dequantize  # noqa: E402
 from qbayes.collect.sqnr import SqnrAccumulator  # noqa: E402
 from qbayes.errors import QBayesError  # noqa: E402
+from qbayes.formats import IDENTITY_INT16, Format, parse_format  # noqa: E402
 
 
 def _sqnr(w, fmt) -> float:
@@ -27,26 +27,36 @@ def weight():
     return w
 
 
-@pytest.mark.parametrize("spec, label, kind, bits, group, sym", [
-    ("int4", "int4", "int", 4, None, True),
-    ("INT4-g128", "int4-g128", "int", 4, 128, True),
-    ("int3-g64-asym", "int3-g64-asym", "int", 3, 64, False),
-    ("fp8", "fp8", "fp", 8, None, True),
-    ("fp8-e4m3-g32", "fp8-g32", "fp", 8, 32, True),
-    ("nf4-g64", "nf4-g64", "nf", 4, 64, True),
-    ("mxint8", "mxint8", "mx", 8, 32, True),
-    ("mxfp4", "mxfp4", "mx", 4, 32, True),
-])
+@pytest.mark.parametrize(
+    "spec, label, kind, bits, group, sym",
+    [
+        ("int4", "int4", "int", 4, None, True),
+        ("INT4-g128", "int4-g128", "int", 4, 128, True),
+        ("int3-g64-asym", "int3-g64-asym", "int", 3, 64, False),
+        ("fp8", "fp8", "fp", 8, None, True),
+        ("fp8-e4m3-g32", "fp8-g32", "fp", 8, 32, True),
+        ("nf4-g64", "nf4-g64", "nf", 4, 64, True),
+        ("mxint8", "mxint8", "mx", 8, 32, True),
+        ("mxfp4", "mxfp4", "mx", 4, 32, True),
+    ],
+)
 def test_parse_format_round_trips(spec, label, kind, bits, group, sym):
     fmt = parse_format(spec)
     assert (fmt.label, fmt.kind, fmt.bits, fmt.group_size, fmt.sym) == (label, kind, bits, group, sym)
     assert parse_format(fmt.label) == fmt
 
 
-@pytest.mark.parametrize("spec, words", [
-    ("int9", "out of range 2..8"), ("int1-g32", "out of range"), ("int16", "out of range"),
-    ("fp8-asym", "only integer formats"), ("mxfp4-g16", "fixed block"), ("float3", "expected"),
-])
+@pytest.mark.parametrize(
+    "spec, words",
+    [
+        ("int9", "out of range 2..8"),
+        ("int1-g32", "out of range"),
+        ("int16", "out of range"),
+        ("fp8-asym", "only integer formats"),
+        ("mxfp4-g16", "fixed block"),
+        ("float3", "expected"),
+    ],
+)
 def test_bad_formats_say_why(spec, words):
     with pytest.raises(QBayesError, match=words):
         parse_format(spec)

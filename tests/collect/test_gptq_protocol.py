@@ -11,6 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import polars as pl  # noqa: E402
+
 from qbayes.collect import texts  # noqa: E402
 from qbayes.collect.methods.base import Method, Quantized  # noqa: E402
 from qbayes.collect.sqnr import SqnrAccumulator  # noqa: E402
@@ -52,20 +53,38 @@ def run(toy_models, wikitext_fixture, tmp_path_factory):
     from qbayes.cli import main
 
     root = tmp_path_factory.mktemp("protocol")
-    grid = write_grid(root / "g.toml", eval_sets=("wikitext2",), methods=f"""
+    grid = write_grid(
+        root / "g.toml",
+        eval_sets=("wikitext2",),
+        methods=f"""
 [methods.rtn]
 formats = {FORMATS!r}
 [methods.identity]
 formats = ["int8"]
-""".replace("'", '"'))
+""".replace("'", '"'),
+    )
     # every window of the text (the protocol's own count)
     grid.write_text(grid.read_text().replace("tokens = 1024\nseq_len = 128\n", "tokens = 0\nseq_len = 128\n", 1))
     out = root / "shard"
     code = 0
     with registered(Identity()):
         try:
-            main(["collect", "--model", str(toy_models["llama"]), "--family", "toy", "--grid", str(grid), "--out",
-                  str(out), "--no-progress", "--eval-text", f"wikitext2={wikitext_fixture[0]}"])
+            main(
+                [
+                    "collect",
+                    "--model",
+                    str(toy_models["llama"]),
+                    "--family",
+                    "toy",
+                    "--grid",
+                    str(grid),
+                    "--out",
+                    str(out),
+                    "--no-progress",
+                    "--eval-text",
+                    f"wikitext2={wikitext_fixture[0]}",
+                ]
+            )
         except SystemExit as exc:
             code = exc.code
     assert code == 0
@@ -73,8 +92,9 @@ formats = ["int8"]
 
 
 def _row(db, method, label, eval_set="wikitext2"):
-    r = db.results.filter((pl.col("method") == method) & (pl.col("dtype_label") == label)
-                          & (pl.col("eval_set") == eval_set))
+    r = db.results.filter(
+        (pl.col("method") == method) & (pl.col("dtype_label") == label) & (pl.col("eval_set") == eval_set)
+    )
     assert r.height == 1
     return r.row(0, named=True)
 
@@ -88,8 +108,12 @@ def test_perplexity_equals_an_independent_computation(run, toy_models, wikitext_
     ids = tok("\n\n".join(wikitext_fixture[1]), return_tensors="pt").input_ids[0]
     n = ids.numel() // SEQ_LEN
     with torch.no_grad():
-        losses = [model(input_ids=ids[i * SEQ_LEN:(i + 1) * SEQ_LEN][None],
-                        labels=ids[i * SEQ_LEN:(i + 1) * SEQ_LEN][None]).loss.item() for i in range(n)]
+        losses = [
+            model(
+                input_ids=ids[i * SEQ_LEN : (i + 1) * SEQ_LEN][None], labels=ids[i * SEQ_LEN : (i + 1) * SEQ_LEN][None]
+            ).loss.item()
+            for i in range(n)
+        ]
     expected = math.exp(sum(losses) / n)
     base = _row(run, "none", "fp32")
     assert 50 < n < 200 and base["eval_windows"] == n and base["seq_len"] == SEQ_LEN

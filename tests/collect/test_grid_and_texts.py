@@ -47,7 +47,7 @@ def test_grid_errors_name_the_key(tmp_path):
     bad.write_text('[eval]\ntokens = "many"\n[methods.rtn]\nformats = ["int4"]\n')
     with pytest.raises(QBayesError, match="expected int"):
         load_grid(bad)
-    bad.write_text('[eval]\ntokens = 100\n')
+    bad.write_text("[eval]\ntokens = 100\n")
     with pytest.raises(QBayesError, match="at least one"):
         load_grid(bad)
     with pytest.raises(QBayesError, match="unknown key 'n_grd'"):

@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("datasets")
 
 import polars as pl  # noqa: E402
+
 from qbayes.collect import protocol, texts  # noqa: E402
 from qbayes.collect.methods.base import Method, Requirement  # noqa: E402
 from qbayes.collect.modelio import TOKENIZER_FILES  # noqa: E402
@@ -77,67 +78,141 @@ def test_unknown_sets_get_suggestions(cli, model, tmp_path, wiki):
     r = cli(*args, "--eval", "wikitext3")
     assert r.code == 2 and "unknown evaluation set 'wikitext3' (did you mean 'wikitext2'?)" in r.err
     r = cli(*args, "--eval-text", f"bible={wiki}")
-    assert r.code == 2 and "'bible' is a built-in evaluation text; a file can give the text of c4, ptb, wikitext2" \
-        in r.err
+    assert (
+        r.code == 2 and "'bible' is a built-in evaluation text; a file can give the text of c4, ptb, wikitext2" in r.err
+    )
     r = cli(*args, "--eval-text", "wikitext2")
     assert r.code == 2 and "expected NAME=PATH" in r.err
     assert not out.exists()
 
 
-@pytest.mark.parametrize(("name", "content", "message"), [
-    ("test.parquet", b"", "the file is empty"),
-    ("wiki.test.raw", b"\n\n  \n", "holds no text"),
-    ("test.parquet", b"PAR1 garbage", "cannot be read as a parquet dataset"),
-])
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("test.parquet", b"", "the file is empty"),
+        ("wiki.test.raw", b"\n\n  \n", "holds no text"),
+        ("test.parquet", b"PAR1 garbage", "cannot be read as a parquet dataset"),
+    ],
+)
 def test_empty_or_unreadable_text_file(cli, model, tmp_path, name, content, message):
     bad = tmp_path / name
     bad.write_bytes(content)
     out = tmp_path / "out"
-    r = cli("collect", "--model", model, "--family", "toy", "--grid", "tiny", "--out", out,
-            "--eval-text", f"wikitext2={bad}")
+    r = cli(
+        "collect",
+        "--model",
+        model,
+        "--family",
+        "toy",
+        "--grid",
+        "tiny",
+        "--out",
+        out,
+        "--eval-text",
+        f"wikitext2={bad}",
+    )
     refused(r, out, "evaluation text 'wikitext2'", str(bad), message)
 
 
 def test_missing_file_and_hub_text_say_how_to_get_them(cli, model, tmp_path):
     out = tmp_path / "out"
-    r = cli("collect", "--model", model, "--family", "toy", "--grid", "tiny", "--out", out,
-            "--eval-text", f"c4={tmp_path / 'nowhere.json.gz'}", "--eval", "wikitext2", "--calib", "c4")
-    refused(r, out, f"evaluation text 'c4': {tmp_path / 'nowhere.json.gz'}: no such file or directory",
-            "evaluation text 'wikitext2': hf://datasets/Salesforce/wikitext/wikitext-2-raw-v1/test-00000-of-00001."
-            "parquet is not in the local Hugging Face cache; fetch it with --download, or give a local copy with "
-            "--eval-text wikitext2=PATH (the test split",
-            "calibration text 'c4': hf://datasets/allenai/c4/en/c4-train.00000-of-01024.json.gz is not in the "
-            "local Hugging Face cache")
+    r = cli(
+        "collect",
+        "--model",
+        model,
+        "--family",
+        "toy",
+        "--grid",
+        "tiny",
+        "--out",
+        out,
+        "--eval-text",
+        f"c4={tmp_path / 'nowhere.json.gz'}",
+        "--eval",
+        "wikitext2",
+        "--calib",
+        "c4",
+    )
+    refused(
+        r,
+        out,
+        f"evaluation text 'c4': {tmp_path / 'nowhere.json.gz'}: no such file or directory",
+        "evaluation text 'wikitext2': hf://datasets/Salesforce/wikitext/wikitext-2-raw-v1/test-00000-of-00001."
+        "parquet is not in the local Hugging Face cache; fetch it with --download, or give a local copy with "
+        "--eval-text wikitext2=PATH (the test split",
+        "calibration text 'c4': hf://datasets/allenai/c4/en/c4-train.00000-of-01024.json.gz is not in the "
+        "local Hugging Face cache",
+    )
 
 
 def test_seq_len_longer_than_the_context(cli, model, tmp_path):
     out = tmp_path / "out"
     r = cli("collect", "--model", model, "--family", "toy", "--grid", "tiny", "--out", out, "--seq-len", "1024")
-    refused(r, out, f"model {model}: eval.seq_len 1024 is longer than its context of 512 tokens "
-                    "(config.json max_position_embeddings): use --seq-len 512",
-            "calibration.seq_len 1024 is longer")
+    refused(
+        r,
+        out,
+        f"model {model}: eval.seq_len 1024 is longer than its context of 512 tokens "
+        "(config.json max_position_embeddings): use --seq-len 512",
+        "calibration.seq_len 1024 is longer",
+    )
 
 
 def test_calibration_that_overlaps_the_evaluation_text(cli, model, tmp_path, wiki):
     out = tmp_path / "out"
-    grid = write_grid(tmp_path / "g.toml", eval_sets=("shakespeare",), methods="""
+    grid = write_grid(
+        tmp_path / "g.toml",
+        eval_sets=("shakespeare",),
+        methods="""
 [methods.gptq]
 formats = ["int4-g32"]
-""")
-    r = cli("collect", "--model", model, "--family", "toy", "--grid", grid, "--out", out,
-            "--eval-text", f"wikitext2={wiki}", "--calib-text", f"wikitext2={wiki}")
-    refused(r, out, "calibration text 'wikitext2': shares", "passage(s) with evaluation text 'wikitext2'",
-            "calibrating on evaluation text is refused")
+""",
+    )
+    r = cli(
+        "collect",
+        "--model",
+        model,
+        "--family",
+        "toy",
+        "--grid",
+        grid,
+        "--out",
+        out,
+        "--eval-text",
+        f"wikitext2={wiki}",
+        "--calib-text",
+        f"wikitext2={wiki}",
+    )
+    refused(
+        r,
+        out,
+        "calibration text 'wikitext2': shares",
+        "passage(s) with evaluation text 'wikitext2'",
+        "calibrating on evaluation text is refused",
+    )
     # the built-in Bible's evaluation part, given as a calibration file, overlaps it too
-    r = cli("collect", "--model", model, "--family", "toy", "--grid", grid, "--out", out,
-            "--eval", "bible", "--calib-text", f"pile={wiki}")
+    r = cli(
+        "collect",
+        "--model",
+        model,
+        "--family",
+        "toy",
+        "--grid",
+        grid,
+        "--out",
+        out,
+        "--eval",
+        "bible",
+        "--calib-text",
+        f"pile={wiki}",
+    )
     refused(r, out, "calibration text 'pile': shares", "evaluation text 'bible'")
 
 
 def test_model_directory_without_a_tokenizer(cli, model, tmp_path):
     bare = tmp_path / "bare"
-    shutil.copytree(model, bare, ignore=shutil.ignore_patterns(*TOKENIZER_FILES, "tokenizer_config.json",
-                                                               "special_tokens_map.json"))
+    shutil.copytree(
+        model, bare, ignore=shutil.ignore_patterns(*TOKENIZER_FILES, "tokenizer_config.json", "special_tokens_map.json")
+    )
     out = tmp_path / "out"
     r = cli("collect", "--model", bare, "--family", "toy", "--grid", "tiny", "--out", out)
     refused(r, out, f"model {bare}: has no tokenizer (none of tokenizer.json", "tokenizer.save_pretrained(DIR)")
@@ -152,7 +227,9 @@ class NeedsPackage(Method):
 
 
 def test_methods_devices_formats_and_packages(cli, model, tmp_path):
-    grid = write_grid(tmp_path / "g.toml", methods="""
+    grid = write_grid(
+        tmp_path / "g.toml",
+        methods="""
 [methods.rtn]
 formats = ["int4-g32", "int9"]
 [methods.quanto]
@@ -161,34 +238,46 @@ formats = ["int3-g32"]
 formats = ["int4-g128-asym"]
 [methods.needspkg]
 formats = ["int4"]
-""")
+""",
+    )
     out = tmp_path / "out"
     with registered(NeedsPackage()):
         r = cli("collect", "--model", model, "--family", "toy", "--grid", grid, "--out", out)
-    refused(r, out, "method 'rtn', format 'int9'", "out of range 2..8",
-            "method 'quanto', format 'int3-g32': quanto cannot do int3-g32",
-            "method 'autoawq': runs on cuda only, this run is on cpu",
-            "method 'needspkg': method 'needspkg' is unavailable: install it with: pip install qbayes-no-such-package")
+    refused(
+        r,
+        out,
+        "method 'rtn', format 'int9'",
+        "out of range 2..8",
+        "method 'quanto', format 'int3-g32': quanto cannot do int3-g32",
+        "method 'autoawq': runs on cuda only, this run is on cpu",
+        "method 'needspkg': method 'needspkg' is unavailable: install it with: pip install qbayes-no-such-package",
+    )
 
 
 def test_methods_that_cannot_take_the_models_layers(cli, model, untrained, tmp_path):
     """Checked on the model's skeleton (config.json on the meta device), not its weights."""
-    grid = write_grid(tmp_path / "g.toml", methods="""
+    grid = write_grid(
+        tmp_path / "g.toml",
+        methods="""
 [methods.rtn]
 formats = ["int4-g128"]
 [methods.quanto]
 formats = ["int8"]
 [methods.gptq]
 formats = ["int4-g128", "int4-g32"]
-""")
+""",
+    )
     out = tmp_path / "out"
-    r = cli("collect", "--model", model, "--model", untrained["gpt2"], "--family", "toy", "--grid", grid,
-            "--out", out)
-    refused(r, out, f"model {model}, method 'gptq', format 'int4-g128': group size 128 does not divide the input "
-                    "width of 12 layer(s): model.layers.0.self_attn.q_proj (64 inputs)",
-            f"model {untrained['gpt2']}, method 'quanto': quanto quantizes torch.nn.Linear layers only; this gpt2 "
-            "model's projections are Conv1D layers",
-            f"model {untrained['gpt2']}, method 'gptq': llm-compressor quantizes torch.nn.Linear layers only")
+    r = cli("collect", "--model", model, "--model", untrained["gpt2"], "--family", "toy", "--grid", grid, "--out", out)
+    refused(
+        r,
+        out,
+        f"model {model}, method 'gptq', format 'int4-g128': group size 128 does not divide the input "
+        "width of 12 layer(s): model.layers.0.self_attn.q_proj (64 inputs)",
+        f"model {untrained['gpt2']}, method 'quanto': quanto quantizes torch.nn.Linear layers only; this gpt2 "
+        "model's projections are Conv1D layers",
+        f"model {untrained['gpt2']}, method 'gptq': llm-compressor quantizes torch.nn.Linear layers only",
+    )
     assert "'rtn'" not in r.err and "int4-g32" not in r.err  # RTN pads groups; g32 divides every width
 
 
@@ -203,10 +292,13 @@ class AlwaysFails(Method):
 
 
 def test_a_run_whose_configurations_all_fail_exits_1(cli, model, tmp_path):
-    grid = write_grid(tmp_path / "g.toml", methods="""
+    grid = write_grid(
+        tmp_path / "g.toml",
+        methods="""
 [methods.alwaysfails]
 formats = ["int4", "int8"]
-""")
+""",
+    )
     out = tmp_path / "out"
     with registered(AlwaysFails()):
         r = cli("collect", "--model", model, "--family", "toy", "--grid", grid, "--out", out, "--no-progress")

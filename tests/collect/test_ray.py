@@ -25,6 +25,7 @@ pytest.importorskip("torch")
 pytest.importorskip("ray", reason="needs the ray extra: pip install -e '.[ray]'")
 
 import polars as pl  # noqa: E402
+
 from qbayes.collect.manifest import ModelEntry, write_manifest  # noqa: E402
 from qbayes.db import store  # noqa: E402
 
@@ -41,13 +42,24 @@ KEYS = {
 # notes, which carry timings, are left out)
 VALUES = {
     "models": ["family", "params_b", "non_embedding_params_b", "architecture", "position_encoding", "norm", "mlp"],
-    "results": ["w_kind", "w_bits", "group_size", "w_bits_eff", "w_sym", "act_bits", "eval_tokens", "nll", "ppl",
-                "nll_se", "sqnr_db", "weight_bytes"],
+    "results": [
+        "w_kind",
+        "w_bits",
+        "group_size",
+        "w_bits_eff",
+        "w_sym",
+        "act_bits",
+        "eval_tokens",
+        "nll",
+        "ppl",
+        "nll_se",
+        "sqnr_db",
+        "weight_bytes",
+    ],
     "features": ["value", "se"],
 }
 TOY_STEPS = 20
-KILL_FORMATS = ["int2-g32", "int3-g32", "int4-g32", "int5-g32", "int6-g32", "int8", "fp8", "nf4-g32", "mxint8",
-                "mxfp4"]
+KILL_FORMATS = ["int2-g32", "int3-g32", "int4-g32", "int5-g32", "int6-g32", "int8", "fp8", "nf4-g32", "mxint8", "mxfp4"]
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +67,7 @@ def toys(tmp_path_factory) -> dict[str, Path]:
     """Llama- and OPT-shaped toy models, briefly trained: these tests compare executors,
     not quantization, and a short build keeps the module quick on a small machine."""
     import torch
+
     from qbayes.collect.toymodels import ToySpec, make_toy
 
     root, threads = tmp_path_factory.mktemp("ray-toys"), torch.get_num_threads()
@@ -79,8 +92,13 @@ def _collect(*args, threads: int | None = None) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)  # as Ray's 1-CPU tasks run: same float sums
-    return subprocess.Popen([sys.executable, "-m", "qbayes", "collect", *map(str, args), "--no-progress"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "qbayes", "collect", *map(str, args), "--no-progress"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 300) -> str:
@@ -94,23 +112,40 @@ def _table(db, name: str) -> pl.DataFrame:
 
 
 def test_ray_run_equals_local_run_and_a_rerun_submits_nothing(cluster, toys, tmp_path):
-    grid = write_grid(tmp_path / "g.toml", features=True, methods="""
+    grid = write_grid(
+        tmp_path / "g.toml",
+        features=True,
+        methods="""
 [methods.rtn]
 formats = ["int4-g32", "int8"]
 
 [methods.gptq]
 formats = ["int4-g32"]
-""")
+""",
+    )
     models = [toys["llama"], toys["opt"]]
-    manifest = write_manifest(tmp_path / "models" / "manifest.csv",
-                              [ModelEntry.make(os.path.relpath(m, tmp_path / "models"), "toy", m.name) for m in models])
+    manifest = write_manifest(
+        tmp_path / "models" / "manifest.csv",
+        [ModelEntry.make(os.path.relpath(m, tmp_path / "models"), "toy", m.name) for m in models],
+    )
     ray_out, local_out = tmp_path / "ray", tmp_path / "local"
 
-    log = _finish(_collect("--models", manifest, "--grid", grid, "--out", ray_out, "--executor", "ray",
-                           "--address", cluster))
+    log = _finish(
+        _collect("--models", manifest, "--grid", grid, "--out", ray_out, "--executor", "ray", "--address", cluster)
+    )
     assert "ray: 8 task(s): 8 ran, 0 already complete, 0 failed" in log, log
-    _finish(_collect(*[a for m in models for a in ("--model", m)], "--family", "toy", "--grid", grid,
-                     "--out", local_out, threads=1))
+    _finish(
+        _collect(
+            *[a for m in models for a in ("--model", m)],
+            "--family",
+            "toy",
+            "--grid",
+            grid,
+            "--out",
+            local_out,
+            threads=1,
+        )
+    )
 
     ray_db, local_db = store.load(ray_out), store.load(local_out)
     assert ray_db.results.height == 2 * (1 + 3) and ray_db.failures.height == 0
@@ -118,14 +153,30 @@ formats = ["int4-g32"]
     for name in KEYS:
         assert _table(ray_db, name).equals(_table(local_db, name)), name
 
-    log = _finish(_collect("--models", manifest, "--grid", grid, "--out", ray_out, "--executor", "ray",
-                           "--address", cluster))
+    log = _finish(
+        _collect("--models", manifest, "--grid", grid, "--out", ray_out, "--executor", "ray", "--address", cluster)
+    )
     assert "all 8 task(s) already complete" in log and "nothing submitted" in log, log
     assert store.load(ray_out).results.equals(ray_db.results)
 
     # --force recomputes the chosen tasks; their rows replace the old ones, the others stay
-    log = _finish(_collect("--models", manifest, "--grid", grid, "--methods", "rtn", "--out", ray_out,
-                           "--executor", "ray", "--address", cluster, "--force"))
+    log = _finish(
+        _collect(
+            "--models",
+            manifest,
+            "--grid",
+            grid,
+            "--methods",
+            "rtn",
+            "--out",
+            ray_out,
+            "--executor",
+            "ray",
+            "--address",
+            cluster,
+            "--force",
+        )
+    )
     assert "ray: 6 task(s): 6 ran" in log, log
     forced = store.load(ray_out)
     assert forced.results.height == ray_db.results.height and forced.features.height == ray_db.features.height
@@ -138,10 +189,13 @@ formats = ["int4-g32"]
 
 
 def test_killed_worker_is_retried_and_nothing_is_lost_or_duplicated(cluster, toys, tmp_path):
-    grid = write_grid(tmp_path / "g.toml", methods=f"""
+    grid = write_grid(
+        tmp_path / "g.toml",
+        methods=f"""
 [methods.rtn]
 formats = {json.dumps(KILL_FORMATS)}
-""")
+""",
+    )
     out = tmp_path / "out"
     target = out / "_tasks" / "toy-llama__rtn"
     # a model that passes the preflight but cannot load (its weights are cut short): its
@@ -150,8 +204,26 @@ formats = {json.dumps(KILL_FORMATS)}
     shutil.copytree(toys["opt"], missing)
     weights = missing / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
-    proc = _collect("--model", toys["llama"], "--model", toys["opt"], "--model", missing, "--family", "toy",
-                    "--grid", grid, "--out", out, "--executor", "ray", "--address", cluster, "--retries", "2")
+    proc = _collect(
+        "--model",
+        toys["llama"],
+        "--model",
+        toys["opt"],
+        "--model",
+        missing,
+        "--family",
+        "toy",
+        "--grid",
+        grid,
+        "--out",
+        out,
+        "--executor",
+        "ray",
+        "--address",
+        cluster,
+        "--retries",
+        "2",
+    )
 
     # wait until the task has saved some of its configurations, then kill its worker
     deadline = time.monotonic() + 240

@@ -7,12 +7,13 @@ import math
 import polars as pl
 import pytest
 
-from helpers import ROOT, SHIPPED_DB, tree_digest
-from qbayes.db.database import Database
 from qbayes.db import store
+from qbayes.db.database import Database
 from qbayes.db.merge import MergeConflict, merge
 from qbayes.db.published import import_published
 from qbayes.db.schema import META_TABLE_KEY, META_VERSION_KEY, SCHEMA_VERSION, TABLES
+
+from helpers import ROOT, SHIPPED_DB, tree_digest
 
 PTQ = ROOT / "data" / "published" / "published_ptq.csv"
 META = ROOT / "data" / "published" / "model_meta.csv"
@@ -65,7 +66,7 @@ def test_import_marks_doubts_and_effective_bits():
     clean = res.filter(pl.col("note") == "FP16 baseline")
     assert clean["doubt"].null_count() == clean.height
     # grouped int3-g128: 3 + (16 + 3) / 128
-    g = res.filter((pl.col("dtype_label") == "int3-g128")).row(0, named=True)
+    g = res.filter(pl.col("dtype_label") == "int3-g128").row(0, named=True)
     assert g["w_bits_eff"] == pytest.approx(3 + 19 / 128)
     q40 = res.filter(pl.col("dtype_label") == "Q4_0").row(0, named=True)
     assert q40["w_kind"] == "int"
@@ -76,8 +77,9 @@ def test_import_marks_doubts_and_effective_bits():
 def test_llama_cpp_rows_take_bits_per_weight_from_the_formats_table():
     """Training rows of a GGUF type carry the bits per weight a query naming it is
     predicted with (data/formats.csv), legacy blocks and k-quant mixes alike."""
-    table = pl.read_csv(ROOT / "data" / "formats.csv").select("name", "method", "w_bits", "group_size",
-                                                              "bits_per_weight")
+    table = pl.read_csv(ROOT / "data" / "formats.csv").select(
+        "name", "method", "w_bits", "group_size", "bits_per_weight"
+    )
     res = import_published(PTQ, META).results.filter(pl.col("method").str.starts_with("llama.cpp"))
     joined = res.join(table, left_on="dtype_label", right_on="name", how="left", suffix="_table")
     assert joined.height > 0 and joined["bits_per_weight"].null_count() == 0
@@ -104,6 +106,7 @@ def test_cli_validate_and_summary_on_shipped_data(cli):
 
 # --- bad input: CSV import --------------------------------------------------------
 
+
 def _write_csv_variant(tmp_path, edit):
     lines = PTQ.read_text().splitlines()
     lines = edit(lines)
@@ -125,10 +128,13 @@ def _unknown_gguf_type(lines):
     return lines
 
 
-@pytest.mark.parametrize("edit, messages", [
-    (_bad_w_bits, ("row 6, column 'w_bits'", "'four'")),
-    (_unknown_gguf_type, ("column 'dtype_label'", "'Q4_K_Z' is not a llama.cpp type of data/formats.csv")),
-])
+@pytest.mark.parametrize(
+    "edit, messages",
+    [
+        (_bad_w_bits, ("row 6, column 'w_bits'", "'four'")),
+        (_unknown_gguf_type, ("column 'dtype_label'", "'Q4_K_Z' is not a llama.cpp type of data/formats.csv")),
+    ],
+)
 def test_import_reports_bad_cell_with_line_and_column(tmp_path, cli, edit, messages):
     p = _write_csv_variant(tmp_path, edit)
     out = tmp_path / "out"
@@ -150,7 +156,7 @@ def test_import_reports_missing_column(tmp_path, cli):
 
 def test_import_refuses_malformed_csv(tmp_path, cli):
     p = tmp_path / "bad.csv"
-    p.write_bytes(b"family,model\n\"unterminated,quote\nOPT\x00\x01,\"x\n")
+    p.write_bytes(b'family,model\n"unterminated,quote\nOPT\x00\x01,"x\n')
     r = cli("db", "import-published", p, "--meta", META, "--out", tmp_path / "out")
     assert r.code != 0 and "bad.csv" in r.err
     assert not (tmp_path / "out").exists()
@@ -173,6 +179,7 @@ def test_import_refuses_negative_and_nan_perplexity(tmp_path, cli):
 
 # --- bad input: parquet shards ----------------------------------------------------
 
+
 def _edit_results(db_dir, fn):
     db = store.load(db_dir)
     db.results = fn(db.results)
@@ -182,18 +189,30 @@ def _edit_results(db_dir, fn):
 @pytest.mark.parametrize(
     "edit, expected",
     [
-        (lambda r: r.with_columns(pl.when(pl.int_range(pl.len()) == 9).then(float("nan"))
-                                  .otherwise(pl.col("ppl")).alias("ppl")),
-         "row 10, column 'ppl': is NaN"),
-        (lambda r: r.with_columns(pl.when(pl.int_range(pl.len()) == 2).then(-3.0)
-                                  .otherwise(pl.col("ppl")).alias("ppl")),
-         "row 3, column 'ppl': value -3.0 must be > 1"),
-        (lambda r: r.with_columns(pl.when(pl.int_range(pl.len()) == 4).then(40.0)
-                                  .otherwise(pl.col("w_bits")).alias("w_bits")),
-         "row 5, column 'w_bits': value 40.0 must be <= 32"),
-        (lambda r: r.with_columns(pl.when(pl.int_range(pl.len()) == 7).then(pl.lit("GPTQQ"))
-                                  .otherwise(pl.col("method")).alias("method")),
-         "row 8, column 'method': unknown value 'GPTQQ' (did you mean 'GPTQ'?)"),
+        (
+            lambda r: r.with_columns(
+                pl.when(pl.int_range(pl.len()) == 9).then(float("nan")).otherwise(pl.col("ppl")).alias("ppl")
+            ),
+            "row 10, column 'ppl': is NaN",
+        ),
+        (
+            lambda r: r.with_columns(
+                pl.when(pl.int_range(pl.len()) == 2).then(-3.0).otherwise(pl.col("ppl")).alias("ppl")
+            ),
+            "row 3, column 'ppl': value -3.0 must be > 1",
+        ),
+        (
+            lambda r: r.with_columns(
+                pl.when(pl.int_range(pl.len()) == 4).then(40.0).otherwise(pl.col("w_bits")).alias("w_bits")
+            ),
+            "row 5, column 'w_bits': value 40.0 must be <= 32",
+        ),
+        (
+            lambda r: r.with_columns(
+                pl.when(pl.int_range(pl.len()) == 7).then(pl.lit("GPTQQ")).otherwise(pl.col("method")).alias("method")
+            ),
+            "row 8, column 'method': unknown value 'GPTQQ' (did you mean 'GPTQ'?)",
+        ),
         (lambda r: pl.concat([r, r.slice(20, 1)]), "duplicate key"),
         (lambda r: r.filter(pl.col("method") != "none"), "has no unquantized baseline"),
         (lambda r: r.with_columns(pl.col("w_bits").cast(pl.String)), "column 'w_bits': has type String"),
@@ -211,8 +230,10 @@ def test_validate_reports_bad_shard(shipped_copy, cli, edit, expected):
 
 def test_validate_refuses_newer_schema_version(shipped_copy, cli):
     df = pl.read_parquet(shipped_copy / "results.parquet")
-    df.write_parquet(shipped_copy / "results.parquet",
-                     metadata={META_VERSION_KEY: str(SCHEMA_VERSION + 1), META_TABLE_KEY: "results"})
+    df.write_parquet(
+        shipped_copy / "results.parquet",
+        metadata={META_VERSION_KEY: str(SCHEMA_VERSION + 1), META_TABLE_KEY: "results"},
+    )
     r = cli("db", "validate", shipped_copy)
     assert r.code == 1 and f"schema v{SCHEMA_VERSION + 1}, newer than this qbayes reads" in r.err
 
@@ -229,6 +250,7 @@ def test_validate_missing_directory(tmp_path, cli):
 
 
 # --- atomic writes and merging ----------------------------------------------------
+
 
 def test_save_is_atomic_when_a_write_fails(shipped_copy, monkeypatch):
     before = tree_digest(shipped_copy)
@@ -279,7 +301,8 @@ def test_merge_conflict_is_reported_and_nothing_written(tmp_path, cli):
     _split_shards(tmp_path)
     b2 = store.load(tmp_path / "b")
     b2.results = b2.results.with_columns(
-        pl.when(pl.int_range(pl.len()) == 3).then(pl.col("ppl") * 1.5).otherwise(pl.col("ppl")).alias("ppl"))
+        pl.when(pl.int_range(pl.len()) == 3).then(pl.col("ppl") * 1.5).otherwise(pl.col("ppl")).alias("ppl")
+    )
     store.save(b2, tmp_path / "b2")
     r = cli("db", "merge", tmp_path / "a", tmp_path / "b", "--into", tmp_path / "m")
     before = tree_digest(tmp_path / "m")
@@ -303,8 +326,10 @@ def test_merge_refuses_invalid_shard_without_touching_target(tmp_path, shipped_c
 def test_merge_in_memory_keeps_newest_on_request():
     db = store.load(SHIPPED_DB)
     one = db.results.head(1)
-    newer = one.with_columns(pl.col("ppl") * 2, pl.lit("2026-01-01").str.to_datetime(time_zone="UTC")
-                             .dt.cast_time_unit("us").alias("created_at"))
+    newer = one.with_columns(
+        pl.col("ppl") * 2,
+        pl.lit("2026-01-01").str.to_datetime(time_zone="UTC").dt.cast_time_unit("us").alias("created_at"),
+    )
     a = Database(models=db.models, results=one)
     b = Database(models=db.models, results=newer)
     with pytest.raises(MergeConflict):

@@ -6,11 +6,12 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from helpers import ROOT
 from qbayes.db import named_formats
 from qbayes.errors import QBayesError
-from qbayes.model.queries import query_table
 from qbayes.model.predict import Predictor
+from qbayes.model.queries import query_table
+
+from helpers import ROOT
 
 TABLE = ROOT / "data" / "formats.csv"
 LLAMA_7B = {"family": "LLaMA-1", "model": "LLaMA-7B", "params_b": 7.0, "eval_set": "wikitext2", "fp16_ppl": 5.91}
@@ -26,10 +27,15 @@ def _query(**columns) -> pl.DataFrame:
 
 # --- the table -----------------------------------------------------------------------
 
+
 def test_every_name_and_alias_of_the_table_resolves_to_its_row():
     for r in _table().iter_rows(named=True):
-        spellings = [r["name"], r["name"].lower(), r["name"].replace("_", "-"),
-                     *(a for a in (r["aliases"] or "").split(";") if a)]
+        spellings = [
+            r["name"],
+            r["name"].lower(),
+            r["name"].replace("_", "-"),
+            *(a for a in (r["aliases"] or "").split(";") if a),
+        ]
         for s in spellings:
             f = named_formats.lookup(s)
             assert f.name == r["name"], s
@@ -40,9 +46,31 @@ def test_every_name_and_alias_of_the_table_resolves_to_its_row():
 
 def test_the_table_covers_the_llama_cpp_types_people_type():
     names = set(named_formats.load().names)
-    wanted = {"Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "Q8_0",
-              "Q4_0", "Q4_1", "Q5_0", "Q5_1", "IQ1_S", "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ4_XS", "IQ4_NL",
-              "nf4", "fp8", "mxfp4"}
+    wanted = {
+        "Q2_K",
+        "Q3_K_S",
+        "Q3_K_M",
+        "Q3_K_L",
+        "Q4_K_S",
+        "Q4_K_M",
+        "Q5_K_S",
+        "Q5_K_M",
+        "Q6_K",
+        "Q8_0",
+        "Q4_0",
+        "Q4_1",
+        "Q5_0",
+        "Q5_1",
+        "IQ1_S",
+        "IQ2_XXS",
+        "IQ2_XS",
+        "IQ3_XXS",
+        "IQ4_XS",
+        "IQ4_NL",
+        "nf4",
+        "fp8",
+        "mxfp4",
+    }
     assert wanted <= names
     # llama.cpp's own aliases (quantize.cpp QUANT_OPTIONS): Q4_K is Q4_K_M
     assert named_formats.lookup("Q4_K").name == "Q4_K_M" and named_formats.lookup("q3_k").name == "Q3_K_M"
@@ -54,20 +82,34 @@ def test_k_quant_mixes_cost_more_than_their_nominal_bits_and_order_by_size():
         if f.method == "llama.cpp-kquant":
             assert f.bits_per_weight > f.w_bits
     bpw = {f.name: f.bits_per_weight for f in table.formats}
-    for small, large in (("Q3_K_S", "Q3_K_M"), ("Q3_K_M", "Q3_K_L"), ("Q4_K_S", "Q4_K_M"), ("Q5_K_S", "Q5_K_M"),
-                         ("IQ2_XXS", "IQ2_XS"), ("Q4_K_M", "Q5_K_S"), ("Q6_K", "Q8_0")):
+    for small, large in (
+        ("Q3_K_S", "Q3_K_M"),
+        ("Q3_K_M", "Q3_K_L"),
+        ("Q4_K_S", "Q4_K_M"),
+        ("Q5_K_S", "Q5_K_M"),
+        ("IQ2_XXS", "IQ2_XS"),
+        ("Q4_K_M", "Q5_K_S"),
+        ("Q6_K", "Q8_0"),
+    ):
         assert bpw[small] < bpw[large]
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda t: t.replace("Q4_K_M,Q4_K,", "Q4_K_M,Q4-K-S,", 1), "'Q4-K-S' is also 'Q4_K_S'"),
-    (lambda t: t.replace(",llama.cpp-kquant,kquant,6,256,", ",llama.cpp-kquants,kquant,6,256,", 1),
-     "method 'llama.cpp-kquants' is not one of"),
-    (lambda t: t.replace(",RTN,mx,4,32,4.25,", ",RTN,microscaled,4,32,4.25,", 1),
-     "w_kind 'microscaled' is not one of"),
-    (lambda t: t.replace(",4,256,4.8944,", ",4,256,3.9,", 1), "bits_per_weight 3.9 is below w_bits 4"),
-    (lambda t: t.replace(",4,256,4.8944,", ",4,256,four,", 1), "column 'bits_per_weight': 'four' is not a float"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda t: t.replace("Q4_K_M,Q4_K,", "Q4_K_M,Q4-K-S,", 1), "'Q4-K-S' is also 'Q4_K_S'"),
+        (
+            lambda t: t.replace(",llama.cpp-kquant,kquant,6,256,", ",llama.cpp-kquants,kquant,6,256,", 1),
+            "method 'llama.cpp-kquants' is not one of",
+        ),
+        (
+            lambda t: t.replace(",RTN,mx,4,32,4.25,", ",RTN,microscaled,4,32,4.25,", 1),
+            "w_kind 'microscaled' is not one of",
+        ),
+        (lambda t: t.replace(",4,256,4.8944,", ",4,256,3.9,", 1), "bits_per_weight 3.9 is below w_bits 4"),
+        (lambda t: t.replace(",4,256,4.8944,", ",4,256,four,", 1), "column 'bits_per_weight': 'four' is not a float"),
+    ],
+)
 def test_a_broken_table_is_refused_with_the_reason(tmp_path, edit, message):
     bad = tmp_path / "formats.csv"
     text = TABLE.read_text()
@@ -78,6 +120,7 @@ def test_a_broken_table_is_refused_with_the_reason(tmp_path, edit, message):
 
 
 # --- labels and unknown names ------------------------------------------------------------
+
 
 def test_labels_are_read_by_pattern_and_leave_the_method_open():
     int4 = named_formats.lookup("int4-g128")
@@ -94,8 +137,9 @@ def test_labels_are_read_by_pattern_and_leave_the_method_open():
     assert (nf.w_kind, nf.group_size) == ("nf", 64) and nf.bits_per_weight == pytest.approx(4 + 16 / 64)
 
 
-@pytest.mark.parametrize("name, close", [("Q4_K_X", "Q4_K_"), ("q5_k_mm", "Q5_K_M"), ("nf5", "nf4"),
-                                         ("IQ2_XXXS", "IQ2_")])
+@pytest.mark.parametrize(
+    "name, close", [("Q4_K_X", "Q4_K_"), ("q5_k_mm", "Q5_K_M"), ("nf5", "nf4"), ("IQ2_XXXS", "IQ2_")]
+)
 def test_an_unknown_name_gets_the_closest_names(name, close):
     with pytest.raises(QBayesError) as err:
         named_formats.lookup(name)
@@ -111,14 +155,22 @@ def test_nonsense_gets_no_suggestion_but_the_list():
 
 # --- queries -----------------------------------------------------------------------------
 
+
 def test_a_format_query_uses_the_tables_bits_per_weight_as_the_bits_covariate():
     q = query_table(_query(format="Q4_K_M")).row(0, named=True)
     f = named_formats.lookup("Q4_K_M")
     assert (q["method"], q["w_bits"], q["group_size"], q["w_kind"]) == (f.method, f.w_bits, f.group_size, f.w_kind)
     assert q["bits"] == f.bits_per_weight and q["act_bits"] == 16.0
     # the same configuration spelled out, with bits_per_weight, is the same query
-    spelled = query_table(_query(method=f.method, w_bits=f.w_bits, group_size=f.group_size, w_kind=f.w_kind,
-                                 bits_per_weight=f.bits_per_weight)).row(0, named=True)
+    spelled = query_table(
+        _query(
+            method=f.method,
+            w_bits=f.w_bits,
+            group_size=f.group_size,
+            w_kind=f.w_kind,
+            bits_per_weight=f.bits_per_weight,
+        )
+    ).row(0, named=True)
     assert spelled == q
 
 
@@ -130,21 +182,35 @@ def test_a_label_query_is_the_explicit_configuration_with_the_querys_method():
 
 
 def test_rows_without_a_format_keep_their_own_columns_and_defaults():
-    q = pl.DataFrame({**{k: [v, v] for k, v in LLAMA_7B.items()}, "format": ["Q6_K", None],
-                      "method": [None, "AWQ"], "w_bits": [None, 3.0]})
+    q = pl.DataFrame(
+        {
+            **{k: [v, v] for k, v in LLAMA_7B.items()},
+            "format": ["Q6_K", None],
+            "method": [None, "AWQ"],
+            "w_bits": [None, 3.0],
+        }
+    )
     t = query_table(q)
     assert t["method"].to_list() == ["llama.cpp-kquant", "AWQ"]
     assert t["w_kind"].to_list() == ["kquant", "int"] and t["act_bits"].to_list() == [16.0, 16.0]
     assert t["bits"][1] == 3.0
 
 
-@pytest.mark.parametrize("columns, message", [
-    ({"format": "Q4_K_M", "method": "GPTQ"},
-     "method GPTQ contradicts format 'Q4_K_M', whose method is llama.cpp-kquant (rows [1])"),
-    ({"format": "Q4_K_M", "w_bits": 3.0}, "w_bits 3.0 contradicts format 'Q4_K_M', whose w_bits is 4"),
-    ({"format": "fp8", "group_size": 128}, "group_size 128 contradicts format 'fp8', whose group_size is per channel"),
-    ({"format": "Q4_K_Z"}, "unknown format 'Q4_K_Z' (did you mean 'Q4_K_"),
-])
+@pytest.mark.parametrize(
+    "columns, message",
+    [
+        (
+            {"format": "Q4_K_M", "method": "GPTQ"},
+            "method GPTQ contradicts format 'Q4_K_M', whose method is llama.cpp-kquant (rows [1])",
+        ),
+        ({"format": "Q4_K_M", "w_bits": 3.0}, "w_bits 3.0 contradicts format 'Q4_K_M', whose w_bits is 4"),
+        (
+            {"format": "fp8", "group_size": 128},
+            "group_size 128 contradicts format 'fp8', whose group_size is per channel",
+        ),
+        ({"format": "Q4_K_Z"}, "unknown format 'Q4_K_Z' (did you mean 'Q4_K_"),
+    ],
+)
 def test_a_format_contradicted_by_its_row_is_refused(columns, message):
     with pytest.raises(QBayesError) as err:
         query_table(_query(**columns), where="q.csv")
@@ -165,6 +231,7 @@ def test_a_format_predicts_as_its_configuration_and_is_no_new_method(small_fit):
 
 # --- qbayes predict --format -----------------------------------------------------------------
 
+
 def _flags(**extra):
     base = ("--family", "LLaMA-1", "--params-b", 7, "--fp16-ppl", 5.91, "--draws", 200)
     return (*base, *(x for k, v in extra.items() for x in (f"--{k.replace('_', '-')}", v)))
@@ -184,9 +251,19 @@ def test_predict_cli_format_and_explicit_flags_agree(small_fit_path, tmp_path, c
     says what the name was read as."""
     src, out = tmp_path / "q.csv", tmp_path / "p.csv"
     f = named_formats.lookup("IQ4_XS")
-    pl.concat([_query(format="IQ4_XS"),
-               _query(method=f.method, w_bits=f.w_bits, group_size=f.group_size, w_kind=f.w_kind,
-                      bits_per_weight=f.bits_per_weight)], how="diagonal").write_csv(src)
+    pl.concat(
+        [
+            _query(format="IQ4_XS"),
+            _query(
+                method=f.method,
+                w_bits=f.w_bits,
+                group_size=f.group_size,
+                w_kind=f.w_kind,
+                bits_per_weight=f.bits_per_weight,
+            ),
+        ],
+        how="diagonal",
+    ).write_csv(src)
     r = cli("predict", "--fit", small_fit_path, "--input", src, "--output", out, "--draws", 200)
     assert r.code == 0, r.err
     assert "not used for prediction" not in r.err

@@ -10,9 +10,10 @@ import typing
 
 import pytest
 
-from helpers import ROOT
 from qbayes.errors import QBayesError
 from qbayes.evaluation.summary import FoldConvergence, FoldScores, ValidationSettings, ValidationSummary
+
+from helpers import ROOT
 
 SHIPPED = [ROOT / "reports" / "validation.json", ROOT / "reports" / "validation-forward.json"]
 ROW_LISTS = ("overall", "overall_3bits", "per_family", "per_cell", "calibration", "gaps")
@@ -61,30 +62,41 @@ def test_a_file_before_the_optional_parts_loads_with_them_empty():
 
 
 def test_missing_and_unknown_values():
-    doc = {"models": ["x"], "overall": [{"model": "x", "n": 3, "mdae": None, "crps": float("nan")}],
-           "per_family": [], "calibration": [], "settings": {"scheme": "forward", "note": "by hand"}}
+    doc = {
+        "models": ["x"],
+        "overall": [{"model": "x", "n": 3, "mdae": None, "crps": float("nan")}],
+        "per_family": [],
+        "calibration": [],
+        "settings": {"scheme": "forward", "note": "by hand"},
+    }
     record = ValidationSummary.from_dict(doc)
     s = record.overall[0].scores
     assert s.n == 3 and all(math.isnan(getattr(s, m)) for m in ("mdae", "mae", "cov50", "cov90", "crps"))
     assert record == ValidationSummary.from_dict(record.to_dict())  # NaN scores compare equal
     assert record.settings.extra == {"note": "by hand"}
     out = record.to_dict()
-    assert out["overall"] == [{"model": "x", "n": 3, "mdae": None, "mae": None, "cov50": None, "cov90": None,
-                               "crps": None}]
+    assert out["overall"] == [
+        {"model": "x", "n": 3, "mdae": None, "mae": None, "cov50": None, "cov90": None, "crps": None}
+    ]
     assert out["settings"] == {"scheme": "forward", "note": "by hand"}
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"settings": {"draws": "many"}}, r"settings\.draws: expected a number or null, got 'many'"),
-    ({"settings": {"folds": {"A": "B"}}}, r"settings\.folds\.A: expected a list of names"),
-    ({"settings": []}, "'settings' must be an object"),
-    ({"overall": [{"model": "x", "n": 2.5}]}, r"overall\[0\]\.n: expected a whole number or null, got 2\.5"),
-    ({"overall": [{"model": 3}]}, r"overall\[0\]\.model: expected a name, got 3"),
-    ({"per_family": [{"family": "A", "model": "x", "divergences": "none"}]},
-     r"per_family\[0\]\.divergences: expected a number or null"),
-    ({"calibration": [{"model": "x", "nominal": 0.5}]}, r"calibration\[0\]: missing observed"),
-    ({"gaps": {}}, "'gaps' must be a list"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"settings": {"draws": "many"}}, r"settings\.draws: expected a number or null, got 'many'"),
+        ({"settings": {"folds": {"A": "B"}}}, r"settings\.folds\.A: expected a list of names"),
+        ({"settings": []}, "'settings' must be an object"),
+        ({"overall": [{"model": "x", "n": 2.5}]}, r"overall\[0\]\.n: expected a whole number or null, got 2\.5"),
+        ({"overall": [{"model": 3}]}, r"overall\[0\]\.model: expected a name, got 3"),
+        (
+            {"per_family": [{"family": "A", "model": "x", "divergences": "none"}]},
+            r"per_family\[0\]\.divergences: expected a number or null",
+        ),
+        ({"calibration": [{"model": "x", "nominal": 0.5}]}, r"calibration\[0\]: missing observed"),
+        ({"gaps": {}}, "'gaps' must be a list"),
+    ],
+)
 def test_bad_fields_are_refused_by_name(change, message):
     raw = {**json.loads(SHIPPED[0].read_text()), **change}
     with pytest.raises(QBayesError, match=message):

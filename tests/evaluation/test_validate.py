@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import numpy as np
 import polars as pl
 import pytest
 
-import datetime as dt
+from qbayes.db import store
+from qbayes.db.database import Database
+from qbayes.errors import QBayesError
+from qbayes.evaluation.crossval import (
+    QGRID,
+    Fold,
+    FoldResult,
+    coverage,
+    crps,
+    family_release,
+    make_folds,
+    mdae_gaps,
+    predictions_table,
+)
 
 from helpers import SHIPPED_DB
-from qbayes.db.database import Database
-from qbayes.db import store
-from qbayes.errors import QBayesError
-from qbayes.evaluation.crossval import (QGRID, Fold, FoldResult, coverage, crps, family_release, make_folds, mdae_gaps,
-                                   predictions_table)
 
 
 def test_scores_on_a_known_distribution():
@@ -32,8 +41,23 @@ def test_scores_on_a_known_distribution():
 def test_validate_cli_holds_out_a_family_and_writes_strict_json(cli, tmp_path):
     out = tmp_path / "v.json"
     preds_path = tmp_path / "rows.parquet"
-    r = cli("validate", "--family", "Falcon", "--model", "pooled", "--draws", 60, "--tune", 60, "--chains", 2,
-            "--json", out, "--predictions", preds_path)
+    r = cli(
+        "validate",
+        "--family",
+        "Falcon",
+        "--model",
+        "pooled",
+        "--draws",
+        60,
+        "--tune",
+        60,
+        "--chains",
+        2,
+        "--json",
+        out,
+        "--predictions",
+        preds_path,
+    )
     assert r.code == 0, r.err
     text = out.read_text()
     assert "NaN" not in text
@@ -72,14 +96,21 @@ def test_validate_cli_unknown_family_suggests(cli, tmp_path):
     assert not (tmp_path / "v.json").exists()
 
 
-RELEASED = {"OPT": dt.date(2022, 5, 3), "BLOOM": dt.date(2022, 7, 12), "LLaMA-1": dt.date(2023, 2, 24),
-            "Qwen3": dt.date(2025, 4, 29)}
+RELEASED = {
+    "OPT": dt.date(2022, 5, 3),
+    "BLOOM": dt.date(2022, 7, 12),
+    "LLaMA-1": dt.date(2023, 2, 24),
+    "Qwen3": dt.date(2025, 4, 29),
+}
 
 
 def test_forward_folds_predict_each_family_from_the_families_released_before_it():
     folds = make_folds(list(RELEASED) * 3, scheme="forward", released=RELEASED)
-    assert folds == [Fold("BLOOM", ("OPT",)), Fold("LLaMA-1", ("BLOOM", "OPT")),
-                     Fold("Qwen3", ("BLOOM", "LLaMA-1", "OPT"))]  # OPT, the first, is no fold
+    assert folds == [
+        Fold("BLOOM", ("OPT",)),
+        Fold("LLaMA-1", ("BLOOM", "OPT")),
+        Fold("Qwen3", ("BLOOM", "LLaMA-1", "OPT")),
+    ]  # OPT, the first, is no fold
     assert make_folds(list(RELEASED), scheme="forward", released=RELEASED, only=["LLaMA-1"]) == [folds[1]]
     lofo = make_folds(list(RELEASED), scheme="lofo", released=None)
     assert [f.family for f in lofo] == sorted(RELEASED)
@@ -89,12 +120,15 @@ def test_forward_folds_predict_each_family_from_the_families_released_before_it(
     assert max((d, f) for f, d in shipped.items() if d is not None)[1] == "Qwen3"
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"only": ["OPT"]}, "no family in the data was released before OPT"),
-    ({"released": {**RELEASED, "BLOOM": None}}, "BLOOM has none"),
-    ({"only": ["Qwen 3"]}, "did you mean 'Qwen3'"),
-    ({"scheme": "forwards"}, "did you mean 'forward'"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"only": ["OPT"]}, "no family in the data was released before OPT"),
+        ({"released": {**RELEASED, "BLOOM": None}}, "BLOOM has none"),
+        ({"only": ["Qwen 3"]}, "did you mean 'Qwen3'"),
+        ({"scheme": "forwards"}, "did you mean 'forward'"),
+    ],
+)
 def test_forward_folds_are_refused_by_name_before_any_fitting(kwargs, message):
     args = {"scheme": "forward", "released": RELEASED, **kwargs}
     with pytest.raises(QBayesError, match=message):
@@ -103,11 +137,11 @@ def test_forward_folds_are_refused_by_name_before_any_fitting(kwargs, message):
 
 def test_validate_cli_forward_refuses_a_family_without_a_release_date(cli, tmp_path, shipped_copy):
     models = pl.read_parquet(shipped_copy / "models.parquet")
-    models = models.with_columns(pl.when(pl.col("family") == "Falcon").then(None).otherwise(pl.col("released"))
-                                 .alias("released"))
+    models = models.with_columns(
+        pl.when(pl.col("family") == "Falcon").then(None).otherwise(pl.col("released")).alias("released")
+    )
     db = store.load(shipped_copy)
-    store.save(Database(models=models, results=db.results, features=db.features, failures=db.failures),
-               shipped_copy)
+    store.save(Database(models=models, results=db.results, features=db.features, failures=db.failures), shipped_copy)
     out = tmp_path / "v.json"
     r = cli("validate", "--data", shipped_copy, "--scheme", "forward", "--model", "pooled", "--json", out)
     assert r.code == 2 and "Falcon has none" in r.err
@@ -116,8 +150,25 @@ def test_validate_cli_forward_refuses_a_family_without_a_release_date(cli, tmp_p
 
 def test_validate_cli_forward_scores_a_family_from_earlier_ones(cli, tmp_path):
     out = tmp_path / "v.json"
-    r = cli("validate", "--scheme", "forward", "--family", "Falcon", "--model", "pooled", "--baseline", "cell_median",
-            "--draws", 60, "--tune", 60, "--chains", 2, "--json", out)
+    r = cli(
+        "validate",
+        "--scheme",
+        "forward",
+        "--family",
+        "Falcon",
+        "--model",
+        "pooled",
+        "--baseline",
+        "cell_median",
+        "--draws",
+        60,
+        "--tune",
+        60,
+        "--chains",
+        2,
+        "--json",
+        out,
+    )
     assert r.code == 0, r.err
     doc = json.loads(out.read_text())
     assert doc["settings"]["scheme"] == "forward"
@@ -140,8 +191,12 @@ def test_mdae_gaps_are_paired_and_signed():
         shifted = y + np.sign(good - y) * (np.abs(good - y) + 0.01)  # every |error| 0.01 larger than good's
         with_nan = bad.copy()
         with_nan[:5] = np.nan
-        results += [_fold(fam, "good", y, good), _fold(fam, "bad", y, bad), _fold(fam, "shifted", y, shifted),
-                    _fold(fam, "nan", y, with_nan)]
+        results += [
+            _fold(fam, "good", y, good),
+            _fold(fam, "bad", y, bad),
+            _fold(fam, "shifted", y, shifted),
+            _fold(fam, "nan", y, with_nan),
+        ]
         errs["good"].append(np.abs(good - y))
         errs["bad"].append(np.abs(bad - y))
     gaps = {g.model: g for g in mdae_gaps(results, reference="good", n_boot=400)}
@@ -161,8 +216,15 @@ def test_mdae_gaps_are_paired_and_signed():
 
 
 def test_predictions_table_lays_rows_beside_each_models_quantiles():
-    rows = pl.DataFrame({"family": ["A", "A", "A"], "model": ["a-1", "a-2", "a-3"], "method": ["RTN", "GPTQ", "AWQ"],
-                         "w_bits": [3.0, 4.0, 2.0], "delta": [0.1, 0.02, 5.0]})
+    rows = pl.DataFrame(
+        {
+            "family": ["A", "A", "A"],
+            "model": ["a-1", "a-2", "a-3"],
+            "method": ["RTN", "GPTQ", "AWQ"],
+            "w_bits": [3.0, 4.0, 2.0],
+            "delta": [0.1, 0.02, 5.0],
+        }
+    )
     y = rows["delta"].to_numpy()
     q = np.stack([y + (p - 0.5) for p in QGRID])  # median exact, 90% interval +-0.45
     q[:, 2] += 1.0  # the third row's interval misses it, its median is 1.0 off
@@ -191,17 +253,31 @@ def test_summary_scores_each_kind_of_row():
     from qbayes.evaluation.crossval import row_cells, summarise
     from qbayes.evaluation.summary import ValidationSettings, ValidationSummary
 
-    rows = pl.DataFrame({"family": ["A"] * 6, "w_bits": [2.0, 3.0, 3.0, 4.0, 4.0, 8.0],
-                         "group_size": [128, 128, None, 64, None, None], "delta": [3.0, 0.2, 0.5, 0.05, 0.1, 0.01]})
-    assert list(row_cells(rows)) == ["≤2 bits, groups", "3 bits, groups", "3 bits, per channel", "4 bits, groups",
-                                     "4 bits, per channel", "≥5 bits, per channel"]
+    rows = pl.DataFrame(
+        {
+            "family": ["A"] * 6,
+            "w_bits": [2.0, 3.0, 3.0, 4.0, 4.0, 8.0],
+            "group_size": [128, 128, None, 64, None, None],
+            "delta": [3.0, 0.2, 0.5, 0.05, 0.1, 0.01],
+        }
+    )
+    assert list(row_cells(rows)) == [
+        "≤2 bits, groups",
+        "3 bits, groups",
+        "3 bits, per channel",
+        "4 bits, groups",
+        "4 bits, per channel",
+        "≥5 bits, per channel",
+    ]
     y = rows["delta"].to_numpy()
     err = np.array([1.0, 0.1, 0.2, 0.01, 0.02, 0.0])
     q = np.repeat((y + err)[None, :], QGRID.size, axis=0)
     more = pl.DataFrame({"family": ["B"] * 2, "w_bits": [3.0, 3.0], "group_size": [128, 128], "delta": [0.3, 0.4]})
     q_b = np.repeat(np.array([0.3, 0.7])[None, :], QGRID.size, axis=0)
-    doc = summarise([FoldResult("A", "m", y, q, rows=rows), FoldResult("B", "m", more["delta"].to_numpy(), q_b,
-                                                                       rows=more)], ValidationSettings())
+    doc = summarise(
+        [FoldResult("A", "m", y, q, rows=rows), FoldResult("B", "m", more["delta"].to_numpy(), q_b, rows=more)],
+        ValidationSettings(),
+    )
     by = {r.cell: r.scores for r in doc.per_cell}
     # every kind present, in a fixed order; families pooled within a kind
     assert [r.cell for r in doc.per_cell] == list(row_cells(rows))

@@ -23,15 +23,16 @@ import polars as pl
 import pymc as pm
 from scipy import stats
 
-from helpers import SHIPPED_DB
 from qbayes.db import store
 from qbayes.model import fitfile
-from qbayes.model.graph import build_model
 from qbayes.model.covariates import covariates
-from qbayes.model.table import training_table
 from qbayes.model.fit import prepare
+from qbayes.model.graph import build_model
 from qbayes.model.spec import load_spec
+from qbayes.model.table import training_table
 from qbayes.resources import shipped_fit
+
+from helpers import SHIPPED_DB
 
 SPEC = "hierarchical"  # the default model; data/default-fit.nc is its fit of the shipped rows
 LIKELIHOOD = "log_delta"  # the likelihood's name in build_model (log_student_t)
@@ -143,9 +144,17 @@ def study(replicates: int = 40, *, draws: int = 300, tune: int = 300, chains: in
         truth, known = draw_truth(s.model, shipped, chain, i)
         sim = simulate_log(s, seed=1000 + r, truth=truth)
         y = log_target(np.exp(sim) - s.spec.log_shift, s.spec.log_shift)
-        idata = nutpie.sample(compiled.with_data(sim_log_delta=y), draws=draws, tune=tune, chains=chains,
-                              cores=2, seed=r, progress_bar=False, target_accept=0.9,
-                              low_rank_modified_mass_matrix=True)
+        idata = nutpie.sample(
+            compiled.with_data(sim_log_delta=y),
+            draws=draws,
+            tune=tune,
+            chains=chains,
+            cores=2,
+            seed=r,
+            progress_bar=False,
+            target_accept=0.9,
+            low_rank_modified_mass_matrix=True,
+        )
         cov = coverage(idata.posterior, known)
         hits = np.concatenate(list(cov.values()))
         total = hits.size
@@ -153,13 +162,18 @@ def study(replicates: int = 40, *, draws: int = 300, tune: int = 300, chains: in
         missed = [n for n, c in cov.items() if not c.all()]
         rhat = max(float(v.max()) for v in az.rhat(idata.posterior).data_vars.values())
         div = int(idata.sample_stats["diverging"].sum())
-        print(f"replicate {r}: truth ({chain}, {i}) nu {float(truth['nu']):.2f} covered {hits.sum()}/{hits.size}; "
-              f"max rhat {rhat:.3f}, {div} divergent; missed in {missed}", flush=True)
+        print(
+            f"replicate {r}: truth ({chain}, {i}) nu {float(truth['nu']):.2f} covered {hits.sum()}/{hits.size}; "
+            f"max rhat {rhat:.3f}, {div} divergent; missed in {missed}",
+            flush=True,
+        )
     c = np.asarray(counts)
     binom_var = total * LEVEL * (1 - LEVEL)
-    print(f"n = {total}; counts mean {c.mean():.2f} (rate {c.mean() / total:.3f}), variance {c.var(ddof=1):.2f} "
-          f"against binomial {binom_var:.2f}: design effect {c.var(ddof=1) / binom_var:.2f}; "
-          f"range {c.min()}-{c.max()}")
+    print(
+        f"n = {total}; counts mean {c.mean():.2f} (rate {c.mean() / total:.3f}), variance {c.var(ddof=1):.2f} "
+        f"against binomial {binom_var:.2f}: design effect {c.var(ddof=1) / binom_var:.2f}; "
+        f"range {c.min()}-{c.max()}"
+    )
     return counts
 
 

@@ -6,17 +6,46 @@ import numpy as np
 import polars as pl
 import pytest
 
-from qbayes.model.predict import Predictor
 from qbayes.errors import QBayesError
 from qbayes.model.choose import best_under_budget, choose, options
+from qbayes.model.predict import Predictor
 
-OPT = pl.DataFrame({"family": ["OPT", "OPT"], "model": ["OPT-13B", "OPT-1.3B"], "params_b": [13.0, 1.3],
-                    "fp16_ppl": [10.13, 14.62], "train_tokens_b": [180.0, 180.0]})
+OPT = pl.DataFrame(
+    {
+        "family": ["OPT", "OPT"],
+        "model": ["OPT-13B", "OPT-1.3B"],
+        "params_b": [13.0, 1.3],
+        "fp16_ppl": [10.13, 14.62],
+        "train_tokens_b": [180.0, 180.0],
+    }
+)
 GRID = dict(methods=("RTN", "GPTQ"), w_bits=(3.0, 4.0, 8.0), group_sizes=(128, None))
-CANDIDATE_FLAGS = ("--family", "OPT", "--train-tokens-b", 180, "--candidate", "OPT-13B:13:10.13",
-                   "--candidate", "OPT-1.3B:1.3:14.62", "--method", "RTN", "--method", "GPTQ",
-                   "--w-bits", 3, "--w-bits", 4, "--w-bits", 8, "--group-size", 128, "--group-size", "per-channel",
-                   "--draws", 200)
+CANDIDATE_FLAGS = (
+    "--family",
+    "OPT",
+    "--train-tokens-b",
+    180,
+    "--candidate",
+    "OPT-13B:13:10.13",
+    "--candidate",
+    "OPT-1.3B:1.3:14.62",
+    "--method",
+    "RTN",
+    "--method",
+    "GPTQ",
+    "--w-bits",
+    3,
+    "--w-bits",
+    4,
+    "--w-bits",
+    8,
+    "--group-size",
+    128,
+    "--group-size",
+    "per-channel",
+    "--draws",
+    200,
+)
 
 
 def test_options_cross_candidates_with_the_grid_and_count_group_overhead():
@@ -71,8 +100,25 @@ def test_choose_cli_prints_the_ranking_and_writes_every_option(small_fit_path, a
 
     # a family the fit never saw: its quantized options are flagged and said to be, its fp16 ones are
     # not; its design comes from the table of known families, and 'gptq' is read as the fit's GPTQ
-    r = cli("choose", "--fit", small_fit_path, "--budget-gb", 16, "--family", "Qwen",
-            "--candidate", "Qwen-7B:7:6.5", "--method", "gptq", "--w-bits", 4, "--output", out, "--draws", 200)
+    r = cli(
+        "choose",
+        "--fit",
+        small_fit_path,
+        "--budget-gb",
+        16,
+        "--family",
+        "Qwen",
+        "--candidate",
+        "Qwen-7B:7:6.5",
+        "--method",
+        "gptq",
+        "--w-bits",
+        4,
+        "--output",
+        out,
+        "--draws",
+        200,
+    )
     assert r.code == 0, r.err
     assert "family unseen by the fit (Qwen)" in r.out and "read method 'gptq' as 'GPTQ'" in r.err
     table = pl.read_csv(out)
@@ -82,16 +128,48 @@ def test_choose_cli_prints_the_ranking_and_writes_every_option(small_fit_path, a
     assert quantized["new_method"].to_list() == [False]
     assert "block design" not in r.out  # the default model has no design effects
     # a model with design effects takes the family's design from the table of known families
-    r = cli("choose", "--fit", arch_fit_path, "--budget-gb", 16, "--family", "Qwen",
-            "--candidate", "Qwen-7B:7:6.5", "--method", "gptq", "--w-bits", 4, "--draws", 200)
+    r = cli(
+        "choose",
+        "--fit",
+        arch_fit_path,
+        "--budget-gb",
+        16,
+        "--family",
+        "Qwen",
+        "--candidate",
+        "Qwen-7B:7:6.5",
+        "--method",
+        "gptq",
+        "--w-bits",
+        4,
+        "--draws",
+        200,
+    )
     assert r.code == 0, r.err
     assert "block design rmsnorm+swiglu: Qwen's, from qbayes's table of known families" in r.out
     assert "training tokens" not in r.out  # Qwen's count was never disclosed: imputed, as flagged
     assert table["train_tokens_from"].null_count() == table.height
 
     # training tokens left out come from the table too, and the written options say so
-    r = cli("choose", "--fit", small_fit_path, "--budget-gb", 16, "--family", "Llama-3",
-            "--candidate", "Llama-3-8B:8:6.14", "--method", "GPTQ", "--w-bits", 4, "--output", out, "--draws", 200)
+    r = cli(
+        "choose",
+        "--fit",
+        small_fit_path,
+        "--budget-gb",
+        16,
+        "--family",
+        "Llama-3",
+        "--candidate",
+        "Llama-3-8B:8:6.14",
+        "--method",
+        "GPTQ",
+        "--w-bits",
+        4,
+        "--output",
+        out,
+        "--draws",
+        200,
+    )
     assert r.code == 0, r.err
     assert "training tokens 15000B: Llama-3's, from qbayes's table of known families" in r.out
     table = pl.read_csv(out)
@@ -99,15 +177,20 @@ def test_choose_cli_prints_the_ranking_and_writes_every_option(small_fit_path, a
     assert table["train_tokens_from"].to_list() == ["known_families", "known_families"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (("--budget-gb", 0.05, *CANDIDATE_FLAGS), "no option fits in 0.05 GB"),
-    (("--budget-gb", -1, *CANDIDATE_FLAGS), "budget must be > 0 GB"),
-    (("--budget-gb", 4, "--family", "OPT", "--candidate", "OPT-13B:13"), "expected MODEL:PARAMS_B:FP16_PPL"),
-    (("--budget-gb", 4, "--candidate", "OPT-13B:13:10.13"), "--candidate needs --family"),
-    (("--budget-gb", 4, "--family", "OPT", "--candidate", "OPT-13B:13:10.13", "--group-size", "big"),
-     "--group-size 'big'"),
-    (("--budget-gb", 4, "--family", "OPT", "--candidate", "OPT-13B:-13:10.13"), "params_b must be > 0"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--budget-gb", 0.05, *CANDIDATE_FLAGS), "no option fits in 0.05 GB"),
+        (("--budget-gb", -1, *CANDIDATE_FLAGS), "budget must be > 0 GB"),
+        (("--budget-gb", 4, "--family", "OPT", "--candidate", "OPT-13B:13"), "expected MODEL:PARAMS_B:FP16_PPL"),
+        (("--budget-gb", 4, "--candidate", "OPT-13B:13:10.13"), "--candidate needs --family"),
+        (
+            ("--budget-gb", 4, "--family", "OPT", "--candidate", "OPT-13B:13:10.13", "--group-size", "big"),
+            "--group-size 'big'",
+        ),
+        (("--budget-gb", 4, "--family", "OPT", "--candidate", "OPT-13B:-13:10.13"), "params_b must be > 0"),
+    ],
+)
 def test_choose_cli_bad_input_leaves_no_output(small_fit_path, tmp_path, cli, args, message):
     out = tmp_path / "options.csv"
     r = cli("choose", "--fit", small_fit_path, *args, "--output", out)
@@ -129,8 +212,19 @@ def test_choose_cli_reads_candidates_from_a_file_and_names_missing_columns(small
     OPT.drop("fp16_ppl").write_csv(src)
     r = cli("choose", "--fit", small_fit_path, "--budget-gb", 8, "--candidates", src)
     assert r.code == 2 and "missing column(s) fp16_ppl" in r.err
-    r = cli("choose", "--fit", small_fit_path, "--budget-gb", 8, "--candidates", src,
-            "--family", "OPT", "--candidate", "OPT-13B:13:10.13")
+    r = cli(
+        "choose",
+        "--fit",
+        small_fit_path,
+        "--budget-gb",
+        8,
+        "--candidates",
+        src,
+        "--family",
+        "OPT",
+        "--candidate",
+        "OPT-13B:13:10.13",
+    )
     assert r.code == 2 and "not both" in r.err
 
 

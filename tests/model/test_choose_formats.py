@@ -7,20 +7,39 @@ import numpy as np
 import polars as pl
 import pytest
 
-from helpers import ROOT
-from qbayes.model.predict import Predictor
 from qbayes.db import named_formats
 from qbayes.errors import QBayesError
 from qbayes.model import kv_cache
 from qbayes.model.choose import choose, options
+from qbayes.model.predict import Predictor
 
-OPT = pl.DataFrame({"family": ["OPT", "OPT"], "model": ["OPT-13B", "OPT-1.3B"], "params_b": [13.0, 1.3],
-                    "fp16_ppl": [10.13, 14.62], "train_tokens_b": [180.0, 180.0]})
-CANDIDATES = ("--family", "OPT", "--train-tokens-b", 180, "--candidate", "OPT-13B:13:10.13",
-              "--candidate", "OPT-1.3B:1.3:14.62", "--draws", 200)
+from helpers import ROOT
+
+OPT = pl.DataFrame(
+    {
+        "family": ["OPT", "OPT"],
+        "model": ["OPT-13B", "OPT-1.3B"],
+        "params_b": [13.0, 1.3],
+        "fp16_ppl": [10.13, 14.62],
+        "train_tokens_b": [180.0, 180.0],
+    }
+)
+CANDIDATES = (
+    "--family",
+    "OPT",
+    "--train-tokens-b",
+    180,
+    "--candidate",
+    "OPT-13B:13:10.13",
+    "--candidate",
+    "OPT-1.3B:1.3:14.62",
+    "--draws",
+    200,
+)
 
 
 # --- options -----------------------------------------------------------------------------
+
 
 def test_named_formats_are_options_with_their_bits_per_weight():
     fmts = named_formats.lookup_all(["Q4_K_M", "int4-g128"])
@@ -37,8 +56,7 @@ def test_named_formats_are_options_with_their_bits_per_weight():
 
 
 def test_formats_beside_the_grid_and_nothing_refused():
-    q = options(OPT, methods=("RTN",), w_bits=(3.0, 4.0), group_sizes=(128,),
-                formats=named_formats.lookup_all(["nf4"]))
+    q = options(OPT, methods=("RTN",), w_bits=(3.0, 4.0), group_sizes=(128,), formats=named_formats.lookup_all(["nf4"]))
     assert q.height == 2 * (2 + 1) and q["format"].null_count() == 2 * 2
     with pytest.raises(QBayesError, match="choose needs formats, or methods x weight bit-widths x group sizes"):
         options(OPT, methods=("RTN",))
@@ -47,6 +65,7 @@ def test_formats_beside_the_grid_and_nothing_refused():
 
 
 # --- model shapes and the KV cache -----------------------------------------------------------
+
 
 def test_every_shape_row_is_a_known_family_with_a_source():
     shapes = kv_cache.load()
@@ -84,6 +103,7 @@ def test_a_broken_shape_table_is_refused(tmp_path):
 
 # --- choose with memory beyond the weights -------------------------------------------------------
 
+
 def test_context_and_overhead_add_to_each_options_memory(small_fit):
     fmts = named_formats.lookup_all(["Q4_K_M", "Q8_0"])
     plain = choose(Predictor(small_fit, n_draws=200), OPT, budget_gb=100.0, formats=fmts)
@@ -114,10 +134,27 @@ def test_a_budget_that_fits_the_weights_may_not_fit_the_kv_cache(small_fit):
 
 # --- the command -----------------------------------------------------------------------------
 
+
 def test_choose_cli_ranks_named_formats_only_when_only_they_are_given(small_fit_path, tmp_path, cli):
     out = tmp_path / "options.csv"
-    r = cli("choose", "--fit", small_fit_path, "--budget-gb", 12, *CANDIDATES, "--format", "Q4_K_M",
-            "--format", "q8_0", "--format", "int4-g128", "--method", "GPTQ", "--output", out)
+    r = cli(
+        "choose",
+        "--fit",
+        small_fit_path,
+        "--budget-gb",
+        12,
+        *CANDIDATES,
+        "--format",
+        "Q4_K_M",
+        "--format",
+        "q8_0",
+        "--format",
+        "int4-g128",
+        "--method",
+        "GPTQ",
+        "--output",
+        out,
+    )
     assert r.code == 0, r.err
     assert "OPT-13B Q4_K_M" in r.out and "OPT-1.3B Q8_0" in r.out and "int4-g128 GPTQ" in r.out
     table = pl.read_csv(out)
@@ -127,16 +164,43 @@ def test_choose_cli_ranks_named_formats_only_when_only_they_are_given(small_fit_
 
 
 def test_choose_cli_counts_context_and_overhead(small_fit_path, cli):
-    r = cli("choose", "--fit", small_fit_path, "--budget-gb", 30, *CANDIDATES, "--format", "Q4_K_M",
-            "--context", 4096, "--overhead-gb", 1)
+    r = cli(
+        "choose",
+        "--fit",
+        small_fit_path,
+        "--budget-gb",
+        30,
+        *CANDIDATES,
+        "--format",
+        "Q4_K_M",
+        "--context",
+        4096,
+        "--overhead-gb",
+        1,
+    )
     assert r.code == 0, r.err
     assert "of weights + KV cache of 4096 tokens + 1 GB overhead" in " ".join(r.out.split())
 
 
 def test_choose_cli_refuses_a_context_for_a_family_without_a_shape(small_fit_path, tmp_path, cli):
     out = tmp_path / "options.csv"
-    r = cli("choose", "--fit", small_fit_path, "--budget-gb", 30, "--family", "Gemma-2", "--candidate",
-            "Gemma-2-9B:9:6.5", "--format", "Q4_K_M", "--context", 4096, "--output", out)
+    r = cli(
+        "choose",
+        "--fit",
+        small_fit_path,
+        "--budget-gb",
+        30,
+        "--family",
+        "Gemma-2",
+        "--candidate",
+        "Gemma-2-9B:9:6.5",
+        "--format",
+        "Q4_K_M",
+        "--context",
+        4096,
+        "--output",
+        out,
+    )
     assert r.code == 2
     assert "--context needs each candidate's layers, key-value heads and head size" in r.err
     assert "Gemma-2-9B: no shapes of family Gemma-2" in r.err and "--overhead-gb" in r.err
@@ -145,8 +209,7 @@ def test_choose_cli_refuses_a_context_for_a_family_without_a_shape(small_fit_pat
 
 def test_choose_cli_unknown_format_suggests_and_writes_nothing(small_fit_path, tmp_path, cli):
     out = tmp_path / "options.csv"
-    r = cli("choose", "--fit", small_fit_path, "--budget-gb", 30, *CANDIDATES, "--format", "Q5_K_MS",
-            "--output", out)
+    r = cli("choose", "--fit", small_fit_path, "--budget-gb", 30, *CANDIDATES, "--format", "Q5_K_MS", "--output", out)
     assert r.code == 2 and "unknown format 'Q5_K_MS' (did you mean 'Q5_K_" in r.err
     assert not out.exists()
 

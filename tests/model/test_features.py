@@ -9,31 +9,64 @@ import pytest
 
 from qbayes.db.database import Database
 from qbayes.errors import QBayesError
-from qbayes.model.features import COVARIATES
 from qbayes.model.covariates import covariates
 from qbayes.model.encoding import Encoding
-from qbayes.model.table import training_table
+from qbayes.model.features import COVARIATES
 from qbayes.model.spec import load_spec
+from qbayes.model.table import training_table
 
 
 def _db() -> Database:
     """Two collected models (with features) and one published model (without)."""
-    models = pl.DataFrame({"family": ["zoo-a", "zoo-a", "Pub"], "model": ["a1", "a2", "p1"],
-                           "params_b": [1e-3, 2e-3, 7.0], "train_tokens_b": [1e-3, 1e-3, 1000.0]})
+    models = pl.DataFrame(
+        {
+            "family": ["zoo-a", "zoo-a", "Pub"],
+            "model": ["a1", "a2", "p1"],
+            "params_b": [1e-3, 2e-3, 7.0],
+            "train_tokens_b": [1e-3, 1e-3, 1000.0],
+        }
+    )
     rows = []
-    for model, kind, source in (("a1", "collector", "qbayes-collect"), ("a2", "collector", "qbayes-collect"),
-                                ("p1", "paper", "arXiv:0000.00000")):
-        base = {"model": model, "w_kind": "fp", "w_bits": 16.0, "eval_set": "wikitext2", "source_kind": kind,
-                "source": source, "seq_len": 2048, "act_bits": 16.0, "dtype_label": "fp16"}
+    for model, kind, source in (
+        ("a1", "collector", "qbayes-collect"),
+        ("a2", "collector", "qbayes-collect"),
+        ("p1", "paper", "arXiv:0000.00000"),
+    ):
+        base = {
+            "model": model,
+            "w_kind": "fp",
+            "w_bits": 16.0,
+            "eval_set": "wikitext2",
+            "source_kind": kind,
+            "source": source,
+            "seq_len": 2048,
+            "act_bits": 16.0,
+            "dtype_label": "fp16",
+        }
         rows.append({**base, "method": "none", "ppl": 10.0})
         for bits, sqnr in ((3.0, 12.0), (4.0, 18.0)):
-            rows.append({**base, "method": "RTN", "w_kind": "int", "w_bits": bits, "group_size": 128,
-                         "dtype_label": f"int{int(bits)}-g128", "ppl": 10.0 * (1 + 0.1 / bits),
-                         "sqnr_db": sqnr if kind == "collector" else None})
+            rows.append(
+                {
+                    **base,
+                    "method": "RTN",
+                    "w_kind": "int",
+                    "w_bits": bits,
+                    "group_size": 128,
+                    "dtype_label": f"int{int(bits)}-g128",
+                    "ppl": 10.0 * (1 + 0.1 / bits),
+                    "sqnr_db": sqnr if kind == "collector" else None,
+                }
+            )
     results = pl.DataFrame(rows)
-    features = pl.DataFrame({"model": ["a1", "a2", "a1"], "feature": ["hessian_trace", "hessian_trace", "radial_loss"],
-                             "scope": ["model", "model", "model"], "value": [100.0, 400.0, 0.5],
-                             "radius": [None, None, 0.1]})
+    features = pl.DataFrame(
+        {
+            "model": ["a1", "a2", "a1"],
+            "feature": ["hessian_trace", "hessian_trace", "radial_loss"],
+            "scope": ["model", "model", "model"],
+            "value": [100.0, 400.0, 0.5],
+            "radius": [None, None, 0.1],
+        }
+    )
     return Database(models=models, results=results, features=features).conform()
 
 
@@ -72,15 +105,18 @@ def test_design_matrix_gains_one_column_per_feature():
     enc = Encoding.from_table(table, spec.features)
     x = design_matrix(covariates(enc.read(table)), spec.effects, enc.levels)
     assert x.shape[1] == sum(w for _, w in layout(spec.effects, enc.levels, enc.feature_names))
-    assert [n for n, _ in layout(spec.effects, enc.levels, enc.feature_names)
-            if n.startswith("feat_")] == [f"feat_{f}" for f in spec.features]
+    assert [n for n, _ in layout(spec.effects, enc.levels, enc.feature_names) if n.startswith("feat_")] == [
+        f"feat_{f}" for f in spec.features
+    ]
 
 
 def test_spec_checks_features_rows_and_shift(tmp_path):
     base = 'name = "m"\n'
-    for text, message in ((base + 'features = ["log_hessian_trce"]\n', "log_hessian_trace"),
-                          (base + 'rows = "zoo"\n', "collected"),
-                          (base + "log_shift = 0\n", "log_shift")):
+    for text, message in (
+        (base + 'features = ["log_hessian_trce"]\n', "log_hessian_trace"),
+        (base + 'rows = "zoo"\n', "collected"),
+        (base + "log_shift = 0\n", "log_shift"),
+    ):
         path = tmp_path / "m.toml"
         path.write_text(text)
         with pytest.raises(QBayesError, match=message):

@@ -7,13 +7,13 @@ import dataclasses
 import numpy as np
 import polars as pl
 import pytest
-from scipy import stats
 import xarray as xr
+from scipy import stats
 
 from qbayes.errors import QBayesError
 from qbayes.model import fitfile
-from qbayes.model.queries import query_table
 from qbayes.model.predict import Predictor
+from qbayes.model.queries import query_table
 from qbayes.model.samplers import DEFAULT_SAMPLER
 from qbayes.model.spec import load_spec
 
@@ -71,8 +71,18 @@ def test_non_fit_files_are_refused(tmp_path):
 
 
 def _queries(**over) -> pl.DataFrame:
-    base = {"family": "OPT", "model": "OPT-6.7B", "params_b": 6.7, "train_tokens_b": 180.0, "method": "GPTQ",
-            "w_bits": 3.0, "group_size": 128, "act_bits": 16.0, "eval_set": "wikitext2", "fp16_ppl": 10.86}
+    base = {
+        "family": "OPT",
+        "model": "OPT-6.7B",
+        "params_b": 6.7,
+        "train_tokens_b": 180.0,
+        "method": "GPTQ",
+        "w_bits": 3.0,
+        "group_size": 128,
+        "act_bits": 16.0,
+        "eval_set": "wikitext2",
+        "fp16_ppl": 10.86,
+    }
     base.update(over)
     return pl.DataFrame({k: [v] for k, v in base.items()})
 
@@ -97,8 +107,15 @@ def test_unseen_family_is_flagged_and_wider(small_fit):
 
 
 def test_block_design_is_flagged_only_where_the_model_uses_it(arch_fit):
-    q = query_table(pl.concat([_queries(family="NewFam", model="NewFam-7B", arch="RMSNorm+SwiGLU"),
-                               _queries(family="NewFam", model="NewFam-7B", arch="mamba+none")], how="diagonal"))
+    q = query_table(
+        pl.concat(
+            [
+                _queries(family="NewFam", model="NewFam-7B", arch="RMSNorm+SwiGLU"),
+                _queries(family="NewFam", model="NewFam-7B", arch="mamba+none"),
+            ],
+            how="diagonal",
+        )
+    )
     pred = Predictor(arch_fit, n_draws=300, seed=2).predict(q)
     assert pred["new_family"].to_list() == [True, True]
     # LLaMA-1 (in the small fit) is LLaMA-style; no family had a mamba block
@@ -117,8 +134,11 @@ def test_training_tokens_move_only_a_known_designs_predictions(arch_fit):
     from qbayes.model.predict import draws_from_fit, mean_draws
 
     assert arch_fit.spec.tokens_within == "arch"
-    rows = [_queries(family="NewFam", model="NewFam-7B", arch=arch, train_tokens_b=tokens, w_bits=4.0)
-            for arch in ("rmsnorm+swiglu", "mamba+none") for tokens in (300.0, 3000.0)]
+    rows = [
+        _queries(family="NewFam", model="NewFam-7B", arch=arch, train_tokens_b=tokens, w_bits=4.0)
+        for arch in ("rmsnorm+swiglu", "mamba+none")
+        for tokens in (300.0, 3000.0)
+    ]
     d = covariates(arch_fit.encoding.read(query_table(pl.concat(rows))))
     draws = draws_from_fit(arch_fit, n=200, seed=4)
     log_mu = np.log(mean_draws(arch_fit, d, draws).astype(np.float64))
@@ -145,8 +165,14 @@ def test_new_level_draws_carry_the_unknown_population_mean(arch_fit):
     for g in ("eval_set", "method", "family"):
         z = draws.p[f"a_{g}"][-1] / draws.p[f"sd_a_{g}"][0]
         assert z.size == 300 and np.std(z) == pytest.approx(1.0, rel=0.12), g
-    q = query_table(pl.concat([_queries(family="NewFam", model="NewFam-7B", arch=arch, method="NewMethod",
-                                        eval_set="c4") for arch in ("rmsnorm+swiglu", "layernorm+relu", "mamba+none")]))
+    q = query_table(
+        pl.concat(
+            [
+                _queries(family="NewFam", model="NewFam-7B", arch=arch, method="NewMethod", eval_set="c4")
+                for arch in ("rmsnorm+swiglu", "layernorm+relu", "mamba+none")
+            ]
+        )
+    )
     d = covariates(arch_fit.encoding.read(q))
     np.testing.assert_allclose(d.new_scale["eval_set"], np.sqrt(2.0))
     np.testing.assert_allclose(d.new_scale["method"], np.sqrt(1 + 1 / len(levels["method"])))
@@ -159,7 +185,9 @@ def test_new_level_draws_carry_the_unknown_population_mean(arch_fit):
 
 
 def test_predict_cli_file_round_trip(small_fit_path, tmp_path, cli):
-    rows = pl.concat([_queries(w_bits=4.0), _queries(method="BrandNewMethod"), _queries(eval_set="c4", group_size=None)])
+    rows = pl.concat(
+        [_queries(w_bits=4.0), _queries(method="BrandNewMethod"), _queries(eval_set="c4", group_size=None)]
+    )
     src = tmp_path / "q.csv"
     rows.write_csv(src)
     out = tmp_path / "p.parquet"
@@ -167,35 +195,89 @@ def test_predict_cli_file_round_trip(small_fit_path, tmp_path, cli):
     assert r.code == 0, r.err
     pred = pl.read_parquet(out)
     assert pred.height == 3 and pred["method"].to_list() == ["GPTQ", "BrandNewMethod", "GPTQ"]
-    for c in ("ppl_q05", "ppl_q25", "ppl_q50", "ppl_q75", "ppl_q95", "ppl_mean", "delta_q50",
-              "new_family", "new_arch", "new_method", "new_eval_set"):
+    for c in (
+        "ppl_q05",
+        "ppl_q25",
+        "ppl_q50",
+        "ppl_q75",
+        "ppl_q95",
+        "ppl_mean",
+        "delta_q50",
+        "new_family",
+        "new_arch",
+        "new_method",
+        "new_eval_set",
+    ):
         assert c in pred.columns
     assert pred["new_method"].to_list() == [False, True, False]
     assert pred["new_eval_set"].to_list() == [False, False, True]  # the fixture saw wikitext2 only
 
 
 def test_predict_cli_single_query_prints_table(small_fit_path, cli):
-    r = cli("predict", "--fit", small_fit_path, "--family", "OPT", "--params-b", 13, "--train-tokens-b", 180,
-            "--method", "AWQ", "--w-bits", 3, "--group-size", 128, "--fp16-ppl", 10.13, "--draws", 200)
+    r = cli(
+        "predict",
+        "--fit",
+        small_fit_path,
+        "--family",
+        "OPT",
+        "--params-b",
+        13,
+        "--train-tokens-b",
+        180,
+        "--method",
+        "AWQ",
+        "--w-bits",
+        3,
+        "--group-size",
+        128,
+        "--fp16-ppl",
+        10.13,
+        "--draws",
+        200,
+    )
     assert r.code == 0, r.err
     assert "perplexity" in r.out and "median degradation" in r.out
-    r = cli("predict", "--fit", small_fit_path, "--family", "Qwen", "--arch", "rmsnorm+swiglu", "--params-b", 7,
-            "--method", "GPTQ", "--w-bits", 4, "--group-size", 128, "--fp16-ppl", 6.5, "--draws", 200)
+    r = cli(
+        "predict",
+        "--fit",
+        small_fit_path,
+        "--family",
+        "Qwen",
+        "--arch",
+        "rmsnorm+swiglu",
+        "--params-b",
+        7,
+        "--method",
+        "GPTQ",
+        "--w-bits",
+        4,
+        "--group-size",
+        128,
+        "--fp16-ppl",
+        6.5,
+        "--draws",
+        200,
+    )
     assert r.code == 0, r.err
     assert "new family" in r.out and "new arch" not in r.out
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda d: d.rename({"params_b": "param_b"}), "missing column 'params_b' (did you mean 'param_b'?)"),
-    (lambda d: d.with_columns(pl.lit(0.0).alias("w_bits")), "w_bits must be > 0"),
-    (lambda d: d.with_columns(pl.lit(20.0).alias("w_bits")), "w_bits must be <= 16"),
-    (lambda d: d.with_columns(pl.lit(-7.0).alias("params_b")), "params_b must be > 0"),
-    (lambda d: d.with_columns(pl.lit(0.9).alias("fp16_ppl")), "fp16_ppl must be > 1"),
-    (lambda d: d.rename({"group_size": "group_sz"}), "unknown column 'group_sz' (did you mean 'group_size'?)"),
-    (lambda d: d.with_columns(pl.lit(-2).alias("group_size")),
-     "group_size must be > 0 (empty or -1: one scale per output channel)"),
-    (lambda d: d.with_columns(pl.lit(9.9).alias("ppl_q50")), "column(s) ppl_q50 are what predict writes"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d.rename({"params_b": "param_b"}), "missing column 'params_b' (did you mean 'param_b'?)"),
+        (lambda d: d.with_columns(pl.lit(0.0).alias("w_bits")), "w_bits must be > 0"),
+        (lambda d: d.with_columns(pl.lit(20.0).alias("w_bits")), "w_bits must be <= 16"),
+        (lambda d: d.with_columns(pl.lit(-7.0).alias("params_b")), "params_b must be > 0"),
+        (lambda d: d.with_columns(pl.lit(0.9).alias("fp16_ppl")), "fp16_ppl must be > 1"),
+        (lambda d: d.rename({"group_size": "group_sz"}), "unknown column 'group_sz' (did you mean 'group_size'?)"),
+        (
+            lambda d: d.with_columns(pl.lit(-2).alias("group_size")),
+            "group_size must be > 0 (empty or -1: one scale per output channel)",
+        ),
+        (lambda d: d.with_columns(pl.lit(9.9).alias("ppl_q50")), "column(s) ppl_q50 are what predict writes"),
+    ],
+)
 def test_predict_cli_bad_queries_leave_no_output(small_fit_path, tmp_path, cli, edit, message):
     src = tmp_path / "q.csv"
     edit(_queries()).write_csv(src)
@@ -210,7 +292,8 @@ def test_predict_cli_returns_columns_it_does_not_use(small_fit_path, tmp_path, c
     mistaken for one when that column is there (model_id beside model)."""
     src = tmp_path / "q.csv"
     q = pl.concat([_queries(), _queries(w_bits=4.0)]).with_columns(
-        pl.Series("model_id", ["a", "b"]), pl.Series("observed_ppl", [11.5, 11.0]))
+        pl.Series("model_id", ["a", "b"]), pl.Series("observed_ppl", [11.5, 11.0])
+    )
     q.write_csv(src)
     out = tmp_path / "p.csv"
     r = cli("predict", "--fit", small_fit_path, "--input", src, "--output", out, "--draws", 200)
@@ -232,8 +315,21 @@ def test_predict_cli_refuses_a_non_fit(tmp_path, cli):
 
 def test_fit_cli_fails_on_bad_convergence_unless_allowed(tmp_path, cli):
     """Ten draws cannot reach bulk ESS 400: the fit must fail loudly, or pass with --allow-bad-fit."""
-    args = ["fit", "--exclude-family", "OPT", "--exclude-family", "LLaMA-1", "--exclude-family", "BLOOM",
-            "--draws", 10, "--tune", 10, "--chains", 2]
+    args = [
+        "fit",
+        "--exclude-family",
+        "OPT",
+        "--exclude-family",
+        "LLaMA-1",
+        "--exclude-family",
+        "BLOOM",
+        "--draws",
+        10,
+        "--tune",
+        10,
+        "--chains",
+        2,
+    ]
     r = cli(*args, "--out", tmp_path / "bad.nc")
     assert r.code == 2 and "fit failed convergence checks" in r.err and "ESS" in r.err
     r = cli(*args, "--out", tmp_path / "bad2.nc", "--allow-bad-fit")
@@ -256,8 +352,9 @@ def test_fit_refuses_a_spec_with_a_misspelled_tokens_within(tmp_path, cli):
     """tokens_within names a grouping of families: a misspelling is refused by name, with
     the close match, before any data is read, and nothing is written."""
     spec = tmp_path / "bad-tokens.toml"
-    spec.write_text('name = "bad-tokens"\nrows = "published"\ntokens_within = "archh"\n'
-                    '[effects]\narch = { intercept = true }\n')
+    spec.write_text(
+        'name = "bad-tokens"\nrows = "published"\ntokens_within = "archh"\n[effects]\narch = { intercept = true }\n'
+    )
     out = tmp_path / "never.nc"
     r = cli("fit", "--model", spec, "--out", out)
     assert r.code == 2
@@ -269,8 +366,10 @@ def test_fit_refuses_a_spec_whose_nesting_the_data_break(tmp_path, cli):
     """Methods are not nested in families (AWQ was reported for three): the fit stops
     before sampling, names the level, and writes nothing."""
     spec = tmp_path / "bad-nesting.toml"
-    spec.write_text('name = "bad-nesting"\nrows = "published"\n[effects]\nfamily = { intercept = true }\n'
-                    'method = { intercept = true, within = "family" }\n')
+    spec.write_text(
+        'name = "bad-nesting"\nrows = "published"\n[effects]\nfamily = { intercept = true }\n'
+        'method = { intercept = true, within = "family" }\n'
+    )
     out = tmp_path / "never.nc"
     r = cli("fit", "--model", spec, "--out", out)
     assert r.code == 2 and "grouping 'method' is not nested in 'family': level 'AWQ' occurs under" in r.err
@@ -281,13 +380,21 @@ def test_fit_refuses_a_grouping_the_data_have_no_level_of(tmp_path, cli):
     """Models whose table lacks norm and mlp have no block design: a spec with design effects
     stops before sampling with the grouping named (PyMC used to fail inside its transforms),
     and writes nothing."""
-    from helpers import SHIPPED_DB
     from qbayes.db import store
+
+    from helpers import SHIPPED_DB
 
     db = store.load(SHIPPED_DB)
     data = tmp_path / "no-design"
-    store.save(dataclasses.replace(db, models=db.models.with_columns(
-        pl.lit(None, dtype=pl.String).alias("norm"), pl.lit(None, dtype=pl.String).alias("mlp"))), data)
+    store.save(
+        dataclasses.replace(
+            db,
+            models=db.models.with_columns(
+                pl.lit(None, dtype=pl.String).alias("norm"), pl.lit(None, dtype=pl.String).alias("mlp")
+            ),
+        ),
+        data,
+    )
     spec = tmp_path / "design.toml"
     spec.write_text('name = "design"\nrows = "published"\n[effects]\narch = { intercept = true }\n')
     out = tmp_path / "never.nc"
@@ -302,8 +409,17 @@ def test_a_new_family_takes_its_design_from_the_known_families(arch_fit):
     a new family of the LLaMA-style design the fit saw in LLaMA-1, exactly as when the query
     names the design; a family in no table is a new design."""
     llama3 = dict(family="Llama-3", model="Llama-3-8B", params_b=8.0, train_tokens_b=15000.0, method="AWQ")
-    q = query_table(pl.concat([_queries(**llama3), _queries(**llama3, arch="rmsnorm+swiglu"),
-                               _queries(family="NewFam", model="NewFam-7B"), _queries()], how="diagonal"))
+    q = query_table(
+        pl.concat(
+            [
+                _queries(**llama3),
+                _queries(**llama3, arch="rmsnorm+swiglu"),
+                _queries(family="NewFam", model="NewFam-7B"),
+                _queries(),
+            ],
+            how="diagonal",
+        )
+    )
     pred = Predictor(arch_fit, n_draws=300, seed=5).predict(q)
     assert pred["new_family"].to_list() == [True, True, True, False]
     assert pred["new_arch"].to_list() == [False, False, True, False]
@@ -319,8 +435,25 @@ def test_a_new_family_takes_its_design_from_the_known_families(arch_fit):
 
 
 def test_predict_cli_says_where_a_design_came_from(arch_fit_path, cli):
-    args = ("predict", "--fit", arch_fit_path, "--params-b", 8, "--train-tokens-b", 15000, "--method", "AWQ",
-            "--w-bits", 3, "--group-size", 128, "--fp16-ppl", 6.14, "--draws", 200)
+    args = (
+        "predict",
+        "--fit",
+        arch_fit_path,
+        "--params-b",
+        8,
+        "--train-tokens-b",
+        15000,
+        "--method",
+        "AWQ",
+        "--w-bits",
+        3,
+        "--group-size",
+        128,
+        "--fp16-ppl",
+        6.14,
+        "--draws",
+        200,
+    )
     r = cli(*args, "--family", "Llama-3")
     assert r.code == 0, r.err
     assert "new family" in r.out and "new arch" not in r.out
@@ -351,11 +484,17 @@ def test_a_query_without_training_tokens_gets_its_familys(small_fit):
     so was Llama-3 before the table had tokens: 15T is far above the fitted population of
     ln D (OPT's 0.18T, LLaMA-1's 1-1.4T), so its degradation was predicted lower."""
     llama3 = dict(family="Llama-3", model="Llama-3-8B", params_b=8.0, method="AWQ")
-    q = query_table(pl.concat([_queries(**llama3, train_tokens_b=None), _queries(**llama3),
-                               _queries(train_tokens_b=None),
-                               _queries(family="NewFam", model="NewFam-7B", arch="rmsnorm+swiglu",
-                                        train_tokens_b=None)], how="diagonal_relaxed")
-                    .with_columns(pl.Series("train_tokens_b", [None, 15000.0, None, None])))
+    q = query_table(
+        pl.concat(
+            [
+                _queries(**llama3, train_tokens_b=None),
+                _queries(**llama3),
+                _queries(train_tokens_b=None),
+                _queries(family="NewFam", model="NewFam-7B", arch="rmsnorm+swiglu", train_tokens_b=None),
+            ],
+            how="diagonal_relaxed",
+        ).with_columns(pl.Series("train_tokens_b", [None, 15000.0, None, None]))
+    )
     pred = Predictor(small_fit, n_draws=300, seed=6).predict(q)
     assert pred["train_tokens_from"].to_list() == ["known_families", "query", "fit", None]
     assert pred["train_tokens_b_used"].to_list() == [15000.0, 15000.0, pytest.approx(180.0), None]
@@ -369,16 +508,34 @@ def test_a_query_without_training_tokens_gets_its_familys(small_fit):
     assert imputed["ppl_q50"].item() < alone[0]
 
 
-def test_a_query_spelled_differently_is_predicted_as_the_level_the_fit_knows(small_fit, small_fit_path, arch_fit,
-                                                                              cli, tmp_path):
+def test_a_query_spelled_differently_is_predicted_as_the_level_the_fit_knows(
+    small_fit, small_fit_path, arch_fit, cli, tmp_path
+):
     q = query_table(pl.concat([_queries(), _queries(family="opt", method="gptq", eval_set="WikiText-2")]))
     pred = Predictor(small_fit, n_draws=300, seed=3).predict(q)
     assert pred["new_family"].to_list() == [False, False] and pred["new_method"].to_list() == [False, False]
     assert pred["new_eval_set"].to_list() == [False, False]
     assert Predictor(arch_fit, n_draws=300, seed=3).predict(q)["block_design_from"].to_list() == ["fit", "fit"]
     np.testing.assert_allclose(pred["ppl_q50"][0], pred["ppl_q50"][1], rtol=0.2)  # same cell, own draws
-    r = cli("predict", "--fit", small_fit_path, "--family", "opt", "--params-b", 6.7, "--method", "gptq",
-            "--w-bits", 3, "--group-size", 128, "--fp16-ppl", 10.86, "--draws", 200)
+    r = cli(
+        "predict",
+        "--fit",
+        small_fit_path,
+        "--family",
+        "opt",
+        "--params-b",
+        6.7,
+        "--method",
+        "gptq",
+        "--w-bits",
+        3,
+        "--group-size",
+        128,
+        "--fp16-ppl",
+        10.86,
+        "--draws",
+        200,
+    )
     assert r.code == 0, r.err
     assert "read family 'opt' as 'OPT'" in r.err and "read method 'gptq' as 'GPTQ'" in r.err
     assert "new family" not in r.out and "new method" not in r.out
@@ -405,5 +562,6 @@ def test_two_new_families_get_independent_effects(small_fit):
     assert stats.ks_2samp(log_mu[1], alone).pvalue > 1e-4
     # chunking the rows does not change a row's draws
     d = covariates(small_fit.encoding.read(q))
-    np.testing.assert_allclose(np.log(mean_draws(small_fit, d.rows(slice(3, 4)), draws).astype(np.float64))[0],
-                               log_mu[3], rtol=0, atol=1e-5)  # float32 sums in another order
+    np.testing.assert_allclose(
+        np.log(mean_draws(small_fit, d.rows(slice(3, 4)), draws).astype(np.float64))[0], log_mu[3], rtol=0, atol=1e-5
+    )  # float32 sums in another order

@@ -6,12 +6,13 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from helpers import SHIPPED_DB
 from qbayes.db import store
 from qbayes.errors import QBayesError
 from qbayes.model import known_families
 from qbayes.model.table import arch_expr
 from qbayes.names import key, key_expr
+
+from helpers import SHIPPED_DB
 
 HEADER = "family,aliases,norm,mlp,hf_class,train_tokens_b,tokens_source\n"
 
@@ -41,10 +42,15 @@ def test_table_agrees_with_the_shipped_models_table():
     of its models'."""
     known = known_families.load()
     models = store.load(SHIPPED_DB).models
-    db = (models.group_by("family").agg(arch_expr(models).drop_nulls().unique().alias("arch"),
-                                        pl.col("train_tokens_b").min().alias("lo"),
-                                        pl.col("train_tokens_b").max().alias("hi"))
-          .with_columns(key_expr(pl.col("family")).alias("key")))
+    db = (
+        models.group_by("family")
+        .agg(
+            arch_expr(models).drop_nulls().unique().alias("arch"),
+            pl.col("train_tokens_b").min().alias("lo"),
+            pl.col("train_tokens_b").max().alias("hi"),
+        )
+        .with_columns(key_expr(pl.col("family")).alias("key"))
+    )
     both = db.filter(pl.col("key").is_in(list(known.designs)))
     assert both.height >= 6  # OPT, BLOOM, LLaMA-1, Llama-2, Falcon, Mistral, Mixtral
     with_tokens = 0
@@ -56,14 +62,22 @@ def test_table_agrees_with_the_shipped_models_table():
     assert with_tokens >= 4  # OPT, BLOOM, LLaMA-1, Llama-2
 
 
-@pytest.mark.parametrize("rows, message", [
-    ("Llama-3,,RMSNorm,SwiGLU,x,15000,s\nLLaMA 3,,RMSNorm,SwiGLU,y,,s\n", "listed more than once.*LLaMA 3, Llama-3"),
-    ("Qwen2,Qwen-1,RMSNorm,SwiGLU,x,,s\nQwen1,,RMSNorm,SwiGLU,y,,s\n", "listed more than once.*Qwen-1, Qwen1"),
-    ("Qwen2,,,SwiGLU,x,,s\n", "without family, norm, mlp or tokens_source.*Qwen2"),
-    ("Qwen2,,RMSNorm,SwiGLU,x,7000,\n", "without family, norm, mlp or tokens_source.*Qwen2"),
-    ("Qwen2,,RMSNorm,SwiGLU,x,7T,s\nQwen3,,RMSNorm,SwiGLU,x,-1,s\n",
-     r"train_tokens_b must be a positive number.*\['7T', '-1'\] for \['Qwen2', 'Qwen3'\]"),
-])
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        (
+            "Llama-3,,RMSNorm,SwiGLU,x,15000,s\nLLaMA 3,,RMSNorm,SwiGLU,y,,s\n",
+            "listed more than once.*LLaMA 3, Llama-3",
+        ),
+        ("Qwen2,Qwen-1,RMSNorm,SwiGLU,x,,s\nQwen1,,RMSNorm,SwiGLU,y,,s\n", "listed more than once.*Qwen-1, Qwen1"),
+        ("Qwen2,,,SwiGLU,x,,s\n", "without family, norm, mlp or tokens_source.*Qwen2"),
+        ("Qwen2,,RMSNorm,SwiGLU,x,7000,\n", "without family, norm, mlp or tokens_source.*Qwen2"),
+        (
+            "Qwen2,,RMSNorm,SwiGLU,x,7T,s\nQwen3,,RMSNorm,SwiGLU,x,-1,s\n",
+            r"train_tokens_b must be a positive number.*\['7T', '-1'\] for \['Qwen2', 'Qwen3'\]",
+        ),
+    ],
+)
 def test_a_broken_table_is_refused(tmp_path, rows, message):
     path = tmp_path / "families.csv"
     path.write_text(HEADER + rows)

@@ -7,15 +7,16 @@ import numpy as np
 import polars as pl
 import pytest
 
-from helpers import assert_spec_refused
 from qbayes.errors import QBayesError
-from qbayes.model.graph import build_model, nested_projection
 from qbayes.model.covariates import covariates
-from qbayes.model.encoding import Encoding
-from qbayes.model.queries import query_table
 from qbayes.model.diagnostics import sampled_vars
+from qbayes.model.encoding import Encoding
+from qbayes.model.graph import build_model, nested_projection
 from qbayes.model.mean import design_matrix, layout, mean_degradation
+from qbayes.model.queries import query_table
 from qbayes.model.spec import EFFECT_PREFIXES, load_spec
+
+from helpers import assert_spec_refused
 
 NESTED = """name = "nested"
 rows = "published"
@@ -53,7 +54,9 @@ def test_encoding_records_parents_and_refuses_a_grouping_that_is_not_nested(tabl
     assert parent["OPT"] == "layernorm+relu" and parent["Llama-2"] == "rmsnorm+swiglu"
     assert all(lv.split("|")[1] == m for lv, m in zip(enc.levels["arch_method"], enc.parents["arch_method"]))
     assert Encoding.from_dict(enc.to_dict()).parents == enc.parents
-    with pytest.raises(QBayesError, match="'method' is not nested in 'family': level 'AWQ' occurs under LLaMA-1, Llama-2, OPT"):
+    with pytest.raises(
+        QBayesError, match="'method' is not nested in 'family': level 'AWQ' occurs under LLaMA-1, Llama-2, OPT"
+    ):
         Encoding.from_table(table, within={"method": "family"})
 
 
@@ -61,10 +64,20 @@ def test_per_channel_shift_of_a_per_channel_only_method_is_measured_from_that_mo
     enc = Encoding.from_table(table)
     only = set(enc.per_channel_only["method"])
     assert "SqueezeLLM" in only and "RTN" not in only and "GPTQ" not in only
-    q = query_table(pl.DataFrame({"family": ["OPT"] * 4, "model": ["OPT-6.7B"] * 4, "params_b": ["6.7"] * 4,
-                                  "method": ["SqueezeLLM", "SqueezeLLM", "RTN", "RTN"], "w_bits": ["3"] * 4,
-                                  "group_size": ["", "128", "", "128"], "eval_set": ["wikitext2"] * 4,
-                                  "fp16_ppl": ["10.86"] * 4}))
+    q = query_table(
+        pl.DataFrame(
+            {
+                "family": ["OPT"] * 4,
+                "model": ["OPT-6.7B"] * 4,
+                "params_b": ["6.7"] * 4,
+                "method": ["SqueezeLLM", "SqueezeLLM", "RTN", "RTN"],
+                "w_bits": ["3"] * 4,
+                "group_size": ["", "128", "", "128"],
+                "eval_set": ["wikitext2"] * 4,
+                "fp16_ppl": ["10.86"] * 4,
+            }
+        )
+    )
     d = covariates(enc.read(q))
     assert d.per_channel.tolist() == [1.0, 0.0, 1.0, 0.0]
     # SqueezeLLM's intercept is its per-channel value; a group query moves by -c_method
@@ -81,8 +94,12 @@ def test_pymc_graph_matches_numpy_mean_with_nested_and_centred_effects(table, ne
     rng = np.random.default_rng(1)
     point = {k: v + rng.normal(0, 0.3, np.shape(v)) for k, v in model.initial_point(random_seed=3).items()}
     outs = model.unobserved_value_vars
-    values = dict(zip([v.name for v in outs], model.compile_fn(outs, inputs=model.value_vars, point_fn=True,
-                                                              on_unused_input="ignore")(point)))
+    values = dict(
+        zip(
+            [v.name for v in outs],
+            model.compile_fn(outs, inputs=model.value_vars, point_fn=True, on_unused_input="ignore")(point),
+        )
+    )
     fam = dict(zip(enc.levels["family"], values["a_family"]))
     assert fam["OPT"] == 0.0  # alone in its design
     assert fam["LLaMA-1"] == pytest.approx(-fam["Llama-2"]) and fam["LLaMA-1"] != 0.0
@@ -95,19 +112,29 @@ def test_pymc_graph_matches_numpy_mean_with_nested_and_centred_effects(table, ne
     log_mu = model.replace_rvs_by_values([model["log_delta"].owner.inputs[3]])[0]
     expected = model.compile_fn(log_mu, inputs=model.value_vars, point_fn=True, on_unused_input="ignore")(point)
     assert np.allclose(np.log(mu + nested_spec.log_shift), expected)
-    assert design_matrix(d, nested_spec.effects, enc.levels).shape[1] == sum(w for _, w in layout(
-        nested_spec.effects, enc.levels))
+    assert design_matrix(d, nested_spec.effects, enc.levels).shape[1] == sum(
+        w for _, w in layout(nested_spec.effects, enc.levels)
+    )
 
 
 def test_size_slope_changes_how_a_family_scales_with_parameters_and_nothing_else(table, nested_spec):
     """n_family is a departure from gamma_n: between two sizes of one family, log mu moves by
     -(gamma_n + n_family + n_arch) * (ln N2 - ln N1); another family's sizes do not feel it."""
     enc = Encoding.from_table(table, within=nested_spec.within)
-    q = query_table(pl.DataFrame({"family": ["OPT", "OPT", "LLaMA-1", "LLaMA-1"],
-                                  "model": ["OPT-1.3B", "OPT-13B", "LLaMA-7B", "LLaMA-65B"],
-                                  "params_b": ["1.3", "13", "7", "65"], "method": ["GPTQ"] * 4,
-                                  "w_bits": ["4"] * 4, "group_size": ["128"] * 4, "eval_set": ["wikitext2"] * 4,
-                                  "fp16_ppl": ["14.6", "10.1", "5.68", "3.53"]}))
+    q = query_table(
+        pl.DataFrame(
+            {
+                "family": ["OPT", "OPT", "LLaMA-1", "LLaMA-1"],
+                "model": ["OPT-1.3B", "OPT-13B", "LLaMA-7B", "LLaMA-65B"],
+                "params_b": ["1.3", "13", "7", "65"],
+                "method": ["GPTQ"] * 4,
+                "w_bits": ["4"] * 4,
+                "group_size": ["128"] * 4,
+                "eval_set": ["wikitext2"] * 4,
+                "fp16_ppl": ["14.6", "10.1", "5.68", "3.53"],
+            }
+        )
+    )
     d = covariates(enc.read(q))
     rng = np.random.default_rng(0)
     p = {name: rng.normal(0, 0.2, (width, 1)) for name, width in layout(nested_spec.effects, enc.levels)}
@@ -133,20 +160,31 @@ def test_size_slope_changes_how_a_family_scales_with_parameters_and_nothing_else
 def test_diagnostics_cover_centred_effects_but_not_products():
     import xarray as xr
 
-    post = xr.Dataset({name: (("chain", "draw"), np.random.default_rng(0).standard_normal((2, 5)))
-                       for name in ("a_method", "z_a_family", "a_family", "sd_a_family")})
+    post = xr.Dataset(
+        {
+            name: (("chain", "draw"), np.random.default_rng(0).standard_normal((2, 5)))
+            for name in ("a_method", "z_a_family", "a_family", "sd_a_family")
+        }
+    )
     assert sorted(sampled_vars(post)) == ["a_method", "sd_a_family", "z_a_family"]
 
 
-@pytest.mark.parametrize(("line", "message"), [
-    ('family = { intercept = true, within = "arhc" }\narch = { intercept = true }',
-     "'within' must name another grouping.*did you mean 'arch'"),
-    ('family = { intercept = true, within = "arch", centred = ["intercept"] }\narch = { intercept = true }',
-     "nested effects .* are non-centred"),
-    ('family = { intercept = true, centred = ["bits_slope"] }', "unknown centred effect .* 'bits_slope'"),
-    ('family = { intercept = true, centred = "intercept" }', "'centred' must be a list"),
-    ('family = { intercept = true, centred = ["size_slope"] }', "unknown centred effect .* 'size_slope'"),
-    ('family = { intercept = true, size_slopes = true }', "size_slopes.*did you mean 'size_slope'"),
-])
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (
+            'family = { intercept = true, within = "arhc" }\narch = { intercept = true }',
+            "'within' must name another grouping.*did you mean 'arch'",
+        ),
+        (
+            'family = { intercept = true, within = "arch", centred = ["intercept"] }\narch = { intercept = true }',
+            "nested effects .* are non-centred",
+        ),
+        ('family = { intercept = true, centred = ["bits_slope"] }', "unknown centred effect .* 'bits_slope'"),
+        ('family = { intercept = true, centred = "intercept" }', "'centred' must be a list"),
+        ('family = { intercept = true, centred = ["size_slope"] }', "unknown centred effect .* 'size_slope'"),
+        ("family = { intercept = true, size_slopes = true }", "size_slopes.*did you mean 'size_slope'"),
+    ],
+)
 def test_bad_parametrisation_in_a_spec_is_refused(tmp_path, line, message):
     assert_spec_refused(tmp_path, f'name = "x"\n[effects]\n{line}\n', message)

@@ -13,14 +13,31 @@ from qbayes.model.samplers import SampleConfig
 
 
 def _info(**over) -> FitInfo:
-    base = FitInfo(created="2026-12-04T10:00:00+00:00", sampler="nutpie",
-                   sample_config=SampleConfig(draws=12, tune=34, chains=3, seed=5, target_accept=0.85,
-                                              progress=False, low_rank_mass_matrix=False),
-                   exclude_families=("OPT", "Llama-2"), include_suspect=True, compile_s=1.5, sample_s=2.25,
-                   convergence=Convergence(max_rhat=1.004, min_ess_bulk=812.5, min_ess_tail=455.0, divergences=2,
-                                           min_bfmi=0.71, worst_rhat_var="a_method"),
-                   versions={"qbayes": "0.1.0", "pymc": "5.28.5"}, command="qbayes fit --draws 12",
-                   n_rows=321, data_hash="0123456789abcdef", thinned_from="3 x 12 draws", thinned_seed=9)
+    base = FitInfo(
+        created="2026-12-04T10:00:00+00:00",
+        sampler="nutpie",
+        sample_config=SampleConfig(
+            draws=12, tune=34, chains=3, seed=5, target_accept=0.85, progress=False, low_rank_mass_matrix=False
+        ),
+        exclude_families=("OPT", "Llama-2"),
+        include_suspect=True,
+        compile_s=1.5,
+        sample_s=2.25,
+        convergence=Convergence(
+            max_rhat=1.004,
+            min_ess_bulk=812.5,
+            min_ess_tail=455.0,
+            divergences=2,
+            min_bfmi=0.71,
+            worst_rhat_var="a_method",
+        ),
+        versions={"qbayes": "0.1.0", "pymc": "5.28.5"},
+        command="qbayes fit --draws 12",
+        n_rows=321,
+        data_hash="0123456789abcdef",
+        thinned_from="3 x 12 draws",
+        thinned_seed=9,
+    )
     return dataclasses.replace(base, **over)
 
 

@@ -15,6 +15,7 @@ import pytest
 from qbayes.model.fit import FitOptions, fit_table
 from qbayes.model.samplers import SampleConfig
 from qbayes.model.spec import load_spec
+
 from recovery_support import LEVEL, acceptance_band, coverage, setup, simulated_table
 
 SIM_SEED = 1  # noise of the simulated degradations
@@ -60,8 +61,9 @@ def test_default_model_recovers_known_parameters(simulated):
     assert n == N_COMPARED  # every free parameter is compared; a new one changes the band
     lo, hi = acceptance_band(n, level=LEVEL, design_effect=DESIGN_EFFECT)
     print(f"recovery: {covered}/{n} covered (rate {covered / n:.3f}), band {lo}-{hi}; missed in {missed}")
-    assert lo <= covered <= hi, f"{covered}/{n} known values inside their {LEVEL:.0%} intervals; " \
-                                f"accepted {lo}-{hi}; missed in {missed}"
+    assert lo <= covered <= hi, (
+        f"{covered}/{n} known values inside their {LEVEL:.0%} intervals; accepted {lo}-{hi}; missed in {missed}"
+    )
 
 
 def test_wrong_model_fails_recovery(simulated):

@@ -7,13 +7,21 @@ import polars as pl
 from qbayes.model.respell import describe, respell
 from qbayes.names import key
 
-LEVELS = {"family": ("LLaMA-1", "Llama-2", "OPT"), "method": ("AWQ", "GPTQ", "GPTQ-R", "RTN"),
-          "eval_set": ("c4", "wikitext2")}
+LEVELS = {
+    "family": ("LLaMA-1", "Llama-2", "OPT"),
+    "method": ("AWQ", "GPTQ", "GPTQ-R", "RTN"),
+    "eval_set": ("c4", "wikitext2"),
+}
 
 
 def test_case_and_punctuation_variants_are_read_as_the_fits_level():
-    q = pl.DataFrame({"family": ["llama2", "opt", "Llama-3"], "method": ["awq", "gptq-r", "round-to-nearest"],
-                      "eval_set": ["WikiText-2", "wikitext-2-raw-v1", "C4"]})
+    q = pl.DataFrame(
+        {
+            "family": ["llama2", "opt", "Llama-3"],
+            "method": ["awq", "gptq-r", "round-to-nearest"],
+            "eval_set": ["WikiText-2", "wikitext-2-raw-v1", "C4"],
+        }
+    )
     out, changes = respell(q, LEVELS)
     assert out["family"].to_list() == ["Llama-2", "OPT", "Llama-3"]  # Llama-3 is new and stays so
     assert out["method"].to_list() == ["AWQ", "GPTQ-R", "RTN"]

@@ -3,7 +3,6 @@ default spec, the answer of predict and choose without --fit, refused when tampe
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import xarray as xr
@@ -11,9 +10,9 @@ import xarray as xr
 from qbayes import resources
 from qbayes.db import store
 from qbayes.model import fitfile
-from qbayes.model.table import training_table
 from qbayes.model.fit import prepare
 from qbayes.model.spec import load_spec
+from qbayes.model.table import training_table
 
 REGENERATE = "regenerate it with `qbayes fit --ship`"
 
@@ -44,8 +43,21 @@ def test_predict_and_choose_answer_from_the_shipped_posterior(shipped, cli, tmp_
     assert f"fit: model hierarchical (spec {fit.spec.hash}), data {fit.info.data_hash}" in r.err
     assert str(path) in r.err
     out = tmp_path / "options.csv"
-    r = cli("choose", "--budget-gb", 12, "--family", "Qwen2.5", "--candidate", "Qwen2.5-7B:7.6:6.85",
-            "--format", "Q4_K_M", "--format", "Q8_0", "--output", out)
+    r = cli(
+        "choose",
+        "--budget-gb",
+        12,
+        "--family",
+        "Qwen2.5",
+        "--candidate",
+        "Qwen2.5-7B:7.6:6.85",
+        "--format",
+        "Q4_K_M",
+        "--format",
+        "Q8_0",
+        "--output",
+        out,
+    )
     assert r.code == 0, r.err
     assert "fit: model hierarchical" in r.err and out.exists()
 
@@ -59,8 +71,21 @@ def test_a_tampered_shipped_posterior_is_refused(shipped, cli, tmp_path):
     bad = tmp_path / "default-fit.nc"
     tree.to_netcdf(bad, engine="h5netcdf")
     out = tmp_path / "p.csv"
-    r = cli("predict", "--fit", bad, "--family", "Qwen2.5", "--params-b", 7, "--format", "Q4_K_M",
-            "--fp16-ppl", 6.85, "--output", out)
+    r = cli(
+        "predict",
+        "--fit",
+        bad,
+        "--family",
+        "Qwen2.5",
+        "--params-b",
+        7,
+        "--format",
+        "Q4_K_M",
+        "--fp16-ppl",
+        6.85,
+        "--output",
+        out,
+    )
     assert r.code == 2 and "posterior draws do not match their checksum" in r.err
     assert not out.exists()
 

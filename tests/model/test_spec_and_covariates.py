@@ -6,12 +6,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from helpers import assert_spec_refused
 from qbayes.errors import QBayesError
 from qbayes.model.covariates import covariates
 from qbayes.model.encoding import Encoding
 from qbayes.model.queries import query_table
 from qbayes.model.spec import EFFECT_PREFIXES, available, load_spec
+
+from helpers import assert_spec_refused
 
 
 def test_shipped_specs_load_and_differ():
@@ -27,8 +28,11 @@ def test_unknown_model_name_suggests_close_match():
 
 
 def test_spec_with_unknown_key_is_refused(tmp_path):
-    assert_spec_refused(tmp_path, 'name = "x"\n[priors]\nbits_rat = { mu = 1.0, sigma = 0.5 }\n',
-                        "unknown key 'bits_rat' \\(did you mean 'bits_rate'\\?\\)")
+    assert_spec_refused(
+        tmp_path,
+        'name = "x"\n[priors]\nbits_rat = { mu = 1.0, sigma = 0.5 }\n',
+        "unknown key 'bits_rat' \\(did you mean 'bits_rate'\\?\\)",
+    )
 
 
 @pytest.mark.parametrize("tokens_within", [None, "arch"])
@@ -78,8 +82,16 @@ def test_pymc_likelihood_matches_numpy_mean_function(table, tokens_within):
     assert logp == pytest.approx(expected, rel=1e-8)
 
 
-GOOD_QUERY = {"family": ["OPT"], "model": ["OPT-6.7B"], "params_b": ["6.7"], "method": ["GPTQ"], "w_bits": ["3"],
-              "group_size": ["128"], "eval_set": ["wikitext2"], "fp16_ppl": ["10.86"]}
+GOOD_QUERY = {
+    "family": ["OPT"],
+    "model": ["OPT-6.7B"],
+    "params_b": ["6.7"],
+    "method": ["GPTQ"],
+    "w_bits": ["3"],
+    "group_size": ["128"],
+    "eval_set": ["wikitext2"],
+    "fp16_ppl": ["10.86"],
+}
 
 
 def test_query_table_casts_and_fills_defaults():
@@ -92,15 +104,18 @@ def test_query_table_casts_and_fills_defaults():
     assert pc["group_size"] is None and pc["bits"] == 3.0
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"param_b": ["6.7"], "params_b": None}, "missing column 'params_b' (did you mean 'param_b'?)"),
-    ({"w_bits": ["0"]}, "w_bits must be > 0"),
-    ({"w_bits": ["17"]}, "w_bits must be <= 16"),
-    ({"params_b": ["-1"]}, "params_b must be > 0"),
-    ({"fp16_ppl": ["1.0"]}, "fp16_ppl must be > 1"),
-    ({"group_size": ["-2"]}, "group_size must be > 0 (empty or -1: one scale per output channel)"),
-    ({"w_bits": ["three"]}, "column 'w_bits' has values that are not Float64 in rows [1]"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"param_b": ["6.7"], "params_b": None}, "missing column 'params_b' (did you mean 'param_b'?)"),
+        ({"w_bits": ["0"]}, "w_bits must be > 0"),
+        ({"w_bits": ["17"]}, "w_bits must be <= 16"),
+        ({"params_b": ["-1"]}, "params_b must be > 0"),
+        ({"fp16_ppl": ["1.0"]}, "fp16_ppl must be > 1"),
+        ({"group_size": ["-2"]}, "group_size must be > 0 (empty or -1: one scale per output channel)"),
+        ({"w_bits": ["three"]}, "column 'w_bits' has values that are not Float64 in rows [1]"),
+    ],
+)
 def test_bad_queries_are_refused_with_the_reason(change, message):
     q = dict(GOOD_QUERY)
     for k, v in change.items():
@@ -120,13 +135,22 @@ def test_tokens_within_a_design_are_departures_from_its_families_mean(table):
 
     train = table.filter(~pl.col("family").is_in(["OPT", "Qwen3"]))  # LLaMA-1 and Llama-2 alone in their design
     enc = Encoding.from_table(train, tokens_within="arch")
-    fam_ld = {f: np.log(train.filter(pl.col("family") == f)["train_tokens_b"]).mean() - np.log(1000.0)
-              for f in ("LLaMA-1", "Llama-2")}
+    fam_ld = {
+        f: np.log(train.filter(pl.col("family") == f)["train_tokens_b"]).mean() - np.log(1000.0)
+        for f in ("LLaMA-1", "Llama-2")
+    }
     assert enc.tokens_centre["rmsnorm+swiglu"] == pytest.approx(np.mean(list(fam_ld.values())))
     assert "layernorm+relu" not in enc.tokens_centre
-    q = query_table(pl.DataFrame({**{k: v * 3 for k, v in GOOD_QUERY.items()},
-                                  "family": ["Llama-2", "Llama-3", "OPT"], "arch": ["", "rmsnorm+swiglu", ""],
-                                  "train_tokens_b": ["2000", "15000", "180"]}))
+    q = query_table(
+        pl.DataFrame(
+            {
+                **{k: v * 3 for k, v in GOOD_QUERY.items()},
+                "family": ["Llama-2", "Llama-3", "OPT"],
+                "arch": ["", "rmsnorm+swiglu", ""],
+                "train_tokens_b": ["2000", "15000", "180"],
+            }
+        )
+    )
     d = covariates(enc.read(q))
     centre = enc.tokens_centre["rmsnorm+swiglu"]
     np.testing.assert_allclose(d.log_d_c, [np.log(2.0) - centre, np.log(15.0) - centre, 0.0])
@@ -164,9 +188,15 @@ def test_interaction_levels_pair_family_and_method(table):
 
 def test_queries_get_their_familys_block_design_or_their_own(table):
     enc = Encoding.from_table(table.filter(pl.col("family") != "Llama-2"))
-    q = query_table(pl.DataFrame({**{k: v * 4 for k, v in GOOD_QUERY.items()},
-                                  "family": ["LLaMA-1", "Llama-2", "Llama-2", "Llama-2"],
-                                  "arch": ["", "RMSNorm + SwiGLU", "", "layernorm+relu"]}))
+    q = query_table(
+        pl.DataFrame(
+            {
+                **{k: v * 4 for k, v in GOOD_QUERY.items()},
+                "family": ["LLaMA-1", "Llama-2", "Llama-2", "Llama-2"],
+                "arch": ["", "RMSNorm + SwiGLU", "", "layernorm+relu"],
+            }
+        )
+    )
     d = covariates(enc.read(q))
     arch = np.array(enc.levels["arch"] + ("<new>",))[d.idx["arch"]]
     # known family: its design; new family: the design given (any case and spacing), else a new level
@@ -221,14 +251,18 @@ def test_every_grouping_has_a_report_name():
 
 
 def test_spec_with_unknown_curvature_is_refused(tmp_path):
-    assert_spec_refused(tmp_path, 'name = "x"\ncurvature = "low_bit"\n',
-                        "unknown curvature .*'low_bit'.*did you mean 'low_bits'")
+    assert_spec_refused(
+        tmp_path, 'name = "x"\ncurvature = "low_bit"\n', "unknown curvature .*'low_bit'.*did you mean 'low_bits'"
+    )
 
 
-@pytest.mark.parametrize("line, message", [
-    ('noise = ["low_bit"]', "unknown noise term .*'low_bit'.*did you mean 'low_bits'"),
-    ('noise = "low_bits"', "'noise' must be a list"),
-    ('likelihood = "student_t"\nnoise = ["low_bits"]', "'noise' terms scale the log_student_t likelihood"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('noise = ["low_bit"]', "unknown noise term .*'low_bit'.*did you mean 'low_bits'"),
+        ('noise = "low_bits"', "'noise' must be a list"),
+        ('likelihood = "student_t"\nnoise = ["low_bits"]', "'noise' terms scale the log_student_t likelihood"),
+    ],
+)
 def test_spec_with_bad_noise_terms_is_refused(tmp_path, line, message):
     assert_spec_refused(tmp_path, f'name = "x"\n{line}\n', message)

@@ -6,11 +6,11 @@ escaped in the HTML and drawn literally in the figures."""
 from __future__ import annotations
 
 import json
-
 from pathlib import Path
 
 import polars as pl
 import pytest
+
 from report_fixtures import EVIL_FAMILY, EVIL_METHOD, FAMILIES, ROOT, VALIDATION_JSON
 
 
@@ -19,7 +19,7 @@ def _tiny_table() -> pl.DataFrame:
     from qbayes.model.table import training_table
 
     df = training_table(load(ROOT / "data")).filter(pl.col("family").is_in(FAMILIES))
-    rarest = (df.group_by("method").len().sort(["len", "method"]).get_column("method")[0])
+    rarest = df.group_by("method").len().sort(["len", "method"]).get_column("method")[0]
     return df.with_columns(
         pl.when(pl.col("family") == "BLOOM").then(pl.lit(EVIL_FAMILY)).otherwise(pl.col("family")).alias("family"),
         pl.when(pl.col("method") == rarest).then(pl.lit(EVIL_METHOD)).otherwise(pl.col("method")).alias("method"),
@@ -54,11 +54,31 @@ def report_path(tiny_fit_path, tmp_path_factory) -> Path:
     # a second file as the forward scheme writes it: its own scheme and scores over >= 3-bit rows
     doc = json.loads(VALIDATION_JSON.read_text())
     forward = out.parent.parent / "validation-forward.json"
-    forward.write_text(json.dumps({**doc, "settings": {**doc.get("settings", {}), "scheme": "forward"},
-                                   "overall_3bits": [{**r, "n": 7, "mdae": 0.0123} for r in doc["overall"]]}))
+    forward.write_text(
+        json.dumps(
+            {
+                **doc,
+                "settings": {**doc.get("settings", {}), "scheme": "forward"},
+                "overall_3bits": [{**r, "n": 7, "mdae": 0.0123} for r in doc["overall"]],
+            }
+        )
+    )
     try:
-        main(["report", "--fit", str(tiny_fit_path), "--validation", str(VALIDATION_JSON),
-              "--validation", str(forward), "--out", str(out), "--draws", "200"])
+        main(
+            [
+                "report",
+                "--fit",
+                str(tiny_fit_path),
+                "--validation",
+                str(VALIDATION_JSON),
+                "--validation",
+                str(forward),
+                "--out",
+                str(out),
+                "--draws",
+                "200",
+            ]
+        )
     except SystemExit as exc:  # main() exits only on errors
         pytest.fail(f"qbayes report exited with {exc.code}")
     return out

@@ -12,16 +12,27 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from report_fixtures import EVIL_FAMILY
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser")) if p), None)
 needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium); CI installs it")
+    CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium); CI installs it"
+)
 
 FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-extensions", "--disable-default-apps",
-    "--no-default-browser-check", "--no-pings", "--disable-domain-reliability",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+    "--disable-default-apps",
+    "--no-default-browser-check",
+    "--no-pings",
+    "--disable-domain-reliability",
     "--disable-features=NetworkTimeServiceQuerying,MediaRouter,OptimizationHints,Translate",
     # The browser's own background chatter (update checks, account probes) must not
     # leave the machine: every host name fails to resolve inside chromium.
@@ -35,9 +46,17 @@ BROWSER_ITSELF = "not an origin"  # netlog initiator of requests the browser mak
 def run_chromium(url: str, tmp: Path, *, size=(1280, 4000)) -> tuple[str, Path, dict[str, set[str]]]:
     """Load ``url``; returns the DOM, the screenshot path and the net log's URL requests."""
     shot, netlog = tmp / "shot.png", tmp / "netlog.json"
-    cmd = [CHROMIUM, *FLAGS, f"--user-data-dir={tmp / 'profile'}", f"--window-size={size[0]},{size[1]}",
-           f"--screenshot={shot}", f"--log-net-log={netlog}", "--net-log-capture-mode=Default",
-           "--dump-dom", url]
+    cmd = [
+        CHROMIUM,
+        *FLAGS,
+        f"--user-data-dir={tmp / 'profile'}",
+        f"--window-size={size[0]},{size[1]}",
+        f"--screenshot={shot}",
+        f"--log-net-log={netlog}",
+        "--net-log-capture-mode=Default",
+        "--dump-dom",
+        url,
+    ]
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"chromium failed ({proc.returncode}): {proc.stderr[-2000:]}"
     return proc.stdout, shot, url_requests(netlog)

@@ -10,23 +10,33 @@ import re
 
 import numpy as np
 import pytest
-from report_fixtures import EVIL_FAMILY, VALIDATION_JSON
 
-from qbayes.model.predict import Predictor
 from qbayes.errors import QBayesError
+from qbayes.model.predict import Predictor
 from qbayes.report import SECTION_IDS
 
-HEADINGS = ("1. Data", "2. Convergence", "3. Posterior predictive checks", "4. What the model learned",
-            "5. Held-out validation", "6. Decisions")
+from report_fixtures import EVIL_FAMILY, VALIDATION_JSON
+
+HEADINGS = (
+    "1. Data",
+    "2. Convergence",
+    "3. Posterior predictive checks",
+    "4. What the model learned",
+    "5. Held-out validation",
+    "6. Decisions",
+)
 # Anything that could make a browser fetch: attributes that load (checked by value
 # below), CSS url()/@import, element kinds that load by themselves. (A web address as
 # plain text, say a source named by its URL, is harmless and allowed.)
 LOADING_ATTR = re.compile(
-    r"""(?i)\b(src|href|action|poster|data|srcset|formaction|background)\s*=\s*("[^"]*"|'[^']*'|[^\s>]+)""")
+    r"""(?i)\b(src|href|action|poster|data|srcset|formaction|background)\s*=\s*("[^"]*"|'[^']*'|[^\s>]+)"""
+)
 NETWORK_REFS = [
     re.compile(r"(?i)url\s*\("),
     re.compile(r"(?i)@import"),
-    re.compile(r"(?i)<\s*(?:script|link|iframe|frame|object|embed|video|audio|source|track|base|meta\s+http-equiv=.?refresh)\b"),
+    re.compile(
+        r"(?i)<\s*(?:script|link|iframe|frame|object|embed|video|audio|source|track|base|meta\s+http-equiv=.?refresh)\b"
+    ),
 ]
 
 
@@ -51,7 +61,7 @@ def test_report_is_self_contained_and_small(report_html, report_path):
         assert value.startswith(("data:image/png;base64,", "#")), f"loading attribute: {m.group(0)[:120]!r}"
     for pattern in NETWORK_REFS:
         m = pattern.search(report_html)
-        assert m is None, f"possible external reference: {report_html[max(m.start() - 60, 0):m.end() + 60]!r}"
+        assert m is None, f"possible external reference: {report_html[max(m.start() - 60, 0) : m.end() + 60]!r}"
     assert "Content-Security-Policy" in report_html and "default-src 'none'" in report_html
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', report_html)
     assert len(images) >= 12
@@ -147,8 +157,16 @@ def test_html_helpers_escape_and_format():
 
 
 # one row of a validation file's "gaps" (see qbayes.evaluation.summary.MdaeGap)
-GAP = {"model": "random_forest", "reference": "hierarchical", "n": 1177, "gap": 0.0068, "lo": 0.0021,
-       "hi": 0.0115, "level": 0.9, "p_reference_better": 0.01}
+GAP = {
+    "model": "random_forest",
+    "reference": "hierarchical",
+    "n": 1177,
+    "gap": 0.0068,
+    "lo": 0.0021,
+    "hi": 0.0115,
+    "level": 0.9,
+    "p_reference_better": 0.01,
+}
 
 
 def test_validation_gaps_are_optional_and_shown(tiny_fit):
@@ -179,8 +197,16 @@ def test_report_refuses_a_validation_file_with_a_bad_gap(cli, tmp_path, tiny_fit
 
 
 def _cell_row(cell: str, model: str, mdae: float, cov90: float) -> dict:
-    return {"cell": cell, "model": model, "n": 40, "mdae": mdae, "mae": 2 * mdae, "cov50": 0.5, "cov90": cov90,
-            "crps": mdae}
+    return {
+        "cell": cell,
+        "model": model,
+        "n": 40,
+        "mdae": mdae,
+        "mae": 2 * mdae,
+        "cov50": 0.5,
+        "cov90": cov90,
+        "crps": mdae,
+    }
 
 
 def test_validation_per_kind_of_row_is_optional_and_shown(tiny_fit):
@@ -193,12 +219,14 @@ def test_validation_per_kind_of_row_is_optional_and_shown(tiny_fit):
     assert parse(good).per_cell == ()  # files written before per_cell existed still load
     old = section.render(Context(fit=tiny_fit, validation=parse(good))).body
     assert "no per-kind scores" in old and "rerun it" in old
-    cells = [_cell_row("3 bits, groups", "hierarchical", 0.041, 0.93), _cell_row("3 bits, groups", "random_forest",
-                                                                               0.029, 0.41),
-             _cell_row("4 bits, per channel", "hierarchical", 0.017, 0.95),
-             _cell_row("4 bits, per channel", "random_forest", 0.025, 0.60)]
+    cells = [
+        _cell_row("3 bits, groups", "hierarchical", 0.041, 0.93),
+        _cell_row("3 bits, groups", "random_forest", 0.029, 0.41),
+        _cell_row("4 bits, per channel", "hierarchical", 0.017, 0.95),
+        _cell_row("4 bits, per channel", "random_forest", 0.025, 0.60),
+    ]
     body = section.render(Context(fit=tiny_fit, validation=parse({**good, "per_cell": cells}))).body
-    part = body[body.index("Per kind of row: median absolute error"):]
+    part = body[body.index("Per kind of row: median absolute error") :]
     assert "no per-kind scores" not in body
     # kinds in the file's order, the best error of each kind in bold
     assert part.index("3 bits, groups") < part.index("4 bits, per channel")

@@ -8,12 +8,22 @@ import numpy as np
 import polars as pl
 import pytest
 
-from qbayes.model.predict import Predictor
 from qbayes.errors import QBayesError
+from qbayes.model.predict import Predictor
 from qbayes.model.queries import query_table
 from qbayes.suggest.gpucost import Costs, run_costs
-from qbayes.suggest.ranking import (MIN_SHARE, anomalies, condition, effective_noise_var, greedy, observe, predictor_draws, rank,
-                                  runs_table, single_reductions)
+from qbayes.suggest.ranking import (
+    MIN_SHARE,
+    anomalies,
+    condition,
+    effective_noise_var,
+    greedy,
+    observe,
+    predictor_draws,
+    rank,
+    runs_table,
+    single_reductions,
+)
 
 
 def _joint(seed: int, n: int = 12, s: int = 40) -> np.ndarray:
@@ -78,21 +88,23 @@ def test_greedy_gains_add_up_to_the_joint_reduction_and_duplicates_show_diminish
     # by default a run that would remove under MIN_SHARE of the variance is left out, budget or not
     small = greedy(anom=a, n_targets=t, noise_var=noise, weights=w, costs=costs, budget=3.0)
     assert small.gain.size < 3 and np.all(small.gain > MIN_SHARE * small.start)
-    np.testing.assert_allclose(small.gain, sel.gain[:small.gain.size])
+    np.testing.assert_allclose(small.gain, sel.gain[: small.gain.size])
 
 
 def test_greedy_keeps_to_the_budget_and_pays_shared_work_once():
     a = anomalies(_joint(3, n=10))
     t, n_cand = 2, 8
     # candidates 0-3 share one quantization (key 0, 5 h), 4-7 each their own (1 h)
-    costs = Costs(own=np.full(n_cand, 0.5), shared=((np.array([0, 0, 0, 0, 1, 2, 3, 4]),
-                                                      np.array([5.0] * 4 + [1.0] * 4)),))
+    costs = Costs(
+        own=np.full(n_cand, 0.5), shared=((np.array([0, 0, 0, 0, 1, 2, 3, 4]), np.array([5.0] * 4 + [1.0] * 4)),)
+    )
     paid = [set()]
     costs.pay(1, paid)
     assert costs.marginal(paid).tolist() == [0.5] * 4 + [1.5] * 4
     for budget in (0.4, 1.6, 4.0, 7.0, 100.0):
-        sel = greedy(anom=a, n_targets=t, noise_var=np.full(n_cand, 0.1), weights=np.ones(t), costs=costs,
-                     budget=budget)
+        sel = greedy(
+            anom=a, n_targets=t, noise_var=np.full(n_cand, 0.1), weights=np.ones(t), costs=costs, budget=budget
+        )
         assert sel.cost.sum() <= budget + 1e-9
         # what each choice was charged is its marginal price given the choices before it
         again, spent = [set()], []
@@ -100,8 +112,12 @@ def test_greedy_keeps_to_the_budget_and_pays_shared_work_once():
             spent.append(costs.marginal(again)[c])
             costs.pay(int(c), again)
         np.testing.assert_allclose(sel.cost, spent)
-    assert greedy(anom=a, n_targets=t, noise_var=np.full(n_cand, 0.1), weights=np.ones(t), costs=costs,
-                  budget=0.4).order.size == 0
+    assert (
+        greedy(
+            anom=a, n_targets=t, noise_var=np.full(n_cand, 0.1), weights=np.ones(t), costs=costs, budget=0.4
+        ).order.size
+        == 0
+    )
 
 
 def test_effective_noise_is_the_t_fisher_information_and_normal_without_dof():
@@ -112,13 +128,25 @@ def test_effective_noise_is_the_t_fisher_information_and_normal_without_dof():
     assert effective_noise_var(scale=scale, nu=nu) == pytest.approx([want, want])
 
 
-QUERY = {"family": "LLaMA-1", "model": "LLaMA-7B", "params_b": 7.0, "method": "GPTQ", "w_bits": 3.0,
-         "group_size": 128, "eval_set": "wikitext2"}
+QUERY = {
+    "family": "LLaMA-1",
+    "model": "LLaMA-7B",
+    "params_b": 7.0,
+    "method": "GPTQ",
+    "w_bits": 3.0,
+    "group_size": 128,
+    "eval_set": "wikitext2",
+}
 
 
 def test_run_costs_grow_with_size_and_calibration_and_share_work():
-    rows = [QUERY, {**QUERY, "method": "RTN"}, {**QUERY, "model": "LLaMA-65B", "params_b": 65.0},
-            {**QUERY, "eval_set": "c4"}, {**QUERY, "method": "OmniQuant"}]
+    rows = [
+        QUERY,
+        {**QUERY, "method": "RTN"},
+        {**QUERY, "model": "LLaMA-65B", "params_b": 65.0},
+        {**QUERY, "eval_set": "c4"},
+        {**QUERY, "method": "OmniQuant"},
+    ]
     table = runs_table(pl.DataFrame(rows), where="candidates")
     c = run_costs(table)
     gptq, rtn, big, c4, omni = c.standalone
@@ -139,11 +167,13 @@ def test_runs_table_needs_no_fp16_and_names_misspelt_columns():
     with pytest.raises(QBayesError, match=r"unknown column 'gpu_hour' \(did you mean 'gpu_hours'\?\)"):
         runs_table(pl.DataFrame([{**QUERY, "gpu_hour": 1.0}]), where="candidates", own=("gpu_hours",))
     with pytest.raises(QBayesError, match=r"missing column 'params_b' \(did you mean 'params'\?\)"):
-        runs_table(pl.DataFrame([{**{k: v for k, v in QUERY.items() if k != "params_b"}, "params": 7.0}]),
-                   where="candidates")
+        runs_table(
+            pl.DataFrame([{**{k: v for k, v in QUERY.items() if k != "params_b"}, "params": 7.0}]), where="candidates"
+        )
 
 
 # --- with a fit ----------------------------------------------------------------------
+
 
 def _rows(**changes) -> dict:
     return {**QUERY, **changes}
@@ -154,12 +184,24 @@ def test_a_candidate_identical_to_a_target_teaches_it_most_and_another_family_li
     which only its own runs measure."""
     new = {"family": "Zeta", "model": "Zeta-7B", "arch": "rmsnorm+swiglu", "train_tokens_b": 1000.0}
     targets = runs_table(pl.DataFrame([_rows(**new), _rows(**new, w_bits=4.0)]), where="targets")
-    cands = runs_table(pl.DataFrame([
-        _rows(**new),  # the first target itself
-        _rows(**new, w_bits=2.0, group_size=64),  # same family, other format
-        _rows(family="OPT", model="OPT-6.7B", params_b=6.7, method="RTN", w_bits=4.0),  # other family
-    ]), where="candidates")
-    r = rank(Predictor(small_fit, n_draws=300), targets, cands, costs=Costs(own=np.ones(3)), weights=np.array([1.0, 0.0]), max_runs=3)
+    cands = runs_table(
+        pl.DataFrame(
+            [
+                _rows(**new),  # the first target itself
+                _rows(**new, w_bits=2.0, group_size=64),  # same family, other format
+                _rows(family="OPT", model="OPT-6.7B", params_b=6.7, method="RTN", w_bits=4.0),  # other family
+            ]
+        ),
+        where="candidates",
+    )
+    r = rank(
+        Predictor(small_fit, n_draws=300),
+        targets,
+        cands,
+        costs=Costs(own=np.ones(3)),
+        weights=np.array([1.0, 0.0]),
+        max_runs=3,
+    )
     same, other_format, other_family = r.reduction
     assert same > other_format > other_family
     # the other family's run still informs the shared method and global terms, which a fit of
@@ -171,8 +213,9 @@ def test_a_candidate_identical_to_a_target_teaches_it_most_and_another_family_li
 
 def test_predictor_draws_share_a_new_family_effect_across_rows(small_fit):
     new = {"family": "Zeta", "model": "Zeta-7B", "arch": "rmsnorm+swiglu", "train_tokens_b": 1000.0}
-    table = query_table(pl.DataFrame([_rows(**new, fp16_ppl=6.0), _rows(**new, w_bits=4.0, fp16_ppl=6.0),
-                                      _rows(fp16_ppl=6.0)]))
+    table = query_table(
+        pl.DataFrame([_rows(**new, fp16_ppl=6.0), _rows(**new, w_bits=4.0, fp16_ppl=6.0), _rows(fp16_ppl=6.0)])
+    )
     pd = predictor_draws(Predictor(small_fit, n_draws=300), table)
     assert pd.eta.shape == (3, 300) and pd.scale.shape == (3, 300) and pd.log_shift == small_fit.spec.log_shift
     corr = np.corrcoef(pd.eta)
@@ -182,10 +225,24 @@ def test_predictor_draws_share_a_new_family_effect_across_rows(small_fit):
 
 # --- the command ---------------------------------------------------------------------
 
-TARGETS = [_rows(**{"family": "Zeta", "model": "Zeta-7B", "arch": "rmsnorm+swiglu", "train_tokens_b": 1000.0}),
-           _rows(method="AWQ", w_bits=4.0, fp16_ppl=5.68)]
-CANDIDATES = [_rows(family="Zeta", model=f"Zeta-{p:g}B", params_b=p, arch="rmsnorm+swiglu", train_tokens_b=1000.0,
-                    method=m, w_bits=b) for p in (1.0, 7.0, 30.0) for m in ("RTN", "GPTQ") for b in (3.0, 4.0)]
+TARGETS = [
+    _rows(**{"family": "Zeta", "model": "Zeta-7B", "arch": "rmsnorm+swiglu", "train_tokens_b": 1000.0}),
+    _rows(method="AWQ", w_bits=4.0, fp16_ppl=5.68),
+]
+CANDIDATES = [
+    _rows(
+        family="Zeta",
+        model=f"Zeta-{p:g}B",
+        params_b=p,
+        arch="rmsnorm+swiglu",
+        train_tokens_b=1000.0,
+        method=m,
+        w_bits=b,
+    )
+    for p in (1.0, 7.0, 30.0)
+    for m in ("RTN", "GPTQ")
+    for b in (3.0, 4.0)
+]
 
 
 @pytest.fixture
@@ -194,14 +251,28 @@ def files(tmp_path):
         path = tmp_path / name
         pl.DataFrame(rows).write_csv(path)
         return str(path)
+
     return write
 
 
 def test_suggest_cli_ranks_every_candidate_and_keeps_to_the_budget(small_fit_path, files, tmp_path, cli):
     out = tmp_path / "ranked.csv"
     cands = files("cands.csv", [{**r, "run_id": i} for i, r in enumerate(CANDIDATES)])
-    r = cli("suggest", "--targets", files("targets.csv", TARGETS), "--candidates", cands, "--fit", small_fit_path,
-            "--budget-gpu-hours", 1.5, "--output", out, "--draws", 200)
+    r = cli(
+        "suggest",
+        "--targets",
+        files("targets.csv", TARGETS),
+        "--candidates",
+        cands,
+        "--fit",
+        small_fit_path,
+        "--budget-gpu-hours",
+        1.5,
+        "--output",
+        out,
+        "--draws",
+        200,
+    )
     assert r.code == 0, r.err
     assert "Runs to collect next" in r.out and f"wrote {len(CANDIDATES)} ranked candidates" in r.out
     table = pl.read_csv(out)
@@ -215,8 +286,21 @@ def test_suggest_cli_ranks_every_candidate_and_keeps_to_the_budget(small_fit_pat
     by_size = table.group_by("params_b").agg(pl.col("cost_gpu_hours").mean()).sort("params_b")
     assert by_size["cost_gpu_hours"].is_sorted()
 
-    r = cli("suggest", "--targets", files("targets.csv", TARGETS), "--candidates", cands, "--fit", small_fit_path,
-            "--top", 2, "--output", tmp_path / "two.parquet", "--draws", 200)
+    r = cli(
+        "suggest",
+        "--targets",
+        files("targets.csv", TARGETS),
+        "--candidates",
+        cands,
+        "--fit",
+        small_fit_path,
+        "--top",
+        2,
+        "--output",
+        tmp_path / "two.parquet",
+        "--draws",
+        200,
+    )
     assert r.code == 0, r.err
     assert pl.read_parquet(tmp_path / "two.parquet")["chosen"].sum() == 2
 
@@ -224,21 +308,39 @@ def test_suggest_cli_ranks_every_candidate_and_keeps_to_the_budget(small_fit_pat
 def test_suggest_cli_crosses_a_grid_with_a_manifest(small_fit_path, files, tmp_path, cli):
     from helpers import ROOT
 
-    manifest = files("models.csv", [{"path": "models/zeta-1b", "family": "Zeta", "name": "", "params_b": 1.0,
-                                     "arch": "rmsnorm+swiglu"}])
+    manifest = files(
+        "models.csv",
+        [{"path": "models/zeta-1b", "family": "Zeta", "name": "", "params_b": 1.0, "arch": "rmsnorm+swiglu"}],
+    )
     out = tmp_path / "ranked.csv"
-    r = cli("suggest", "--targets", files("targets.csv", TARGETS), "--grid", ROOT / "collectors" / "tiny.toml",
-            "--models", manifest, "--fit", small_fit_path, "--output", out, "--draws", 200)
+    r = cli(
+        "suggest",
+        "--targets",
+        files("targets.csv", TARGETS),
+        "--grid",
+        ROOT / "collectors" / "tiny.toml",
+        "--models",
+        manifest,
+        "--fit",
+        small_fit_path,
+        "--output",
+        out,
+        "--draws",
+        200,
+    )
     assert r.code == 0, r.err
     table = pl.read_csv(out)
     # tiny.toml: 9 + 2 + 1 + 1 (method, format) pairs, 2 evaluation sets
     assert table.height == 13 * 2 and set(table["model"]) == {"zeta-1b"}
-    assert table.filter(pl.col("grid_config") == "int4-g32-asym")["method"].sort().to_list() == ["awq"] * 2 + ["rtn"] * 2
+    assert (
+        table.filter(pl.col("grid_config") == "int4-g32-asym")["method"].sort().to_list() == ["awq"] * 2 + ["rtn"] * 2
+    )
     assert set(table["eval_set"]) == {"shakespeare", "pystdlib"} and (table["eval_tokens"] == 2048).all()
 
 
-@pytest.mark.parametrize("case", ["missing", "misspelt_own", "budget", "empty", "targets_missing", "models_missing",
-                                  "negative_weight"])
+@pytest.mark.parametrize(
+    "case", ["missing", "misspelt_own", "budget", "empty", "targets_missing", "models_missing", "negative_weight"]
+)
 def test_suggest_cli_refuses_bad_input_and_writes_nothing(case, small_fit_path, files, tmp_path, cli):
     out = tmp_path / "ranked.csv"
     targets, cands, extra = TARGETS, CANDIDATES, []
@@ -268,8 +370,9 @@ def test_suggest_cli_refuses_bad_input_and_writes_nothing(case, small_fit_path, 
     if case == "empty":
         pl.DataFrame(schema={c: pl.String for c in CANDIDATES[0]}).write_csv(cand_path)
     source = [] if case == "models_missing" else ["--candidates", cand_path]
-    r = cli("suggest", "--targets", files("targets.csv", targets), *source, "--fit", small_fit_path,
-            "--output", out, *extra)
+    r = cli(
+        "suggest", "--targets", files("targets.csv", targets), *source, "--fit", small_fit_path, "--output", out, *extra
+    )
     assert r.code == 2
     assert "error:" in r.err and re.search(message, r.err), r.err
     assert not out.exists() and not list(tmp_path.glob(".ranked.csv.*"))

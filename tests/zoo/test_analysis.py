@@ -34,8 +34,14 @@ CONFIGS = [
 ]
 
 
-def synthetic_zoo(*, seed: int = 0, families=("llama", "gpt2", "opt"), sizes=(1, 2, 3),
-                  budgets=(0.25, 0.5, 1.0, 2.0, 4.0), with_noise_feature: bool = True) -> Database:
+def synthetic_zoo(
+    *,
+    seed: int = 0,
+    families=("llama", "gpt2", "opt"),
+    sizes=(1, 2, 3),
+    budgets=(0.25, 0.5, 1.0, 2.0, 4.0),
+    with_noise_feature: bool = True,
+) -> Database:
     rng = np.random.default_rng(seed)
     models, results, feats = [], [], []
     common = {"act_bits": 32.0, "source_kind": "collector", "source": "qbayes-collect", "seq_len": 128}
@@ -45,30 +51,74 @@ def synthetic_zoo(*, seed: int = 0, families=("llama", "gpt2", "opt"), sizes=(1,
             for d_m in budgets:
                 name = f"zoo-{arch}-s{s}-t{d_m:g}M"
                 z = rng.normal(0, 0.35)  # the informative per-model effect
-                models.append({"family": f"zoo-{arch}", "model": name, "params_b": 2 * n / 1e9,
-                               "non_embedding_params_b": n / 1e9, "train_tokens_b": d_m * 1e6 / 1e9,
-                               "architecture": arch})
-                feats.append({"model": name, "feature": "hessian_trace", "scope": "model",
-                              "eval_set": "shakespeare", "value": float(math.exp(5 + z))})
+                models.append(
+                    {
+                        "family": f"zoo-{arch}",
+                        "model": name,
+                        "params_b": 2 * n / 1e9,
+                        "non_embedding_params_b": n / 1e9,
+                        "train_tokens_b": d_m * 1e6 / 1e9,
+                        "architecture": arch,
+                    }
+                )
+                feats.append(
+                    {
+                        "model": name,
+                        "feature": "hessian_trace",
+                        "scope": "model",
+                        "eval_set": "shakespeare",
+                        "value": float(math.exp(5 + z)),
+                    }
+                )
                 if with_noise_feature:
                     for calib in ("shakespeare", "bible"):
-                        feats.append({"model": name, "feature": "act_kurtosis", "scope": "model",
-                                      "calib_set": calib, "value": float(math.exp(rng.normal(2, 0.3)))})
+                        feats.append(
+                            {
+                                "model": name,
+                                "feature": "act_kurtosis",
+                                "scope": "model",
+                                "calib_set": calib,
+                                "value": float(math.exp(rng.normal(2, 0.3))),
+                            }
+                        )
                 law = GAMMA_D * math.log(d_m / 1.0) - GAMMA_N * math.log(n / 3e5) + z + 0.2 * (fi - 1)
                 for ei, ev in enumerate(("shakespeare", "bible")):
                     nll0 = 4.0 + 0.3 * ei - 0.1 * s
-                    results.append({**common, "model": name, "method": "none", "w_kind": "float", "w_bits": 32.0,
-                                    "w_bits_eff": 32.0, "dtype_label": "fp32", "eval_set": ev,
-                                    "ppl": math.exp(nll0), "nll": nll0})
+                    results.append(
+                        {
+                            **common,
+                            "model": name,
+                            "method": "none",
+                            "w_kind": "float",
+                            "w_bits": 32.0,
+                            "w_bits_eff": 32.0,
+                            "dtype_label": "fp32",
+                            "eval_set": ev,
+                            "ppl": math.exp(nll0),
+                            "nll": nll0,
+                        }
+                    )
                     for method, kind, bits, group, label, calib, c in CONFIGS:
                         delta = math.exp(c + law + 0.1 * ei + rng.normal(0, 0.1)) + rng.normal(0, 3e-5)
                         eff = bits + (16 + bits) / group if group else bits
-                        results.append({**common, "model": name, "method": method, "w_kind": kind, "w_bits": bits,
-                                        "group_size": group, "w_bits_eff": eff, "dtype_label": label,
-                                        "calib_set": calib, "eval_set": ev, "ppl": math.exp(nll0 + delta),
-                                        "nll": nll0 + delta, "sqnr_db": 6.02 * bits - 1.5 + rng.normal(0, 0.3)})
-    return Database(models=pl.DataFrame(models), results=pl.DataFrame(results),
-                    features=pl.DataFrame(feats)).conform()
+                        results.append(
+                            {
+                                **common,
+                                "model": name,
+                                "method": method,
+                                "w_kind": kind,
+                                "w_bits": bits,
+                                "group_size": group,
+                                "w_bits_eff": eff,
+                                "dtype_label": label,
+                                "calib_set": calib,
+                                "eval_set": ev,
+                                "ppl": math.exp(nll0 + delta),
+                                "nll": nll0 + delta,
+                                "sqnr_db": 6.02 * bits - 1.5 + rng.normal(0, 0.3),
+                            }
+                        )
+    return Database(models=pl.DataFrame(models), results=pl.DataFrame(results), features=pl.DataFrame(feats)).conform()
 
 
 @pytest.fixture(scope="module")
@@ -142,8 +192,22 @@ def test_json_is_strict_and_html_written(study, tmp_path, cli):
     small = tmp_path / "db"
     store.save(synthetic_zoo(families=("llama", "opt"), sizes=(1, 2), budgets=(0.25, 1.0, 4.0)), small)
     out, js = tmp_path / "zoo.html", tmp_path / "zoo.json"
-    res = cli("zoo", "analyze", "--data", small, "--out", out, "--json", js, "--seed", "1",
-              "--bootstrap", "10", "--trees", "5")
+    res = cli(
+        "zoo",
+        "analyze",
+        "--data",
+        small,
+        "--out",
+        out,
+        "--json",
+        js,
+        "--seed",
+        "1",
+        "--bootstrap",
+        "10",
+        "--trees",
+        "5",
+    )
     assert res.code == 0, res.err + res.out
     page = out.read_text()
     assert page.count("data:image/png;base64,") >= 2 and "Could not draw" not in page
@@ -189,8 +253,10 @@ def _walk(value, doc, seen: set[type]) -> None:
 
 def test_result_round_trips_through_json(study):
     result, _ = study
-    partial, _ = analyze(synthetic_zoo(families=("llama",), sizes=(1, 2), budgets=(0.25, 1.0)),
-                         settings=Settings(bootstrap=10, forest_trees=5, permutation_repeats=1))
+    partial, _ = analyze(
+        synthetic_zoo(families=("llama",), sizes=(1, 2), budgets=(0.25, 1.0)),
+        settings=Settings(bootstrap=10, forest_trees=5, permutation_repeats=1),
+    )
     seen: set[type] = set()
     for res in (result, partial):
         text = res.to_json()
@@ -215,8 +281,10 @@ def test_partial_zoo_runs_with_notes(tmp_path):
 
 def test_no_zoo_rows_is_a_clear_error(cli, shipped_copy):
     published = store.load(shipped_copy)
-    published = Database(models=published.models.filter(~pl.col("family").str.starts_with("zoo-")),
-                         results=published.results.filter(pl.col("source_kind") != "collector"))
+    published = Database(
+        models=published.models.filter(~pl.col("family").str.starts_with("zoo-")),
+        results=published.results.filter(pl.col("source_kind") != "collector"),
+    )
     store.save(published, shipped_copy)
     with pytest.raises(QBayesError, match="no zoo models"):
         zoo_table(store.load(shipped_copy))

@@ -36,17 +36,30 @@ def write(tmp_path, text, name="zoo.toml"):
     return path
 
 
-@pytest.mark.parametrize("bad, message", [
-    ("seed = 1\narchs = ['lama']\n[[sizes]]\nname='a'\nhidden=8\nlayers=1\nheads=2\nintermediate=8\n",
-     "did you mean 'llama'"),
-    ("seed = 1\n[training]\nbudget_m = [1.0]\n[[sizes]]\nname='a'\nhidden=8\nlayers=1\nheads=2\nintermediate=8\n",
-     "unknown key 'budget_m'"),
-    (("seed = 1\n[training]\nbudgets_m = [2.0, 1.0]\n[[sizes]]\nname='a'\nhidden=8\nlayers=1\nheads=2\n"
-      "intermediate=8\n"), "strictly increasing"),
-    ("seed = 1\n[[sizes]]\nname='a'\nhidden=10\nlayers=1\nheads=4\nintermediate=8\n", "divisible by heads"),
-    ("seed = 1\n", "at least one [[sizes]]"),
-    ("seed = 1\n[[sizes]]\nname='a'\nhidden='8'\nlayers=1\nheads=2\nintermediate=8\n", "expected int"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (
+            "seed = 1\narchs = ['lama']\n[[sizes]]\nname='a'\nhidden=8\nlayers=1\nheads=2\nintermediate=8\n",
+            "did you mean 'llama'",
+        ),
+        (
+            "seed = 1\n[training]\nbudget_m = [1.0]\n"
+            "[[sizes]]\nname='a'\nhidden=8\nlayers=1\nheads=2\nintermediate=8\n",
+            "unknown key 'budget_m'",
+        ),
+        (
+            (
+                "seed = 1\n[training]\nbudgets_m = [2.0, 1.0]\n[[sizes]]\nname='a'\nhidden=8\nlayers=1\nheads=2\n"
+                "intermediate=8\n"
+            ),
+            "strictly increasing",
+        ),
+        ("seed = 1\n[[sizes]]\nname='a'\nhidden=10\nlayers=1\nheads=4\nintermediate=8\n", "divisible by heads"),
+        ("seed = 1\n", "at least one [[sizes]]"),
+        ("seed = 1\n[[sizes]]\nname='a'\nhidden='8'\nlayers=1\nheads=2\nintermediate=8\n", "expected int"),
+    ],
+)
 def test_recipe_errors_name_the_problem(tmp_path, bad, message):
     with pytest.raises(QBayesError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load_recipe(write(tmp_path, bad))
@@ -71,9 +84,11 @@ def test_shipped_recipe_spans_two_orders_of_magnitude_of_d_over_n():
     recipe = load_recipe(ROOT / "collectors" / "zoo.toml")
     assert set(recipe.archs) >= {"llama", "gpt2", "opt"} and len(recipe.sizes) >= 4
     assert len(recipe.training.budgets_m) >= 4
+
     # non-embedding parameters of the smallest and largest Llama size (attention + gated MLP)
     def non_embed(s):
         return s.layers * (4 * s.hidden**2 + 3 * s.hidden * s.intermediate)
+
     lo = recipe.training.budgets_m[0] * 1e6 / max(non_embed(s) for s in recipe.sizes)
     hi = recipe.training.budgets_m[-1] * 1e6 / min(non_embed(s) for s in recipe.sizes)
     assert hi / lo >= 100
@@ -115,12 +130,28 @@ def test_training_is_deterministic_resumable_and_recorded(tmp_path, cli):
     assert _manifest(a) == rows_a
     # the collector records the card's training tokens
     ckpt = a / rows_a[0]["path"]
-    grid = write(tmp_path, "[eval]\nsets=['shakespeare']\ntokens=256\nseq_len=32\n[calibration]\nsets=['shakespeare']\n"
-                 "samples=2\nseq_len=32\n[self_check]\ntokens=128\n[efficiency]\ndecode_tokens=0\n"
-                 "[features]\nlandscape=false\noutliers=false\nper_layer_sqnr=false\n"
-                 "[methods.rtn]\nformats=['int8']\n", "grid.toml")
-    res = cli("collect", "--model", str(ckpt), "--family", rows_a[0]["family"], "--name", rows_a[0]["name"],
-              "--grid", str(grid), "--out", str(tmp_path / "shard"), "--no-progress")
+    grid = write(
+        tmp_path,
+        "[eval]\nsets=['shakespeare']\ntokens=256\nseq_len=32\n[calibration]\nsets=['shakespeare']\n"
+        "samples=2\nseq_len=32\n[self_check]\ntokens=128\n[efficiency]\ndecode_tokens=0\n"
+        "[features]\nlandscape=false\noutliers=false\nper_layer_sqnr=false\n"
+        "[methods.rtn]\nformats=['int8']\n",
+        "grid.toml",
+    )
+    res = cli(
+        "collect",
+        "--model",
+        str(ckpt),
+        "--family",
+        rows_a[0]["family"],
+        "--name",
+        rows_a[0]["name"],
+        "--grid",
+        str(grid),
+        "--out",
+        str(tmp_path / "shard"),
+        "--no-progress",
+    )
     assert res.code == 0, res.out + res.err
     from qbayes.db.store import load
 
@@ -131,7 +162,6 @@ def test_training_is_deterministic_resumable_and_recorded(tmp_path, cli):
 
 def test_unknown_run_is_refused_with_a_suggestion(tmp_path, cli):
     pytest.importorskip("torch")
-    res = cli("zoo", "train", "--grid", str(write(tmp_path, RECIPE)), "--out", str(tmp_path / "o"),
-              "--only", "lama-xs")
+    res = cli("zoo", "train", "--grid", str(write(tmp_path, RECIPE)), "--out", str(tmp_path / "o"), "--only", "lama-xs")
     assert res.code != 0
     assert "llama-xs" in res.out + res.err

@@ -18,12 +18,21 @@ class LocalExecutor:
     def run(self, request: CollectRequest, console: Console) -> Outcome:
         outcome = Outcome()
         for model in request.models:
-            opts = CollectOptions(model_path=model.path, family=model.family, grid=request.grid, out=request.out,
-                                  name=model.name, device=request.device, seed=request.seed,
-                                  force=request.force, progress=request.progress)
+            opts = CollectOptions(
+                model_path=model.path,
+                family=model.family,
+                grid=request.grid,
+                out=request.out,
+                name=model.name,
+                device=request.device,
+                seed=request.seed,
+                force=request.force,
+                progress=request.progress,
+            )
             summary = Collector(opts, console).run()
             outcome.lines.append(
                 f"run {summary.run_id}: {len(summary.ran)} step(s) ran, {len(summary.skipped)} already in the "
-                f"shard, {len(summary.failed)} failed; shard: {summary.shard}")
+                f"shard, {len(summary.failed)} failed; shard: {summary.shard}"
+            )
             outcome.failures += [line.splitlines()[0] for line in summary.failed]
         return outcome

@@ -46,13 +46,29 @@ def local_cluster(*, num_cpus: int = 2, num_gpus: int = 0, timeout_s: float = 12
     # unix socket paths must stay short: a temp dir directly under /tmp
     temp = Path(tempfile.mkdtemp(prefix="qbray-", dir="/tmp"))
     port = free_port()
-    cmd = [*ray_command(), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
-           f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}", "--disable-usage-stats", f"--temp-dir={temp}",
-           "--include-dashboard=false", f"--dashboard-agent-listen-port={free_port()}"]
+    cmd = [
+        *ray_command(),
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address=127.0.0.1",
+        f"--port={port}",
+        f"--num-cpus={num_cpus}",
+        f"--num-gpus={num_gpus}",
+        "--disable-usage-stats",
+        f"--temp-dir={temp}",
+        "--include-dashboard=false",
+        f"--dashboard-agent-listen-port={free_port()}",
+    ]
     log_path = temp / "ray-start.log"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+        proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+        )
     try:
         deadline = time.monotonic() + timeout_s
         while READY not in log_path.read_text(errors="replace"):

@@ -52,8 +52,10 @@ def import_ray():
     try:
         import ray
     except ImportError as exc:
-        raise QBayesError(f"--executor ray needs Ray ({exc}); install the ray extra: {INSTALL}, in the "
-                          "driver's environment and on every node of the cluster") from exc
+        raise QBayesError(
+            f"--executor ray needs Ray ({exc}); install the ray extra: {INSTALL}, in the "
+            "driver's environment and on every node of the cluster"
+        ) from exc
     return ray
 
 
@@ -62,8 +64,15 @@ def pending_steps(task: TaskSpec, shard: Shard) -> list[str]:
     Unknown method names raise here, before anything is submitted."""
     # the collector only plans here: no model is loaded, and its own (absent) shard is
     # replaced by the database being checked
-    opts = CollectOptions(model_path=task.model.path, family=task.model.family, grid=task.grid,
-                          out=task.shard_dir / ".plan", name=task.model.name, device="cpu", seed=task.seed)
+    opts = CollectOptions(
+        model_path=task.model.path,
+        family=task.model.family,
+        grid=task.grid,
+        out=task.shard_dir / ".plan",
+        name=task.model.name,
+        device="cpu",
+        seed=task.seed,
+    )
     c = Collector(opts, Console(quiet=True))
     c.shard = shard
     steps = c.baseline_steps() + FeatureSteps(c).steps() + [c.config_step(cfg) for cfg in c.plan()]
@@ -86,8 +95,16 @@ class RayExecutor:
             return Outcome([f"ray: all {len(tasks)} task(s) already complete in {out}; nothing submitted"])
         self._connect(ray, request)
         try:
-            return _Run(ray, request, todo, current.db, console, retries=self.retries,
-                        cpus=self.cpus_per_task, complete=len(tasks) - len(todo)).run()
+            return _Run(
+                ray,
+                request,
+                todo,
+                current.db,
+                console,
+                retries=self.retries,
+                cpus=self.cpus_per_task,
+                complete=len(tasks) - len(todo),
+            ).run()
         finally:
             ray.shutdown()
 
@@ -99,19 +116,32 @@ class RayExecutor:
         resources = ray.cluster_resources()
         if request.device == "cuda" and resources.get("GPU", 0) < 1:
             ray.shutdown()
-            raise QBayesError(f"--device cuda: the Ray cluster at {self.address or '(Ray default)'} has no GPU "
-                              "(start its workers with GPUs, or collect with --device cpu)")
+            raise QBayesError(
+                f"--device cuda: the Ray cluster at {self.address or '(Ray default)'} has no GPU "
+                "(start its workers with GPUs, or collect with --device cpu)"
+            )
         if resources.get("CPU", 0) < self.cpus_per_task:
             ray.shutdown()
-            raise QBayesError(f"the Ray cluster has {resources.get('CPU', 0):g} CPU(s); each task needs "
-                              f"{self.cpus_per_task}")
+            raise QBayesError(
+                f"the Ray cluster has {resources.get('CPU', 0):g} CPU(s); each task needs {self.cpus_per_task}"
+            )
 
 
 class _Run:
     """One driver run: submit, wait, merge, report."""
 
-    def __init__(self, ray, request: CollectRequest, todo: list[TaskSpec], db: Database, console: Console,
-                 *, retries: int, cpus: int, complete: int):
+    def __init__(
+        self,
+        ray,
+        request: CollectRequest,
+        todo: list[TaskSpec],
+        db: Database,
+        console: Console,
+        *,
+        retries: int,
+        cpus: int,
+        complete: int,
+    ):
         self.ray, self.request, self.todo, self.db, self.console = ray, request, todo, db, console
         self.retries, self.cpus, self.complete = retries, cpus, complete
         self.out = Path(request.out)
@@ -133,8 +163,9 @@ class _Run:
                     self.finish(task, ref, progress)
                 self.poll_attempts(log)
                 running = sum(1 for t in self.attempts if t not in self.done and t not in self.failed)
-                progress.update(done=len(self.done), running=running, failed=len(self.failed),
-                                retried=len(self.retried()))
+                progress.update(
+                    done=len(self.done), running=running, failed=len(self.failed), retried=len(self.retried())
+                )
         self._snapshot = None  # a fresh look: every attempt has been acknowledged by now
         self.poll_attempts(log, wait_s=10)
         return self.report()
@@ -150,9 +181,9 @@ class _Run:
             elif name not in seeds:
                 rows = model_rows(self.db, name)
                 seeds[name] = self.ray.put(rows) if rows.models.height or rows.results.height else None
-            ref = remote.options(num_cpus=self.cpus, num_gpus=gpus, max_retries=self.retries,
-                                 retry_exceptions=True, name=task.task_id).remote(
-                task, seeds.get(name), baselines.get(name) if task.after_baseline else None, log)
+            ref = remote.options(
+                num_cpus=self.cpus, num_gpus=gpus, max_retries=self.retries, retry_exceptions=True, name=task.task_id
+            ).remote(task, seeds.get(name), baselines.get(name) if task.after_baseline else None, log)
             if task.kind == BASELINE:
                 baselines[name] = ref
             pending[ref] = task
@@ -181,8 +212,11 @@ class _Run:
             return
         self.done[task.task_id] = result
         self.outcome.failures += [f"{task.task_id}: {line.splitlines()[0]}" for line in result.failed]
-        progress.finished(task.task_id, f"{len(result.ran)} step(s) ran, {len(result.skipped)} already done, "
-                                        f"{len(result.failed)} failed (attempt {result.attempt}, {result.host})")
+        progress.finished(
+            task.task_id,
+            f"{len(result.ran)} step(s) ran, {len(result.skipped)} already done, "
+            f"{len(result.failed)} failed (attempt {result.attempt}, {result.host})",
+        )
 
     def merge(self, task: TaskSpec, rows: Database) -> None:
         """Merge a task's shard into --out and save it (and keep a copy of the shard in
@@ -202,8 +236,10 @@ class _Run:
     def report(self) -> Outcome:
         o = self.outcome
         total = len(self.todo) + self.complete
-        o.lines.append(f"ray: {total} task(s): {len(self.done)} ran, {self.complete} already complete, "
-                       f"{len(self.failed)} failed; {self.out}: {count(self.db)}")
+        o.lines.append(
+            f"ray: {total} task(s): {len(self.done)} ran, {self.complete} already complete, "
+            f"{len(self.failed)} failed; {self.out}: {count(self.db)}"
+        )
         for task_id, n in sorted(self.retried().items()):
             o.lines.append(f"retried: {task_id} ({n} attempts)")
         if self.attempts_problem:

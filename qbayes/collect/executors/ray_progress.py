@@ -25,8 +25,16 @@ class TaskProgress:
         self.console = console
         self.total = total
         self.enabled = enabled
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            TextColumn("left"), TimeRemainingColumn(), console=console, disable=not enabled)
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("left"),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not enabled,
+        )
         self.task = self.bar.add_task("ray", total=total)
         self.update(done=0, running=0, failed=0, retried=0)
 

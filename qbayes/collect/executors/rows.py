@@ -25,10 +25,13 @@ def overlay(base: Database, top: Database) -> Database:
     """``base`` with ``top``'s rows added; a row of ``top`` replaces the ``base`` row of the
     same configuration."""
     base, top = base.conform(), top.conform()
-    return Database(**{name: replace_rows(getattr(base, name), getattr(top, name), key)
-                       for name, key in REPLACE_KEY.items()})
+    return Database(
+        **{name: replace_rows(getattr(base, name), getattr(top, name), key) for name, key in REPLACE_KEY.items()}
+    )
 
 
 def count(db: Database) -> str:
-    return (f"{db.results.height} results, {db.models.height} models, {db.features.height} features, "
-            f"{db.failures.height} failures")
+    return (
+        f"{db.results.height} results, {db.models.height} models, {db.features.height} features, "
+        f"{db.failures.height} failures"
+    )

@@ -58,8 +58,16 @@ def split(request: CollectRequest, *, threads: int = 1) -> list[TaskSpec]:
     out: list[TaskSpec] = []
 
     def task(model: ModelEntry, kind: str, part: Grid) -> TaskSpec:
-        return TaskSpec(f"{model.name}/{kind}", kind, model, part, root / _dir_name(model.name, kind),
-                        request.device, request.seed, threads)
+        return TaskSpec(
+            f"{model.name}/{kind}",
+            kind,
+            model,
+            part,
+            root / _dir_name(model.name, kind),
+            request.device,
+            request.seed,
+            threads,
+        )
 
     for model in request.models:
         model = dataclasses.replace(model, path=Path(model.path).resolve())
@@ -71,8 +79,10 @@ def split(request: CollectRequest, *, threads: int = 1) -> list[TaskSpec]:
                 out.append(task(model, spec.name, dataclasses.replace(grid, methods=(spec,), features=light)))
     dirs = [t.shard_dir for t in out]
     if len(set(dirs)) != len(dirs):
-        raise QBayesError("model names that differ only in punctuation would share a task directory: "
-                          + ", ".join(sorted({t.model.name for t in out})))
+        raise QBayesError(
+            "model names that differ only in punctuation would share a task directory: "
+            + ", ".join(sorted({t.model.name for t in out}))
+        )
     return sorted(out, key=lambda t: t.after_baseline)
 
 

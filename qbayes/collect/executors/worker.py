@@ -65,8 +65,9 @@ class AttemptLog:
         return self._attempts
 
 
-def run_task(task: TaskSpec, seed: Database | None = None, baseline: TaskResult | None = None,
-             attempts=None) -> TaskResult:
+def run_task(
+    task: TaskSpec, seed: Database | None = None, baseline: TaskResult | None = None, attempts=None
+) -> TaskResult:
     """Run one task; ``seed`` and ``baseline`` rows go into its shard first; ``attempts``
     is an :class:`AttemptLog` actor handle (or None)."""
     if baseline is not None and baseline.error is not None:
@@ -82,20 +83,37 @@ def run_task(task: TaskSpec, seed: Database | None = None, baseline: TaskResult 
         if rows is not None:
             db = overlay(db, rows)
     store.save(db, task.shard_dir)
-    opts = CollectOptions(model_path=task.model.path, family=task.model.family, grid=task.grid,
-                          out=task.shard_dir, name=task.model.name, device=task.device, seed=task.seed,
-                          progress=False)
+    opts = CollectOptions(
+        model_path=task.model.path,
+        family=task.model.family,
+        grid=task.grid,
+        out=task.shard_dir,
+        name=task.model.name,
+        device=task.device,
+        seed=task.seed,
+        progress=False,
+    )
     with open(task.shard_dir / LOG, "a", encoding="utf-8") as fh:
         console = Console(file=fh, soft_wrap=True, no_color=True, width=160)
-        console.print(f"--- {task.task_id}: attempt {info['attempt']} on {info['host']} (pid {info['pid']})"
-                      + (f"; {info['note']}" if "note" in info else ""))
+        console.print(
+            f"--- {task.task_id}: attempt {info['attempt']} on {info['host']} (pid {info['pid']})"
+            + (f"; {info['note']}" if "note" in info else "")
+        )
         try:
             summary = Collector(opts, console).run()
         except QBayesError as exc:
-            return TaskResult(task.task_id, _load(task.shard_dir), error=str(exc), attempt=info["attempt"],
-                              host=info["host"])
-    return TaskResult(task.task_id, _load(task.shard_dir), ran=tuple(summary.ran), skipped=tuple(summary.skipped),
-                      failed=tuple(summary.failed), attempt=info["attempt"], host=info["host"])
+            return TaskResult(
+                task.task_id, _load(task.shard_dir), error=str(exc), attempt=info["attempt"], host=info["host"]
+            )
+    return TaskResult(
+        task.task_id,
+        _load(task.shard_dir),
+        ran=tuple(summary.ran),
+        skipped=tuple(summary.skipped),
+        failed=tuple(summary.failed),
+        attempt=info["attempt"],
+        host=info["host"],
+    )
 
 
 def _record_attempt(task: TaskSpec, attempts) -> dict:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import tempfile
 
-from qbayes.formats import Format
 from qbayes.collect.methods.base import Method, Quantized, QuantizeJob, Requirement
 from qbayes.collect.sqnr import SqnrAccumulator
+from qbayes.formats import Format
 
 AUTOAWQ_GROUPS = (32, 64, 128)
 
@@ -48,8 +48,13 @@ class AutoAWQ(Method):
         originals = {layer.name: layer.weight().clone() for layer in job.loaded.layers()}
         awq_model = AutoAWQForCausalLM.from_pretrained(str(job.loaded.path), device_map=str(job.loaded.device))
         samples = [row for row in job.calib.tolist()]
-        awq_model.quantize(job.loaded.tokenizer, quant_config=config, calib_data=samples,
-                           n_parallel_calib_samples=1, max_calib_seq_len=job.calib.shape[1])
+        awq_model.quantize(
+            job.loaded.tokenizer,
+            quant_config=config,
+            calib_data=samples,
+            n_parallel_calib_samples=1,
+            max_calib_seq_len=job.calib.shape[1],
+        )
         with tempfile.TemporaryDirectory() as tmp:
             awq_model.save_quantized(tmp)
             quantized = AutoAWQForCausalLM.from_quantized(tmp, device_map=str(job.loaded.device))
@@ -65,8 +70,15 @@ class AutoAWQ(Method):
                 weights += out_f * in_f
         if not weights:
             raise RuntimeError("AutoAWQ produced no quantized layers")
-        return Quantized(model, job.fmt.group_size, bits, weights, sqnr, w_sym=False,
-                         notes=["AutoAWQ GEMM kernels; SQNR against the original weights"])
+        return Quantized(
+            model,
+            job.fmt.group_size,
+            bits,
+            weights,
+            sqnr,
+            w_sym=False,
+            notes=["AutoAWQ GEMM kernels; SQNR against the original weights"],
+        )
 
 
 def _dequantize_gemm(module):

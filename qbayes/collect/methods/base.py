@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from qbayes.formats import Format
 from qbayes.collect.modelio import LoadedModel
 from qbayes.collect.sqnr import SqnrAccumulator
+from qbayes.formats import Format
 
 
 @dataclass(frozen=True)

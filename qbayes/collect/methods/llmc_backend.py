@@ -30,10 +30,10 @@ from dataclasses import dataclass
 
 import torch
 
-from qbayes.formats import Format
 from qbayes.collect.methods.base import Method, Quantized, QuantizeJob, Requirement
 from qbayes.collect.modelio import LoadedModel
 from qbayes.collect.sqnr import SqnrAccumulator
+from qbayes.formats import Format
 
 INSTALL = "pip install llmcompressor==0.14.0.1"
 
@@ -73,8 +73,10 @@ class _LlmcMethod(Method):
     def model_problem(self, loaded: LoadedModel) -> str | None:
         kinds = {type(layer.module).__name__ for layer in loaded.layers() if layer.transposed}
         if kinds:
-            return (f"llm-compressor quantizes torch.nn.Linear layers only; this {loaded.model_type} "
-                    f"model's projections are {', '.join(sorted(kinds))} layers")
+            return (
+                f"llm-compressor quantizes torch.nn.Linear layers only; this {loaded.model_type} "
+                f"model's projections are {', '.join(sorted(kinds))} layers"
+            )
         return None
 
     def model_format_problem(self, loaded: LoadedModel, fmt: Format) -> str | None:
@@ -129,8 +131,15 @@ class _LlmcMethod(Method):
                 out_f, in_f = layer.shape
                 bits += job.fmt.storage_bits(out_f, in_f)
                 weights += out_f * in_f
-        return Quantized(model, job.fmt.group_size, bits, weights, sqnr, w_sym=job.fmt.sym,
-                         notes=["weights fake-quantized (no low-bit kernel); bytes computed from the format"])
+        return Quantized(
+            model,
+            job.fmt.group_size,
+            bits,
+            weights,
+            sqnr,
+            w_sym=job.fmt.sym,
+            notes=["weights fake-quantized (no low-bit kernel); bytes computed from the format"],
+        )
 
 
 class GPTQ(_LlmcMethod):
@@ -143,8 +152,14 @@ class GPTQ(_LlmcMethod):
         from llmcompressor.modifiers.quantization import GPTQModifier
 
         opts: GptqOptions = job.options
-        return [GPTQModifier(config_groups=_scheme(job.fmt), ignore=ignore,
-                             dampening_frac=opts.dampening_frac, block_size=opts.block_size)]
+        return [
+            GPTQModifier(
+                config_groups=_scheme(job.fmt),
+                ignore=ignore,
+                dampening_frac=opts.dampening_frac,
+                block_size=opts.block_size,
+            )
+        ]
 
 
 class AWQ(_LlmcMethod):
@@ -187,8 +202,11 @@ def _scheme(fmt: Format) -> dict:
     from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
 
     args = QuantizationArgs(
-        num_bits=fmt.bits, type="int", symmetric=fmt.sym,
-        strategy="group" if fmt.group_size else "channel", group_size=fmt.group_size,
+        num_bits=fmt.bits,
+        type="int",
+        symmetric=fmt.sym,
+        strategy="group" if fmt.group_size else "channel",
+        group_size=fmt.group_size,
     )
     return {"group_0": QuantizationScheme(targets=["Linear"], weights=args)}
 
@@ -200,8 +218,10 @@ def group_problem(layers, fmt: Format) -> str | None:
         return None
     bad = [f"{layer.name} ({layer.shape[1]} inputs)" for layer in layers if layer.shape[1] % fmt.group_size]
     if bad:
-        return (f"group size {fmt.group_size} does not divide the input width of {len(bad)} layer(s): "
-                f"{', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}")
+        return (
+            f"group size {fmt.group_size} does not divide the input width of {len(bad)} layer(s): "
+            f"{', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}"
+        )
     return None
 
 

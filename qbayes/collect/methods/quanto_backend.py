@@ -18,10 +18,10 @@ from collections import Counter
 
 import torch
 
-from qbayes.formats import Format
 from qbayes.collect.methods.base import Method, Quantized, QuantizeJob, Requirement
 from qbayes.collect.modelio import LoadedModel
 from qbayes.collect.sqnr import SqnrAccumulator
+from qbayes.formats import Format
 
 QUANTO_GROUP = 128
 QTYPES = {("int", 8): "qint8", ("fp", 8): "qfloat8", ("int", 4): "qint4", ("int", 2): "qint2"}
@@ -38,15 +38,19 @@ class Quanto(Method):
 
     def format_problem(self, fmt: Format) -> str | None:
         if fmt.label not in ACCEPTED:
-            return (f"quanto cannot do {fmt.label}: it does {', '.join(ACCEPTED)} "
-                    f"(int2/int4 with its internal group size {QUANTO_GROUP}, asymmetric)")
+            return (
+                f"quanto cannot do {fmt.label}: it does {', '.join(ACCEPTED)} "
+                f"(int2/int4 with its internal group size {QUANTO_GROUP}, asymmetric)"
+            )
         return None
 
     def model_problem(self, loaded: LoadedModel) -> str | None:
         kinds = {type(layer.module).__name__ for layer in loaded.layers() if layer.transposed}
         if kinds:
-            return (f"quanto quantizes torch.nn.Linear layers only; this {loaded.model_type} model's "
-                    f"projections are {', '.join(sorted(kinds))} layers")
+            return (
+                f"quanto quantizes torch.nn.Linear layers only; this {loaded.model_type} model's "
+                f"projections are {', '.join(sorted(kinds))} layers"
+            )
         return None
 
     def quantize(self, job: QuantizeJob) -> Quantized:
@@ -75,13 +79,15 @@ class Quanto(Method):
         group, _ = groups.most_common(1)[0]
         notes = []
         if len(groups) > 1:
-            spread = ", ".join(f"{'per-channel' if g is None else f'g{g}'}: {n} weights"
-                               for g, n in groups.most_common())
+            spread = ", ".join(
+                f"{'per-channel' if g is None else f'g{g}'}: {n} weights" for g, n in groups.most_common()
+            )
             notes.append(f"quanto group sizes by layer: {spread}")
         elif group is None and job.fmt.group_size:
             notes.append("quanto used one scale per channel (layers too narrow for groups)")
-        return Quantized(model, group, bits, weights, sqnr, w_sym=job.fmt.kind != "int" or job.fmt.bits == 8,
-                         notes=notes)
+        return Quantized(
+            model, group, bits, weights, sqnr, w_sym=job.fmt.kind != "int" or job.fmt.bits == 8, notes=notes
+        )
 
 
 def _storage_bytes(t: torch.Tensor) -> int:

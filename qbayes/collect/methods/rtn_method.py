@@ -8,10 +8,10 @@ quantization), so there is no low-bit kernel and no decode speed. The self-check
 
 from __future__ import annotations
 
-from qbayes.formats import IDENTITY_INT16
 from qbayes.collect.methods.base import Method, Quantized, QuantizeJob
 from qbayes.collect.rtn import quantize_dequantize
 from qbayes.collect.sqnr import SqnrAccumulator
+from qbayes.formats import IDENTITY_INT16
 
 
 class RTN(Method):

@@ -33,10 +33,13 @@ def _curve_figure(pred: pl.DataFrame, sc: dec.Scenario) -> str:
     hi = min(hi, 5 * float(sc.fp16_ppl(min(dec.SIZES))))  # heavy-tailed bands must not flatten the curves
     if np.isfinite(hi) and hi > lo:
         ax.set_ylim(lo, hi)
-    return F.figure(fig, "Predicted perplexity against bits for several model sizes",
-                    "Median (line), 50% and 90% predictive intervals (bands); dotted: the fp16 perplexity of "
-                    "the same size. Below about 3 bits the intervals widen fast: that is where the data say "
-                    "methods and models diverge most.")
+    return F.figure(
+        fig,
+        "Predicted perplexity against bits for several model sizes",
+        "Median (line), 50% and 90% predictive intervals (bands); dotted: the fp16 perplexity of "
+        "the same size. Below about 3 bits the intervals widen fast: that is where the data say "
+        "methods and models diverge most.",
+    )
 
 
 def _curve_table(pred: pl.DataFrame) -> str:
@@ -51,8 +54,9 @@ def _curve_table(pred: pl.DataFrame) -> str:
             r = d.row(0, named=True)
             row.append(Cell(interval(r["ppl_q50"], r["ppl_q05"], r["ppl_q95"]), "num"))
         rows.append(row)
-    fp = [Cell("fp16", "num")] + [Cell(num(float(pred.filter(pl.col("params_b") == s)["fp16_ppl"][0])), "num")
-                                  for s in dec.SIZES]
+    fp = [Cell("fp16", "num")] + [
+        Cell(num(float(pred.filter(pl.col("params_b") == s)["fp16_ppl"][0])), "num") for s in dec.SIZES
+    ]
     return table(["weight bits"] + [f"{s:g}B: median ppl [90%]" for s in dec.SIZES], rows + [fp])
 
 
@@ -71,16 +75,36 @@ def _frontier_figure(fr: dec.Frontier, sc: dec.Scenario) -> str:
     bit_levels = list(dec.FRONTIER_BITS) + [dec.FP16_BITS]
     for i, w in enumerate(bit_levels):
         d = o.filter(pl.col("w_bits") == w)
-        ax.scatter(d["memory_gb"].to_numpy(), d["ppl_q50"].to_numpy(), s=22, zorder=3,
-                   color=F.PALETTE[i % len(F.PALETTE)], label="fp16" if w == dec.FP16_BITS else f"{w:g}-bit")
+        ax.scatter(
+            d["memory_gb"].to_numpy(),
+            d["ppl_q50"].to_numpy(),
+            s=22,
+            zorder=3,
+            color=F.PALETTE[i % len(F.PALETTE)],
+            label="fp16" if w == dec.FP16_BITS else f"{w:g}-bit",
+        )
     p = dec.pareto(o)
-    ax.step(p["memory_gb"].to_numpy(), p["ppl_q50"].to_numpy(), where="post", color="black", linewidth=1.2,
-            zorder=2, label="frontier")
+    ax.step(
+        p["memory_gb"].to_numpy(),
+        p["ppl_q50"].to_numpy(),
+        where="post",
+        color="black",
+        linewidth=1.2,
+        zorder=2,
+        label="frontier",
+    )
     rows = o.to_dicts()
     for i in sorted({c for c in fr.choices["best"].to_list() if c is not None}):
         r = rows[i]
-        ax.annotate(_label(r), (r["memory_gb"], r["ppl_q50"]), textcoords="offset points", xytext=(-6, -11),
-                    fontsize=7.5, ha="right", fontweight="bold")
+        ax.annotate(
+            _label(r),
+            (r["memory_gb"], r["ppl_q50"]),
+            textcoords="offset points",
+            xytext=(-6, -11),
+            fontsize=7.5,
+            ha="right",
+            fontweight="bold",
+        )
         ax.scatter([r["memory_gb"]], [r["ppl_q50"]], s=70, facecolors="none", edgecolors="black", zorder=4)
     for b in dec.BUDGETS_GB:
         ax.axvline(b, color="grey", linewidth=0.6, linestyle=":", zorder=0)
@@ -90,10 +114,13 @@ def _frontier_figure(fr: dec.Frontier, sc: dec.Scenario) -> str:
     ax.set_xlabel("weight memory (GB) = parameters × effective bits / 8; dotted lines: budgets")
     ax.set_ylabel(F.plain(f"predicted median perplexity on {sc.eval_set}"))
     ax.legend(frameon=False, ncols=4, loc="upper right")
-    return F.figure(fig, "Size–precision frontier: predicted perplexity against weight memory",
-                    "Each point is one model size at one precision (grey lines join the same size). The black "
-                    "staircase is the frontier: for a given memory, nothing beats it. Circled and labelled: the best "
-                    "option under each budget (table below). Points at 2 bits may lie above the plotted range.")
+    return F.figure(
+        fig,
+        "Size–precision frontier: predicted perplexity against weight memory",
+        "Each point is one model size at one precision (grey lines join the same size). The black "
+        "staircase is the frontier: for a given memory, nothing beats it. Circled and labelled: the best "
+        "option under each budget (table below). Points at 2 bits may lie above the plotted range.",
+    )
 
 
 def _choices_table(fr: dec.Frontier) -> str:
@@ -105,21 +132,29 @@ def _choices_table(fr: dec.Frontier) -> str:
             continue
         b = o[c["best"]]
         ru = o[c["runner_up"]] if c["runner_up"] is not None else None
-        rows.append([
-            Cell(f"{c['budget_gb']:g}", "num"), _label(b), Cell(fixed(b["memory_gb"], 1), "num"),
-            Cell(interval(b["ppl_q50"], b["ppl_q05"], b["ppl_q95"]), "num"),
-            Cell(fixed(c["p_best"], 2), "num"),
-            "—" if ru is None else f"{_label(ru)} (ppl {num(ru['ppl_q50'])}, {fixed(ru['memory_gb'], 1)} GB)",
-        ])
-    return table(["budget (GB)", "best option", "memory (GB)", "predicted ppl, median [90%]",
-                  "P(best)", "runner-up"], rows)
+        rows.append(
+            [
+                Cell(f"{c['budget_gb']:g}", "num"),
+                _label(b),
+                Cell(fixed(b["memory_gb"], 1), "num"),
+                Cell(interval(b["ppl_q50"], b["ppl_q05"], b["ppl_q95"]), "num"),
+                Cell(fixed(c["p_best"], 2), "num"),
+                "—" if ru is None else f"{_label(ru)} (ppl {num(ru['ppl_q50'])}, {fixed(ru['memory_gb'], 1)} GB)",
+            ]
+        )
+    return table(
+        ["budget (GB)", "best option", "memory (GB)", "predicted ppl, median [90%]", "P(best)", "runner-up"], rows
+    )
 
 
 def render(ctx: Context) -> Section:
     sc = dec.scenario(ctx.fit)
     fp = f"exp({sc.ppl_a:.3f} {'+' if sc.ppl_b >= 0 else '−'} {abs(sc.ppl_b):.3f}·ln params_B)"
-    tokens = (f"{sc.train_tokens_b:g}B training tokens" if sc.train_tokens_b
-              else "training tokens drawn from the fitted population")
+    tokens = (
+        f"{sc.train_tokens_b:g}B training tokens"
+        if sc.train_tokens_b
+        else "training tokens drawn from the fitted population"
+    )
     intro = (
         f"<p>Scenario: a model of the <b>{esc(sc.family)}</b> family (the family with the most rows), quantized "
         f"with <b>{esc(sc.method)}</b>, integer weights with group size {dec.GROUP}, 16-bit activations, "
@@ -132,7 +167,8 @@ def render(ctx: Context) -> Section:
     fr = dec.frontier(ctx.predictor, sc)
     body = (
         intro
-        + "<h3>Perplexity against bits</h3>" + F.safe("the perplexity curves", _curve_figure, pred, sc)
+        + "<h3>Perplexity against bits</h3>"
+        + F.safe("the perplexity curves", _curve_figure, pred, sc)
         + _curve_table(pred)
         + "<h3>Best size and precision under a memory budget</h3>"
         "<p>For each budget, every (size, bits) whose weights fit is a candidate; the best has the lowest "

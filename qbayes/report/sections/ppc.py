@@ -43,8 +43,9 @@ def _stat_intervals(rep: np.ndarray, q: float) -> tuple[float, float, float]:
 def _tstat_panel(ax, ctx: Context, groups, title: str) -> None:
     rep, obs = ctx.replicated, ctx.observed
     x = np.arange(len(groups))
-    for j, (q, colour, marker, label) in enumerate([(0.5, F.PALETTE[0], "o", "median"),
-                                                   (0.9, F.PALETTE[3], "^", "90th percentile")]):
+    for j, (q, colour, marker, label) in enumerate(
+        [(0.5, F.PALETTE[0], "o", "median"), (0.9, F.PALETTE[3], "^", "90th percentile")]
+    ):
         off = (j - 0.5) * 0.22
         mids, los, his, obs_t = [], [], [], []
         for _, m in groups:
@@ -52,12 +53,31 @@ def _tstat_panel(ax, ctx: Context, groups, title: str) -> None:
             mids.append(mid), los.append(lo), his.append(hi)
             obs_t.append(np.quantile(obs[m], q))
         mids, los, his = (np.clip(np.array(v), FLOOR, None) for v in (mids, los, his))
-        ax.errorbar(x + off, mids, yerr=[mids - los, his - mids], fmt="none", ecolor=colour, elinewidth=5,
-                    alpha=0.35, label=f"replicated {label} (90% interval)")
-        ax.scatter(x + off, np.clip(obs_t, FLOOR, None), color="black", marker=marker, s=22, zorder=3,
-                   label=f"observed {label}")
-    ax.set_xticks(x, [F.plain(f"{g}\n(n={int(m.sum())})") for g, m in groups], rotation=0 if len(groups) < 8 else 35,
-                  ha="center" if len(groups) < 8 else "right")
+        ax.errorbar(
+            x + off,
+            mids,
+            yerr=[mids - los, his - mids],
+            fmt="none",
+            ecolor=colour,
+            elinewidth=5,
+            alpha=0.35,
+            label=f"replicated {label} (90% interval)",
+        )
+        ax.scatter(
+            x + off,
+            np.clip(obs_t, FLOOR, None),
+            color="black",
+            marker=marker,
+            s=22,
+            zorder=3,
+            label=f"observed {label}",
+        )
+    ax.set_xticks(
+        x,
+        [F.plain(f"{g}\n(n={int(m.sum())})") for g, m in groups],
+        rotation=0 if len(groups) < 8 else 35,
+        ha="center" if len(groups) < 8 else "right",
+    )
     F.plain_log(ax, "y")
     ax.set_ylim(top=min(ax.get_ylim()[1], CAP))
     ax.set_ylabel("degradation Δ (nats)")
@@ -70,10 +90,13 @@ def _tstat_figure(ctx: Context) -> str:
     _tstat_panel(ax1, ctx, _groups(ctx, "bits"), "by weight bit width")
     _tstat_panel(ax2, ctx, _groups(ctx, "method"), "by method")
     ax1.legend(loc="lower left", frameon=False, fontsize=7)
-    return F.figure(fig, "Observed against replicated degradation by bit width and by method",
-                    "Black marks: the median (circles) and 90th percentile (triangles) of the observed degradations "
-                    "in each group. Bars: where the same statistic falls across data sets replicated from the "
-                    "posterior predictive (90% interval). A black mark outside its bar is a misfit.")
+    return F.figure(
+        fig,
+        "Observed against replicated degradation by bit width and by method",
+        "Black marks: the median (circles) and 90th percentile (triangles) of the observed degradations "
+        "in each group. Bars: where the same statistic falls across data sets replicated from the "
+        "posterior predictive (90% interval). A black mark outside its bar is a misfit.",
+    )
 
 
 def _scatter_figure(ctx: Context) -> str:
@@ -88,8 +111,14 @@ def _scatter_figure(ctx: Context) -> str:
         m = buckets == b
         colour = F.PALETTE[i % len(F.PALETTE)]
         y = np.clip(med[m], FLOOR, None)
-        ax.vlines(np.clip(obs[m], FLOOR, None), np.clip(lo[m], FLOOR, None), np.clip(hi[m], FLOOR, None),
-                  color=colour, alpha=0.18, linewidth=0.8)
+        ax.vlines(
+            np.clip(obs[m], FLOOR, None),
+            np.clip(lo[m], FLOOR, None),
+            np.clip(hi[m], FLOOR, None),
+            color=colour,
+            alpha=0.18,
+            linewidth=0.8,
+        )
         ax.scatter(np.clip(obs[m], FLOOR, None), y, s=8, color=colour, label=f"{b} bits", linewidths=0, alpha=0.8)
     lim = [FLOOR, max(np.nanmax(obs), 1.0) * 1.5]
     ax.plot(lim, lim, color="black", linewidth=0.8, linestyle="--")
@@ -98,9 +127,12 @@ def _scatter_figure(ctx: Context) -> str:
     ax.set_xlabel("observed degradation Δ (nats)")
     ax.set_ylabel("posterior predictive median (90% interval)")
     ax.legend(frameon=False, ncols=2, loc="upper left")
-    return F.figure(fig, "Observed degradation against the posterior predictive median, per training row",
-                    "Each point is one training row; the vertical line is its 90% posterior predictive interval. "
-                    "Points on the dashed diagonal are predicted exactly.")
+    return F.figure(
+        fig,
+        "Observed degradation against the posterior predictive median, per training row",
+        "Each point is one training row; the vertical line is its 90% posterior predictive interval. "
+        "Points on the dashed diagonal are predicted exactly.",
+    )
 
 
 def _pit_ecdf(ctx: Context) -> str:
@@ -108,10 +140,12 @@ def _pit_ecdf(ctx: Context) -> str:
 
     name = "Δ, all training rows"
     rep = np.where(np.isfinite(ctx.replicated), ctx.replicated, np.nanmax(ctx.observed) * 10)
-    tree = xr.DataTree.from_dict({
-        "posterior_predictive": xr.Dataset({name: (("chain", "draw", "row"), rep[None])}),
-        "observed_data": xr.Dataset({name: (("row",), ctx.observed)}),
-    })
+    tree = xr.DataTree.from_dict(
+        {
+            "posterior_predictive": xr.Dataset({name: (("chain", "draw", "row"), rep[None])}),
+            "observed_data": xr.Dataset({name: (("row",), ctx.observed)}),
+        }
+    )
     pc = azp.plot_ppc_pit(tree, backend="matplotlib", figure_kwargs={"figsize": (5.2, 3.4), "layout": "constrained"})
     return F.img(pc.viz["figure"].item(), "PIT Δ-ECDF of the observations within their posterior predictive draws")
 
@@ -135,8 +169,11 @@ def _pit_hist(ctx: Context) -> str:
 def _coverage_cell(share: float, nominal: float, n: int) -> Cell:
     """Coverage, red when further from nominal than :func:`coverage_tolerance` allows."""
     tol = coverage_tolerance(nominal, n)
-    return Cell(fixed(share, 2), "num bad" if abs(share - nominal) > tol else "num",
-                f"nominal {nominal:.2f}; flagged beyond ±{tol:.2f}")
+    return Cell(
+        fixed(share, 2),
+        "num bad" if abs(share - nominal) > tol else "num",
+        f"nominal {nominal:.2f}; flagged beyond ±{tol:.2f}",
+    )
 
 
 def _table(ctx: Context, by: str) -> str:
@@ -148,11 +185,29 @@ def _table(ctx: Context, by: str) -> str:
     for label, m in _groups(ctx, by) + [("all rows", np.ones_like(obs, dtype=bool))]:
         mid, lo, hi = _stat_intervals(rep[:, m], 0.5)
         c50, c90 = in50[m].mean(), in90[m].mean()
-        rows.append([label, int(m.sum()), float(np.median(obs[m])), Cell(interval(mid, lo, hi), "num"),
-                     _coverage_cell(c50, 0.5, int(m.sum())), _coverage_cell(c90, 0.9, int(m.sum())),
-                     Cell(fixed(pit[m].mean(), 2), "num")])
-    return table(["group", "rows", "observed median Δ", "replicated median Δ [90%]", "in 50% interval (0.50)",
-                  "in 90% interval (0.90)", "mean PIT (0.5 ideal)"], rows)
+        rows.append(
+            [
+                label,
+                int(m.sum()),
+                float(np.median(obs[m])),
+                Cell(interval(mid, lo, hi), "num"),
+                _coverage_cell(c50, 0.5, int(m.sum())),
+                _coverage_cell(c90, 0.9, int(m.sum())),
+                Cell(fixed(pit[m].mean(), 2), "num"),
+            ]
+        )
+    return table(
+        [
+            "group",
+            "rows",
+            "observed median Δ",
+            "replicated median Δ [90%]",
+            "in 50% interval (0.50)",
+            "in 90% interval (0.90)",
+            "mean PIT (0.5 ideal)",
+        ],
+        rows,
+    )
 
 
 def render(ctx: Context) -> Section:
@@ -169,9 +224,14 @@ def render(ctx: Context) -> Section:
         "band and the histogram is flat. A U shape means intervals too narrow; a hump, too wide; a slope, bias. "
         "This is the posterior-predictive PIT, not LOO-PIT: the fit file stores no pointwise "
         "log-likelihood, and a PIT computed with the observation in the fit is slightly optimistic.</p>"
-        + '<div class="grid"><figure>' + F.safe("the PIT ECDF", _pit_ecdf, ctx) + "</figure><figure>"
-        + F.safe("the PIT histogram", _pit_hist, ctx) + "</figure></div>"
-        + "<h3>By bit width</h3>" + F.safe("the table by bits", _table, ctx, "bits")
-        + "<h3>By method</h3>" + F.safe("the table by method", _table, ctx, "method")
+        + '<div class="grid"><figure>'
+        + F.safe("the PIT ECDF", _pit_ecdf, ctx)
+        + "</figure><figure>"
+        + F.safe("the PIT histogram", _pit_hist, ctx)
+        + "</figure></div>"
+        + "<h3>By bit width</h3>"
+        + F.safe("the table by bits", _table, ctx, "bits")
+        + "<h3>By method</h3>"
+        + F.safe("the table by method", _table, ctx, "method")
     )
     return Section("ppc", "3. Posterior predictive checks", body)
