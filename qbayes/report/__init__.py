@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 
 from qbayes.atomic import atomic_path
+from qbayes.evaluation.summary import ValidationSummary
+from qbayes.model.fitfile import Fit
 from qbayes.report import figures
 from qbayes.report.context import DEFAULT_DRAWS, Context
 from qbayes.report.html import page
@@ -15,10 +17,16 @@ from qbayes.report.sections import SECTIONS
 SECTION_IDS = ("data", "convergence", "ppc", "learned", "validation", "decisions")
 
 
-def build(fit, validation: dict | list[dict] | None = None, *, n_draws: int | None = None, seed: int = 0) -> str:
-    """The report of ``fit`` as an HTML string. ``validation`` is a parsed
-    ``qbayes validate --json`` document (see :mod:`qbayes.report.validation`), a list of
-    them (one per scheme), or None."""
+def build(
+    fit: Fit,
+    validation: ValidationSummary | list[ValidationSummary] | None = None,
+    *,
+    n_draws: int | None = None,
+    seed: int = 0,
+) -> str:
+    """The report of ``fit`` as an HTML string. ``validation`` is a ``qbayes validate
+    --json`` summary (read with :mod:`qbayes.report.validation`), a list of them (one per
+    scheme), or None."""
     ctx = Context(fit=fit, n_draws=n_draws or DEFAULT_DRAWS, seed=seed, validation=validation)
     with figures.style():
         sections = [m.render(ctx) for m in SECTIONS]
