@@ -49,4 +49,6 @@ def table(paths: list[str]) -> str:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
     print(table(sys.argv[1:]))
