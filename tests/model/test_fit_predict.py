@@ -565,3 +565,16 @@ def test_two_new_families_get_independent_effects(small_fit):
     np.testing.assert_allclose(
         np.log(mean_draws(small_fit, d.rows(slice(3, 4)), draws).astype(np.float64))[0], log_mu[3], rtol=0, atol=1e-5
     )  # float32 sums in another order
+
+
+def test_a_loaded_fit_predicts_as_the_fit_it_was_saved_from(small_fit, small_fit_path):
+    q = query_table(pl.concat([_queries(method="gptq"), _queries(eval_set="WikiText-2", w_bits=4.0)]))
+    loaded = Predictor.load(small_fit_path, n_draws=200, seed=4)
+    in_memory = Predictor(small_fit, n_draws=200, seed=4)
+    assert loaded.predict(q).equals(in_memory.predict(q))
+    # the table is read once per prepare, and what was respelled is kept for the command line
+    rows = loaded.prepare(q)
+    assert rows.read.table["method"].to_list() == ["GPTQ", "GPTQ"]
+    assert rows.read.table["eval_set"].to_list() == ["wikitext2", "wikitext2"]
+    assert set(loaded.respelled) == {("method", "gptq", "GPTQ"), ("eval_set", "WikiText-2", "wikitext2")}
+    assert loaded.predict(rows)["new_method"].to_list() == [False, False]
