@@ -154,7 +154,7 @@ def predict(
         click.echo(f"not used for prediction, returned as given: {', '.join(extra)}", err=True)
     predictor = Predictor(load_fit(fit_path), n_draws=draws, seed=seed)
     rows = predictor.prepare(queries)
-    for line in describe(list(rows.read.respelled)):
+    for line in describe(predictor.respelled):
         click.echo(line, err=True)
     pred = predictor.predict(rows)
     for line in method_hints(queries.filter(pred["new_method"])["method"]):

@@ -184,18 +184,16 @@ def delta_draws(
     draws: Draws,
     *,
     rng: np.random.Generator,
-    noise: bool = True,
     independent_noise: bool = False,
 ) -> np.ndarray:
-    """Degradation draws, shape (N, S): the mean, plus observation noise when ``noise``.
+    """Degradation draws, shape (N, S): the mean plus observation noise (the mean alone is
+    :func:`mean_draws`).
 
     The noise scale and dof are per draw, so by default one Student-t variate per draw,
     shared by all rows, gives every row exactly its marginal predictive distribution at
     1/N of the cost; rows are then correlated with each other, which per-row quantiles do
     not see. Statistics across rows of one replicated data set (posterior predictive
     checks) need ``independent_noise=True``."""
-    if not noise:
-        return mean_draws(fit, d, draws)
     if fit.spec.likelihood == "log_student_t":
         y = log_shifted_draws(fit, d, draws, rng=rng, independent_noise=independent_noise)
         return np.exp(y) - fit.spec.log_shift
@@ -241,10 +239,6 @@ class Prepared:
     query: pl.DataFrame
     read: ReadTable
     covariates: Covariates
-
-    @property
-    def n(self) -> int:
-        return self.covariates.n
 
 
 class Predictor:

@@ -3,7 +3,6 @@ predictive replicates of the training rows, computed once per report."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -16,17 +15,6 @@ from qbayes.model.fitfile import Fit
 from qbayes.model.predict import Predictor
 
 DEFAULT_DRAWS = 500  # posterior draws for predictive checks and predictions
-
-
-def attr_json(attrs: dict, key: str, default=None):
-    """A fit attribute that was a dict or list when saved (stored as a JSON string)."""
-    value = attrs.get(key, default)
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
 
 
 def bits_bucket(w_bits: np.ndarray) -> np.ndarray:
