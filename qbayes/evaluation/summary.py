@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 
 from qbayes.errors import QBayesError
 from qbayes.jsonsafe import json_safe
+from qbayes.records import FLAT, to_plain
 
 METRICS = ("mdae", "mae", "cov50", "cov90", "crps")
 
@@ -71,7 +72,7 @@ class ModelScores:
     (``overall_3bits``)."""
 
     model: str
-    scores: Scores
+    scores: Scores = field(metadata=FLAT)
 
 
 @dataclass(frozen=True)
@@ -90,8 +91,8 @@ class FoldScores:
 
     family: str
     model: str
-    scores: Scores
-    convergence: FoldConvergence | None = None
+    scores: Scores = field(metadata=FLAT)
+    convergence: FoldConvergence | None = field(default=None, metadata=FLAT)
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ class CellScores:
 
     cell: str
     model: str
-    scores: Scores
+    scores: Scores = field(metadata=FLAT)
 
 
 @dataclass(frozen=True)
@@ -179,12 +180,12 @@ class ValidationSummary:
 
     def to_dict(self) -> dict:
         """The JSON document (strict: NaN written as null)."""
-        settings = {k: v for k, v in _flat(self.settings).items() if v is not None}
+        settings = {k: v for k, v in to_plain(self.settings).items() if v is not None}
         settings.update(settings.pop("extra"))
         return json_safe(
             {
                 "models": self.models,
-                **{key: [_flat(r) for r in getattr(self, key)] for key in ROW_LISTS},
+                **{key: [to_plain(r) for r in getattr(self, key)] for key in ROW_LISTS},
                 "settings": settings,
             }
         )
@@ -218,8 +219,8 @@ class ValidationSummary:
         return cls(models=tuple(models), **rows, settings=dataclasses.replace(known, extra=extra))
 
 
-# Records <-> JSON objects, field by field, by each field's type. A nested record (a row's
-# Scores, FoldConvergence) is flat in the JSON object of the record holding it.
+# JSON objects -> records, checked field by field against each field's type. A nested
+# record (a row's Scores, FoldConvergence) is FLAT: its keys are the row's own.
 
 
 @functools.cache
@@ -235,17 +236,6 @@ def _optional(t) -> tuple[object, bool]:
     return t, False
 
 
-def _flat(record) -> dict:
-    out = {}
-    for f in dataclasses.fields(record):
-        v = getattr(record, f.name)
-        if dataclasses.is_dataclass(v):
-            out.update(_flat(v))
-        elif not (v is None and dataclasses.is_dataclass(_optional(_hints(type(record))[f.name])[0])):
-            out[f.name] = v
-    return out
-
-
 def _read(kind: type, raw, where: str):
     """A record of ``kind`` from the JSON object ``raw``: its fields by name (unknown keys
     ignored); a field without a default must be there."""
@@ -253,16 +243,14 @@ def _read(kind: type, raw, where: str):
         raise QBayesError(f"{where}: expected an object")
     fields = [f for f in dataclasses.fields(kind) if f.name != "extra"]
     missing = [
-        f.name
-        for f in fields
-        if f.name not in raw and f.default is dataclasses.MISSING and not dataclasses.is_dataclass(_hints(kind)[f.name])
+        f.name for f in fields if f.name not in raw and f.default is dataclasses.MISSING and not f.metadata.get("flat")
     ]
     if missing:
         raise QBayesError(f"{where}: missing {', '.join(missing)}")
     values = {}
     for f in fields:
         t, optional = _optional(_hints(kind)[f.name])
-        if dataclasses.is_dataclass(t):
+        if f.metadata.get("flat"):
             present = not optional or any(g.name in raw for g in dataclasses.fields(t))
             values[f.name] = _read(t, raw, where) if present else None
         elif f.name in raw:

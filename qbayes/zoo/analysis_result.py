@@ -5,7 +5,7 @@ and their JSON form.
 floor of delta, the D/N study (:class:`DnStudy`) and the feature study
 (:class:`FeatureStudy`). :meth:`ZooAnalysis.to_json` and :meth:`ZooAnalysis.from_json`
 are its one serialised form: every record is a JSON object keyed by its field names,
-except that a field marked :data:`FLAT` has its keys merged into its record's object
+except that a field marked :data:`~qbayes.records.FLAT` has its keys merged into its record's object
 (``{"fmt": ..., "gamma_d": ...}`` rather than ``{"fmt": ..., "fit": {"gamma_d": ...}}``),
 as the files written before these records existed have them. NaN and infinities are
 written as null.
@@ -13,19 +13,16 @@ written as null.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import types
-import typing
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 import numpy as np
 
 from qbayes.jsonsafe import json_safe
+from qbayes.records import FLAT, from_plain, to_plain
 
 T = TypeVar("T")
-FLAT = {"flat": True}  # field metadata: the field's keys go into its record's JSON object
 
 
 @dataclass(frozen=True)
@@ -240,64 +237,8 @@ class ZooAnalysis:
 
     def to_json(self) -> str:
         """Strict JSON (NaN and infinities as null); see the module doc for its keys."""
-        return json.dumps(json_safe(_plain(self)), indent=2, allow_nan=False)
+        return json.dumps(json_safe(to_plain(self)), indent=2, allow_nan=False)
 
     @classmethod
     def from_json(cls, text: str) -> ZooAnalysis:
-        return _build(cls, json.loads(text))
-
-
-def _plain(x):
-    """Records as dicts (a FLAT field's keys merged into its record's), recursively."""
-    if dataclasses.is_dataclass(x):
-        out = {}
-        for f in dataclasses.fields(x):
-            value = _plain(getattr(x, f.name))
-            if f.metadata.get("flat"):
-                out.update(value)
-            else:
-                out[f.name] = value
-        return out
-    if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    return x
-
-
-def _build(tp, data):
-    """``data`` (parsed JSON) as a value of type ``tp``: the inverse of :func:`_plain`."""
-    if data is None:
-        return None
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        (inner,) = [a for a in args if a is not type(None)]
-        return _build(inner, data)
-    if dataclasses.is_dataclass(origin or tp):
-        return _record(origin or tp, args, data)
-    if origin is list:
-        return [_build(args[0], v) for v in data]
-    if origin is tuple:
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_build(args[0], v) for v in data)
-        return tuple(_build(a, v) for a, v in zip(args, data, strict=True))
-    if origin is dict:
-        return {k: _build(args[1], v) for k, v in data.items()}
-    return data
-
-
-def _record(cls, args: tuple, data: dict):
-    hints = typing.get_type_hints(cls)
-    bound = dict(zip(getattr(cls, "__parameters__", ()), args))  # T -> its type in Fold[T] etc.
-    fields = dataclasses.fields(cls)
-    own = {f.name for f in fields if not f.metadata.get("flat")}
-    values = {}
-    for f in fields:
-        tp = hints[f.name]
-        if isinstance(tp, TypeVar):
-            tp = bound[tp]
-        elif getattr(tp, "__parameters__", ()):
-            tp = tp[tuple(bound[p] for p in tp.__parameters__)]
-        part = {k: v for k, v in data.items() if k not in own} if f.name not in own else data[f.name]
-        values[f.name] = _build(tp, part)
-    return cls(**values)
+        return from_plain(cls, json.loads(text))
