@@ -1,4 +1,4 @@
-"""Fitting: database rows -> encoded design -> PyMC model -> posterior -> :class:`Fit`."""
+"""Fitting: database rows -> training table -> covariates -> PyMC graph -> posterior -> :class:`Fit`."""
 
 from __future__ import annotations
 
@@ -60,8 +60,8 @@ def fit_table(df: pl.DataFrame, spec: ModelSpec, opts: FitOptions = FitOptions()
             f"model '{spec.name}' has {empty[0]} effects, but no training row has a level of it"
             f"{hint}; fill the data or drop '{empty[0]}' from the spec's [effects]"
         )
-    design = covariates(enc.read(df))
-    model = build_model(spec, design, enc, df.get_column("delta").to_numpy())
+    covs = covariates(enc.read(df))
+    model = build_model(spec, covs, enc, df.get_column("delta").to_numpy())
     result = sample(model, sampler=opts.sampler, config=opts.sample)
     conv = diagnostics.check(result.tree)
     info = FitInfo(

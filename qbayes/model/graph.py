@@ -30,11 +30,11 @@ def log_target(delta: np.ndarray, shift: float = LOG_SHIFT) -> np.ndarray:
 SCALARS = (*SCALAR_TERMS, "act_intercept", "act_rate")  # scalar parameters with Normal priors
 
 
-def known_log_tokens(design: Covariates) -> np.ndarray:
+def known_log_tokens(covs: Covariates) -> np.ndarray:
     """ln(D / 1T) of the distinct known token counts (before any centring within designs):
     one value per distinct count, so a family with many rows does not dominate the
     population of ln D that unknown counts are drawn from."""
-    raw = design.log_d_c + design.log_d_shift
+    raw = covs.log_d_c + covs.log_d_shift
     return np.unique(raw[~np.isnan(raw)])
 
 
@@ -66,7 +66,7 @@ def _effect(kind: str, g: str, sd, centred: bool, parents: tuple[str, ...] | Non
     return pm.Deterministic(f"{kind}_{g}", sd * pm.ZeroSumNormal(f"z_{kind}_{g}", sigma=1.0, dims=g), dims=g)
 
 
-def build_model(spec: ModelSpec, design: Covariates, enc: Encoding, delta: np.ndarray | None) -> pm.Model:
+def build_model(spec: ModelSpec, covs: Covariates, enc: Encoding, delta: np.ndarray | None) -> pm.Model:
     """The PyMC model. ``delta`` None builds it for prior predictive sampling."""
     pr = spec.priors
     coords = {g: list(enc.levels[g]) for g in spec.effects}
@@ -87,29 +87,29 @@ def build_model(spec: ModelSpec, design: Covariates, enc: Encoding, delta: np.nd
 
         tok_mean = pm.Normal("log_tokens_mean", pr.log_tokens_mean.mu, pr.log_tokens_mean.sigma)
         tok_sd = pm.HalfNormal("log_tokens_sd", pr.log_tokens_sd.sigma)
-        known = known_log_tokens(design)
+        known = known_log_tokens(covs)
         if known.size:
             pm.Normal("log_tokens_known", tok_mean, tok_sd, observed=known)
         log_d_missing = None
         if enc.tokens_missing:
             z = pm.Normal("z_log_tokens", 0, 1, dims="tokens_missing")
             latent = pm.Deterministic("log_tokens_missing", tok_mean + tok_sd * z, dims="tokens_missing")
-            missing = np.isnan(design.log_d_c)
-            at = np.where(missing, design.tokens_idx, 0)
-            log_d_missing = pt.where(missing, latent[at] - np.nan_to_num(design.log_d_shift), 0.0)
+            missing = np.isnan(covs.log_d_c)
+            at = np.where(missing, covs.tokens_idx, 0)
+            log_d_missing = pt.where(missing, latent[at] - np.nan_to_num(covs.log_d_shift), 0.0)
 
         p["noise_rel"] = pm.HalfNormal("noise_rel", pr.noise_rel.sigma)
         for t in spec.noise:
             p[f"noise_{t}"] = pm.Normal(f"noise_{t}", pr.noise_term.mu, pr.noise_term.sigma)
         p["ceiling"] = pm.LogNormal("ceiling", np.log(pr.ceiling.mu), pr.ceiling.sigma)
-        mu = mean_degradation(p, design, spec.effects, enc.levels, pt, log_d_missing, enc.feature_names, spec.curvature)
+        mu = mean_degradation(p, covs, spec.effects, enc.levels, pt, log_d_missing, enc.feature_names, spec.curvature)
         nu = pm.Gamma("nu", alpha=pr.nu[0], beta=pr.nu[1])
         if spec.likelihood == "student_t":
             p["noise_floor"] = pm.HalfNormal("noise_floor", pr.noise_floor.sigma)
-            pm.StudentT("delta", nu=nu, mu=mu, sigma=noise_scale(p, mu), observed=delta, shape=design.n)
+            pm.StudentT("delta", nu=nu, mu=mu, sigma=noise_scale(p, mu), observed=delta, shape=covs.n)
         elif spec.likelihood == "log_student_t":
             # the shift already absorbs near-zero deltas, so the scale is purely relative
             obs = None if delta is None else log_target(delta, spec.log_shift)
-            sigma = relative_noise(p, design, spec.noise, pt)
-            pm.StudentT("log_delta", nu=nu, mu=pt.log(mu + spec.log_shift), sigma=sigma, observed=obs, shape=design.n)
+            sigma = relative_noise(p, covs, spec.noise, pt)
+            pm.StudentT("log_delta", nu=nu, mu=pt.log(mu + spec.log_shift), sigma=sigma, observed=obs, shape=covs.n)
     return model

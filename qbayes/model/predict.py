@@ -4,7 +4,7 @@
 
 For a level the fit never saw (a new family, method, evaluation set, source) each draw
 gets a fresh effect from that grouping's fitted population (see covariates.new_level_scale);
-the row is flagged. The appended new-level column sits last, so the design's index -1 picks it;
+the row is flagged. The appended new-level column sits last, so the covariates' index -1 picks it;
 a second, third, ... distinct unseen level of the same grouping gets an effect of its own
 (:func:`extra_new_levels`).
 A model with unknown training tokens gets its latent ln D when the fit knew the model,

@@ -186,13 +186,13 @@ def predictor_draws(predictor: Predictor, table: pl.DataFrame) -> PredictorDraws
     effect with one draw per sample, as in :meth:`Predictor.predict`."""
     fit, draws = predictor.fit, predictor.draws
     rows = predictor.prepare(table)
-    design = rows.covariates
+    covs = rows.covariates
     with np.errstate(over="ignore", invalid="ignore"):
         mu = predictor.mean(rows).astype(np.float64)
     nu = draws.p["nu"][0].astype(np.float64) if "nu" in draws.p else None
     if fit.spec.likelihood == "log_student_t":
         shift = fit.spec.log_shift
-        scale = relative_noise(draws.p, design, fit.spec.noise, np).astype(np.float64)
+        scale = relative_noise(draws.p, covs, fit.spec.noise, np).astype(np.float64)
         return PredictorDraws(eta=np.log(mu + shift), scale=np.broadcast_to(scale, mu.shape), nu=nu, log_shift=shift)
     return PredictorDraws(eta=mu, scale=noise_scale(draws.p, mu).astype(np.float64), nu=nu, log_shift=None)
 
