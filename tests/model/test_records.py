@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import xarray as xr
 
+from qbayes.errors import QBayesError
 from qbayes.model import fitfile
 from qbayes.model.diagnostics import Convergence
 from qbayes.model.fitfile import FitInfo
@@ -64,3 +66,11 @@ def test_loaded_fit_carries_the_saved_info(small_fit, small_fit_path):
     again = fitfile.load(small_fit_path)
     assert again.info == small_fit.info
     assert again.posterior_checksum == small_fit.posterior_checksum != ""
+
+
+def test_a_fit_whose_rows_do_not_match_its_record_is_not_saved(small_fit, tmp_path):
+    changed = dataclasses.replace(small_fit, data=small_fit.data.head(small_fit.data.height - 1))
+    out = tmp_path / "fit.nc"
+    with pytest.raises(QBayesError, match="the fit's training rows do not match its data hash; refit"):
+        fitfile.save(changed, out)
+    assert list(tmp_path.iterdir()) == []
