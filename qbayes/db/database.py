@@ -1,4 +1,4 @@
-"""A database in memory: the four tables, each a polars frame in the schema's column order.
+"""A database in memory: its tables, each a polars frame in the schema's column order.
 
 Reading and writing them is :mod:`qbayes.db.store`; merging several is :mod:`qbayes.db.merge`.
 """
@@ -15,10 +15,11 @@ from qbayes.db.validate import Problem, check_database
 
 @dataclass
 class Database:
-    """The four tables of a database (each may be empty)."""
+    """The tables of a database (each may be empty)."""
 
     models: pl.DataFrame = field(default_factory=lambda: TABLES["models"].empty())
     results: pl.DataFrame = field(default_factory=lambda: TABLES["results"].empty())
+    accuracy: pl.DataFrame = field(default_factory=lambda: TABLES["accuracy"].empty())
     features: pl.DataFrame = field(default_factory=lambda: TABLES["features"].empty())
     failures: pl.DataFrame = field(default_factory=lambda: TABLES["failures"].empty())
 

@@ -21,6 +21,7 @@ from qbayes.errors import QBayesError
 MEASURED = {
     "models": ("params_b", "train_tokens_b", "family"),
     "results": ("ppl",),
+    "accuracy": ("acc",),
     "features": ("value",),
     "failures": (),
 }

@@ -223,6 +223,59 @@ RESULTS = Table(
     ),
 )
 
+ACCURACY = Table(
+    name="accuracy",
+    doc="One row per measured (model, quantization configuration, task): downstream task accuracy.",
+    key=(
+        "model",
+        "method",
+        "w_kind",
+        "w_bits",
+        "group_size",
+        "dtype_label",
+        "act_bits",
+        "calib_set",
+        "task",
+        "shots",
+        "metric",
+        "source",
+        "source_table",
+    ),
+    columns=(
+        _s("model", "model name (key into models)"),
+        _s("method", "quantization method; 'none' = unquantized baseline", allowed=METHODS),
+        _s("w_kind", "weight number format kind", allowed=W_KINDS),
+        _f("w_bits", "nominal weight bits", lo=0, hi=32),
+        _i("group_size", "quantization group size; null = per output channel", nullable=True, lo=0),
+        _f(
+            "w_bits_eff", "effective bits per weight incl. scale/zero overhead, where known", nullable=True, lo=0, hi=40
+        ),
+        _s("dtype_label", "format label as printed or as configured (e.g. int3-g128, Q4_K_M)"),
+        _f("act_bits", "activation bits; 16 = weight-only", lo=0, hi=32),
+        _s("calib_set", "calibration set, where known", nullable=True, allowed=CALIB_SETS),
+        _s("task", "lm-evaluation-harness task name (e.g. mmlu, arc_easy) or the source's average"),
+        _i("shots", "few-shot examples per question", lo=0, lo_inclusive=True),
+        _s("metric", "what was scored: acc, acc_norm, exact_match, ..."),
+        _f("acc", "accuracy, percent", lo=0, hi=100, lo_inclusive=True),
+        _f("acc_se", "standard error of acc, percentage points, where known", nullable=True, lo=0, lo_inclusive=True),
+        _i("n_items", "number of scored questions, where known", nullable=True, lo=0),
+        _s("task_version", "the task definition's version, where known", nullable=True),
+        _s("harness_version", "lm-evaluation-harness version (or git commit) that scored it", nullable=True),
+        _f(
+            "wikitext2_ppl",
+            "the same configuration's WikiText-2 perplexity, where the source prints it",
+            nullable=True,
+            lo=1,
+        ),
+        _s("source_kind", "paper, repository or collector", allowed=SOURCE_KINDS),
+        _s("source", "arXiv id, repository reference, or 'qbayes-collect'"),
+        _s("source_table", "table within the source", nullable=True),
+        _s("note", "setup details and known doubts, as recorded", nullable=True),
+        _s("doubt", "null, 'caution' or 'suspect' (see data/README.md)", nullable=True, allowed=DOUBTS),
+        *PROVENANCE,
+    ),
+)
+
 FEATURES_TABLE = Table(
     name="features",
     doc="Per-model loss-landscape and outlier features, long format.",
@@ -255,7 +308,7 @@ FAILURES = Table(
     ),
 )
 
-TABLES: dict[str, Table] = {t.name: t for t in (MODELS, RESULTS, FEATURES_TABLE, FAILURES)}
+TABLES: dict[str, Table] = {t.name: t for t in (MODELS, RESULTS, ACCURACY, FEATURES_TABLE, FAILURES)}
 # nullable columns added within schema version 1: files written before them are read with
 # the column empty, rather than refused
 ADDED_COLUMNS: dict[str, tuple[str, ...]] = {
