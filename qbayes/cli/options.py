@@ -61,3 +61,23 @@ def load_fit(path):
     fit = fitfile.load(path)
     click.echo(f"{fitfile.describe(fit)} [{path}]", err=True)
     return fit
+
+
+def new_level_option(f):
+    """``--new-level``: the query's unseen family, method or evaluation set is new on
+    purpose, not a typo of one the fit knows (qbayes.model.unseen)."""
+    return click.option(
+        "--new-level",
+        "new_level",
+        is_flag=True,
+        help="a family, method or evaluation set the fit has not seen is new on purpose: predict it from "
+        "the population even when it is one edit from a known one (files: a 'new_ok' column)",
+    )(f)
+
+
+def refuse_typos(fit, df, where: str, new_ok) -> None:
+    """Refuse values of ``df`` that look like typos of levels ``fit`` knows, on rows not
+    marked ``new_ok`` (a bool for all rows, or a boolean Series)."""
+    from qbayes.model import known_families, unseen
+
+    unseen.refuse_typos(df, fit.encoding, where, new_ok, families=known_families.load())

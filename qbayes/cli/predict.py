@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from qbayes.cli.options import fit_option, load_fit
+from qbayes.cli.options import fit_option, load_fit, new_level_option, refuse_typos
 from qbayes.errors import QBayesError
 
 SUFFIXES = (".csv", ".parquet")
@@ -37,7 +37,12 @@ def _write_atomic(df, path: Path) -> None:
 @click.command()
 @fit_option
 @click.option("--input", "input_path", type=click.Path(), help="queries, .csv or .parquet")
-@click.option("--output", "output_path", type=click.Path(), help="predictions, .csv or .parquet")
+@click.option(
+    "--output",
+    "output_path",
+    type=click.Path(),
+    help="predictions, .csv or .parquet; '-': CSV on stdout  [default with --input: a table on stdout]",
+)
 @click.option("--family")
 @click.option("--model", "model_name", help="model name (default: FAMILY-<params>B)")
 @click.option("--params-b", type=float, help="parameters, billions")
@@ -60,6 +65,7 @@ def _write_atomic(df, path: Path) -> None:
 @click.option("--w-kind", help="int, fp, nf, mx, kquant, mixed  [default: int, or the format's]")
 @click.option("--eval-set", default="wikitext2", show_default=True)
 @click.option("--fp16-ppl", type=float, help="unquantized perplexity on the evaluation set")
+@new_level_option
 @click.option("--draws", type=click.IntRange(50), default=1000, show_default=True, help="posterior draws used")
 @click.option("--seed", type=int, default=0, show_default=True)
 def predict(
@@ -79,6 +85,7 @@ def predict(
     w_kind,
     eval_set,
     fp16_ppl,
+    new_level,
     draws,
     seed,
 ):
@@ -91,13 +98,14 @@ def predict(
     from qbayes.model.predict import OUTPUT_COLUMNS, Predictor
     from qbayes.model.queries import QUERY_OPTIONAL, extra_query_columns, query_table
     from qbayes.model.respell import describe
+    from qbayes.model.unseen import new_ok_values
 
+    out = None if output_path in (None, "-") else Path(output_path)
+    if out is not None and out.suffix not in SUFFIXES:
+        raise QBayesError(f"{out}: output must end in .csv or .parquet ('-': CSV on stdout)")
+    if output_path and not input_path:
+        raise QBayesError("--output goes with --input (a file of queries); a single query is printed")
     if input_path:
-        if not output_path:
-            raise QBayesError("--input needs --output (a .csv or .parquet path)")
-        out = Path(output_path)
-        if out.suffix not in SUFFIXES:
-            raise QBayesError(f"{out}: output must end in .csv or .parquet")
         raw = _read_queries(Path(input_path))
         where = str(input_path)
     else:
@@ -152,7 +160,9 @@ def predict(
         )
     if extra:
         click.echo(f"not used for prediction, returned as given: {', '.join(extra)}", err=True)
-    predictor = Predictor(load_fit(fit_path), n_draws=draws, seed=seed)
+    fit = load_fit(fit_path)
+    refuse_typos(fit, queries, where, new_level or new_ok_values(raw, where))
+    predictor = Predictor(fit, n_draws=draws, seed=seed)
     rows = predictor.prepare(queries)
     for line in describe(predictor.respelled):
         click.echo(line, err=True)
@@ -160,23 +170,55 @@ def predict(
     for line in method_hints(queries.filter(pred["new_method"])["method"]):
         click.echo(line, err=True)
     result = pl.concat([raw, pred.select(OUTPUT_COLUMNS)], how="horizontal")
-    if input_path:
+    if not input_path:
+        _print_one(result.row(0, named=True))
+    elif output_path == "-":
+        click.echo(result.write_csv(), nl=False)
+    elif out is None:
+        named = raw.get_column(FORMAT) if FORMAT in raw.columns else pl.lit(None, pl.String).alias(FORMAT)
+        _print_many(pred.with_columns(named, pl.col("bits").alias("bits_per_weight")))
+    else:
         _write_atomic(result, out)
         flagged = {c: int(result[c].sum()) for c in OUTPUT_COLUMNS if c.startswith("new_")}
         click.echo(f"wrote {result.height} predictions to {out}; rows with unseen levels: {flagged}")
-        return
-    _print_one(result.row(0, named=True))
+
+
+def _print_many(result) -> None:
+    """Predictions of a query file as a table on stdout: one row per query."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from qbayes.model.predict import NEW_LEVEL_FLAGS
+
+    t = Table(title=f"{result.height} predictions (--output FILE writes every column)")
+    for c in ("model", "configuration", "eval set", "ppl median", "90% interval", "notes"):
+        t.add_column(c, justify="left" if c in ("model", "configuration", "notes") else "right", overflow="fold")
+    for r in result.iter_rows(named=True):
+        notes = [n.removeprefix("new_").replace("_", " ") for n in NEW_LEVEL_FLAGS.values() if r[n]]
+        t.add_row(
+            r["model"],
+            _configuration(r),
+            r["eval_set"],
+            f"{r['ppl_q50']:.4g}",
+            f"[{r['ppl_q05']:.4g}, {r['ppl_q95']:.4g}]",
+            ", ".join(f"new {n}" for n in notes),
+        )
+    Console(width=max(120, Console().width)).print(t)
+
+
+def _configuration(r: dict) -> str:
+    group = "" if r["group_size"] is None else f" g{r['group_size']}"
+    config = f"{r['method']} w{r['w_bits']:g}{group} a{r['act_bits']:g}"
+    if r.get("format"):
+        config = f"{r['format']} ({config}, {r['bits_per_weight']:.2f} bits per weight)"
+    return config
 
 
 def _print_one(r: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    group = "" if r["group_size"] is None else f" g{r['group_size']}"
-    config = f"{r['method']} w{r['w_bits']:g}{group} a{r['act_bits']:g}"
-    if r.get("format"):
-        config = f"{r['format']} ({config}, {r['bits_per_weight']:.2f} bits per weight)"
-    t = Table(title=f"{r['model']}: {config} on {r['eval_set']}")
+    t = Table(title=f"{r['model']}: {_configuration(r)} on {r['eval_set']}")
     for c in ("", "5%", "25%", "median", "75%", "95%"):
         t.add_column(c, justify="right")
     t.add_row("perplexity", *(f"{r[k]:.3f}" for k in ("ppl_q05", "ppl_q25", "ppl_q50", "ppl_q75", "ppl_q95")))

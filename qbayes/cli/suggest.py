@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from qbayes.cli.options import fit_option, load_fit
+from qbayes.cli.options import fit_option, load_fit, new_level_option, refuse_typos
 from qbayes.cli.predict import SUFFIXES, _read_queries, _write_atomic
 from qbayes.errors import QBayesError
 from qbayes.suggest.gpucost import DEVICE_TFLOPS, REFERENCE_DEVICE
@@ -55,6 +55,7 @@ SHOWN = 20  # chosen runs printed; the output file has them all
 @click.option(
     "--output", "output_path", required=True, type=click.Path(), help="every candidate, ranked, .csv or .parquet"
 )
+@new_level_option
 @click.option("--draws", type=click.IntRange(50), default=1000, show_default=True, help="posterior draws used")
 @click.option("--seed", type=int, default=0, show_default=True)
 def suggest(
@@ -67,6 +68,7 @@ def suggest(
     top,
     device,
     output_path,
+    new_level,
     draws,
     seed,
 ):
@@ -79,6 +81,7 @@ def suggest(
     import polars as pl
 
     from qbayes.model.predict import Predictor
+    from qbayes.model.unseen import new_ok_values
     from qbayes.suggest.ranking import (
         CANDIDATE_COLUMNS,
         DEFAULT_RUNS,
@@ -120,7 +123,10 @@ def suggest(
     candidates = runs_table(raw, where=where, own=CANDIDATE_COLUMNS)
     costs = candidate_costs(raw, candidates, where=where, device=device)
     max_runs = top if top is not None or budget_gpu_hours is not None else DEFAULT_RUNS
-    predictor = Predictor(load_fit(fit_path), n_draws=draws, seed=seed)
+    fit = load_fit(fit_path)
+    refuse_typos(fit, targets, str(targets_path), new_level or new_ok_values(raw_targets, str(targets_path)))
+    refuse_typos(fit, candidates, where, new_level or new_ok_values(raw, where))
+    predictor = Predictor(fit, n_draws=draws, seed=seed)
     if targets["source"].is_null().all() and candidates["source"].is_null().all():
         click.echo(
             "targets and candidates without a source share one new-study effect, so every run also "
@@ -161,9 +167,13 @@ def _progress():
 
 
 def _label(r: dict) -> str:
+    """A run as people name it, from the candidate's own columns (a format name, a grid
+    configuration, or method, bits and group size)."""
+    if r.get("format"):
+        return f"{r['model']} {r['format']}" + (f" {r['method']}" if r.get("method") else "") + f" on {r['eval_set']}"
     if r.get("grid_config"):
         return f"{r['model']} {r['method']} {r['grid_config']} on {r['eval_set']}"
-    group = "per-channel" if r["group_size"] in (None, "") else f"g{r['group_size']}"
+    group = "per-channel" if r.get("group_size") in (None, "", "-1", -1) else f"g{r['group_size']}"
     return f"{r['model']} {r['method']} w{r['w_bits']} {group} on {r['eval_set']}"
 
 

@@ -225,9 +225,11 @@ def _summarise_chunk(fit: Fit, d: Covariates, draws: Draws, rng, quantiles, fp16
     else:
         delta = delta_draws(fit, d, draws, rng=rng)
         q = row_quantiles(delta, quantiles)
-    cols = {f"delta_{_q(p)}": q[i] for i, p in enumerate(quantiles)}
-    cols["delta_mean"] = delta.mean(axis=1)
-    cols["ppl_mean"] = np.exp(delta, out=delta).mean(axis=1) * fp16
+    # float64 whatever the draws' precision: a chunk with an unseen level computes in another
+    # precision than one without, and the chunks are stacked into one column
+    cols = {f"delta_{_q(p)}": q[i].astype(np.float64) for i, p in enumerate(quantiles)}
+    cols["delta_mean"] = delta.mean(axis=1, dtype=np.float64)
+    cols["ppl_mean"] = np.exp(delta, out=delta).mean(axis=1, dtype=np.float64) * fp16
     return cols
 
 

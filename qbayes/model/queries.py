@@ -15,6 +15,7 @@ from qbayes.errors import QBayesError, suggest
 from qbayes.model.features import RAW_COLUMNS
 from qbayes.model.table import STANDARD, effective_bits
 
+NEW_OK = "new_ok"  # says a row's unseen levels are new on purpose (qbayes.model.unseen)
 QUERY_REQUIRED = ("family", "model", "params_b", "method", "w_bits", "eval_set", "fp16_ppl")
 QUERY_OPTIONAL = {
     "train_tokens_b": None,
@@ -28,6 +29,7 @@ QUERY_OPTIONAL = {
     "format": None,
     "bits_per_weight": None,
     **{c: None for c in RAW_COLUMNS},
+    NEW_OK: False,
 }
 
 
@@ -43,6 +45,8 @@ def query_table(df: pl.DataFrame, where: str = "queries") -> pl.DataFrame:
     out-of-range values with their rows). A column that is not a query column is left out
     of the table (see :func:`extra_query_columns`) unless it looks like a misspelling of a
     query column the table lacks, which is refused."""
+    if df.height == 0:
+        raise QBayesError(f"{where}: no queries (the table has no rows)")
     df = expand_formats(df, where, defaults=QUERY_OPTIONAL)
     known = list(QUERY_REQUIRED) + list(QUERY_OPTIONAL)
     absent = [c for c in known if c not in df.columns]
