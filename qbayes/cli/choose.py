@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
+import numpy as np
 
-from qbayes.cli.options import fit_option, load_fit
+from qbayes.cli.options import fit_option, load_fit, new_level_option, refuse_typos
 from qbayes.cli.predict import SUFFIXES, _read_queries, _write_atomic, filled_notes
 from qbayes.errors import QBayesError
 
@@ -54,168 +56,280 @@ def _group_size(text: str) -> int | None:
         raise QBayesError(f"--group-size '{text}': expected a positive integer or 'per-channel'") from None
 
 
+GIB = 2**30 / 1e9  # GB per GiB
+NEAR_MISS = 0.15  # options at most this share over the budget are listed below the table
+# an upper bound of perplexity beyond e (degradation > 1 nat, the project's line for a
+# collapse) times the fp16 perplexity is shown as "collapses": no one can use that model
+COLLAPSE_NATS = 1.0
+
+
+def budget_options(f):
+    """``--budget-gb`` or ``--budget-gib``: the memory budget in the unit at hand (GPU
+    memory is sold and reported in GiB, file sizes often in GB)."""
+    f = click.option(
+        "--budget-gib",
+        type=float,
+        help="memory budget in GiB (2^30 bytes, as GPUs report memory); or --budget-gb",
+    )(f)
+    return click.option(
+        "--budget-gb",
+        type=float,
+        help="memory budget in GB (10^9 bytes): weights, plus --overhead-gb and the KV cache of --context",
+    )(f)
+
+
+def read_budget(budget_gb: float | None, budget_gib: float | None) -> tuple[float, str, float]:
+    """(budget in GB, the unit the user gave, GB per that unit)."""
+    if (budget_gb is None) == (budget_gib is None):
+        raise QBayesError("give the memory budget with --budget-gib (GiB, as GPUs report it) or --budget-gb (GB)")
+    if budget_gib is not None:
+        return budget_gib * GIB, "GiB", GIB
+    return budget_gb, "GB", 1.0
+
+
+def option_flags(f):
+    """The flags that make the options, shared by ``choose`` and ``compare``: candidate
+    models, formats or methods x bits x group sizes, memory beyond the weights, the
+    evaluation set, the fit and its draws."""
+    decorators = [
+        fit_option,
+        click.option(
+            "--candidate",
+            "candidate_specs",
+            multiple=True,
+            help="a candidate model as MODEL:PARAMS_B:FP16_PPL, e.g. Llama-3-8B:8:6.14 (repeatable)",
+        ),
+        click.option(
+            "--candidates",
+            "candidates_path",
+            type=click.Path(),
+            help="candidate models, .csv or .parquet: family, model, params_b, fp16_ppl "
+            "(optional: train_tokens_b, arch, eval_set, new_ok)",
+        ),
+        click.option("--family", help="family of the --candidate models"),
+        click.option("--train-tokens-b", type=float, help="training tokens of the --candidate models, billions"),
+        click.option("--arch", help="block design of the --candidate models, e.g. rmsnorm+swiglu"),
+        click.option(
+            "--format",
+            "format_names",
+            multiple=True,
+            help="a format to consider by name (repeatable): a llama.cpp type (Q4_K_M, IQ3_XS, Q8_0, ...), nf4, "
+            "fp8, mxfp4, or a label such as int4-g128 (with each --method; RTN without); see docs/formats.md",
+        ),
+        click.option(
+            "--method",
+            "methods",
+            multiple=True,
+            help=f"quantization methods to consider (repeatable)  [default: {', '.join(DEFAULT_METHODS)}; "
+            "with --format only: the labels' method, RTN]",
+        ),
+        click.option(
+            "--w-bits",
+            "w_bits",
+            multiple=True,
+            type=float,
+            help="weight bit-widths to consider (repeatable)  "
+            f"[default: {', '.join(f'{b:g}' for b in DEFAULT_BITS)}, unless --format is given]",
+        ),
+        click.option(
+            "--group-size",
+            "group_sizes",
+            multiple=True,
+            help="group sizes to consider, or 'per-channel' (repeatable)  "
+            f"[default: {', '.join(DEFAULT_GROUPS)}, unless --format is given]",
+        ),
+        click.option(
+            "--overhead-gb",
+            type=click.FloatRange(0),
+            default=0.0,
+            show_default=True,
+            help="memory beyond the weights and KV cache to count against the budget (runtime, activations), GB",
+        ),
+        click.option(
+            "--context",
+            type=click.IntRange(1),
+            help="count an fp16 KV cache of this many tokens, for candidates whose shape data/model_shapes.csv has",
+        ),
+        click.option("--eval-set", default="wikitext2", show_default=True),
+        click.option("--no-fp16", is_flag=True, help="leave the unquantized models out of the options"),
+        click.option(
+            "--tolerance",
+            type=click.FloatRange(0, 100, max_open=True),
+            default=1.0,
+            show_default=True,
+            help="percent of perplexity within which an option counts as good as another",
+        ),
+        new_level_option,
+        click.option("--draws", type=click.IntRange(50), default=1000, show_default=True, help="posterior draws used"),
+        click.option("--seed", type=int, default=0, show_default=True),
+    ]
+    for d in reversed(decorators):
+        f = d(f)
+    return f
+
+
+@dataclass(frozen=True)
+class Flags:
+    """What :func:`option_flags` read, as the command received it."""
+
+    fit_path: str | None
+    candidate_specs: tuple[str, ...]
+    candidates_path: str | None
+    family: str | None
+    train_tokens_b: float | None
+    arch: str | None
+    format_names: tuple[str, ...]
+    methods: tuple[str, ...]
+    w_bits: tuple[float, ...]
+    group_sizes: tuple[str, ...]
+    overhead_gb: float
+    context: int | None
+    eval_set: str
+    no_fp16: bool
+    tolerance: float
+    new_level: bool
+    draws: int
+    seed: int
+
+
+def read_flags(flags: Flags):
+    """The predictor, the candidate models, the formats, and the keyword arguments of
+    qbayes.model.choose.scored_options; refuses bad flags and typos of known levels."""
+    import polars as pl
+
+    from qbayes.db.named_formats import lookup_all
+    from qbayes.model.predict import Predictor
+    from qbayes.model.unseen import new_ok_values
+
+    if bool(flags.candidate_specs) == bool(flags.candidates_path):
+        raise QBayesError(
+            "give the candidate models with --candidate MODEL:PARAMS_B:FP16_PPL (repeatable) "
+            "or with --candidates FILE, not both"
+        )
+    if flags.candidates_path:
+        if flags.family is not None or flags.train_tokens_b is not None or flags.arch is not None:
+            raise QBayesError(
+                "--family, --train-tokens-b and --arch describe --candidate models; "
+                "a --candidates file gives them as columns (family, train_tokens_b, arch)"
+            )
+        cands = _read_queries(Path(flags.candidates_path))
+        where = str(flags.candidates_path)
+        if cands.height == 0:
+            raise QBayesError(f"{where}: no candidate models (the table has no rows)")
+    else:
+        cands = _candidates_from_flags(flags.candidate_specs, flags.family, flags.train_tokens_b, flags.arch)
+        where = "--candidate"
+    formats = lookup_all(flags.format_names)
+    methods, w_bits, group_sizes = flags.methods, flags.w_bits, flags.group_sizes
+    if not formats or w_bits or group_sizes:  # the method x bits x group grid, with its defaults
+        w_bits, group_sizes = w_bits or DEFAULT_BITS, group_sizes or DEFAULT_GROUPS
+        methods = methods or DEFAULT_METHODS
+    fit = load_fit(flags.fit_path)
+    named = cands if "eval_set" in cands.columns else cands.with_columns(pl.lit(flags.eval_set).alias("eval_set"))
+    refuse_typos(fit, named, where, flags.new_level or new_ok_values(cands, where))
+    refuse_typos(
+        fit, pl.DataFrame({"method": list(methods)}, schema={"method": pl.String}), "--method", flags.new_level
+    )
+    grid = dict(
+        methods=methods,
+        w_bits=w_bits,
+        group_sizes=[_group_size(g) for g in group_sizes],
+        formats=formats,
+        eval_set=flags.eval_set,
+        include_fp16=not flags.no_fp16,
+        overhead_gb=flags.overhead_gb,
+        context=flags.context,
+    )
+    return Predictor(fit, n_draws=flags.draws, seed=flags.seed), cands, formats, grid
+
+
 @click.command()
-@fit_option
-@click.option(
-    "--budget-gb",
-    type=float,
-    required=True,
-    help="memory budget, GB: weights, plus --overhead-gb and the KV cache of --context",
-)
-@click.option(
-    "--candidate",
-    "candidate_specs",
-    multiple=True,
-    help="a candidate model as MODEL:PARAMS_B:FP16_PPL, e.g. Llama-3-8B:8:6.14 (repeatable)",
-)
-@click.option(
-    "--candidates",
-    "candidates_path",
-    type=click.Path(),
-    help="candidate models, .csv or .parquet: family, model, params_b, fp16_ppl "
-    "(optional: train_tokens_b, arch, eval_set)",
-)
-@click.option("--family", help="family of the --candidate models")
-@click.option("--train-tokens-b", type=float, help="training tokens of the --candidate models, billions")
-@click.option("--arch", help="block design of the --candidate models, e.g. rmsnorm+swiglu")
-@click.option(
-    "--format",
-    "format_names",
-    multiple=True,
-    help="a format to consider by name (repeatable): a llama.cpp type (Q4_K_M, IQ3_XS, Q8_0, ...), nf4, "
-    "fp8, mxfp4, or a label such as int4-g128 (with each --method; RTN without); see docs/formats.md",
-)
-@click.option(
-    "--method",
-    "methods",
-    multiple=True,
-    help=f"quantization methods to consider (repeatable)  [default: {', '.join(DEFAULT_METHODS)}; "
-    "with --format only: the labels' method, RTN]",
-)
-@click.option(
-    "--w-bits",
-    "w_bits",
-    multiple=True,
-    type=float,
-    help="weight bit-widths to consider (repeatable)  "
-    f"[default: {', '.join(f'{b:g}' for b in DEFAULT_BITS)}, unless --format is given]",
-)
-@click.option(
-    "--group-size",
-    "group_sizes",
-    multiple=True,
-    help=f"group sizes to consider, or 'per-channel' (repeatable)  [default: {', '.join(DEFAULT_GROUPS)}, "
-    "unless --format is given]",
-)
-@click.option(
-    "--overhead-gb",
-    type=click.FloatRange(0),
-    default=0.0,
-    show_default=True,
-    help="memory beyond the weights and KV cache to count against the budget (runtime, activations), GB",
-)
-@click.option(
-    "--context",
-    type=click.IntRange(1),
-    help="count an fp16 KV cache of this many tokens, for candidates whose shape data/model_shapes.csv has",
-)
-@click.option("--eval-set", default="wikitext2", show_default=True)
-@click.option("--no-fp16", is_flag=True, help="leave the unquantized models out of the options")
+@budget_options
+@option_flags
 @click.option("--top", type=click.IntRange(1), default=10, show_default=True, help="options printed")
 @click.option(
-    "--output", "output_path", type=click.Path(), help="also write every option (over budget too), .csv or .parquet"
+    "--output",
+    "output_path",
+    type=click.Path(),
+    help="also write every option (over budget too), .csv or .parquet; '-': CSV on stdout instead of the table",
 )
-@click.option("--draws", type=click.IntRange(50), default=1000, show_default=True, help="posterior draws used")
-@click.option("--seed", type=int, default=0, show_default=True)
-def choose(
-    fit_path,
-    budget_gb,
-    candidate_specs,
-    candidates_path,
-    family,
-    train_tokens_b,
-    arch,
-    format_names,
-    methods,
-    w_bits,
-    group_sizes,
-    overhead_gb,
-    context,
-    eval_set,
-    no_fp16,
-    top,
-    output_path,
-    draws,
-    seed,
-):
+def choose(budget_gb, budget_gib, top, output_path, **flags):
     """Rank (model, format) options whose memory fits a budget.
 
     The formats are named ones (--format Q4_K_M ...) and/or methods x bits x group sizes.
     Weight memory is parameters x bits per weight / 8 (group scales counted; a named format's
     bits per weight from data/formats.csv); --overhead-gb and the KV cache of --context add to
-    it. The best option has the lowest predicted median perplexity; P(best) is the share of
-    posterior draws in which it beats every other option within the budget."""
+    it. The best option has the lowest predicted median perplexity. For each option the table
+    gives the probability that its perplexity, as you would measure it, is within
+    --tolerance percent of the best option's, and the median difference to the best with
+    its 90% interval; files add P(best), the share of posterior draws in which an option's
+    mean perplexity is the lowest within the budget."""
     import polars as pl
 
-    from qbayes.db.named_formats import lookup_all, method_hints
+    from qbayes.db.named_formats import method_hints
     from qbayes.model.choose import choose as rank_options
-    from qbayes.model.predict import Predictor
     from qbayes.model.respell import describe
 
-    out = Path(output_path) if output_path else None
+    flags = Flags(**flags)
+    budget, unit, per_unit = read_budget(budget_gb, budget_gib)
+    out = None if output_path in (None, "-") else Path(output_path)
     if out is not None and out.suffix not in SUFFIXES:
-        raise QBayesError(f"{out}: output must end in .csv or .parquet")
-    if bool(candidate_specs) == bool(candidates_path):
-        raise QBayesError(
-            "give the candidate models with --candidate MODEL:PARAMS_B:FP16_PPL (repeatable) "
-            "or with --candidates FILE, not both"
-        )
-    if candidates_path:
-        if family is not None or train_tokens_b is not None or arch is not None:
-            raise QBayesError(
-                "--family, --train-tokens-b and --arch describe --candidate models; "
-                "a --candidates file gives them as columns (family, train_tokens_b, arch)"
-            )
-        cands = _read_queries(Path(candidates_path))
-    else:
-        cands = _candidates_from_flags(candidate_specs, family, train_tokens_b, arch)
-    formats = lookup_all(format_names)
-    if not formats or w_bits or group_sizes:  # the method x bits x group grid, with its defaults
-        w_bits, group_sizes = w_bits or DEFAULT_BITS, group_sizes or DEFAULT_GROUPS
-        methods = methods or DEFAULT_METHODS
-    predictor = Predictor(load_fit(fit_path), n_draws=draws, seed=seed)
-    table = rank_options(
-        predictor,
-        cands,
-        budget_gb=budget_gb,
-        methods=methods,
-        w_bits=w_bits,
-        group_sizes=[_group_size(g) for g in group_sizes],
-        formats=formats,
-        eval_set=eval_set,
-        include_fp16=not no_fp16,
-        overhead_gb=overhead_gb,
-        context=context,
-    )
+        raise QBayesError(f"{out}: output must end in .csv or .parquet ('-': CSV on stdout)")
+    predictor, cands, formats, grid = read_flags(flags)
+    table = rank_options(predictor, cands, budget_gb=budget, tolerance=flags.tolerance / 100, **grid)
+    table = with_outside(predictor, table)
     for line in describe(predictor.respelled):
         click.echo(line, err=True)
     for line in method_hints(table.filter(pl.col("new_method"))["method"]):
         click.echo(line, err=True)
     ranked = table.filter(pl.col("within_budget"))
     own_method = frozenset(f.name for f in formats if f.method)
+    shown = f"{budget / per_unit:g} {unit}"
     if ranked.height == 0:
         smallest = table.sort("memory_gb").row(0, named=True)
         raise QBayesError(
-            f"no option fits in {budget_gb:g} GB; the smallest, {_label(smallest, own_method)}, "
-            f"needs {smallest['memory_gb']:.2f} GB"
+            f"no option fits in {shown}; the smallest, {_label(smallest, own_method)}, "
+            f"needs {smallest['memory_gb'] / per_unit:.2f} {unit}"
         )
+    if output_path == "-":
+        click.echo(table.write_csv(), nl=False)
+        return
     if out is not None:
         _write_atomic(table, out)
         click.echo(f"wrote {table.height} options to {out}")
-    _print(ranked.head(top), budget_gb, ranked.height, overhead_gb=overhead_gb, context=context, own_method=own_method)
+    view = View(unit=unit, per_unit=per_unit, tolerance=flags.tolerance, own_method=own_method)
+    _print(ranked.head(top), shown, ranked.height, view, overhead_gb=flags.overhead_gb, context=flags.context)
+    _print_near_misses(table, budget, view)
     for r in table.unique("family", keep="first", maintain_order=True).iter_rows(named=True):
         for line in filled_notes(r):
             click.echo(line)
+
+
+def with_outside(predictor, table):
+    """``table`` (options or predictions) with the extrapolation flags (qbayes.model.extrapolation)."""
+    import polars as pl
+
+    from qbayes.db.named_formats import COLUMN as FORMAT
+    from qbayes.model.extrapolation import FittedRange, outside
+
+    flags = outside(
+        FittedRange.of(predictor.fit), table["params_b"], table["train_tokens_b_used"], table["bits"], table[FORMAT]
+    )
+    # fp16 options are measured, not predicted: nothing about them is extrapolated
+    quantized = pl.lit(table["method"] != "fp16")
+    flags = flags.with_columns(pl.col(c) & quantized for c in flags.columns)
+    return pl.concat([table, flags], how="horizontal")
+
+
+@dataclass(frozen=True)
+class View:
+    """How options are shown: memory in the budget's unit, the tolerance in percent, and
+    the formats whose name says their method."""
+
+    unit: str
+    per_unit: float
+    tolerance: float
+    own_method: frozenset[str]
 
 
 def _label(r: dict, own_method: frozenset[str] = frozenset()) -> str:
@@ -228,42 +342,72 @@ def _label(r: dict, own_method: frozenset[str] = frozenset()) -> str:
     return f"{r['model']} {r['method']} w{r['w_bits']:g} {group}"
 
 
-def _print(
-    ranked, budget_gb: float, n_within: int, *, overhead_gb: float, context: int | None, own_method: frozenset[str]
-) -> None:
+def sig3(x: float) -> str:
+    """``x`` to 3 significant figures, without an exponent."""
+    if not np.isfinite(x):
+        return str(x)
+    if x == 0:
+        return "0"
+    digits = max(0, 2 - int(np.floor(np.log10(abs(x)))))
+    return f"{round(x, digits):,.{digits}f}"
+
+
+def ppl_text(x: float, fp16_ppl: float) -> str:
+    """A perplexity to 3 significant figures, or "collapses" beyond COLLAPSE_NATS."""
+    return "collapses" if x > fp16_ppl * np.exp(COLLAPSE_NATS) else sig3(x)
+
+
+def diff_text(r: dict) -> str:
+    """Median difference to the best option, with its 90% interval; an upper bound that
+    collapses is shown so."""
+    if r["diff_q50"] == 0 and r["diff_q95"] == 0:
+        return "best"
+    hi = r["diff_q95"]
+    upper = "collapses" if hi > r["fp16_ppl"] * (np.exp(COLLAPSE_NATS) - 1) else f"{hi:+.3g}"
+    return f"{r['diff_q50']:+.3g} [{r['diff_q05']:+.3g}, {upper}]"
+
+
+def _print(ranked, shown: str, n_within: int, view: View, *, overhead_gb: float, context: int | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
     from qbayes.model.choose import FLAGS
+    from qbayes.model.extrapolation import OUTSIDE
 
     counted = (
         ["weights"]
         + ([f"KV cache of {context} tokens"] if context else [])
         + ([f"{overhead_gb:g} GB overhead"] if overhead_gb else [])
     )
-    t = Table(title=f"Best options within {budget_gb:g} GB of {' + '.join(counted)} ({n_within} fit)")
+    t = Table(title=f"Best options within {shown} of {' + '.join(counted)} ({n_within} fit)")
     extras = len(counted) > 1
+    tol = f"{view.tolerance:g}%"
     for c in (
         "rank",
         "option",
-        *(["weights GB"] if extras else []),
-        "memory GB",
+        *([f"weights {view.unit}"] if extras else []),
+        f"memory {view.unit}",
         "ppl median",
         "90% interval",
-        "P(best)",
+        f"P(within {tol} of best)",
+        "vs best: median [90%]",
     ):
-        t.add_column(c, justify="left" if c == "option" else "right")
+        t.add_column(c, justify="left" if c == "option" else "right", overflow="fold")
     unseen: dict[str, list[str]] = {}
+    outside: dict[str, list[str]] = {}
     for r in ranked.iter_rows(named=True):
-        weights = [f"{r['weights_gb']:.2f}"] if extras else []
+        label = _label(r, view.own_method)
+        weights = [f"{r['weights_gb'] / view.per_unit:.2f}"] if extras else []
+        marks = "*" if any(r[f] for f in OUTSIDE) else ""
         t.add_row(
             str(r["rank"]),
-            _label(r, own_method),
+            label + marks,
             *weights,
-            f"{r['memory_gb']:.2f}",
-            f"{r['ppl_q50']:.3f}",
-            f"[{r['ppl_q05']:.3f}, {r['ppl_q95']:.3f}]",
-            f"{r['p_best']:.2f}",
+            f"{r['memory_gb'] / view.per_unit:.2f}",
+            ppl_text(r["ppl_q50"], r["fp16_ppl"]),
+            f"[{ppl_text(r['ppl_q05'], r['fp16_ppl'])}, {ppl_text(r['ppl_q95'], r['fp16_ppl'])}]",
+            f"{r['p_within_tolerance']:.2f}",
+            diff_text(r),
         )
         for flag in FLAGS:
             if r[flag]:
@@ -272,12 +416,35 @@ def _print(
                 value = {"method": r["method"], "eval set": r["eval_set"]}.get(what, r["family"])
                 if value not in names:
                     names.append(value)
-    Console().print(t)
+        for flag, what in OUTSIDE.items():
+            if r[flag] and label not in outside.setdefault(what, []):
+                outside[what].append(label)
+    Console(width=max(Console().width, 130)).print(t)
     click.echo(
-        "P(best): share of posterior draws in which the option has the lowest mean perplexity of all "
-        "options within the budget."
+        f"P(within {tol} of best): probability that the option's perplexity, as you would measure it, is at most "
+        f"{tol} above the best option's; vs best: its perplexity minus the best's. 'collapses': beyond e times the "
+        "fp16 perplexity (degradation over 1 nat). P(best) is in --output files."
     )
     for what, names in unseen.items():
         click.echo(
             f"{what} unseen by the fit ({', '.join(names)}): predicted from the fitted population, with wider intervals"
+        )
+    for what, labels in outside.items():
+        click.echo(f"* extrapolated, {what} outside the fitted range or kind: {', '.join(labels)}")
+
+
+def _print_near_misses(table, budget_gb: float, view: View) -> None:
+    """Options at most NEAR_MISS over the budget that would rank above its worst shown
+    option, below the table: one may find the few hundred MB."""
+    import polars as pl
+
+    over = table.filter(~pl.col("within_budget") & (pl.col("memory_gb") <= budget_gb * (1 + NEAR_MISS)))
+    if over.height == 0:
+        return
+    click.echo(f"Just over the budget (within {NEAR_MISS:.0%}):")
+    for r in over.sort("ppl_q50").head(5).iter_rows(named=True):
+        need = (r["memory_gb"] - budget_gb) / view.per_unit
+        click.echo(
+            f"  {_label(r, view.own_method)}: {r['memory_gb'] / view.per_unit:.2f} {view.unit} "
+            f"({need:+.2f}), median perplexity {ppl_text(r['ppl_q50'], r['fp16_ppl'])}"
         )

@@ -95,6 +95,7 @@ def predict(
     from qbayes.db.named_formats import COLUMN as FORMAT
     from qbayes.db.named_formats import expand as expand_formats
     from qbayes.db.named_formats import method_hints
+    from qbayes.model.extrapolation import OUTSIDE, FittedRange, outside
     from qbayes.model.predict import OUTPUT_COLUMNS, Predictor
     from qbayes.model.queries import QUERY_OPTIONAL, extra_query_columns, query_table
     from qbayes.model.respell import describe
@@ -152,7 +153,7 @@ def predict(
     if FORMAT in raw.columns:
         raw = raw.with_columns(queries.get_column("bits").alias("bits_per_weight"))
     extra = extra_query_columns(raw)
-    clash = [c for c in extra if c in OUTPUT_COLUMNS]
+    clash = [c for c in extra if c in OUTPUT_COLUMNS or c in OUTSIDE]
     if clash:
         raise QBayesError(
             f"{where}: column(s) {', '.join(clash)} are what predict writes; drop them from the "
@@ -169,14 +170,20 @@ def predict(
     pred = predictor.predict(rows)
     for line in method_hints(queries.filter(pred["new_method"])["method"]):
         click.echo(line, err=True)
-    result = pl.concat([raw, pred.select(OUTPUT_COLUMNS)], how="horizontal")
+    fitted = FittedRange.of(predictor.fit)
+    named = raw.get_column(FORMAT) if FORMAT in raw.columns else None
+    flags = outside(fitted, pred["params_b"], pred["train_tokens_b_used"], pred["bits"], named)
+    result = pl.concat([raw, pred.select(OUTPUT_COLUMNS), flags], how="horizontal")
     if not input_path:
-        _print_one(result.row(0, named=True))
+        _print_one(result.row(0, named=True), fitted)
     elif output_path == "-":
         click.echo(result.write_csv(), nl=False)
     elif out is None:
-        named = raw.get_column(FORMAT) if FORMAT in raw.columns else pl.lit(None, pl.String).alias(FORMAT)
-        _print_many(pred.with_columns(named, pl.col("bits").alias("bits_per_weight")))
+        shown = pl.concat([pred, flags], how="horizontal").with_columns(
+            named if named is not None else pl.lit(None, pl.String).alias(FORMAT),
+            pl.col("bits").alias("bits_per_weight"),
+        )
+        _print_many(shown)
     else:
         _write_atomic(result, out)
         flagged = {c: int(result[c].sum()) for c in OUTPUT_COLUMNS if c.startswith("new_")}
@@ -188,20 +195,22 @@ def _print_many(result) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from qbayes.model.extrapolation import OUTSIDE
     from qbayes.model.predict import NEW_LEVEL_FLAGS
 
     t = Table(title=f"{result.height} predictions (--output FILE writes every column)")
     for c in ("model", "configuration", "eval set", "ppl median", "90% interval", "notes"):
         t.add_column(c, justify="left" if c in ("model", "configuration", "notes") else "right", overflow="fold")
     for r in result.iter_rows(named=True):
-        notes = [n.removeprefix("new_").replace("_", " ") for n in NEW_LEVEL_FLAGS.values() if r[n]]
+        notes = [f"new {n.removeprefix('new_').replace('_', ' ')}" for n in NEW_LEVEL_FLAGS.values() if r[n]]
+        notes += [f"outside fitted {what}" for flag, what in OUTSIDE.items() if r[flag]]
         t.add_row(
             r["model"],
             _configuration(r),
             r["eval_set"],
             f"{r['ppl_q50']:.4g}",
             f"[{r['ppl_q05']:.4g}, {r['ppl_q95']:.4g}]",
-            ", ".join(f"new {n}" for n in notes),
+            ", ".join(notes),
         )
     Console(width=max(120, Console().width)).print(t)
 
@@ -214,9 +223,11 @@ def _configuration(r: dict) -> str:
     return config
 
 
-def _print_one(r: dict) -> None:
+def _print_one(r: dict, fitted) -> None:
     from rich.console import Console
     from rich.table import Table
+
+    from qbayes.model.extrapolation import describe as describe_outside
 
     t = Table(title=f"{r['model']}: {_configuration(r)} on {r['eval_set']}")
     for c in ("", "5%", "25%", "median", "75%", "95%"):
@@ -236,6 +247,8 @@ def _print_one(r: dict) -> None:
     if notes:
         click.echo("predicted from the population (wider intervals): " + ", ".join(notes))
     for line in filled_notes(r):
+        click.echo(line)
+    for line in describe_outside(fitted, r):
         click.echo(line)
     if r["new_arch"] and r["block_design"] is None:
         click.echo(

@@ -11,11 +11,19 @@ the lowest posterior median perplexity. ``p_best`` is the share of posterior dra
 which an option has the lowest mean perplexity of all options within the budget: the mean
 degradation, without observation noise, which is independent per row and would blur a
 comparison the posterior does settle.
+
+``p_best`` answers a question nobody asks: options of one method come out ordered by bits
+per weight whatever the data, because their means move together. What a user reads is
+whether the difference matters: ``p_within_tolerance`` is the probability that an option's
+perplexity, as one would measure it (observation noise included, independently per
+option), is within ``tolerance`` (relative) of the best option's, and ``diff_q05``,
+``diff_q50``, ``diff_q95`` the quantiles of the difference in perplexity to the best.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -28,6 +36,9 @@ from qbayes.model.predict import NEW_LEVEL_FLAGS, PROVENANCE, Predictor, Prepare
 from qbayes.model.queries import query_table
 
 FP16_BITS = 16.0
+DEFAULT_TOLERANCE = 0.01  # relative perplexity difference a user does not care about
+# what choose adds to compare the options within the budget with the best of them
+COMPARISON = ("p_within_tolerance", "diff_q05", "diff_q50", "diff_q95")
 CANDIDATE_COLUMNS = ("family", "model", "params_b", "fp16_ppl")  # required; also train_tokens_b, arch, eval_set
 # of Predictor.predict's flags, those an option can raise (its kind comes from the format)
 FLAGS = tuple(NEW_LEVEL_FLAGS[g] for g in ("family", "arch", "method", "eval_set"))
@@ -105,6 +116,28 @@ def best_under_budget(
     return order, p_best
 
 
+def predictive_ppl_draws(predictor: Predictor, rows: Prepared) -> np.ndarray:
+    """(S, N) perplexity as one would measure it: posterior-predictive degradation with
+    observation noise drawn independently per row."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        delta = predictor.delta(rows, independent_noise=True)
+        fp16 = rows.query.get_column("fp16_ppl").to_numpy()
+        return np.exp(delta.T.astype(np.float64)) * fp16[None, :]
+
+
+def compare_to(ppl_draws: np.ndarray, best: int, tolerance: float) -> np.ndarray:
+    """For every option (columns of ``ppl_draws``, (S, N)), against option ``best``: the
+    share of draws in which its perplexity is at most (1 + ``tolerance``) times the best's,
+    and the 5%, 50% and 95% quantiles of the difference; (N, 4). The best against itself
+    is 1 and 0, 0, 0: a user compares the others to it."""
+    other = ppl_draws[:, best : best + 1]
+    within = np.mean(ppl_draws <= other * (1.0 + tolerance), axis=0)
+    diff = np.quantile(ppl_draws - other, [0.05, 0.5, 0.95], axis=0).T
+    out = np.column_stack([within, diff])
+    out[best] = (1.0, 0.0, 0.0, 0.0)
+    return out
+
+
 def extra_memory_gb(candidates: pl.DataFrame, *, overhead_gb: float = 0.0, context: int | None = None) -> pl.DataFrame:
     """Per candidate (family, model, params_b): ``overhead_gb`` and, given ``context``, its
     fp16 KV cache of that many tokens (kv_cache; null without a context)."""
@@ -117,11 +150,23 @@ def extra_memory_gb(candidates: pl.DataFrame, *, overhead_gb: float = 0.0, conte
     )
 
 
-def choose(
+@dataclass(frozen=True)
+class Scored:
+    """Every option (``table``: query columns, predicted perplexity quantiles, flags,
+    provenance, ``weights_gb``, ``kv_cache_gb``, ``overhead_gb``, ``memory_gb``) with its
+    perplexity draws, (S, N) in the table's order: ``mean`` from the mean degradation,
+    ``measured`` with observation noise (:func:`predictive_ppl_draws`). fp16 options are
+    measured, not predicted: their draws are their fp16 perplexity."""
+
+    table: pl.DataFrame
+    mean: np.ndarray
+    measured: np.ndarray
+
+
+def scored_options(
     predictor: Predictor,
     candidates: pl.DataFrame,
     *,
-    budget_gb: float,
     methods: Sequence[str] = (),
     w_bits: Sequence[float] = (),
     group_sizes: Sequence[int | None] = (),
@@ -130,13 +175,8 @@ def choose(
     include_fp16: bool = True,
     overhead_gb: float = 0.0,
     context: int | None = None,
-) -> pl.DataFrame:
-    """Every option with its memory (``weights_gb``, ``kv_cache_gb``, ``overhead_gb`` and
-    their sum ``memory_gb``), predicted perplexity quantiles and flags, and for those within
-    the budget their rank (1 = best) and ``p_best``; sorted by rank, then the options over
-    budget by memory."""
-    if not budget_gb > 0:
-        raise QBayesError(f"the memory budget must be > 0 GB, got {budget_gb:g}")
+) -> Scored:
+    """The options (:func:`options`, plus each candidate in fp16), predicted, with their memory."""
     q = options(candidates, methods=methods, w_bits=w_bits, group_sizes=group_sizes, formats=formats, eval_set=eval_set)
     extra = extra_memory_gb(q, overhead_gb=overhead_gb, context=context)  # before the predictions: may refuse
     rows = predictor.prepare(q)
@@ -162,6 +202,7 @@ def choose(
         how="horizontal",
     )
     ppl = mean_ppl_draws(predictor, rows)
+    measured = predictive_ppl_draws(predictor, rows)
     table = quant
     if include_fp16:
         base = quant.unique(["model", "eval_set"], keep="first", maintain_order=True)
@@ -176,21 +217,46 @@ def choose(
             *(pl.lit(False).alias(c) for c in FLAGS),
         )  # fp16 is measured, not predicted
         table = pl.concat([quant, fp], how="vertical_relaxed")
-        fp16 = fp.get_column("fp16_ppl").to_numpy()
-        ppl = np.concatenate([ppl, np.broadcast_to(fp16[None, :], (ppl.shape[0], fp16.size))], axis=1)
+        fp16 = np.broadcast_to(fp.get_column("fp16_ppl").to_numpy()[None, :], (ppl.shape[0], fp.height))
+        ppl = np.concatenate([ppl, fp16], axis=1)
+        measured = np.concatenate([measured, fp16], axis=1)
     weights = memory_gb(table)
     table = table.join(extra, on=["family", "model", "params_b"], how="left", maintain_order="left")
     mem = weights + table.select(pl.col("kv_cache_gb").fill_null(0.0) + pl.col("overhead_gb")).to_series().to_numpy()
-    order, p_best = best_under_budget(mem, table.get_column("ppl_q50").to_numpy(), ppl, budget_gb)
+    table = table.with_columns(pl.Series("weights_gb", weights), pl.Series("memory_gb", mem))
+    return Scored(table=table, mean=ppl, measured=measured)
+
+
+def choose(
+    predictor: Predictor,
+    candidates: pl.DataFrame,
+    *,
+    budget_gb: float,
+    tolerance: float = DEFAULT_TOLERANCE,
+    **grid,
+) -> pl.DataFrame:
+    """Every option of :func:`scored_options` (``grid``: its keyword arguments) and for
+    those within the budget their rank (1 = best), ``p_best`` and :data:`COMPARISON`
+    against the best; sorted by rank, then the options over budget by memory."""
+    if not budget_gb > 0:
+        raise QBayesError(f"the memory budget must be > 0 GB, got {budget_gb:g}")
+    if not 0 <= tolerance < 1:
+        raise QBayesError(f"the tolerance is a relative difference in [0, 1), got {tolerance:g}")
+    scored = scored_options(predictor, candidates, **grid)
+    table = scored.table
+    mem = table.get_column("memory_gb").to_numpy()
+    order, p_best = best_under_budget(mem, table.get_column("ppl_q50").to_numpy(), scored.mean, budget_gb)
     rank = np.full(table.height, None, dtype=object)
     prob = np.full(table.height, np.nan)
     rank[order] = np.arange(1, order.size + 1)
     prob[order] = p_best
+    against = np.full((table.height, len(COMPARISON)), np.nan)
+    if order.size:
+        against[order] = compare_to(scored.measured[:, order], 0, tolerance)
     table = table.with_columns(
-        pl.Series("weights_gb", weights),
-        pl.Series("memory_gb", mem),
         pl.Series("within_budget", mem <= budget_gb),
         pl.Series("rank", rank.tolist(), dtype=pl.Int64),
         pl.Series("p_best", prob),
+        *(pl.Series(c, against[:, i]) for i, c in enumerate(COMPARISON)),
     )
     return table.sort(["rank", "memory_gb"], nulls_last=True)
