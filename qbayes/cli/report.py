@@ -33,18 +33,26 @@ from qbayes.report.context import DEFAULT_DRAWS
     show_default=True,
     help="posterior draws used for predictive checks and predictions",
 )
+@click.option(
+    "--scenario",
+    help="family of the fit's data whose models the summary and the decisions section show "
+    "[default: the family with the most rows]",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="seed for the draw subsample and noise")
-def report(fit_path, validation_paths, out, draws, seed):
+def report(fit_path, validation_paths, out, draws, scenario, seed):
     """Write a self-contained HTML report of a fit: data, convergence, posterior predictive
     checks, what the model learned, held-out validation and decisions.
 
     The file has its images inline and makes no network request: it opens from a mail
     attachment or an offline disk."""
-    from qbayes import report as rep
+    from qbayes.report import document as rep
     from qbayes.report import validation
+    from qbayes.report.decisions import scenario as read_scenario
 
     fit = load_fit(fit_path)
     val = [validation.load(p) for p in validation_paths] or None
-    html = rep.build(fit, val, n_draws=draws, seed=seed)
+    if scenario is not None:
+        read_scenario(fit, scenario)  # refuses a family the data lack before the work starts
+    html = rep.build(fit, val, n_draws=draws, seed=seed, scenario=scenario)
     path = rep.write(html, out)
     click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")

@@ -37,6 +37,7 @@ class Context:
     n_draws: int = DEFAULT_DRAWS
     seed: int = 0
     validation: ValidationSummary | list[ValidationSummary] | None = None  # one validation file, or one per scheme
+    scenario: str | None = None  # the family of the decisions scenario (default: the one with the most rows)
     notes: list[str] = field(default_factory=list)
 
     @property

@@ -99,7 +99,7 @@ def test_netlog_check_catches_a_page_request(tmp_path):
 def test_report_renders_offline_in_a_browser(report_path, tmp_path):
     from PIL import Image, ImageStat
 
-    from qbayes.report import SECTION_IDS
+    from qbayes.report.document import SECTION_IDS
 
     dom, shot, requests = run_chromium(report_path.as_uri(), tmp_path)
     for sid in SECTION_IDS:

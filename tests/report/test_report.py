@@ -13,7 +13,7 @@ import pytest
 
 from qbayes.errors import QBayesError
 from qbayes.model.predict import Predictor
-from qbayes.report import SECTION_IDS
+from qbayes.report.document import SECTION_IDS
 
 from report_fixtures import EVIL_FAMILY, VALIDATION_JSON
 

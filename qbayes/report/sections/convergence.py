@@ -20,6 +20,12 @@ def top_level(post) -> list[str]:
     return [v for v in post.data_vars if post[v].dims == ("chain", "draw") and not v.endswith("__")]
 
 
+def fixed_params(post, names: list[str]) -> list[str]:
+    """Of ``names``, the parameters that the spec fixes (the same value in every draw):
+    they have no R-hat or ESS to check, and arviz-stats would divide zero by zero on them."""
+    return [v for v in names if np.ptp(post[v].values) == 0]
+
+
 def effect_vectors(post) -> list[str]:
     return [v for v in post.data_vars if v.startswith(EFFECT_PREFIXES) and post[v].ndim == 3]
 
@@ -38,7 +44,8 @@ def _param_table(ctx: Context, conv: D.Convergence) -> str:
     import arviz_stats as azs
 
     post = ctx.fit.posterior
-    names = top_level(post)
+    fixed_names = fixed_params(post, top_level(post))
+    names = [v for v in top_level(post) if v not in fixed_names]
     s = azs.summary(ctx.fit.tree, var_names=names, kind="all", ci_prob=0.9, ci_kind="eti", round_to=None)
     rows = []
     for name, r in s.iterrows():
@@ -55,6 +62,13 @@ def _param_table(ctx: Context, conv: D.Convergence) -> str:
                 r["mcse_mean"],
                 r["mcse_sd"],
             ]
+        )
+    for name in fixed_names:
+        value = float(post[name].values.flat[0])
+        rows.append(
+            [Cell(name, "mono"), value, 0.0, value, value]
+            + [Cell("fixed", "num", "fixed by the spec, not sampled: nothing to converge")] * 3
+            + [None, None]
         )
     headers = [
         "parameter",
@@ -220,7 +234,7 @@ def _trace_plot(ctx: Context, names: list[str]) -> str:
 def render(ctx: Context) -> Section:
     conv = D.check(ctx.fit.tree)
     post = ctx.fit.posterior
-    names = top_level(post)
+    names = [v for v in top_level(post) if v not in fixed_params(post, top_level(post))]
     if conv.ok:
         head = banner("All convergence checks pass: " + conv.line(), "ok")
     else:
@@ -238,7 +252,8 @@ def render(ctx: Context) -> Section:
         head + "<p>Diagnostics from arviz-stats: rank-normalised split R-hat, bulk and tail effective sample size, "
         "Monte Carlo standard error. The checks cover every sampled variable, including the "
         "non-centred <code>z_*</code> offsets and log-transformed scales "
-        f"(worst R-hat: <code>{esc(conv.worst_rhat_var)}</code>). Cells outside a threshold are red.</p>"
+        f"(worst R-hat: <code>{esc(conv.worst_rhat_var)}</code>). Cells outside a threshold are red; "
+        "parameters the spec fixes (not sampled) are marked fixed.</p>"
         + "<h3>Top-level parameters</h3>"
         + F.safe("the parameter table", _param_table, ctx, conv)
         + F.safe("the effect table", _vector_table, ctx, conv)

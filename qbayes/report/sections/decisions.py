@@ -16,7 +16,7 @@ def _curve_figure(pred: pl.DataFrame, sc: dec.Scenario) -> str:
     fig = F.new_figure(11, 4.2)
     ax = fig.add_subplot()
     curve_bits = set(dec.CURVE_BITS)
-    for i, size in enumerate(dec.SIZES):
+    for i, size in enumerate(sc.sizes):
         d = pred.filter((pl.col("params_b") == size) & pl.col("w_bits").is_in(list(curve_bits))).sort("bits")
         x = d.get_column("bits").to_numpy()
         colour = F.PALETTE[i % len(F.PALETTE)]
@@ -28,9 +28,9 @@ def _curve_figure(pred: pl.DataFrame, sc: dec.Scenario) -> str:
     ax.set_xlabel(f"effective bits per weight (integer weights, group size {dec.GROUP})")
     ax.set_ylabel(F.plain(f"predicted perplexity on {sc.eval_set}"))
     ax.legend(title="parameters", frameon=False)
-    lo = float(sc.fp16_ppl(max(dec.SIZES))) * 0.9
+    lo = float(sc.fp16_ppl(max(sc.sizes))) * 0.9
     hi = float(np.nanmax(pred.filter(pl.col("w_bits") >= 2.5)["ppl_q95"].to_numpy())) * 1.3
-    hi = min(hi, 5 * float(sc.fp16_ppl(min(dec.SIZES))))  # heavy-tailed bands must not flatten the curves
+    hi = min(hi, 5 * float(sc.fp16_ppl(min(sc.sizes))))  # heavy-tailed bands must not flatten the curves
     if np.isfinite(hi) and hi > lo:
         ax.set_ylim(lo, hi)
     return F.figure(
@@ -42,11 +42,11 @@ def _curve_figure(pred: pl.DataFrame, sc: dec.Scenario) -> str:
     )
 
 
-def _curve_table(pred: pl.DataFrame) -> str:
+def _curve_table(pred: pl.DataFrame, sc: dec.Scenario) -> str:
     rows = []
     for w in dec.TABLE_BITS:
         row = [Cell(f"{w:g}", "num")]
-        for size in dec.SIZES:
+        for size in sc.sizes:
             d = pred.filter((pl.col("params_b") == size) & (pl.col("w_bits") == w))
             if d.height == 0:
                 row.append("—")
@@ -55,9 +55,9 @@ def _curve_table(pred: pl.DataFrame) -> str:
             row.append(Cell(interval(r["ppl_q50"], r["ppl_q05"], r["ppl_q95"]), "num"))
         rows.append(row)
     fp = [Cell("fp16", "num")] + [
-        Cell(num(float(pred.filter(pl.col("params_b") == s)["fp16_ppl"][0])), "num") for s in dec.SIZES
+        Cell(num(float(pred.filter(pl.col("params_b") == s)["fp16_ppl"][0])), "num") for s in sc.sizes
     ]
-    return table(["weight bits"] + [f"{s:g}B: median ppl [90%]" for s in dec.SIZES], rows + [fp])
+    return table(["weight bits"] + [f"{s:g}B: median ppl [90%]" for s in sc.sizes], rows + [fp])
 
 
 def _label(r: dict) -> str:
@@ -69,7 +69,7 @@ def _frontier_figure(fr: dec.Frontier, sc: dec.Scenario) -> str:
     o = fr.options
     fig = F.new_figure(11, 4.6)
     ax = fig.add_subplot()
-    for size in dec.FRONTIER_SIZES:
+    for size in sc.frontier_sizes:
         d = o.filter(pl.col("params_b") == size).sort("memory_gb")
         ax.plot(d["memory_gb"].to_numpy(), d["ppl_q50"].to_numpy(), color="#cccccc", linewidth=0.8, zorder=1)
     bit_levels = list(dec.FRONTIER_BITS) + [dec.FP16_BITS]
@@ -148,7 +148,7 @@ def _choices_table(fr: dec.Frontier) -> str:
 
 
 def render(ctx: Context) -> Section:
-    sc = dec.scenario(ctx.fit)
+    sc = dec.scenario(ctx.fit, ctx.scenario)
     fp = f"exp({sc.ppl_a:.3f} {'+' if sc.ppl_b >= 0 else '−'} {abs(sc.ppl_b):.3f}·ln params_B)"
     tokens = (
         f"{sc.train_tokens_b:g}B training tokens"
@@ -156,12 +156,13 @@ def render(ctx: Context) -> Section:
         else "training tokens drawn from the fitted population"
     )
     intro = (
-        f"<p>Scenario: a model of the <b>{esc(sc.family)}</b> family (the family with the most rows), quantized "
-        f"with <b>{esc(sc.method)}</b>, integer weights with group size {dec.GROUP}, 16-bit activations, "
-        f"perplexity on <b>{esc(sc.eval_set)}</b>, {esc(tokens)}. The fp16 perplexity of each size comes from "
-        f"a straight-line fit of ln ppl against ln params on {esc(sc.ppl_basis)}: ppl_fp16 ≈ {esc(fp)}; sizes "
-        "outside the family's range are extrapolations of that line. Predictions come from "
-        "<code>Predictor.predict</code> and include observation noise.</p>"
+        f"<p>Scenario: the <b>{esc(sc.family)}</b> models of the data "
+        f"({esc(', '.join(f'{x:g}B' for x in sc.frontier_sizes))}; <code>qbayes report --scenario FAMILY</code> "
+        f"picks another family), quantized with <b>{esc(sc.method)}</b>, integer weights with group size "
+        f"{dec.GROUP}, 16-bit activations, perplexity on <b>{esc(sc.eval_set)}</b>, {esc(tokens)}. The fp16 "
+        "perplexity of each size is the one measured on its model (the median over studies); other sizes "
+        f"would take a straight-line fit of ln ppl against ln params on {esc(sc.ppl_basis)}: ppl_fp16 ≈ "
+        f"{esc(fp)}. Predictions come from <code>Predictor.predict</code> and include observation noise.</p>"
     )
     pred = dec.curves(ctx.predictor, sc)
     fr = dec.frontier(ctx.predictor, sc)
@@ -169,7 +170,7 @@ def render(ctx: Context) -> Section:
         intro
         + "<h3>Perplexity against bits</h3>"
         + F.safe("the perplexity curves", _curve_figure, pred, sc)
-        + _curve_table(pred)
+        + _curve_table(pred, sc)
         + "<h3>Best size and precision under a memory budget</h3>"
         "<p>For each budget, every (size, bits) whose weights fit is a candidate; the best has the lowest "
         "predicted median perplexity. P(best) is the posterior probability that it really beats every other "
