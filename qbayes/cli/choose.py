@@ -348,8 +348,8 @@ def sig3(x: float) -> str:
         return str(x)
     if x == 0:
         return "0"
-    digits = max(0, 2 - int(np.floor(np.log10(abs(x)))))
-    return f"{round(x, digits):,.{digits}f}"
+    digits = 2 - int(np.floor(np.log10(abs(x))))
+    return f"{round(x, digits):,.{max(digits, 0)}f}"
 
 
 def ppl_text(x: float, fp16_ppl: float) -> str:

@@ -9,6 +9,7 @@ import math
 import re
 
 import numpy as np
+import polars as pl
 import pytest
 
 from qbayes.errors import QBayesError
@@ -18,6 +19,7 @@ from qbayes.report.document import SECTION_IDS
 from report_fixtures import EVIL_FAMILY, VALIDATION_JSON
 
 HEADINGS = (
+    "What this fit can answer",
     "1. Data",
     "2. Convergence",
     "3. Posterior predictive checks",
@@ -122,7 +124,35 @@ def test_cli_errors_are_one_clear_line(cli, tmp_path, tiny_fit_path):
     assert r.code == 2 and "no such fit file" in r.err
     r = cli("report", "--fit", tiny_fit_path, "--validation", tmp_path / "absent.json", "--out", tmp_path / "x.html")
     assert r.code == 2 and "qbayes validate --json" in r.err
+    r = cli("report", "--fit", tiny_fit_path, "--scenario", "Nosuchfamily", "--out", tmp_path / "x.html")
+    assert r.code == 2 and "not a family of the fit's data" in r.err
     assert not (tmp_path / "x.html").exists()
+
+
+def test_report_opens_on_what_the_fit_answers(report_html, tiny_fit):
+    summary = report_html.index('<section id="summary">')
+    assert summary < report_html.index('<section id="data">')
+    first = report_html[summary : report_html.index('<section id="data">')]
+    assert "Families" in first and "held-out results" in first and "A model you may know" in first
+    assert "data hash" not in report_html[:summary]  # hashes no longer open the page
+
+
+def test_fixed_parameters_are_shown_as_fixed_without_warnings(tiny_fit):
+    import warnings
+
+    from qbayes.model import diagnostics as D
+    from qbayes.report.context import Context
+    from qbayes.report.sections import convergence
+
+    post = tiny_fit.posterior
+    fixed = convergence.fixed_params(post, convergence.top_level(post))
+    assert fixed, "the default spec fixes the spreads of its effects"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # arviz-stats' 0/0 on a constant
+        html = convergence._param_table(Context(fit=tiny_fit), D.check(tiny_fit.tree))
+    row = html[html.index(f">{fixed[0]}<") :]
+    row = row[: row.index("</tr>")]
+    assert "fixed" in row and "bad" not in row
 
 
 def test_decision_frontier_respects_budgets(tiny_fit):
@@ -130,10 +160,18 @@ def test_decision_frontier_respects_budgets(tiny_fit):
 
     sc = dec.scenario(tiny_fit)
     assert sc.family in tiny_fit.encoding.levels["family"]
-    assert np.allclose(np.log(sc.fp16_ppl([1.0, 10.0])), [sc.ppl_a, sc.ppl_a + sc.ppl_b * np.log(10.0)])
+    # the scenario's sizes are the family's real models, with their measured fp16 perplexity
+    own = tiny_fit.data.filter(pl.col("family") == sc.family)
+    assert set(sc.frontier_sizes) == set(own["params_b"].to_list())
+    for size, ppl in sc.measured.items():
+        assert ppl in own.filter(pl.col("params_b") == size)["fp16_ppl"].to_list() or ppl == pytest.approx(
+            float(own.filter(pl.col("params_b") == size)["fp16_ppl"].median())
+        )
+    odd = [1234.5, 0.0123]  # sizes no model has: the trend
+    assert np.allclose(np.log(sc.fp16_ppl(odd)), sc.ppl_a + sc.ppl_b * np.log(odd))
     fr = dec.frontier(Predictor(tiny_fit, n_draws=100, seed=0), sc)
     opts = fr.options.to_dicts()
-    assert len(opts) == len(dec.FRONTIER_SIZES) * (len(dec.FRONTIER_BITS) + 1)
+    assert len(opts) == len(sc.frontier_sizes) * (len(dec.FRONTIER_BITS) + 1)
     for c in fr.choices.iter_rows(named=True):
         if c["best"] is None:
             assert all(o["memory_gb"] > c["budget_gb"] for o in opts)
