@@ -41,7 +41,7 @@ def _write_atomic(df, path: Path) -> None:
     "--output",
     "output_path",
     type=click.Path(),
-    help="predictions, .csv or .parquet; '-': CSV on stdout  [default with --input: a table on stdout]",
+    help="predictions, .csv or .parquet; '-': CSV on stdout  [default: a table on stdout]",
 )
 @click.option("--family")
 @click.option("--model", "model_name", help="model name (default: FAMILY-<params>B)")
@@ -104,8 +104,6 @@ def predict(
     out = None if output_path in (None, "-") else Path(output_path)
     if out is not None and out.suffix not in SUFFIXES:
         raise QBayesError(f"{out}: output must end in .csv or .parquet ('-': CSV on stdout)")
-    if output_path and not input_path:
-        raise QBayesError("--output goes with --input (a file of queries); a single query is printed")
     if input_path:
         raw = _read_queries(Path(input_path))
         where = str(input_path)
@@ -174,10 +172,10 @@ def predict(
     named = raw.get_column(FORMAT) if FORMAT in raw.columns else None
     flags = outside(fitted, pred["params_b"], pred["train_tokens_b_used"], pred["bits"], named)
     result = pl.concat([raw, pred.select(OUTPUT_COLUMNS), flags], how="horizontal")
-    if not input_path:
-        _print_one(result.row(0, named=True), fitted)
-    elif output_path == "-":
+    if output_path == "-":
         click.echo(result.write_csv(), nl=False)
+    elif out is None and not input_path:
+        _print_one(result.row(0, named=True), fitted)
     elif out is None:
         shown = pl.concat([pred, flags], how="horizontal").with_columns(
             named if named is not None else pl.lit(None, pl.String).alias(FORMAT),

@@ -111,13 +111,13 @@ def describe(fitted: FittedRange, row: dict) -> list[str]:
     lines = []
     spans = {
         "outside_params": ("size", row.get("params_b"), fitted.params_b, "B parameters"),
-        "outside_tokens": ("training tokens", row.get("train_tokens_b_used"), fitted.train_tokens_b, "B tokens"),
-        "outside_bits": ("bits per weight", row.get("bits_per_weight", row.get("bits")), fitted.bits, " bits"),
+        "outside_tokens": ("training tokens", row.get("train_tokens_b_used"), fitted.train_tokens_b, "B"),
+        "outside_bits": ("bits per weight", row.get("bits_per_weight", row.get("bits")), fitted.bits, ""),
     }
     for flag, (what, value, (lo, hi), unit) in spans.items():
         if row.get(flag):
             lines.append(
-                f"extrapolated: {what} {value:g}{unit} lies outside the fitted {lo:g}-{hi:g}{unit}; "
+                f"extrapolated: {what} {float(value):.4g}{unit} lies outside the fitted {lo:.4g}-{hi:.4g}{unit}; "
                 "no fitted row checks the law there"
             )
     if row.get("outside_format_kind"):

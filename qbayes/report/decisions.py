@@ -13,7 +13,15 @@ import numpy as np
 import polars as pl
 
 from qbayes.errors import QBayesError, suggest
-from qbayes.model.choose import FP16_BITS, best_under_budget, mean_ppl_draws, memory_gb
+from qbayes.model.choose import (
+    DEFAULT_TOLERANCE,
+    FP16_BITS,
+    best_under_budget,
+    compare_to,
+    mean_ppl_draws,
+    memory_gb,
+    predictive_ppl_draws,
+)
 from qbayes.model.fitfile import Fit
 from qbayes.model.predict import Predictor
 from qbayes.model.queries import query_table
@@ -152,7 +160,9 @@ def curves(predictor: Predictor, sc: Scenario) -> pl.DataFrame:
 @dataclass
 class Frontier:
     options: pl.DataFrame  # one row per (size, bits), fp16 included: memory, ppl quantiles
-    choices: pl.DataFrame  # one row per budget: the best option, its runner-up, P(best)
+    # one row per budget: the best option, its runner-up, P(best), and the probability that
+    # the runner-up's perplexity as one would measure it is within DEFAULT_TOLERANCE of the best's
+    choices: pl.DataFrame
 
 
 def frontier(predictor: Predictor, sc: Scenario) -> Frontier:
@@ -161,6 +171,7 @@ def frontier(predictor: Predictor, sc: Scenario) -> Frontier:
     with np.errstate(over="ignore", invalid="ignore"):
         pred = predictor.predict(rows)
     ppl_draws = mean_ppl_draws(predictor, rows)
+    measured = predictive_ppl_draws(predictor, rows)
     opts = pred.select(
         "params_b", "w_bits", "bits", "ppl_q05", "ppl_q50", "ppl_q95", "fp16_ppl", pl.lit(False).alias("fp16")
     )
@@ -177,6 +188,7 @@ def frontier(predictor: Predictor, sc: Scenario) -> Frontier:
     options = options.with_columns(pl.Series("memory_gb", mem))
     fp_draws = np.broadcast_to(sc.fp16_ppl(sizes)[None, :], (ppl_draws.shape[0], len(sizes)))
     all_draws = np.concatenate([ppl_draws, fp_draws], axis=1)
+    all_measured = np.concatenate([measured, fp_draws], axis=1)
     med = options.get_column("ppl_q50").to_numpy()
     rows = []
     for budget in BUDGETS_GB:
@@ -187,12 +199,22 @@ def frontier(predictor: Predictor, sc: Scenario) -> Frontier:
                 "best": int(order[0]) if order.size else None,
                 "runner_up": int(order[1]) if order.size > 1 else None,
                 "p_best": float(p_best[0]) if order.size else math.nan,
+                "p_runner_up_within": float(compare_to(all_measured[:, order[:2]], 0, DEFAULT_TOLERANCE)[1, 0])
+                if order.size > 1
+                else math.nan,
             }
         )
     return Frontier(
         options,
         pl.DataFrame(
-            rows, schema={"budget_gb": pl.Float64, "best": pl.Int64, "runner_up": pl.Int64, "p_best": pl.Float64}
+            rows,
+            schema={
+                "budget_gb": pl.Float64,
+                "best": pl.Int64,
+                "runner_up": pl.Int64,
+                "p_best": pl.Float64,
+                "p_runner_up_within": pl.Float64,
+            },
         ),
     )
 

@@ -136,6 +136,12 @@ def test_predict_prints_a_query_file_without_output_and_csv_with_dash(small_fit_
     assert r.code == 0, r.err
     lines = r.out.strip().splitlines()
     assert len(lines) == 3 and "ppl_q50" in lines[0]
+    # a single query may be written to a file too
+    out = tmp_path / "one.csv"
+    args = ("--family", "OPT", "--params-b", 13, "--method", "GPTQ", "--w-bits", 4, "--fp16-ppl", 10.13)
+    r = cli("predict", "--fit", small_fit_path, *args, "--output", out, "--draws", 100)
+    assert r.code == 0, r.err
+    assert pl.read_csv(out).height == 1
 
 
 def test_long_query_file_with_a_new_family_in_one_chunk_only(small_fit):

@@ -181,6 +181,8 @@ def test_decision_frontier_respects_budgets(tiny_fit):
         assert best["memory_gb"] <= c["budget_gb"]
         assert best["ppl_q50"] == min(o["ppl_q50"] for o in feasible)
         assert 0.0 <= c["p_best"] <= 1.0
+        if c["runner_up"] is not None:
+            assert 0.0 <= c["p_runner_up_within"] <= 1.0
     p = dec.pareto(fr.options)
     assert np.all(np.diff(p["ppl_q50"].to_numpy()) < 0)
 

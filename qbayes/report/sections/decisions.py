@@ -138,12 +138,21 @@ def _choices_table(fr: dec.Frontier) -> str:
                 _label(b),
                 Cell(fixed(b["memory_gb"], 1), "num"),
                 Cell(interval(b["ppl_q50"], b["ppl_q05"], b["ppl_q95"]), "num"),
-                Cell(fixed(c["p_best"], 2), "num"),
                 "—" if ru is None else f"{_label(ru)} (ppl {num(ru['ppl_q50'])}, {fixed(ru['memory_gb'], 1)} GB)",
+                Cell(fixed(c["p_runner_up_within"], 2), "num"),
             ]
         )
+    tol = f"{dec.DEFAULT_TOLERANCE:.0%}"
     return table(
-        ["budget (GB)", "best option", "memory (GB)", "predicted ppl, median [90%]", "P(best)", "runner-up"], rows
+        [
+            "budget (GB)",
+            "best option",
+            "memory (GB)",
+            "predicted ppl, median [90%]",
+            "runner-up",
+            f"P(runner-up within {tol})",
+        ],
+        rows,
     )
 
 
@@ -173,10 +182,9 @@ def render(ctx: Context) -> Section:
         + _curve_table(pred, sc)
         + "<h3>Best size and precision under a memory budget</h3>"
         "<p>For each budget, every (size, bits) whose weights fit is a candidate; the best has the lowest "
-        "predicted median perplexity. P(best) is the posterior probability that it really beats every other "
-        "candidate (computed on the mean degradation, without observation noise). Weight memory only: "
-        "activations and the KV cache come on top.</p>"
-        + F.safe("the frontier plot", _frontier_figure, fr, sc)
-        + _choices_table(fr)
+        "predicted median perplexity. The last column is the probability that the runner-up's perplexity, "
+        "as one would measure it (observation noise included), is within 1% of the best's: near 1, the "
+        "choice between them hardly matters. Weight memory only: activations and the KV cache come on "
+        "top.</p>" + F.safe("the frontier plot", _frontier_figure, fr, sc) + _choices_table(fr)
     )
     return Section("decisions", "6. Decisions", body)
