@@ -85,7 +85,7 @@ def test_report_content(report_html):
     assert "<h3>Leave one family out</h3>" in report_html
     assert "<h3>Forward: each family from the families released before it</h3>" in report_html
     assert report_html.count("<h4>Rows of 3 or more bits</h4>") == 1 and ">0.0123<" in report_html
-    assert "budget (GB)" in report_html and "P(best)" in report_html
+    assert "budget (GB)" in report_html and "P(runner-up within 1%)" in report_html
     # the noise scale and what each of the default model's noise terms multiplies it by
     assert "Observation noise" in report_html and "× scale at 2 bits" in report_html
     assert "× scale per channel" in report_html and "Student-t degrees of freedom" in report_html
