@@ -178,6 +178,8 @@ def test_choose_table_reads_as_a_user_needs(small_fit_path, tmp_path, cli):
     assert (ranked["memory_gb"] <= budget_gb).all()
     assert (table.filter(~pl.col("within_budget"))["memory_gb"] > budget_gb).all()
     assert {"p_best", "p_within_tolerance", "diff_q05", "diff_q50", "diff_q95"} <= set(table.columns)
+    assert not table.filter(pl.col("method") == "fp16")["outside_bits"].any()  # measured, not predicted
+    assert table.filter(pl.col("format") == "Q2_K")["outside_bits"].to_list() == [False]
     best = ranked.filter(pl.col("rank") == 1).row(0, named=True)
     assert best["p_within_tolerance"] == 1.0 and best["diff_q50"] == 0.0
     others = ranked.filter(pl.col("rank") > 1)
