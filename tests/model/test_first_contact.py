@@ -107,6 +107,23 @@ def test_predict_answers_with_each_optional_column(column, small_fit_path, tmp_p
     assert {"outside_params", "outside_tokens", "outside_bits", "outside_format_kind"} <= set(pred.columns)
 
 
+CANDIDATE_OPTIONAL = {"train_tokens_b": None, "arch": "layernorm+relu", "eval_set": "c4", "new_ok": "false"}
+
+
+@pytest.mark.parametrize("column", list(CANDIDATE_OPTIONAL))
+def test_choose_answers_with_each_optional_candidate_column(column, small_fit_path, tmp_path, cli):
+    row = {**CANDIDATE, column: CANDIDATE_OPTIONAL[column]}
+    path = _write(tmp_path, "in.csv", [row])
+    out = tmp_path / "out.csv"
+    r = cli("choose", "--fit", small_fit_path, "--budget-gb", 30, "--candidates", path, "--format", "Q4_K_M")
+    assert r.code == 0, r.err
+    r = cli(*_command("choose", small_fit_path, tmp_path, path))
+    assert r.code == 0, r.err
+    options = pl.read_csv(out)
+    assert options.height == 2  # Q4_K_M, and fp16 (over the 20 GB budget)
+    assert options.filter(pl.col("format") == "Q4_K_M")["rank"].to_list() == [1]
+
+
 def test_single_query_typo_is_refused_and_new_level_lets_it_through(small_fit_path, cli):
     args = ("predict", "--fit", small_fit_path, "--family", "OTP", "--params-b", 13, "--method", "GPTQ")
     args += ("--w-bits", 4, "--fp16-ppl", 10.13, "--draws", 100)
