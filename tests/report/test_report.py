@@ -274,3 +274,16 @@ def test_validation_per_kind_of_row_is_optional_and_shown(tiny_fit):
     assert "Per kind of row: 90% interval coverage" in part
     with pytest.raises(QBayesError, match=r"per_cell\[1\]\.mdae"):
         parse({**good, "per_cell": [cells[0], {**cells[1], "mdae": "small"}]})
+
+
+def test_summary_gives_the_fits_own_model_held_out_error():
+    from qbayes.report import validation
+    from qbayes.report.html import num
+    from qbayes.report.sections.summary import validation_text
+
+    summary = validation.load(VALIDATION_JSON)
+    last = summary.overall[-1]  # not the first validated: the sentence must pick it by name
+    text = validation_text(summary, last.model)
+    assert f"the {last.model} model's median error is {num(last.scores.mdae)}" in text
+    assert f"cover {last.scores.cov90:.0%}" in text
+    assert "qbayes validate --json" in validation_text(None, last.model)

@@ -44,9 +44,9 @@ def coverage_text(ctx: Context) -> str:
     )
 
 
-def validation_text(validation: ValidationSummary | list[ValidationSummary] | None) -> str:
-    """One sentence per validation scheme: the default model's held-out median error and
-    90% coverage."""
+def validation_text(validation: ValidationSummary | list[ValidationSummary] | None, model_name: str) -> str:
+    """One sentence per validation scheme: held-out median error and 90% coverage of the
+    model ``model_name`` (the fit's), or of the model validated first when the file lacks it."""
     if not validation:
         return (
             "<p>No held-out validation was given: run <code>qbayes validate --json FILE</code> and pass it "
@@ -56,7 +56,7 @@ def validation_text(validation: ValidationSummary | list[ValidationSummary] | No
     for v in validation if isinstance(validation, list) else [validation]:
         if not v.overall:
             continue
-        model = v.overall[0]  # the model validated first: the one the fit is of
+        model = next((m for m in v.overall if m.model == model_name), v.overall[0])
         s = model.scores
         at3 = next((r.scores for r in v.overall_3bits if r.model == model.model), None)
         extra = f" ({num(at3.mdae)} at 3 bits or more)" if at3 is not None and not math.isnan(at3.mdae) else ""
@@ -102,7 +102,7 @@ def render(ctx: Context) -> Section:
     info = ctx.fit.info
     body = (
         coverage_text(ctx)
-        + validation_text(ctx.validation)
+        + validation_text(ctx.validation, ctx.fit.spec.name)
         + "<h3>A model you may know</h3>"
         + known_model_table(ctx, sc)
         + "<p>To choose a format for your model: <code>qbayes choose --budget-gib 24 --family FAMILY "
