@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from qbayes.cli.options import fit_option, load_fit
+from qbayes.cli.options import fit_option, load_fit, load_observed, observed_option
 from qbayes.cli.predict import SUFFIXES, _read_queries, _write_atomic, filled_notes
 from qbayes.errors import QBayesError
 
@@ -127,6 +127,7 @@ def _group_size(text: str) -> int | None:
 )
 @click.option("--draws", type=click.IntRange(50), default=1000, show_default=True, help="posterior draws used")
 @click.option("--seed", type=int, default=0, show_default=True)
+@observed_option
 def choose(
     fit_path,
     budget_gb,
@@ -147,6 +148,7 @@ def choose(
     output_path,
     draws,
     seed,
+    observed_path,
 ):
     """Rank (model, format) options whose memory fits a budget.
 
@@ -158,6 +160,7 @@ def choose(
     import polars as pl
 
     from qbayes.db.named_formats import lookup_all, method_hints
+    from qbayes.model import conditioning
     from qbayes.model.choose import choose as rank_options
     from qbayes.model.predict import Predictor
     from qbayes.model.respell import describe
@@ -183,7 +186,13 @@ def choose(
     if not formats or w_bits or group_sizes:  # the method x bits x group grid, with its defaults
         w_bits, group_sizes = w_bits or DEFAULT_BITS, group_sizes or DEFAULT_GROUPS
         methods = methods or DEFAULT_METHODS
+    observed = load_observed(observed_path)
     predictor = Predictor(load_fit(fit_path), n_draws=draws, seed=seed)
+
+    def show(cond):
+        for line in conditioning.unmatched(observed, cond.rows.query) + conditioning.report(cond):
+            click.echo(line, err=True)
+
     table = rank_options(
         predictor,
         cands,
@@ -196,6 +205,8 @@ def choose(
         include_fp16=not no_fp16,
         overhead_gb=overhead_gb,
         context=context,
+        observed=observed,
+        on_conditioned=show,
     )
     for line in describe(predictor.respelled):
         click.echo(line, err=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from qbayes.cli.options import fit_option, load_fit
+from qbayes.cli.options import fit_option, load_fit, load_observed, observed_option
 from qbayes.errors import QBayesError
 
 SUFFIXES = (".csv", ".parquet")
@@ -62,6 +62,7 @@ def _write_atomic(df, path: Path) -> None:
 @click.option("--fp16-ppl", type=float, help="unquantized perplexity on the evaluation set")
 @click.option("--draws", type=click.IntRange(50), default=1000, show_default=True, help="posterior draws used")
 @click.option("--seed", type=int, default=0, show_default=True)
+@observed_option
 def predict(
     fit_path,
     input_path,
@@ -81,6 +82,7 @@ def predict(
     fp16_ppl,
     draws,
     seed,
+    observed_path,
 ):
     """Predict quantized perplexity with intervals, from a file of queries or one query given by flags."""
     import polars as pl
@@ -88,6 +90,7 @@ def predict(
     from qbayes.db.named_formats import COLUMN as FORMAT
     from qbayes.db.named_formats import expand as expand_formats
     from qbayes.db.named_formats import method_hints
+    from qbayes.model import conditioning
     from qbayes.model.predict import OUTPUT_COLUMNS, Predictor
     from qbayes.model.queries import QUERY_OPTIONAL, extra_query_columns, query_table
     from qbayes.model.respell import describe
@@ -152,14 +155,24 @@ def predict(
         )
     if extra:
         click.echo(f"not used for prediction, returned as given: {', '.join(extra)}", err=True)
+    observed = load_observed(observed_path)
     predictor = Predictor(load_fit(fit_path), n_draws=draws, seed=seed)
-    rows = predictor.prepare(queries)
+    if observed is not None:
+        cond = conditioning.condition(predictor, observed, queries)
+        predictor, rows = cond.predictor, cond.rows
+        for line in conditioning.unmatched(observed, queries) + conditioning.report(cond):
+            click.echo(line, err=True)
+    else:
+        rows = predictor.prepare(queries)
     for line in describe(predictor.respelled):
         click.echo(line, err=True)
     pred = predictor.predict(rows)
+    if observed is not None:
+        pred = pl.concat([pred, cond.columns(queries)], how="horizontal")
     for line in method_hints(queries.filter(pred["new_method"])["method"]):
         click.echo(line, err=True)
-    result = pl.concat([raw, pred.select(OUTPUT_COLUMNS)], how="horizontal")
+    written = OUTPUT_COLUMNS + (conditioning.OUTPUT_COLUMNS if observed is not None else ())
+    result = pl.concat([raw, pred.select(written)], how="horizontal")
     if input_path:
         _write_atomic(result, out)
         flagged = {c: int(result[c].sum()) for c in OUTPUT_COLUMNS if c.startswith("new_")}

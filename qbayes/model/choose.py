@@ -15,7 +15,7 @@ comparison the posterior does settle.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import polars as pl
@@ -23,6 +23,7 @@ import polars as pl
 from qbayes.db.named_formats import COLUMN as FORMAT
 from qbayes.db.named_formats import DEFAULT_METHOD, NamedFormat
 from qbayes.errors import QBayesError
+from qbayes.model.conditioning import Conditioned, Observed, condition
 from qbayes.model.kv_cache import kv_cache_gb
 from qbayes.model.predict import NEW_LEVEL_FLAGS, PROVENANCE, Predictor, Prepared
 from qbayes.model.queries import query_table
@@ -130,16 +131,25 @@ def choose(
     include_fp16: bool = True,
     overhead_gb: float = 0.0,
     context: int | None = None,
+    observed: Observed | None = None,
+    on_conditioned: Callable[[Conditioned], None] = lambda c: None,
 ) -> pl.DataFrame:
     """Every option with its memory (``weights_gb``, ``kv_cache_gb``, ``overhead_gb`` and
     their sum ``memory_gb``), predicted perplexity quantiles and flags, and for those within
     the budget their rank (1 = best) and ``p_best``; sorted by rank, then the options over
-    budget by memory."""
+    budget by memory. With ``observed`` rows the predictions condition on them
+    (conditioning.condition, which ``on_conditioned`` is shown) and the table gains its
+    ``obs_*`` columns."""
     if not budget_gb > 0:
         raise QBayesError(f"the memory budget must be > 0 GB, got {budget_gb:g}")
     q = options(candidates, methods=methods, w_bits=w_bits, group_sizes=group_sizes, formats=formats, eval_set=eval_set)
     extra = extra_memory_gb(q, overhead_gb=overhead_gb, context=context)  # before the predictions: may refuse
-    rows = predictor.prepare(q)
+    if observed is None:
+        rows = predictor.prepare(q)
+    else:
+        cond = condition(predictor, observed, q)
+        predictor, rows = cond.predictor, cond.rows
+        on_conditioned(cond)
     with np.errstate(over="ignore", invalid="ignore"):
         pred = predictor.predict(rows)
     quant = pl.concat(
@@ -158,6 +168,7 @@ def choose(
                 "fp16_ppl",
             ),
             pred.select("ppl_q05", "ppl_q50", "ppl_q95", *FLAGS, *PROVENANCE),
+            *(() if observed is None else (cond.columns(q),)),
         ],
         how="horizontal",
     )

@@ -157,6 +157,16 @@ def observed_rows(df: pl.DataFrame, where: str = "observed rows") -> Observed:
     return Observed(table=table.filter(keep), delta=delta[keep.to_numpy()], row=row[keep.to_numpy()], where=where)
 
 
+def observed_training(df: pl.DataFrame, where: str) -> Observed:
+    """Observed rows from a training table (model.table.training_table of a database that
+    ``qbayes collect`` wrote), read as from :data:`OBSERVED_SOURCE`."""
+    if df.height == 0:
+        raise QBayesError(f"{where}: no quantized rows with an unquantized baseline to condition on")
+    delta = df.get_column("delta").to_numpy()
+    table = df.drop("delta", "doubt").with_columns(pl.lit(OBSERVED_SOURCE, dtype=pl.String).alias("source"))
+    return Observed(table=table, delta=delta, row=np.arange(1, df.height + 1), where=where)
+
+
 def unmatched(observed: Observed, queries: pl.DataFrame) -> list[str]:
     """One line per observed row whose model, family and evaluation set all match no query:
     it still conditions the fit (shared method and source effects) but says nothing directly
@@ -424,7 +434,9 @@ def condition(predictor: Predictor, observed: Observed, queries: pl.DataFrame) -
     ``observed``; both are read as from :data:`OBSERVED_SOURCE`."""
     check_fit(predictor)
     queries = as_observed_source(queries)
-    both = predictor.prepare(pl.concat([observed.table, queries], how="vertical_relaxed"))
+    both = predictor.prepare(
+        pl.concat([observed.table, queries.select(observed.table.columns)], how="vertical_relaxed")
+    )
     n = observed.n
     upd = update(predictor, both.covariates.rows(slice(0, n)), observed.delta)
     read = both.read
