@@ -157,13 +157,16 @@ def observed_rows(df: pl.DataFrame, where: str = "observed rows") -> Observed:
     return Observed(table=table.filter(keep), delta=delta[keep.to_numpy()], row=row[keep.to_numpy()], where=where)
 
 
-def observed_training(df: pl.DataFrame, where: str) -> Observed:
+def observed_training(df: pl.DataFrame, where: str, *, own_source: bool = True) -> Observed:
     """Observed rows from a training table (model.table.training_table of a database that
-    ``qbayes collect`` wrote), read as from :data:`OBSERVED_SOURCE`."""
+    ``qbayes collect`` wrote), read as from :data:`OBSERVED_SOURCE`, or with ``own_source``
+    False as from their own sources (cross-validation reveals published rows)."""
     if df.height == 0:
         raise QBayesError(f"{where}: no quantized rows with an unquantized baseline to condition on")
     delta = df.get_column("delta").to_numpy()
-    table = df.drop("delta", "doubt").with_columns(pl.lit(OBSERVED_SOURCE, dtype=pl.String).alias("source"))
+    table = df.drop("delta", "doubt", strict=False)
+    if own_source:
+        table = table.with_columns(pl.lit(OBSERVED_SOURCE, dtype=pl.String).alias("source"))
     return Observed(table=table, delta=delta, row=np.arange(1, df.height + 1), where=where)
 
 
@@ -429,11 +432,15 @@ def check_fit(predictor: Predictor) -> None:
         )
 
 
-def condition(predictor: Predictor, observed: Observed, queries: pl.DataFrame) -> Conditioned:
+def condition(
+    predictor: Predictor, observed: Observed, queries: pl.DataFrame, *, same_source: bool = True
+) -> Conditioned:
     """``queries`` (a standard table) prepared for prediction from draws conditioned on
-    ``observed``; both are read as from :data:`OBSERVED_SOURCE`."""
+    ``observed``; the queries are read as from :data:`OBSERVED_SOURCE`, the observed rows'
+    source, unless ``same_source`` is False (each keeps its own)."""
     check_fit(predictor)
-    queries = as_observed_source(queries)
+    if same_source:
+        queries = as_observed_source(queries)
     both = predictor.prepare(
         pl.concat([observed.table, queries.select(observed.table.columns)], how="vertical_relaxed")
     )
