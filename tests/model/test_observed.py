@@ -163,3 +163,49 @@ def test_predict_cli_refuses_bad_observed_and_writes_nothing(cli, small_fit_path
     assert r.code == 2
     assert "rows [2]" in r.err
     assert tree_digest(tmp_path) == before
+
+
+def test_suggest_conditions_on_observed_rows_first(small_fit):
+    """Rows already measured of a new family leave less for a further run of that family to
+    teach: the targets' variance and the same-family candidate's value both fall."""
+    from qbayes.suggest.gpucost import Costs
+    from qbayes.suggest.ranking import rank, runs_table
+
+    new = {"family": "NewFam", "model": "NewFam-7B", "params_b": 7.0, "eval_set": "wikitext2", "group_size": 128}
+    targets = runs_table(pl.DataFrame([{**new, "method": "GPTQ", "w_bits": 3.0}]), where="targets")
+    cands = runs_table(pl.DataFrame([{**new, "method": "AWQ", "w_bits": 4.0}]), where="candidates")
+    observed = conditioning.observed_rows(_obs())
+    predictor = Predictor(small_fit, n_draws=300)
+    plain = rank(predictor, targets, cands, costs=Costs(own=np.ones(1)), max_runs=1)
+    shown = []
+    informed = rank(
+        predictor,
+        targets,
+        cands,
+        costs=Costs(own=np.ones(1)),
+        max_runs=1,
+        observed=observed,
+        on_conditioned=shown.append,
+    )
+    assert len(shown) == 1 and shown[0].update.ess > 30
+    assert informed.target_var[0] < 0.8 * plain.target_var[0]
+    assert informed.reduction[0] < plain.reduction[0]
+
+
+def test_reveal_rules_pick_rows_nearest_4_bits_of_the_common_method_and_keep_one_hidden():
+    from qbayes.evaluation.crossval import reveal_mask
+
+    rows = pl.DataFrame(
+        {
+            "model": ["A"] * 5 + ["B"] * 2,
+            "method": ["GPTQ", "GPTQ", "GPTQ", "RTN", "RTN", "GPTQ", "RTN"],
+            "bits": [3.0, 4.25, 2.0, 4.0, 8.0, 4.25, 4.0],
+            "eval_set": ["wikitext2", "c4", "wikitext2", "wikitext2", "wikitext2", "wikitext2", "wikitext2"],
+        }
+    )
+    assert np.flatnonzero(reveal_mask(rows, 1, "nearest4")).tolist() == [1, 5]
+    assert np.flatnonzero(reveal_mask(rows, 2, "nearest4")).tolist() == [0, 1, 5]  # B keeps one row hidden
+    assert np.flatnonzero(reveal_mask(rows, 1, "rtn")).tolist() == [3, 6]
+    assert not reveal_mask(rows, 0, "nearest4").any()
+    with pytest.raises(QBayesError, match="reveal rule"):
+        reveal_mask(rows, 1, "random")
