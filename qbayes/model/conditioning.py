@@ -22,18 +22,25 @@ gets a two-sided posterior predictive p-value under the fit before conditioning.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-from scipy import special, stats
 
 from qbayes.db.named_formats import expand as expand_formats
 from qbayes.errors import QBayesError
 from qbayes.model.covariates import Covariates
 from qbayes.model.encoding import ReadTable
-from qbayes.model.graph import log_target
-from qbayes.model.mean import mean_degradation, noise_scale, relative_noise, weights
+from qbayes.model.mean import (
+    design_matrix,
+    mean_degradation,
+    noise_scale,
+    relative_noise,
+    saturate,
+    stack_theta,
+    weights,
+)
 from qbayes.model.predict import Draws, Predictor, Prepared, _log_d_missing, extra_new_levels
 from qbayes.model.queries import QUERY_OPTIONAL, query_table
 
@@ -186,15 +193,7 @@ def unmatched(observed: Observed, queries: pl.DataFrame) -> list[str]:
     return out
 
 
-def _t_logpdf(x: np.ndarray, nu: np.ndarray | None) -> np.ndarray:
-    if nu is None:
-        return -0.5 * x**2 - 0.5 * np.log(2 * np.pi)
-    return (
-        special.gammaln((nu + 1) / 2)
-        - special.gammaln(nu / 2)
-        - 0.5 * np.log(nu * np.pi)
-        - (nu + 1) / 2 * np.log1p(x**2 / nu)
-    )
+_lgamma = np.vectorize(math.lgamma, otypes=[np.float64])  # scipy.special would add seconds to start-up
 
 
 @dataclass(frozen=True)
@@ -257,18 +256,46 @@ class _Likelihood:
         self.log_d = _log_d_missing(self.base, d)
         self.nu = draws.p["nu"][0].astype(np.float64) if "nu" in draws.p else None
         self.log_shift = fit.spec.log_shift
-        self.y = (
-            log_target(delta, self.log_shift)[:, None] if fit.spec.likelihood == "log_student_t" else delta[:, None]
-        )
+        self.y = delta[:, None]
         if fit.spec.likelihood == "log_student_t":
+            # the fit's target, graph.log_target (not imported: prediction runs without PyMC)
+            self.y = np.log(np.maximum(self.y, -self.log_shift / 2) + self.log_shift)
             self.scale = np.broadcast_to(
                 relative_noise(draws.p, d, fit.spec.noise, np).astype(np.float64), (d.n, draws.n)
             )
+        # the Student-t density's constant per draw
+        self.const = (
+            None
+            if self.nu is None
+            else _lgamma((self.nu + 1) / 2) - _lgamma(self.nu / 2) - 0.5 * np.log(self.nu * np.pi)
+        )
+        self.eta0 = None
+        self.eta0 = self._linear_predictor()
 
-    def location_scale(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N_obs, S) location and scale of the likelihood with unit effects ``z`` (K, S)."""
-        eta = self.extra + self.units.loading @ (self.units.sd * z)
-        mu = mean_degradation(
+    def _linear_predictor(self) -> np.ndarray | None:
+        """The linear predictor without the unit effects, (N_obs, S), so that each z costs
+        one saturation (mean.saturate) rather than a whole mean.mean_degradation; None (the
+        slow path) if that does not reproduce mean_degradation, which stays the definition."""
+        fit, p = self.fit, self.base.p
+        theta = stack_theta(p, fit.spec.effects, fit.encoding.levels, fit.encoding.feature_names)
+        eta = design_matrix(self.d, fit.spec.effects, fit.encoding.levels, fit.spec.curvature) @ theta.astype(
+            np.float64
+        )
+        if self.log_d is not None:
+            eta = eta + p["gamma_d"] * self.log_d
+        eta = eta + self.extra
+        if np.allclose(self._saturate(eta), self._mean(np.zeros_like(eta)), rtol=1e-4, atol=1e-7):
+            return eta
+        return None
+
+    def _saturate(self, eta: np.ndarray) -> np.ndarray:
+        return saturate(eta, self.base.p, self.d.act_q[:, None], self.d.act_c[:, None], np).astype(np.float64)
+
+    def _mean(self, eta_units: np.ndarray) -> np.ndarray:
+        """The mean degradation with the unit effects adding ``eta_units`` (N_obs, S)."""
+        if self.eta0 is not None:
+            return self._saturate(self.eta0 + eta_units)
+        return mean_degradation(
             self.base.p,
             self.d,
             self.fit.spec.effects,
@@ -277,22 +304,30 @@ class _Likelihood:
             self.log_d,
             self.fit.encoding.feature_names,
             self.fit.spec.curvature,
-            eta.astype(np.float32),
+            (self.extra + eta_units).astype(np.float32),
         ).astype(np.float64)
+
+    def location_scale(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N_obs, S) location and scale of the likelihood with unit effects ``z`` (K, S)."""
+        mu = self._mean(self.units.loading @ (self.units.sd * z))
         if self.fit.spec.likelihood == "log_student_t":
             return np.log(mu + self.log_shift), self.scale
         return mu, noise_scale({k: v.astype(np.float64) for k, v in self.base.p.items()}, mu)
 
-    def loglik(self, z: np.ndarray) -> np.ndarray:
-        """(S,) log-likelihood of all observed rows given ``z`` (K, S)."""
-        loc, scale = self.location_scale(z)
-        return (_t_logpdf((self.y - loc) / scale, self.nu) - np.log(scale)).sum(axis=0)
-
-    def cdf(self, z: np.ndarray) -> np.ndarray:
-        """(N_obs, S) P(y_rep <= y_obs) per row and draw given ``z``."""
-        loc, scale = self.location_scale(z)
+    def loglik(self, loc: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        """(S,) log-likelihood of all observed rows at location and scale (N_obs, S)."""
         x = (self.y - loc) / scale
-        return stats.norm.cdf(x) if self.nu is None else stats.t.cdf(x, self.nu[None, :])
+        if self.nu is None:
+            dens = -0.5 * x**2 - 0.5 * np.log(2 * np.pi)
+        else:
+            dens = self.const - (self.nu + 1) / 2 * np.log1p(x**2 / self.nu)
+        return (dens - np.log(scale)).sum(axis=0)
+
+    def below(self, loc: np.ndarray, scale: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """(N_obs, S): whether a replicate of each row, drawn per draw at location and scale,
+        falls below the observation (a Monte Carlo estimate of the predictive CDF)."""
+        t = rng.standard_normal(loc.shape) if self.nu is None else rng.standard_t(self.nu, size=loc.shape)
+        return loc + scale * t <= self.y
 
 
 @dataclass(frozen=True)
@@ -333,8 +368,13 @@ def update(predictor: Predictor, d: Covariates, delta: np.ndarray, *, inner: int
     k = len(units.names)
     zs = rng.standard_normal((inner, k, s)) if k else np.zeros((1, 0, s))
     # pilot: z from the population; it gives the p-values and the proposal
-    logl = np.stack([lik.loglik(z) for z in zs])  # (M, S)
-    cdf = np.mean([lik.cdf(z) for z in zs[: min(len(zs), 64)]], axis=(0, 2))
+    logl, below = [], []
+    for z in zs:
+        loc, scale = lik.location_scale(z)
+        logl.append(lik.loglik(loc, scale))
+        below.append(lik.below(loc, scale, rng).mean(axis=1))
+    logl = np.stack(logl)  # (M, S)
+    cdf = np.mean(below, axis=0)
     p_value = np.clip(2 * np.minimum(cdf, 1 - cdf), 0.0, 1.0)
     if k:
         w = np.exp(logl - logl.max())
@@ -350,7 +390,7 @@ def update(predictor: Predictor, d: Covariates, delta: np.ndarray, *, inner: int
         zt = zs.transpose(0, 2, 1)  # (M, S, K)
         log_prior = _log_normal_pdf(zt, np.zeros(k), np.eye(k))
         log_q = np.logaddexp(log_prior, _log_normal_pdf(zt, mean, chol)) - np.log(2.0)
-        logl = np.stack([lik.loglik(z) for z in zs]) + log_prior - log_q
+        logl = np.stack([lik.loglik(*lik.location_scale(z)) for z in zs]) + log_prior - log_q
     top = logl.max(axis=0)  # (S,)
     inner_w = np.exp(logl - top)  # (M, S)
     log_ml = top + np.log(inner_w.mean(axis=0))  # (S,) log marginal likelihood per draw
