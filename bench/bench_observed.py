@@ -23,18 +23,18 @@ BITS = (2.0, 3.0, 4.0, 8.0)
 
 
 def files(root: Path) -> tuple[Path, Path]:
-    """observed.csv (5 rows: fp16 and four quantized, of one new 8B model) and queries.csv
+    """observed.csv (an fp16 row and five quantized rows of one new 8B model) and queries.csv
     (1,000 configurations of three sizes of that family)."""
     obs = pl.DataFrame(
         {
-            "family": ["BenchFam"] * 5,
-            "model": ["BenchFam-8B"] * 5,
-            "params_b": [8.0] * 5,
-            "method": ["fp16", "RTN", "GPTQ", "AWQ", "RTN"],
-            "w_bits": [16.0, 4.0, 3.0, 4.0, 8.0],
-            "group_size": [None, 128, 128, 128, 128],
-            "eval_set": ["wikitext2"] * 5,
-            "ppl": [6.20, 6.55, 7.10, 6.40, 6.21],
+            "family": ["BenchFam"] * 6,
+            "model": ["BenchFam-8B"] * 6,
+            "params_b": [8.0] * 6,
+            "method": ["fp16", "RTN", "GPTQ", "AWQ", "RTN", "GPTQ"],
+            "w_bits": [16.0, 4.0, 3.0, 4.0, 8.0, 4.0],
+            "group_size": [None, 128, 128, 128, 128, 128],
+            "eval_set": ["wikitext2"] * 6,
+            "ppl": [6.20, 6.55, 7.10, 6.40, 6.21, 6.38],
         }
     )
     rng = np.random.default_rng(0)
