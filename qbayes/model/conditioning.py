@@ -506,7 +506,8 @@ def report(c: Conditioned) -> list[str]:
     u = c.update
     lines = [
         f"conditioned on {c.observed.n} observed rows: effective sample size {u.ess:.0f} of "
-        f"{c.predictor.draws.n} draws ({len(u.units)} unseen-level effects updated)"
+        f"{c.predictor.draws.n} draws ({len(u.units)} unseen-level effects updated; {u.inner_ess:.0f} of "
+        f"{INNER_DRAWS} effective effect draws per posterior draw)"
     ]
     if not u.trusted:
         lines.append(
