@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from qbayes.cli.options import fit_option, load_fit, new_level_option, refuse_typos
+from qbayes.cli.options import fit_option, load_fit, load_observed, new_level_option, observed_option, refuse_typos
 from qbayes.cli.predict import SUFFIXES, _read_queries, _write_atomic, filled_notes
 from qbayes.errors import QBayesError
 
@@ -160,6 +160,7 @@ def option_flags(f):
             help="percent of perplexity within which an option counts as good as another",
         ),
         new_level_option,
+        observed_option,
         click.option("--draws", type=click.IntRange(50), default=1000, show_default=True, help="posterior draws used"),
         click.option("--seed", type=int, default=0, show_default=True),
     ]
@@ -188,6 +189,7 @@ class Flags:
     no_fp16: bool
     tolerance: float
     new_level: bool
+    observed_path: str | None
     draws: int
     seed: int
 
@@ -225,6 +227,7 @@ def read_flags(flags: Flags):
         w_bits, group_sizes = w_bits or DEFAULT_BITS, group_sizes or DEFAULT_GROUPS
         methods = methods or DEFAULT_METHODS
     fit = load_fit(flags.fit_path)
+    observed = load_observed(flags.observed_path)
     named = cands if "eval_set" in cands.columns else cands.with_columns(pl.lit(flags.eval_set).alias("eval_set"))
     refuse_typos(fit, named, where, flags.new_level or new_ok_values(cands, where))
     refuse_typos(
@@ -239,8 +242,18 @@ def read_flags(flags: Flags):
         include_fp16=not flags.no_fp16,
         overhead_gb=flags.overhead_gb,
         context=flags.context,
+        observed=observed,
+        on_conditioned=lambda cond: _show_conditioning(observed, cond),
     )
     return Predictor(fit, n_draws=flags.draws, seed=flags.seed), cands, formats, grid
+
+
+def _show_conditioning(observed, cond) -> None:
+    """What the observed rows did to the predictions, on stderr (qbayes.model.conditioning)."""
+    from qbayes.model import conditioning
+
+    for line in conditioning.unmatched(observed, cond.rows.query) + conditioning.report(cond):
+        click.echo(line, err=True)
 
 
 @click.command()

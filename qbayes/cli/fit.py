@@ -6,7 +6,7 @@ import dataclasses
 
 import click
 
-from qbayes.cli.options import database_options, load_databases
+from qbayes.cli.options import database_options, load_databases, load_observed
 from qbayes.errors import QBayesError
 from qbayes.model.samplers import DEFAULT_SAMPLER, SampleConfig
 from qbayes.resources import CHECKOUT, SHIPPED_FIT
@@ -55,6 +55,14 @@ DEFAULTS = SampleConfig()  # one source for the sampling defaults
     help="which database rows to fit: published, collected by `qbayes collect`, or all together "
     "[default: the model spec's `rows`]",
 )
+@click.option(
+    "--observed",
+    "observed_path",
+    type=click.Path(),
+    default=None,
+    help="also fit rows you measured (the layout of `qbayes predict --observed`), as source "
+    "'observed': the exact route that predict --observed approximates",
+)
 @click.option("--prior-check", is_flag=True, help="run a prior predictive check instead of fitting")
 @click.option(
     "--ship",
@@ -77,6 +85,7 @@ def fit(
     target_accept,
     allow_bad_fit,
     rows,
+    observed_path,
     prior_check,
     ship,
 ):
@@ -88,10 +97,10 @@ def fit(
     from qbayes.model.spec import load_spec
 
     console = Console(stderr=True)
-    if ship and (data or exclude_family or include_suspect or rows or model_name != DEFAULT_MODEL):
+    if ship and (data or exclude_family or include_suspect or rows or observed_path or model_name != DEFAULT_MODEL):
         raise QBayesError(
             f"--ship writes the posterior qbayes ships: the {DEFAULT_MODEL} model on the shipped "
-            "database, so it takes no --data, --exclude-family, --include-suspect, --rows or --model"
+            "database, so it takes no --data, --exclude-family, --include-suspect, --rows, --observed or --model"
         )
     ship_to = CHECKOUT / "data" / SHIPPED_FIT
     if ship and not ship_to.parent.is_dir():
@@ -103,6 +112,7 @@ def fit(
     if rows is not None:  # the spec says which rows it is for; this fits it to others (its hash changes)
         spec = dataclasses.replace(spec, rows=rows)
     db = load_databases(data)
+    observed = load_observed(observed_path)
     if prior_check:
         _prior_check(db, spec, seed)
         return
@@ -116,7 +126,7 @@ def fit(
         f"fitting model [bold]{spec.name}[/bold] (spec {spec.hash}) with {sampler}: "
         f"{chains} chains x ({tune} tune + {draws} draws), seed {seed}"
     )
-    result = fit_database(db, spec, opts)
+    result = fit_database(db, spec, opts, extra=None if observed is None else observed.training_rows())
     info = result.info
     conv = info.convergence
     path = fitfile.save(result, out or f"fits/{spec.name}.nc")

@@ -81,3 +81,43 @@ def refuse_typos(fit, df, where: str, new_ok) -> None:
     from qbayes.model import known_families, unseen
 
     unseen.refuse_typos(df, fit.encoding, where, new_ok, families=known_families.load())
+
+
+def observed_option(f):
+    """``--observed FILE``: rows the user measured, to condition the predictions on."""
+    return click.option(
+        "--observed",
+        "observed_path",
+        type=click.Path(),
+        default=None,
+        help="rows you measured: a .csv/.parquet in the query layout plus 'ppl' (fp16 perplexity from "
+        "'fp16_ppl' or an fp16 row of the same model and eval set), or a database directory written by "
+        "`qbayes collect`; predictions condition on them (docs/observed.md)",
+    )(f)
+
+
+def load_observed(path):
+    """The observed rows at ``path`` (conditioning.Observed), or None when ``path`` is None."""
+    if path is None:
+        return None
+    from pathlib import Path
+
+    import polars as pl
+
+    from qbayes.model import conditioning
+
+    p = Path(path)
+    if p.is_dir():
+        from qbayes.db import store
+        from qbayes.model.table import training_table
+
+        return conditioning.observed_training(training_table(store.load(p)), str(p))
+    if not p.is_file():
+        raise QBayesError(f"{p}: no such observed-rows file or database directory")
+    if p.suffix not in (".csv", ".parquet"):
+        raise QBayesError(f"{p}: observed rows must be a .csv or .parquet file, or a database directory")
+    try:
+        df = pl.read_csv(p, infer_schema=False, null_values=[""]) if p.suffix == ".csv" else pl.read_parquet(p)
+    except Exception as exc:
+        raise QBayesError(f"{p}: cannot read observed rows ({type(exc).__name__}: {exc})") from exc
+    return conditioning.observed_rows(df, str(p))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from qbayes.cli.options import fit_option, load_fit, new_level_option, refuse_typos
+from qbayes.cli.options import fit_option, load_fit, load_observed, new_level_option, observed_option, refuse_typos
 from qbayes.errors import QBayesError
 
 SUFFIXES = (".csv", ".parquet")
@@ -68,6 +68,7 @@ def _write_atomic(df, path: Path) -> None:
 @new_level_option
 @click.option("--draws", type=click.IntRange(50), default=1000, show_default=True, help="posterior draws used")
 @click.option("--seed", type=int, default=0, show_default=True)
+@observed_option
 def predict(
     fit_path,
     input_path,
@@ -88,6 +89,7 @@ def predict(
     new_level,
     draws,
     seed,
+    observed_path,
 ):
     """Predict quantized perplexity with intervals, from a file of queries or one query given by flags."""
     import polars as pl
@@ -95,6 +97,7 @@ def predict(
     from qbayes.db.named_formats import COLUMN as FORMAT
     from qbayes.db.named_formats import expand as expand_formats
     from qbayes.db.named_formats import method_hints
+    from qbayes.model import conditioning
     from qbayes.model.extrapolation import OUTSIDE, FittedRange, outside
     from qbayes.model.predict import OUTPUT_COLUMNS, Predictor
     from qbayes.model.queries import QUERY_OPTIONAL, extra_query_columns, query_table
@@ -161,17 +164,27 @@ def predict(
         click.echo(f"not used for prediction, returned as given: {', '.join(extra)}", err=True)
     fit = load_fit(fit_path)
     refuse_typos(fit, queries, where, new_level or new_ok_values(raw, where))
+    observed = load_observed(observed_path)
     predictor = Predictor(fit, n_draws=draws, seed=seed)
-    rows = predictor.prepare(queries)
+    if observed is not None:
+        cond = conditioning.condition(predictor, observed, queries)
+        predictor, rows = cond.predictor, cond.rows
+        for line in conditioning.unmatched(observed, queries) + conditioning.report(cond):
+            click.echo(line, err=True)
+    else:
+        rows = predictor.prepare(queries)
     for line in describe(predictor.respelled):
         click.echo(line, err=True)
     pred = predictor.predict(rows)
+    if observed is not None:
+        pred = pl.concat([pred, cond.columns(queries)], how="horizontal")
     for line in method_hints(queries.filter(pred["new_method"])["method"]):
         click.echo(line, err=True)
     fitted = FittedRange.of(predictor.fit)
     named = raw.get_column(FORMAT) if FORMAT in raw.columns else None
     flags = outside(fitted, pred["params_b"], pred["train_tokens_b_used"], pred["bits"], named)
-    result = pl.concat([raw, pred.select(OUTPUT_COLUMNS), flags], how="horizontal")
+    written = OUTPUT_COLUMNS + (conditioning.OUTPUT_COLUMNS if observed is not None else ())
+    result = pl.concat([raw, pred.select(written), flags], how="horizontal")
     if output_path == "-":
         click.echo(result.write_csv(), nl=False)
     elif out is None and not input_path:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from qbayes.cli.options import fit_option, load_fit, new_level_option, refuse_typos
+from qbayes.cli.options import fit_option, load_fit, load_observed, new_level_option, observed_option, refuse_typos
 from qbayes.cli.predict import SUFFIXES, _read_queries, _write_atomic
 from qbayes.errors import QBayesError
 from qbayes.suggest.gpucost import DEVICE_TFLOPS, REFERENCE_DEVICE
@@ -58,6 +58,7 @@ SHOWN = 20  # chosen runs printed; the output file has them all
 @new_level_option
 @click.option("--draws", type=click.IntRange(50), default=1000, show_default=True, help="posterior draws used")
 @click.option("--seed", type=int, default=0, show_default=True)
+@observed_option
 def suggest(
     targets_path,
     candidates_path,
@@ -71,6 +72,7 @@ def suggest(
     new_level,
     draws,
     seed,
+    observed_path,
 ):
     """Rank candidate runs by how much measuring each would sharpen the predictions of the
     targets, per GPU hour, and choose a batch under a budget.
@@ -80,6 +82,7 @@ def suggest(
     the batch is chosen greedily, each choice discounting what later runs would repeat."""
     import polars as pl
 
+    from qbayes.model import conditioning
     from qbayes.model.predict import Predictor
     from qbayes.model.unseen import new_ok_values
     from qbayes.suggest.ranking import (
@@ -126,8 +129,14 @@ def suggest(
     fit = load_fit(fit_path)
     refuse_typos(fit, targets, str(targets_path), new_level or new_ok_values(raw_targets, str(targets_path)))
     refuse_typos(fit, candidates, where, new_level or new_ok_values(raw, where))
+    observed = load_observed(observed_path)
     predictor = Predictor(fit, n_draws=draws, seed=seed)
-    if targets["source"].is_null().all() and candidates["source"].is_null().all():
+
+    def show(cond):
+        for line in conditioning.unmatched(observed, cond.rows.query) + conditioning.report(cond):
+            click.echo(line, err=True)
+
+    if observed is None and targets["source"].is_null().all() and candidates["source"].is_null().all():
         click.echo(
             "targets and candidates without a source share one new-study effect, so every run also "
             "teaches about it; give the candidates a source (e.g. your lab's) if the targets are other "
@@ -145,6 +154,8 @@ def suggest(
             budget=budget_gpu_hours,
             max_runs=max_runs,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
+            observed=observed,
+            on_conditioned=show,
         )
     table = ranking_table(raw, ranking)
     _write_atomic(table, out)

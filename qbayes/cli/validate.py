@@ -57,6 +57,24 @@ from qbayes.model.samplers import DEFAULT_SAMPLER, SampleConfig
     default=None,
     help="which database rows to validate on (default: the first model's `rows`)",
 )
+@click.option(
+    "--reveal",
+    "reveals",
+    multiple=True,
+    type=click.IntRange(0),
+    default=(0,),
+    show_default=True,
+    help="rows each held-out model reveals (repeatable: --reveal 0 --reveal 1 ...): the baselines train on "
+    "them, the Bayesian models condition on them as predict --observed does; every K is scored on the rows "
+    "hidden at the largest K (docs/observed.md)",
+)
+@click.option(
+    "--reveal-rule",
+    type=click.Choice(["nearest4", "rtn"]),
+    default="nearest4",
+    show_default=True,
+    help="which rows are revealed: nearest 4 bits per weight of the family's most common method, or RTN rows",
+)
 @click.option("--json", "json_path", type=click.Path(), help="also write the results as JSON here")
 @click.option(
     "--predictions",
@@ -79,6 +97,8 @@ def validate(
     sampler,
     target_accept,
     rows,
+    reveals,
+    reveal_rule,
     json_path,
     predictions_path,
 ):
@@ -124,6 +144,8 @@ def validate(
             folds=folds,
             seed=seed,
             progress=lambda m: status.update(m),
+            reveals=sorted(set(reveals)),
+            reveal_rule=reveal_rule,
         )
     settings = ValidationSettings(
         scheme=scheme,
@@ -138,7 +160,9 @@ def validate(
         families=tuple(f.family for f in folds),
         folds={f.family: f.train for f in folds},
     )
-    summary = crossval.summarise(results, settings, reference=models[0] if models else None)
+    reveals = sorted(set(reveals))
+    reference = crossval.reveal_name(models[0], reveals[-1], reveals) if models else None
+    summary = crossval.summarise(results, settings, reference=reference)
 
     out = Console()
     name = {"lofo": "Leave-one-family-out", "forward": "Forward (from earlier families)"}[scheme]
@@ -169,6 +193,17 @@ def validate(
             t.add_column(c, justify="left" if c == "model" else "right")
         for g in summary.gaps:
             t.add_row(g.model, *(f"{v:+.4f}" for v in (g.gap, g.lo, g.hi)), f"{g.p_reference_better:.2f}")
+        out.print(t)
+    if reveals != [0]:
+        t = Table(
+            title=f"Revealed rows per held-out model (rule {reveal_rule}): error and 90% width against K, "
+            f"on the rows hidden at K = {reveals[-1]}",
+            title_justify="left",
+        )
+        for c in ("model", "K", "rows", "n", "MdAE", "median 90% width", "90% cov."):
+            t.add_column(c, justify="left" if c in ("model", "rows") else "right")
+        for r in crossval.reveal_scores(results, reveals):
+            t.add_row(r.model, str(r.k), r.rows, str(r.n), f"{r.mdae:.4f}", f"{r.width90:.4f}", f"{r.cov90:.2f}")
         out.print(t)
     if json_path:
         from qbayes.atomic import atomic_path

@@ -48,6 +48,7 @@ from qbayes.evaluation.summary import (
     ValidationSummary,
     as_float,
 )
+from qbayes.model import conditioning
 from qbayes.model.encoding import family_tokens
 from qbayes.model.fit import FitOptions, fit_table
 from qbayes.model.fitfile import Fit
@@ -66,6 +67,11 @@ GAP_BOOT = 2000
 
 
 SCHEMES = ("lofo", "forward")
+# how a held-out family's models reveal rows (docs/observed.md), fixed before any score was seen:
+# "nearest4", per model the rows of the family's most common method nearest 4 bits per weight
+# (what a user runs first); "rtn", per model its RTN rows nearest 4 bits per weight (none where
+# the model has no RTN row)
+REVEAL_RULES = ("nearest4", "rtn")
 
 
 @dataclass(frozen=True)
@@ -163,11 +169,55 @@ def scores(y: np.ndarray, q: np.ndarray) -> Scores:
     )
 
 
-def bayes_quantiles(fit: Fit, test: pl.DataFrame, *, seed: int) -> np.ndarray:
+def reveal_mask(test: pl.DataFrame, k: int, rule: str) -> np.ndarray:
+    """Which rows of a held-out family its models reveal: per model, ``k`` rows chosen by
+    ``rule`` (:data:`REVEAL_RULES`), nearest 4 bits per weight first, then WikiText-2 before
+    other evaluation sets, then in table order; a model keeps at least one row hidden."""
+    if rule not in REVEAL_RULES:
+        raise unknown("reveal rule", rule, REVEAL_RULES)
+    mask = np.zeros(test.height, dtype=bool)
+    if k <= 0:
+        return mask
+    method = pl.col("method").str.to_lowercase()
+    if rule == "nearest4":
+        common = test.group_by(method.alias("m")).len().sort(["len", "m"], descending=[True, False])["m"][0]
+        eligible = method == common
+    else:
+        eligible = method == "rtn"
+    order = (
+        test.with_row_index("_i")
+        .filter(eligible)
+        .with_columns((pl.col("bits") - 4.0).abs().alias("_far"), (pl.col("eval_set") != "wikitext2").alias("_other"))
+        .sort(["_far", "_other", "_i"])
+    )
+    size = test.group_by("model").len()
+    limit = dict(zip(size["model"].to_list(), [min(k, n - 1) for n in size["len"].to_list()]))
+    for model, rows in order.group_by("model", maintain_order=True):
+        mask[rows["_i"].head(limit[model[0]]).to_numpy()] = True
+    return mask
+
+
+def bayes_quantiles(fit: Fit, test: pl.DataFrame, *, seed: int, revealed: pl.DataFrame | None = None) -> np.ndarray:
     """Predictive quantiles (QGRID) of the held-out rows. They come from a study of unknown
-    protocol: all of them are scored as one new source."""
+    protocol: all of them are scored as one new source. With ``revealed`` rows (a training
+    table of the same family) the predictions condition on them (conditioning.condition),
+    as ``qbayes predict --observed`` does. Each published source of the family is then a new
+    source of its own, shared by its revealed and scored rows: a row revealed from one paper
+    says nothing about another paper's protocol (every row's marginal prediction is the same
+    as with one new source for all)."""
     predictor = Predictor(fit, n_draws=BAYES_DRAWS, seed=seed)
-    return row_quantiles(predictor.delta(predictor.prepare(test, one_new_level=("source",))), QGRID)
+    if revealed is None or revealed.height == 0:
+        return row_quantiles(predictor.delta(predictor.prepare(test, one_new_level=("source",))), QGRID)
+    unseen = pl.concat_str(pl.lit("held-out "), pl.col("source").fill_null("")).alias("source")
+    observed = conditioning.observed_training(revealed.with_columns(unseen), "revealed rows", own_source=False)
+    queries = test.drop("delta", "doubt", strict=False).with_columns(unseen)
+    cond = conditioning.condition(predictor, observed, queries, same_source=False)
+    return row_quantiles(cond.predictor.delta(cond.rows), QGRID)
+
+
+def reveal_name(model: str, k: int, reveals: Sequence[int]) -> str:
+    """A model's name in the results: as it is without reveals, else with its K."""
+    return model if tuple(reveals) == (0,) else f"{model} K={k}"
 
 
 def run(
@@ -179,39 +229,57 @@ def run(
     folds: Sequence[Fold],
     seed: int = 0,
     progress: Callable[[str], None] = lambda msg: None,
+    reveals: Sequence[int] = (0,),
+    reveal_rule: str = "nearest4",
 ) -> list[FoldResult]:
     """Fit every model once per fold (:func:`make_folds`) and collect its quantile predictions
-    for the held-out family's rows."""
+    for the held-out family's rows. For each K in ``reveals`` the family's models reveal K
+    rows (:func:`reveal_mask`): the baselines train on them too, the Bayesian models
+    condition on them without a refit; every K is scored on the same rows, those not
+    revealed at the largest K, so the scores compare across K."""
     specs = {name: load_spec(name) for name in bayes_models}
     out = []
     for fold in folds:
         fam = fold.family
         train = table.filter(pl.col("family").is_in(list(fold.train)))
-        test = table.filter(pl.col("family") == fam)
-        test_for = {n: family_tokens(test) if spec.tokens == "family" else test for n, spec in specs.items()}
+        held = table.filter(pl.col("family") == fam)
+        scored = ~reveal_mask(held, max(reveals), reveal_rule)
+        test = held.filter(pl.Series(scored))
         y = test.get_column("delta").to_numpy()
+        masks = {k: reveal_mask(held, k, reveal_rule) for k in reveals}
+        shown = {k: held.filter(pl.Series(m)) for k, m in masks.items()}
         for name in baselines:
-            progress(f"{fam}: {name}")
-            model = BASELINES[name]() if name != "random_forest" else BASELINES[name](seed=seed)
-            out.append(FoldResult(fam, name, y, model.fit(train).quantiles(test, QGRID), rows=test))
+            for k in reveals:
+                progress(f"{fam}: {name}, K={k}")
+                model = BASELINES[name]() if name != "random_forest" else BASELINES[name](seed=seed)
+                fitted = model.fit(pl.concat([train, shown[k]], how="vertical_relaxed") if k else train)
+                out.append(FoldResult(fam, reveal_name(name, k, reveals), y, fitted.quantiles(test, QGRID), rows=test))
         for name in bayes_models:
             progress(f"{fam}: {name} (sampling)")
             fit = fit_table(train, specs[name], opts)
             conv = fit.info.convergence
-            out.append(
-                FoldResult(
-                    fam,
-                    name,
-                    y,
-                    bayes_quantiles(fit, test_for[name], seed=seed),
-                    convergence=FoldConvergence(
-                        max_rhat=as_float(conv.max_rhat),
-                        divergences=int(conv.divergences),
-                        min_ess_bulk=as_float(conv.min_ess_bulk),
-                    ),
-                    rows=test,
+            read = family_tokens(held) if specs[name].tokens == "family" else held
+            for k in reveals:
+                progress(f"{fam}: {name}, K={k}")
+                out.append(
+                    FoldResult(
+                        fam,
+                        reveal_name(name, k, reveals),
+                        y,
+                        bayes_quantiles(
+                            fit,
+                            read.filter(pl.Series(scored)),
+                            seed=seed,
+                            revealed=read.filter(pl.Series(masks[k])) if k else None,
+                        ),
+                        convergence=FoldConvergence(
+                            max_rhat=as_float(conv.max_rhat),
+                            divergences=int(conv.divergences),
+                            min_ess_bulk=as_float(conv.min_ess_bulk),
+                        ),
+                        rows=test,
+                    )
                 )
-            )
     return out
 
 
@@ -301,6 +369,51 @@ def mdae_gaps(
                 p_reference_better=as_float(np.mean(boot < 0)),
             )
         )
+    return out
+
+
+@dataclass(frozen=True)
+class RevealScores:
+    """One model at one K of ``qbayes validate --reveal``: over ``rows`` ("all" or "3+ bits")
+    of every fold, the median absolute error, the median width of the 90% interval and its
+    coverage."""
+
+    model: str
+    k: int
+    rows: str
+    n: int
+    mdae: float
+    width90: float
+    cov90: float
+
+
+def reveal_scores(results: list[FoldResult], reveals: Sequence[int]) -> list[RevealScores]:
+    """Error and width against K, per model (names from :func:`reveal_name`)."""
+    out = []
+    names = list(dict.fromkeys(r.model for r in results))
+    bases = list(dict.fromkeys(n.rsplit(" K=", 1)[0] for n in names))
+    for base in bases:
+        for k in reveals:
+            rs = [r for r in results if r.model == reveal_name(base, k, reveals)]
+            if not rs:
+                continue
+            y = np.concatenate([r.y for r in rs])
+            q = np.concatenate([r.q for r in rs], axis=1)
+            bits = np.concatenate([r.rows.get_column("w_bits").cast(pl.Float64).to_numpy() for r in rs])
+            for label, keep in (("all", np.ones(y.size, dtype=bool)), ("3+ bits", bits >= 3)):
+                yy, qq = y[keep], q[:, keep]
+                width = qq[_qidx(0.95)] - qq[_qidx(0.05)]
+                out.append(
+                    RevealScores(
+                        model=base,
+                        k=int(k),
+                        rows=label,
+                        n=int(yy.size),
+                        mdae=as_float(np.nanmedian(np.abs(yy - qq[_qidx(0.5)]))),
+                        width90=as_float(np.nanmedian(width)),
+                        cov90=as_float(coverage(yy, qq, 0.9)),
+                    )
+                )
     return out
 
 

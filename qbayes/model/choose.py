@@ -22,7 +22,7 @@ option), is within ``tolerance`` (relative) of the best option's, and ``diff_q05
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +31,7 @@ import polars as pl
 from qbayes.db.named_formats import COLUMN as FORMAT
 from qbayes.db.named_formats import DEFAULT_METHOD, NamedFormat
 from qbayes.errors import QBayesError
+from qbayes.model.conditioning import Conditioned, Observed, condition
 from qbayes.model.kv_cache import kv_cache_gb
 from qbayes.model.predict import NEW_LEVEL_FLAGS, PROVENANCE, Predictor, Prepared
 from qbayes.model.queries import query_table
@@ -175,11 +176,20 @@ def scored_options(
     include_fp16: bool = True,
     overhead_gb: float = 0.0,
     context: int | None = None,
+    observed: Observed | None = None,
+    on_conditioned: Callable[[Conditioned], None] = lambda c: None,
 ) -> Scored:
-    """The options (:func:`options`, plus each candidate in fp16), predicted, with their memory."""
+    """The options (:func:`options`, plus each candidate in fp16), predicted, with their memory.
+    With ``observed`` rows the predictions condition on them (conditioning.condition, which
+    ``on_conditioned`` is shown) and the table gains its ``obs_*`` columns."""
     q = options(candidates, methods=methods, w_bits=w_bits, group_sizes=group_sizes, formats=formats, eval_set=eval_set)
     extra = extra_memory_gb(q, overhead_gb=overhead_gb, context=context)  # before the predictions: may refuse
-    rows = predictor.prepare(q)
+    if observed is None:
+        rows = predictor.prepare(q)
+    else:
+        cond = condition(predictor, observed, q)
+        predictor, rows = cond.predictor, cond.rows
+        on_conditioned(cond)
     with np.errstate(over="ignore", invalid="ignore"):
         pred = predictor.predict(rows)
     quant = pl.concat(
@@ -198,6 +208,7 @@ def scored_options(
                 "fp16_ppl",
             ),
             pred.select("ppl_q05", "ppl_q50", "ppl_q95", *FLAGS, *PROVENANCE),
+            *(() if observed is None else (cond.columns(q),)),
         ],
         how="horizontal",
     )

@@ -81,10 +81,16 @@ def fit_table(df: pl.DataFrame, spec: ModelSpec, opts: FitOptions = FitOptions()
     return Fit(spec=spec, encoding=enc, tree=result.tree, data=df, info=info)
 
 
-def fit_database(db: Database, spec: ModelSpec, opts: FitOptions = FitOptions()) -> Fit:
+def fit_database(
+    db: Database, spec: ModelSpec, opts: FitOptions = FitOptions(), extra: pl.DataFrame | None = None
+) -> Fit:
+    """Fit ``spec`` to the database's rows, plus ``extra`` training rows (observed rows,
+    conditioning.Observed.training_rows: the exact route the fast update approximates)."""
     df = training_table(
         db, exclude_families=opts.exclude_families, include_suspect=opts.include_suspect, rows=spec.rows
     )
+    if extra is not None:
+        df = pl.concat([df, extra.select(df.columns)], how="vertical_relaxed")
     return fit_table(df, spec, opts)
 
 

@@ -13,6 +13,7 @@ otherwise a draw from the fitted population of ln D.
 
 from __future__ import annotations
 
+import copy
 import os
 import zlib
 from dataclasses import dataclass, field
@@ -257,6 +258,12 @@ class Predictor:
         self.draws = draws_from_fit(fit, n=n_draws, seed=seed)
         # every (column, value, level) respelling made so far, for the command line to report
         self.respelled: list[tuple[str, str, str]] = []
+
+    def with_draws(self, draws: Draws) -> Predictor:
+        """This predictor with other draws of the same fit (conditioning.condition's)."""
+        other = copy.copy(self)
+        other.draws = draws
+        return other
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, n_draws: int | None = DEFAULT_DRAWS, seed: int = 0) -> Predictor:

@@ -30,8 +30,10 @@ from qbayes.collect.grid import Grid
 from qbayes.collect.manifest import ModelEntry
 from qbayes.errors import QBayesError, suggest
 from qbayes.formats import parse_format
+from qbayes.model import conditioning
+from qbayes.model.conditioning import Conditioned, Observed
 from qbayes.model.mean import noise_scale, relative_noise
-from qbayes.model.predict import Predictor
+from qbayes.model.predict import Predictor, Prepared
 from qbayes.model.queries import QUERY_OPTIONAL, QUERY_REQUIRED, query_table
 from qbayes.suggest.gpucost import REFERENCE_DEVICE, Costs, run_costs
 
@@ -179,13 +181,14 @@ class PredictorDraws:
     log_shift: float | None
 
 
-def predictor_draws(predictor: Predictor, table: pl.DataFrame) -> PredictorDraws:
+def predictor_draws(predictor: Predictor, table: pl.DataFrame | Prepared) -> PredictorDraws:
     """The one place suggest reads the model: eta and the noise of every row of a standard
-    table (queries.query_table), from the same posterior draws. The rows are encoded
-    together, so unseen levels they share (a new family, source or evaluation set) are one
-    effect with one draw per sample, as in :meth:`Predictor.predict`."""
+    table (queries.query_table), or of rows already prepared (conditioning.condition's),
+    from the same posterior draws. The rows are encoded together, so unseen levels they
+    share (a new family, source or evaluation set) are one effect with one draw per sample,
+    as in :meth:`Predictor.predict`."""
     fit, draws = predictor.fit, predictor.draws
-    rows = predictor.prepare(table)
+    rows = table if isinstance(table, Prepared) else predictor.prepare(table)
     covs = rows.covariates
     with np.errstate(over="ignore", invalid="ignore"):
         mu = predictor.mean(rows).astype(np.float64)
@@ -353,13 +356,24 @@ def rank(
     max_runs: int | None = None,
     min_share: float = MIN_SHARE,
     progress: Callable[[int, int], None] = lambda done, total: None,
+    observed: Observed | None = None,
+    on_conditioned: Callable[[Conditioned], None] = lambda c: None,
 ) -> Ranking:
     """Rank candidate runs (standard table) by how much each would reduce the weighted
     posterior variance of the targets' eta (standard table), and choose a batch greedily
-    under ``budget`` GPU hours and at most ``max_runs`` runs."""
+    under ``budget`` GPU hours and at most ``max_runs`` runs. Rows already ``observed``
+    are what the draws are first conditioned on, by the module predict and choose use
+    (conditioning.condition, shown to ``on_conditioned``); targets and candidates are then
+    read as from the observed rows' source."""
     t = targets.height
     w = np.ones(t) if weights is None else np.asarray(weights, dtype=np.float64)
-    pd = predictor_draws(predictor, pl.concat([targets, candidates], how="vertical_relaxed"))
+    both = pl.concat([targets, candidates], how="vertical_relaxed")
+    if observed is None:
+        pd = predictor_draws(predictor, both)
+    else:
+        cond = conditioning.condition(predictor, observed, both)
+        on_conditioned(cond)
+        pd = predictor_draws(cond.predictor, cond.rows)
     anom = anomalies(pd.eta)
     noise = effective_noise_var(scale=pd.scale[t:], nu=pd.nu)
     cross = anom[:t] @ anom[t:].T
