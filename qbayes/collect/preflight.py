@@ -56,7 +56,7 @@ def preflight(request: CollectRequest, *, download: bool = False) -> CollectRequ
     missing += text_missing
     missing += _overlaps(request.grid, files)
     task_settings, task_problems = tasks_eval.check(request.grid.tasks)
-    missing += [Missing(f"task '{p.name}'", p.problem) for p in task_problems]
+    missing += [Missing(p.what, p.problem) for p in task_problems]
     for model in request.models:
         missing += _model(model.path, request.grid)
     if missing:

@@ -26,11 +26,15 @@ fails the configuration's tasks only (its perplexity rows stay).
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import importlib.util
+import io
 import logging
 import math
+import os
+import sys
 import time
 from dataclasses import dataclass, replace
 from importlib import metadata
@@ -60,9 +64,9 @@ class TaskScore:
 
 @dataclass(frozen=True)
 class TaskProblem:
-    """A task name the preflight refuses, and why."""
+    """What the preflight refuses ("task 'x'", "task directory d"), and why."""
 
-    name: str
+    what: str
     problem: str
 
 
@@ -100,10 +104,11 @@ def check(settings: TaskSettings) -> tuple[TaskSettings, list[TaskProblem]]:
     if not settings.names:
         return settings, []
     if importlib.util.find_spec("lm_eval") is None:
-        return settings, [TaskProblem(", ".join(settings.names), f"scoring tasks needs lm-eval: {INSTALL}")]
+        what = "tasks " + ", ".join(settings.names)
+        return settings, [TaskProblem(what, f"scoring tasks needs lm-eval: {INSTALL}")]
     missing_dirs = [d for d in settings.include if not Path(d).is_dir()]
     if missing_dirs:
-        return settings, [TaskProblem(d, "task directory (--task-include) does not exist") for d in missing_dirs]
+        return settings, [TaskProblem(f"task directory {d}", "does not exist") for d in missing_dirs]
     manager = task_manager(settings)
     index = manager.task_index
     tags, groups = set(manager.all_tags), set(manager.all_groups)
@@ -115,17 +120,44 @@ def check(settings: TaskSettings) -> tuple[TaskSettings, list[TaskProblem]]:
             close = difflib.get_close_matches(name, manager.all_tasks, n=3, cutoff=0.6)
             hint = f" (close: {', '.join(close)})" if close else ""
             where = " or in " + ", ".join(settings.include) if settings.include else ""
-            problems.append(TaskProblem(name, f"lm-eval knows no task '{name}'{hint}; tasks are lm-eval's{where}"))
+            problems.append(
+                TaskProblem(f"task '{name}'", f"lm-eval knows no task '{name}'{hint}; tasks are lm-eval's{where}")
+            )
         elif name in tags:
             names += sorted(entry.tags)
         elif name in groups and not (entry.cfg or {}).get("aggregate_metric_list"):
             members = [t if isinstance(t, str) else t.get("task", "?") for t in (entry.cfg or {}).get("task", [])]
             problems.append(
-                TaskProblem(name, f"group without a score of its own: name its tasks instead ({', '.join(members)})")
+                TaskProblem(
+                    f"task '{name}'",
+                    f"a group without a score of its own: name its tasks instead ({', '.join(members)})",
+                )
             )
         else:
             names.append(name)
-    return replace(settings, names=tuple(dict.fromkeys(names))), problems
+    resolved = replace(settings, names=tuple(dict.fromkeys(names)))
+    return resolved, problems or _unreadable(resolved)
+
+
+def _unreadable(settings: TaskSettings) -> list[TaskProblem]:
+    """Tasks whose definition or data cannot be loaded: a hub task whose data is not in
+    the local Hugging Face cache (collection runs offline), a local file that is missing."""
+    manager = task_manager(settings)
+    out = []
+    for name in settings.names:
+        try:
+            with _quiet():
+                manager.load([name])
+        except Exception as exc:  # lm-eval and datasets raise many kinds; the message says which
+            text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            out.append(
+                TaskProblem(
+                    f"task '{name}'",
+                    f"cannot be loaded ({type(exc).__name__}: {text}); a hub task's data must be in the local "
+                    "Hugging Face cache (collection runs offline), a local task's files where its YAML says",
+                )
+            )
+    return out
 
 
 # --- scoring --------------------------------------------------------------------------
@@ -137,10 +169,7 @@ def score(model: torch.nn.Module, tokenizer, settings: TaskSettings, seed: int) 
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
-    quiet = logging.getLogger("lm_eval")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    try:
+    with _quiet():
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=settings.batch_size)
         out = lm_eval.simple_evaluate(
             model=lm,
@@ -155,9 +184,28 @@ def score(model: torch.nn.Module, tokenizer, settings: TaskSettings, seed: int) 
             torch_random_seed=seed,
             fewshot_random_seed=seed,
         )
-    finally:
-        quiet.setLevel(level)
     return parse_results(out, settings.shots)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """lm-eval's log below errors and its standard error silenced: its progress bars and
+    the git lookup it runs in the working directory would break the run's own progress
+    display, which reports each task's score. Its exceptions still propagate."""
+    logger = logging.getLogger("lm_eval")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)  # what subprocesses and native code write
+        with contextlib.redirect_stderr(io.StringIO()):  # what Python code writes
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        logger.setLevel(level)
 
 
 def parse_results(out: dict, shots: int) -> list[TaskScore]:

@@ -189,6 +189,39 @@ def test_an_unknown_task_is_refused_by_name_before_anything_is_loaded(run, capsy
     assert not out.exists()
 
 
+def test_a_task_whose_data_cannot_be_read_is_refused_before_anything_is_loaded(run, capsys):
+    broken = run["root"] / "broken"
+    write_task(broken, make_items())
+    (broken / "items.jsonl").unlink()
+    out = run["root"] / "refused-data"
+    args = ("--grid", run["args"][6], "--tasks", TASK, "--task-include", broken, "--out", out)
+    code = run_cli("collect", "--model", run["model"], "--family", "toy", *args, "--no-progress")
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"task '{TASK}': cannot be loaded" in err
+    assert not out.exists()
+
+
+def test_a_failing_evaluation_fails_the_tasks_alone(run, monkeypatch, capsys):
+    """lm-eval failing on a model: its perplexity rows are kept, each model's tasks are
+    recorded as failed, the run exits 1."""
+    from qbayes.collect import tasks_eval
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the harness broke")
+
+    monkeypatch.setattr(tasks_eval, "score", broken)
+    out = run["root"] / "failing"
+    args = ("--grid", run["args"][6], "--out", out, "--no-progress")
+    assert run_cli("collect", "--model", run["model"], "--family", "toy", *args) == 1
+    db = store.load(out)
+    assert db.accuracy.height == 0
+    assert sorted(db.results["dtype_label"]) == ["fp32", "int2-g32", "int8"]
+    failed = db.failures.filter(pl.col("stage") == "tasks")
+    assert sorted(failed["config"]) == ["baseline/tasks", "rtn/int2-g32/-/tasks", "rtn/int8/-/tasks"]
+    assert all("the harness broke" in m for m in failed["message"])
+
+
 def test_task_settings_are_checked_in_the_grid_file():
     base = {"methods": {"rtn": {"formats": ["int8"]}}}
     with pytest.raises(QBayesError, match="tasks.shots must be 0 or more"):
