@@ -15,6 +15,10 @@ Method tables (``[methods.NAME]``) hold ``formats`` (spec strings, see
 own configuration while the others run), optionally ``calib`` (a subset of
 ``calibration.sets``) and method-specific options, which the method itself parses into
 its own options dataclass (see :mod:`qbayes.collect.methods`).
+
+An optional ``[tasks]`` table names lm-evaluation-harness tasks every measured model is
+also scored on (:mod:`qbayes.collect.tasks_eval`); its ``include`` directories of local
+task files are relative to the grid file.
 """
 
 from __future__ import annotations
