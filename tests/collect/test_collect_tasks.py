@@ -230,3 +230,26 @@ def test_task_settings_are_checked_in_the_grid_file():
         grid_from_dict({**base, "tasks": {"name": ["piqa"]}}, name="g", where="g.toml")
     grid = grid_from_dict({**base, "tasks": {"names": ["piqa"]}}, name="g", where="g.toml")
     assert grid.select(tasks=("arc_easy",)).tasks.names == ("arc_easy",)
+
+
+def test_rows_are_taken_from_accuracy_like_metrics_only():
+    """From lm-eval's result dictionary: metrics where higher is better and the value is a
+    share; a filter other than "none" stays in the metric name; a missing standard error
+    ("N/A") is left empty."""
+    from qbayes.collect.tasks_eval import parse_results
+
+    out = {
+        "results": {
+            "gen": {"exact_match,strict-match": 0.25, "exact_match_stderr,strict-match": "N/A", "alias": "gen"},
+            "ppl": {"word_perplexity,none": 31.5, "acc,none": 0.5, "acc_stderr,none": 0.1},
+        },
+        "higher_is_better": {"gen": {"exact_match": True}, "ppl": {"word_perplexity": False, "acc": True}},
+        "versions": {"gen": 3, "ppl": 1.0},
+        "n-shot": {"gen": 5, "ppl": 0},
+        "n-samples": {"gen": {"original": 80, "effective": 40}, "ppl": {"original": 26, "effective": 26}},
+    }
+    rows = {(s.task, s.metric): s for s in parse_results(out, shots=0)}
+    assert set(rows) == {("gen", "exact_match,strict-match"), ("ppl", "acc")}
+    gen, acc = rows["gen", "exact_match,strict-match"], rows["ppl", "acc"]
+    assert (gen.acc, gen.acc_se, gen.shots, gen.n_items, gen.task_version) == (25.0, None, 5, 40, "3")
+    assert (acc.acc, acc.acc_se, acc.n_items, acc.task_version) == (50.0, 10.0, 26, "1.0")
