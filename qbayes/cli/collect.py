@@ -94,6 +94,19 @@ def _names(values: tuple[str, ...]) -> tuple[str, ...]:
     "to the calibration sets. Repeatable.",
 )
 @click.option(
+    "--tasks",
+    multiple=True,
+    help="lm-evaluation-harness tasks to score every model on (e.g. arc_easy,piqa), replacing the grid's "
+    "[tasks] names; rows go to the accuracy table. Repeat or comma-separate.",
+)
+@click.option(
+    "--task-include",
+    "task_include",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Directory of local lm-eval task YAML files (lm-eval's include_path), for --tasks. Repeatable.",
+)
+@click.option(
     "--download",
     is_flag=True,
     help="Fetch the hub files of wikitext2, c4 and ptb that are not in the local Hugging Face cache "
@@ -137,6 +150,8 @@ def collect(
     evals,
     eval_texts,
     calib_texts,
+    tasks,
+    task_include,
     download,
     seq_len,
     out,
@@ -163,6 +178,11 @@ def collect(
     Texts: the built-in texts, and WikiText-2, C4 and PTB under the GPTQ protocol, read
     from local files (--eval-text/--calib-text) or the Hugging Face cache, fetched only
     with --download. Quantized rows carry their KL divergence from the unquantized model.
+
+    Tasks: --tasks arc_easy,piqa (or the grid's [tasks] names) scores the unquantized and
+    every quantized model through lm-evaluation-harness, on the model in memory, into the
+    accuracy table (percent, standard error, task and harness versions). Local task files
+    come from --task-include DIR; hub tasks need their data in the Hugging Face cache.
 
     Before any model is loaded, a preflight checks every model directory, method, format,
     device, text and package the run needs, and refuses (exit 2, nothing written) with
@@ -199,6 +219,8 @@ def collect(
         evals=_names(evals),
         text_files=files,
         seq_len=seq_len,
+        tasks=_names(tasks),
+        task_include=task_include,
     )
     quiet_transformers()
     console = Console(stderr=True, soft_wrap=True)

@@ -13,6 +13,7 @@ configuration of a grid (``collectors/NAME.toml``), writes rows in the database 
 * :mod:`.preflight` everything a run needs, checked before any model is loaded;
 * :mod:`.modelio`   loading the model, its quantizable layers and parameter counts;
 * :mod:`.evaluate`  NLL / perplexity, KL divergence from the unquantized model, decode speed;
+* :mod:`.tasks_eval` downstream task accuracy through lm-evaluation-harness (``--tasks``);
 * :mod:`.methods`   the registry of quantization methods (RTN, quanto, GPTQ, AWQ, ...);
 * :mod:`.landscape` Hessian trace, top eigenvalue and radial loss;
 * :mod:`.outliers`  activation and weight outlier statistics;

@@ -15,6 +15,10 @@ Method tables (``[methods.NAME]``) hold ``formats`` (spec strings, see
 own configuration while the others run), optionally ``calib`` (a subset of
 ``calibration.sets``) and method-specific options, which the method itself parses into
 its own options dataclass (see :mod:`qbayes.collect.methods`).
+
+An optional ``[tasks]`` table names lm-evaluation-harness tasks every measured model is
+also scored on (:mod:`qbayes.collect.tasks_eval`); its ``include`` directories of local
+task files are relative to the grid file.
 """
 
 from __future__ import annotations
@@ -79,6 +83,19 @@ class FeatureSettings:
 
 
 @dataclass(frozen=True)
+class TaskSettings:
+    """Downstream tasks scored through lm-evaluation-harness on every model the run
+    measures (:mod:`qbayes.collect.tasks_eval`); no names, no task evaluation."""
+
+    names: tuple[str, ...] = ()  # lm-eval task, group or tag names (a tag runs its tasks)
+    shots: int = 0  # few-shot examples (a task whose definition fixes 0 keeps 0)
+    limit: int = 0  # items per task; 0: every item (a limit is for smoke runs: rows say n_items)
+    batch_size: int = 8
+    bootstrap_iters: int = 1000  # lm-eval's bootstrap for metrics without a closed-form standard error
+    include: tuple[str, ...] = ()  # directories of local task YAML files (lm-eval's include_path)
+
+
+@dataclass(frozen=True)
 class MethodSpec:
     """One ``[methods.NAME]`` table. ``options`` are the method-specific keys, as
     (key, value) pairs; the method turns them into its options dataclass."""
@@ -98,15 +115,27 @@ class Grid:
     self_check: SelfCheckSettings = field(default_factory=SelfCheckSettings)
     efficiency: EfficiencySettings = field(default_factory=EfficiencySettings)
     features: FeatureSettings = field(default_factory=FeatureSettings)
+    tasks: TaskSettings = field(default_factory=TaskSettings)
     text_files: tuple[TextFile, ...] = ()  # where sets' texts are read from (else built in / hub cache)
 
     def select(
-        self, *, methods=None, formats=None, calib=None, evals=None, text_files=(), seq_len: int | None = None
+        self,
+        *,
+        methods=None,
+        formats=None,
+        calib=None,
+        evals=None,
+        text_files=(),
+        seq_len: int | None = None,
+        tasks=None,
+        task_include=(),
     ) -> Grid:
         """The grid narrowed (or, for formats, replaced) by command-line choices.
         ``text_files`` give sets' texts; a set so given that the grid does not use is added
         (an evaluation set to ``eval.sets``, a calibration set to every calibrated method).
-        ``seq_len`` replaces the evaluation and calibration sequence lengths."""
+        ``seq_len`` replaces the evaluation and calibration sequence lengths. ``tasks``
+        replace the grid's lm-eval tasks; ``task_include`` adds directories of local task
+        files (made absolute, so workers elsewhere read the same ones)."""
         specs = self.methods
         if methods:
             known = {m.name for m in specs}
@@ -154,6 +183,11 @@ class Grid:
                 calibration=dataclasses.replace(out.calibration, seq_len=seq_len),
             )
             _check_grid(out, "--seq-len")
+        if tasks or task_include:
+            names = tuple(tasks) if tasks else out.tasks.names
+            added = tuple(str(Path(d).resolve()) for d in task_include)
+            include = tuple(dict.fromkeys(out.tasks.include + added))
+            out = dataclasses.replace(out, tasks=dataclasses.replace(out.tasks, names=names, include=include))
         return out
 
 
@@ -163,6 +197,7 @@ SECTIONS = {
     "self_check": SelfCheckSettings,
     "efficiency": EfficiencySettings,
     "features": FeatureSettings,
+    "tasks": TaskSettings,
 }
 
 
@@ -181,7 +216,10 @@ def read_toml(path: str | Path, what: str) -> dict:
 def load_grid(path: str | Path) -> Grid:
     """Read and check a grid file."""
     path = Path(path)
-    return grid_from_dict(read_toml(path, "grid file"), name=path.stem, where=str(path))
+    grid = grid_from_dict(read_toml(path, "grid file"), name=path.stem, where=str(path))
+    # task directories are named relative to the grid file
+    include = tuple(str((path.parent / d).resolve()) for d in grid.tasks.include)
+    return dataclasses.replace(grid, tasks=dataclasses.replace(grid.tasks, include=include))
 
 
 def grid_from_dict(data: dict, *, name: str, where: str) -> Grid:
@@ -243,10 +281,18 @@ def _check_grid(grid: Grid, where: str) -> None:
         "features.tokens": grid.features.tokens,
         "features.seq_len": grid.features.seq_len,
         "self_check.tokens": grid.self_check.tokens,
+        "tasks.batch_size": grid.tasks.batch_size,
     }
     for key, value in positive.items():
         if value <= 0:
             raise QBayesError(f"{where}: {key} must be positive, got {value}")
+    for key, value in {
+        "tasks.shots": grid.tasks.shots,
+        "tasks.limit": grid.tasks.limit,
+        "tasks.bootstrap_iters": grid.tasks.bootstrap_iters,
+    }.items():
+        if value < 0:
+            raise QBayesError(f"{where}: {key} must be 0 or more, got {value}")
     if 0 < grid.eval.tokens < grid.eval.seq_len + 1:
         raise QBayesError(f"{where}: eval.tokens must exceed eval.seq_len (or be 0: the protocol's own)")
 

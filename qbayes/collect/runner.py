@@ -7,8 +7,9 @@ memory, a failed self-check, any exception) becomes a row in the ``failures`` ta
 a clear message, and the run goes on with the next step.
 
 Order: load the model (failure here is fatal: nothing else can run), the unquantized
-baseline on every evaluation text, the features, then the quantized configurations
-(method x format x calibration set), each evaluated on every evaluation text. Before a
+baseline on every evaluation text (and on the grid's lm-eval tasks, if any:
+:mod:`qbayes.collect.tasks_eval`), the features, then the quantized configurations
+(method x format x calibration set), each evaluated on every evaluation text and task. Before a
 method's first configuration runs, its self-check must reproduce the baseline loss.
 """
 
@@ -33,6 +34,7 @@ from qbayes.collect.modelio import ARCH_INFO, LoadedModel, load_model, model_byt
 from qbayes.collect.plan import CollectOptions, Config, Step, stage
 from qbayes.collect.provenance import Provenance, now
 from qbayes.collect.shard import Shard
+from qbayes.collect.tasks_eval import TaskSteps
 from qbayes.errors import QBayesError
 from qbayes.formats import Format
 
@@ -63,13 +65,19 @@ class Collector:
         self._windows: dict[tuple, torch.Tensor] = {}
         self._self_checks: dict[str, str | None] = {}  # method -> failure message (None: passed)
         self._self_check_notes: dict[str, str] = {}
+        self.tasks = TaskSteps(self)
 
     # --- public ---------------------------------------------------------------------
 
     def run(self) -> RunSummary:
         configs = self.plan()  # unknown method names are hard errors, before anything runs
         self.load()
-        steps = self.baseline_steps() + FeatureSteps(self).steps() + [self.config_step(c) for c in configs]
+        steps = (
+            self.baseline_steps()
+            + self.tasks.baseline_steps()
+            + FeatureSteps(self).steps()
+            + [self.config_step(c) for c in configs]
+        )
         columns = (
             TextColumn("{task.description}"),
             BarColumn(),
@@ -237,6 +245,10 @@ class Collector:
         def done() -> bool:
             if cfg.fmt is None:
                 return False
+            if not self.tasks.done(
+                {"method": cfg.method.label, "dtype_label": cfg.dtype_label, "calib_set": cfg.calib}
+            ):
+                return False
             return all(
                 self.shard.has_result(
                     model=self.name,
@@ -301,7 +313,9 @@ class Collector:
             )
         self.shard.add_results(rows)
         self.shard.add_features(FeatureSteps(self).sqnr_rows(cfg, q))
-        return f"sqnr {rows[0]['sqnr_db']:.1f} dB, Δnll " + ", ".join(deltas)
+        scored = self.tasks.measure_config(q.model, rows[0], cfg.label)
+        tasks = f"; {scored}" if scored else ""
+        return f"sqnr {rows[0]['sqnr_db']:.1f} dB, Δnll " + ", ".join(deltas) + tasks
 
     def check_runnable(self, method: Method, fmt: Format) -> None:
         if self.device.type not in method.devices:

@@ -21,10 +21,17 @@ SOURCE = "qbayes-collect"
 # the columns that identify a collected configuration (group_size is left out: some
 # backends choose it themselves, and it is recorded, not requested)
 RESULT_ID = ("model", "method", "dtype_label", "calib_set", "eval_set", "seq_len", "source")
+ACCURACY_ID = ("model", "method", "dtype_label", "calib_set", "task", "shots", "metric", "source")
 FEATURE_ID = TABLES["features"].key
 MODEL_ID = ("model",)
 # per table, the columns whose values a new row replaces an old one for
-REPLACE_KEY = {"models": MODEL_ID, "results": RESULT_ID, "features": FEATURE_ID, "failures": TABLES["failures"].key}
+REPLACE_KEY = {
+    "models": MODEL_ID,
+    "results": RESULT_ID,
+    "accuracy": ACCURACY_ID,
+    "features": FEATURE_ID,
+    "failures": TABLES["failures"].key,
+}
 
 
 def _frame(rows: list[dict], table: str) -> pl.DataFrame:
@@ -54,6 +61,10 @@ class Shard:
     def has_result(self, **ident) -> bool:
         return self._has(self.db.results, {"source": SOURCE, **ident}, RESULT_ID)
 
+    def has_accuracy(self, **ident) -> bool:
+        """Whether the shard holds a task score (any metric, any shots) of ``ident``."""
+        return self._has(self.db.accuracy, {"source": SOURCE, **ident}, ("source", *ident))
+
     def has_feature(self, **ident) -> bool:
         return self._has(self.db.features, ident, tuple(ident))
 
@@ -73,6 +84,10 @@ class Shard:
     def add_results(self, rows: list[dict]) -> None:
         rows = [{"source_kind": "collector", "source": SOURCE, "source_table": None, **r} for r in rows]
         self.db.results = replace_rows(self.db.results, _frame(rows, "results"), RESULT_ID)
+
+    def add_accuracy(self, rows: list[dict]) -> None:
+        rows = [{"source_kind": "collector", "source": SOURCE, "source_table": None, **r} for r in rows]
+        self.db.accuracy = replace_rows(self.db.accuracy, _frame(rows, "accuracy"), ACCURACY_ID)
 
     def add_features(self, rows: list[dict]) -> None:
         self.db.features = replace_rows(self.db.features, _frame(rows, "features"), FEATURE_ID)

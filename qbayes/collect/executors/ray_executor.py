@@ -75,7 +75,8 @@ def pending_steps(task: TaskSpec, shard: Shard) -> list[str]:
     )
     c = Collector(opts, Console(quiet=True))
     c.shard = shard
-    steps = c.baseline_steps() + FeatureSteps(c).steps() + [c.config_step(cfg) for cfg in c.plan()]
+    steps = c.baseline_steps() + c.tasks.baseline_steps() + FeatureSteps(c).steps()
+    steps += [c.config_step(cfg) for cfg in c.plan()]
     return [s.label for s in steps if not s.done()]
 
 

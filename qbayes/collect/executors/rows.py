@@ -15,9 +15,10 @@ from qbayes.db.database import Database
 
 
 def model_rows(db: Database, model: str) -> Database:
-    """``db``'s models, results and features rows of one model."""
+    """``db``'s models, results, accuracy and features rows of one model."""
     db = db.conform()
-    keep = {name: getattr(db, name).filter(pl.col("model") == model) for name in ("models", "results", "features")}
+    tables = ("models", "results", "accuracy", "features")
+    keep = {name: getattr(db, name).filter(pl.col("model") == model) for name in tables}
     return Database(**keep)
 
 
@@ -32,6 +33,7 @@ def overlay(base: Database, top: Database) -> Database:
 
 def count(db: Database) -> str:
     return (
-        f"{db.results.height} results, {db.models.height} models, {db.features.height} features, "
+        f"{db.results.height} results, {db.accuracy.height} task scores, {db.models.height} models, "
+        f"{db.features.height} features, "
         f"{db.failures.height} failures"
     )
