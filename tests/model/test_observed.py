@@ -209,3 +209,14 @@ def test_reveal_rules_pick_rows_nearest_4_bits_of_the_common_method_and_keep_one
     assert not reveal_mask(rows, 0, "nearest4").any()
     with pytest.raises(QBayesError, match="reveal rule"):
         reveal_mask(rows, 1, "random")
+
+
+def test_fit_cli_refuses_bad_observed_rows_before_fitting(cli, tmp_path):
+    obs = tmp_path / "obs.csv"
+    _obs(method=["AWQ", "RTN", "GPTQ"], w_bits=[4.0, 4.0, 3.0]).write_csv(obs)
+    out = tmp_path / "fit.nc"
+    r = cli("fit", "--observed", obs, "--out", out)
+    assert r.code == 2
+    assert "no fp16 perplexity for rows [1, 2, 3]" in r.err
+    assert not out.exists()
+    assert "--observed" in cli("fit", "--ship", "--observed", obs).err
