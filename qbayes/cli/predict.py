@@ -154,7 +154,7 @@ def predict(
     if FORMAT in raw.columns:
         raw = raw.with_columns(queries.get_column("bits").alias("bits_per_weight"))
     extra = extra_query_columns(raw)
-    clash = [c for c in extra if c in OUTPUT_COLUMNS or c in OUTSIDE]
+    clash = [c for c in extra if c in OUTPUT_COLUMNS + conditioning.OUTPUT_COLUMNS or c in OUTSIDE]
     if clash:
         raise QBayesError(
             f"{where}: column(s) {', '.join(clash)} are what predict writes; drop them from the "

@@ -138,6 +138,7 @@ class FoldResult:
     q: np.ndarray  # (len(QGRID), N)
     convergence: FoldConvergence | None = None  # Bayesian models: how the fold's fit converged
     rows: pl.DataFrame | None = None  # the held-out rows (the standard table), in the order of y
+    obs_ess: float | None = None  # with revealed rows: the conditioning's effective sample size
 
 
 def _qidx(p: float) -> int:
@@ -197,22 +198,25 @@ def reveal_mask(test: pl.DataFrame, k: int, rule: str) -> np.ndarray:
     return mask
 
 
-def bayes_quantiles(fit: Fit, test: pl.DataFrame, *, seed: int, revealed: pl.DataFrame | None = None) -> np.ndarray:
+def bayes_quantiles(
+    fit: Fit, test: pl.DataFrame, *, seed: int, revealed: pl.DataFrame | None = None
+) -> tuple[np.ndarray, float | None]:
     """Predictive quantiles (QGRID) of the held-out rows. They come from a study of unknown
     protocol: all of them are scored as one new source. With ``revealed`` rows (a training
     table of the same family) the predictions condition on them (conditioning.condition),
     as ``qbayes predict --observed`` does. Each published source of the family is then a new
     source of its own, shared by its revealed and scored rows: a row revealed from one paper
     says nothing about another paper's protocol (every row's marginal prediction is the same
-    as with one new source for all)."""
+    as with one new source for all). Returns the quantiles and, with revealed rows, the
+    update's effective sample size."""
     predictor = Predictor(fit, n_draws=BAYES_DRAWS, seed=seed)
     if revealed is None or revealed.height == 0:
-        return row_quantiles(predictor.delta(predictor.prepare(test, one_new_level=("source",))), QGRID)
+        return row_quantiles(predictor.delta(predictor.prepare(test, one_new_level=("source",))), QGRID), None
     unseen = pl.concat_str(pl.lit("held-out "), pl.col("source").fill_null("")).alias("source")
     observed = conditioning.observed_training(revealed.with_columns(unseen), "revealed rows", own_source=False)
     queries = test.drop("delta", "doubt", strict=False).with_columns(unseen)
     cond = conditioning.condition(predictor, observed, queries, same_source=False)
-    return row_quantiles(cond.predictor.delta(cond.rows), QGRID)
+    return row_quantiles(cond.predictor.delta(cond.rows), QGRID), cond.update.ess
 
 
 def reveal_name(model: str, k: int, reveals: Sequence[int]) -> str:
@@ -261,23 +265,25 @@ def run(
             read = family_tokens(held) if specs[name].tokens == "family" else held
             for k in reveals:
                 progress(f"{fam}: {name}, K={k}")
+                q, ess = bayes_quantiles(
+                    fit,
+                    read.filter(pl.Series(scored)),
+                    seed=seed,
+                    revealed=read.filter(pl.Series(masks[k])) if k else None,
+                )
                 out.append(
                     FoldResult(
                         fam,
                         reveal_name(name, k, reveals),
                         y,
-                        bayes_quantiles(
-                            fit,
-                            read.filter(pl.Series(scored)),
-                            seed=seed,
-                            revealed=read.filter(pl.Series(masks[k])) if k else None,
-                        ),
+                        q,
                         convergence=FoldConvergence(
                             max_rhat=as_float(conv.max_rhat),
                             divergences=int(conv.divergences),
                             min_ess_bulk=as_float(conv.min_ess_bulk),
                         ),
                         rows=test,
+                        obs_ess=ess,
                     )
                 )
     return out
@@ -304,6 +310,7 @@ PREDICTION_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 def predictions_table(results: list[FoldResult]) -> pl.DataFrame:
     """One row per held-out row and model: what the row is (:data:`ROW_COLUMNS`, ``delta``
     observed), the model's predictive quantiles of delta (``delta_q05`` .. ``delta_q95``),
+    ``obs_ess`` (with revealed rows, the conditioning's effective sample size; else null),
     ``abs_error`` of its median and whether the 90% interval covers the observation."""
     frames = []
     for r in results:
@@ -312,7 +319,10 @@ def predictions_table(results: list[FoldResult]) -> pl.DataFrame:
         cols = {f"delta_q{round(p * 100):02d}": r.q[_qidx(p)].astype(np.float64) for p in PREDICTION_QUANTILES}
         frames.append(
             r.rows.select([c for c in ROW_COLUMNS if c in r.rows.columns]).with_columns(
-                pl.lit(r.model).alias("predicted_by"), pl.lit(r.family).alias("held_out"), **cols
+                pl.lit(r.model).alias("predicted_by"),
+                pl.lit(r.family).alias("held_out"),
+                pl.lit(r.obs_ess, dtype=pl.Float64).alias("obs_ess"),
+                **cols,
             )
         )
     if not frames:

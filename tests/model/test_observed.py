@@ -209,3 +209,34 @@ def test_reveal_rules_pick_rows_nearest_4_bits_of_the_common_method_and_keep_one
     assert not reveal_mask(rows, 0, "nearest4").any()
     with pytest.raises(QBayesError, match="reveal rule"):
         reveal_mask(rows, 1, "random")
+
+
+def test_fit_cli_refuses_bad_observed_rows_before_fitting(cli, tmp_path):
+    obs = tmp_path / "obs.csv"
+    _obs(method=["AWQ", "RTN", "GPTQ"], w_bits=[4.0, 4.0, 3.0]).write_csv(obs)
+    out = tmp_path / "fit.nc"
+    r = cli("fit", "--observed", obs, "--out", out)
+    assert r.code == 2
+    assert "no fp16 perplexity for rows [1, 2, 3]" in r.err
+    assert not out.exists()
+    assert "--observed" in cli("fit", "--ship", "--observed", obs).err
+
+
+def test_validation_baselines_train_on_the_revealed_rows(table):
+    """crossval.run with --reveal: every K is scored on the rows hidden at the largest K, and
+    a baseline given the revealed rows of the held-out family predicts differently."""
+    from qbayes.evaluation.crossval import Fold, reveal_mask, run
+
+    sub = table.filter(pl.col("family").is_in(["OPT", "BLOOM"]))
+    out = run(
+        sub,
+        bayes_models=(),
+        baselines=("scaling_law_ls",),
+        opts=None,
+        folds=[Fold("BLOOM", ("OPT",))],
+        reveals=(0, 2),
+    )
+    assert [r.model for r in out] == ["scaling_law_ls K=0", "scaling_law_ls K=2"]
+    held = sub.filter(pl.col("family") == "BLOOM")
+    assert out[0].y.size == out[1].y.size == int((~reveal_mask(held, 2, "nearest4")).sum())
+    assert not np.allclose(out[0].q, out[1].q)
