@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from qbayes.cli.accuracy import accuracy_options, check_task_flags, load_accuracy
 from qbayes.cli.options import fit_option, load_fit
 from qbayes.cli.predict import SUFFIXES, _read_queries, _write_atomic, filled_notes
 from qbayes.errors import QBayesError
@@ -125,6 +126,7 @@ def _group_size(text: str) -> int | None:
 @click.option(
     "--output", "output_path", type=click.Path(), help="also write every option (over budget too), .csv or .parquet"
 )
+@accuracy_options
 @click.option("--draws", type=click.IntRange(50), default=1000, show_default=True, help="posterior draws used")
 @click.option("--seed", type=int, default=0, show_default=True)
 def choose(
@@ -145,6 +147,9 @@ def choose(
     no_fp16,
     top,
     output_path,
+    task,
+    fp16_acc,
+    accuracy_fit_path,
     draws,
     seed,
 ):
@@ -154,7 +159,11 @@ def choose(
     Weight memory is parameters x bits per weight / 8 (group scales counted; a named format's
     bits per weight from data/formats.csv); --overhead-gb and the KV cache of --context add to
     it. The best option has the lowest predicted median perplexity; P(best) is the share of
-    posterior draws in which it beats every other option within the budget."""
+    posterior draws in which it beats every other option within the budget.
+
+    With --task (and --fp16-acc, or a fp16_acc column in --candidates) the options are
+    ranked by predicted accuracy on that task instead, P(best) the share of draws in which
+    an option has the highest expected accuracy."""
     import polars as pl
 
     from qbayes.db.named_formats import lookup_all, method_hints
@@ -179,24 +188,37 @@ def choose(
         cands = _read_queries(Path(candidates_path))
     else:
         cands = _candidates_from_flags(candidate_specs, family, train_tokens_b, arch)
+    fp16_accs = _fp16_accuracies(cands, task, fp16_acc)
     formats = lookup_all(format_names)
     if not formats or w_bits or group_sizes:  # the method x bits x group grid, with its defaults
         w_bits, group_sizes = w_bits or DEFAULT_BITS, group_sizes or DEFAULT_GROUPS
         methods = methods or DEFAULT_METHODS
     predictor = Predictor(load_fit(fit_path), n_draws=draws, seed=seed)
-    table = rank_options(
-        predictor,
-        cands,
-        budget_gb=budget_gb,
+    grid = dict(
         methods=methods,
         w_bits=w_bits,
         group_sizes=[_group_size(g) for g in group_sizes],
         formats=formats,
         eval_set=eval_set,
+    )
+    table = rank_options(
+        predictor,
+        cands,
+        budget_gb=budget_gb,
+        **grid,
         include_fp16=not no_fp16,
         overhead_gb=overhead_gb,
         context=context,
     )
+    if task is not None:
+        from qbayes.model.accuracy.choose import rank_by_accuracy
+        from qbayes.model.accuracy.predict import check_queries
+        from qbayes.model.choose import options
+
+        acc = load_accuracy(accuracy_fit_path, draws=draws, seed=seed, ppl_fit=predictor.fit)
+        asked = pl.DataFrame({"task": [task] * len(fp16_accs), "fp16_acc": list(fp16_accs.values())})
+        check_queries(asked, acc.tasks, "candidates")
+        table = rank_by_accuracy(table, options(cands, **grid), predictor, acc, task, fp16_accs)
     for line in describe(predictor.respelled):
         click.echo(line, err=True)
     for line in method_hints(table.filter(pl.col("new_method"))["method"]):
@@ -212,10 +234,45 @@ def choose(
     if out is not None:
         _write_atomic(table, out)
         click.echo(f"wrote {table.height} options to {out}")
-    _print(ranked.head(top), budget_gb, ranked.height, overhead_gb=overhead_gb, context=context, own_method=own_method)
+    if task is not None:
+        _print_accuracy(ranked.head(top), budget_gb, ranked.height, task, own_method=own_method)
+    else:
+        _print(
+            ranked.head(top), budget_gb, ranked.height, overhead_gb=overhead_gb, context=context, own_method=own_method
+        )
     for r in table.unique("family", keep="first", maintain_order=True).iter_rows(named=True):
         for line in filled_notes(r):
             click.echo(line)
+
+
+def _fp16_accuracies(cands, task, fp16_acc) -> dict[str, float]:
+    """model -> unquantized accuracy on ``task``: --fp16-acc for a single candidate model,
+    else the candidates' fp16_acc column; empty without a task."""
+    import polars as pl
+
+    column = "fp16_acc" in cands.columns
+    if task is None:
+        if fp16_acc is not None or column:
+            raise QBayesError("fp16 accuracies are given, but no --task: name the task they were measured on")
+        return {}
+    if fp16_acc is not None and column:
+        raise QBayesError(
+            "give the unquantized accuracy with --fp16-acc or as the candidates' fp16_acc column, not both"
+        )
+    if column:
+        values = cands.select("model", pl.col("fp16_acc").cast(pl.Float64, strict=False))
+        bad = values.filter(pl.col("fp16_acc").is_null())["model"].to_list()
+        if bad:
+            raise QBayesError(f"candidates: fp16_acc is empty or not a number for {', '.join(bad)}")
+        return dict(values.iter_rows())
+    check_task_flags(task, fp16_acc)
+    models = cands.get_column("model").unique(maintain_order=True).to_list()
+    if len(models) > 1:
+        raise QBayesError(
+            "--fp16-acc is one model's accuracy; with several candidate models give a --candidates "
+            "file with a fp16_acc column"
+        )
+    return {models[0]: fp16_acc}
 
 
 def _label(r: dict, own_method: frozenset[str] = frozenset()) -> str:
@@ -281,3 +338,28 @@ def _print(
         click.echo(
             f"{what} unseen by the fit ({', '.join(names)}): predicted from the fitted population, with wider intervals"
         )
+
+
+def _print_accuracy(ranked, budget_gb: float, n_within: int, task: str, *, own_method: frozenset[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"Best options within {budget_gb:g} GB by accuracy on {task} ({n_within} fit)")
+    for c in ("rank", "option", "memory GB", "acc % median", "90% interval", "P(best)", "ppl median"):
+        t.add_column(c, justify="left" if c == "option" else "right")
+    for r in ranked.iter_rows(named=True):
+        measured = r["method"] == "fp16"
+        t.add_row(
+            str(r["acc_rank"]),
+            _label(r, own_method),
+            f"{r['memory_gb']:.2f}",
+            f"{r['acc_q50']:.1f}",
+            "measured" if measured else f"[{r['acc_q05']:.1f}, {r['acc_q95']:.1f}]",
+            f"{r['acc_p_best']:.2f}",
+            f"{r['ppl_q50']:.3f}",
+        )
+    Console().print(t)
+    click.echo(
+        f"P(best): share of posterior draws in which the option has the highest expected accuracy on {task} of all "
+        "options within the budget; intervals include the task's measurement noise."
+    )

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from qbayes.cli.accuracy import accuracy_options, check_task_flags, predict_accuracy
 from qbayes.cli.options import fit_option, load_fit
 from qbayes.errors import QBayesError
 
@@ -60,6 +61,7 @@ def _write_atomic(df, path: Path) -> None:
 @click.option("--w-kind", help="int, fp, nf, mx, kquant, mixed  [default: int, or the format's]")
 @click.option("--eval-set", default="wikitext2", show_default=True)
 @click.option("--fp16-ppl", type=float, help="unquantized perplexity on the evaluation set")
+@accuracy_options
 @click.option("--draws", type=click.IntRange(50), default=1000, show_default=True, help="posterior draws used")
 @click.option("--seed", type=int, default=0, show_default=True)
 def predict(
@@ -79,10 +81,16 @@ def predict(
     w_kind,
     eval_set,
     fp16_ppl,
+    task,
+    fp16_acc,
+    accuracy_fit_path,
     draws,
     seed,
 ):
-    """Predict quantized perplexity with intervals, from a file of queries or one query given by flags."""
+    """Predict quantized perplexity with intervals, from a file of queries or one query given by flags.
+
+    With a task (--task and --fp16-acc, or columns task and fp16_acc) the predicted accuracy
+    on it too (acc_q05 ... acc_q95, acc_mean, percent)."""
     import polars as pl
 
     from qbayes.db.named_formats import COLUMN as FORMAT
@@ -125,6 +133,7 @@ def predict(
                 "w_kind": [w_kind or (None if format_name else "int")],
                 "eval_set": [eval_set],
                 "fp16_ppl": [fp16_ppl],
+                **({"task": [task], "fp16_acc": [fp16_acc]} if task is not None else {}),
             },
             schema_overrides={
                 "train_tokens_b": pl.Float64,
@@ -138,6 +147,7 @@ def predict(
             },
         )
         where = "query"
+        check_task_flags(task, fp16_acc)
     # the output says what each format name was read as, and the bits per weight it was predicted with
     raw = expand_formats(raw, where, defaults=QUERY_OPTIONAL)
     queries = query_table(raw, where)
@@ -160,6 +170,9 @@ def predict(
     for line in method_hints(queries.filter(pred["new_method"])["method"]):
         click.echo(line, err=True)
     result = pl.concat([raw, pred.select(OUTPUT_COLUMNS)], how="horizontal")
+    acc = predict_accuracy(raw, queries, predictor, accuracy_fit_path, draws=draws, seed=seed, where=where)
+    if acc is not None:
+        result = pl.concat([result, acc], how="horizontal")
     if input_path:
         _write_atomic(result, out)
         flagged = {c: int(result[c].sum()) for c in OUTPUT_COLUMNS if c.startswith("new_")}
@@ -180,6 +193,9 @@ def _print_one(r: dict) -> None:
     for c in ("", "5%", "25%", "median", "75%", "95%"):
         t.add_column(c, justify="right")
     t.add_row("perplexity", *(f"{r[k]:.3f}" for k in ("ppl_q05", "ppl_q25", "ppl_q50", "ppl_q75", "ppl_q95")))
+    if r.get("acc_q50") is not None:
+        acc = ("acc_q05", "acc_q25", "acc_q50", "acc_q75", "acc_q95")
+        t.add_row(f"{r['task']} accuracy %", *(f"{r[k]:.1f}" for k in acc))
     Console().print(t)
     notes = [
         n.replace("_", " ") for n in ("new_family", "new_arch", "new_method", "new_eval_set", "new_w_kind") if r[n]
@@ -187,6 +203,11 @@ def _print_one(r: dict) -> None:
     if r["tokens_imputed"]:
         notes.append("training tokens imputed from the fitted population")
     click.echo(f"fp16 perplexity {r['fp16_ppl']:g}; median degradation {r['delta_q50']:.4f} nats/token")
+    if r.get("acc_q50") is not None:
+        click.echo(
+            f"fp16 accuracy on {r['task']} {r['fp16_acc']:g}%; median loss {r['fp16_acc'] - r['acc_q50']:.1f} points "
+            "(the interval includes the task's own measurement noise)"
+        )
     click.echo(
         "(the mean perplexity, ppl_mean in file output, is dominated by rare collapses in the "
         "upper tail; the median and interval are the figures to read)"

@@ -17,6 +17,13 @@ from qbayes.model.samplers import DEFAULT_SAMPLER, SampleConfig
 @click.command()
 @database_options
 @click.option(
+    "--target",
+    type=click.Choice(["delta", "accuracy"]),
+    default="delta",
+    show_default=True,
+    help="delta: the perplexity model; accuracy: task accuracy given the degradation (docs/accuracy.md)",
+)
+@click.option(
     "--model",
     "models",
     multiple=True,
@@ -68,6 +75,7 @@ def validate(
     data,
     exclude_family,
     include_suspect,
+    target,
     models,
     baselines,
     scheme,
@@ -96,6 +104,17 @@ def validate(
     from qbayes.model.spec import load_spec
     from qbayes.model.table import training_table
 
+    if target == "accuracy":
+        from qbayes.cli.accuracy import validate_accuracy
+
+        return validate_accuracy(
+            data,
+            scheme,
+            families,
+            SampleConfig(draws=draws, tune=tune, chains=chains, seed=seed, progress=False),
+            sampler,
+            json_path,
+        )
     for b in baselines:
         if b not in BASELINES:
             raise BASELINES.unknown(b)

@@ -8,13 +8,14 @@ from pathlib import Path
 
 from qbayes.atomic import atomic_path
 from qbayes.evaluation.summary import ValidationSummary
+from qbayes.model.accuracy.fitfile import AccuracyFit
 from qbayes.model.fitfile import Fit
 from qbayes.report import figures
 from qbayes.report.context import DEFAULT_DRAWS, Context
 from qbayes.report.html import page
 from qbayes.report.sections import SECTIONS
 
-SECTION_IDS = ("data", "convergence", "ppc", "learned", "validation", "decisions")
+SECTION_IDS = ("data", "convergence", "ppc", "learned", "validation", "decisions", "accuracy")
 
 
 def build(
@@ -23,11 +24,12 @@ def build(
     *,
     n_draws: int | None = None,
     seed: int = 0,
+    accuracy: AccuracyFit | None = None,
 ) -> str:
     """The report of ``fit`` as an HTML string. ``validation`` is a ``qbayes validate
     --json`` summary (read with :mod:`qbayes.report.validation`), a list of them (one per
-    scheme), or None."""
-    ctx = Context(fit=fit, n_draws=n_draws or DEFAULT_DRAWS, seed=seed, validation=validation)
+    scheme), or None. ``accuracy``: the accuracy fit of section 7, or None."""
+    ctx = Context(fit=fit, n_draws=n_draws or DEFAULT_DRAWS, seed=seed, validation=validation, accuracy=accuracy)
     with figures.style():
         sections = [m.render(ctx) for m in SECTIONS]
     title = f"qbayes report: {fit.spec.name} fit of {fit.data.height} results"

@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 
 from qbayes.evaluation.summary import ValidationSummary
+from qbayes.model.accuracy.fitfile import AccuracyFit
 from qbayes.model.encoding import grouping_values
 from qbayes.model.fitfile import Fit
 from qbayes.model.predict import Predictor
@@ -37,6 +38,7 @@ class Context:
     n_draws: int = DEFAULT_DRAWS
     seed: int = 0
     validation: ValidationSummary | list[ValidationSummary] | None = None  # one validation file, or one per scheme
+    accuracy: AccuracyFit | None = None  # task accuracy given the degradation (section 7)
     notes: list[str] = field(default_factory=list)
 
     @property
