@@ -22,6 +22,7 @@ from qbayes.errors import QBayesError
 @click.option("--chains", type=click.IntRange(1), default=4, show_default=True)
 @click.option("--seed", type=int, default=20261207, show_default=True)
 @click.option("--sampler", default="nutpie", show_default=True)
+@click.option("--target-accept", type=click.FloatRange(0.5, 0.999), default=0.95, show_default=True)
 @click.option(
     "--keep",
     type=click.IntRange(100),
@@ -29,7 +30,9 @@ from qbayes.errors import QBayesError
     show_default=True,
     help="posterior draws written (in all, single precision; convergence is checked on every draw)",
 )
-def fit_accuracy(data, exclude_family, include_suspect, fit_path, out, draws, tune, chains, seed, sampler, keep):
+def fit_accuracy(
+    data, exclude_family, include_suspect, fit_path, out, draws, tune, chains, seed, sampler, target_accept, keep
+):
     """Fit task accuracy given the degradation to the database's accuracy rows.
 
     Each configuration's degradation comes from the perplexity fit (--fit, default the
@@ -55,7 +58,7 @@ def fit_accuracy(data, exclude_family, include_suspect, fit_path, out, draws, tu
     click.echo(f"{data_rows.rows.height} task accuracies of {data_rows.configs.height} configurations", err=True)
     opts = AccuracyFitOptions(
         sampler=sampler,
-        sample=SampleConfig(draws=draws, tune=tune, chains=chains, seed=seed),
+        sample=SampleConfig(draws=draws, tune=tune, chains=chains, seed=seed, target_accept=target_accept),
         exclude_families=tuple(exclude_family),
     )
     fit = fit_rows(data_rows, tasks, ppl_fit, _relative(ppl_path), opts)

@@ -96,6 +96,7 @@ def predict(
     from qbayes.db.named_formats import COLUMN as FORMAT
     from qbayes.db.named_formats import expand as expand_formats
     from qbayes.db.named_formats import method_hints
+    from qbayes.model.accuracy.predict import ACC_COLUMNS
     from qbayes.model.predict import OUTPUT_COLUMNS, Predictor
     from qbayes.model.queries import QUERY_OPTIONAL, extra_query_columns, query_table
     from qbayes.model.respell import describe
@@ -154,7 +155,7 @@ def predict(
     if FORMAT in raw.columns:
         raw = raw.with_columns(queries.get_column("bits").alias("bits_per_weight"))
     extra = extra_query_columns(raw)
-    clash = [c for c in extra if c in OUTPUT_COLUMNS]
+    clash = [c for c in extra if c in OUTPUT_COLUMNS or c in ACC_COLUMNS]
     if clash:
         raise QBayesError(
             f"{where}: column(s) {', '.join(clash)} are what predict writes; drop them from the "

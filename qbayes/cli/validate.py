@@ -111,7 +111,7 @@ def validate(
             data,
             scheme,
             families,
-            SampleConfig(draws=draws, tune=tune, chains=chains, seed=seed, progress=False),
+            SampleConfig(draws=draws, tune=tune, chains=chains, seed=seed, target_accept=target_accept, progress=False),
             sampler,
             json_path,
         )

@@ -1,11 +1,14 @@
 """Cross-validation of the accuracy model over families (``qbayes validate --target accuracy``).
 
 Each fold fits the accuracy model to the other families' task accuracies and predicts the
-held-out family's from the perplexity model's Δ draws for its configurations (never from
-perplexities its source prints: a user asking has none). The perplexity fit is the one
-given (the shipped one by default), so the held-out family's perplexity rows, where it has
-any, shaped the Δ draws: this validates the link from Δ to accuracy, not the perplexity
-model again. Scores are in accuracy points, per task and overall, on the quantile grid of
+held-out family's twice: ``bayes`` from the perplexity model's Δ draws for its
+configurations (what ``qbayes predict`` does for a user who measured nothing), and
+``bayes_known_delta`` from the Δ measured for the configuration where it is known (printed
+by the source, or measured by another study in the perplexity database; the perplexity
+model's draws elsewhere), which scores the link from Δ to accuracy apart from errors of
+the perplexity model. The perplexity fit is the one given (the shipped one by default), so
+the held-out family's perplexity rows, where it has any, shaped its Δ draws. Scores are in
+accuracy points, per task and overall, on the quantile grid of
 :mod:`qbayes.evaluation.crossval`, against baselines fitted on the same folds:
 
 * ``no_change``: the quantized model scores what the unquantized one does;
@@ -34,7 +37,7 @@ from qbayes.model.fitfile import Fit
 from qbayes.model.predict import Predictor
 from qbayes.model.tasks import Tasks
 
-MODELS = ("bayes", "no_change", "cell_median", "linear_delta")
+MODELS = ("bayes", "bayes_known_delta", "no_change", "cell_median", "linear_delta")
 CELL_LEVELS = (("task", "method", "w_bits", "group_size"), ("task", "w_bits"), ("task",))
 MIN_CELL = 3  # rows a cell needs before its spread is used
 
@@ -131,6 +134,17 @@ def linear_delta(train: pl.DataFrame, test: pl.DataFrame, z: np.ndarray) -> np.n
     return q
 
 
+def known_delta_draws(data: AccuracyRows, model_draws: np.ndarray, *, seed: int) -> np.ndarray:
+    """(C, S) Δ draws: from the configuration's known Δ (printed, or measured in the
+    database; normal on ln(Δ + shift)) where it has one, else ``model_draws``."""
+    c = data.configs
+    known = (c["delta_from"] != "model").to_numpy()
+    z = np.random.default_rng(seed).standard_normal(model_draws.shape)
+    loc = c["log_delta_loc"].to_numpy()[:, None]
+    scale = c["log_delta_scale"].to_numpy()[:, None]
+    return np.where(known[:, None], np.exp(loc + scale * z) - data.shift, model_draws)
+
+
 def run(
     db: Database,
     tasks: Tasks,
@@ -148,6 +162,7 @@ def run(
     predictor = Predictor(ppl_fit, n_draws=n_draws, seed=opts.sample.seed)
     data = build(db, tasks, predictor)
     delta = predictor.delta(predictor.prepare(delta_queries(data.configs, fp16_wikitext2(db))))  # (C, S)
+    known = known_delta_draws(data, delta, seed=opts.sample.seed)
     medians = np.median(delta, axis=1)
     table = _with_config(data).with_columns(pl.Series("delta_median", medians[data.rows["config"].to_numpy()]))
     z = norm.ppf(QGRID)
@@ -159,10 +174,11 @@ def run(
         acc = AccuracyPredictor(fit, n_draws=n_draws, seed=opts.sample.seed, tasks=tasks)
         test = table.filter(pl.col("family") == fold.family)
         train = table.filter(pl.col("family").is_in(list(fold.train)))
-        draws = acc.acc_draws(delta[test["config"].to_numpy()], test["task"].to_list(), test["fp16_acc"].to_numpy())
         held = test.select("task", "acc", "fp16_acc", "config")
         conv = fit.info.convergence.line()
-        out.append(AccuracyFoldResult(fold.family, "bayes", held, np.quantile(draws, QGRID, axis=1), conv))
+        for name, d in (("bayes", delta), ("bayes_known_delta", known)):
+            draws = acc.acc_draws(d[test["config"].to_numpy()], test["task"].to_list(), test["fp16_acc"].to_numpy())
+            out.append(AccuracyFoldResult(fold.family, name, held, np.quantile(draws, QGRID, axis=1), conv))
         out.append(AccuracyFoldResult(fold.family, "no_change", held, no_change(test)))
         out.append(AccuracyFoldResult(fold.family, "cell_median", held, cell_median(train, test)))
         out.append(AccuracyFoldResult(fold.family, "linear_delta", held, linear_delta(train, test, z)))

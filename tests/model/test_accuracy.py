@@ -71,8 +71,16 @@ def test_rows_pair_baselines_and_take_measured_delta_where_printed(data):
     assert measured.height > 0 and set(measured["source_table"]) == {"Other data W2G32", "Other data W4G128"}
     expected = np.log(np.maximum(measured["delta_measured"].to_numpy(), 0) + data.shift)
     assert np.allclose(measured["log_delta_loc"].to_numpy(), expected)
+    assert set(measured["delta_from"]) == {"printed"}
+    # a configuration another study measured takes its Δ: GPTQ's and AWQ's tables print
+    # Llama-2-7B RTN w3 g128 at 6.66 and 6.7 against 5.47 (WikiText-2)
+    rtn3 = configs.filter(
+        (pl.col("model") == "Llama-2-7B") & (pl.col("method") == "RTN") & (pl.col("dtype_label") == "int3-g128")
+    ).row(0, named=True)
+    assert rtn3["delta_from"] == "database"
+    assert np.exp(rtn3["log_delta_loc"]) - data.shift == pytest.approx(np.log(6.68 / 5.47), abs=0.03)
     # elsewhere the perplexity model's predictive: 2-bit configurations degrade more than 4-bit ones
-    pred = configs.filter(pl.col("delta_measured").is_null())
+    pred = configs.filter(pl.col("delta_from") == "model")
     loc2 = pred.filter(pl.col("w_bits") == 2)["log_delta_loc"].median()
     loc4 = pred.filter(pl.col("w_bits") == 4)["log_delta_loc"].median()
     assert loc2 > loc4 + 1.0

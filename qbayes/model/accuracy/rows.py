@@ -5,8 +5,10 @@ degradation Δ.
 A configuration (model, method, format label, source and table) is scored on several tasks,
 and all of them share its Δ on WikiText-2. Where the source prints the configuration's and
 the baseline's WikiText-2 perplexities, Δ is measured (up to their rounding to two
-decimals). Elsewhere the perplexity model's posterior predictive for the configuration is
-its prior: the accuracy fit keeps one latent Δ per configuration, so the perplexity
+decimals). Where another study in the perplexity database measured the same model, method,
+bits and group size on WikiText-2, Δ is that (the median over studies, with a spread for
+protocols differing between studies). Elsewhere the perplexity model's posterior predictive
+for the configuration is its prior: the accuracy fit keeps one latent Δ per configuration, so the perplexity
 model's uncertainty about it travels into the accuracy fit, and the tasks scored on one
 configuration inform its Δ together (docs/accuracy.md says why this second stage, not a
 joint fit).
@@ -44,6 +46,10 @@ ROW_COLUMNS = ("family", "model", "task", "config", "acc", "fp16_acc", "chance",
 # printed perplexities are rounded to 0.01: a uniform error of sd 0.01 / sqrt(12)
 PRINTED_PPL_SD = 0.01 / math.sqrt(12)
 MIN_LOG_SCALE = 0.02  # the narrowest prior on ln(Δ + shift) a configuration gets
+# Δ measured by another study under its own protocol (sequence length, calibration data):
+# the narrowest prior on ln(Δ + shift) it gives
+CROSS_STUDY_LOG_SCALE = 0.15
+DB_KEY = ("model", "method", "w_bits", "group_size", "act_bits")
 PLACEHOLDER_FP16_PPL = 10.0  # Δ does not depend on the baseline's perplexity; the query needs one
 
 
@@ -108,6 +114,28 @@ def fp16_wikitext2(db: Database) -> dict[str, float]:
     return dict(base.group_by("model").agg(pl.col("ppl").median()).iter_rows())
 
 
+def database_delta(db: Database) -> pl.DataFrame:
+    """Per :data:`DB_KEY` on WikiText-2 in the perplexity rows: ``db_log_delta`` (median over
+    studies of ln(Δ + shift)), ``db_log_scale`` (their spread, at least
+    :data:`CROSS_STUDY_LOG_SCALE`) and ``db_n`` (studies)."""
+    res = db.results.filter(
+        (pl.col("eval_set") == "wikitext2") & (pl.col("doubt").is_null() | (pl.col("doubt") != "suspect"))
+    )
+    key = ["model", "eval_set", "source", "source_table"]
+    base = res.filter(pl.col("method") == BASELINE_METHOD).group_by(key).agg(pl.col("ppl").first().alias("base"))
+    quant = res.filter(pl.col("method") != BASELINE_METHOD).join(base, on=key, how="inner", nulls_equal=True)
+    y = ((pl.col("ppl").log() - pl.col("base").log()).clip(0.0) + LOG_SHIFT).log()
+    return (
+        quant.with_columns(y.alias("y"))
+        .group_by(list(DB_KEY))
+        .agg(
+            pl.col("y").median().alias("db_log_delta"),
+            pl.max_horizontal(pl.col("y").std().fill_null(0.0), pl.lit(CROSS_STUDY_LOG_SCALE)).alias("db_log_scale"),
+            pl.len().alias("db_n"),
+        )
+    )
+
+
 def delta_queries(configs: pl.DataFrame, fp16_ppl: dict[str, float]) -> pl.DataFrame:
     """The perplexity model's queries for the configurations: WikiText-2, the model's own
     baseline perplexity where known (Δ does not depend on it)."""
@@ -160,13 +188,20 @@ def build(
     mad = 1.4826 * np.median(np.abs(y - med[:, None]), axis=1)
     measured = configs["delta_measured"].to_numpy().astype(float)
     measured_sd = configs["delta_measured_sd"].to_numpy().astype(float)
-    has = ~np.isnan(measured)
+    in_db = configs.join(database_delta(db), on=list(DB_KEY), how="left", nulls_equal=True, maintain_order="left")
+    db_loc = in_db["db_log_delta"].to_numpy().astype(float)
+    db_scale = in_db["db_log_scale"].to_numpy().astype(float)
+    printed, studied = ~np.isnan(measured), ~np.isnan(db_loc)
     m_clip = np.maximum(np.nan_to_num(measured), 0.0)
-    loc = np.where(has, np.log(m_clip + shift), med)
-    scale = np.where(has, np.nan_to_num(measured_sd) / (m_clip + shift), mad)
+    loc = np.where(printed, np.log(m_clip + shift), np.where(studied, db_loc, med))
+    scale = np.where(printed, np.nan_to_num(measured_sd) / (m_clip + shift), np.where(studied, db_scale, mad))
+    source = np.where(printed, "printed", np.where(studied, "database", "model"))
     configs = configs.with_columns(
         pl.Series("log_delta_loc", loc),
         pl.Series("log_delta_scale", np.maximum(scale, MIN_LOG_SCALE)),
+        pl.Series("delta_from", source),
+        pl.Series("model_log_delta_loc", med),
+        pl.Series("model_log_delta_scale", np.maximum(mad, MIN_LOG_SCALE)),
     )
     rows = df.select(*ROW_COLUMNS).sort("config", "task")
     return AccuracyRows(rows=rows, configs=configs, shift=shift)
