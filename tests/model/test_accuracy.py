@@ -281,3 +281,9 @@ def test_cell_median_and_linear_baselines():
     lin = acc_cv.linear_delta(train, test, norm.ppf(QGRID))
     assert lin[np.argmin(np.abs(QGRID - 0.5)), 1] < lin[np.argmin(np.abs(QGRID - 0.5)), 0]
     assert np.all(acc_cv.no_change(test)[:, 0] == 80.0)
+
+
+def test_validate_accuracy_refuses_an_unknown_family_before_fitting(cli):
+    r = cli("validate", "--target", "accuracy", "--family", "Llama-9")
+    assert r.code == 2 and "unknown family 'Llama-9'" in r.err, r.err
+    assert "Qwen2" in r.err  # the accuracy rows' families are the ones offered
