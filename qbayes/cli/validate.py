@@ -107,6 +107,8 @@ def validate(
     if target == "accuracy":
         from qbayes.cli.accuracy import validate_accuracy
 
+        if predictions_path or exclude_family or include_suspect:
+            raise QBayesError("--predictions, --exclude-family and --include-suspect are for --target delta")
         return validate_accuracy(
             data,
             scheme,
