@@ -17,12 +17,12 @@ from qbayes.errors import QBayesError
 @database_options
 @fit_option
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="accuracy fit file to write (.nc)")
-@click.option("--draws", type=click.IntRange(50), default=1000, show_default=True, help="draws per chain")
+@click.option("--draws", type=click.IntRange(50), default=1500, show_default=True, help="draws per chain")
 @click.option("--tune", type=click.IntRange(50), default=1000, show_default=True, help="tuning steps per chain")
 @click.option("--chains", type=click.IntRange(1), default=4, show_default=True)
 @click.option("--seed", type=int, default=20261207, show_default=True)
 @click.option("--sampler", default="nutpie", show_default=True)
-@click.option("--target-accept", type=click.FloatRange(0.5, 0.999), default=0.95, show_default=True)
+@click.option("--target-accept", type=click.FloatRange(0.5, 0.999), default=0.98, show_default=True)
 @click.option(
     "--keep",
     type=click.IntRange(100),
