@@ -37,7 +37,7 @@ def validate(paths):
             click.echo(f"{path}: INVALID: {exc}", err=True)
             continue
         click.echo(
-            f"{path}: valid ({d.models.height} models, {d.results.height} results, "
+            f"{path}: valid ({d.models.height} models, {d.results.height} results, {d.accuracy.height} accuracies, "
             f"{d.features.height} features, {d.failures.height} failures)"
         )
     if failed:
