@@ -21,6 +21,7 @@ from qbayes.errors import QBayesError
 PACKAGED = "_resources"  # the folder of the package that a built wheel carries them in
 CHECKOUT = Path(__file__).resolve().parent.parent  # the repository root, when run from one
 SHIPPED_FIT = "default-fit.nc"  # the default model's posterior, in the database folder
+SHIPPED_ACCURACY_FIT = "accuracy-fit.nc"  # task accuracy given the degradation, built on SHIPPED_FIT
 
 
 def _find(name: str) -> Path | None:
@@ -67,6 +68,11 @@ def formats_csv() -> Path:
     return database_dir() / "formats.csv"
 
 
+def tasks_csv() -> Path:
+    """Chance level and number of questions of the tasks accuracy is predicted for (tasks)."""
+    return database_dir() / "tasks.csv"
+
+
 def model_shapes_csv() -> Path:
     """Layers, KV heads and head size of well-known models, for KV-cache memory (shapes)."""
     return database_dir() / "model_shapes.csv"
@@ -93,4 +99,11 @@ def shipped_fit() -> Path | None:
     """The shipped posterior of the default model (``data/default-fit.nc``), or None where
     this qbayes has none."""
     path = database_dir() / SHIPPED_FIT
+    return path if path.is_file() else None
+
+
+def shipped_accuracy_fit() -> Path | None:
+    """The shipped posterior of task accuracy given the degradation
+    (``data/accuracy-fit.nc``), or None where this qbayes has none."""
+    path = database_dir() / SHIPPED_ACCURACY_FIT
     return path if path.is_file() else None

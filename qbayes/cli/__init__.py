@@ -15,6 +15,7 @@ from qbayes.registry import Registry
 COMMANDS: Registry[click.Command] = Registry("command")
 COMMANDS.register_lazy("db", "qbayes.cli.db:db")
 COMMANDS.register_lazy("fit", "qbayes.cli.fit:fit")
+COMMANDS.register_lazy("fit-accuracy", "qbayes.cli.accuracy:fit_accuracy")
 COMMANDS.register_lazy("validate", "qbayes.cli.validate:validate")
 COMMANDS.register_lazy("predict", "qbayes.cli.predict:predict")
 COMMANDS.register_lazy("choose", "qbayes.cli.choose:choose")

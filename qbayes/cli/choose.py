@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from qbayes.cli.accuracy import accuracy_options, check_task_flags, load_accuracy
 from qbayes.cli.options import fit_option, load_fit, load_observed, new_level_option, observed_option, refuse_typos
 from qbayes.cli.predict import SUFFIXES, _read_queries, _write_atomic, filled_notes
 from qbayes.errors import QBayesError
@@ -266,7 +267,8 @@ def _show_conditioning(observed, cond) -> None:
     type=click.Path(),
     help="also write every option (over budget too), .csv or .parquet; '-': CSV on stdout instead of the table",
 )
-def choose(budget_gb, budget_gib, top, output_path, **flags):
+@accuracy_options
+def choose(budget_gb, budget_gib, top, output_path, task, fp16_acc, accuracy_fit_path, **flags):
     """Rank (model, format) options whose memory fits a budget.
 
     The formats are named ones (--format Q4_K_M ...) and/or methods x bits x group sizes.
@@ -276,7 +278,11 @@ def choose(budget_gb, budget_gib, top, output_path, **flags):
     gives the probability that its perplexity, as you would measure it, is within
     --tolerance percent of the best option's, and the median difference to the best with
     its 90% interval; files add P(best), the share of posterior draws in which an option's
-    mean perplexity is the lowest within the budget."""
+    mean perplexity is the lowest within the budget.
+
+    With --task (and --fp16-acc, or a fp16_acc column in --candidates) the options are
+    ranked by predicted accuracy on that task instead, P(best) the share of draws in which
+    an option has the highest expected accuracy."""
     import polars as pl
 
     from qbayes.db.named_formats import method_hints
@@ -289,8 +295,19 @@ def choose(budget_gb, budget_gib, top, output_path, **flags):
     if out is not None and out.suffix not in SUFFIXES:
         raise QBayesError(f"{out}: output must end in .csv or .parquet ('-': CSV on stdout)")
     predictor, cands, formats, grid = read_flags(flags)
+    fp16_accs = _fp16_accuracies(cands, task, fp16_acc)
     table = rank_options(predictor, cands, budget_gb=budget, tolerance=flags.tolerance / 100, **grid)
     table = with_outside(predictor, table)
+    if task is not None:
+        from qbayes.model.accuracy.choose import rank_by_accuracy
+        from qbayes.model.accuracy.predict import check_queries
+        from qbayes.model.choose import options
+
+        acc = load_accuracy(accuracy_fit_path, draws=flags.draws, seed=flags.seed, ppl_fit=predictor.fit)
+        asked = pl.DataFrame({"task": [task] * len(fp16_accs), "fp16_acc": list(fp16_accs.values())})
+        check_queries(asked, acc.tasks, "candidates")
+        option_grid = {k: grid[k] for k in ("methods", "w_bits", "group_sizes", "formats", "eval_set")}
+        table = rank_by_accuracy(table, options(cands, **option_grid), predictor, acc, task, fp16_accs)
     for line in describe(predictor.respelled):
         click.echo(line, err=True)
     for line in method_hints(table.filter(pl.col("new_method"))["method"]):
@@ -311,7 +328,10 @@ def choose(budget_gb, budget_gib, top, output_path, **flags):
         _write_atomic(table, out)
         click.echo(f"wrote {table.height} options to {out}")
     view = View(unit=unit, per_unit=per_unit, tolerance=flags.tolerance, own_method=own_method)
-    _print(ranked.head(top), shown, ranked.height, view, overhead_gb=flags.overhead_gb, context=flags.context)
+    if task is not None:
+        _print_accuracy(ranked.head(top), shown, ranked.height, task, view)
+    else:
+        _print(ranked.head(top), shown, ranked.height, view, overhead_gb=flags.overhead_gb, context=flags.context)
     _print_near_misses(table, budget, view)
     for r in table.unique("family", keep="first", maintain_order=True).iter_rows(named=True):
         for line in filled_notes(r):
@@ -343,6 +363,36 @@ class View:
     per_unit: float
     tolerance: float
     own_method: frozenset[str]
+
+
+def _fp16_accuracies(cands, task, fp16_acc) -> dict[str, float]:
+    """model -> unquantized accuracy on ``task``: --fp16-acc for a single candidate model,
+    else the candidates' fp16_acc column; empty without a task."""
+    import polars as pl
+
+    column = "fp16_acc" in cands.columns
+    if task is None:
+        if fp16_acc is not None or column:
+            raise QBayesError("fp16 accuracies are given, but no --task: name the task they were measured on")
+        return {}
+    if fp16_acc is not None and column:
+        raise QBayesError(
+            "give the unquantized accuracy with --fp16-acc or as the candidates' fp16_acc column, not both"
+        )
+    if column:
+        values = cands.select("model", pl.col("fp16_acc").cast(pl.Float64, strict=False))
+        bad = values.filter(pl.col("fp16_acc").is_null())["model"].to_list()
+        if bad:
+            raise QBayesError(f"candidates: fp16_acc is empty or not a number for {', '.join(bad)}")
+        return dict(values.iter_rows())
+    check_task_flags(task, fp16_acc)
+    models = cands.get_column("model").unique(maintain_order=True).to_list()
+    if len(models) > 1:
+        raise QBayesError(
+            "--fp16-acc is one model's accuracy; with several candidate models give a --candidates "
+            "file with a fp16_acc column"
+        )
+    return {models[0]: fp16_acc}
 
 
 def _label(r: dict, own_method: frozenset[str] = frozenset()) -> str:
@@ -461,3 +511,29 @@ def _print_near_misses(table, budget_gb: float, view: View) -> None:
             f"  {_label(r, view.own_method)}: {r['memory_gb'] / view.per_unit:.2f} {view.unit} "
             f"({need:+.2f}), median perplexity {ppl_text(r['ppl_q50'], r['fp16_ppl'])}"
         )
+
+
+def _print_accuracy(ranked, shown: str, n_within: int, task: str, view: View) -> None:
+    """The options within the budget ranked by predicted accuracy on ``task``."""
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"Best options within {shown} by accuracy on {task} ({n_within} fit)")
+    for c in ("rank", "option", f"memory {view.unit}", "acc % median", "90% interval", "P(best)", "ppl median"):
+        t.add_column(c, justify="left" if c == "option" else "right")
+    for r in ranked.iter_rows(named=True):
+        measured = r["method"] == "fp16"
+        t.add_row(
+            str(r["acc_rank"]),
+            _label(r, view.own_method),
+            f"{r['memory_gb'] / view.per_unit:.2f}",
+            f"{r['acc_q50']:.1f}",
+            "measured" if measured else f"[{r['acc_q05']:.1f}, {r['acc_q95']:.1f}]",
+            f"{r['acc_p_best']:.2f}",
+            ppl_text(r["ppl_q50"], r["fp16_ppl"]),
+        )
+    Console().print(t)
+    click.echo(
+        f"P(best): share of posterior draws in which the option has the highest expected accuracy on {task} of all "
+        "options within the budget; intervals include the task's measurement noise."
+    )

@@ -37,7 +37,7 @@ def validate(paths):
             click.echo(f"{path}: INVALID: {exc}", err=True)
             continue
         click.echo(
-            f"{path}: valid ({d.models.height} models, {d.results.height} results, "
+            f"{path}: valid ({d.models.height} models, {d.results.height} results, {d.accuracy.height} accuracies, "
             f"{d.features.height} features, {d.failures.height} failures)"
         )
     if failed:
@@ -93,14 +93,27 @@ def merge(shards, into, prefer):
     type=click.Path(),
     help="release_dates.csv (model, released, source): each model's first public release",
 )
+@click.option(
+    "--accuracy",
+    "accuracy",
+    type=click.Path(),
+    help="published_accuracy.csv: task accuracies of the same and further models (the accuracy table)",
+)
 @click.option("--out", "out", required=True, type=click.Path(), help="database directory to write")
-def import_published(csv, meta, released, out):
-    """Import published perplexity tables into a database directory."""
-    from qbayes.db.published import import_published as do_import
+def import_published(csv, meta, released, accuracy, out):
+    """Import published perplexity (and task accuracy) tables into a database directory.
 
-    for p in (csv, meta, released):
+    Nothing is written when any row is refused."""
+    from qbayes.db.published import import_published as do_import
+    from qbayes.db.published_accuracy import with_accuracy
+
+    for p in (csv, meta, released, accuracy):
         if p is not None and not Path(p).is_file():
             raise QBayesError(f"{p}: no such file")
     d = do_import(csv, meta, released)
+    if accuracy is not None:
+        d = with_accuracy(d, accuracy)
     store.save(d, out)
-    click.echo(f"{out}: wrote {d.results.height} results for {d.models.height} models")
+    click.echo(
+        f"{out}: wrote {d.results.height} results and {d.accuracy.height} accuracies for {d.models.height} models"
+    )

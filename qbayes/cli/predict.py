@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from qbayes.cli.accuracy import accuracy_options, check_task_flags, predict_accuracy
 from qbayes.cli.options import fit_option, load_fit, load_observed, new_level_option, observed_option, refuse_typos
 from qbayes.errors import QBayesError
 
@@ -66,6 +67,7 @@ def _write_atomic(df, path: Path) -> None:
 @click.option("--eval-set", default="wikitext2", show_default=True)
 @click.option("--fp16-ppl", type=float, help="unquantized perplexity on the evaluation set")
 @new_level_option
+@accuracy_options
 @click.option("--draws", type=click.IntRange(50), default=1000, show_default=True, help="posterior draws used")
 @click.option("--seed", type=int, default=0, show_default=True)
 @observed_option
@@ -87,17 +89,24 @@ def predict(
     eval_set,
     fp16_ppl,
     new_level,
+    task,
+    fp16_acc,
+    accuracy_fit_path,
     draws,
     seed,
     observed_path,
 ):
-    """Predict quantized perplexity with intervals, from a file of queries or one query given by flags."""
+    """Predict quantized perplexity with intervals, from a file of queries or one query given by flags.
+
+    With a task (--task and --fp16-acc, or columns task and fp16_acc) the predicted accuracy
+    on it too (acc_q05 ... acc_q95, acc_mean, percent)."""
     import polars as pl
 
     from qbayes.db.named_formats import COLUMN as FORMAT
     from qbayes.db.named_formats import expand as expand_formats
     from qbayes.db.named_formats import method_hints
     from qbayes.model import conditioning
+    from qbayes.model.accuracy.predict import ACC_COLUMNS
     from qbayes.model.extrapolation import OUTSIDE, FittedRange, outside
     from qbayes.model.predict import OUTPUT_COLUMNS, Predictor
     from qbayes.model.queries import QUERY_OPTIONAL, extra_query_columns, query_table
@@ -135,6 +144,7 @@ def predict(
                 "w_kind": [w_kind or (None if format_name else "int")],
                 "eval_set": [eval_set],
                 "fp16_ppl": [fp16_ppl],
+                **({"task": [task], "fp16_acc": [fp16_acc]} if task is not None else {}),
             },
             schema_overrides={
                 "train_tokens_b": pl.Float64,
@@ -148,13 +158,14 @@ def predict(
             },
         )
         where = "query"
+        check_task_flags(task, fp16_acc)
     # the output says what each format name was read as, and the bits per weight it was predicted with
     raw = expand_formats(raw, where, defaults=QUERY_OPTIONAL)
     queries = query_table(raw, where)
     if FORMAT in raw.columns:
         raw = raw.with_columns(queries.get_column("bits").alias("bits_per_weight"))
     extra = extra_query_columns(raw)
-    clash = [c for c in extra if c in OUTPUT_COLUMNS + conditioning.OUTPUT_COLUMNS or c in OUTSIDE]
+    clash = [c for c in extra if c in OUTPUT_COLUMNS + conditioning.OUTPUT_COLUMNS + ACC_COLUMNS or c in OUTSIDE]
     if clash:
         raise QBayesError(
             f"{where}: column(s) {', '.join(clash)} are what predict writes; drop them from the "
@@ -185,6 +196,9 @@ def predict(
     flags = outside(fitted, pred["params_b"], pred["train_tokens_b_used"], pred["bits"], named)
     written = OUTPUT_COLUMNS + (conditioning.OUTPUT_COLUMNS if observed is not None else ())
     result = pl.concat([raw, pred.select(written), flags], how="horizontal")
+    acc = predict_accuracy(raw, queries, predictor, accuracy_fit_path, draws=draws, seed=seed, where=where)
+    if acc is not None:
+        result = pl.concat([result, acc], how="horizontal")
     if output_path == "-":
         click.echo(result.write_csv(), nl=False)
     elif out is None and not input_path:
@@ -244,6 +258,9 @@ def _print_one(r: dict, fitted) -> None:
     for c in ("", "5%", "25%", "median", "75%", "95%"):
         t.add_column(c, justify="right")
     t.add_row("perplexity", *(f"{r[k]:.3f}" for k in ("ppl_q05", "ppl_q25", "ppl_q50", "ppl_q75", "ppl_q95")))
+    if r.get("acc_q50") is not None:
+        acc = ("acc_q05", "acc_q25", "acc_q50", "acc_q75", "acc_q95")
+        t.add_row(f"{r['task']} accuracy %", *(f"{r[k]:.1f}" for k in acc))
     Console().print(t)
     notes = [
         n.replace("_", " ") for n in ("new_family", "new_arch", "new_method", "new_eval_set", "new_w_kind") if r[n]
@@ -251,6 +268,11 @@ def _print_one(r: dict, fitted) -> None:
     if r["tokens_imputed"]:
         notes.append("training tokens imputed from the fitted population")
     click.echo(f"fp16 perplexity {r['fp16_ppl']:g}; median degradation {r['delta_q50']:.4f} nats/token")
+    if r.get("acc_q50") is not None:
+        click.echo(
+            f"fp16 accuracy on {r['task']} {r['fp16_acc']:g}%; median loss {r['fp16_acc'] - r['acc_q50']:.1f} points "
+            "(the interval includes the task's own measurement noise)"
+        )
     click.echo(
         "(the mean perplexity, ppl_mean in file output, is dominated by rare collapses in the "
         "upper tail; the median and interval are the figures to read)"

@@ -39,12 +39,20 @@ from qbayes.report.context import DEFAULT_DRAWS
     "[default: the family with the most rows]",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="seed for the draw subsample and noise")
-def report(fit_path, validation_paths, out, draws, scenario, seed):
+@click.option(
+    "--accuracy-fit",
+    "accuracy_fit_path",
+    type=click.Path(dir_okay=False),
+    help="accuracy fit for the task-accuracy section [default: the shipped one, data/accuracy-fit.nc]",
+)
+def report(fit_path, validation_paths, out, draws, scenario, seed, accuracy_fit_path):
     """Write a self-contained HTML report of a fit: data, convergence, posterior predictive
     checks, what the model learned, held-out validation and decisions.
 
     The file has its images inline and makes no network request: it opens from a mail
     attachment or an offline disk."""
+    from qbayes import resources
+    from qbayes.model.accuracy import fitfile as accuracy_fitfile
     from qbayes.report import document as rep
     from qbayes.report import validation
     from qbayes.report.decisions import scenario as read_scenario
@@ -53,6 +61,8 @@ def report(fit_path, validation_paths, out, draws, scenario, seed):
     val = [validation.load(p) for p in validation_paths] or None
     if scenario is not None:
         read_scenario(fit, scenario)  # refuses a family the data lack before the work starts
-    html = rep.build(fit, val, n_draws=draws, seed=seed, scenario=scenario)
+    acc_path = accuracy_fit_path or resources.shipped_accuracy_fit()
+    accuracy = accuracy_fitfile.load(acc_path) if acc_path is not None else None
+    html = rep.build(fit, val, n_draws=draws, seed=seed, scenario=scenario, accuracy=accuracy)
     path = rep.write(html, out)
     click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")

@@ -17,6 +17,13 @@ from qbayes.model.samplers import DEFAULT_SAMPLER, SampleConfig
 @click.command()
 @database_options
 @click.option(
+    "--target",
+    type=click.Choice(["delta", "accuracy"]),
+    default="delta",
+    show_default=True,
+    help="delta: the perplexity model; accuracy: task accuracy given the degradation (docs/accuracy.md)",
+)
+@click.option(
     "--model",
     "models",
     multiple=True,
@@ -86,6 +93,7 @@ def validate(
     data,
     exclude_family,
     include_suspect,
+    target,
     models,
     baselines,
     scheme,
@@ -116,6 +124,19 @@ def validate(
     from qbayes.model.spec import load_spec
     from qbayes.model.table import training_table
 
+    if target == "accuracy":
+        from qbayes.cli.accuracy import validate_accuracy
+
+        if predictions_path or exclude_family or include_suspect:
+            raise QBayesError("--predictions, --exclude-family and --include-suspect are for --target delta")
+        return validate_accuracy(
+            data,
+            scheme,
+            families,
+            SampleConfig(draws=draws, tune=tune, chains=chains, seed=seed, target_accept=target_accept, progress=False),
+            sampler,
+            json_path,
+        )
     for b in baselines:
         if b not in BASELINES:
             raise BASELINES.unknown(b)

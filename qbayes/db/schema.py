@@ -46,6 +46,8 @@ METHODS = (
     "llama.cpp-kquant",
     "llama.cpp-legacy",
     "quanto",
+    "AutoRound",
+    "HQQ",
 )
 # float: unquantized; mixed: average bits over a mix of precisions (SpQR, SqueezeLLM, PB-LLM)
 W_KINDS = ("float", "int", "fp", "nf", "mx", "kquant", "mixed")
@@ -254,7 +256,7 @@ ACCURACY = Table(
         _f("act_bits", "activation bits; 16 = weight-only", lo=0, hi=32),
         _s("calib_set", "calibration set, where known", nullable=True, allowed=CALIB_SETS),
         _s("task", "lm-evaluation-harness task name (e.g. mmlu, arc_easy) or the source's average"),
-        _i("shots", "few-shot examples per question", lo=0, lo_inclusive=True),
+        _i("shots", "few-shot examples per question (null: not stated)", nullable=True, lo=0, lo_inclusive=True),
         _s("metric", "what was scored: acc, acc_norm, exact_match, ..."),
         _f("acc", "accuracy, percent", lo=0, hi=100, lo_inclusive=True),
         _f("acc_se", "standard error of acc, percentage points, where known", nullable=True, lo=0, lo_inclusive=True),

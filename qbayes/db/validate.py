@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from qbayes.db.schema import BASELINE_METHOD, MODELS, RESULTS, TABLES, Column, Table
+from qbayes.db.schema import ACCURACY, BASELINE_METHOD, MODELS, RESULTS, TABLES, Column, Table
 from qbayes.errors import suggest
 
 ROW_INDEX = "__row__"
@@ -113,22 +113,25 @@ def check_table(df: pl.DataFrame, table: Table, file: str) -> list[Problem]:
 
 
 BASELINE_KEY = ("model", "eval_set", "source", "source_table")
+# an accuracy is compared with the unquantized model's on the same task, scored the same way
+ACCURACY_BASELINE_KEY = ("model", "task", "shots", "metric", "source", "source_table")
 
 
-def check_baselines(results: pl.DataFrame, file: str) -> list[Problem]:
-    """Every quantized row needs an unquantized row with the same model, evaluation set,
-    source and source table (protocols differ between sources)."""
+def check_baselines(results: pl.DataFrame, file: str, key: tuple[str, ...] = BASELINE_KEY) -> list[Problem]:
+    """Every quantized row needs an unquantized row with the same ``key`` columns: for
+    perplexities model, evaluation set, source and source table (protocols differ between
+    sources); for accuracies :data:`ACCURACY_BASELINE_KEY`."""
     df = results.with_row_index(ROW_INDEX, offset=1)
-    base = df.filter(pl.col("method") == BASELINE_METHOD).select(BASELINE_KEY).unique()
+    base = df.filter(pl.col("method") == BASELINE_METHOD).select(key).unique()
     quant = df.filter(pl.col("method") != BASELINE_METHOD)
-    orphans = quant.join(base, on=list(BASELINE_KEY), how="anti", nulls_equal=True)
+    orphans = quant.join(base, on=list(key), how="anti", nulls_equal=True)
     return [
         Problem(
             file,
-            f"quantized row has no unquantized baseline for model '{m}', eval_set '{e}', source '{s}', table '{t}'",
+            "quantized row has no unquantized baseline for " + ", ".join(f"{k} '{v}'" for k, v in zip(key, values)),
             row=r,
         )
-        for r, m, e, s, t in orphans.select(ROW_INDEX, *BASELINE_KEY).head(MAX_ROWS_LISTED).iter_rows()
+        for r, *values in orphans.select(ROW_INDEX, *key).head(MAX_ROWS_LISTED).iter_rows()
     ]
 
 
@@ -150,9 +153,11 @@ def check_database(tables: dict[str, pl.DataFrame], files: dict[str, str]) -> li
         problems += check_table(df, TABLES[name], files[name])
     if problems:
         return problems
-    results, models = tables.get(RESULTS.name), tables.get(MODELS.name)
-    if results is not None:
-        problems += check_baselines(results, files[RESULTS.name])
-        if models is not None:
-            problems += check_models_known(results, models, files[RESULTS.name])
+    models = tables.get(MODELS.name)
+    for table, key in ((RESULTS, BASELINE_KEY), (ACCURACY, ACCURACY_BASELINE_KEY)):
+        rows = tables.get(table.name)
+        if rows is not None:
+            problems += check_baselines(rows, files[table.name], key)
+            if models is not None:
+                problems += check_models_known(rows, models, files[table.name])
     return problems

@@ -28,6 +28,10 @@ QUERY_OPTIONAL = {
     # weight, where given, is the bits covariate instead of effective_bits'
     "format": None,
     "bits_per_weight": None,
+    # task accuracy (qbayes.model.accuracy.predict): an lm-eval task and the unquantized
+    # model's accuracy on it, percent; not part of the standard table
+    "task": None,
+    "fp16_acc": None,
     **{c: None for c in RAW_COLUMNS},
     NEW_OK: False,
 }

@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 
 from qbayes.evaluation.summary import ValidationSummary
+from qbayes.model.accuracy.fitfile import AccuracyFit
 from qbayes.model.encoding import grouping_values
 from qbayes.model.fitfile import Fit
 from qbayes.model.predict import Predictor
@@ -38,6 +39,7 @@ class Context:
     seed: int = 0
     validation: ValidationSummary | list[ValidationSummary] | None = None  # one validation file, or one per scheme
     scenario: str | None = None  # the family of the decisions scenario (default: the one with the most rows)
+    accuracy: AccuracyFit | None = None  # task accuracy given the degradation (section 7)
     notes: list[str] = field(default_factory=list)
 
     @property

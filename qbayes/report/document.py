@@ -8,13 +8,14 @@ from pathlib import Path
 
 from qbayes.atomic import atomic_path
 from qbayes.evaluation.summary import ValidationSummary
+from qbayes.model.accuracy.fitfile import AccuracyFit
 from qbayes.model.fitfile import Fit
 from qbayes.report import figures
 from qbayes.report.context import DEFAULT_DRAWS, Context
 from qbayes.report.html import page
 from qbayes.report.sections import SECTIONS
 
-SECTION_IDS = ("summary", "data", "convergence", "ppc", "learned", "validation", "decisions")
+SECTION_IDS = ("summary", "data", "convergence", "ppc", "learned", "validation", "decisions", "accuracy")
 
 
 def build(
@@ -24,12 +25,20 @@ def build(
     n_draws: int | None = None,
     seed: int = 0,
     scenario: str | None = None,
+    accuracy: AccuracyFit | None = None,
 ) -> str:
     """The report of ``fit`` as an HTML string. ``validation`` is a ``qbayes validate
     --json`` summary (read with :mod:`qbayes.report.validation`), a list of them (one per
     scheme), or None; ``scenario`` the family of the decisions (default: the one with the
-    most rows)."""
-    ctx = Context(fit=fit, n_draws=n_draws or DEFAULT_DRAWS, seed=seed, validation=validation, scenario=scenario)
+    most rows); ``accuracy`` the accuracy fit of the task-accuracy section, or None."""
+    ctx = Context(
+        fit=fit,
+        n_draws=n_draws or DEFAULT_DRAWS,
+        seed=seed,
+        validation=validation,
+        scenario=scenario,
+        accuracy=accuracy,
+    )
     with figures.style():
         sections = [m.render(ctx) for m in SECTIONS]
     title = f"qbayes report: {fit.spec.name} fit of {fit.data.height} results"

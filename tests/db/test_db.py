@@ -11,6 +11,7 @@ from qbayes.db import store
 from qbayes.db.database import Database
 from qbayes.db.merge import MergeConflict, merge
 from qbayes.db.published import import_published
+from qbayes.db.published_accuracy import with_accuracy
 from qbayes.db.schema import META_TABLE_KEY, META_VERSION_KEY, SCHEMA_VERSION, TABLES
 
 from helpers import ROOT, SHIPPED_DB, tree_digest
@@ -22,7 +23,8 @@ RELEASED = ROOT / "data" / "published" / "release_dates.csv"
 
 # --- the shipped data -------------------------------------------------------------
 
-PUBLISHED_FAMILIES = {"OPT", "BLOOM", "LLaMA-1", "Llama-2", "Falcon", "Mistral", "Mixtral", "Qwen3"}
+PUBLISHED_FAMILIES = {"OPT", "BLOOM", "LLaMA-1", "Llama-2", "Falcon", "Mistral", "Mixtral", "Qwen3", "Phi", "Qwen2"}
+ACCURACY_CSV = ROOT / "data" / "published" / "published_accuracy.csv"
 
 
 def _published(db: Database) -> Database:
@@ -31,6 +33,9 @@ def _published(db: Database) -> Database:
     return Database(
         models=db.models.filter(pl.col("family").is_in(list(PUBLISHED_FAMILIES))).sort("model"),
         results=db.results.filter(pl.col("source_kind") != "collector").sort(key, nulls_last=True),
+        accuracy=db.accuracy.filter(pl.col("source_kind") != "collector").sort(
+            ["model", "source_table", "method", "dtype_label", "task"], nulls_last=True
+        ),
     )
 
 
@@ -38,8 +43,10 @@ def test_shipped_database_is_valid_and_complete():
     db = _published(store.load(SHIPPED_DB))
     assert db.results.height == 1815
     assert set(db.models["family"]) == PUBLISHED_FAMILIES
-    # every published model has a release date with its source (forward validation orders by it)
-    assert db.models["released"].null_count() == 0 and db.models["released_source"].null_count() == 0
+    # every model with published perplexities has a release date with its source (forward
+    # validation orders by it); of the accuracy-only models, neural-chat's date is not known
+    dated = db.models.filter(pl.col("model").is_in(db.results["model"].implode()))
+    assert dated["released"].null_count() == 0 and dated["released_source"].null_count() == 0
     assert db.models.filter(pl.col("family") == "Qwen3")["released"].min() > db.models["released"].min()
     # arXiv ids stay strings, not floats
     assert "2210.17323" in set(db.results["source"])
@@ -50,10 +57,12 @@ def test_shipped_database_is_valid_and_complete():
 
 
 def test_shipped_database_matches_a_fresh_import():
-    fresh = _published(import_published(PTQ, META, RELEASED).conform())
+    fresh = _published(with_accuracy(import_published(PTQ, META, RELEASED), ACCURACY_CSV))
     shipped = _published(store.load(SHIPPED_DB))
     assert fresh.results.equals(shipped.results)
     assert fresh.models.equals(shipped.models)
+    assert fresh.accuracy.height == 2584
+    assert fresh.accuracy.equals(shipped.accuracy)
 
 
 def test_import_marks_doubts_and_effective_bits():
@@ -362,3 +371,59 @@ def test_database_written_before_release_dates_still_loads(tmp_path):
     models.write_parquet(old / "models.parquet")  # as a qbayes before release dates wrote it
     back = store.load(old)
     assert back.models["released"].null_count() == back.models.height
+
+
+# --- published task accuracies ------------------------------------------------------
+
+
+def _accuracy_rows(db: Database, **eq) -> pl.DataFrame:
+    return db.accuracy.filter(*[pl.col(c) == v for c, v in eq.items()])
+
+
+def test_accuracy_import_maps_methods_labels_and_doubts():
+    db = with_accuracy(import_published(PTQ, META), ACCURACY_CSV)
+    base = _accuracy_rows(db, model="Qwen2-7B-Instruct", task="mmlu", method="none")
+    assert base["dtype_label"].to_list() == ["bf16"] and base["w_kind"].to_list() == ["float"]
+    # a method printed with its settings keeps them in the label, under one method name
+    variants = db.accuracy.filter(pl.col("dtype_label").str.contains(r"\[iters="))
+    assert variants.height > 0 and set(variants["method"]) == {"AutoRound"}
+    assert variants.filter(pl.col("dtype_label").str.starts_with("int2-g32 [")).height > 0
+    # Qwen2's official checkpoints do not say their group size: kept with caution
+    qwen_q = db.accuracy.filter(pl.col("model").str.starts_with("Qwen2") & (pl.col("method") != "none"))
+    assert set(qwen_q["doubt"]) == {"caution"} and qwen_q["shots"].null_count() == qwen_q.height
+    g = _accuracy_rows(db, model="LLaMA-7B", method="GPTQ", dtype_label="int3-g128", task="piqa").row(0, named=True)
+    assert g["w_bits_eff"] == pytest.approx(3 + 19 / 128) and 50 < g["acc"] < 100
+
+
+def _write_accuracy_variant(tmp_path, edit):
+    lines = edit(ACCURACY_CSV.read_text().splitlines())
+    p = tmp_path / "acc.csv"
+    p.write_text("\n".join(lines) + "\n")
+    return p
+
+
+def test_accuracy_import_refuses_a_row_without_its_baseline_and_writes_nothing(tmp_path, cli):
+    # drop Mistral-7B-v0.1's fp16 mmlu row of the first table (CSV line 2)
+    p = _write_accuracy_variant(tmp_path, lambda lines: [lines[0], *lines[2:]])
+    out = tmp_path / "out"
+    r = cli("db", "import-published", PTQ, "--meta", META, "--accuracy", p, "--out", out)
+    assert r.code != 0
+    assert "no unquantized baseline for model 'Mistral-7B-v0.1', task 'mmlu'" in r.err, r.err
+    assert not out.exists()
+
+
+def test_accuracy_import_refuses_bad_cells_by_line(tmp_path, cli):
+    def edit(lines):
+        lines[5] = lines[5].replace("Mistral-7B-v0.1", "Mistral-7B-v9", 1)  # CSV line 6
+        return lines
+
+    p = _write_accuracy_variant(tmp_path, edit)
+    out = tmp_path / "out"
+    r = cli("db", "import-published", PTQ, "--meta", META, "--accuracy", p, "--out", out)
+    assert r.code != 0
+    assert "row 6, column 'model': model 'Mistral-7B-v9' is not in the models table" in r.err, r.err
+    assert not out.exists()
+    p = _write_accuracy_variant(tmp_path, lambda lines: lines[:3] + [lines[3].replace(",61.27,", ",101.5,")])
+    r = cli("db", "import-published", PTQ, "--meta", META, "--accuracy", p, "--out", out)
+    assert r.code != 0 and "column 'acc': value 101.5 must be <= 100" in r.err, r.err
+    assert not out.exists()

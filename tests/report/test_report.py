@@ -26,6 +26,7 @@ HEADINGS = (
     "4. What the model learned",
     "5. Held-out validation",
     "6. Decisions",
+    "7. What a degradation costs on tasks",
 )
 # Anything that could make a browser fetch: attributes that load (checked by value
 # below), CSS url()/@import, element kinds that load by themselves. (A web address as
