@@ -14,12 +14,11 @@ import pytest
 from qbayes.cli import main
 from qbayes.db import store
 from qbayes.model import fitfile
-from qbayes.model.fit import FitOptions, fit_table
-from qbayes.model.samplers import SampleConfig
+from qbayes.model.fit import fit_table
 from qbayes.model.spec import load_spec
 from qbayes.model.table import training_table
 
-from helpers import SHIPPED_DB
+from helpers import SHIPPED_DB, SMALL
 
 
 @dataclass
@@ -52,9 +51,6 @@ def shipped_copy(tmp_path) -> Path:
     dst = tmp_path / "db"
     shutil.copytree(SHIPPED_DB, dst, ignore=shutil.ignore_patterns("*.csv", "*.md", "published"))
     return dst
-
-
-SMALL = FitOptions(sample=SampleConfig(draws=150, tune=150, chains=2, seed=7, progress=False))
 
 
 @pytest.fixture(scope="session")

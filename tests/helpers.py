@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from qbayes.model.fit import FitOptions
+from qbayes.model.samplers import SampleConfig
+
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_DB = ROOT / "data"
 
@@ -29,3 +32,7 @@ def assert_spec_refused(tmp_path: Path, text: str, message: str) -> None:
     f.write_text(text)
     with pytest.raises(QBayesError, match=message):
         load_spec(str(f))
+
+
+# the sampler settings of the small shared fits (conftest.py) and of tests that refit their rows
+SMALL = FitOptions(sample=SampleConfig(draws=150, tune=150, chains=2, seed=7, progress=False))

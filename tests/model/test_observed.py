@@ -9,7 +9,6 @@ import dataclasses
 import numpy as np
 import polars as pl
 import pytest
-from conftest import SMALL
 
 from qbayes.errors import QBayesError
 from qbayes.model import conditioning
@@ -17,7 +16,7 @@ from qbayes.model.fit import fit_table
 from qbayes.model.predict import Predictor
 from qbayes.model.spec import load_spec
 
-from helpers import tree_digest
+from helpers import SMALL, tree_digest
 
 QUERY = ("family", "model", "params_b", "method", "w_bits", "group_size", "eval_set", "fp16_ppl")
 
