@@ -269,19 +269,24 @@ def _rtn_rows(shard) -> pl.DataFrame | None:
     return df.filter(pl.col("method") == "RTN").select("model", "dtype_label", "run_id")
 
 
+def _pid() -> int:
+    return os.getpid()
+
+
 def test_gpu_tasks_run_in_fresh_worker_processes():
     """On a cluster that declares two (fake) GPUs, four GPU tasks with the executor's
     options run in four worker processes: nothing one leaves in GPU memory reaches the next."""
     import ray
 
     from qbayes.collect.executors.ray_cluster import local_cluster
-    from qbayes.collect.executors.ray_executor import client_authentication, task_options
+    from qbayes.collect.executors.ray_executor import client_authentication, remote_function, task_options
 
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this file
     with local_cluster(num_cpus=2, num_gpus=2) as address:
         client_authentication()
         ray.init(address=address, log_to_driver=False)
         try:
-            pid = ray.remote(os.getpid).options(**task_options(1, 1, 0))
+            pid = remote_function(ray, _pid, 1).options(**task_options(1, 1, 0))
             pids = ray.get([pid.remote() for _ in range(4)])
         finally:
             ray.shutdown()

@@ -79,14 +79,17 @@ def pending_steps(task: TaskSpec, shard: Shard) -> list[str]:
     return [s.label for s in steps if not s.done()]
 
 
+def remote_function(ray, fn, gpus: int):
+    """``fn`` as a Ray remote function. A GPU task runs in a fresh worker process
+    (``max_calls=1``: Ray's default for functions declared with GPUs, which
+    ``ray.remote(fn).options(num_gpus=...)`` does not get, and which ``.options`` cannot
+    set), so whatever a task leaves in GPU memory goes with its process."""
+    return ray.remote(max_calls=1)(fn) if gpus else ray.remote(fn)
+
+
 def task_options(cpus: int, gpus: int, retries: int) -> dict:
-    """Ray options of one collection task. A GPU task runs in a fresh worker process
-    (``max_calls=1``, which ``ray.remote(f).options(num_gpus=...)`` does not set by
-    itself): whatever a task leaves in GPU memory goes with its process."""
-    options = {"num_cpus": cpus, "num_gpus": gpus, "max_retries": retries, "retry_exceptions": True}
-    if gpus:
-        options["max_calls"] = 1
-    return options
+    """Ray options of one collection task."""
+    return {"num_cpus": cpus, "num_gpus": gpus, "max_retries": retries, "retry_exceptions": True}
 
 
 def client_authentication() -> None:
@@ -201,8 +204,8 @@ class _Run:
         return self.report()
 
     def submit(self, log) -> dict:
-        remote = self.ray.remote(run_task)
         gpus = 1 if self.request.device == "cuda" else 0
+        remote = remote_function(self.ray, run_task, gpus)
         seeds, baselines, pending = {}, {}, {}
         for task in self.todo:
             name = task.model.name
