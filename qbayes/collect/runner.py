@@ -358,7 +358,8 @@ class Collector:
 
     def self_check(self, cfg: Config) -> None:
         """The method's identity configuration must reproduce the baseline loss; run once
-        per method and run, before the method's first configuration."""
+        per method and run, before the method's first configuration. Running out of
+        memory fails the configuration at hand, not the method."""
         method = cfg.method
         if method.name not in self._self_checks:
             self._self_checks[method.name] = self._run_self_check(cfg)
@@ -384,6 +385,8 @@ class Collector:
             base = evaluate(self.loaded.model, windows, self.grid.eval.batch_size)
             q = method.quantize(self.job(cfg, fmt))
             got = evaluate(q.model, windows, self.grid.eval.batch_size)
+        except (torch.OutOfMemoryError, MemoryError):
+            raise  # says nothing of the method: this configuration fails, the next tries again
         except Exception as exc:
             message = f"{fmt.label} run raised {type(exc).__name__}: {_short(exc)}"
             self.fail(label, "self-check", type(exc).__name__, message, exc)

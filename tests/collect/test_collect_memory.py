@@ -4,6 +4,7 @@
   ends, proved with weak references, so only the base model stays alive;
 * running out of memory while loading a model writes a failure row and exits 1 (the
   next model still runs); a Ray task returns it as its error, so it is not retried;
+* running out of memory in a method's self-check fails that configuration, not the method;
 * evaluation keeps no KV cache;
 * the landscape features of a bfloat16 model are float32 measurements, and leave its
   weights exactly as they were;
@@ -23,6 +24,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import polars as pl  # noqa: E402
+
 from qbayes.collect import protocol  # noqa: E402
 from qbayes.collect.evaluate import evaluate  # noqa: E402
 from qbayes.collect.executors.base import CollectRequest  # noqa: E402
@@ -32,13 +35,15 @@ from qbayes.collect.grid import load_grid  # noqa: E402
 from qbayes.collect.landscape import landscape  # noqa: E402
 from qbayes.collect.manifest import ModelEntry  # noqa: E402
 from qbayes.collect.memory import GIB, plan  # noqa: E402
+from qbayes.collect.methods.base import Method  # noqa: E402
+from qbayes.collect.methods.rtn_method import RTN  # noqa: E402
 from qbayes.collect.modelio import LoadedModel, load_model, skeleton  # noqa: E402
 from qbayes.collect.plan import CollectOptions  # noqa: E402
 from qbayes.collect.preflight import PreflightError, preflight  # noqa: E402
 from qbayes.collect.runner import Collector  # noqa: E402
 from qbayes.db import store  # noqa: E402
 
-from collect_support import ROOT, write_grid  # noqa: E402
+from collect_support import ROOT, registered, write_grid  # noqa: E402
 
 SIX = """
 [methods.rtn]
@@ -78,6 +83,35 @@ def test_every_configuration_frees_its_quantized_copy(toy_models, tmp_path, monk
     assert len(configs) == 6
     assert len(copies) == 6 + 4  # one copy per configuration and one per method's self-check
     assert alive_after == dict.fromkeys(alive_after, 0)
+
+
+class OomOnce(Method):
+    """Round-to-nearest whose first run (its self-check) runs out of memory."""
+
+    name = "oomonce"
+    label = "RTN"
+    label_suffix = "@oomonce"
+    self_check_format = RTN.self_check_format
+
+    def __init__(self):
+        self.calls = 0
+
+    def quantize(self, job):
+        self.calls += 1
+        if self.calls == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return RTN().quantize(job)
+
+
+def test_out_of_memory_in_a_self_check_fails_one_configuration_not_the_method(toy_models, tmp_path):
+    grid = load_grid(write_grid(tmp_path / "g.toml", methods='[methods.oomonce]\nformats = ["int8", "int4-g32"]\n'))
+    opts = CollectOptions(toy_models["llama"], "toy", grid, tmp_path / "shard", progress=False)
+    with registered(OomOnce()):
+        summary = Collector(opts).run()
+    db = store.load(tmp_path / "shard")
+    assert db.failures.select("config", "error_type").rows() == [("oomonce/int8/-", "OutOfMemory")]
+    assert db.results.filter(pl.col("method") == "RTN")["dtype_label"].to_list() == ["int4-g32@oomonce"]
+    assert len(summary.failed) == 1
 
 
 def _oom_for(monkeypatch, path: Path):
