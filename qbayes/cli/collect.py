@@ -229,6 +229,7 @@ def collect(
             models=models, grid=g, out=out, device=device, seed=seed, force=force, progress=progress
         ),
         download=download,
+        remote=runner.name == "ray",
     )
     outcome = runner.run(request, console)
     for line in outcome.lines:

@@ -71,25 +71,48 @@ def window_nll(
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
     """Mean NLL of each window (nats/token), as a float64 CPU tensor; with a reference
     model, also each predicted token's KL divergence from it and whether the two models'
-    most likely next tokens agree (flat float64 and bool CPU tensors)."""
-    device = next(model.parameters()).device
+    most likely next tokens agree (flat float64 and bool CPU tensors).
+
+    Every window is scored on its own, so no KV cache is kept (``use_cache=False``); the
+    logits stay in the model's dtype, and only ``KL_CHUNK`` positions at a time are
+    turned into float32 (NLL) or float64 (KL), which bounds the copies at large
+    vocabularies."""
+    device = input_device(model)
     out, kls, agree = [], [], []
     with torch.no_grad():
         for batch in windows.split(batch_size):
             batch = batch.to(device)
-            logits = model(input_ids=batch).logits.float()
-            nll = torch.nn.functional.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="none"
-            ).view(batch.shape[0], -1)
-            out.append(nll.mean(dim=1).double().cpu())
+            logits = model(input_ids=batch, use_cache=False).logits
+            targets = batch[:, 1:].to(logits.device)
+            out.append(torch.stack([row_nll(row[:-1], t) for row, t in zip(logits, targets, strict=True)]))
             if reference is not None:
-                ref = reference(input_ids=batch.to(next(reference.parameters()).device)).logits.to(device)
-                for q_row, p_row in zip(logits[:, :-1], ref[:, :-1]):
-                    kl, same = token_kl(p_row, q_row)
+                ref = reference(input_ids=batch.to(input_device(reference)), use_cache=False).logits
+                for q_row, p_row in zip(logits[:, :-1], ref[:, :-1], strict=True):
+                    kl, same = token_kl(p_row.to(q_row.device), q_row)
                     kls.append(kl)
                     agree.append(same)
+                del ref
+            del logits
     per_token = (torch.cat(kls), torch.cat(agree)) if reference is not None else None
     return torch.cat(out), per_token
+
+
+def input_device(model: torch.nn.Module) -> torch.device:
+    """Where a model takes its input ids: its input embedding's device (the first of a
+    model spread over several devices)."""
+    embed = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if embed is not None and getattr(embed, "weight", None) is not None:
+        return embed.weight.device
+    return next(model.parameters()).device
+
+
+def row_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean NLL of one window's ``[positions, vocab]`` logits (float64 on the CPU), in
+    float32 chunks of ``KL_CHUNK`` positions."""
+    total = torch.zeros((), dtype=torch.float64, device=logits.device)
+    for lg, tg in zip(logits.split(KL_CHUNK), targets.split(KL_CHUNK), strict=True):
+        total += torch.nn.functional.cross_entropy(lg.float(), tg, reduction="sum").double()
+    return (total / targets.numel()).cpu()
 
 
 def token_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,7 +155,7 @@ def evaluate(
 
 def decode_tokens_per_s(model: torch.nn.Module, prompt: list[int], new_tokens: int) -> float:
     """Greedy decoding speed with the KV cache, tokens per second (one warm-up run)."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     ids = torch.tensor([prompt], dtype=torch.long, device=device)
     kwargs = dict(do_sample=False, pad_token_id=0, eos_token_id=None)
     with torch.no_grad():

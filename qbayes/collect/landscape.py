@@ -15,6 +15,14 @@ weight matrices.
 
 Second derivatives through attention need the eager attention implementation, which is
 switched on while the Hessian features are computed.
+
+Precision and memory: a 16-bit model is raised to float32 for these features and
+returned to its dtype afterwards (exactly: float32 holds every 16-bit value), so the
+weight perturbations and Hessian-vector products are float32 ones (in bfloat16 a step
+of 1e-3 of a weight's scale leaves most elements unchanged). The loss is a mean over
+windows, so its Hessian-vector product is the token-weighted sum of each window's;
+they are taken one window at a time, which bounds the double-backward graph to one
+window's.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from qbayes.collect.evaluate import input_device
 from qbayes.collect.modelio import LayerRef
 
 
@@ -55,10 +64,25 @@ def _mean_se(samples: list[float]) -> Estimate:
 
 def batch_loss(model: torch.nn.Module, windows: torch.Tensor) -> torch.Tensor:
     """Mean next-token NLL over the windows (nats/token), differentiable."""
-    device = next(model.parameters()).device
-    ids = windows.to(device)
-    logits = model(input_ids=ids).logits.float()
-    return torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+    ids = windows.to(input_device(model))
+    logits = model(input_ids=ids, use_cache=False).logits.float()
+    targets = ids[:, 1:].to(logits.device)
+    return torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+@contextlib.contextmanager
+def in_float32(model: torch.nn.Module):
+    """The model in float32 for the block, back in its own dtype afterwards (exact for
+    16-bit weights)."""
+    dtype = next(model.parameters()).dtype
+    if dtype == torch.float32:
+        yield model
+        return
+    model.float()
+    try:
+        yield model
+    finally:
+        model.to(dtype)
 
 
 @contextlib.contextmanager
@@ -79,17 +103,33 @@ def differentiable(model: torch.nn.Module, layers: list[LayerRef]):
             model.set_attn_implementation(previous)
 
 
+def hvp_parts(model, weights: list[torch.Tensor], windows: torch.Tensor, vs: list[torch.Tensor], *, keep: bool):
+    """The Hessian of the mean loss over ``windows`` times ``vs``, one window's
+    double-backward graph at a time: (per-weight ``v . Hv``, and ``Hv`` itself when
+    ``keep``)."""
+    parts = [0.0] * len(weights)
+    total = [torch.zeros_like(v) for v in vs] if keep else None
+    for window in windows.split(1):
+        share = 1.0 / windows.shape[0]  # every window predicts the same number of tokens
+        loss = batch_loss(model, window)
+        grads = torch.autograd.grad(loss, weights, create_graph=True)
+        dot = sum((g * v).sum() for g, v in zip(grads, vs, strict=True))
+        hvs = torch.autograd.grad(dot, weights)
+        for i, (v, hv) in enumerate(zip(vs, hvs, strict=True)):
+            parts[i] += share * float((v * hv).sum())
+            if keep:
+                total[i].add_(hv, alpha=share)
+        del loss, grads, dot, hvs
+    return parts, total
+
+
 def hutchinson(model, layers: list[LayerRef], windows, n_samples: int, gen: torch.Generator):
     """(whole-model trace estimate, per-layer estimates)."""
     with differentiable(model, layers) as weights:
-        loss = batch_loss(model, windows)
-        grads = torch.autograd.grad(loss, weights, create_graph=True)
         totals, per_layer = [], {layer.name: [] for layer in layers}
         for _ in range(n_samples):
             vs = [_rademacher(w, gen) for w in weights]
-            dot = sum((g * v).sum() for g, v in zip(grads, vs, strict=True))
-            hvs = torch.autograd.grad(dot, weights, retain_graph=True)
-            parts = [float((v * hv).sum()) for v, hv in zip(vs, hvs, strict=True)]
+            parts, _ = hvp_parts(model, weights, windows, vs, keep=False)
             for layer, part in zip(layers, parts, strict=True):
                 per_layer[layer.name].append(part)
             totals.append(sum(parts))
@@ -99,18 +139,15 @@ def hutchinson(model, layers: list[LayerRef], windows, n_samples: int, gen: torc
 def top_eigenvalue(model, layers: list[LayerRef], windows, iters: int, gen: torch.Generator) -> Estimate:
     """Dominant Hessian eigenvalue by power iteration (Rayleigh quotient of the last step)."""
     with differentiable(model, layers) as weights:
-        loss = batch_loss(model, windows)
-        grads = torch.autograd.grad(loss, weights, create_graph=True)
         vs = [torch.randn(w.shape, generator=gen).to(w.device, w.dtype) for w in weights]
         vs = _normalise(vs)
         eig = 0.0
         for _ in range(iters):
-            dot = sum((g * v).sum() for g, v in zip(grads, vs, strict=True))
-            hvs = torch.autograd.grad(dot, weights, retain_graph=True)
-            eig = float(sum((v * hv).sum() for v, hv in zip(vs, hvs, strict=True)))
+            parts, hvs = hvp_parts(model, weights, windows, vs, keep=True)
+            eig = sum(parts)
             if float(sum((hv * hv).sum() for hv in hvs)) == 0.0:
                 break
-            vs = _normalise([hv.detach() for hv in hvs])
+            vs = _normalise(hvs)
     return Estimate(eig, None)
 
 
@@ -141,15 +178,16 @@ def landscape(
     """Every landscape feature, timed one by one."""
     gen = torch.Generator().manual_seed(seed)
     out = LandscapeResult()
-    t0 = time.perf_counter()
-    out.trace, out.trace_per_layer = hutchinson(model, layers, windows, hutchinson_samples, gen)
-    out.wall_s["hessian_trace"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    out.top_eig = top_eigenvalue(model, layers, windows, power_iters, gen)
-    out.wall_s["hessian_top_eig"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    out.radial = radial_loss(model, layers, windows, radii, radial_directions, gen)
-    out.wall_s["radial_loss"] = time.perf_counter() - t0
+    with in_float32(model):
+        t0 = time.perf_counter()
+        out.trace, out.trace_per_layer = hutchinson(model, layers, windows, hutchinson_samples, gen)
+        out.wall_s["hessian_trace"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        out.top_eig = top_eigenvalue(model, layers, windows, power_iters, gen)
+        out.wall_s["hessian_top_eig"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        out.radial = radial_loss(model, layers, windows, radii, radial_directions, gen)
+        out.wall_s["radial_loss"] = time.perf_counter() - t0
     return out
 
 

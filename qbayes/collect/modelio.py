@@ -10,6 +10,7 @@ method, so methods are compared on the same weights.
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import os
 from dataclasses import dataclass
@@ -79,8 +80,24 @@ class LoadedModel:
         return quantizable_layers(model if model is not None else self.model)
 
     def fresh_copy(self) -> torch.nn.Module:
-        """A deep copy of the unquantized model, for a method to modify."""
+        """A deep copy of the unquantized model, for a method to modify: the one quantized
+        copy a configuration holds beside the base model (freed when it ends, see
+        :func:`release_memory`). A model spread over several devices is copied part by
+        part onto the same devices."""
         return copy.deepcopy(self.model)
+
+
+class LoadOutOfMemory(QBayesError):
+    """The model does not fit where it was being loaded."""
+
+
+def release_memory(device: torch.device) -> None:
+    """Return what the last step freed: collect reference cycles (a quantized model's
+    hooks and traced forwards form some) and hand CUDA's cached blocks back, so the
+    next configuration starts from the base model alone."""
+    gc.collect()
+    if device.type == "cuda" and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def check_model_dir(path: str | os.PathLike) -> Path:
@@ -98,16 +115,35 @@ def check_model_dir(path: str | os.PathLike) -> Path:
     return p
 
 
-def load_model(path: str | os.PathLike, *, device: str = "cpu", dtype: str = "float32") -> LoadedModel:
-    """Load model and tokenizer from a local directory, in eval mode, on ``device``."""
+def load_model(
+    path: str | os.PathLike, *, device: str = "cpu", dtype: str = "float32", spread: bool = False
+) -> LoadedModel:
+    """Load model and tokenizer from a local directory, in eval mode, on ``device``.
+
+    On CUDA the weights are loaded straight onto the device (never a full host copy
+    first); ``spread`` places the layers over every visible GPU (``device_map="auto"``)
+    for a model larger than one. Running out of memory, host or device, raises
+    :class:`LoadOutOfMemory` with what to change."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     p = check_model_dir(path)
+    placement = {}
+    if device == "cuda":
+        placement = {"device_map": "auto" if spread else device}
     try:
         config = AutoConfig.from_pretrained(p, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(
-            p, dtype=DTYPES[dtype], local_files_only=True, attn_implementation="sdpa"
+            p, dtype=DTYPES[dtype], local_files_only=True, attn_implementation="sdpa", **placement
         )
+        if not placement:
+            model.to(torch.device(device))
+    except (torch.OutOfMemoryError, MemoryError) as exc:
+        release_memory(torch.device(device))
+        raise LoadOutOfMemory(
+            f"{p}: out of memory loading the model in {dtype} on {device} ({type(exc).__name__}: "
+            f'{str(exc).strip()[:300]}): collect in bfloat16 ([eval] dtype = "bfloat16", as in the gpu '
+            "grid), or on a device with more memory"
+        ) from exc
     except Exception as exc:  # transformers raises many types for broken or foreign checkpoints
         raise QBayesError(f"{p}: cannot load the model ({type(exc).__name__}: {exc})") from exc
     if not any((p / f).is_file() for f in TOKENIZER_FILES):
@@ -120,7 +156,7 @@ def load_model(path: str | os.PathLike, *, device: str = "cpu", dtype: str = "fl
     except Exception as exc:
         raise QBayesError(f"{p}: cannot load the tokenizer ({type(exc).__name__}: {exc})") from exc
     dev = torch.device(device)
-    model.to(dev).eval()
+    model.eval()
     for param in model.parameters():
         param.requires_grad_(False)
     return LoadedModel(p, model, tokenizer, config.model_type, dev, DTYPES[dtype])

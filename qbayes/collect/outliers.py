@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from qbayes.collect.evaluate import input_device
 from qbayes.collect.modelio import LayerRef
 
 SAMPLE_PER_BATCH = 65536
@@ -31,31 +32,37 @@ SAMPLE_PER_BATCH = 65536
 
 @dataclass
 class _Moments:
-    """Running power sums of activation elements, plus per-channel max |a|."""
+    """Running power sums of activation elements, plus per-channel max |a|, kept on the
+    activations' device: each batch adds a few float64 scalars, one channel-wide vector
+    and a subsample, never a host copy of the activation itself."""
 
     n: int = 0
-    s: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
-    max_abs: float = 0.0
+    s: torch.Tensor | None = None  # float64 [4]: sums of a, a^2, a^3, a^4
+    max_abs: torch.Tensor | None = None
     channel_max: torch.Tensor | None = None
     samples: list[torch.Tensor] = field(default_factory=list)
 
     def add(self, x: torch.Tensor, gen: torch.Generator) -> None:
-        x = x.detach().reshape(-1, x.shape[-1]).double().cpu()
+        x = x.detach().reshape(-1, x.shape[-1]).float()
         flat = x.reshape(-1)
         self.n += flat.numel()
-        for k in range(4):
-            self.s[k] += float((flat ** (k + 1)).sum())
-        a = flat.abs()
-        self.max_abs = max(self.max_abs, float(a.max()))
+        sq = flat * flat
+        sums = torch.stack(
+            [t.sum(dtype=torch.float64) for t in (flat, sq, sq * flat, sq * sq)]
+        )  # float32 powers, summed in float64
+        self.s = sums if self.s is None else self.s + sums
         cmax = x.abs().amax(dim=0)
         self.channel_max = cmax if self.channel_max is None else torch.maximum(self.channel_max, cmax)
+        top = cmax.max()
+        self.max_abs = top if self.max_abs is None else torch.maximum(self.max_abs, top)
+        a = flat.abs()
         if a.numel() > SAMPLE_PER_BATCH:
-            a = a[torch.randint(0, a.numel(), (SAMPLE_PER_BATCH,), generator=gen)]
-        self.samples.append(a.float())
+            a = a[torch.randint(0, a.numel(), (SAMPLE_PER_BATCH,), generator=gen).to(a.device)]
+        self.samples.append(a)
 
     def kurtosis(self) -> float:
         n = self.n
-        m1, m2, m3, m4 = (v / n for v in self.s)
+        m1, m2, m3, m4 = (float(v) / n for v in self.s.cpu())
         var = m2 - m1**2
         if var <= 0:
             return 0.0
@@ -84,11 +91,11 @@ def activation_stats(
             _m.add(args[0], gen)
 
         handles.append(layer.module.register_forward_pre_hook(hook))
-    device = next(model.parameters()).device
+    device = input_device(model)
     try:
         with torch.no_grad():
             for batch in windows.split(batch_size):
-                model(input_ids=batch.to(device))
+                model(input_ids=batch.to(device), use_cache=False)
     finally:
         for h in handles:
             h.remove()
@@ -98,7 +105,7 @@ def activation_stats(
             continue
         cmax = m.channel_max
         frac = float((cmax > threshold * cmax.median()).float().mean())
-        out[name] = LayerActivations(m.max_abs, float(torch.cat(m.samples).median()), m.kurtosis(), frac)
+        out[name] = LayerActivations(float(m.max_abs), float(torch.cat(m.samples).median()), m.kurtosis(), frac)
     return out
 
 

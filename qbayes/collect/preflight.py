@@ -12,6 +12,13 @@ group size) is checked on the model's skeleton, built from its ``config.json`` o
 meta device without its weights. What can only be known with the weights or the
 tokenizer running (a text too short for one window, a failed self-check, out of memory)
 is left to the run, which records it as a failed configuration and exits 1.
+
+On a CUDA run the memory plan (:mod:`qbayes.collect.memory`) of each model is checked
+against the visible devices, and a run whose largest step cannot fit is refused with the
+figures and the fix. With a remote executor (``ray``) the work runs elsewhere: the
+driver may have no GPU at all, so neither CUDA, nor the memory plan, nor the packages of
+CUDA-only methods are checked here; each worker checks them where the work runs (the
+runner records what it lacks as failures).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from qbayes.collect import corpora, methods, tasks_eval, texts
 from qbayes.collect.corpora import TextFile
 from qbayes.collect.executors.base import CollectRequest
 from qbayes.collect.grid import Grid, build_options
+from qbayes.collect.memory import cuda_capacity, plan
 from qbayes.collect.modelio import TOKENIZER_FILES, check_model_dir, skeleton
 from qbayes.errors import QBayesError
 from qbayes.formats import parse_format
@@ -47,18 +55,23 @@ class PreflightError(QBayesError):
         super().__init__(f"collection cannot run; nothing was loaded or written:\n{lines}")
 
 
-def preflight(request: CollectRequest, *, download: bool = False) -> CollectRequest:
-    """The request with its texts resolved, or PreflightError naming what is missing."""
+def preflight(request: CollectRequest, *, download: bool = False, remote: bool = False) -> CollectRequest:
+    """The request with its texts resolved, or PreflightError naming what is missing;
+    ``remote``: the work runs on other machines (see the module docstring)."""
     missing: list[Missing] = []
-    missing += _device(request.device)
-    missing += _methods(request.grid, request.device)
+    if not remote:
+        missing += _device(request.device)
+    missing += _methods(request.grid, request.device, remote=remote)
     files, text_missing = _texts(request.grid, download=download)
     missing += text_missing
     missing += _overlaps(request.grid, files)
     task_settings, task_problems = tasks_eval.check(request.grid.tasks)
     missing += [Missing(p.what, p.problem) for p in task_problems]
     for model in request.models:
-        missing += _model(model.path, request.grid)
+        found = _model(model.path, request.grid)
+        missing += found
+        if not found and not remote and request.device == "cuda":
+            missing += _memory(model.path, request.grid, *cuda_capacity())
     if missing:
         raise PreflightError(missing)
     grid = dataclasses.replace(request.grid, text_files=tuple(files.values()), tasks=task_settings)
@@ -80,7 +93,16 @@ def _device(device: str) -> list[Missing]:
     return []
 
 
-def _methods(grid: Grid, device: str) -> list[Missing]:
+def _memory(path: Path, grid: Grid, capacity: int, devices: int) -> list[Missing]:
+    """The model's memory plan against ``devices`` CUDA devices of ``capacity`` bytes."""
+    if not devices:
+        return []
+    memory = plan(skeleton(path), grid, [m.name for m in grid.methods if m.name in methods.REGISTRY])
+    problem = memory.problem(capacity, devices)
+    return [Missing(f"model {path}", problem)] if problem else []
+
+
+def _methods(grid: Grid, device: str, *, remote: bool = False) -> list[Missing]:
     out = []
     for spec in grid.methods:
         try:
@@ -98,7 +120,8 @@ def _methods(grid: Grid, device: str) -> list[Missing]:
                     f"{method.devices[0]}",
                 )
             )
-        reason = method.unavailable()
+        # a CUDA-only backend lives in the GPU nodes' environment, not necessarily the driver's
+        reason = None if remote and "cpu" not in method.devices else method.unavailable()
         if reason:
             out.append(Missing(f"method '{spec.name}'", reason))
         for spec_text in spec.formats:

@@ -6,11 +6,18 @@ A run is a list of steps; each step is skipped when its rows are already in the 
 memory, a failed self-check, any exception) becomes a row in the ``failures`` table with
 a clear message, and the run goes on with the next step.
 
-Order: load the model (failure here is fatal: nothing else can run), the unquantized
-baseline on every evaluation text (and on the grid's lm-eval tasks, if any:
-:mod:`qbayes.collect.tasks_eval`), the features, then the quantized configurations
-(method x format x calibration set), each evaluated on every evaluation text and task. Before a
-method's first configuration runs, its self-check must reproduce the baseline loss.
+Order: load the model (failure here, out of memory included, is recorded and raised as
+:class:`ModelNotLoaded`: nothing else can run), the unquantized baseline on every
+evaluation text (and on the grid's lm-eval tasks, if any: :mod:`qbayes.collect.tasks_eval`),
+the features, then the quantized configurations (method x format x calibration set), each
+evaluated on every evaluation text and task. Before a method's first configuration runs, its
+self-check must reproduce the baseline loss.
+
+Memory: one base model stays loaded; each configuration quantizes one copy of it, which
+is freed (cycles collected, CUDA's cache emptied) after every step, so the next starts
+from the base model alone. On CUDA the run is checked against its memory plan
+(:mod:`qbayes.collect.memory`) before the model loads, and a model whose steps do not
+fit one device is spread over all visible devices.
 """
 
 from __future__ import annotations
@@ -29,8 +36,19 @@ from qbayes.collect import methods, protocol
 from qbayes.collect.evaluate import EvalResult, decode_tokens_per_s, evaluate
 from qbayes.collect.features import FeatureSteps
 from qbayes.collect.grid import DTYPES, build_options
+from qbayes.collect.memory import cuda_capacity, plan, spread_needed
 from qbayes.collect.methods.base import Method, Quantized, QuantizeJob
-from qbayes.collect.modelio import ARCH_INFO, LoadedModel, load_model, model_bytes, param_counts, read_train_info
+from qbayes.collect.modelio import (
+    ARCH_INFO,
+    LoadedModel,
+    LoadOutOfMemory,
+    load_model,
+    model_bytes,
+    param_counts,
+    read_train_info,
+    release_memory,
+    skeleton,
+)
 from qbayes.collect.plan import CollectOptions, Config, Step, stage
 from qbayes.collect.provenance import Provenance, now
 from qbayes.collect.shard import Shard
@@ -114,7 +132,6 @@ class Collector:
         try:
             result = step.run()
         except (torch.OutOfMemoryError, MemoryError) as exc:
-            self._oom_cleanup()
             self.fail(step.label, step.stage, "OutOfMemory", f"out of memory: {_short(exc)}")
         except Exception as exc:  # one configuration's failure must not stop the run
             stage = getattr(exc, "stage", step.stage)
@@ -123,6 +140,7 @@ class Collector:
             self.summary.ran.append(step.label)
             if result:
                 self.console.print(f"  {step.label}: {result}", highlight=False)
+        release_memory(self.device)  # the step's quantized copy (or what an error left) goes here
         self.shard.save()
 
     def fail(self, config: str, stage: str, error_type: str, message: str, exc=None) -> None:
@@ -146,13 +164,19 @@ class Collector:
         )
 
     def load(self) -> None:
+        """Load the model (checked against the memory plan first on CUDA); a failure,
+        running out of memory included, is recorded and raised as ModelNotLoaded."""
         t0 = time.perf_counter()
         try:
-            self.loaded = load_model(self.opts.model_path, device=str(self.device), dtype=self.grid.eval.dtype)
+            spread = self.check_memory()
+            self.loaded = load_model(
+                self.opts.model_path, device=str(self.device), dtype=self.grid.eval.dtype, spread=spread
+            )
         except QBayesError as exc:
-            self.fail("model", "load", type(exc).__name__, str(exc))
+            error_type = "OutOfMemory" if isinstance(exc, LoadOutOfMemory) else type(exc).__name__
+            self.fail("model", "load", error_type, str(exc))
             self.shard.save()
-            raise
+            raise ModelNotLoaded(str(exc)) from exc
         model = self.loaded.model
         total, non_embed = param_counts(model)
         pos, norm, mlp = ARCH_INFO.get(self.loaded.model_type, (None, None, None))
@@ -191,6 +215,18 @@ class Collector:
             f"in {time.perf_counter() - t0:.1f} s",
             highlight=False,
         )
+
+    def check_memory(self) -> bool:
+        """On CUDA: refuse (LoadOutOfMemory) a run whose memory plan exceeds the visible
+        devices; True when the model must be spread over all of them."""
+        capacity, devices = cuda_capacity() if self.device.type == "cuda" else (0, 0)
+        if not devices:
+            return False
+        memory = plan(skeleton(self.opts.model_path), self.grid, [m.name for m in self.grid.methods])
+        problem = memory.problem(capacity, devices)
+        if problem:
+            raise LoadOutOfMemory(f"{self.opts.model_path}: {problem}")
+        return devices > 1 and spread_needed(memory, capacity)
 
     def baseline_steps(self) -> list[Step]:
         steps = []
@@ -336,7 +372,8 @@ class Collector:
 
     def self_check(self, cfg: Config) -> None:
         """The method's identity configuration must reproduce the baseline loss; run once
-        per method and run, before the method's first configuration."""
+        per method and run, before the method's first configuration. Running out of
+        memory fails the configuration at hand, not the method."""
         method = cfg.method
         if method.name not in self._self_checks:
             self._self_checks[method.name] = self._run_self_check(cfg)
@@ -362,6 +399,8 @@ class Collector:
             base = evaluate(self.loaded.model, windows, self.grid.eval.batch_size)
             q = method.quantize(self.job(cfg, fmt))
             got = evaluate(q.model, windows, self.grid.eval.batch_size)
+        except (torch.OutOfMemoryError, MemoryError):
+            raise  # says nothing of the method: this configuration fails, the next tries again
         except Exception as exc:
             message = f"{fmt.label} run raised {type(exc).__name__}: {_short(exc)}"
             self.fail(label, "self-check", type(exc).__name__, message, exc)
@@ -495,9 +534,9 @@ class Collector:
             **self.prov.columns(wall_s),
         }
 
-    def _oom_cleanup(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+
+class ModelNotLoaded(QBayesError):
+    """The run's model could not be loaded (recorded in the failures table)."""
 
 
 class SkipConfig(Exception):

@@ -31,7 +31,8 @@ class SqnrAccumulator:
     def add(self, name: str, reference: torch.Tensor, quantized: torch.Tensor) -> None:
         ref = reference.detach().double()
         self.signal[name] = float((ref * ref).sum())
-        self.noise[name] = float(((ref - quantized.detach().double()) ** 2).sum())
+        # the quantized copy may sit elsewhere (a backend that offloads): compare on the reference's device
+        self.noise[name] = float(((ref - quantized.detach().to(ref.device, torch.float64)) ** 2).sum())
 
     def per_layer(self) -> dict[str, float]:
         return {name: _db(self.signal[name], self.noise[name]) for name in self.signal}

@@ -267,3 +267,62 @@ def _rtn_rows(shard) -> pl.DataFrame | None:
     except Exception:  # not written yet, or being replaced
         return None
     return df.filter(pl.col("method") == "RTN").select("model", "dtype_label", "run_id")
+
+
+def _pid() -> int:
+    return os.getpid()
+
+
+def test_gpu_tasks_run_in_fresh_worker_processes():
+    """On a cluster that declares two (fake) GPUs, four GPU tasks with the executor's
+    options run in four worker processes: nothing one leaves in GPU memory reaches the next."""
+    import ray
+
+    from qbayes.collect.executors.ray_cluster import local_cluster
+    from qbayes.collect.executors.ray_executor import client_authentication, remote_function, task_options
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this file
+    with local_cluster(num_cpus=2, num_gpus=2) as address:
+        client_authentication()
+        ray.init(address=address, log_to_driver=False)
+        try:
+            pid = remote_function(ray, _pid, 1).options(**task_options(1, 1, 0))
+            pids = ray.get([pid.remote() for _ in range(4)])
+        finally:
+            ray.shutdown()
+    assert len(set(pids)) == 4, pids
+
+
+def test_a_cluster_with_token_authentication_accepts_the_driver(toys, tmp_path, monkeypatch):
+    """Where a Ray token exists (here in a private home, as ``ray.init()`` leaves one in
+    ~/.ray/auth_token), ``ray start`` turns token authentication on; the driver, given
+    the address, must authenticate too."""
+    from qbayes.collect.executors.ray_cluster import local_cluster
+
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text("qbayes-test-token-0123456789abcdef")
+    monkeypatch.setenv("HOME", str(home))
+    for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(key, raising=False)
+    grid = write_grid(tmp_path / "g.toml", methods='[methods.rtn]\nformats = ["int8"]\n')
+    out = tmp_path / "out"
+    with local_cluster(num_cpus=2) as address:
+        log = _finish(
+            _collect(
+                "--model",
+                toys["llama"],
+                "--family",
+                "toy",
+                "--grid",
+                grid,
+                "--out",
+                out,
+                "--executor",
+                "ray",
+                "--address",
+                address,
+            )
+        )
+    assert "2 task(s): 2 ran" in log, log
+    assert store.load(out).results.height == 2

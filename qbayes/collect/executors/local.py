@@ -2,7 +2,8 @@
 
 This is collection as it has always run: one :class:`~qbayes.collect.runner.Collector`
 per model on the same shard, resuming what the shard already holds. A model that cannot
-be loaded stops the run (the models before it are saved; a rerun goes on from there).
+be loaded (out of memory included) is recorded in the failures table and counted as
+lost, and the run goes on with the next model; the command then exits 1.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from rich.console import Console
 
 from qbayes.collect.executors.base import CollectRequest, Outcome
 from qbayes.collect.plan import CollectOptions
-from qbayes.collect.runner import Collector
+from qbayes.collect.runner import Collector, ModelNotLoaded
 
 
 class LocalExecutor:
@@ -29,7 +30,12 @@ class LocalExecutor:
                 force=request.force,
                 progress=request.progress,
             )
-            summary = Collector(opts, console).run()
+            try:
+                summary = Collector(opts, console).run()
+            except ModelNotLoaded as exc:
+                outcome.failures.append(f"{model.name}: not loaded: {str(exc).splitlines()[0]}")
+                outcome.lost += 1
+                continue
             outcome.lines.append(
                 f"run {summary.run_id}: {len(summary.ran)} step(s) ran, {len(summary.skipped)} already in the "
                 f"shard, {len(summary.failed)} failed; shard: {summary.shard}"

@@ -80,6 +80,35 @@ def pending_steps(task: TaskSpec, shard: Shard) -> list[str]:
     return [s.label for s in steps if not s.done()]
 
 
+def remote_function(ray, fn, gpus: int):
+    """``fn`` as a Ray remote function. A GPU task runs in a fresh worker process
+    (``max_calls=1``: Ray's default for functions declared with GPUs, which
+    ``ray.remote(fn).options(num_gpus=...)`` does not get, and which ``.options`` cannot
+    set), so whatever a task leaves in GPU memory goes with its process."""
+    return ray.remote(max_calls=1)(fn) if gpus else ray.remote(fn)
+
+
+def task_options(cpus: int, gpus: int, retries: int) -> dict:
+    """Ray options of one collection task."""
+    return {"num_cpus": cpus, "num_gpus": gpus, "max_retries": retries, "retry_exceptions": True}
+
+
+def client_authentication() -> None:
+    """Make this driver authenticate the way ``ray start`` on this machine would: Ray turns
+    token authentication on for a head started where a token is available (``RAY_AUTH_TOKEN``,
+    ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``) unless ``RAY_AUTH_MODE`` says
+    otherwise, but never for a client given an explicit address; without this, a cluster
+    started on a machine that has used Ray refuses ``--address`` clients. An explicit
+    ``RAY_AUTH_MODE`` is left as it is."""
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # a Ray without token authentication
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
 class RayExecutor:
     def __init__(self, *, address: str | None = None, retries: int = 2, cpus_per_task: int = 1):
         self.address = address
@@ -110,10 +139,14 @@ class RayExecutor:
             ray.shutdown()
 
     def _connect(self, ray, request: CollectRequest) -> None:
+        client_authentication()
         try:
             ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING)
-        except (ConnectionError, ValueError, RuntimeError) as exc:
-            raise QBayesError(f"cannot connect to a Ray cluster at {self.address or '(Ray default)'}: {exc}") from exc
+        except (ConnectionError, ValueError, RuntimeError, ray.exceptions.RayError) as exc:
+            raise QBayesError(
+                f"cannot connect to a Ray cluster at {self.address or '(Ray default)'}: {exc} (a cluster with "
+                "token authentication needs its token here too: RAY_AUTH_TOKEN or ~/.ray/auth_token)"
+            ) from exc
         resources = ray.cluster_resources()
         if request.device == "cuda" and resources.get("GPU", 0) < 1:
             ray.shutdown()
@@ -172,8 +205,8 @@ class _Run:
         return self.report()
 
     def submit(self, log) -> dict:
-        remote = self.ray.remote(run_task)
         gpus = 1 if self.request.device == "cuda" else 0
+        remote = remote_function(self.ray, run_task, gpus)
         seeds, baselines, pending = {}, {}, {}
         for task in self.todo:
             name = task.model.name
@@ -182,9 +215,9 @@ class _Run:
             elif name not in seeds:
                 rows = model_rows(self.db, name)
                 seeds[name] = self.ray.put(rows) if rows.models.height or rows.results.height else None
-            ref = remote.options(
-                num_cpus=self.cpus, num_gpus=gpus, max_retries=self.retries, retry_exceptions=True, name=task.task_id
-            ).remote(task, seeds.get(name), baselines.get(name) if task.after_baseline else None, log)
+            ref = remote.options(name=task.task_id, **task_options(self.cpus, gpus, self.retries)).remote(
+                task, seeds.get(name), baselines.get(name) if task.after_baseline else None, log
+            )
             if task.kind == BASELINE:
                 baselines[name] = ref
             pending[ref] = task

@@ -11,9 +11,10 @@
    log going to ``log.txt`` in the task's directory;
 4. return the whole shard as a :class:`TaskResult` for the driver to merge.
 
-A :class:`~qbayes.errors.QBayesError` (a model that cannot be loaded, a bad option) is
-returned as the task's error, not raised: retrying cannot fix it. Anything else is
-raised, and Ray retries the task.
+A :class:`~qbayes.errors.QBayesError` (a model that cannot be loaded, out of memory at
+load included, or a bad option) is returned as the task's error, not raised: retrying
+cannot fix it, and the driver counts the task as lost (exit 1). Anything else is raised,
+and Ray retries the task.
 """
 
 from __future__ import annotations

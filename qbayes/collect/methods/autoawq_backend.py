@@ -5,13 +5,16 @@ declares ``devices=("cuda",)``: on a CPU run its configurations are recorded as 
 It is not part of the default install (``pip install autoawq`` on a CUDA machine; it
 pins its own torch and transformers versions, so use a separate environment).
 
-It quantizes the model through ``AutoAWQForCausalLM.quantize`` (4-bit, grouped,
-asymmetric: the only layout its kernels implement) and evaluates the packed model.
+It quantizes a copy of the loaded model (:meth:`LoadedModel.fresh_copy`, in the grid's
+dtype, on the run's device) through AutoAWQ's model class for its type and
+``quantize`` (4-bit, grouped, asymmetric: the only layout its kernels implement), which
+replaces the linear layers of that copy with packed ``WQLinear_GEMM`` modules under
+their original names. That copy is what is evaluated: there is no save and reload (whose
+``device_map`` AutoAWQ hands to accelerate, which refuses ``"cuda"``), no fused layers
+(fusing renames the layers), and the row's dtype is the one that ran.
 """
 
 from __future__ import annotations
-
-import tempfile
 
 from qbayes.collect.methods.base import Method, Quantized, QuantizeJob, Requirement
 from qbayes.collect.sqnr import SqnrAccumulator
@@ -40,31 +43,42 @@ class AutoAWQ(Method):
         return None
 
     def quantize(self, job: QuantizeJob) -> Quantized:
-        from awq import AutoAWQForCausalLM
+        from awq.models._config import AwqConfig
+        from awq.models.auto import AWQ_CAUSAL_LM_MODEL_MAP
 
         if job.calib is None or job.calib.numel() == 0:
             raise ValueError("AutoAWQ needs calibration data and got none")
+        wrapper = AWQ_CAUSAL_LM_MODEL_MAP.get(job.loaded.model_type)
+        if wrapper is None:
+            raise ValueError(f"AutoAWQ does not support model type {job.loaded.model_type}")
+        model = job.loaded.fresh_copy()
+        awq_model = wrapper(
+            model,
+            job.loaded.model_type,
+            is_quantized=False,
+            config=model.config,
+            quant_config=AwqConfig(),
+            processor=None,
+        )
         config = {"zero_point": True, "q_group_size": job.fmt.group_size, "w_bit": 4, "version": "GEMM"}
-        originals = {layer.name: layer.weight().clone() for layer in job.loaded.layers()}
-        awq_model = AutoAWQForCausalLM.from_pretrained(str(job.loaded.path), device_map=str(job.loaded.device))
-        samples = [row for row in job.calib.tolist()]
+        samples = job.calib.tolist()
         awq_model.quantize(
             job.loaded.tokenizer,
             quant_config=config,
             calib_data=samples,
             n_parallel_calib_samples=1,
+            max_calib_samples=len(samples),
             max_calib_seq_len=job.calib.shape[1],
         )
-        with tempfile.TemporaryDirectory() as tmp:
-            awq_model.save_quantized(tmp)
-            quantized = AutoAWQForCausalLM.from_quantized(tmp, device_map=str(job.loaded.device))
-        model = quantized.model.eval()
+        model = awq_model.model.eval()
+        del awq_model  # its quantizer holds calibration inputs; the packed layers live on in model
+        originals = {layer.name: layer.weight() for layer in job.loaded.layers()}  # the base model's
         sqnr = SqnrAccumulator()
         bits = weights = 0
         for name, module in model.named_modules():
             if name in originals and hasattr(module, "qweight"):
                 eff = _dequantize_gemm(module)
-                sqnr.add(name, originals[name].to(eff.device), eff)
+                sqnr.add(name, originals[name], eff)
                 out_f, in_f = originals[name].shape
                 bits += job.fmt.storage_bits(out_f, in_f)
                 weights += out_f * in_f
@@ -77,7 +91,7 @@ class AutoAWQ(Method):
             weights,
             sqnr,
             w_sym=False,
-            notes=["AutoAWQ GEMM kernels; SQNR against the original weights"],
+            notes=["AutoAWQ GEMM kernels (unfused); SQNR against the original weights"],
         )
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -102,19 +103,22 @@ class _LlmcMethod(Method):
         problem = group_problem(layers, job.fmt)
         if problem:
             raise ValueError(problem)
-        originals = {layer.name: layer.weight().clone() for layer in layers}
+        originals = {layer.name: layer.weight() for layer in job.loaded.layers()}  # the base model's, unchanged
         head = _module_name(model, model.get_output_embeddings())
         for p in model.parameters():
             p.requires_grad_(False)
-        with _no_pinned_memory(job.loaded.device):
-            oneshot(
-                model=model,
-                dataset=_dataset(job.calib),
-                recipe=self.recipe(job, [head] if head else []),
-                num_calibration_samples=job.calib.shape[0],
-                max_seq_length=job.calib.shape[1],
-                shuffle_calibration_samples=False,
-            )
+        try:
+            with _no_pinned_memory(job.loaded.device):
+                oneshot(
+                    model=model,
+                    dataset=_dataset(job.calib),
+                    recipe=self.recipe(job, [head] if head else []),
+                    num_calibration_samples=job.calib.shape[0],
+                    max_seq_length=job.calib.shape[1],
+                    shuffle_calibration_samples=False,
+                )
+        finally:
+            forget_session()
         sqnr = SqnrAccumulator()
         bits = weights = 0
         with torch.no_grad():
@@ -237,6 +241,29 @@ def _module_name(model: torch.nn.Module, target: torch.nn.Module | None) -> str 
         if module is target:
             return name
     return None
+
+
+def forget_session() -> None:
+    """Drop what llm-compressor keeps of the model it ran on, so the quantized copy is
+    freed with the run's own reference: its global session (``State.model``) and the
+    entries its tracer adds to torch.fx's module-level registry of wrapped functions
+    (``torch.fx._symbolic_trace._wrapped_fns_to_patch``), each holding a copy of the
+    modeling module's globals with a traced module of the copy as ``self``. Entries of
+    real modules' globals (torch's own) stay."""
+    import torch.fx._symbolic_trace as fx_trace
+    from llmcompressor.core import reset_session
+
+    reset_session()
+    registry = getattr(fx_trace, "_wrapped_fns_to_patch", None)
+    if not isinstance(registry, dict):
+        return
+    for key in [k for k, g in registry.items() if not _module_globals(g, sys.modules)]:
+        del registry[key]
+
+
+def _module_globals(namespace: dict, modules: dict) -> bool:
+    module = modules.get(namespace.get("__name__"))
+    return module is not None and getattr(module, "__dict__", None) is namespace
 
 
 @contextlib.contextmanager

@@ -58,7 +58,7 @@ class Quanto(Method):
 
         model = job.loaded.fresh_copy()
         layers = job.loaded.layers(model)
-        originals = {layer.name: layer.weight().clone() for layer in layers}
+        originals = {layer.name: layer.weight() for layer in job.loaded.layers()}  # the base model's, unchanged
         qtype = getattr(quanto, QTYPES[(job.fmt.kind, job.fmt.bits)])
         names = [layer.name for layer in layers]
         quanto.quantize(model, weights=qtype, include=names)
