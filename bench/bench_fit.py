@@ -1,12 +1,12 @@
 """Benchmark `qbayes fit` on the shipped data, cold and warm, and `qbayes predict` on 100,000 queries.
 
 Each sampler fits the default model twice, each time in a fresh Python process: first with
-empty compile caches (PyTensor's compiledir and numba's cache pointed at new temporary
-folders), as a user's first fit runs; then again with the caches the first run left. For
-each run it prints the wall time of the fit (compile and sampling apart), the minimum bulk
-and tail ESS, ESS per wall-second, max R-hat and divergences; then each sampler's ESS per
-second as a multiple of PyMC's own NUTS, cold and warm; then the time to predict 100,000
-query rows. Usage:
+empty compile caches (PyTensor's base_compiledir, which also holds its numba cache, and
+numba's own cache pointed at new temporary folders), as a user's first fit runs; then again
+with the caches the first run left. For each run it prints the wall time of the fit
+(compile and sampling apart), the minimum bulk and tail ESS, ESS per wall-second, max R-hat
+and divergences; then each sampler's ESS per second as a multiple of PyMC's own NUTS, cold
+and warm; then the time to predict 100,000 query rows. Usage:
 
     python bench/bench_fit.py [--samplers nutpie pymc] [--draws 1000 --tune 1000] [--model hierarchical]
 
@@ -60,7 +60,8 @@ def timed_fit(sampler: str, caches: Path, args) -> dict:
     wall time (imports included) is ``process_s``."""
     env = {
         **os.environ,
-        "PYTENSOR_FLAGS": f"compiledir={caches / 'pytensor'}",
+        # base_compiledir, not compiledir: PyTensor keeps its numba cache in base_compiledir/numba
+        "PYTENSOR_FLAGS": f"base_compiledir={caches / 'pytensor'}",
         "NUMBA_CACHE_DIR": str(caches / "numba"),
     }
     cmd = [sys.executable, __file__, "--child", sampler, "--model", args.model]
