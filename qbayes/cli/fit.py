@@ -14,6 +14,7 @@ from qbayes.resources import CHECKOUT, SHIPPED_FIT
 DEFAULT_MODEL = "hierarchical"
 SHIP_DRAWS = 1000  # draws kept in the shipped posterior: predictive quantiles to ~0.01 on the log scale
 
+CELLS_SHOWN = 5  # worst cells of the in-sample check printed after a fit
 DEFAULTS = SampleConfig()  # one source for the sampling defaults
 
 
@@ -94,6 +95,7 @@ def fit(
 
     from qbayes.model import fitfile
     from qbayes.model.fit import FitOptions, fit_database
+    from qbayes.model.ppc_cells import check_cells
     from qbayes.model.spec import load_spec
 
     console = Console(stderr=True)
@@ -133,6 +135,14 @@ def fit(
     click.echo(f"rows fitted: {info.n_rows} | compile {info.compile_s:.1f} s, sampling {info.sample_s:.1f} s")
     click.echo(f"convergence: {conv.line()}")
     click.echo(f"saved {path} (data {info.data_hash}, spec {spec.hash})")
+    cells = check_cells(result)
+    click.echo("\n".join(cells.lines(worst=CELLS_SHOWN)))
+    if not cells.ok:
+        click.echo(
+            f"warning: the in-sample check fails in {len(cells.failed)} cells: the fit does not reproduce "
+            "rows it was fitted to there (qbayes report lists every cell)",
+            err=True,
+        )
     if not conv.ok:
         msg = "fit failed convergence checks: " + "; ".join(conv.failures)
         if allow_bad_fit and not ship:

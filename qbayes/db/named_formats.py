@@ -50,6 +50,10 @@ FIELDS = {
     "bits_per_weight": pl.Float64,
     "act_bits": pl.Float64,
 }
+# format kinds that are mixes, not uniform quantizers (Q3_K_M keeps some tensors at 4 or 5
+# bits): a method whose formats are all of these kinds means nothing at a nominal bit width
+# alone, so a query of it without a format name is resolved through the table or refused
+MIX_KINDS = ("kquant",)
 LABEL = re.compile(r"^(?:w(?P<w>\d+)(?:a(?P<a>\d+))?|int(?P<i>\d+))(?:[-_]?g(?P<g>\d+))?$")
 LABEL_EXAMPLES = "int4-g128, w4a16-g128, w3g128, int8, nf4-g64, fp8-g32"
 
@@ -193,6 +197,18 @@ def lookup_all(names: Iterable[str]) -> list[NamedFormat]:
     if problems:
         raise QBayesError("; ".join(problems))
     return out
+
+
+def nominal_formats(method: str, w_bits: float, group_size: int | None) -> list[NamedFormat] | None:
+    """The formats a nominal query of a mix method (:data:`MIX_KINDS`: ``llama.cpp-kquant``
+    at 2 bits) may stand for: those of that method with those nominal bits (and that group
+    size, where given). None when ``method`` is not a mix method, whose nominal bits are
+    then read by the database's convention."""
+    table = load()
+    mine = [f for f in table.formats if f.method is not None and key(f.method) == key(str(method))]
+    if not mine or any(f.w_kind not in MIX_KINDS for f in mine):
+        return None
+    return [f for f in mine if f.w_bits == w_bits and (group_size is None or f.group_size == group_size)]
 
 
 def method_hints(methods: Iterable[str]) -> list[str]:

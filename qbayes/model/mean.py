@@ -11,6 +11,8 @@ rows x draws is one BLAS call. Inside the PyMC model the same sum is written as 
                - (gamma_n + sum_g n_g[idx_g]) * (ln N - ln 7B) + gamma_d * (ln D - ln D_ref)
                + per_channel * (c_pc + sum_g c_g[idx_g] + c_pcb * (4 - bits))
                + c_group * log2(group / 128)
+               + sum_g q_g[idx_g] * min(bits - 4, 0)^2
+               + sum_g r_g[idx_g] * [act_bits < 16] * max(8 - act_bits, 0)
                + sum_k feat_k * z_k          (standardised measured features, if the spec has any)
     mu_u = mu_w + [act_bits < 16] * exp(act_intercept - act_rate * (act_bits - 4))
     mu = mu_u / (1 + mu_u / ceiling)
@@ -87,8 +89,17 @@ def _columns(d: Covariates, curvature: str) -> list[np.ndarray]:
 
 
 def weights(d: Covariates, g: str) -> dict[str, np.ndarray]:
-    """The covariate each part of grouping ``g``'s effect multiplies, by kind."""
-    return {"a": np.ones(d.n), "b": -d.bits_c, "c": d.per_channel_by.get(g, d.per_channel), "n": -d.log_n_c}
+    """The covariate each part of grouping ``g``'s effect multiplies, by kind. A curvature
+    part ("q") acts below 4 bits only, whatever the spec's global curvature; an activation
+    slope ("r") per activation bit below 8, on rows whose activations are quantized."""
+    return {
+        "a": np.ones(d.n),
+        "b": -d.bits_c,
+        "c": d.per_channel_by.get(g, d.per_channel),
+        "n": -d.log_n_c,
+        "q": np.minimum(d.bits_c, 0.0) ** 2,
+        "r": d.act_q * np.maximum(4.0 - d.act_c, 0.0),
+    }
 
 
 def design_matrix(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import polars as pl
 
 from qbayes.db.named_formats import expand as expand_formats
+from qbayes.db.named_formats import nominal_formats
 from qbayes.errors import QBayesError, suggest
 from qbayes.model.features import RAW_COLUMNS
 from qbayes.model.table import STANDARD, effective_bits
@@ -100,8 +101,44 @@ def query_table(df: pl.DataFrame, where: str = "queries") -> pl.DataFrame:
         check((df["bits_per_weight"] <= 0) | (df["bits_per_weight"] > 40), "bits_per_weight must be in (0, 40]")
         for c in ("w_bits", "params_b", "fp16_ppl", "act_bits"):
             check(df[c].is_nan(), f"column '{c}' is NaN")
+    if not problems:
+        df = _resolve_mixes(df, problems)
     if problems:
         raise QBayesError(f"{where}: " + "; ".join(problems))
     convention = effective_bits(pl.col("w_bits"), pl.col("group_size"), pl.col("w_kind"))
     df = df.with_columns(pl.coalesce(pl.col("bits_per_weight"), convention).alias("bits"))
     return df.select(*STANDARD)
+
+
+def _resolve_mixes(df: pl.DataFrame, problems: list[str]) -> pl.DataFrame:
+    """Rows of a mix method (llama.cpp k-quants) given by nominal bits, without a format or
+    bits per weight: a k-quant "2-bit" format stores 2.4 to 3.2 bits per weight, so reading
+    2 as the bits per weight predicts Q2_K far too high. Where the nominal bits (and group
+    size) name exactly one format, its row is filled from it; otherwise the row is refused
+    with the formats to name instead (appended to ``problems``)."""
+    open_rows = pl.col("bits_per_weight").is_null()  # a named format has filled it
+    keys = df.filter(open_rows).select("method", "w_bits", "group_size").unique(maintain_order=True)
+    fills = []
+    for method, w_bits, group in keys.iter_rows():
+        found = nominal_formats(method, w_bits, group)
+        if found is None:
+            continue
+        at = open_rows & (pl.col("method") == method) & (pl.col("w_bits") == w_bits)
+        at = at & (pl.col("group_size").is_null() if group is None else pl.col("group_size") == group)
+        rows = (df.select(at).to_series().arg_true() + 1).head(5).to_list()
+        grouped = "" if group is None else f" with groups of {group}"
+        if len(found) != 1:
+            names = ", ".join(f"{f.name} ({f.bits_per_weight:g} bits per weight)" for f in found) or "none"
+            problems.append(
+                f"method {method} at {w_bits:g} bits{grouped} is a family of mixed formats, not one bit width "
+                f"(rows {rows}); give the format by name (--format, a 'format' column) instead of w_bits: "
+                f"{names}"
+            )
+            continue
+        f = found[0]
+        fills.append((at, {"w_kind": f.w_kind, "group_size": f.group_size, "bits_per_weight": f.bits_per_weight}))
+    for at, values in fills:
+        df = df.with_columns(
+            pl.when(at).then(pl.lit(v, dtype=df.schema[c])).otherwise(pl.col(c)).alias(c) for c, v in values.items()
+        )
+    return df

@@ -25,8 +25,22 @@ GROUPINGS = ("family", "arch", "method", "w_kind", "eval_set", "source", "family
 INTERACTIONS = {"family_method": ("family", "method"), "arch_method": ("arch", "method")}
 # the parts of a grouping effect: parameter prefix -> the Effect field that switches it on,
 # and the Priors field holding the half-normal prior of its sd
-EFFECT_KINDS = {"a": "intercept", "b": "bits_slope", "c": "per_channel", "n": "size_slope"}
-SD_PRIOR = {"a": "group_sd", "b": "slope_sd", "c": "per_channel_sd", "n": "size_slope_sd"}
+EFFECT_KINDS = {
+    "a": "intercept",
+    "b": "bits_slope",
+    "c": "per_channel",
+    "n": "size_slope",
+    "q": "curvature",
+    "r": "act_slope",
+}
+SD_PRIOR = {
+    "a": "group_sd",
+    "b": "slope_sd",
+    "c": "per_channel_sd",
+    "n": "size_slope_sd",
+    "q": "curvature_sd",
+    "r": "act_slope_sd",
+}
 EFFECT_PREFIXES = tuple(f"{k}_" for k in EFFECT_KINDS)  # a_family, b_method, ...: effect vectors
 LIKELIHOODS = ("log_student_t", "student_t")
 # where the bits curvature acts: "quadratic" everywhere, (bits - 4)^2; "low_bits" only below
@@ -62,6 +76,14 @@ class Effect:
     bits_slope: bool = False
     per_channel: bool = False
     size_slope: bool = False  # a departure from gamma_n: how fast delta falls with ln N
+    # a departure from bits_curvature below 4 bits, min(bits - 4, 0)^2: how sharply this
+    # level's degradation accelerates into collapse (AWQ on LLaMA holds at 3 bits and
+    # collapses at 2, which one bits slope cannot say)
+    curvature: bool = False
+    # a change of ln delta per activation bit below 8, max(8 - act_bits, 0) on rows with
+    # quantized activations: how much worse this level does at W4A4 than at W8A8 (Qwen3's
+    # activation outliers make SmoothQuant W4A4 collapse where LLaMA's only degrade)
+    act_slope: bool = False
     # which of these are centred, a = ZeroSumNormal(sd), rather than non-centred,
     # a = sd * ZeroSumNormal(1): centred suits effects the data pin down level by level
     centred: tuple[str, ...] = ()
@@ -75,7 +97,7 @@ class Effect:
 
     @property
     def kinds(self) -> tuple[str, ...]:
-        """Prefixes of the parts switched on ("a", "b", "c", "n"), in parameter order."""
+        """Prefixes of the parts switched on ("a", "b", "c", "n", "q", "r"), in parameter order."""
         return tuple(k for k, f in EFFECT_KINDS.items() if getattr(self, f))
 
 
@@ -98,6 +120,8 @@ class Priors:
     slope_sd: HalfNormal = HalfNormal(0.3)  # sd of grouping bits slopes
     per_channel_sd: HalfNormal = HalfNormal(0.7)  # sd of grouping per-channel shifts
     size_slope_sd: HalfNormal = HalfNormal(0.2)  # sd of grouping departures from gamma_n
+    curvature_sd: HalfNormal = HalfNormal(0.3)  # sd of grouping departures from the low-bit curvature
+    act_slope_sd: HalfNormal = HalfNormal(0.3)  # sd of grouping slopes per activation bit below 8
     log_tokens_mean: Normal = Normal(0.0, 1.0)  # population of log(D / 1T) for missing D
     log_tokens_sd: HalfNormal = HalfNormal(1.0)
     ceiling: Normal = Normal(8.0, 0.5)  # LogNormal(ln 8, 0.5): collapse level, nats
@@ -105,6 +129,10 @@ class Priors:
     noise_rel: HalfNormal = HalfNormal(0.5)  # noise proportional to the mean degradation
     noise_term: Normal = Normal(0.0, 0.5)  # each noise term: change of ln(noise scale) per unit
     nu: tuple[float, float] = (2.0, 0.1)  # Gamma(alpha, beta) on Student-t dof
+
+
+# Effect and Priors fields left out of a spec's canonical JSON at their defaults (to_json)
+OMIT_AT_DEFAULT = {"effects": ("curvature", "act_slope"), "priors": ("curvature_sd", "act_slope_sd")}
 
 
 @dataclass(frozen=True)
@@ -133,7 +161,18 @@ class ModelSpec:
         return {g: e.within for g, e in self.effects.items() if e.within}
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        """Canonical JSON (hashed). Optional parts listed in :data:`OMIT_AT_DEFAULT` are left
+        out where unused, so a spec that does not use them keeps the hash of fits made
+        before they existed."""
+        raw = dataclasses.asdict(self)
+        for e in raw["effects"].values():
+            for name in OMIT_AT_DEFAULT["effects"]:
+                if e.get(name) is False:
+                    del e[name]
+        for name in OMIT_AT_DEFAULT["priors"]:
+            if raw["priors"][name] == dataclasses.asdict(Priors())[name]:
+                del raw["priors"][name]
+        return json.dumps(raw, sort_keys=True)
 
     @property
     def hash(self) -> str:

@@ -12,6 +12,8 @@ KINDS = {
     "b": ("bits slope", "change of the per-bit decay rate"),
     "c": ("per-channel shift", "extra log Δ, per-channel scales"),
     "n": ("size slope", "change of the ln N exponent"),
+    "q": ("curvature", "change of the acceleration below 4 bits"),
+    "r": ("activation slope", "extra log Δ per activation bit below 8"),
 }
 MAX_LABEL = 30
 
@@ -27,7 +29,7 @@ def quantiles(x: np.ndarray, qs=(0.05, 0.25, 0.5, 0.75, 0.95)) -> np.ndarray:
 
 
 def forest(post, grouping: str, kinds: list[str], counts: dict[str, int], *, order=None):
-    """A figure with one panel per effect kind (``a``, ``b``, ``c``, ``n``) of ``grouping``.
+    """A figure with one panel per effect kind (``a``, ``b``, ``c``, ``n``, ``q``, ``r``) of ``grouping``.
     Returns (figure, level order)."""
     levels = [str(v) for v in post[f"{kinds[0]}_{grouping}"].coords[grouping].values]
     if order is None:

@@ -196,6 +196,37 @@ def test_rows_without_a_format_keep_their_own_columns_and_defaults():
     assert t["bits"][1] == 3.0
 
 
+def test_a_nominal_k_quant_width_naming_one_format_is_that_format():
+    # Q6_K is the only 6-bit k-quant: nominal bits 6 is its configuration, bits per weight included
+    nominal = query_table(_query(method="llama.cpp-kquant", w_bits=6.0)).row(0, named=True)
+    assert nominal == query_table(_query(format="Q6_K")).row(0, named=True)
+    assert nominal["bits"] == named_formats.lookup("Q6_K").bits_per_weight
+
+
+def test_a_nominal_k_quant_width_of_several_formats_is_refused_with_their_names():
+    # read as 2.0 bits per weight, this query predicted Q2_K (3.16 bits per weight) far too high
+    with pytest.raises(QBayesError) as err:
+        query_table(_query(method="llama.cpp-kquant", w_bits=2.0, group_size=256))
+    msg = str(err.value)
+    assert "a family of mixed formats, not one bit width (rows [1])" in msg
+    for name in ("Q2_K (3.1593 bits per weight)", "Q2_K_S", "IQ2_XS"):
+        assert name in msg
+    assert "Q3_K" not in msg
+    # bits per weight given by the user is an explicit configuration, and kept
+    given = query_table(_query(method="llama.cpp-kquant", w_bits=2.0, group_size=256, bits_per_weight=3.1593))
+    assert given["bits"].item() == 3.1593
+    # uniform formats keep the database's convention
+    assert query_table(_query(method="llama.cpp-legacy", w_bits=4.0, group_size=32))["bits"].item() == 4.0 + 20 / 32
+
+
+def test_predict_cli_refuses_a_nominal_k_quant_width_and_writes_nothing(small_fit_path, tmp_path, cli):
+    out = tmp_path / "p.csv"
+    args = _flags(method="llama.cpp-kquant", w_bits=2, group_size=256)
+    r = cli("predict", "--fit", small_fit_path, *args, "--output", out)
+    assert r.code == 2 and "give the format by name" in r.err and "Q2_K_S" in r.err
+    assert not out.exists()
+
+
 @pytest.mark.parametrize(
     "columns, message",
     [

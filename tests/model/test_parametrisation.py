@@ -157,6 +157,76 @@ def test_size_slope_changes_how_a_family_scales_with_parameters_and_nothing_else
     assert slope == pytest.approx(float(expected[0]), abs=1e-5)
 
 
+CURVED = """name = "curved"
+rows = "published"
+[effects]
+method = { intercept = true, curvature = true, act_slope = true }
+family = { intercept = true, act_slope = true }
+"""
+
+
+def test_curvature_and_activation_slope_parts_act_where_they_say_and_nothing_else(table, tmp_path):
+    """q_method bends a method's ln mu by q * (bits - 4)^2 below 4 bits and leaves 4 bits and
+    more alone; r_family moves ln mu by r * (8 - act_bits) on rows with quantized activations
+    below 8 bits, and leaves weight-only and W8A8 rows alone; other levels do not feel either."""
+    (tmp_path / "curved.toml").write_text(CURVED)
+    spec = load_spec(str(tmp_path / "curved.toml"))
+    enc = Encoding.from_table(table)
+    rows = [  # method, bits, activation bits
+        ("AWQ", "2", "16"),
+        ("AWQ", "3", "16"),
+        ("AWQ", "4", "16"),
+        ("AWQ", "8", "16"),
+        ("GPTQ", "2", "16"),
+        ("SmoothQuant", "8", "4"),
+        ("SmoothQuant", "8", "8"),
+    ]
+    q = query_table(
+        pl.DataFrame(
+            {
+                "family": ["LLaMA-1"] * 6 + ["OPT"],
+                "model": ["LLaMA-7B"] * 6 + ["OPT-6.7B"],
+                "params_b": ["7"] * 6 + ["6.7"],
+                "method": [r[0] for r in rows],
+                "w_bits": [r[1] for r in rows],
+                "act_bits": [r[2] for r in rows],
+                "group_size": ["128"] * 7,
+                "eval_set": ["wikitext2"] * 7,
+                "fp16_ppl": ["5.68"] * 6 + ["10.86"],
+            }
+        )
+    )
+    d = covariates(enc.read(q))
+    assert [k for k, _ in layout(spec.effects, enc.levels) if k.startswith(("q_", "r_"))] == [
+        "q_method",
+        "r_method",
+        "r_family",
+    ]
+    rng = np.random.default_rng(1)
+    p = {name: rng.normal(0, 0.2, (width, 1)) for name, width in layout(spec.effects, enc.levels)}
+    # no saturation, no activation term of its own
+    p.update(ceiling=np.array([[1e6]]), act_intercept=np.array([[-30.0]]), act_rate=np.array([[0.0]]))
+    method = list(enc.levels["method"]) + [None]
+    family = list(enc.levels["family"]) + [None]
+
+    def log_mu():
+        return np.log(mean_degradation(p, d, spec.effects, enc.levels, np)[:, 0])
+
+    before = log_mu()
+    p["q_method"] = p["q_method"].copy()
+    p["q_method"][method.index("AWQ")] += 0.5
+    change = log_mu() - before
+    bits = np.asarray(q["bits"]) - 4
+    assert change[:2] == pytest.approx(0.5 * bits[:2] ** 2, abs=1e-5)  # AWQ at 2 and 3 bits (plus group overhead)
+    assert np.allclose(change[2:], 0.0, atol=1e-6)  # 4 and 8 bits, and other methods, untouched
+    before = log_mu()
+    p["r_family"] = p["r_family"].copy()
+    p["r_family"][family.index("LLaMA-1")] += 0.25
+    change = log_mu() - before
+    assert change[5] == pytest.approx(0.25 * 4, abs=1e-5)  # LLaMA-1 at W8A4: 4 activation bits below 8
+    assert np.allclose(change[:5], 0.0, atol=1e-6) and change[6] == pytest.approx(0.0, abs=1e-6)  # weight-only; OPT
+
+
 def test_diagnostics_cover_centred_effects_but_not_products():
     import xarray as xr
 

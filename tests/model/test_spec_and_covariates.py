@@ -35,20 +35,47 @@ def test_spec_with_unknown_key_is_refused(tmp_path):
     )
 
 
-@pytest.mark.parametrize("tokens_within", [None, "arch"])
-def test_pymc_likelihood_matches_numpy_mean_function(table, tokens_within):
+# every kind of grouping effect part, on an interaction grouping too
+ALL_PARTS_SPEC = """
+name = "all-parts"
+likelihood = "log_student_t"
+curvature = "low_bits"
+noise = ["low_bits", "per_channel"]
+[effects]
+method = { intercept = true, bits_slope = true, per_channel = true, curvature = true, act_slope = true }
+family = { intercept = true, bits_slope = true, size_slope = true, act_slope = true, fixed_sd = { act_slope = 0.3 } }
+family_method = { intercept = true, bits_slope = true, per_channel = true, curvature = true }
+"""
+
+
+@pytest.mark.parametrize("tokens_within, spec_name", [(None, "hierarchical"), ("arch", "hierarchical"), (None, "")])
+def test_pymc_likelihood_matches_numpy_mean_function(table, tokens_within, spec_name, tmp_path):
     """The PyMC graph's log-likelihood at a random point equals a NumPy/SciPy Student-t on
     ln(delta + shift) around the NumPy mean function prediction uses, with the NumPy noise
     scale (its noise terms) prediction uses; with ln D centred within designs, also for rows
-    whose training tokens are unknown (a latent ln D)."""
+    whose training tokens are unknown (a latent ln D); and for a spec with every kind of
+    effect part (curvature and activation slopes included), on rows below 4 bits and with
+    quantized activations."""
     from scipy import stats
 
     from qbayes.model.graph import LOG_SHIFT, build_model
     from qbayes.model.mean import mean_degradation, relative_noise
 
-    spec = load_spec("hierarchical")
+    if spec_name:
+        spec = load_spec(spec_name)
+    else:
+        (tmp_path / "all-parts.toml").write_text(ALL_PARTS_SPEC)
+        spec = load_spec(str(tmp_path / "all-parts.toml"))
     assert spec.noise  # the default model's noise scale varies by row
     sub = table.head(200)
+    if not spec_name:
+        sub = pl.concat(
+            [
+                table.filter(pl.col("act_bits") < 16).head(100),
+                table.filter(pl.col("w_bits") < 4).sort("w_bits").head(100),
+            ]
+        )
+        assert sub.filter(pl.col("act_bits") <= 6).height > 0 and sub.filter(pl.col("w_bits") < 3).height > 0
     if tokens_within:
         sub = table.filter(pl.col("family").is_in(["LLaMA-1", "Llama-2", "OPT"])).group_by("family").head(60)
         unknown = pl.col("family") == "Llama-2"  # a family without tokens: each model a latent ln D

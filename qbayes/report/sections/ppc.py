@@ -1,20 +1,23 @@
 """Section 3: posterior predictive checks. Observed against replicated degradation (from
 :meth:`qbayes.model.predict.Predictor.delta`, observation noise included) by bit width and by
 method, and the calibration of the replicates: PIT of each observation within its own
-posterior predictive draws."""
+posterior predictive draws; and the in-sample check by cell (qbayes.model.ppc_cells), whose
+worst cells are listed."""
 
 from __future__ import annotations
 
 import numpy as np
 import xarray as xr
 
+from qbayes.model import ppc_cells
 from qbayes.report import figures as F
 from qbayes.report.context import Context, coverage_tolerance
-from qbayes.report.html import Cell, Section, fixed, interval, table
+from qbayes.report.html import Cell, Section, esc, fixed, interval, table
 
 FLOOR = 1e-3  # log axes: degradations below this (incl. the rare exact 0) are drawn at it
 CAP = 50.0  # and the axes stop here (nats): Student-t replicates can reach absurd values
 TOP_METHODS = 10
+CELLS_SHOWN = 12  # worst cells of the in-sample check in the table
 
 
 def _groups(ctx: Context, by: str) -> list[tuple[str, np.ndarray]]:
@@ -210,6 +213,44 @@ def _table(ctx: Context, by: str) -> str:
     )
 
 
+def _cells_table(ctx: Context) -> str:
+    """The in-sample check: a verdict line and the worst cells."""
+    check = ppc_cells.check_cells(ctx.fit, n_draws=ctx.n_draws, seed=ctx.seed)
+    verdict = "passes" if check.ok else f"<b>fails in {len(check.failed)} cells</b>"
+    rows = [
+        [
+            c.label,
+            c.rows,
+            float(c.observed_median),
+            float(c.predicted_median),
+            Cell(fixed(c.coverage, 2), "num" if c.covered else "num bad", f"at least {ppc_cells.COVERAGE_MIN}"),
+            Cell(fixed(c.bias, 2), "num" if c.centred else "num bad", f"within ±{c.spread:.2f}, the cell's spread"),
+            "pass" if c.ok else "fail",
+        ]
+        for c in check.cells[:CELLS_SHOWN]
+    ]
+    head = (
+        f"<p>{esc(check.summary())}: the check {verdict}. Each cell is one family, method, bit width and grouping "
+        f"with at least {ppc_cells.MIN_ROWS} training rows; its rows must fall inside their 90% predictive "
+        "intervals at least "
+        f"{ppc_cells.COVERAGE_MIN:.0%} of the time, and the median error of their predicted medians (on "
+        "ln(Δ + shift)) must stay within the cell's spread (the larger of its rows' scatter and their "
+        f"predictive 50% half-width). The {min(CELLS_SHOWN, len(check.cells))} worst cells:</p>"
+    )
+    return head + table(
+        [
+            "cell",
+            "rows",
+            "observed median Δ",
+            "predicted median Δ",
+            "in 90% interval",
+            "median error (log)",
+            "verdict",
+        ],
+        rows,
+    )
+
+
 def render(ctx: Context) -> Section:
     body = (
         "<p>Replicated data sets are drawn from the posterior predictive distribution of every training row "
@@ -229,6 +270,8 @@ def render(ctx: Context) -> Section:
         + "</figure><figure>"
         + F.safe("the PIT histogram", _pit_hist, ctx)
         + "</figure></div>"
+        + "<h3>In-sample check by cell</h3>"
+        + F.safe("the in-sample check by cell", _cells_table, ctx)
         + "<h3>By bit width</h3>"
         + F.safe("the table by bits", _table, ctx, "bits")
         + "<h3>By method</h3>"

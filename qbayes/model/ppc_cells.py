@@ -1,0 +1,164 @@
+"""The in-sample check that gates a fit: can the model reproduce the rows it was fitted to,
+cell by cell?
+
+A cell is one family, method, weight bit width (with the activation bits where they are
+quantized) and grouping (group size, or per channel) with at least :data:`MIN_ROWS` training
+rows. For each cell, from the posterior predictive of its own rows:
+
+* ``coverage``: the share of its rows inside their 90% predictive interval; it must be at
+  least :data:`COVERAGE_MIN`;
+* ``bias``: the median over its rows of (predicted median - observed) on the likelihood's
+  scale, ln(delta + shift); its size must stay within the cell's own ``spread``: the larger of
+  the standard deviation of its observed ln(delta + shift) and the median half-width of its
+  rows' 50% predictive intervals on that scale. A cell offset by more than both the scatter of
+  its rows and the uncertainty the model states for them is a misfit, whatever the coverage.
+
+A practitioner's first check is to ask for a number they already know; a cell that fails
+here fails that check. ``qbayes fit`` prints the worst cells, ``qbayes report`` shows them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from qbayes.model.fitfile import Fit
+from qbayes.model.predict import Predictor
+
+MIN_ROWS = 5
+COVERAGE_MIN = 0.7
+NOMINAL = 0.9
+DRAWS = 1000
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One populated cell and how the fit reproduces it."""
+
+    family: str
+    method: str
+    bits: str  # "3", "4.5" or "4a8": nominal weight bits, activation bits where quantized
+    grouping: str  # "g128" or "per-channel"
+    rows: int
+    observed_median: float  # delta, nats
+    predicted_median: float  # median over the rows of their predictive medians, nats
+    coverage: float  # share of rows inside their 90% predictive interval
+    bias: float  # median of (predicted median - observed), on ln(delta + shift)
+    spread: float  # larger of the observed sd and the predictive 50% half-width, on ln(delta + shift)
+
+    @property
+    def covered(self) -> bool:
+        return self.coverage >= COVERAGE_MIN
+
+    @property
+    def centred(self) -> bool:
+        return abs(self.bias) <= self.spread
+
+    @property
+    def ok(self) -> bool:
+        return self.covered and self.centred
+
+    @property
+    def badness(self) -> float:
+        """How far the cell is from passing: shortfall of coverage plus excess bias in
+        spreads, so the worst cells sort first."""
+        return max(COVERAGE_MIN - self.coverage, 0.0) + max(abs(self.bias) / self.spread - 1.0, 0.0)
+
+    @property
+    def label(self) -> str:
+        return f"{self.family} {self.method} {self.bits}-bit {self.grouping}"
+
+
+@dataclass(frozen=True)
+class CellCheck:
+    """Every populated cell of a fit's training rows, worst first."""
+
+    cells: tuple[Cell, ...]
+    rows_checked: int  # training rows inside populated cells
+    rows_total: int
+
+    @property
+    def failed(self) -> tuple[Cell, ...]:
+        return tuple(c for c in self.cells if not c.ok)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def summary(self) -> str:
+        return (
+            f"in-sample check: {len(self.cells) - len(self.failed)} of {len(self.cells)} cells pass "
+            f"(>= {MIN_ROWS} rows each, {self.rows_checked} of {self.rows_total} rows; "
+            f"90% coverage >= {COVERAGE_MIN}, |median error| <= the cell's spread)"
+        )
+
+    def lines(self, worst: int = 5) -> list[str]:
+        """The summary and the worst cells, one line each."""
+        out = [self.summary()]
+        for c in self.cells[:worst]:
+            mark = "ok  " if c.ok else "FAIL"
+            out.append(
+                f"  {mark} {c.label}: {c.rows} rows, observed median {c.observed_median:.3g}, predicted "
+                f"{c.predicted_median:.3g}, 90% coverage {c.coverage:.2f}, error {c.bias:+.2f} (spread {c.spread:.2f})"
+            )
+        return out
+
+
+def cell_keys(data: pl.DataFrame) -> pl.DataFrame:
+    """family, method, bits and grouping labels of every row, in row order."""
+
+    def num(x: pl.Expr) -> pl.Expr:
+        # 3.0 -> "3", 4.5 -> "4.5"
+        return x.round(2).cast(pl.String).str.replace(r"\.0$", "")
+
+    act = pl.col("act_bits").fill_null(16.0)
+    bits = pl.when(act < 16).then(num(pl.col("w_bits")) + "a" + num(act)).otherwise(num(pl.col("w_bits")))
+    grouping = (
+        pl.when(pl.col("group_size").is_null())
+        .then(pl.lit("per-channel"))
+        .otherwise("g" + pl.col("group_size").cast(pl.String))
+    )
+    return data.select(
+        pl.col("family").fill_null("?"),
+        pl.col("method").fill_null("?"),
+        bits.fill_null("?").alias("bits"),
+        grouping.alias("grouping"),
+    )
+
+
+def check_cells(fit: Fit, *, n_draws: int = DRAWS, seed: int = 0, min_rows: int = MIN_ROWS) -> CellCheck:
+    """Posterior predictive of every training row of ``fit``, summarised per populated cell."""
+    data = fit.data
+    predictor = Predictor(fit, n_draws=n_draws, seed=seed)
+    rows = predictor.prepare(data)
+    with np.errstate(over="ignore", invalid="ignore"):
+        rep = predictor.delta(rows, rng=np.random.default_rng(seed + 3), independent_noise=True)
+    lo, q25, med, q75, hi = np.nanquantile(rep, [(1 - NOMINAL) / 2, 0.25, 0.5, 0.75, (1 + NOMINAL) / 2], axis=1)
+    obs = data.get_column("delta").to_numpy().astype(float)
+    shift = fit.spec.log_shift
+    floor = -shift / 2  # log_target's floor of negative deltas
+    log_obs = np.log(np.maximum(obs, floor) + shift)
+    log_med = np.log(np.maximum(med, floor) + shift)
+    half50 = (np.log(np.maximum(q75, floor) + shift) - np.log(np.maximum(q25, floor) + shift)) / 2
+    inside = (obs >= lo) & (obs <= hi)
+    keys = cell_keys(data).with_row_index("row")
+    cells = []
+    for key, group in keys.group_by(["family", "method", "bits", "grouping"]):
+        idx = group.get_column("row").to_numpy()
+        if len(idx) < min_rows:
+            continue
+        cells.append(
+            Cell(
+                *map(str, key),
+                rows=len(idx),
+                observed_median=float(np.median(obs[idx])),
+                predicted_median=float(np.median(med[idx])),
+                coverage=float(inside[idx].mean()),
+                bias=float(np.median(log_med[idx] - log_obs[idx])),
+                spread=max(float(np.std(log_obs[idx], ddof=1)), float(np.median(half50[idx]))),
+            )
+        )
+    cells.sort(key=lambda c: (-c.badness, c.coverage, c.label))
+    return CellCheck(cells=tuple(cells), rows_checked=sum(c.rows for c in cells), rows_total=data.height)
