@@ -159,6 +159,22 @@ MODELS = Table(
     ),
 )
 
+# The quantization configuration of a measured row, as results and accuracy both key it:
+# the model and how its weights were quantized (results add w_sym between the two parts).
+CONFIGURATION = (
+    _s("model", "model name (key into models)"),
+    _s("method", "quantization method; 'none' = unquantized baseline", allowed=METHODS),
+    _s("w_kind", "weight number format kind", allowed=W_KINDS),
+    _f("w_bits", "nominal weight bits", lo=0, hi=32),
+    _i("group_size", "quantization group size; null = per output channel", nullable=True, lo=0),
+    _f("w_bits_eff", "effective bits per weight incl. scale/zero overhead, where known", nullable=True, lo=0, hi=40),
+)
+CONFIGURATION_TAIL = (
+    _s("dtype_label", "format label as printed or as configured (e.g. int3-g128, Q4_K_M)"),
+    _f("act_bits", "activation bits; 16 = weight-only", lo=0, hi=32),
+    _s("calib_set", "calibration set, where known", nullable=True, allowed=CALIB_SETS),
+)
+
 RESULTS = Table(
     name="results",
     doc="One row per measured (model, quantization configuration, evaluation set).",
@@ -177,18 +193,9 @@ RESULTS = Table(
         "source_table",
     ),
     columns=(
-        _s("model", "model name (key into models)"),
-        _s("method", "quantization method; 'none' = unquantized baseline", allowed=METHODS),
-        _s("w_kind", "weight number format kind", allowed=W_KINDS),
-        _f("w_bits", "nominal weight bits", lo=0, hi=32),
-        _i("group_size", "quantization group size; null = per output channel", nullable=True, lo=0),
-        _f(
-            "w_bits_eff", "effective bits per weight incl. scale/zero overhead, where known", nullable=True, lo=0, hi=40
-        ),
+        *CONFIGURATION,
         Column("w_sym", pl.Boolean(), "symmetric weight quantization, where known", nullable=True),
-        _s("dtype_label", "format label as printed or as configured (e.g. int3-g128, Q4_K_M)"),
-        _f("act_bits", "activation bits; 16 = weight-only", lo=0, hi=32),
-        _s("calib_set", "calibration set, where known", nullable=True, allowed=CALIB_SETS),
+        *CONFIGURATION_TAIL,
         _s("eval_set", "evaluation text", allowed=EVAL_SETS),
         _i("seq_len", "evaluation sequence length, where stated", nullable=True, lo=0),
         _i("eval_tokens", "number of evaluated tokens, where known", nullable=True, lo=0),
@@ -244,17 +251,8 @@ ACCURACY = Table(
         "source_table",
     ),
     columns=(
-        _s("model", "model name (key into models)"),
-        _s("method", "quantization method; 'none' = unquantized baseline", allowed=METHODS),
-        _s("w_kind", "weight number format kind", allowed=W_KINDS),
-        _f("w_bits", "nominal weight bits", lo=0, hi=32),
-        _i("group_size", "quantization group size; null = per output channel", nullable=True, lo=0),
-        _f(
-            "w_bits_eff", "effective bits per weight incl. scale/zero overhead, where known", nullable=True, lo=0, hi=40
-        ),
-        _s("dtype_label", "format label as printed or as configured (e.g. int3-g128, Q4_K_M)"),
-        _f("act_bits", "activation bits; 16 = weight-only", lo=0, hi=32),
-        _s("calib_set", "calibration set, where known", nullable=True, allowed=CALIB_SETS),
+        *CONFIGURATION,
+        *CONFIGURATION_TAIL,
         _s("task", "lm-evaluation-harness task name (e.g. mmlu, arc_easy) or the source's average"),
         _i("shots", "few-shot examples per question (null: not stated)", nullable=True, lo=0, lo_inclusive=True),
         _s("metric", "what was scored: acc, acc_norm, exact_match, ..."),
