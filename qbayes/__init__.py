@@ -11,16 +11,19 @@ from typing import TYPE_CHECKING
 from qbayes.errors import QBayesError
 
 if TYPE_CHECKING:
-    from qbayes.api import Model, load
+    from qbayes.api.fit import fit
+    from qbayes.api.model import Model, choose, load
 
 __version__ = "0.1.0"
-__all__ = ["Model", "QBayesError", "load"]
-PUBLIC = ("Model", "load")  # re-exported from qbayes.api on first use
+__all__ = ["Model", "QBayesError", "choose", "fit", "load"]
 
 
 def __getattr__(name: str):
-    if name in PUBLIC:
-        import qbayes.api
-
-        return getattr(qbayes.api, name)
-    raise AttributeError(f"module 'qbayes' has no attribute '{name}'")
+    """The public API, imported from qbayes.api on first use (fitting imports PyMC)."""
+    if name in ("Model", "choose", "load"):
+        from qbayes.api import model as module
+    elif name == "fit":
+        from qbayes.api import fit as module
+    else:
+        raise AttributeError(f"module 'qbayes' has no attribute '{name}'")
+    return getattr(module, name)

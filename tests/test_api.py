@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 import qbayes
+from qbayes.model import fitfile
 from qbayes.model.predict import OUTPUT_COLUMNS
 
 QUERIES = {
@@ -94,3 +95,54 @@ def test_the_fit_is_arviz_readable(model):
 
     s = summary(model.fit.idata, var_names=["intercept", "bits_rate"], kind="diagnostics")
     assert len(s) >= 1 and (s["r_hat"] < 1.05).all()
+
+
+CANDIDATES = {
+    "family": ["Qwen2.5", "Qwen2.5"],
+    "model": ["Qwen2.5-7B", "Qwen2.5-14B"],
+    "params_b": ["7.6", "14.7"],
+    "fp16_ppl": ["6.85", "5.29"],
+}
+
+
+def test_choose_in_python_and_on_the_command_line_gives_the_same_options(model, tmp_path, cli):
+    path, out = tmp_path / "c.csv", tmp_path / "o.csv"
+    pl.DataFrame(CANDIDATES).write_csv(path)
+    formats = ("Q4_K_M", "Q8_0", "int3-g128")
+    r = cli(
+        "choose", "--candidates", path, "--budget-gib", 10, *(a for f in formats for a in ("--format", f)),
+        "--output", out, "--draws", DRAWS,
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    from_cli = pl.read_csv(out)
+    cands = pl.read_csv(path, infer_schema=False)
+    from_py = qbayes.choose(cands, model=model, budget_gib=10, formats=formats)
+    assert from_py.columns == from_cli.columns and from_py.height == from_cli.height
+    assert from_py["rank"].to_list() == from_cli["rank"].to_list()
+    for c in ("memory_gb", "ppl_q50", "p_best", "p_within_tolerance"):
+        np.testing.assert_allclose(from_py[c].cast(pl.Float64), from_cli[c], rtol=1e-9, err_msg=c)
+    # within the budget (10 GiB) and nothing over it ranked
+    ranked = from_py.filter(pl.col("rank").is_not_null())
+    assert ranked.height > 0 and (ranked["memory_gb"] <= 10 * 2**30 / 1e9).all()
+    with pytest.raises(qbayes.QBayesError, match="give the memory budget with"):
+        qbayes.choose(cands, model=model, formats=formats)
+
+
+def test_fit_in_python_and_on_the_command_line_fit_the_same_rows_and_model(tmp_path, cli, table):
+    others = sorted(set(table["family"]) - {"OPT", "LLaMA-1"})
+    excluded = [a for f in others for a in ("--exclude-family", f)]
+    out = tmp_path / "cli.nc"
+    sampling = ("--draws", 30, "--tune", 30, "--chains", 1, "--seed", 3)
+    r = cli("fit", *excluded, *sampling, "--out", out, "--allow-bad-fit")
+    assert r.code == 0, r.err
+    from_cli = fitfile.load(out)
+    fit = qbayes.fit(exclude_families=others, draws=30, tune=30, chains=1, seed=3)
+    assert (fit.info.n_rows, fit.info.data_hash, fit.spec.hash) == (
+        from_cli.info.n_rows,
+        from_cli.info.data_hash,
+        from_cli.spec.hash,
+    )
+    assert set(fit.data["family"]) == {"OPT", "LLaMA-1"}
+    post = fit.idata["posterior"]
+    assert post.sizes["chain"] == 1 and post.sizes["draw"] == 30
+    assert set(post.data_vars) == set(from_cli.idata["posterior"].data_vars)

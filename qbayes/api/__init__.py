@@ -1,7 +1,4 @@
-"""The public Python API: ``qbayes.load`` a posterior, ``Model.predict`` a DataFrame of
-queries. The command line predicts through the same functions (qbayes.api.predict)."""
-
-from qbayes.api.model import Model, load
-from qbayes.errors import QBayesError
-
-__all__ = ["Model", "QBayesError", "load"]
+"""The public Python API, re-exported by the package face (``qbayes.load``, ``qbayes.choose``,
+``qbayes.fit``, ``qbayes.validate``, :class:`qbayes.Model`); the command line does its
+table work through the same functions. Its modules are imported apart, so predicting never
+imports PyMC (only :mod:`qbayes.api.fit` and :mod:`qbayes.api.validate` do)."""
