@@ -1,7 +1,7 @@
 """qbayes: predict, with calibrated uncertainty, how much quantization degrades an LLM.
 
-The Python API (docs/api.md): :func:`load` a posterior, predict a DataFrame of queries
-with :meth:`Model.predict`. They are imported on first use, so ``import qbayes`` stays
+The Python API (docs/api.md): `load` a posterior, predict a DataFrame of queries
+with `Model.predict`. They are imported on first use, so ``import qbayes`` stays
 fast (the command line imports this package too)."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The ranked options under a memory budget: the work behind ``qbayes choose`` and
-:meth:`qbayes.Model.choose`, one code path for both."""
+`qbayes.Model.choose`, one code path for both."""
 
 from __future__ import annotations
 

@@ -53,8 +53,8 @@ def fit(
 
     Example:
         >>> import qbayes
-        >>> f = qbayes.fit(draws=300, tune=300, chains=2)  # doctest: +SKIP
-        >>> f.info.convergence.line()  # doctest: +SKIP
+        >>> f = qbayes.fit(draws=300, tune=300, chains=2)
+        >>> f.info.convergence.line()
     """
     paths = [] if data is None else [data] if isinstance(data, (str, os.PathLike)) else list(data)
     extra = None

@@ -1,4 +1,4 @@
-"""``qbayes.load`` and the :class:`Model` it returns: a fitted posterior that predicts
+"""``qbayes.load`` and the `Model` it returns: a fitted posterior that predicts
 DataFrames, for notebooks and scripts."""
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from qbayes.model.predict import Predictor
 
 
 class Model:
-    """A fitted posterior that predicts: the shipped one or a fit file (:func:`load`).
+    """A fitted posterior that predicts: the shipped one or a fit file (`load`).
 
     ``fit`` is the fit itself (``fit.idata``: the ArviZ DataTree of the posterior);
-    ``notes`` holds the lines the last :meth:`predict` would print on the command line
+    ``notes`` holds the lines the last `predict` would print on the command line
     (respellings, conditioning, hints)."""
 
     def __init__(self, fit: Fit, *, n_draws: int = 1000, seed: int = 0, accuracy_path: Path | None = None):
@@ -51,14 +51,14 @@ class Model:
         ``ppl_q05`` ... ``ppl_q95`` and ``ppl_mean`` (perplexity), ``delta_q50`` (the
         median degradation, nats per token), ``new_*`` flags, ``outside_*`` flags, with
         ``observed`` the ``obs_*`` columns, with a task ``acc_q05`` ... ``acc_mean``
-        (percent accuracy). Bad input raises :class:`qbayes.QBayesError`.
+        (percent accuracy). Bad input raises `qbayes.QBayesError`.
 
         Example:
             >>> import polars as pl, qbayes
             >>> m = qbayes.load()
             >>> q = pl.DataFrame({"family": ["llama-3"], "model": ["Llama-3-8B"], "params_b": [8.0],
             ...                   "format": ["Q4_K_M"], "eval_set": ["wikitext2"], "fp16_ppl": [6.14]})
-            >>> m.predict(q).select("ppl_q05", "ppl_q50", "ppl_q95")  # doctest: +SKIP
+            >>> m.predict(q).select("ppl_q05", "ppl_q50", "ppl_q95")
         """
         raw = as_polars(queries, "queries")
         obs = self._observed(observed)
@@ -107,7 +107,7 @@ class Model:
             >>> import polars as pl, qbayes
             >>> cands = pl.DataFrame({"family": ["Qwen2.5"] * 2, "model": ["Qwen2.5-7B", "Qwen2.5-14B"],
             ...                       "params_b": [7.0, 14.0], "fp16_ppl": [6.85, 5.29]})
-            >>> qbayes.load().choose(cands, budget_gib=8, formats=["Q4_K_M", "Q8_0"])  # doctest: +SKIP
+            >>> qbayes.load().choose(cands, budget_gib=8, formats=["Q4_K_M", "Q8_0"])
         """
         cands = as_polars(candidates, "candidates")
         budget, _, _ = read_budget(budget_gb, budget_gib)
@@ -176,7 +176,7 @@ def load(
     Example:
         >>> import qbayes
         >>> m = qbayes.load(n_draws=500)
-        >>> m.fit.idata  # the ArviZ DataTree of the posterior  # doctest: +SKIP
+        >>> m.fit.idata  # the ArviZ DataTree of the posterior
     """
     if path is None:
         path = resources.shipped_fit()
@@ -192,7 +192,7 @@ def load(
 
 
 def choose(candidates: Any, *, model: Model | None = None, budget_gb: float | None = None, **options: Any) -> Any:
-    """:meth:`Model.choose` with ``model`` (default: the shipped posterior, :func:`load`);
+    """`Model.choose` with ``model`` (default: the shipped posterior, `load`);
     ``options`` are its keywords (``budget_gib``, ``formats``, ``methods``, ``w_bits``,
     ``group_sizes``, ``overhead_gb``, ``context``, ``tolerance`` in percent, ``task``, ...).
 
@@ -200,6 +200,6 @@ def choose(candidates: Any, *, model: Model | None = None, budget_gb: float | No
         >>> import polars as pl, qbayes
         >>> cands = pl.DataFrame({"family": ["Qwen2.5"], "model": ["Qwen2.5-7B"], "params_b": [7.0],
         ...                       "fp16_ppl": [6.85]})
-        >>> qbayes.choose(cands, budget_gb=6, formats=["Q4_K_M", "Q6_K"])  # doctest: +SKIP
+        >>> qbayes.choose(cands, budget_gb=6, formats=["Q4_K_M", "Q6_K"])
     """
     return (model or load()).choose(candidates, budget_gb=budget_gb, **options)

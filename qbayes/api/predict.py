@@ -1,4 +1,4 @@
-"""Predictions as a table: the work behind ``qbayes predict`` and :meth:`qbayes.Model.predict`.
+"""Predictions as a table: the work behind ``qbayes predict`` and `qbayes.Model.predict`.
 
 One code path for the command line and Python: queries in the query layout (format names,
 optional ``task``/``fp16_acc`` and ``new_ok``) become the table ``qbayes predict --output``
@@ -99,7 +99,7 @@ def predict_table(
 
 
 def _accuracy_columns(raw, queries, predictor: Predictor, accuracy: AccuracyLoader | None, where: str):
-    """The :data:`ACC_COLUMNS` of the query rows that name a task (null for the others), or
+    """The `ACC_COLUMNS` of the query rows that name a task (null for the others), or
     None when no row does. ``raw`` holds task and fp16_acc; ``queries`` is its standard table."""
     if "task" not in raw.columns or raw.get_column("task").null_count() == raw.height:
         if "fp16_acc" in raw.columns and raw.get_column("fp16_acc").null_count() < raw.height:
