@@ -88,6 +88,11 @@ def test_bad_input_raises_the_command_lines_error(model, tmp_path, cli):
     assert f"{path}: column 'params_b' has values that are not Float64 in rows [1]" in " ".join(r.err.split())
     with pytest.raises(qbayes.QBayesError, match="n_draws"):
         qbayes.load(n_draws=10)
+    with pytest.raises(qbayes.QBayesError, match="candidates must be a polars or pandas DataFrame, not list"):
+        model.choose([1, 2], budget_gb=8)
+    # refused before any sampling
+    with pytest.raises(qbayes.QBayesError, match="observed must be a polars or pandas DataFrame, not dict"):
+        qbayes.fit(observed={"ppl": [6.0]})
 
 
 def test_the_fit_is_arviz_readable(model):
