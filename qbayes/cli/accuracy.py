@@ -123,34 +123,6 @@ def load_accuracy(path, *, draws: int, seed: int, ppl_fit):
     return AccuracyPredictor(fit, n_draws=draws, seed=seed)
 
 
-def predict_accuracy(raw, queries, predictor, acc_path, *, draws: int, seed: int, where: str):
-    """The accuracy columns (ACC_COLUMNS) of the query rows that name a task (null for the
-    others), or None when no row does. ``raw`` holds task and fp16_acc; ``queries`` is its
-    standard table."""
-    import numpy as np
-    import polars as pl
-
-    from qbayes.model.accuracy.predict import ACC_COLUMNS, check_queries
-
-    if "task" not in raw.columns or raw.get_column("task").null_count() == raw.height:
-        if "fp16_acc" in raw.columns and raw.get_column("fp16_acc").null_count() < raw.height:
-            raise QBayesError(f"{where}: fp16_acc is given, but no task: name the task it was measured on")
-        return None
-    acc = load_accuracy(acc_path, draws=draws, seed=seed, ppl_fit=predictor.fit)
-    mask = raw.get_column("task").is_not_null()
-    asked = raw.filter(mask)
-    check_queries(asked.with_columns(pl.col("fp16_acc").cast(pl.Float64, strict=False)), acc.tasks, where)
-    wikitext2 = queries.filter(mask).with_columns(pl.lit("wikitext2").alias("eval_set"))  # the model's Δ
-    delta = predictor.delta(predictor.prepare(wikitext2))
-    fp16_acc = asked.get_column("fp16_acc").cast(pl.Float64).to_numpy()
-    summary = acc.summarise(acc.acc_draws(delta, asked.get_column("task").to_list(), fp16_acc))
-    idx = np.flatnonzero(mask.to_numpy())
-    full = {c: np.full(raw.height, np.nan) for c in ACC_COLUMNS}
-    for c in ACC_COLUMNS:
-        full[c][idx] = summary.get_column(c).to_numpy()
-    return pl.DataFrame({c: pl.Series(c, v).fill_nan(None) for c, v in full.items()})
-
-
 def validate_accuracy(data, scheme, families, sample, sampler, json_path) -> None:
     """``qbayes validate --target accuracy``: fit per fold, print per-task and per-family
     scores (points) of the model and the baselines, optionally write them as JSON."""

@@ -9,14 +9,12 @@ from pathlib import Path
 import click
 import numpy as np
 
-from qbayes.cli.accuracy import accuracy_options, check_task_flags, load_accuracy
-from qbayes.cli.options import fit_option, load_fit, load_observed, new_level_option, observed_option, refuse_typos
+from qbayes.api.choose import DEFAULT_BITS, DEFAULT_GROUPS, DEFAULT_METHODS, read_budget
+from qbayes.cli.accuracy import accuracy_options, load_accuracy
+from qbayes.cli.options import fit_option, load_fit, load_observed, new_level_option, observed_option
 from qbayes.cli.predict import SUFFIXES, _read_queries, _write_atomic, filled_notes
 from qbayes.errors import QBayesError
 
-DEFAULT_METHODS = ("RTN", "GPTQ", "AWQ")
-DEFAULT_BITS = (2.0, 3.0, 4.0, 8.0)
-DEFAULT_GROUPS = ("128",)
 CANDIDATE = re.compile(r"^(?P<model>[^:]+):(?P<params>[^:]+):(?P<ppl>[^:]+)$")
 
 
@@ -57,7 +55,6 @@ def _group_size(text: str) -> int | None:
         raise QBayesError(f"--group-size '{text}': expected a positive integer or 'per-channel'") from None
 
 
-GIB = 2**30 / 1e9  # GB per GiB
 NEAR_MISS = 0.15  # options at most this share over the budget are listed below the table
 # an upper bound of perplexity beyond e (degradation > 1 nat, the project's line for a
 # collapse) times the fp16 perplexity is shown as "collapses": no one can use that model
@@ -77,15 +74,6 @@ def budget_options(f):
         type=float,
         help="memory budget in GB (10^9 bytes): weights, plus --overhead-gb and the KV cache of --context",
     )(f)
-
-
-def read_budget(budget_gb: float | None, budget_gib: float | None) -> tuple[float, str, float]:
-    """(budget in GB, the unit the user gave, GB per that unit)."""
-    if (budget_gb is None) == (budget_gib is None):
-        raise QBayesError("give the memory budget with --budget-gib (GiB, as GPUs report it) or --budget-gb (GB)")
-    if budget_gib is not None:
-        return budget_gib * GIB, "GiB", GIB
-    return budget_gb, "GB", 1.0
 
 
 def option_flags(f):
@@ -137,7 +125,7 @@ def option_flags(f):
             "group_sizes",
             multiple=True,
             help="group sizes to consider, or 'per-channel' (repeatable)  "
-            f"[default: {', '.join(DEFAULT_GROUPS)}, unless --format is given]",
+            f"[default: {', '.join(map(str, DEFAULT_GROUPS))}, unless --format is given]",
         ),
         click.option(
             "--overhead-gb",
@@ -196,13 +184,10 @@ class Flags:
 
 
 def read_flags(flags: Flags):
-    """The predictor, the candidate models, the formats, and the keyword arguments of
-    qbayes.model.choose.scored_options; refuses bad flags and typos of known levels."""
-    import polars as pl
-
-    from qbayes.db.named_formats import lookup_all
+    """The predictor, the candidate models, the grid of options (qbayes.api.choose.Grid)
+    and the observed rows (or None); refuses bad flags and typos of known levels."""
+    from qbayes.api.choose import make_grid, refuse_typos
     from qbayes.model.predict import Predictor
-    from qbayes.model.unseen import new_ok_values
 
     if bool(flags.candidate_specs) == bool(flags.candidates_path):
         raise QBayesError(
@@ -222,39 +207,21 @@ def read_flags(flags: Flags):
     else:
         cands = _candidates_from_flags(flags.candidate_specs, flags.family, flags.train_tokens_b, flags.arch)
         where = "--candidate"
-    formats = lookup_all(flags.format_names)
-    methods, w_bits, group_sizes = flags.methods, flags.w_bits, flags.group_sizes
-    if not formats or w_bits or group_sizes:  # the method x bits x group grid, with its defaults
-        w_bits, group_sizes = w_bits or DEFAULT_BITS, group_sizes or DEFAULT_GROUPS
-        methods = methods or DEFAULT_METHODS
-    fit = load_fit(flags.fit_path)
-    observed = load_observed(flags.observed_path)
-    named = cands if "eval_set" in cands.columns else cands.with_columns(pl.lit(flags.eval_set).alias("eval_set"))
-    refuse_typos(fit, named, where, flags.new_level or new_ok_values(cands, where))
-    refuse_typos(
-        fit, pl.DataFrame({"method": list(methods)}, schema={"method": pl.String}), "--method", flags.new_level
-    )
-    grid = dict(
-        methods=methods,
-        w_bits=w_bits,
-        group_sizes=[_group_size(g) for g in group_sizes],
-        formats=formats,
+    grid = make_grid(
+        formats=flags.format_names,
+        methods=flags.methods,
+        w_bits=flags.w_bits,
+        group_sizes=[_group_size(g) for g in flags.group_sizes],
         eval_set=flags.eval_set,
         include_fp16=not flags.no_fp16,
         overhead_gb=flags.overhead_gb,
         context=flags.context,
-        observed=observed,
-        on_conditioned=lambda cond: _show_conditioning(observed, cond),
     )
-    return Predictor(fit, n_draws=flags.draws, seed=flags.seed), cands, formats, grid
-
-
-def _show_conditioning(observed, cond) -> None:
-    """What the observed rows did to the predictions, on stderr (qbayes.model.conditioning)."""
-    from qbayes.model import conditioning
-
-    for line in conditioning.unmatched(observed, cond.rows.query) + conditioning.report(cond):
-        click.echo(line, err=True)
+    fit = load_fit(flags.fit_path)
+    observed = load_observed(flags.observed_path)
+    predictor = Predictor(fit, n_draws=flags.draws, seed=flags.seed)
+    refuse_typos(predictor, cands, grid, where, flags.new_level)
+    return predictor, cands, grid, observed
 
 
 @click.command()
@@ -285,33 +252,33 @@ def choose(budget_gb, budget_gib, top, output_path, task, fp16_acc, accuracy_fit
     an option has the highest expected accuracy."""
     import polars as pl
 
-    from qbayes.db.named_formats import method_hints
-    from qbayes.model.choose import choose as rank_options
-    from qbayes.model.respell import describe
+    from qbayes.api.choose import choose_table, fp16_accuracies
 
     flags = Flags(**flags)
     budget, unit, per_unit = read_budget(budget_gb, budget_gib)
     out = None if output_path in (None, "-") else Path(output_path)
     if out is not None and out.suffix not in SUFFIXES:
         raise QBayesError(f"{out}: output must end in .csv or .parquet ('-': CSV on stdout)")
-    predictor, cands, formats, grid = read_flags(flags)
-    fp16_accs = _fp16_accuracies(cands, task, fp16_acc)
-    table = rank_options(predictor, cands, budget_gb=budget, tolerance=flags.tolerance / 100, **grid)
-    table = with_outside(predictor, table)
-    if task is not None:
-        from qbayes.model.accuracy.choose import rank_by_accuracy
-        from qbayes.model.accuracy.predict import check_queries
-        from qbayes.model.choose import options
+    predictor, cands, grid, observed = read_flags(flags)
+    fp16_accs = fp16_accuracies(cands, task, fp16_acc)
 
-        acc = load_accuracy(accuracy_fit_path, draws=flags.draws, seed=flags.seed, ppl_fit=predictor.fit)
-        asked = pl.DataFrame({"task": [task] * len(fp16_accs), "fp16_acc": list(fp16_accs.values())})
-        check_queries(asked, acc.tasks, "candidates")
-        option_grid = {k: grid[k] for k in ("methods", "w_bits", "group_sizes", "formats", "eval_set")}
-        table = rank_by_accuracy(table, options(cands, **option_grid), predictor, acc, task, fp16_accs)
-    for line in describe(predictor.respelled):
+    def accuracy(p):
+        return load_accuracy(accuracy_fit_path, draws=flags.draws, seed=flags.seed, ppl_fit=p.fit)
+
+    run = choose_table(
+        predictor,
+        cands,
+        grid,
+        budget_gb=budget,
+        tolerance=flags.tolerance,
+        observed=observed,
+        task=task,
+        fp16_accs=fp16_accs,
+        accuracy=accuracy,
+    )
+    for line in run.notes:
         click.echo(line, err=True)
-    for line in method_hints(table.filter(pl.col("new_method"))["method"]):
-        click.echo(line, err=True)
+    table, formats = run.table, grid.formats
     ranked = table.filter(pl.col("within_budget"))
     own_method = frozenset(f.name for f in formats if f.method)
     shown = f"{budget / per_unit:g} {unit}"
@@ -338,22 +305,6 @@ def choose(budget_gb, budget_gib, top, output_path, task, fp16_acc, accuracy_fit
             click.echo(line)
 
 
-def with_outside(predictor, table):
-    """``table`` (options or predictions) with the extrapolation flags (qbayes.model.extrapolation)."""
-    import polars as pl
-
-    from qbayes.db.named_formats import COLUMN as FORMAT
-    from qbayes.model.extrapolation import FittedRange, outside
-
-    flags = outside(
-        FittedRange.of(predictor.fit), table["params_b"], table["train_tokens_b_used"], table["bits"], table[FORMAT]
-    )
-    # fp16 options are measured, not predicted: nothing about them is extrapolated
-    quantized = pl.lit(table["method"] != "fp16")
-    flags = flags.with_columns(pl.col(c) & quantized for c in flags.columns)
-    return pl.concat([table, flags], how="horizontal")
-
-
 @dataclass(frozen=True)
 class View:
     """How options are shown: memory in the budget's unit, the tolerance in percent, and
@@ -363,36 +314,6 @@ class View:
     per_unit: float
     tolerance: float
     own_method: frozenset[str]
-
-
-def _fp16_accuracies(cands, task, fp16_acc) -> dict[str, float]:
-    """model -> unquantized accuracy on ``task``: --fp16-acc for a single candidate model,
-    else the candidates' fp16_acc column; empty without a task."""
-    import polars as pl
-
-    column = "fp16_acc" in cands.columns
-    if task is None:
-        if fp16_acc is not None or column:
-            raise QBayesError("fp16 accuracies are given, but no --task: name the task they were measured on")
-        return {}
-    if fp16_acc is not None and column:
-        raise QBayesError(
-            "give the unquantized accuracy with --fp16-acc or as the candidates' fp16_acc column, not both"
-        )
-    if column:
-        values = cands.select("model", pl.col("fp16_acc").cast(pl.Float64, strict=False))
-        bad = values.filter(pl.col("fp16_acc").is_null())["model"].to_list()
-        if bad:
-            raise QBayesError(f"candidates: fp16_acc is empty or not a number for {', '.join(bad)}")
-        return dict(values.iter_rows())
-    check_task_flags(task, fp16_acc)
-    models = cands.get_column("model").unique(maintain_order=True).to_list()
-    if len(models) > 1:
-        raise QBayesError(
-            "--fp16-acc is one model's accuracy; with several candidate models give a --candidates "
-            "file with a fp16_acc column"
-        )
-    return {models[0]: fp16_acc}
 
 
 def _label(r: dict, own_method: frozenset[str] = frozenset()) -> str:

@@ -42,11 +42,20 @@ def compare(first, second, **flags):
     there is one candidate). Takes the same flags as choose, without the budget, and
     prints the distribution of their difference in perplexity as you would measure each
     (observation noise included)."""
+    from qbayes.model import conditioning
     from qbayes.model.choose import scored_options
 
     flags = Flags(**flags)
-    predictor, cands, formats, grid = read_flags(flags)
-    scored = scored_options(predictor, cands, **grid)
+    predictor, cands, grid, observed = read_flags(flags)
+    notes: list[str] = []
+
+    def on_conditioned(cond) -> None:
+        notes.extend(conditioning.unmatched(observed, cond.rows.query) + conditioning.report(cond))
+
+    scored = scored_options(predictor, cands, **grid.keywords(), observed=observed, on_conditioned=on_conditioned)
+    for line in notes:
+        click.echo(line, err=True)
+    formats = grid.formats
     own_method = frozenset(f.name for f in formats if f.method)
     rows = list(scored.table.iter_rows(named=True))
     labels = [_label(r, own_method) for r in rows]

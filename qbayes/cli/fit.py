@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import click
 
 from qbayes.cli.options import database_options, load_databases, load_observed
 from qbayes.errors import QBayesError
 from qbayes.model.samplers import DEFAULT_SAMPLER, SampleConfig
+from qbayes.model.spec import DEFAULT_MODEL
 from qbayes.resources import CHECKOUT, SHIPPED_FIT
 
-DEFAULT_MODEL = "hierarchical"
 SHIP_DRAWS = 1000  # draws kept in the shipped posterior: predictive quantiles to ~0.01 on the log scale
 
 CELLS_SHOWN = 5  # worst cells of the in-sample check printed after a fit
@@ -93,10 +91,10 @@ def fit(
     """Fit a hierarchical model of quantization degradation (no GPU, no torch)."""
     from rich.console import Console
 
+    from qbayes.api.fit import model_spec
     from qbayes.model import fitfile
     from qbayes.model.fit import FitOptions, fit_database
     from qbayes.model.ppc_cells import check_cells
-    from qbayes.model.spec import load_spec
 
     console = Console(stderr=True)
     if ship and (data or exclude_family or include_suspect or rows or observed_path or model_name != DEFAULT_MODEL):
@@ -110,9 +108,7 @@ def fit(
             f"--ship writes into the checkout's data/ folder, and {ship_to.parent} is not there: "
             "run it from a clone of the qbayes repository"
         )
-    spec = load_spec(model_name)
-    if rows is not None:  # the spec says which rows it is for; this fits it to others (its hash changes)
-        spec = dataclasses.replace(spec, rows=rows)
+    spec = model_spec(model_name, rows)
     db = load_databases(data)
     observed = load_observed(observed_path)
     if prior_check:

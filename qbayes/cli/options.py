@@ -31,8 +31,7 @@ def database_options(f):
 def load_databases(paths):
     from qbayes.db import store
 
-    paths = list(paths) or [resources.database_dir()]
-    return store.load(paths[0]) if len(paths) == 1 else store.load_many(paths)
+    return store.load_paths(paths)
 
 
 def fit_option(f):

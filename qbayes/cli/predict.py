@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from qbayes.cli.accuracy import accuracy_options, check_task_flags, predict_accuracy
-from qbayes.cli.options import fit_option, load_fit, load_observed, new_level_option, observed_option, refuse_typos
+from qbayes.cli.accuracy import accuracy_options, check_task_flags, load_accuracy
+from qbayes.cli.options import fit_option, load_fit, load_observed, new_level_option, observed_option
 from qbayes.errors import QBayesError
 
 SUFFIXES = (".csv", ".parquet")
@@ -102,16 +102,9 @@ def predict(
     on it too (acc_q05 ... acc_q95, acc_mean, percent)."""
     import polars as pl
 
+    from qbayes.api.predict import predict_table
     from qbayes.db.named_formats import COLUMN as FORMAT
-    from qbayes.db.named_formats import expand as expand_formats
-    from qbayes.db.named_formats import method_hints
-    from qbayes.model import conditioning
-    from qbayes.model.accuracy.predict import ACC_COLUMNS
-    from qbayes.model.extrapolation import OUTSIDE, FittedRange, outside
     from qbayes.model.predict import OUTPUT_COLUMNS, Predictor
-    from qbayes.model.queries import QUERY_OPTIONAL, extra_query_columns, query_table
-    from qbayes.model.respell import describe
-    from qbayes.model.unseen import new_ok_values
 
     out = None if output_path in (None, "-") else Path(output_path)
     if out is not None and out.suffix not in SUFFIXES:
@@ -159,46 +152,23 @@ def predict(
         )
         where = "query"
         check_task_flags(task, fp16_acc)
-    # the output says what each format name was read as, and the bits per weight it was predicted with
-    raw = expand_formats(raw, where, defaults=QUERY_OPTIONAL)
-    queries = query_table(raw, where)
-    if FORMAT in raw.columns:
-        raw = raw.with_columns(queries.get_column("bits").alias("bits_per_weight"))
-    extra = extra_query_columns(raw)
-    clash = [c for c in extra if c in OUTPUT_COLUMNS + conditioning.OUTPUT_COLUMNS + ACC_COLUMNS or c in OUTSIDE]
-    if clash:
-        raise QBayesError(
-            f"{where}: column(s) {', '.join(clash)} are what predict writes; drop them from the "
-            "queries (is this a predictions file?)"
-        )
-    if extra:
-        click.echo(f"not used for prediction, returned as given: {', '.join(extra)}", err=True)
     fit = load_fit(fit_path)
-    refuse_typos(fit, queries, where, new_level or new_ok_values(raw, where))
     observed = load_observed(observed_path)
-    predictor = Predictor(fit, n_draws=draws, seed=seed)
-    if observed is not None:
-        cond = conditioning.condition(predictor, observed, queries)
-        predictor, rows = cond.predictor, cond.rows
-        for line in conditioning.unmatched(observed, queries) + conditioning.report(cond):
-            click.echo(line, err=True)
-    else:
-        rows = predictor.prepare(queries)
-    for line in describe(predictor.respelled):
+
+    def accuracy(p):
+        return load_accuracy(accuracy_fit_path, draws=draws, seed=seed, ppl_fit=p.fit)
+
+    run = predict_table(
+        Predictor(fit, n_draws=draws, seed=seed),
+        raw,
+        where=where,
+        new_level=new_level,
+        observed=observed,
+        accuracy=accuracy,
+    )
+    for line in run.notes:
         click.echo(line, err=True)
-    pred = predictor.predict(rows)
-    if observed is not None:
-        pred = pl.concat([pred, cond.columns(queries)], how="horizontal")
-    for line in method_hints(queries.filter(pred["new_method"])["method"]):
-        click.echo(line, err=True)
-    fitted = FittedRange.of(predictor.fit)
-    named = raw.get_column(FORMAT) if FORMAT in raw.columns else None
-    flags = outside(fitted, pred["params_b"], pred["train_tokens_b_used"], pred["bits"], named)
-    written = OUTPUT_COLUMNS + (conditioning.OUTPUT_COLUMNS if observed is not None else ())
-    result = pl.concat([raw, pred.select(written), flags], how="horizontal")
-    acc = predict_accuracy(raw, queries, predictor, accuracy_fit_path, draws=draws, seed=seed, where=where)
-    if acc is not None:
-        result = pl.concat([result, acc], how="horizontal")
+    result, pred, flags, named, fitted = run.table, run.pred, run.flags, run.named, run.fitted
     if output_path == "-":
         click.echo(result.write_csv(), nl=False)
     elif out is None and not input_path:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
 
+from qbayes import resources
 from qbayes.db.database import Database
 from qbayes.db.merge import merge
 from qbayes.db.schema import ADDED_COLUMNS, META_TABLE_KEY, META_VERSION_KEY, SCHEMA_VERSION, TABLES, Table
@@ -82,6 +84,13 @@ def load_many(paths: list[str | os.PathLike]) -> Database:
     """Load and concatenate several databases (no deduplication; see :mod:`merge`)."""
     db, _ = merge([load(p) for p in paths])
     return db
+
+
+def load_paths(paths: Sequence[str | os.PathLike] = ()) -> Database:
+    """The database(s) at ``paths`` merged, or the shipped database when none is given
+    (what ``--data`` and ``qbayes.fit(data=...)`` read)."""
+    paths = list(paths) or [resources.database_dir()]
+    return load(paths[0]) if len(paths) == 1 else load_many(paths)
 
 
 def save(db: Database, path: str | os.PathLike, *, validate: bool = True) -> None:

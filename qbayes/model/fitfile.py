@@ -127,6 +127,12 @@ class Fit:
     def posterior(self) -> xr.Dataset:
         return self.tree["posterior"].to_dataset()
 
+    @property
+    def idata(self) -> xr.DataTree:
+        """The posterior and sample stats as the DataTree ArviZ's plots and summaries read
+        (``arviz_plots.plot_trace(fit.idata)``)."""
+        return self.tree
+
 
 def data_hash(df: pl.DataFrame) -> str:
     return hashlib.sha256(df.select(list(DATA_COLUMNS)).write_csv().encode()).hexdigest()[:16]

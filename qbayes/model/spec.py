@@ -132,6 +132,7 @@ class Priors:
 
 
 # Effect and Priors fields left out of a spec's canonical JSON at their defaults (to_json)
+DEFAULT_MODEL = "hierarchical"  # the spec qbayes ships a posterior of (models/hierarchical.toml)
 OMIT_AT_DEFAULT = {"effects": ("curvature", "act_slope"), "priors": ("curvature_sd", "act_slope_sd")}
 
 
