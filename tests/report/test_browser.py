@@ -103,7 +103,7 @@ def test_report_renders_offline_in_a_browser(report_path, tmp_path):
 
     dom, shot, requests = run_chromium(report_path.as_uri(), tmp_path)
     for sid in SECTION_IDS:
-        assert re.search(rf'<section id="{sid}"><h2>\d\. ', dom), f"section {sid} missing from the rendered DOM"
+        assert re.search(rf'<section id="{sid}"><h2>[^<]+</h2>', dom), f"section {sid} missing from the rendered DOM"
     assert EVIL_FAMILY not in dom and "&lt;script&gt;alert(1)&lt;/script&gt;" in dom
     assert dom.count("<img ") >= 12
     assert page_requests(requests) == [], "the report made network requests"
