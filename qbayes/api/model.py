@@ -151,11 +151,9 @@ class Model:
                 "make one with `qbayes fit-accuracy` and pass it as qbayes.load(accuracy_path=...)"
             )
         fit = accuracy_fitfile.load(path)
-        if fit.info.ppl_fit.data_hash != predictor.fit.info.data_hash:
-            self.notes.append(
-                f"note: the accuracy fit was built on perplexity fit {fit.info.ppl_fit.data_hash}; "
-                f"degradations now come from {predictor.fit.info.data_hash}"
-            )
+        note = accuracy_fitfile.other_perplexity_fit(fit, predictor.fit.info.data_hash)
+        if note is not None:
+            self.notes.append(note)
         return AccuracyPredictor(fit, n_draws=self.n_draws, seed=self.seed)
 
 

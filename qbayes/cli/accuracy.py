@@ -114,12 +114,9 @@ def load_accuracy(path, *, draws: int, seed: int, ppl_fit):
             )
     fit = fitfile.load(path)
     click.echo(f"{fitfile.describe(fit)} [{path}]", err=True)
-    if fit.info.ppl_fit.data_hash != ppl_fit.info.data_hash:
-        click.echo(
-            f"note: the accuracy fit was built on perplexity fit {fit.info.ppl_fit.data_hash}; "
-            f"degradations now come from {ppl_fit.info.data_hash}",
-            err=True,
-        )
+    note = fitfile.other_perplexity_fit(fit, ppl_fit.info.data_hash)
+    if note is not None:
+        click.echo(note, err=True)
     return AccuracyPredictor(fit, n_draws=draws, seed=seed)
 
 

@@ -99,6 +99,9 @@ def test_subset_renumbers_configurations(data):
 def test_fit_file_round_trips_and_records_the_perplexity_fit(small_accuracy_fit, ppl_fit, tmp_path):
     fit = small_accuracy_fit
     assert fit.info.ppl_fit.data_hash == ppl_fit.info.data_hash
+    assert acc_fitfile.other_perplexity_fit(fit, ppl_fit.info.data_hash) is None
+    note = acc_fitfile.other_perplexity_fit(fit, "0123456789abcdef")
+    assert note is not None and ppl_fit.info.data_hash in note and "0123456789abcdef" in note
     assert set(fit.rows["family"]) == {"LLaMA-1", "Mistral"} and fit.info.n_rows == fit.rows.height
     assert "mmlu" in fit.info.tasks and "k" in fit.posterior
     bad = tmp_path / "bad.nc"

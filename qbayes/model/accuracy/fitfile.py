@@ -168,6 +168,17 @@ def describe(fit: AccuracyFit) -> str:
     )
 
 
+def other_perplexity_fit(fit: AccuracyFit, ppl_data_hash: str) -> str | None:
+    """A note when ``fit`` was built on another perplexity fit than the one (of data hash
+    ``ppl_data_hash``) whose degradations it is now given, else None."""
+    if fit.info.ppl_fit.data_hash == ppl_data_hash:
+        return None
+    return (
+        f"note: the accuracy fit was built on perplexity fit {fit.info.ppl_fit.data_hash}; "
+        f"degradations now come from {ppl_data_hash}"
+    )
+
+
 def save(fit: AccuracyFit, path: str | os.PathLike) -> Path:
     """Write the fit atomically (temporary file, then rename)."""
     path = Path(path)
