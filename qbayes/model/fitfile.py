@@ -22,10 +22,10 @@ import numpy as np
 import polars as pl
 import xarray as xr
 
-from qbayes.atomic import atomic_path
 from qbayes.errors import QBayesError
 from qbayes.model.diagnostics import Convergence
 from qbayes.model.encoding import Encoding
+from qbayes.model.fitstore import FileKind, posterior_checksum, read_fit_file, write_fit_file
 from qbayes.model.samplers import SampleConfig
 from qbayes.model.spec import ModelSpec
 from qbayes.model.table import STANDARD
@@ -37,6 +37,7 @@ FORMAT_VERSION = 8  # v2: block design (arch), curvature; v3: centred and nested
 #                     v8: training tokens of seen and known families (family_tokens_seen, known_tokens),
 #                         parent groupings (within) for new nested levels
 DATA_COLUMNS = {**STANDARD, "delta": pl.Float64}
+KIND = FileKind("fit", FORMAT, FORMAT_VERSION, ("posterior", "sample_stats", "fit_data"), "qbayes fit")
 
 
 @dataclass(frozen=True)
@@ -138,14 +139,6 @@ def data_hash(df: pl.DataFrame) -> str:
     return hashlib.sha256(df.select(list(DATA_COLUMNS)).write_csv().encode()).hexdigest()[:16]
 
 
-def posterior_checksum(post: xr.Dataset) -> str:
-    h = hashlib.sha256()
-    for name in sorted(post.data_vars):
-        h.update(name.encode())
-        h.update(np.ascontiguousarray(post[name].values, dtype=np.float64).tobytes())
-    return h.hexdigest()[:16]
-
-
 def package_versions() -> dict[str, str]:
     out = {}
     for pkg in (
@@ -222,72 +215,37 @@ def describe(fit: Fit) -> str:
 
 def save(fit: Fit, path: str | os.PathLike) -> Path:
     """Write the fit atomically (temporary file, then rename)."""
-    path = Path(path)
     if fit.info.data_hash != data_hash(fit.data):
         raise QBayesError("the fit's training rows do not match its data hash; refit")
-    checksum = posterior_checksum(fit.posterior)
     attrs = {
         **fit.info.to_attrs(),
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
         "model": fit.spec.name,
         "spec_json": fit.spec.to_json(),
         "spec_hash": fit.spec.hash,
         "encoding_json": json.dumps(fit.encoding.to_dict()),
-        "posterior_checksum": checksum,
     }
-    tree = xr.DataTree.from_dict(
-        {
-            "/": xr.Dataset(attrs=attrs),
-            "posterior": fit.tree["posterior"].to_dataset(),
-            "sample_stats": fit.tree["sample_stats"].to_dataset(),
-            "fit_data": _table_to_dataset(fit.data),
-        }
-    )
-    with atomic_path(path) as tmp:
-        tree.to_netcdf(tmp, engine="h5netcdf")
-    fit.posterior_checksum = checksum
-    return path
+    groups = {
+        "posterior": fit.tree["posterior"].to_dataset(),
+        "sample_stats": fit.tree["sample_stats"].to_dataset(),
+        "fit_data": _table_to_dataset(fit.data),
+    }
+    out = write_fit_file(path, KIND, attrs, groups)
+    fit.posterior_checksum = posterior_checksum(groups["posterior"])
+    return out
 
 
 def load(path: str | os.PathLike) -> Fit:
     """Load a fit, refusing files that are not qbayes fits or that fail their checks."""
-    path = Path(path)
-    if not path.is_file():
-        raise QBayesError(f"{path}: no such fit file")
-    try:
-        tree = xr.open_datatree(path, engine="h5netcdf").load()
-    except Exception as exc:
-        raise QBayesError(f"{path}: not a qbayes fit (cannot read it as netCDF: {type(exc).__name__})") from exc
-    attrs = dict(tree.attrs)
-    if attrs.get("format") != FORMAT:
-        raise QBayesError(f"{path}: not a qbayes fit (no '{FORMAT}' format attribute)")
-    version = int(attrs.get("format_version", 0))
-    if version > FORMAT_VERSION:
-        raise QBayesError(
-            f"{path}: fit format v{version} is newer than this qbayes reads (v{FORMAT_VERSION}); upgrade qbayes"
-        )
-    if version < FORMAT_VERSION:
-        raise QBayesError(
-            f"{path}: fit format v{version} was written by an older qbayes "
-            f"(this one reads v{FORMAT_VERSION}: the model's inputs changed); refit with `qbayes fit`"
-        )
-    missing = [g for g in ("posterior", "sample_stats", "fit_data") if g not in tree.children]
-    if missing:
-        raise QBayesError(f"{path}: corrupted fit: missing group(s) {', '.join(missing)}")
+    tree, attrs = read_fit_file(path, KIND)
     spec = ModelSpec.from_json(attrs["spec_json"])
     if spec.hash != attrs.get("spec_hash"):
         raise QBayesError(f"{path}: corrupted fit: model spec does not match its hash")
     data = _dataset_to_table(tree["fit_data"].to_dataset())
     if data_hash(data) != attrs.get("data_hash"):
         raise QBayesError(f"{path}: corrupted fit: training data do not match their hash")
-    post = tree["posterior"].to_dataset()
-    if posterior_checksum(post) != attrs.get("posterior_checksum"):
-        raise QBayesError(f"{path}: corrupted fit: posterior draws do not match their checksum")
-    enc = Encoding.from_dict(json.loads(attrs["encoding_json"]))
     return Fit(
         spec=spec,
-        encoding=enc,
+        encoding=Encoding.from_dict(json.loads(attrs["encoding_json"])),
         tree=tree,
         data=data,
         info=FitInfo.from_attrs(attrs),

@@ -20,14 +20,16 @@ import numpy as np
 import polars as pl
 import xarray as xr
 
-from qbayes.atomic import atomic_path
 from qbayes.errors import QBayesError
 from qbayes.model.diagnostics import Convergence
-from qbayes.model.fitfile import posterior_checksum
+from qbayes.model.fitstore import FileKind, read_fit_file, write_fit_file
 from qbayes.model.samplers import SampleConfig
 
 FORMAT = "qbayes-accuracy-fit"
 FORMAT_VERSION = 1
+KIND = FileKind(
+    "accuracy fit", FORMAT, FORMAT_VERSION, ("posterior", "sample_stats", "rows", "configs"), "qbayes fit-accuracy"
+)
 
 
 @dataclass(frozen=True)
@@ -181,50 +183,18 @@ def other_perplexity_fit(fit: AccuracyFit, ppl_data_hash: str) -> str | None:
 
 def save(fit: AccuracyFit, path: str | os.PathLike) -> Path:
     """Write the fit atomically (temporary file, then rename)."""
-    path = Path(path)
-    attrs = {
-        **fit.info.to_attrs(),
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "posterior_checksum": posterior_checksum(fit.posterior),
+    groups = {
+        "posterior": fit.posterior,
+        "sample_stats": fit.tree["sample_stats"].to_dataset(),
+        "rows": _to_dataset(fit.rows),
+        "configs": _to_dataset(fit.configs),
     }
-    tree = xr.DataTree.from_dict(
-        {
-            "/": xr.Dataset(attrs=attrs),
-            "posterior": fit.posterior,
-            "sample_stats": fit.tree["sample_stats"].to_dataset(),
-            "rows": _to_dataset(fit.rows),
-            "configs": _to_dataset(fit.configs),
-        }
-    )
-    with atomic_path(path) as tmp:
-        tree.to_netcdf(tmp, engine="h5netcdf")
-    return path
+    return write_fit_file(path, KIND, fit.info.to_attrs(), groups)
 
 
 def load(path: str | os.PathLike) -> AccuracyFit:
     """Load an accuracy fit, refusing files that are not one or that fail their checks."""
-    path = Path(path)
-    if not path.is_file():
-        raise QBayesError(f"{path}: no such accuracy fit file")
-    try:
-        tree = xr.open_datatree(path, engine="h5netcdf").load()
-    except Exception as exc:
-        raise QBayesError(f"{path}: not a qbayes accuracy fit (unreadable as netCDF: {type(exc).__name__})") from exc
-    attrs = dict(tree.attrs)
-    if attrs.get("format") != FORMAT:
-        raise QBayesError(f"{path}: not a qbayes accuracy fit (no '{FORMAT}' format attribute)")
-    if int(attrs.get("format_version", 0)) != FORMAT_VERSION:
-        raise QBayesError(
-            f"{path}: accuracy fit format v{attrs.get('format_version')} is not the one this qbayes reads "
-            f"(v{FORMAT_VERSION}); refit with `qbayes fit-accuracy`"
-        )
-    missing = [g for g in ("posterior", "sample_stats", "rows", "configs") if g not in tree.children]
-    if missing:
-        raise QBayesError(f"{path}: corrupted accuracy fit: missing group(s) {', '.join(missing)}")
-    post = tree["posterior"].to_dataset()
-    if posterior_checksum(post) != attrs.get("posterior_checksum"):
-        raise QBayesError(f"{path}: corrupted accuracy fit: posterior draws do not match their checksum")
+    tree, attrs = read_fit_file(path, KIND)
     info = AccuracyFitInfo.from_attrs(attrs)
     rows = _from_dataset(tree["rows"].to_dataset())
     configs = _from_dataset(tree["configs"].to_dataset())
