@@ -245,7 +245,7 @@ def test_suggest_in_python_and_on_the_command_line_ranks_the_same_runs(model, tm
 
 
 def test_validate_in_python_and_on_the_command_line_scores_the_same(tmp_path, cli):
-    sampling = dict(draws=30, tune=30, chains=1, seed=5)
+    sampling = dict(draws=10, tune=10, chains=1, seed=5)  # the fold fits' compilation is most of the time
     out, rows = tmp_path / "v.json", tmp_path / "rows.csv"
     r = cli(
         "validate", "--family", "Falcon", "--model", "pooled", "--baseline", "cell_median",
@@ -262,22 +262,6 @@ def test_validate_in_python_and_on_the_command_line_scores_the_same(tmp_path, cl
     assert v.predictions.height == from_cli.height == 2 * v.overall["n"][0]
     np.testing.assert_allclose(v.predictions["delta_q50"], from_cli["delta_q50"], rtol=1e-9)
     assert v.gaps["reference"].to_list() == ["pooled"] and v.reveal.is_empty()
-
-
-def test_report_in_python_and_on_the_command_line_writes_the_same_sections(small_fit_path, tmp_path, cli):
-    from_cli, from_py = tmp_path / "cli.html", tmp_path / "py.html"
-    r = cli("report", "--fit", small_fit_path, "--out", from_cli, "--draws", 50, "--scenario", "OPT")
-    assert r.code == 0, r.err
-    path = qbayes.write_report(qbayes.load(small_fit_path), out=from_py, draws=50, scenario="OPT")
-    assert path == from_py
-
-    def headings(p):
-        return re.findall(r"<h2[^>]*>(.*?)</h2>", p.read_text(encoding="utf-8"))
-
-    assert headings(from_py) == headings(from_cli) and len(headings(from_py)) >= 5
-    # the same tables (the figures' SVG carry ids of their own)
-    tables = [re.findall(r"<table.*?</table>", p.read_text(encoding="utf-8"), re.S) for p in (from_py, from_cli)]
-    assert tables[0] == tables[1] and len(tables[0]) > 0
 
 
 def test_every_entry_point_refuses_wrong_types_before_any_work(model, tmp_path):
