@@ -6,7 +6,8 @@ to match, so a missing figure still fails ``mkdocs build --strict``.
 
 The public Python API is checked before the build (`undocumented`): every name in
 ``qbayes.__all__``, the public methods of its classes and the result classes it returns
-need a docstring with an ``Example:`` section, and docs/api.md must show each of them
+need a docstring with an ``Examples:`` section (the section mkdocstrings renders
+``>>>`` lines of as code), and docs/api.md must show each of them
 (``::: qbayes.api....``); a miss fails the build. tests/test_api_docs.py runs the same
 check and executes the examples."""
 
@@ -56,7 +57,7 @@ def public_api() -> dict[str, tuple[object, str]]:
 
 
 def undocumented() -> list[str]:
-    """What the public API lacks: docstrings, their ``Example:`` sections (properties
+    """What the public API lacks: docstrings, their ``Examples:`` sections (properties
     excepted), and the entries of docs/api.md that render them."""
     page = API_PAGE.read_text()
     problems = []
@@ -64,8 +65,8 @@ def undocumented() -> list[str]:
         doc = inspect.getdoc(obj.fget if isinstance(obj, property) else obj) or ""
         if not doc.strip():
             problems.append(f"{name}: no docstring")
-        elif "Example:" not in doc and "Examples:" not in doc and not isinstance(obj, property):
-            problems.append(f"{name}: its docstring has no 'Example:' section")
+        elif "Examples:" not in doc and not isinstance(obj, property):
+            problems.append(f"{name}: its docstring has no 'Examples:' section")
         if not re.search(rf"^::: {re.escape(shown)}$", page, re.MULTILINE):
             problems.append(f"{name}: not in docs/api.md (add '::: {shown}')")
     return problems

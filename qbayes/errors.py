@@ -11,7 +11,7 @@ class QBayesError(Exception):
     of the wrong type): the command line prints its message and exits with status 2; the
     Python API raises it (or a subclass) before anything is written.
 
-    Example:
+    Examples:
         >>> import qbayes
         >>> try:
         ...     qbayes.load(n_draws=10)

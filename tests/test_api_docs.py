@@ -11,6 +11,7 @@ import inspect
 
 import polars as pl
 import pytest
+from mkdocs.exceptions import PluginError
 
 import qbayes
 from qbayes.model import fitfile
@@ -40,6 +41,9 @@ def test_the_check_reports_what_is_missing(monkeypatch):
         f"{__name__}.test_the_check_reports_what_is_missing.<locals>.bare: not in docs/api.md "
         f"(add '::: {__name__}.test_the_check_reports_what_is_missing.<locals>.bare')",
     ]
+    # and the site build stops on it
+    with pytest.raises(PluginError, match="bare: no docstring"):
+        site_hooks.on_pre_build(config=None)
 
 
 def _examples() -> list[doctest.DocTest]:

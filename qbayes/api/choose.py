@@ -232,7 +232,7 @@ class Comparison:
     ``p_within_tolerance`` (|relative| at most ``tolerance`` percent), ``p_first_higher``
     (more than ``tolerance`` percent higher) and the ``notes`` the command prints.
 
-    Example:
+    Examples:
         >>> import polars as pl, qbayes
         >>> cands = pl.DataFrame({"family": ["Qwen2.5"], "model": ["Qwen2.5-7B"], "params_b": [7.6],
         ...                       "fp16_ppl": [6.85]})

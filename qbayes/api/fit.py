@@ -61,7 +61,7 @@ def fit(
     how it was made (``fit.info.convergence.ok``). ``qbayes.model.fitfile.save(fit, path)``
     writes it for ``qbayes.load(path)`` and ``--fit``.
 
-    Example:
+    Examples:
         >>> import qbayes
         >>> f = qbayes.fit(draws=300, tune=300, chains=2)  # doctest: +SKIP
         >>> f.info.convergence.ok  # doctest: +SKIP
@@ -123,7 +123,7 @@ def fit_accuracy(
     ``qbayes.model.accuracy.fitfile.save(fitfile.thin(f, draws=1000), path)`` writes it for
     ``qbayes.load(accuracy_path=path)``.
 
-    Example:
+    Examples:
         >>> acc = qbayes.fit_accuracy(draws=200, tune=200, chains=2)  # doctest: +SKIP
         >>> acc.info.convergence.line()  # doctest: +SKIP
     """

@@ -40,7 +40,7 @@ class Model:
     each call; ``notes`` holds the lines the last call would print on the command line
     (respellings, conditioning, hints).
 
-    Example:
+    Examples:
         >>> import qbayes
         >>> m = qbayes.load(n_draws=200)
         >>> m.n_draws, m.notes
@@ -77,7 +77,7 @@ class Model:
         ``observed`` the ``obs_*`` columns, with a task ``acc_q05`` ... ``acc_mean``
         (percent accuracy). Bad input raises `qbayes.QBayesError`.
 
-        Example:
+        Examples:
             >>> import polars as pl, qbayes
             >>> m = qbayes.load(n_draws=200)
             >>> q = pl.DataFrame({"family": ["LLaMA-3"], "model": ["Llama-3-8B"], "params_b": [8.0],
@@ -139,7 +139,7 @@ class Model:
         ``rank`` (1 = best; null over budget), ``memory_gb``, the perplexity quantiles,
         ``p_best``, ``p_within_tolerance`` and the difference to the best.
 
-        Example:
+        Examples:
             >>> import polars as pl, qbayes
             >>> cands = pl.DataFrame({"family": ["Qwen2.5"] * 2, "model": ["Qwen2.5-7B", "Qwen2.5-14B"],
             ...                       "params_b": [7.0, 14.0], "fp16_ppl": [6.85, 5.29]})
@@ -194,7 +194,7 @@ class Model:
         difference (perplexity) and of the relative difference, and the probabilities
         that the first is lower, within the tolerance, or more than it higher.
 
-        Example:
+        Examples:
             >>> import polars as pl, qbayes
             >>> cands = pl.DataFrame({"family": ["Qwen2.5"], "model": ["Qwen2.5-7B"], "params_b": [7.6],
             ...                       "fp16_ppl": [6.85]})
@@ -241,7 +241,7 @@ class Model:
         `qbayes.api.suggest.Suggestion` (``.table`` is what ``--output`` writes, in the
         kind of DataFrame ``candidates`` was).
 
-        Example:
+        Examples:
             >>> import polars as pl, qbayes
             >>> targets = pl.DataFrame({"family": ["Qwen2.5"], "model": ["Qwen2.5-7B"], "params_b": [7.6],
             ...                         "format": ["Q3_K_M"], "eval_set": ["wikitext2"]})
@@ -321,7 +321,7 @@ def load(
     ``qbayes predict --draws --seed``; ``accuracy_path`` is the accuracy fit that answers
     queries naming a task (default: the shipped one).
 
-    Example:
+    Examples:
         >>> import qbayes
         >>> m = qbayes.load(n_draws=500)
         >>> type(m.fit.idata).__name__  # the posterior, for arviz_plots and arviz_stats
@@ -350,7 +350,7 @@ def choose(candidates: Any, *, model: Model | None = None, budget_gb: float | No
     ``options`` are its keywords (``budget_gib``, ``formats``, ``methods``, ``w_bits``,
     ``group_sizes``, ``overhead_gb``, ``context``, ``tolerance`` in percent, ``task``, ...).
 
-    Example:
+    Examples:
         >>> import polars as pl, qbayes
         >>> cands = pl.DataFrame({"family": ["Qwen2.5"], "model": ["Qwen2.5-7B"], "params_b": [7.0],
         ...                       "fp16_ppl": [6.85]})
@@ -366,7 +366,7 @@ def compare(candidates: Any, first: str, second: str, *, model: Model | None = N
     are its keywords (``formats``, ``methods``, ``w_bits``, ``group_sizes``, ``tolerance``
     in percent, ...).
 
-    Example:
+    Examples:
         >>> import polars as pl, qbayes
         >>> cands = pl.DataFrame({"family": ["Qwen2.5"], "model": ["Qwen2.5-7B"], "params_b": [7.6],
         ...                       "fp16_ppl": [6.85]})
@@ -382,7 +382,7 @@ def suggest_runs(targets: Any, candidates: Any, *, model: Model | None = None, *
     are its keywords (``budget_gpu_hours``, ``top``, ``device``, ``observed``, ``new_level``).
     (``qbayes.suggest`` is the package that ranks runs, hence the name.)
 
-    Example:
+    Examples:
         >>> import polars as pl, qbayes
         >>> targets = pl.DataFrame({"family": ["Qwen2.5"], "model": ["Qwen2.5-7B"], "params_b": [7.6],
         ...                         "format": ["Q3_K_M"], "eval_set": ["wikitext2"]})

@@ -43,7 +43,7 @@ def write_report(
     section (default: the model's, else the shipped one). The file has its images inline
     and makes no network request.
 
-    Example:
+    Examples:
         >>> path = qbayes.write_report(out="report.html")  # doctest: +SKIP
         >>> path.stat().st_size > 0  # doctest: +SKIP
         True

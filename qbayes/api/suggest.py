@@ -42,7 +42,7 @@ class Suggestion:
     behind it: ``ranking.selection.start`` and ``.left`` are the targets' weighted
     variance of ln(Δ + shift) before and after each choice) and ``notes`` for the user.
 
-    Example:
+    Examples:
         >>> import polars as pl, qbayes
         >>> targets = pl.DataFrame({"family": ["Qwen2.5"], "model": ["Qwen2.5-7B"], "params_b": [7.6],
         ...                         "format": ["Q3_K_M"], "eval_set": ["wikitext2"]})

@@ -53,7 +53,7 @@ class Validation:
     predictive quantiles ``delta_q05`` ... ``delta_q95``, what ``--predictions`` writes).
     ``summary`` is the record ``--json`` writes (``summary.to_dict()``).
 
-    Example:
+    Examples:
         >>> v = qbayes.validate(models=["hierarchical"], baselines=["cell_median"],
         ...                     families=["OPT"], draws=100, tune=100, chains=2)  # doctest: +SKIP
         >>> v.overall.select("model", "mdae", "cov90")  # doctest: +SKIP
@@ -104,7 +104,7 @@ def validate(
     ``sampler``, ``target_accept``: the fold fits' sampling; ``progress`` is called with
     a line per step. Returns a `Validation`.
 
-    Example:
+    Examples:
         >>> v = qbayes.validate(models=["hierarchical"], baselines=["cell_median"],
         ...                     families=["OPT"], draws=100, tune=100, chains=2)  # doctest: +SKIP
         >>> v.per_family  # doctest: +SKIP
@@ -193,7 +193,7 @@ class AccuracyValidation:
     ``crps``; ``convergence``: held-out family -> the fold fit's convergence line;
     ``record`` is what ``--json`` writes (``record.to_dict()``).
 
-    Example:
+    Examples:
         >>> v = qbayes.validate_accuracy(families=["LLaMA-2"], draws=100, tune=100)  # doctest: +SKIP
         >>> v.per_task.filter(pl.col("task") == "overall")  # doctest: +SKIP
     """
@@ -221,7 +221,7 @@ def validate_accuracy(
     shipped perplexity fit giving each configuration's Δ, as ``qbayes validate --target
     accuracy`` does; scores in accuracy points. Arguments as `validate`.
 
-    Example:
+    Examples:
         >>> v = qbayes.validate_accuracy(families=["LLaMA-2"], draws=100, tune=100)  # doctest: +SKIP
         >>> v.per_family  # doctest: +SKIP
     """
