@@ -51,7 +51,8 @@ class Validation:
     bootstrap interval), ``reveal`` (error and 90% width against revealed rows K; empty
     unless several K were asked) and ``predictions`` (every held-out row with each model's
     predictive quantiles ``delta_q05`` ... ``delta_q95``, what ``--predictions`` writes).
-    ``summary`` is the record ``--json`` writes (``summary.to_dict()``).
+    ``summary`` is the record ``--json`` writes (``summary.to_dict()``); ``reveals`` and
+    ``reveal_rule`` are the K values and the rule the rows were revealed by.
 
     Examples:
         >>> v = qbayes.validate(models=["hierarchical"], baselines=["cell_median"],
