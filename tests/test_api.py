@@ -310,3 +310,49 @@ def test_a_bad_candidates_column_gets_the_command_lines_message(model, tmp_path,
         model.choose(bad, budget_gib=10, formats=["Q4_K_M"])
     assert str(exc.value) == "candidates: column 'fp16_ppl' has values that are not Float64 in rows [2]"
     assert f"error: {exc.value}" in " ".join(r.err.split())  # the command line's message
+
+
+def test_fit_accuracy_in_python_and_on_the_command_line_fit_the_same_rows(tmp_path, cli):
+    from qbayes.db.store import load_paths
+    from qbayes.model.accuracy import fitfile as accuracy_fitfile
+    from qbayes.model.accuracy.rows import paired
+    from qbayes.model.tasks import load as load_tasks
+
+    # the two families with the fewest accuracy rows: the time is the model's compilation
+    counts = paired(load_paths([]), load_tasks()).group_by("family").len().sort("len", "family")
+    others = counts["family"].to_list()[2:]
+    out = tmp_path / "acc.nc"
+    sampling = dict(draws=100, tune=50, chains=1, seed=3)
+    r = cli(
+        "fit-accuracy", "--out", out, "--keep", 100, *(a for f in others for a in ("--exclude-family", f)),
+        *(a for k, v in sampling.items() for a in (f"--{k}", v)),
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    from_cli = accuracy_fitfile.load(out)
+    fit = qbayes.fit_accuracy(exclude_families=others, **sampling)
+    assert (fit.info.n_rows, fit.info.n_configs, fit.info.data_hash, fit.info.ppl_fit.data_hash) == (
+        from_cli.info.n_rows,
+        from_cli.info.n_configs,
+        from_cli.info.data_hash,
+        from_cli.info.ppl_fit.data_hash,
+    )
+    assert 0 < fit.info.n_rows < counts["len"].sum()
+    assert set(from_cli.posterior.data_vars) <= set(fit.posterior.data_vars)
+    with pytest.raises(qbayes.QBayesError, match="no such fit file"):
+        qbayes.fit_accuracy(fit=tmp_path / "none.nc")
+
+
+def test_validate_accuracy_in_python_and_on_the_command_line_scores_the_same(tmp_path, cli):
+    out = tmp_path / "acc.json"
+    sampling = dict(draws=10, tune=10, chains=1, seed=3)
+    r = cli(
+        "validate", "--target", "accuracy", "--family", "Phi", "--json", out,
+        *(a for k, v in sampling.items() for a in (f"--{k}", v)),
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    doc = json.loads(out.read_text())
+    v = qbayes.validate_accuracy(families=["Phi"], **sampling)
+    assert json.loads(json.dumps(v.record.to_dict())) == doc
+    assert set(v.per_family["family"]) == {"Phi"} and "overall" in set(v.per_task["task"])
+    assert {"model", "n", "mdae", "cov90", "crps"} <= set(v.per_task.columns)
+    assert list(v.convergence) == ["Phi"]
