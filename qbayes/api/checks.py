@@ -40,6 +40,20 @@ def optional_number(name: str, value: Any) -> float | None:
     return None if value is None else number(name, value)
 
 
+def flag(name: str, value: Any) -> bool:
+    """``value``, a bool (a command-line flag)."""
+    if not isinstance(value, bool):
+        raise QBayesError(f"{name} must be True or False, not {value!r}")
+    return value
+
+
+def text(name: str, value: Any, *, optional: bool = False) -> str | None:
+    """``value``, a string (or None where ``optional``)."""
+    if (value is None and optional) or isinstance(value, str):
+        return value
+    raise QBayesError(f"{name} must be a string, not {type(value).__name__} {value!r}")
+
+
 def choice(name: str, value: Any, choices: Sequence[str]) -> str:
     """``value``, one of ``choices``."""
     if value not in choices:
@@ -61,6 +75,13 @@ def numbers_of(name: str, value: Any) -> tuple[float, ...]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise QBayesError(f"{name} must be a list of numbers, not {value!r}")
     return tuple(number(name, v) for v in value)
+
+
+def group_sizes(name: str, value: Any) -> tuple[int | None, ...]:
+    """``value`` as a tuple of group sizes: a sequence of positive integers or None (per channel)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise QBayesError(f"{name} must be a list of integers or None (per channel), not {value!r}")
+    return tuple(None if g is None else integer(name, g, 1) for g in value)
 
 
 def path(name: str, value: Any) -> str | os.PathLike:

@@ -68,6 +68,7 @@ def fit(
         True
     """
     paths = checks.paths("data", data)
+    checks.flag("include_suspect", include_suspect)
     sample = SampleConfig(
         draws=checks.integer("draws", draws, 10),
         tune=checks.integer("tune", tune, 10),
@@ -136,6 +137,7 @@ def fit_accuracy(
         progress=progress,
     )
     excluded = checks.names("exclude_families", exclude_families)
+    checks.flag("include_suspect", include_suspect)
     ppl_path = resources.shipped_fit() if fit is None else checks.path("fit", fit)
     if ppl_path is None:
         raise QBayesError(

@@ -89,6 +89,7 @@ class Model:
             True
         """
         raw = as_polars(queries, "queries")
+        checks.flag("new_level", new_level)
         obs = self._observed(observed)
         predictor = Predictor(self.fit, n_draws=self.n_draws, seed=self.seed)
         run = predict_table(
@@ -148,6 +149,9 @@ class Model:
             [('Qwen2.5-14B', 'Q4_K_M'), ('Qwen2.5-7B', 'Q4_K_M'), ('Qwen2.5-7B', 'Q8_0')]
         """
         cands = as_polars(candidates, "candidates")
+        checks.flag("new_level", new_level)
+        checks.text("task", task, optional=True)
+        checks.optional_number("fp16_acc", fp16_acc)
         budget, _, _ = read_budget(
             checks.optional_number("budget_gb", budget_gb), checks.optional_number("budget_gib", budget_gib)
         )
@@ -203,6 +207,7 @@ class Model:
             True
         """
         cands = as_polars(candidates, "candidates")
+        checks.flag("new_level", new_level)
         grid = self._grid(formats, methods, w_bits, group_sizes, eval_set, include_fp16, 0.0, None)
         predictor = Predictor(self.fit, n_draws=self.n_draws, seed=self.seed)
         refuse_typos(predictor, cands, grid, "candidates", new_level)
@@ -253,6 +258,7 @@ class Model:
         """
         raw_targets = as_polars(targets, "targets")
         raw_candidates = as_polars(candidates, "candidates")
+        checks.flag("new_level", new_level)
         if budget_gpu_hours is not None:
             checks.number("budget_gpu_hours", budget_gpu_hours)
         if top is not None:
@@ -280,9 +286,9 @@ class Model:
             formats=checks.names("formats", formats),
             methods=checks.names("methods", methods),
             w_bits=checks.numbers_of("w_bits", w_bits),
-            group_sizes=tuple(None if g is None else checks.integer("group_sizes", g, 1) for g in group_sizes),
-            eval_set=eval_set,
-            include_fp16=include_fp16,
+            group_sizes=checks.group_sizes("group_sizes", group_sizes),
+            eval_set=checks.text("eval_set", eval_set),
+            include_fp16=checks.flag("include_fp16", include_fp16),
             overhead_gb=checks.number("overhead_gb", overhead_gb, 0),
             context=None if context is None else checks.integer("context", context, 1),
         )

@@ -111,6 +111,7 @@ def validate(
         >>> v.per_family  # doctest: +SKIP
     """
     models = checks.names("models", models)
+    checks.flag("include_suspect", include_suspect)
     baselines = checks.names("baselines", baselines)
     for b in baselines:
         if b not in BASELINES:
