@@ -1,6 +1,7 @@
 """The public Python API's documentation: every public function and class has a docstring
 with an example and is on docs/api.md (the check the site build runs, docs/site_hooks.py),
-and the examples run and print what they say."""
+and the examples run and print what they say, as does the Python on docs/api.md and in the
+README."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import doctest
 import functools
 import importlib.util
 import inspect
+import re
 
 import polars as pl
 import pytest
@@ -91,3 +93,16 @@ def test_docstring_example_runs(test, one_load):
     out = []
     result = runner.run(test, out=out.append)
     assert result.failed == 0, "".join(out)
+
+
+def _python_blocks(markdown: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", markdown, re.S)
+
+
+@pytest.mark.parametrize("page", ["docs/api.md", "README.md"])
+def test_the_python_on_the_api_page_and_in_the_readme_runs(page, one_load, monkeypatch):
+    blocks = _python_blocks((ROOT / page).read_text())
+    assert blocks, f"{page} shows no Python"
+    monkeypatch.chdir(ROOT)  # the README reads docs/examples/queries.csv
+    for code in blocks:
+        exec(compile(code, page, "exec"), {})
