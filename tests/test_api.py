@@ -361,3 +361,15 @@ def test_validate_accuracy_in_python_and_on_the_command_line_scores_the_same(tmp
     assert set(v.per_family["family"]) == {"Phi"} and "overall" in set(v.per_task["task"])
     assert {"model", "n", "mdae", "cov90", "crps"} <= set(v.per_task.columns)
     assert list(v.convergence) == ["Phi"]
+
+
+def test_validation_tables_keep_columns_only_late_records_have():
+    from qbayes.api.validate import records_table
+    from qbayes.evaluation.summary import FoldConvergence, FoldScores, Scores
+
+    # baselines have no convergence; a Bayesian model's fold after 150 of them still shows its own
+    rows = [FoldScores(f"F{i}", "cell_median", Scores(n=3, mdae=0.1)) for i in range(150)]
+    rows.append(FoldScores("F0", "pooled", Scores(n=3, mdae=0.05), FoldConvergence(1.01, 2, 350.0)))
+    table = records_table(rows)
+    assert table.height == 151 and {"max_rhat", "divergences"} <= set(table.columns)
+    assert table.row(150, named=True)["divergences"] == 2 and table["divergences"].null_count() == 150

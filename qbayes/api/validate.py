@@ -34,8 +34,10 @@ SCHEME_NAMES = {"lofo": "Leave-one-family-out", "forward": "Forward (from earlie
 
 
 def records_table(records: Sequence) -> pl.DataFrame:
-    """Records (dataclasses) as a DataFrame, one row each, nested scores as columns."""
-    return pl.DataFrame([to_plain(r) for r in records]) if records else pl.DataFrame()
+    """Records (dataclasses) as a DataFrame, one row each, nested scores as columns; a
+    column only some records have (the Bayesian models' convergence) is null for the others."""
+    rows = [to_plain(r) for r in records]
+    return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
 
 
 @dataclass
