@@ -39,14 +39,14 @@ def fit_accuracy(
     shipped one) or from the perplexities its source prints. The shipped accuracy fit is
     remade with `qbayes fit-accuracy --out data/accuracy-fit.nc` (after the shipped
     perplexity fit changes)."""
-    from qbayes.api.fit import fit_accuracy as fit_rows
+    from qbayes.api import fit as api
     from qbayes.model.accuracy import fitfile
 
     path = Path(out)
     if path.suffix != ".nc":
         raise QBayesError(f"{path}: an accuracy fit file ends in .nc")
     load_fit(fit_path)  # says which perplexity fit answers, and refuses a missing one first
-    fit = fit_rows(
+    fit = api.fit_accuracy(
         data,
         fit=fit_path,
         exclude_families=exclude_family,
