@@ -1,6 +1,9 @@
-"""The public Python API (qbayes.load, Model.predict): the same table as ``qbayes predict``
-on the same input, polars or pandas in and out, and the command line's errors as
-QBayesError. Predicts from the shipped posterior (no fit of its own)."""
+"""The public Python API: each command and its Python function give the same result on one
+input (predict, choose, compare, suggest, fit, fit-accuracy, validate and validate --target
+accuracy; the report in tests/report/test_report_api.py), polars or pandas in and out, and
+the command line's errors as QBayesError for bad input and wrong types. Predicts from the
+shipped posterior; the fits are small (one chain, tens of draws).
+"""
 
 from __future__ import annotations
 
