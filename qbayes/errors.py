@@ -7,7 +7,18 @@ from collections.abc import Callable, Iterable
 
 
 class QBayesError(Exception):
-    """An error caused by input the user can fix (bad file, bad name, bad option)."""
+    """An error caused by input the user can fix (bad file, bad name, bad option, a value
+    of the wrong type): the command line prints its message and exits with status 2; the
+    Python API raises it (or a subclass) before anything is written.
+
+    Examples:
+        >>> import qbayes
+        >>> try:
+        ...     qbayes.load(n_draws=10)
+        ... except qbayes.QBayesError as exc:
+        ...     print(exc)
+        n_draws must be an integer of at least 50, not 10
+    """
 
 
 def suggest(name: str, choices: Iterable[str], *, key: Callable[[str], str] | None = None) -> str:

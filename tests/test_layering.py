@@ -13,8 +13,9 @@ Layers (a package may import its own modules and those of the layers listed for 
     report      the HTML review of a fit
     suggest     which runs to collect next (reads collection grids and a fitted model)
     zoo         small models trained here, and the analysis of their features
-    api         the Python API (qbayes.load, Model.predict) and the table work the
-                command line shares with it; the package face (qbayes/__init__.py)
+    api         the Python API (qbayes.load, Model.predict, qbayes.validate, ...) and
+                the work the command line shares with it (so it may use every layer
+                a command does but zoo); the package face (qbayes/__init__.py)
                 re-exports it inside ``__getattr__``, so ``import qbayes`` stays fast
     cli         the command line: may import anything
 """
@@ -36,7 +37,7 @@ ALLOWED = {
     "report": {"base", "db", "model", "evaluation", "report"},
     "suggest": {"base", "db", "collect", "model", "suggest"},
     "zoo": {"base", "db", "collect", "model", "report", "zoo"},
-    "api": {"base", "db", "model", "evaluation", "api"},
+    "api": {"base", "db", "collect", "model", "evaluation", "report", "suggest", "api"},
     "cli": {"base", "db", "collect", "model", "evaluation", "report", "suggest", "zoo", "api", "cli"},
 }
 

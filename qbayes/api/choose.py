@@ -1,25 +1,28 @@
-"""The ranked options under a memory budget: the work behind ``qbayes choose`` and
-`qbayes.Model.choose`, one code path for both."""
+"""The ranked options under a memory budget, and two options compared: the work behind
+``qbayes choose`` and `qbayes.Model.choose`, ``qbayes compare`` and `qbayes.Model.compare`,
+one code path for each pair."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import polars as pl
 
 from qbayes.api.predict import AccuracyLoader
 from qbayes.db.named_formats import COLUMN as FORMAT
 from qbayes.db.named_formats import NamedFormat, lookup_all, method_hints
-from qbayes.errors import QBayesError
+from qbayes.errors import QBayesError, suggest
 from qbayes.model import conditioning, known_families, unseen
 from qbayes.model.accuracy.choose import rank_by_accuracy
 from qbayes.model.accuracy.predict import check_queries
 from qbayes.model.choose import choose as rank_options
-from qbayes.model.choose import options
+from qbayes.model.choose import options, scored_options
 from qbayes.model.extrapolation import FittedRange, outside
 from qbayes.model.predict import Predictor
 from qbayes.model.respell import describe
+from qbayes.names import key
 
 DEFAULT_METHODS = ("RTN", "GPTQ", "AWQ")
 DEFAULT_BITS = (2.0, 3.0, 4.0, 8.0)
@@ -183,3 +186,113 @@ def choose_table(
     notes += describe(predictor.respelled)
     notes += method_hints(table.filter(pl.col("new_method"))["method"])
     return ChoiceRun(table=table, notes=notes)
+
+
+def option_label(r: dict, own_method: frozenset[str] = frozenset()) -> str:
+    """An option (a row of the options table) as people name it; ``own_method``: formats
+    whose name says the method."""
+    if r["method"] == "fp16":
+        return f"{r['model']} fp16"
+    if r["format"] is not None:
+        return f"{r['model']} {r['format']}" + ("" if r["format"] in own_method else f" {r['method']}")
+    group = "per-channel" if r["group_size"] is None else f"g{r['group_size']}"
+    return f"{r['model']} {r['method']} w{r['w_bits']:g} {group}"
+
+
+def find_option(labels: list[str], models: list[str], text: str) -> int:
+    """The option whose label is ``text`` (case and punctuation ignored), or, among the
+    options of one model, whose label without the model name is; refuses none or several."""
+    if not isinstance(text, str):
+        raise QBayesError(f"an option is named by a string such as 'Q4_K_M', not {text!r}")
+    k = key(text)
+    exact = [i for i, label in enumerate(labels) if key(label) == k]
+    if len(exact) == 1:
+        return exact[0]
+    short = [i for i, (label, m) in enumerate(zip(labels, models)) if key(label.removeprefix(m)) == k]
+    if len(short) == 1:
+        return short[0]
+    if short:
+        raise QBayesError(
+            f"option '{text}' is one of several models' ({', '.join(labels[i] for i in short)}); "
+            "name it with its model, in quotes"
+        )
+    raise QBayesError(f"no option '{text}'{suggest(text, labels)}; the options are: {', '.join(labels)}")
+
+
+COMPARE_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+@dataclass
+class Comparison:
+    """Two options' perplexity as one would measure each (observation noise included):
+    ``first`` and ``second`` (their labels), ``options`` (their two rows of the options
+    table: ``ppl_q05`` ... ``ppl_q95`` perplexity, ``memory_gb`` GB, ``fp16_ppl``, ...),
+    ``difference`` (first minus second, perplexity, at ``COMPARE_QUANTILES``),
+    ``relative`` (first / second - 1, at the same quantiles), ``p_first_lower``,
+    ``p_within_tolerance`` (|relative| at most ``tolerance`` percent), ``p_first_higher``
+    (more than ``tolerance`` percent higher) and the ``notes`` the command prints.
+
+    Examples:
+        >>> import polars as pl, qbayes
+        >>> cands = pl.DataFrame({"family": ["Qwen2.5"], "model": ["Qwen2.5-7B"], "params_b": [7.6],
+        ...                       "fp16_ppl": [6.85]})
+        >>> c = qbayes.load(n_draws=200).compare(cands, "q4_k_m", "Q8_0", formats=["Q4_K_M", "Q8_0"])
+        >>> c.first, c.second
+        ('Qwen2.5-7B Q4_K_M', 'Qwen2.5-7B Q8_0')
+        >>> bool(c.difference[0.5] > 0)  # Q4_K_M's perplexity is likely the higher
+        True
+    """
+
+    first: str
+    second: str
+    options: pl.DataFrame
+    difference: dict[float, float]
+    relative: dict[float, float]
+    p_first_lower: float
+    p_within_tolerance: float
+    p_first_higher: float
+    tolerance: float
+    notes: list[str] = field(default_factory=list)
+
+
+def compare_options(
+    predictor: Predictor,
+    cands: pl.DataFrame,
+    grid: Grid,
+    first: str,
+    second: str,
+    *,
+    tolerance: float,
+    observed: conditioning.Observed | None = None,
+) -> Comparison:
+    """Options ``first`` and ``second`` (named as `option_label` names them, or without
+    the model name when one model has them) of ``grid`` for ``cands``, compared draw by
+    draw; ``tolerance`` in percent of perplexity."""
+    notes: list[str] = []
+
+    def on_conditioned(cond) -> None:
+        notes.extend(conditioning.unmatched(observed, cond.rows.query) + conditioning.report(cond))
+
+    scored = scored_options(predictor, cands, **grid.keywords(), observed=observed, on_conditioned=on_conditioned)
+    own_method = frozenset(f.name for f in grid.formats if f.method)
+    rows = list(scored.table.iter_rows(named=True))
+    labels = [option_label(r, own_method) for r in rows]
+    models = [r["model"] for r in rows]
+    a, b = find_option(labels, models, first), find_option(labels, models, second)
+    if a == b:
+        raise QBayesError(f"'{first}' and '{second}' are the same option, {labels[a]}")
+    diff = scored.measured[:, a] - scored.measured[:, b]
+    rel = scored.measured[:, a] / scored.measured[:, b] - 1
+    tol = tolerance / 100
+    return Comparison(
+        first=labels[a],
+        second=labels[b],
+        options=scored.table[[a, b]],
+        difference=dict(zip(COMPARE_QUANTILES, np.quantile(diff, COMPARE_QUANTILES).tolist())),
+        relative=dict(zip(COMPARE_QUANTILES, np.quantile(rel, COMPARE_QUANTILES).tolist())),
+        p_first_lower=float(np.mean(diff < 0)),
+        p_within_tolerance=float(np.mean(np.abs(rel) <= tol)),
+        p_first_higher=float(np.mean(rel > tol)),
+        tolerance=tolerance,
+        notes=notes + describe(predictor.respelled),
+    )

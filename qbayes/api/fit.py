@@ -1,20 +1,30 @@
-"""``qbayes.fit``: fit a model to databases and get the fit object back, the work behind
-``qbayes fit`` (which adds the in-sample check, the convergence verdict and saving)."""
+"""``qbayes.fit`` and ``qbayes.fit_accuracy``: fit a model to databases and get the fit
+object back, the work behind ``qbayes fit`` (which adds the in-sample check, the
+convergence verdict and saving) and ``qbayes fit-accuracy`` (which saves it thinned)."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+from qbayes import resources
+from qbayes.api import checks
 from qbayes.api.frames import as_polars
 from qbayes.db.store import load_paths
-from qbayes.model import conditioning
+from qbayes.errors import QBayesError
+from qbayes.model import conditioning, fitfile
+from qbayes.model.accuracy import rows as accuracy_rows
+from qbayes.model.accuracy.fit import AccuracyFitOptions, fit_rows
+from qbayes.model.accuracy.fitfile import AccuracyFit
 from qbayes.model.fit import FitOptions, fit_database
 from qbayes.model.fitfile import Fit
+from qbayes.model.predict import Predictor
 from qbayes.model.samplers import DEFAULT_SAMPLER, SampleConfig
 from qbayes.model.spec import DEFAULT_MODEL, ModelSpec, load_spec
+from qbayes.model.tasks import load as load_tasks
 
 DEFAULTS = SampleConfig()  # one source for the sampling defaults
 
@@ -51,12 +61,22 @@ def fit(
     how it was made (``fit.info.convergence.ok``). ``qbayes.model.fitfile.save(fit, path)``
     writes it for ``qbayes.load(path)`` and ``--fit``.
 
-    Example:
+    Examples:
         >>> import qbayes
-        >>> f = qbayes.fit(draws=300, tune=300, chains=2)
-        >>> f.info.convergence.line()
+        >>> f = qbayes.fit(draws=300, tune=300, chains=2)  # doctest: +SKIP
+        >>> f.info.convergence.ok  # doctest: +SKIP
+        True
     """
-    paths = [] if data is None else [data] if isinstance(data, (str, os.PathLike)) else list(data)
+    paths = checks.paths("data", data)
+    checks.flag("include_suspect", include_suspect)
+    sample = SampleConfig(
+        draws=checks.integer("draws", draws, 10),
+        tune=checks.integer("tune", tune, 10),
+        chains=checks.integer("chains", chains, 1),
+        seed=checks.integer("seed", seed),
+        target_accept=checks.number("target_accept", target_accept, 0.5, 0.999),
+        progress=progress,
+    )
     extra = None
     if observed is not None:
         extra = conditioning.observed_rows(as_polars(observed, "observed"), "observed").training_rows()
@@ -65,11 +85,70 @@ def fit(
         model_spec(model, rows),
         FitOptions(
             sampler=sampler,
-            sample=SampleConfig(
-                draws=draws, tune=tune, chains=chains, seed=seed, target_accept=target_accept, progress=progress
-            ),
-            exclude_families=tuple(exclude_families),
+            sample=sample,
+            exclude_families=checks.names("exclude_families", exclude_families),
             include_suspect=include_suspect,
         ),
         extra=extra,
     )
+
+
+def shipped_relative(path: str | os.PathLike) -> str:
+    """A perplexity fit's path as an accuracy fit records it: ``data/NAME`` for the shipped one."""
+    p = Path(path).resolve()
+    shipped = resources.shipped_fit()
+    return f"data/{p.name}" if shipped is not None and p == shipped.resolve() else str(path)
+
+
+def fit_accuracy(
+    data: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    *,
+    fit: str | os.PathLike | None = None,
+    exclude_families: Sequence[str] = (),
+    include_suspect: bool = False,
+    draws: int = 1500,
+    tune: int = 1000,
+    chains: int = 4,
+    seed: int = 20261207,
+    sampler: str = DEFAULT_SAMPLER,
+    target_accept: float = 0.98,
+    progress: bool = False,
+) -> AccuracyFit:
+    """Fit task accuracy (percent) given the degradation Δ (nats per token) to the accuracy
+    rows of the databases ``data`` (default: the shipped one), as ``qbayes fit-accuracy``
+    does (docs/accuracy.md); MCMC, minutes at the defaults.
+
+    Each configuration's Δ comes from the perplexity fit at ``fit`` (default: the shipped
+    one) or from the perplexities its source prints. Returns the accuracy fit:
+    ``.posterior`` holds its draws, ``.info.convergence`` how they converged;
+    ``qbayes.model.accuracy.fitfile.save(fitfile.thin(f, draws=1000), path)`` writes it for
+    ``qbayes.load(accuracy_path=path)``.
+
+    Examples:
+        >>> acc = qbayes.fit_accuracy(draws=200, tune=200, chains=2)  # doctest: +SKIP
+        >>> acc.info.convergence.line()  # doctest: +SKIP
+    """
+    sample = SampleConfig(
+        draws=checks.integer("draws", draws, 50),
+        tune=checks.integer("tune", tune, 50),
+        chains=checks.integer("chains", chains, 1),
+        seed=checks.integer("seed", seed),
+        target_accept=checks.number("target_accept", target_accept, 0.5, 0.999),
+        progress=progress,
+    )
+    excluded = checks.names("exclude_families", exclude_families)
+    checks.flag("include_suspect", include_suspect)
+    ppl_path = resources.shipped_fit() if fit is None else checks.path("fit", fit)
+    if ppl_path is None:
+        raise QBayesError(
+            "no perplexity fit given and this qbayes ships none (data/default-fit.nc); "
+            "make one with `qbayes fit` and pass it as fit="
+        )
+    ppl_fit = fitfile.load(ppl_path)
+    db = load_paths(checks.paths("data", data))
+    tasks = load_tasks()
+    rows = accuracy_rows.build(
+        db, tasks, Predictor(ppl_fit, seed=sample.seed), exclude_families=excluded, include_suspect=include_suspect
+    )
+    opts = AccuracyFitOptions(sampler=sampler, sample=sample, exclude_families=excluded)
+    return fit_rows(rows, tasks, ppl_fit, shipped_relative(ppl_path), opts)

@@ -7,7 +7,8 @@ writes, and the lines the command prints on stderr are returned as notes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import numbers
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,12 +21,35 @@ from qbayes.errors import QBayesError
 from qbayes.model import conditioning, known_families, unseen
 from qbayes.model.accuracy.predict import ACC_COLUMNS, AccuracyPredictor, check_queries
 from qbayes.model.extrapolation import OUTSIDE, FittedRange, outside
-from qbayes.model.predict import OUTPUT_COLUMNS, Predictor
+from qbayes.model.predict import OUTPUT_COLUMNS, QUANTILES, Predictor
 from qbayes.model.queries import QUERY_OPTIONAL, extra_query_columns, query_table
 from qbayes.model.respell import describe
 
 # loads the accuracy predictor when a query names a task, given the perplexity predictor
 AccuracyLoader = Callable[[Predictor], AccuracyPredictor]
+DEFAULT_PPL_COLUMNS = tuple(c for c in OUTPUT_COLUMNS if c.startswith("ppl_q"))
+
+
+def check_quantiles(quantiles) -> tuple[float, ...]:
+    """``quantiles`` (probabilities) checked: whole percents from 1 to 99, so that each names
+    its column ``ppl_qNN`` unambiguously; sorted, without repeats."""
+    if isinstance(quantiles, (str, bytes)) or not isinstance(quantiles, Sequence) or not quantiles:
+        raise QBayesError(f"quantiles must be a non-empty list of probabilities such as 0.05, not {quantiles!r}")
+    out = set()
+    for p in quantiles:
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.01 <= p <= 0.99:
+            raise QBayesError(f"quantiles must be probabilities from 0.01 to 0.99, not {p!r}")
+        if abs(p * 100 - round(p * 100)) > 1e-9:
+            raise QBayesError(f"quantile {p!r} is not a whole percent: its column would be named like another's")
+        out.add(round(p * 100) / 100)
+    return tuple(sorted(out))
+
+
+def output_columns(quantiles=QUANTILES) -> tuple[str, ...]:
+    """The prediction columns written after the query's own: `OUTPUT_COLUMNS` with the
+    perplexity quantiles ``ppl_qNN`` of ``quantiles`` in place of the default five."""
+    ppl = tuple(f"ppl_q{round(p * 100):02d}" for p in quantiles)
+    return ppl + tuple(c for c in OUTPUT_COLUMNS if c not in DEFAULT_PPL_COLUMNS)
 
 
 @dataclass
@@ -52,13 +76,17 @@ def predict_table(
     new_level: bool = False,
     observed: conditioning.Observed | None = None,
     accuracy: AccuracyLoader | None = None,
+    quantiles: Sequence[float] = QUANTILES,
 ) -> PredictionRun:
     """Predict the queries ``raw`` (query layout, columns as text or typed) with ``predictor``.
 
     ``where`` names the queries in messages; ``new_level`` marks every unseen level as new
     on purpose (else the ``new_ok`` column, if any, does per row); ``observed`` rows
     condition the predictions (adds the ``obs_*`` columns); ``accuracy`` is called when a
-    row names a task (adds the ``acc_*`` columns, percent). Raises QBayesError on bad input."""
+    row names a task (adds the ``acc_*`` columns, percent); ``quantiles`` (whole percents)
+    are the perplexity quantiles written, ``ppl_qNN`` (the command's screen output reads
+    ``pred``, which has the default five too). Raises QBayesError on bad input."""
+    quantiles = check_quantiles(quantiles)
     notes: list[str] = []
     # the output says what each format name was read as, and the bits per weight it was predicted with
     raw = expand_formats(raw, where, defaults=QUERY_OPTIONAL)
@@ -66,7 +94,8 @@ def predict_table(
     if FORMAT in raw.columns:
         raw = raw.with_columns(queries.get_column("bits").alias("bits_per_weight"))
     extra = extra_query_columns(raw)
-    clash = [c for c in extra if c in OUTPUT_COLUMNS + conditioning.OUTPUT_COLUMNS + ACC_COLUMNS or c in OUTSIDE]
+    written = output_columns(quantiles) + OUTPUT_COLUMNS + conditioning.OUTPUT_COLUMNS + ACC_COLUMNS
+    clash = [c for c in extra if c in written or c in OUTSIDE]
     if clash:
         raise QBayesError(
             f"{where}: column(s) {', '.join(clash)} are what predict writes; drop them from the "
@@ -83,14 +112,14 @@ def predict_table(
     else:
         rows = predictor.prepare(queries)
     notes += describe(predictor.respelled)
-    pred = predictor.predict(rows)
+    pred = predictor.predict(rows, quantiles=sorted(set(QUANTILES) | set(quantiles)))
     if observed is not None:
         pred = pl.concat([pred, cond.columns(queries)], how="horizontal")
     notes += method_hints(queries.filter(pred["new_method"])["method"])
     fitted = FittedRange.of(predictor.fit)
     named = raw.get_column(FORMAT) if FORMAT in raw.columns else None
     flags = outside(fitted, pred["params_b"], pred["train_tokens_b_used"], pred["bits"], named)
-    written = OUTPUT_COLUMNS + (conditioning.OUTPUT_COLUMNS if observed is not None else ())
+    written = output_columns(quantiles) + (conditioning.OUTPUT_COLUMNS if observed is not None else ())
     table = pl.concat([raw, pred.select(written), flags], how="horizontal")
     acc = _accuracy_columns(raw, queries, predictor, accuracy, where)
     if acc is not None:

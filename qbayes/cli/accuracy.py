@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from qbayes import resources
-from qbayes.cli.options import database_options, fit_option, load_databases, load_fit
+from qbayes.cli.options import database_options, fit_option, load_fit
 from qbayes.errors import QBayesError
 
 
@@ -39,41 +39,31 @@ def fit_accuracy(
     shipped one) or from the perplexities its source prints. The shipped accuracy fit is
     remade with `qbayes fit-accuracy --out data/accuracy-fit.nc` (after the shipped
     perplexity fit changes)."""
-    from qbayes.model.accuracy import fitfile, rows
-    from qbayes.model.accuracy.fit import AccuracyFitOptions, fit_rows
-    from qbayes.model.predict import Predictor
-    from qbayes.model.samplers import SampleConfig
-    from qbayes.model.tasks import load as load_tasks
+    from qbayes.api import fit as api
+    from qbayes.model.accuracy import fitfile
 
     path = Path(out)
     if path.suffix != ".nc":
         raise QBayesError(f"{path}: an accuracy fit file ends in .nc")
-    ppl_path = fit_path or resources.shipped_fit()
-    ppl_fit = load_fit(fit_path)
-    db = load_databases(data)
-    tasks = load_tasks()
-    data_rows = rows.build(
-        db, tasks, Predictor(ppl_fit, seed=seed), exclude_families=exclude_family, include_suspect=include_suspect
-    )
-    click.echo(f"{data_rows.rows.height} task accuracies of {data_rows.configs.height} configurations", err=True)
-    opts = AccuracyFitOptions(
+    load_fit(fit_path)  # says which perplexity fit answers, and refuses a missing one first
+    fit = api.fit_accuracy(
+        data,
+        fit=fit_path,
+        exclude_families=exclude_family,
+        include_suspect=include_suspect,
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        seed=seed,
         sampler=sampler,
-        sample=SampleConfig(draws=draws, tune=tune, chains=chains, seed=seed, target_accept=target_accept),
-        exclude_families=tuple(exclude_family),
+        target_accept=target_accept,
     )
-    fit = fit_rows(data_rows, tasks, ppl_fit, _relative(ppl_path), opts)
+    click.echo(f"{fit.info.n_rows} task accuracies of {fit.info.n_configs} configurations", err=True)
     fitfile.save(fitfile.thin(fit, draws=keep, seed=seed), path)
     click.echo(f"wrote {path}: {fitfile.describe(fit)}")
     click.echo(fit.info.convergence.line())
     for f in fit.info.convergence.failures:
         click.echo(f"WARNING: {f}", err=True)
-
-
-def _relative(path) -> str:
-    """The perplexity fit's path as recorded: relative to the shipped data where it is the shipped one."""
-    p = Path(path).resolve()
-    shipped = resources.shipped_fit()
-    return f"data/{p.name}" if shipped is not None and p == shipped.resolve() else str(path)
 
 
 def accuracy_options(f):
@@ -120,42 +110,31 @@ def load_accuracy(path, *, draws: int, seed: int, ppl_fit):
     return AccuracyPredictor(fit, n_draws=draws, seed=seed)
 
 
-def validate_accuracy(data, scheme, families, sample, sampler, json_path) -> None:
-    """``qbayes validate --target accuracy``: fit per fold, print per-task and per-family
-    scores (points) of the model and the baselines, optionally write them as JSON."""
+def print_accuracy_validation(v, scheme: str, json_path) -> None:
+    """``qbayes validate --target accuracy``'s output: per-task and per-family scores
+    (points) of the model and the baselines (qbayes.api.validate.AccuracyValidation),
+    optionally written as JSON."""
     import json
     import math
 
+    import polars as pl
     from rich.console import Console
     from rich.table import Table
 
-    from qbayes.evaluation import accuracy as acc_cv
-    from qbayes.evaluation import crossval
-    from qbayes.model.accuracy.fit import AccuracyFitOptions
-    from qbayes.model.accuracy.rows import paired
-    from qbayes.model.tasks import load as load_tasks
+    from qbayes.api.validate import SCHEME_NAMES
 
-    db = load_databases(data)
-    tasks = load_tasks()
-    fams = paired(db, tasks)["family"]
-    folds = crossval.make_folds(fams, scheme=scheme, released=crossval.family_release(db.models), only=families)
-    ppl_path = resources.shipped_fit()
-    ppl_fit = load_fit(None)
-    opts = AccuracyFitOptions(sampler=sampler, sample=sample)
-    console = Console(stderr=True)
-    with console.status("cross-validating accuracy") as status:
-        results = acc_cv.run(db, tasks, ppl_fit, _relative(ppl_path), folds, opts, progress=status.update)
-    v = acc_cv.summarise(results, scheme, folds)
     out = Console()
-    name = {"lofo": "Leave-one-family-out", "forward": "Forward (from earlier families)"}[scheme]
-    for title, recs, key in (("per task", v.per_task, "task"), ("per held-out family", v.per_family, "family")):
+    name = SCHEME_NAMES[scheme]
+    for title, table, key in (("per task", v.per_task, "task"), ("per held-out family", v.per_family, "family")):
         t = Table(title=f"{name} validation of task accuracy, {title} (points)", title_justify="left")
         for c in (key, "model", "n", "MdAE", "cov90", "CRPS"):
             t.add_column(c, justify="left" if c in (key, "model") else "right")
-        for r in sorted(recs, key=lambda r: (r.task != "overall", r.task)):
-            s = r.scores
+        for r in table.sort(pl.col(key) != "overall", key).iter_rows(named=True):
             t.add_row(
-                r.task, r.model, str(s.n), *("—" if math.isnan(x) else f"{x:.2f}" for x in (s.mdae, s.cov90, s.crps))
+                r[key],
+                r["model"],
+                str(r["n"]),
+                *("—" if x is None or math.isnan(x) else f"{x:.2f}" for x in (r["mdae"], r["cov90"], r["crps"])),
             )
         out.print(t)
     for fam, line in v.convergence.items():
@@ -164,5 +143,5 @@ def validate_accuracy(data, scheme, families, sample, sampler, json_path) -> Non
         from qbayes.atomic import atomic_path
 
         with atomic_path(json_path) as tmp:
-            tmp.write_text(json.dumps(v.to_dict(), indent=1, allow_nan=True))
+            tmp.write_text(json.dumps(v.record.to_dict(), indent=1, allow_nan=True))
         click.echo(f"wrote {json_path}")

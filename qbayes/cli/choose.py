@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from qbayes.api.choose import DEFAULT_BITS, DEFAULT_GROUPS, DEFAULT_METHODS, read_budget
+from qbayes.api.choose import DEFAULT_BITS, DEFAULT_GROUPS, DEFAULT_METHODS, option_label, read_budget
 from qbayes.cli.accuracy import accuracy_options, load_accuracy
 from qbayes.cli.options import fit_option, load_fit, load_observed, new_level_option, observed_option
 from qbayes.cli.predict import SUFFIXES, _read_queries, _write_atomic, filled_notes
@@ -285,7 +285,7 @@ def choose(budget_gb, budget_gib, top, output_path, task, fp16_acc, accuracy_fit
     if ranked.height == 0:
         smallest = table.sort("memory_gb").row(0, named=True)
         raise QBayesError(
-            f"no option fits in {shown}; the smallest, {_label(smallest, own_method)}, "
+            f"no option fits in {shown}; the smallest, {option_label(smallest, own_method)}, "
             f"needs {smallest['memory_gb'] / per_unit:.2f} {unit}"
         )
     if output_path == "-":
@@ -314,16 +314,6 @@ class View:
     per_unit: float
     tolerance: float
     own_method: frozenset[str]
-
-
-def _label(r: dict, own_method: frozenset[str] = frozenset()) -> str:
-    """An option as people name it; ``own_method``: formats whose name says the method."""
-    if r["method"] == "fp16":
-        return f"{r['model']} fp16"
-    if r["format"] is not None:
-        return f"{r['model']} {r['format']}" + ("" if r["format"] in own_method else f" {r['method']}")
-    group = "per-channel" if r["group_size"] is None else f"g{r['group_size']}"
-    return f"{r['model']} {r['method']} w{r['w_bits']:g} {group}"
 
 
 def sig3(x: float) -> str:
@@ -380,7 +370,7 @@ def _print(ranked, shown: str, n_within: int, view: View, *, overhead_gb: float,
     unseen: dict[str, list[str]] = {}
     outside: dict[str, list[str]] = {}
     for r in ranked.iter_rows(named=True):
-        label = _label(r, view.own_method)
+        label = option_label(r, view.own_method)
         weights = [f"{r['weights_gb'] / view.per_unit:.2f}"] if extras else []
         marks = "*" if any(r[f] for f in OUTSIDE) else ""
         t.add_row(
@@ -429,7 +419,7 @@ def _print_near_misses(table, budget_gb: float, view: View) -> None:
     for r in over.sort("ppl_q50").head(5).iter_rows(named=True):
         need = (r["memory_gb"] - budget_gb) / view.per_unit
         click.echo(
-            f"  {_label(r, view.own_method)}: {r['memory_gb'] / view.per_unit:.2f} {view.unit} "
+            f"  {option_label(r, view.own_method)}: {r['memory_gb'] / view.per_unit:.2f} {view.unit} "
             f"({need:+.2f}), median perplexity {ppl_text(r['ppl_q50'], r['fp16_ppl'])}"
         )
 
@@ -446,7 +436,7 @@ def _print_accuracy(ranked, shown: str, n_within: int, task: str, view: View) ->
         measured = r["method"] == "fp16"
         t.add_row(
             str(r["acc_rank"]),
-            _label(r, view.own_method),
+            option_label(r, view.own_method),
             f"{r['memory_gb'] / view.per_unit:.2f}",
             f"{r['acc_q50']:.1f}",
             "measured" if measured else f"[{r['acc_q05']:.1f}, {r['acc_q95']:.1f}]",

@@ -74,14 +74,6 @@ def new_level_option(f):
     )(f)
 
 
-def refuse_typos(fit, df, where: str, new_ok) -> None:
-    """Refuse values of ``df`` that look like typos of levels ``fit`` knows, on rows not
-    marked ``new_ok`` (a bool for all rows, or a boolean Series)."""
-    from qbayes.model import known_families, unseen
-
-    unseen.refuse_typos(df, fit.encoding, where, new_ok, families=known_families.load())
-
-
 def observed_option(f):
     """``--observed FILE``: rows the user measured, to condition the predictions on."""
     return click.option(

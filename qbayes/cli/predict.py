@@ -70,6 +70,14 @@ def _write_atomic(df, path: Path) -> None:
 @accuracy_options
 @click.option("--draws", type=click.IntRange(50), default=1000, show_default=True, help="posterior draws used")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--quantile",
+    "quantiles",
+    multiple=True,
+    type=click.FloatRange(0.01, 0.99),
+    help="a perplexity quantile to write, in whole percents, as ppl_qNN (repeatable: --quantile 0.1 "
+    "--quantile 0.9)  [default: 0.05, 0.25, 0.5, 0.75, 0.95]",
+)
 @observed_option
 def predict(
     fit_path,
@@ -94,6 +102,7 @@ def predict(
     accuracy_fit_path,
     draws,
     seed,
+    quantiles,
     observed_path,
 ):
     """Predict quantized perplexity with intervals, from a file of queries or one query given by flags.
@@ -104,7 +113,7 @@ def predict(
 
     from qbayes.api.predict import predict_table
     from qbayes.db.named_formats import COLUMN as FORMAT
-    from qbayes.model.predict import OUTPUT_COLUMNS, Predictor
+    from qbayes.model.predict import OUTPUT_COLUMNS, QUANTILES, Predictor
 
     out = None if output_path in (None, "-") else Path(output_path)
     if out is not None and out.suffix not in SUFFIXES:
@@ -165,6 +174,7 @@ def predict(
         new_level=new_level,
         observed=observed,
         accuracy=accuracy,
+        quantiles=quantiles or QUANTILES,
     )
     for line in run.notes:
         click.echo(line, err=True)

@@ -51,18 +51,16 @@ def report(fit_path, validation_paths, out, draws, scenario, seed, accuracy_fit_
 
     The file has its images inline and makes no network request: it opens from a mail
     attachment or an offline disk."""
-    from qbayes import resources
-    from qbayes.model.accuracy import fitfile as accuracy_fitfile
-    from qbayes.report import document as rep
-    from qbayes.report import validation
-    from qbayes.report.decisions import scenario as read_scenario
+    from qbayes.api.model import Model
+    from qbayes.api.report import write_report
 
-    fit = load_fit(fit_path)
-    val = [validation.load(p) for p in validation_paths] or None
-    if scenario is not None:
-        read_scenario(fit, scenario)  # refuses a family the data lack before the work starts
-    acc_path = accuracy_fit_path or resources.shipped_accuracy_fit()
-    accuracy = accuracy_fitfile.load(acc_path) if acc_path is not None else None
-    html = rep.build(fit, val, n_draws=draws, seed=seed, scenario=scenario, accuracy=accuracy)
-    path = rep.write(html, out)
+    path = write_report(
+        Model(load_fit(fit_path)),
+        out=out,
+        validation=validation_paths,
+        draws=draws,
+        scenario=scenario,
+        seed=seed,
+        accuracy_path=accuracy_fit_path,
+    )
     click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")

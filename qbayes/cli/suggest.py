@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from qbayes.cli.options import fit_option, load_fit, load_observed, new_level_option, observed_option, refuse_typos
+from qbayes.cli.options import fit_option, load_fit, load_observed, new_level_option, observed_option
 from qbayes.cli.predict import SUFFIXES, _read_queries, _write_atomic
 from qbayes.errors import QBayesError
 from qbayes.suggest.gpucost import DEVICE_TFLOPS, REFERENCE_DEVICE
@@ -82,20 +82,9 @@ def suggest(
     the batch is chosen greedily, each choice discounting what later runs would repeat."""
     import polars as pl
 
-    from qbayes.model import conditioning
+    from qbayes.api.suggest import suggest_table
     from qbayes.model.predict import Predictor
-    from qbayes.model.unseen import new_ok_values
-    from qbayes.suggest.ranking import (
-        CANDIDATE_COLUMNS,
-        DEFAULT_RUNS,
-        TARGET_COLUMNS,
-        candidate_costs,
-        grid_candidates,
-        rank,
-        ranking_table,
-        runs_table,
-        target_weights,
-    )
+    from qbayes.suggest.ranking import grid_candidates
 
     out = Path(output_path)
     if out.suffix not in SUFFIXES:
@@ -109,10 +98,6 @@ def suggest(
             "--grid and --models go together: the grid's configurations crossed with the manifest's models"
         )
     raw_targets = _read_queries(Path(targets_path))
-    if raw_targets.height == 0:
-        raise QBayesError(f"{targets_path}: no targets")
-    targets = runs_table(raw_targets, where=str(targets_path), own=TARGET_COLUMNS)
-    weights = target_weights(raw_targets, where=str(targets_path))
     if grid_path:
         from qbayes.collect.grid import load_grid
 
@@ -121,45 +106,28 @@ def suggest(
     else:
         raw = _read_queries(Path(candidates_path))
         where = str(candidates_path)
-    if raw.height == 0:
-        raise QBayesError(f"{where}: no candidate runs")
-    candidates = runs_table(raw, where=where, own=CANDIDATE_COLUMNS)
-    costs = candidate_costs(raw, candidates, where=where, device=device)
-    max_runs = top if top is not None or budget_gpu_hours is not None else DEFAULT_RUNS
     fit = load_fit(fit_path)
-    refuse_typos(fit, targets, str(targets_path), new_level or new_ok_values(raw_targets, str(targets_path)))
-    refuse_typos(fit, candidates, where, new_level or new_ok_values(raw, where))
     observed = load_observed(observed_path)
-    predictor = Predictor(fit, n_draws=draws, seed=seed)
-
-    def show(cond):
-        for line in conditioning.unmatched(observed, cond.rows.query) + conditioning.report(cond):
-            click.echo(line, err=True)
-
-    if observed is None and targets["source"].is_null().all() and candidates["source"].is_null().all():
-        click.echo(
-            "targets and candidates without a source share one new-study effect, so every run also "
-            "teaches about it; give the candidates a source (e.g. your lab's) if the targets are other "
-            "studies' numbers",
-            err=True,
-        )
     with _progress() as bar:
         task = bar.add_task("choosing runs", total=None)
-        ranking = rank(
-            predictor,
-            targets,
-            candidates,
-            costs=costs,
-            weights=weights,
-            budget=budget_gpu_hours,
-            max_runs=max_runs,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        result = suggest_table(
+            Predictor(fit, n_draws=draws, seed=seed),
+            raw_targets,
+            raw,
+            targets_where=str(targets_path),
+            candidates_where=where,
+            budget_gpu_hours=budget_gpu_hours,
+            top=top,
+            device=device,
+            new_level=new_level,
             observed=observed,
-            on_conditioned=show,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
-    table = ranking_table(raw, ranking)
+    for line in result.notes:
+        click.echo(line, err=True)
+    table = result.table
     _write_atomic(table, out)
-    _print(table.filter(pl.col("chosen")), ranking, budget_gpu_hours, device)
+    _print(table.filter(pl.col("chosen")), result.ranking, budget_gpu_hours, device)
     click.echo(f"wrote {table.height} ranked candidates to {out}")
 
 

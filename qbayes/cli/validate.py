@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from qbayes.cli.options import database_options, load_databases
+from qbayes.cli.options import database_options
 from qbayes.cli.predict import SUFFIXES, _write_atomic
 from qbayes.errors import QBayesError
 from qbayes.model.samplers import DEFAULT_SAMPLER, SampleConfig
@@ -117,76 +117,41 @@ def validate(
     from rich.console import Console
     from rich.table import Table
 
-    from qbayes.evaluation import crossval
-    from qbayes.evaluation.baselines import BASELINES
-    from qbayes.evaluation.summary import METRICS, ValidationSettings
-    from qbayes.model.fit import FitOptions
-    from qbayes.model.spec import load_spec
-    from qbayes.model.table import training_table
+    from qbayes.api import validate as api
+    from qbayes.evaluation.summary import METRICS
 
+    sample = dict(draws=draws, tune=tune, chains=chains, seed=seed, sampler=sampler, target_accept=target_accept)
     if target == "accuracy":
-        from qbayes.cli.accuracy import validate_accuracy
+        from qbayes.cli.accuracy import print_accuracy_validation
 
         if predictions_path or exclude_family or include_suspect:
             raise QBayesError("--predictions, --exclude-family and --include-suspect are for --target delta")
-        return validate_accuracy(
-            data,
-            scheme,
-            families,
-            SampleConfig(draws=draws, tune=tune, chains=chains, seed=seed, target_accept=target_accept, progress=False),
-            sampler,
-            json_path,
-        )
-    for b in baselines:
-        if b not in BASELINES:
-            raise BASELINES.unknown(b)
+        with Console(stderr=True).status("cross-validating accuracy") as status:
+            result = api.validate_accuracy(
+                data, scheme=scheme, families=families, progress=lambda m: status.update(m), **sample
+            )
+        return print_accuracy_validation(result, scheme, json_path)
     if predictions_path and Path(predictions_path).suffix not in SUFFIXES:
         raise QBayesError(f"--predictions {predictions_path}: output must end in .csv or .parquet")
-    specs = [load_spec(m) for m in models]
-    rows = rows or (specs[0].rows if specs else "published")
-    db = load_databases(data)
-    table = training_table(db, exclude_families=tuple(exclude_family), include_suspect=include_suspect, rows=rows)
-    folds = crossval.make_folds(
-        table["family"], scheme=scheme, released=crossval.family_release(db.models), only=families
-    )
-    opts = FitOptions(
-        sampler=sampler,
-        sample=SampleConfig(
-            draws=draws, tune=tune, chains=chains, seed=seed, target_accept=target_accept, progress=False
-        ),
-    )
-    console = Console(stderr=True)
-    with console.status("cross-validating") as status:
-        results = crossval.run(
-            table,
-            bayes_models=models,
+    with Console(stderr=True).status("cross-validating") as status:
+        result = api.validate(
+            data,
+            models=models,
             baselines=baselines,
-            opts=opts,
-            folds=folds,
-            seed=seed,
-            progress=lambda m: status.update(m),
-            reveals=sorted(set(reveals)),
+            scheme=scheme,
+            families=families,
+            exclude_families=exclude_family,
+            include_suspect=include_suspect,
+            rows=rows,
+            reveals=reveals,
             reveal_rule=reveal_rule,
+            progress=lambda m: status.update(m),
+            **sample,
         )
-    settings = ValidationSettings(
-        scheme=scheme,
-        draws=draws,
-        tune=tune,
-        chains=chains,
-        seed=seed,
-        sampler=sampler,
-        target_accept=target_accept,
-        rows=table.height,
-        row_kind=rows,
-        families=tuple(f.family for f in folds),
-        folds={f.family: f.train for f in folds},
-    )
-    reveals = sorted(set(reveals))
-    reference = crossval.reveal_name(models[0], reveals[-1], reveals) if models else None
-    summary = crossval.summarise(results, settings, reference=reference)
+    summary, reveals = result.summary, list(result.reveals)
 
     out = Console()
-    name = {"lofo": "Leave-one-family-out", "forward": "Forward (from earlier families)"}[scheme]
+    name = api.SCHEME_NAMES[scheme]
     for title, rows, names in (
         ("overall", summary.overall, ("model",)),
         ("rows of 3 or more bits", summary.overall_3bits, ("model",)),
@@ -223,8 +188,16 @@ def validate(
         )
         for c in ("model", "K", "rows", "n", "MdAE", "median 90% width", "90% cov."):
             t.add_column(c, justify="left" if c in ("model", "rows") else "right")
-        for r in crossval.reveal_scores(results, reveals):
-            t.add_row(r.model, str(r.k), r.rows, str(r.n), f"{r.mdae:.4f}", f"{r.width90:.4f}", f"{r.cov90:.2f}")
+        for r in result.reveal.iter_rows(named=True):
+            t.add_row(
+                r["model"],
+                str(r["k"]),
+                r["rows"],
+                str(r["n"]),
+                f"{r['mdae']:.4f}",
+                f"{r['width90']:.4f}",
+                f"{r['cov90']:.2f}",
+            )
         out.print(t)
     if json_path:
         from qbayes.atomic import atomic_path
@@ -233,6 +206,6 @@ def validate(
             tmp.write_text(json.dumps(summary.to_dict(), indent=1, allow_nan=False))
         click.echo(f"wrote {json_path}")
     if predictions_path:
-        preds = crossval.predictions_table(results)
+        preds = result.predictions
         _write_atomic(preds, Path(predictions_path))
         click.echo(f"wrote {predictions_path} ({preds.height} rows: held-out rows x models)")
