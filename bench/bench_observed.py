@@ -3,12 +3,14 @@ family the fit has not seen and 1,000 queries, start-up included (issue 32's tar
 
     python bench/bench_observed.py [--repeat 3]
 
-Prints the wall time of each run, with and without --observed, and the ESS line.
+Prints the wall time of each run, with and without --observed, the CPU time it used (user +
+system: on a shared machine the wall time also counts the wait for a core) and the ESS line.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import subprocess
 import sys
 import tempfile
@@ -68,12 +70,15 @@ def main() -> None:
         for label, cmd in (("plain", base), ("--observed", [*base, "--observed", str(obs)])):
             for i in range(args.repeat):
                 t = time.perf_counter()
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 r = subprocess.run(cmd, capture_output=True, text=True)
                 wall = time.perf_counter() - t
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
                 if r.returncode:
                     sys.exit(r.stderr)
                 ess = next((line for line in r.stderr.splitlines() if "effective sample size" in line), "")
-                print(f"{label:>11} run {i + 1}: {wall:.2f} s  {ess}")
+                print(f"{label:>11} run {i + 1}: {wall:.2f} s wall, {cpu:.2f} s CPU  {ess}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ absolute error of delta, CRPS, 90% coverage) after each step.
 
 The update is not a refit (a fit per step and strategy would take hours here): it is the
 Gaussian (Kalman) update that suggest itself assumes, applied to the posterior draws of
-eta = ln(mu + shift) of the test and pool rows (qbayes.suggest.ranking.observe; an ensemble
+eta = ln(mu + shift) of the test and pool rows (qbayes.model.conditioning.observe_gaussian; an ensemble
 square-root Kalman filter). The noise parameters are not updated. ``--refit`` checks it:
 after the last step it refits the model to the training data plus the rows chosen by
 suggest and by the first random seeds (``--refit-at``: after other numbers of runs too),
@@ -36,12 +36,13 @@ from qbayes.db import store
 from qbayes.evaluation.crossval import QGRID, crps, scores
 from qbayes.jsonsafe import json_safe
 from qbayes.model import fitfile
+from qbayes.model.conditioning import anomalies, effective_noise_var, likelihood_draws, observe_gaussian
 from qbayes.model.encoding import family_tokens
 from qbayes.model.graph import log_target
 from qbayes.model.predict import DELTA_MAX, Predictor, row_quantiles
 from qbayes.model.table import STANDARD, training_table
 from qbayes.suggest.gpucost import Costs
-from qbayes.suggest.ranking import anomalies, effective_noise_var, greedy, observe, predictor_draws
+from qbayes.suggest.ranking import greedy
 
 COLLAPSE = 3.0  # nats: a perplexity ratio of 20, a broken model
 
@@ -98,7 +99,7 @@ def run_strategy(r: Replay, *, pick, steps: int, batch: int, seed: int) -> tuple
     curve = [{"runs": 0, **predictive_scores(r, mean, anom, seed=seed)}]
     for _ in range(steps):
         take = pick(mean, anom, remaining)[:batch]
-        mean, anom = observe(mean, anom, take, r.y[take], r.noise_var[take])
+        mean, anom = observe_gaussian(mean, anom, take, r.y[take], r.noise_var[take])
         chosen += take
         remaining = [i for i in remaining if i not in set(take)]
         curve.append({"runs": len(chosen), **predictive_scores(r, mean, anom, seed=seed)})
@@ -238,7 +239,7 @@ def replay_split(fit, rows: pl.DataFrame, args, *, seed: int) -> Split:
     n_test = int(round(args.test_share * rows.height))
     test, pool = rows[perm[:n_test]], rows[perm[n_test:]]
     table = pl.concat([test, pool]).select(list(STANDARD))
-    pd = predictor_draws(Predictor(fit, n_draws=args.draws, seed=seed), table)
+    pd = likelihood_draws(Predictor(fit, n_draws=args.draws, seed=seed), table)
     delta = pl.concat([test, pool]).get_column("delta").to_numpy()
     r = Replay(
         n_test=n_test,

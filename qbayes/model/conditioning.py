@@ -32,6 +32,7 @@ from qbayes.db.named_formats import expand as expand_formats
 from qbayes.errors import QBayesError
 from qbayes.model.covariates import Covariates
 from qbayes.model.encoding import ReadTable
+from qbayes.model.fitfile import Fit
 from qbayes.model.mean import (
     design_matrix,
     mean_degradation,
@@ -242,6 +243,19 @@ def _with_units(draws: Draws, units: Units, z: np.ndarray) -> Draws:
     return Draws(p=p, log_tokens=draws.log_tokens, seed=draws.seed, fresh=fresh)
 
 
+def location_scale(fit: Fit, p: dict[str, np.ndarray], d: Covariates, mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The model's likelihood of rows with covariates ``d`` and mean degradation ``mu``
+    (N, S) under draws ``p``: its location and scale (N, S) per draw, on the scale the fit's
+    target lives on (ln(delta + shift) for the log-scale Student-t, delta itself for the raw
+    one). The one place conditioning reads the likelihood's form: the exact update of
+    measured rows (:func:`update`) and the Gaussian form for rows not yet measured
+    (:func:`likelihood_draws`) both go through it."""
+    if fit.spec.likelihood == "log_student_t":
+        scale = relative_noise(p, d, fit.spec.noise, np).astype(np.float64)
+        return np.log(mu + fit.spec.log_shift), np.broadcast_to(scale, mu.shape)
+    return mu, noise_scale({k: v.astype(np.float64) for k, v in p.items()}, mu)
+
+
 class _Likelihood:
     """The model's log-likelihood of the observed rows per draw, for any value of the unit
     effects: the linear predictor without them is computed once, and each z adds
@@ -255,14 +269,10 @@ class _Likelihood:
         self.extra = np.zeros((d.n, draws.n)) if extra is None else extra.astype(np.float64)
         self.log_d = _log_d_missing(self.base, d)
         self.nu = draws.p["nu"][0].astype(np.float64) if "nu" in draws.p else None
-        self.log_shift = fit.spec.log_shift
         self.y = delta[:, None]
         if fit.spec.likelihood == "log_student_t":
             # the fit's target, graph.log_target (not imported: prediction runs without PyMC)
-            self.y = np.log(np.maximum(self.y, -self.log_shift / 2) + self.log_shift)
-            self.scale = np.broadcast_to(
-                relative_noise(draws.p, d, fit.spec.noise, np).astype(np.float64), (d.n, draws.n)
-            )
+            self.y = np.log(np.maximum(self.y, -fit.spec.log_shift / 2) + fit.spec.log_shift)
         # the Student-t density's constant per draw
         self.const = (
             None
@@ -310,9 +320,7 @@ class _Likelihood:
     def location_scale(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N_obs, S) location and scale of the likelihood with unit effects ``z`` (K, S)."""
         mu = self._mean(self.units.loading @ (self.units.sd * z))
-        if self.fit.spec.likelihood == "log_student_t":
-            return np.log(mu + self.log_shift), self.scale
-        return mu, noise_scale({k: v.astype(np.float64) for k, v in self.base.p.items()}, mu)
+        return location_scale(self.fit, self.base.p, self.d, mu)
 
     def loglik(self, loc: np.ndarray, scale: np.ndarray) -> np.ndarray:
         """(S,) log-likelihood of all observed rows at location and scale (N_obs, S)."""
@@ -524,3 +532,87 @@ def report(c: Conditioned) -> list[str]:
             "structure"
         )
     return lines
+
+
+# Rows not measured yet (``qbayes suggest``'s candidate runs): what a row would teach before its
+# value is known. The draws of the likelihood's location for all rows, read through the same
+# :func:`location_scale` as the exact update, are approximated by a Gaussian, whose conditioning
+# on a row is closed-form and does not depend on the value the row will turn out to have.
+
+
+@dataclass(frozen=True)
+class LikelihoodDraws:
+    """Per row and posterior draw: ``eta`` (N, S), the location of the likelihood, and
+    ``scale`` (N, S), its noise scale; ``nu`` (S,) its dof (None: normal noise). For the
+    log-scale likelihood ``log_shift`` is its shift (eta = ln(mu + log_shift)); None on
+    the raw scale."""
+
+    eta: np.ndarray
+    scale: np.ndarray
+    nu: np.ndarray | None
+    log_shift: float | None
+
+
+def likelihood_draws(predictor: Predictor, table: pl.DataFrame | Prepared) -> LikelihoodDraws:
+    """The likelihood's location and noise of every row of a standard table
+    (queries.query_table), or of rows already prepared (:func:`condition`'s), from the same
+    posterior draws. The rows are encoded together, so unseen levels they share (a new
+    family, source or evaluation set) are one effect with one draw per sample, as in
+    :meth:`Predictor.predict`."""
+    fit, draws = predictor.fit, predictor.draws
+    rows = table if isinstance(table, Prepared) else predictor.prepare(table)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mu = predictor.mean(rows).astype(np.float64)
+    eta, scale = location_scale(fit, draws.p, rows.covariates, mu)
+    nu = draws.p["nu"][0].astype(np.float64) if "nu" in draws.p else None
+    shift = fit.spec.log_shift if fit.spec.likelihood == "log_student_t" else None
+    return LikelihoodDraws(eta=eta, scale=scale, nu=nu, log_shift=shift)
+
+
+def effective_noise_var(*, scale: np.ndarray, nu: np.ndarray | None) -> np.ndarray:
+    """(N,): the variance of a normal observation that carries as much information about
+    the location as one Student-t observation does, averaged over draws. A t with scale s
+    and dof nu has Fisher information (nu + 1) / ((nu + 3) s^2) for its location, so the
+    variance is s^2 (nu + 3) / (nu + 1): finite for every nu, unlike the t's own variance
+    s^2 nu / (nu - 2), and s^2 for normal noise."""
+    factor = 1.0 if nu is None else (nu + 3.0) / (nu + 1.0)
+    return np.mean(scale**2 * factor, axis=1)
+
+
+def anomalies(eta: np.ndarray) -> np.ndarray:
+    """(N, S) centred draws over sqrt(S): the covariance of the rows is ``A @ A.T``."""
+    eta = np.asarray(eta, dtype=np.float64)
+    return (eta - eta.mean(axis=1, keepdims=True)) / np.sqrt(eta.shape[1])
+
+
+def single_reductions(*, cross: np.ndarray, var: np.ndarray, noise_var: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(C,): the weighted reduction of the targets' variance from measuring each candidate
+    alone. ``cross`` (T, C) is Cov(targets, candidates), ``var`` (C,) the candidates'
+    variances, ``noise_var`` (C,) their observation noise, ``weights`` (T,)."""
+    return weights @ cross**2 / (np.maximum(var, 0.0) + noise_var)
+
+
+def downdate(a: np.ndarray, row: int, noise_var: float) -> np.ndarray:
+    """Anomalies (N, S) after observing row ``row`` with noise of variance ``noise_var``:
+    Potter's square-root update, ``A - beta (A a) a^T`` with ``a = A[row]``, so that
+    ``A' A'^T = P - P h h^T P / (h^T P h + noise_var)`` exactly."""
+    x = a[row].copy()
+    d = x @ x + noise_var
+    if d <= 0:
+        return a
+    beta = 1.0 / (d + np.sqrt(noise_var * d))
+    return a - beta * np.outer(a @ x, x)
+
+
+def observe_gaussian(mean: np.ndarray, a: np.ndarray, rows, y, noise_var) -> tuple[np.ndarray, np.ndarray]:
+    """The Gaussian (mean (N,), anomalies (N, S)) after observing ``y`` at ``rows`` (one
+    after the other, each with its noise variance): the Kalman update that suggest's
+    ranking assumes, used by its replay to update the draws."""
+    mean = mean.copy()
+    for r, obs, nv in zip(np.atleast_1d(rows), np.atleast_1d(y), np.atleast_1d(noise_var)):
+        x = a[r]
+        d = x @ x + nv
+        if d > 0:
+            mean += (a @ x) * (obs - mean[r]) / d
+            a = downdate(a, int(r), float(nv))
+    return mean, a

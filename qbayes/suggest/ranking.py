@@ -1,13 +1,15 @@
 """Which runs to collect next: candidates ranked by how much measuring each would sharpen
 the predictions of a set of targets (docs/suggest.md).
 
-What the posterior knows about a row is summarised by its location on the likelihood's
-scale, eta = ln(mu + log_shift) for the log-scale Student-t (mu itself for the raw-scale
-one), one value per posterior draw. The draws of eta for targets and candidates, computed
-together, are approximated by a Gaussian: their mean and covariance ``A @ A.T`` with the
-anomalies ``A = (eta - mean) / sqrt(S)``, (T + C) x S. Measuring candidate c observes
-``y_c = eta_c + e_c``, with e_c's variance that of the likelihood's noise
-(:func:`effective_noise_var`). Conditioning on y_c lowers target t's variance by
+What a row teaches is decided in one module, qbayes.model.conditioning, for measured rows
+(``--observed``: the exact update of the draws) and for rows not measured yet (the candidate
+runs here: its Gaussian form). There, what the posterior knows about a row is its location
+on the likelihood's scale, eta = ln(mu + log_shift) for the log-scale Student-t (mu itself
+for the raw-scale one), one value per posterior draw (conditioning.likelihood_draws). The
+draws of eta for targets and candidates, computed together, are approximated by a Gaussian:
+their mean and covariance ``A @ A.T`` with the anomalies ``A = (eta - mean) / sqrt(S)``,
+(T + C) x S. Measuring candidate c observes ``y_c = eta_c + e_c``, with e_c's variance that
+of the likelihood's noise (conditioning.effective_noise_var). Conditioning on y_c lowers target t's variance by
 ``Cov(eta_t, eta_c)^2 / (Var eta_c + var e_c)`` whatever y_c turns out to be; the
 weighted sum over targets is the candidate's value. A batch is chosen greedily by value
 per GPU hour, each choice conditioning the Gaussian (a rank-one downdate of its
@@ -31,9 +33,15 @@ from qbayes.collect.manifest import ModelEntry
 from qbayes.errors import QBayesError, suggest
 from qbayes.formats import parse_format
 from qbayes.model import conditioning
-from qbayes.model.conditioning import Conditioned, Observed
-from qbayes.model.mean import noise_scale, relative_noise
-from qbayes.model.predict import Predictor, Prepared
+from qbayes.model.conditioning import (
+    Conditioned,
+    Observed,
+    anomalies,
+    effective_noise_var,
+    likelihood_draws,
+    single_reductions,
+)
+from qbayes.model.predict import Predictor
 from qbayes.model.queries import QUERY_OPTIONAL, QUERY_REQUIRED, query_table
 from qbayes.suggest.gpucost import REFERENCE_DEVICE, Costs, run_costs
 
@@ -169,87 +177,6 @@ def grid_candidates(grid: Grid, models: pl.DataFrame, *, where: str) -> pl.DataF
 
 
 @dataclass(frozen=True)
-class PredictorDraws:
-    """Per row and posterior draw: ``eta`` (N, S), the location of the likelihood, and
-    ``scale`` (N, S), its noise scale; ``nu`` (S,) its dof (None: normal noise). For the
-    log-scale likelihood ``log_shift`` is its shift (eta = ln(mu + log_shift)); None on
-    the raw scale."""
-
-    eta: np.ndarray
-    scale: np.ndarray
-    nu: np.ndarray | None
-    log_shift: float | None
-
-
-def predictor_draws(predictor: Predictor, table: pl.DataFrame | Prepared) -> PredictorDraws:
-    """The one place suggest reads the model: eta and the noise of every row of a standard
-    table (queries.query_table), or of rows already prepared (conditioning.condition's),
-    from the same posterior draws. The rows are encoded together, so unseen levels they
-    share (a new family, source or evaluation set) are one effect with one draw per sample,
-    as in :meth:`Predictor.predict`."""
-    fit, draws = predictor.fit, predictor.draws
-    rows = table if isinstance(table, Prepared) else predictor.prepare(table)
-    covs = rows.covariates
-    with np.errstate(over="ignore", invalid="ignore"):
-        mu = predictor.mean(rows).astype(np.float64)
-    nu = draws.p["nu"][0].astype(np.float64) if "nu" in draws.p else None
-    if fit.spec.likelihood == "log_student_t":
-        shift = fit.spec.log_shift
-        scale = relative_noise(draws.p, covs, fit.spec.noise, np).astype(np.float64)
-        return PredictorDraws(eta=np.log(mu + shift), scale=np.broadcast_to(scale, mu.shape), nu=nu, log_shift=shift)
-    return PredictorDraws(eta=mu, scale=noise_scale(draws.p, mu).astype(np.float64), nu=nu, log_shift=None)
-
-
-def effective_noise_var(*, scale: np.ndarray, nu: np.ndarray | None) -> np.ndarray:
-    """(N,): the variance of a normal observation that carries as much information about
-    the location as one Student-t observation does, averaged over draws. A t with scale s
-    and dof nu has Fisher information (nu + 1) / ((nu + 3) s^2) for its location, so the
-    variance is s^2 (nu + 3) / (nu + 1): finite for every nu, unlike the t's own variance
-    s^2 nu / (nu - 2), and s^2 for normal noise."""
-    factor = 1.0 if nu is None else (nu + 3.0) / (nu + 1.0)
-    return np.mean(scale**2 * factor, axis=1)
-
-
-def anomalies(eta: np.ndarray) -> np.ndarray:
-    """(N, S) centred draws over sqrt(S): the covariance of the rows is ``A @ A.T``."""
-    eta = np.asarray(eta, dtype=np.float64)
-    return (eta - eta.mean(axis=1, keepdims=True)) / np.sqrt(eta.shape[1])
-
-
-def single_reductions(*, cross: np.ndarray, var: np.ndarray, noise_var: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """(C,): the weighted reduction of the targets' variance from measuring each candidate
-    alone. ``cross`` (T, C) is Cov(targets, candidates), ``var`` (C,) the candidates'
-    variances, ``noise_var`` (C,) their observation noise, ``weights`` (T,)."""
-    return weights @ cross**2 / (np.maximum(var, 0.0) + noise_var)
-
-
-def condition(a: np.ndarray, row: int, noise_var: float) -> np.ndarray:
-    """Anomalies (N, S) after observing row ``row`` with noise of variance ``noise_var``:
-    Potter's square-root update, ``A - beta (A a) a^T`` with ``a = A[row]``, so that
-    ``A' A'^T = P - P h h^T P / (h^T P h + noise_var)`` exactly."""
-    x = a[row].copy()
-    d = x @ x + noise_var
-    if d <= 0:
-        return a
-    beta = 1.0 / (d + np.sqrt(noise_var * d))
-    return a - beta * np.outer(a @ x, x)
-
-
-def observe(mean: np.ndarray, a: np.ndarray, rows, y, noise_var) -> tuple[np.ndarray, np.ndarray]:
-    """The Gaussian (mean (N,), anomalies (N, S)) after observing ``y`` at ``rows`` (one
-    after the other, each with its noise variance): the Kalman update that
-    :func:`greedy` assumes, used by the replay to update the draws."""
-    mean = mean.copy()
-    for r, obs, nv in zip(np.atleast_1d(rows), np.atleast_1d(y), np.atleast_1d(noise_var)):
-        x = a[r]
-        d = x @ x + nv
-        if d > 0:
-            mean += (a @ x) * (obs - mean[r]) / d
-            a = condition(a, int(r), float(nv))
-    return mean, a
-
-
-@dataclass(frozen=True)
 class Selection:
     """Candidates chosen, in order (``order``), each with the reduction of the targets'
     weighted variance it brought given the earlier ones (``gain``), the GPU hours it added
@@ -369,11 +296,11 @@ def rank(
     w = np.ones(t) if weights is None else np.asarray(weights, dtype=np.float64)
     both = pl.concat([targets, candidates], how="vertical_relaxed")
     if observed is None:
-        pd = predictor_draws(predictor, both)
+        pd = likelihood_draws(predictor, both)
     else:
         cond = conditioning.condition(predictor, observed, both)
         on_conditioned(cond)
-        pd = predictor_draws(cond.predictor, cond.rows)
+        pd = likelihood_draws(cond.predictor, cond.rows)
     anom = anomalies(pd.eta)
     noise = effective_noise_var(scale=pd.scale[t:], nu=pd.nu)
     cross = anom[:t] @ anom[t:].T

@@ -15,6 +15,7 @@ from qbayes.model import conditioning
 from qbayes.model.fit import fit_table
 from qbayes.model.predict import Predictor
 from qbayes.model.spec import load_spec
+from qbayes.suggest.ranking import runs_table
 
 from helpers import SMALL, tree_digest
 
@@ -239,3 +240,35 @@ def test_validation_baselines_train_on_the_revealed_rows(table):
     held = sub.filter(pl.col("family") == "BLOOM")
     assert out[0].y.size == out[1].y.size == int((~reveal_mask(held, 2, "nearest4")).sum())
     assert not np.allclose(out[0].q, out[1].q)
+
+
+def test_gaussian_form_predicts_what_the_exact_update_teaches(small_fit):
+    """What suggest expects a run to teach (the Gaussian form of conditioning) is what the
+    exact update does once the run is measured: a run of a new family, measured at values
+    drawn from its own predictive, leaves the target of that family with about the variance
+    the Gaussian form promised, and much less than before."""
+    new = {"family": "NewFam", "model": "NewFam-7B", "params_b": 7.0, "eval_set": "wikitext2", "group_size": 128}
+    rows = pl.DataFrame([{**new, "method": "GPTQ", "w_bits": 3.0}, {**new, "method": "AWQ", "w_bits": 4.0}])
+    table = conditioning.as_observed_source(runs_table(rows, where="rows"))
+    predictor = Predictor(small_fit, n_draws=400, seed=1)
+    ld = conditioning.likelihood_draws(predictor, table)
+    a = conditioning.anomalies(ld.eta)
+    noise = conditioning.effective_noise_var(scale=ld.scale[1:], nu=ld.nu)
+    before = float(a[0] @ a[0])
+    promised = before - float(
+        conditioning.single_reductions(
+            cross=a[:1] @ a[1:].T, var=np.array([a[1] @ a[1]]), noise_var=noise, weights=np.ones(1)
+        )[0]
+    )
+    rng = np.random.default_rng(0)
+    after = []
+    for _ in range(6):
+        s = rng.integers(ld.eta.shape[1])
+        y = ld.eta[1, s] + ld.scale[1, s] * rng.standard_t(ld.nu[s])
+        delta = np.exp(y) - ld.log_shift
+        observed = conditioning.Observed(table=table.slice(1), delta=np.array([delta]), row=np.array([1]), where="t")
+        cond = conditioning.condition(predictor, observed, table.slice(0, 1))
+        after.append(conditioning.likelihood_draws(cond.predictor, cond.rows).eta[0].var())
+    achieved = float(np.mean(after))
+    assert promised < 0.7 * before
+    assert 0.5 * promised < achieved < 2.0 * promised

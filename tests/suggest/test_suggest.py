@@ -9,21 +9,18 @@ import polars as pl
 import pytest
 
 from qbayes.errors import QBayesError
+from qbayes.model.conditioning import (
+    anomalies,
+    downdate,
+    effective_noise_var,
+    likelihood_draws,
+    observe_gaussian,
+    single_reductions,
+)
 from qbayes.model.predict import Predictor
 from qbayes.model.queries import query_table
 from qbayes.suggest.gpucost import Costs, run_costs
-from qbayes.suggest.ranking import (
-    MIN_SHARE,
-    anomalies,
-    condition,
-    effective_noise_var,
-    greedy,
-    observe,
-    predictor_draws,
-    rank,
-    runs_table,
-    single_reductions,
-)
+from qbayes.suggest.ranking import MIN_SHARE, greedy, rank, runs_table
 
 
 def _joint(seed: int, n: int = 12, s: int = 40) -> np.ndarray:
@@ -52,10 +49,10 @@ def test_condition_is_the_exact_kalman_covariance_and_observe_the_joint_conditio
     eta = _joint(1)
     a = anomalies(eta)
     p = a @ a.T
-    a1 = condition(a, 3, 0.2)
+    a1 = downdate(a, 3, 0.2)
     np.testing.assert_allclose(a1 @ a1.T, _conditional_cov(p, [3], np.array([0.2])), atol=1e-10)
     rows, y, noise = [3, 7, 5], np.array([1.0, -2.0, 0.5]), np.array([0.2, 0.5, 0.1])
-    mean, a3 = observe(eta.mean(axis=1), a, rows, y, noise)
+    mean, a3 = observe_gaussian(eta.mean(axis=1), a, rows, y, noise)
     np.testing.assert_allclose(a3 @ a3.T, _conditional_cov(p, rows, noise), atol=1e-10)
     m0 = eta.mean(axis=1)
     want = m0 + p[:, rows] @ np.linalg.solve(p[np.ix_(rows, rows)] + np.diag(noise), y - m0[rows])
@@ -211,12 +208,12 @@ def test_a_candidate_identical_to_a_target_teaches_it_most_and_another_family_li
     assert same < r.target_var[0]  # measuring never removes all: the run itself is noisy
 
 
-def test_predictor_draws_share_a_new_family_effect_across_rows(small_fit):
+def test_likelihood_draws_share_a_new_family_effect_across_rows(small_fit):
     new = {"family": "Zeta", "model": "Zeta-7B", "arch": "rmsnorm+swiglu", "train_tokens_b": 1000.0}
     table = query_table(
         pl.DataFrame([_rows(**new, fp16_ppl=6.0), _rows(**new, w_bits=4.0, fp16_ppl=6.0), _rows(fp16_ppl=6.0)])
     )
-    pd = predictor_draws(Predictor(small_fit, n_draws=300), table)
+    pd = likelihood_draws(Predictor(small_fit, n_draws=300), table)
     assert pd.eta.shape == (3, 300) and pd.scale.shape == (3, 300) and pd.log_shift == small_fit.spec.log_shift
     corr = np.corrcoef(pd.eta)
     assert corr[0, 1] > 0.5  # one family effect, drawn once per sample, moves both rows
