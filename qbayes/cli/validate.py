@@ -119,6 +119,7 @@ def validate(
 
     from qbayes.evaluation import crossval
     from qbayes.evaluation.baselines import BASELINES
+    from qbayes.evaluation.exceed import CLASSIFIERS
     from qbayes.evaluation.summary import METRICS, ValidationSettings
     from qbayes.model.fit import FitOptions
     from qbayes.model.spec import load_spec
@@ -167,6 +168,8 @@ def validate(
             progress=lambda m: status.update(m),
             reveals=sorted(set(reveals)),
             reveal_rule=reveal_rule,
+            # with the baselines, the classifiers of delta > 1 nat they are compared against
+            classifiers=tuple(CLASSIFIERS) if baselines else (),
         )
     settings = ValidationSettings(
         scheme=scheme,
@@ -214,6 +217,18 @@ def validate(
             t.add_column(c, justify="left" if c == "model" else "right")
         for g in summary.gaps:
             t.add_row(g.model, *(f"{v:+.4f}" for v in (g.gap, g.lo, g.hi)), f"{g.p_reference_better:.2f}")
+        out.print(t)
+    if summary.brier:
+        t = Table(
+            title="Brier score of P(delta > 1 nat) over all held-out rows (lower is better; "
+            "exceed_forest and exceed_frequency are classifiers made for the question)",
+            title_justify="left",
+        )
+        for c in ("model", "n", "Brier", "share > 1 nat"):
+            t.add_column(c, justify="left" if c == "model" else "right")
+        for b in summary.brier:
+            if b.family == "all":
+                t.add_row(b.model, str(b.n), f"{b.brier:.4f}", f"{b.share:.3f}")
         out.print(t)
     if reveals != [0]:
         t = Table(

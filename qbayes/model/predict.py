@@ -211,6 +211,16 @@ def collapse_draws(fit: Fit, d: Covariates, draws: Draws, mu: np.ndarray) -> Col
     return CollapseDraws(level=p["ceiling"], probability=collapse.probability(p, d, mu, spec, fit.spec.log_shift))
 
 
+def expected_draws(fit: Fit, d: Covariates, draws: Draws) -> np.ndarray:
+    """(N, S) the degradation each draw expects, without observation noise: the law's mean,
+    or for a [collapse] spec the mixture's, (1 - p) * law mean + p * collapse level."""
+    mu = mean_draws(fit, d, draws)
+    parts = collapse_draws(fit, d, draws, mu)
+    if parts is None:
+        return mu
+    return (1.0 - parts.probability) * mu + parts.probability * parts.level
+
+
 def log_shifted_draws(
     fit: Fit,
     d: Covariates,
@@ -363,6 +373,10 @@ class Predictor:
     def mean(self, rows: Prepared) -> np.ndarray:
         """Mean degradation per row and draw, (N, S), without observation noise."""
         return mean_draws(self.fit, rows.covariates, self.draws)
+
+    def expected(self, rows: Prepared) -> np.ndarray:
+        """The degradation each draw expects, (N, S), collapses included (:func:`expected_draws`)."""
+        return expected_draws(self.fit, rows.covariates, self.draws)
 
     def delta(
         self, rows: Prepared, *, rng: np.random.Generator | None = None, independent_noise: bool = False
