@@ -104,8 +104,8 @@ def test_population_of_vocabulary_sizes():
 def test_collapsed_rows_get_a_high_collapse_probability_and_hold_rows_a_low_one(collapse_fit):
     """In sample: rows that collapsed (delta > 8 nats) get a far higher p_collapse than 4-bit
     rows, which are near 0; the predictive given no collapse sits below the whole predictive."""
-    rows = collapse_fit.training
-    pred = Predictor(collapse_fit, n_draws=300).predict(rows.drop("delta", "doubt"))
+    rows = collapse_fit.data
+    pred = Predictor(collapse_fit, n_draws=300).predict(rows.drop("delta", "doubt", strict=False))
     p = pred["p_collapse"].to_numpy()
     delta = rows["delta"].to_numpy()
     assert np.all((p >= 0) & (p <= 1))
@@ -120,7 +120,7 @@ def test_a_query_without_a_known_vocabulary_draws_one(collapse_fit):
     """A family neither the fit nor the table of known families knows, without vocab_size,
     takes ln V from the population of known sizes; a family the table knows takes its size;
     a larger vocabulary means a higher collapse level, so a higher expected degradation."""
-    q = collapse_fit.training.filter(pl.col("delta") > 8).head(1).drop("delta", "doubt")
+    q = collapse_fit.data.filter(pl.col("delta") > 8).head(1).drop("delta", "doubt", strict=False)
     q = q.with_columns(pl.lit("Newfam").alias("family"), pl.lit("Newfam-7B").alias("model"))
     pr = Predictor(collapse_fit, n_draws=300)
     unknown = pr.prepare(q)
