@@ -94,6 +94,21 @@ def test_pymc_mixture_matches_the_numpy_density(table):
     assert logp == pytest.approx(expected, rel=1e-8)
 
 
+def test_a_collapse_model_refuses_training_rows_without_a_vocabulary(table):
+    """Its collapse level needs ln V for every training row: a row without one (a model
+    neither the models table nor the known families give a size for) stops the build."""
+    from qbayes.errors import QBayesError
+    from qbayes.model.graph import build_model
+
+    sub = table.head(50).with_columns(
+        pl.lit("Mystery").alias("family"), pl.lit(None, dtype=pl.Float64).alias("vocab_size")
+    )
+    enc = Encoding.from_table(sub)
+    d = covariates(enc.read(sub))
+    with pytest.raises(QBayesError, match="50 rows have none.*vocab_size"):
+        build_model(load_spec("hierarchical-v3d"), d, enc, sub["delta"].to_numpy())
+
+
 def test_population_of_vocabulary_sizes():
     m, sd = collapse.population({"a": 32000.0, "b": 32000.0, "c": 151936.0, "d": 256000.0})
     logs = np.log([32000.0, 151936.0, 256000.0])  # distinct sizes, each once
