@@ -1,6 +1,6 @@
 """Fixtures shared by all tests: the CLI run in-process, a private copy of the shipped
-database, and small real fits (two families, short chains) of the default model and of the
-comparison model with block-design effects."""
+database, and small real fits (two families, short chains) of the default model, of the
+comparison model with block-design effects, and of a small model with a collapse regime."""
 
 from __future__ import annotations
 
@@ -86,3 +86,40 @@ def arch_fit_path(tmp_path_factory, table):
 @pytest.fixture(scope="session")
 def arch_fit(arch_fit_path):
     return fitfile.load(arch_fit_path)
+
+
+# a small model with a collapse regime (spec [collapse], qbayes/model/collapse.py): few
+# effects, so that it compiles and samples in a fraction of the default model's time
+COLLAPSE_SPEC = """
+name = "collapse-small"
+likelihood = "log_student_t"
+rows = "published"
+curvature = "low_bits"
+noise = ["low_bits", "per_channel"]
+[priors]
+gamma_d = { mu = 0.0, sigma = 0.25 }
+[collapse]
+by = { method = 1.0 }
+[effects.method]
+intercept = true
+bits_slope = true
+per_channel = true
+fixed_sd = { intercept = 1.0, bits_slope = 0.3, per_channel = 0.7 }
+[effects.family]
+intercept = true
+bits_slope = true
+fixed_sd = { intercept = 0.7, bits_slope = 0.15 }
+"""
+
+
+@pytest.fixture(scope="session")
+def collapse_fit_path(tmp_path_factory, table):
+    """The small collapse model on the rows of small_fit (OPT and LLaMA-1, wikitext2), saved."""
+    spec = tmp_path_factory.mktemp("spec") / "collapse-small.toml"
+    spec.write_text(COLLAPSE_SPEC)
+    return _fit_two_families(tmp_path_factory, table, str(spec), "collapse.nc")
+
+
+@pytest.fixture(scope="session")
+def collapse_fit(collapse_fit_path):
+    return fitfile.load(collapse_fit_path)

@@ -17,6 +17,7 @@ from qbayes.errors import QBayesError
 from qbayes.evaluation import accuracy as acc_cv
 from qbayes.evaluation import crossval
 from qbayes.evaluation.baselines import BASELINES
+from qbayes.evaluation.exceed import CLASSIFIERS
 from qbayes.evaluation.summary import ValidationSettings, ValidationSummary
 from qbayes.model import fitfile
 from qbayes.model.accuracy.fit import AccuracyFitOptions
@@ -50,8 +51,10 @@ class Validation:
     of 3 or more bits), ``per_family`` (per held-out family and model, with the fold fit's
     convergence), ``per_cell`` (per kind of row), ``calibration`` (coverage against nominal
     level), ``gaps`` (MdAE of the first model minus each other's, with a 90% paired
-    bootstrap interval), ``reveal`` (error and 90% width against revealed rows K; empty
-    unless several K were asked) and ``predictions`` (every held-out row with each model's
+    bootstrap interval), ``brier`` (Brier score of P(Δ > 1 nat) per model and held-out
+    family, family "all" for every row, beside the classifiers made for that question),
+    ``reveal`` (error and 90% width against revealed rows K; empty unless several K were
+    asked) and ``predictions`` (every held-out row with each model's
     predictive quantiles ``delta_q05`` ... ``delta_q95``, what ``--predictions`` writes).
     ``summary`` is the record ``--json`` writes (``summary.to_dict()``); ``reveals`` and
     ``reveal_rule`` are the K values and the rule the rows were revealed by.
@@ -69,6 +72,7 @@ class Validation:
     per_cell: pl.DataFrame
     calibration: pl.DataFrame
     gaps: pl.DataFrame
+    brier: pl.DataFrame
     reveal: pl.DataFrame
     predictions: pl.DataFrame
     reveals: tuple[int, ...] = (0,)
@@ -158,6 +162,8 @@ def validate(
         progress=progress or (lambda _: None),
         reveals=reveals,
         reveal_rule=reveal_rule,
+        # with the baselines, the classifiers of delta > 1 nat they are compared against
+        classifiers=tuple(CLASSIFIERS) if baselines else (),
     )
     settings = ValidationSettings(
         scheme=scheme,
@@ -182,6 +188,7 @@ def validate(
         per_cell=records_table(summary.per_cell),
         calibration=records_table(summary.calibration),
         gaps=records_table(summary.gaps),
+        brier=records_table(summary.brier),
         reveal=records_table(crossval.reveal_scores(results, reveals) if reveals != [0] else []),
         predictions=crossval.predictions_table(results),
         reveals=tuple(reveals),

@@ -331,6 +331,13 @@ def ppl_text(x: float, fp16_ppl: float) -> str:
     return "collapses" if x > fp16_ppl * np.exp(COLLAPSE_NATS) else sig3(x)
 
 
+def collapse_text(p: float | None) -> str:
+    """A probability of collapse to 2 decimals ("<0.01" below), blank for fp16 and unknowns."""
+    if p is None or not np.isfinite(p):
+        return ""
+    return "<0.01" if p < 0.005 else f"{p:.2f}"
+
+
 def diff_text(r: dict) -> str:
     """Median difference to the best option, with its 90% interval; an upper bound that
     collapses is shown so."""
@@ -355,12 +362,14 @@ def _print(ranked, shown: str, n_within: int, view: View, *, overhead_gb: float,
     )
     t = Table(title=f"Best options within {shown} of {' + '.join(counted)} ({n_within} fit)")
     extras = len(counted) > 1
+    collapse = "p_collapse" in ranked.columns and ranked.get_column("p_collapse").null_count() < ranked.height
     tol = f"{view.tolerance:g}%"
     for c in (
         "rank",
         "option",
         *([f"weights {view.unit}"] if extras else []),
         f"memory {view.unit}",
+        *(["P(collapse)"] if collapse else []),
         "ppl median",
         "90% interval",
         f"P(within {tol} of best)",
@@ -378,6 +387,7 @@ def _print(ranked, shown: str, n_within: int, view: View, *, overhead_gb: float,
             label + marks,
             *weights,
             f"{r['memory_gb'] / view.per_unit:.2f}",
+            *([collapse_text(r["p_collapse"])] if collapse else []),
             ppl_text(r["ppl_q50"], r["fp16_ppl"]),
             f"[{ppl_text(r['ppl_q05'], r['fp16_ppl'])}, {ppl_text(r['ppl_q95'], r['fp16_ppl'])}]",
             f"{r['p_within_tolerance']:.2f}",
@@ -399,6 +409,11 @@ def _print(ranked, shown: str, n_within: int, view: View, *, overhead_gb: float,
         f"{tol} above the best option's; vs best: its perplexity minus the best's. 'collapses': beyond e times the "
         "fp16 perplexity (degradation over 1 nat). P(best) is in --output files."
     )
+    if collapse:
+        click.echo(
+            "P(collapse): probability that the option breaks down to near-uniform predictions (the model's collapse "
+            "regime); the ranking's median and P(best) include it, so an option likely to collapse ranks low."
+        )
     for what, names in unseen.items():
         click.echo(
             f"{what} unseen by the fit ({', '.join(names)}): predicted from the fitted population, with wider intervals"

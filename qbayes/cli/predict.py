@@ -49,6 +49,12 @@ def _write_atomic(df, path: Path) -> None:
 @click.option("--params-b", type=float, help="parameters, billions")
 @click.option("--train-tokens-b", type=float, help="training tokens, billions (omit if unknown)")
 @click.option(
+    "--vocab-size",
+    type=int,
+    help="vocabulary size, tokens: anchors a collapse model's collapse level (default: the family's, "
+    "else drawn from known families' sizes)",
+)
+@click.option(
     "--arch",
     help="block design, norm+mlp, e.g. rmsnorm+swiglu for LLaMA-style models "
     "(default: the family's, if the fit saw it)",
@@ -87,6 +93,7 @@ def predict(
     model_name,
     params_b,
     train_tokens_b,
+    vocab_size,
     arch,
     format_name,
     method,
@@ -137,6 +144,7 @@ def predict(
                 "model": [model_name or f"{family}-{params_b:g}B"],
                 "params_b": [params_b],
                 "train_tokens_b": [train_tokens_b],
+                "vocab_size": [vocab_size],
                 "arch": [arch],
                 "format": [format_name],
                 "method": [method],
@@ -150,6 +158,7 @@ def predict(
             },
             schema_overrides={
                 "train_tokens_b": pl.Float64,
+                "vocab_size": pl.Float64,
                 "arch": pl.String,
                 "format": pl.String,
                 "method": pl.String,
@@ -182,7 +191,8 @@ def predict(
     if output_path == "-":
         click.echo(result.write_csv(), nl=False)
     elif out is None and not input_path:
-        _print_one(result.row(0, named=True), fitted)
+        # the written row, plus what only the screen shows (a collapse model's predictive given no collapse)
+        _print_one({**pred.row(0, named=True), **result.row(0, named=True)}, fitted)
     elif out is None:
         shown = pl.concat([pred, flags], how="horizontal").with_columns(
             named if named is not None else pl.lit(None, pl.String).alias(FORMAT),
@@ -204,7 +214,9 @@ def _print_many(result) -> None:
     from qbayes.model.predict import NEW_LEVEL_FLAGS
 
     t = Table(title=f"{result.height} predictions (--output FILE writes every column)")
-    for c in ("model", "configuration", "eval set", "ppl median", "90% interval", "notes"):
+    collapse = result.get_column("p_collapse").null_count() < result.height
+    columns = ("model", "configuration", "eval set", *(["P(collapse)"] if collapse else []), "ppl median")
+    for c in (*columns, "90% interval", "notes"):
         t.add_column(c, justify="left" if c in ("model", "configuration", "notes") else "right", overflow="fold")
     for r in result.iter_rows(named=True):
         notes = [f"new {n.removeprefix('new_').replace('_', ' ')}" for n in NEW_LEVEL_FLAGS.values() if r[n]]
@@ -213,6 +225,7 @@ def _print_many(result) -> None:
             r["model"],
             _configuration(r),
             r["eval_set"],
+            *([f"{r['p_collapse']:.2f}"] if collapse else []),
             f"{r['ppl_q50']:.4g}",
             f"[{r['ppl_q05']:.4g}, {r['ppl_q95']:.4g}]",
             ", ".join(notes),
@@ -248,6 +261,9 @@ def _print_one(r: dict, fitted) -> None:
     if r["tokens_imputed"]:
         notes.append("training tokens imputed from the fitted population")
     click.echo(f"fp16 perplexity {r['fp16_ppl']:g}; median degradation {r['delta_q50']:.4f} nats/token")
+    line = collapse_line(r)
+    if line:
+        click.echo(line)
     if r.get("acc_q50") is not None:
         click.echo(
             f"fp16 accuracy on {r['task']} {r['fp16_acc']:g}%; median loss {r['fp16_acc'] - r['acc_q50']:.1f} points "
@@ -270,6 +286,17 @@ def _print_one(r: dict, fitted) -> None:
         )
     if r["tokens_imputed"]:
         click.echo(f"training tokens of {r['model']} unknown; give --train-tokens-b if you know them")
+
+
+def collapse_line(r: dict) -> str | None:
+    """For a model with a collapse regime: "P(collapse) 0.35; if it does not collapse:
+    perplexity median ... [90% ...]"; None for other models."""
+    if r.get("p_collapse") is None or r.get("ppl_hold_q50") is None:
+        return None
+    return (
+        f"P(collapse) {r['p_collapse']:.2f}; if it does not collapse: perplexity median {r['ppl_hold_q50']:.3f} "
+        f"[90% {r['ppl_hold_q05']:.3f}, {r['ppl_hold_q95']:.3f}]"
+    )
 
 
 def filled_notes(r: dict) -> list[str]:

@@ -180,6 +180,18 @@ def validate(
         for g in summary.gaps:
             t.add_row(g.model, *(f"{v:+.4f}" for v in (g.gap, g.lo, g.hi)), f"{g.p_reference_better:.2f}")
         out.print(t)
+    if summary.brier:
+        t = Table(
+            title="Brier score of P(delta > 1 nat) over all held-out rows (lower is better; "
+            "exceed_forest and exceed_frequency are classifiers made for the question)",
+            title_justify="left",
+        )
+        for c in ("model", "n", "Brier", "share > 1 nat"):
+            t.add_column(c, justify="left" if c == "model" else "right")
+        for b in summary.brier:
+            if b.family == "all":
+                t.add_row(b.model, str(b.n), f"{b.brier:.4f}", f"{b.share:.3f}")
+        out.print(t)
     if reveals != [0]:
         t = Table(
             title=f"Revealed rows per held-out model (rule {reveal_rule}): error and 90% width against K, "

@@ -31,7 +31,8 @@ from qbayes.db.schema import BASELINE_METHOD, RESULTS
 from qbayes.db.store import InvalidDatabase
 from qbayes.db.validate import Problem
 from qbayes.errors import QBayesError
-from qbayes.names import key
+from qbayes.names import key, key_expr
+from qbayes.resources import known_families_csv, read_table
 
 PTQ_COLUMNS = (
     "family",
@@ -157,6 +158,27 @@ def _release_dates(path: Path, models: pl.Series) -> tuple[pl.DataFrame, list[Pr
     return df.select("model", "released", pl.col("source").alias("released_source")), problems
 
 
+def family_vocab(families: pl.Series) -> pl.DataFrame:
+    """Per family of ``families``: ``vocab_size`` and ``vocab_source`` from the shipped table of
+    known families (data/known_families.csv, matched by family name or alias, case and
+    punctuation ignored), null for a family it does not list. The published model table does
+    not print vocabulary sizes; a family's models share one tokenizer."""
+    known = (
+        read_table(known_families_csv(), ("family", "aliases", "vocab_size", "vocab_source"), what="known families")
+        .with_columns(pl.concat_list(pl.col("family"), pl.col("aliases").fill_null("").str.split(";")).alias("name"))
+        .explode("name")
+        .filter(pl.col("name").str.strip_chars() != "")
+        .select(
+            key_expr(pl.col("name").str.strip_chars()).alias("key"),
+            pl.col("vocab_size").cast(pl.Int64, strict=False),
+            "vocab_source",
+        )
+        .unique("key", keep="first")
+    )
+    wanted = pl.DataFrame({"family": families.unique(maintain_order=True)})
+    return wanted.with_columns(key_expr(pl.col("family")).alias("key")).join(known, on="key", how="left").drop("key")
+
+
 def import_published(ptq_csv: str | Path, meta_csv: str | Path, released_csv: str | Path | None = None) -> Database:
     """Read the CSVs and return a validated :class:`Database` (raises on any problem).
     ``released_csv`` (model, released, source) gives each model's release date; models it
@@ -199,6 +221,7 @@ def import_published(ptq_csv: str | Path, meta_csv: str | Path, released_csv: st
     if problems:
         raise InvalidDatabase(problems)
 
+    meta = meta.join(family_vocab(meta.get_column("family")), on="family", how="left", maintain_order="left")
     models = meta.select(
         "family",
         "model",
@@ -211,6 +234,8 @@ def import_published(ptq_csv: str | Path, meta_csv: str | Path, released_csv: st
         "position_encoding",
         "norm",
         "mlp",
+        "vocab_size",
+        "vocab_source",
         pl.col("source").alias("reference"),
         pl.lit(None, dtype=pl.String).alias("notes"),
     )

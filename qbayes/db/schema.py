@@ -154,6 +154,14 @@ MODELS = Table(
         _s("position_encoding", "position encoding", nullable=True),
         _s("norm", "normalisation", nullable=True),
         _s("mlp", "MLP type", nullable=True),
+        _i(
+            "vocab_size",
+            "vocabulary size, tokens (config.json vocab_size; anchors the collapse level, ln V nats per token)",
+            nullable=True,
+            lo=2,
+            lo_inclusive=True,
+        ),
+        _s("vocab_source", "where vocab_size comes from", nullable=True),
         _s("reference", "where the model is described", nullable=True),
         _s("notes", "free-text notes", nullable=True),
     ),
@@ -312,6 +320,6 @@ TABLES: dict[str, Table] = {t.name: t for t in (MODELS, RESULTS, ACCURACY, FEATU
 # nullable columns added within schema version 1: files written before them are read with
 # the column empty, rather than refused
 ADDED_COLUMNS: dict[str, tuple[str, ...]] = {
-    "models": ("released", "released_source"),
+    "models": ("released", "released_source", "vocab_size", "vocab_source"),
     "results": ("eval_windows", "kld_mean", "kld_se", "kld_p99", "top1_agree"),
 }

@@ -16,7 +16,10 @@ baselines are judged by one piece of code:
   (the calibration curve);
 * CRPS, approximated as twice the mean pinball loss over the grid;
 * the gap in MdAE between the first Bayesian model and every other model, with a
-  paired bootstrap interval (:func:`mdae_gaps`).
+  paired bootstrap interval (:func:`mdae_gaps`);
+* the Brier score of P(delta > 1 nat) (evaluation/exceed.py): from each model's draws or
+  quantiles, and from two classifiers made for that question, whose results carry no
+  quantiles (``q`` None) and are scored by it alone.
 
 :func:`summarise` gathers the scores into a :class:`~qbayes.evaluation.summary.ValidationSummary`
 (the records ``qbayes validate --json`` writes). :func:`predictions_table` lays the
@@ -28,6 +31,7 @@ the summaries alone.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -35,8 +39,10 @@ import numpy as np
 import polars as pl
 
 from qbayes.errors import QBayesError, unknown
+from qbayes.evaluation import exceed
 from qbayes.evaluation.baselines import BASELINES
 from qbayes.evaluation.summary import (
+    BrierScore,
     CalibrationPoint,
     CellScores,
     FoldConvergence,
@@ -135,10 +141,16 @@ class FoldResult:
     family: str
     model: str
     y: np.ndarray
-    q: np.ndarray  # (len(QGRID), N)
+    q: np.ndarray | None  # (len(QGRID), N); None for a classifier of delta > 1 nat (exceed.CLASSIFIERS)
     convergence: FoldConvergence | None = None  # Bayesian models: how the fold's fit converged
     rows: pl.DataFrame | None = None  # the held-out rows (the standard table), in the order of y
     obs_ess: float | None = None  # with revealed rows: the conditioning's effective sample size
+    p_exceed: np.ndarray | None = None  # (N,) P(delta > 1 nat) (exceed.py)
+
+
+def with_quantiles(results: list[FoldResult]) -> list[FoldResult]:
+    """The results that carry predictive quantiles (every model but the classifiers)."""
+    return [r for r in results if r.q is not None]
 
 
 def _qidx(p: float) -> int:
@@ -200,23 +212,27 @@ def reveal_mask(test: pl.DataFrame, k: int, rule: str) -> np.ndarray:
 
 def bayes_quantiles(
     fit: Fit, test: pl.DataFrame, *, seed: int, revealed: pl.DataFrame | None = None
-) -> tuple[np.ndarray, float | None]:
+) -> tuple[np.ndarray, float | None, np.ndarray]:
     """Predictive quantiles (QGRID) of the held-out rows. They come from a study of unknown
     protocol: all of them are scored as one new source. With ``revealed`` rows (a training
     table of the same family) the predictions condition on them (conditioning.condition),
     as ``qbayes predict --observed`` does. Each published source of the family is then a new
     source of its own, shared by its revealed and scored rows: a row revealed from one paper
     says nothing about another paper's protocol (every row's marginal prediction is the same
-    as with one new source for all). Returns the quantiles and, with revealed rows, the
-    update's effective sample size."""
+    as with one new source for all). Returns the quantiles, with revealed rows the update's
+    effective sample size (else None), and each row's P(delta > 1 nat) from the draws."""
     predictor = Predictor(fit, n_draws=BAYES_DRAWS, seed=seed)
     if revealed is None or revealed.height == 0:
-        return row_quantiles(predictor.delta(predictor.prepare(test, one_new_level=("source",))), QGRID), None
+        delta = predictor.delta(predictor.prepare(test, one_new_level=("source",)))
+        p = exceed.from_draws(delta)
+        return row_quantiles(delta, QGRID), None, p
     unseen = pl.concat_str(pl.lit("held-out "), pl.col("source").fill_null("")).alias("source")
     observed = conditioning.observed_training(revealed.with_columns(unseen), "revealed rows", own_source=False)
     queries = test.drop("delta", "doubt", strict=False).with_columns(unseen)
     cond = conditioning.condition(predictor, observed, queries, same_source=False)
-    return row_quantiles(cond.predictor.delta(cond.rows), QGRID), cond.update.ess
+    delta = cond.predictor.delta(cond.rows)
+    p = exceed.from_draws(delta)
+    return row_quantiles(delta, QGRID), cond.update.ess, p
 
 
 def reveal_name(model: str, k: int, reveals: Sequence[int]) -> str:
@@ -235,12 +251,14 @@ def run(
     progress: Callable[[str], None] = lambda msg: None,
     reveals: Sequence[int] = (0,),
     reveal_rule: str = "nearest4",
+    classifiers: Sequence[str] = (),
 ) -> list[FoldResult]:
     """Fit every model once per fold (:func:`make_folds`) and collect its quantile predictions
     for the held-out family's rows. For each K in ``reveals`` the family's models reveal K
     rows (:func:`reveal_mask`): the baselines train on them too, the Bayesian models
     condition on them without a refit; every K is scored on the same rows, those not
-    revealed at the largest K, so the scores compare across K."""
+    revealed at the largest K, so the scores compare across K. ``classifiers``
+    (exceed.CLASSIFIERS) give P(delta > 1 nat) only, trained as the baselines are."""
     specs = {name: load_spec(name) for name in bayes_models}
     out = []
     for fold in folds:
@@ -257,7 +275,16 @@ def run(
                 progress(f"{fam}: {name}, K={k}")
                 model = BASELINES[name]() if name != "random_forest" else BASELINES[name](seed=seed)
                 fitted = model.fit(pl.concat([train, shown[k]], how="vertical_relaxed") if k else train)
-                out.append(FoldResult(fam, reveal_name(name, k, reveals), y, fitted.quantiles(test, QGRID), rows=test))
+                q = fitted.quantiles(test, QGRID)
+                p = exceed.from_quantiles(q, QGRID)
+                out.append(FoldResult(fam, reveal_name(name, k, reveals), y, q, rows=test, p_exceed=p))
+        for name in classifiers:
+            for k in reveals:
+                progress(f"{fam}: {name}, K={k}")
+                model = exceed.CLASSIFIERS[name]() if name != "exceed_forest" else exceed.CLASSIFIERS[name](seed=seed)
+                fitted = model.fit(pl.concat([train, shown[k]], how="vertical_relaxed") if k else train)
+                p = fitted.probability(test)
+                out.append(FoldResult(fam, reveal_name(name, k, reveals), y, None, rows=test, p_exceed=p))
         for name in bayes_models:
             progress(f"{fam}: {name} (sampling)")
             fit = fit_table(train, specs[name], opts)
@@ -265,7 +292,7 @@ def run(
             read = family_tokens(held) if specs[name].tokens == "family" else held
             for k in reveals:
                 progress(f"{fam}: {name}, K={k}")
-                q, ess = bayes_quantiles(
+                q, ess, p = bayes_quantiles(
                     fit,
                     read.filter(pl.Series(scored)),
                     seed=seed,
@@ -284,6 +311,7 @@ def run(
                         ),
                         rows=test,
                         obs_ess=ess,
+                        p_exceed=p,
                     )
                 )
     return out
@@ -311,12 +339,18 @@ def predictions_table(results: list[FoldResult]) -> pl.DataFrame:
     """One row per held-out row and model: what the row is (:data:`ROW_COLUMNS`, ``delta``
     observed), the model's predictive quantiles of delta (``delta_q05`` .. ``delta_q95``),
     ``obs_ess`` (with revealed rows, the conditioning's effective sample size; else null),
-    ``abs_error`` of its median and whether the 90% interval covers the observation."""
+    ``abs_error`` of its median, whether the 90% interval covers the observation, and
+    ``p_exceed_1nat``, the model's P(delta > 1 nat) (a classifier's row has only this)."""
     frames = []
     for r in results:
         if r.rows is None:
             raise ValueError(f"fold {r.family}/{r.model} has no rows: it was not made by crossval.run")
-        cols = {f"delta_q{round(p * 100):02d}": r.q[_qidx(p)].astype(np.float64) for p in PREDICTION_QUANTILES}
+        n = len(r.y)
+        cols = {
+            f"delta_q{round(p * 100):02d}": np.full(n, np.nan) if r.q is None else r.q[_qidx(p)].astype(np.float64)
+            for p in PREDICTION_QUANTILES
+        }
+        cols["p_exceed_1nat"] = np.full(n, np.nan) if r.p_exceed is None else r.p_exceed.astype(np.float64)
         frames.append(
             r.rows.select([c for c in ROW_COLUMNS if c in r.rows.columns]).with_columns(
                 pl.lit(r.model).alias("predicted_by"),
@@ -327,9 +361,15 @@ def predictions_table(results: list[FoldResult]) -> pl.DataFrame:
         )
     if not frames:
         return pl.DataFrame()
-    return pl.concat(frames, how="diagonal_relaxed").with_columns(
-        (pl.col("delta") - pl.col("delta_q50")).abs().alias("abs_error"),
-        pl.col("delta").is_between(pl.col("delta_q05"), pl.col("delta_q95")).alias("covered90"),
+    return (
+        pl.concat(frames, how="diagonal_relaxed")
+        .with_columns(
+            pl.col("p_exceed_1nat", *(f"delta_q{round(p * 100):02d}" for p in PREDICTION_QUANTILES)).fill_nan(None),
+        )
+        .with_columns(
+            (pl.col("delta") - pl.col("delta_q50")).abs().alias("abs_error"),
+            pl.col("delta").is_between(pl.col("delta_q05"), pl.col("delta_q95")).alias("covered90"),
+        )
     )
 
 
@@ -348,6 +388,7 @@ def mdae_gaps(
     scores both models on the same rows. The interval says how much a gap rests on which
     rows of these families were published; it cannot say how the gap would move with other
     families. ``p_reference_better`` is the share of replicates with a negative gap."""
+    results = with_quantiles(results)
     ref_by_family = _abs_errors(results, reference)
     families = sorted(ref_by_family)
     sizes = [ref_by_family[f].size for f in families]
@@ -399,6 +440,7 @@ class RevealScores:
 
 def reveal_scores(results: list[FoldResult], reveals: Sequence[int]) -> list[RevealScores]:
     """Error and width against K, per model (names from :func:`reveal_name`)."""
+    results = with_quantiles(results)
     out = []
     names = list(dict.fromkeys(r.model for r in results))
     bases = list(dict.fromkeys(n.rsplit(" K=", 1)[0] for n in names))
@@ -459,7 +501,10 @@ def summarise(
     """The validation summary: overall, over rows of 3 or more nominal bits
     (``overall_3bits``), per family, per kind of row (nominal bits, groups or per channel;
     when the folds carry their rows), calibration curve, and the
-    MdAE gaps of ``reference`` (a model name) to every other model."""
+    MdAE gaps of ``reference`` (a model name) to every other model, and the Brier score of
+    P(delta > 1 nat) of every model that gives it, overall and per held-out family."""
+    brier = brier_scores(results)
+    results = with_quantiles(results)
     models = list(dict.fromkeys(r.model for r in results))
     overall, overall_3bits, per_family, per_cell, calibration = [], [], [], [], []
     for m in models:
@@ -485,5 +530,27 @@ def summarise(
         per_cell=tuple(per_cell),
         calibration=tuple(calibration),
         gaps=tuple(gaps),
+        brier=tuple(brier),
         settings=settings,
     )
+
+
+def brier_scores(results: list[FoldResult]) -> list[BrierScore]:
+    """Per model with P(delta > 1 nat): its Brier score over all held-out rows ("all") and
+    per held-out family, with the share of rows above 1 nat."""
+    out = []
+    for m in dict.fromkeys(r.model for r in results if r.p_exceed is not None):
+        rs = [r for r in results if r.model == m and r.p_exceed is not None]
+        parts = [("all", np.concatenate([r.y for r in rs]), np.concatenate([r.p_exceed for r in rs]))]
+        parts += [(r.family, r.y, r.p_exceed) for r in rs]
+        for family, y, p in parts:
+            out.append(
+                BrierScore(
+                    model=m,
+                    family=family,
+                    n=int(np.sum(~np.isnan(p))),
+                    brier=as_float(exceed.brier(y, p)),
+                    share=as_float(float(np.mean(exceed.outcome(y)[~np.isnan(p)])) if y.size else math.nan),
+                )
+            )
+    return out

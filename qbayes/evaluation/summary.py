@@ -14,14 +14,15 @@ between records and the JSON document, whose shape is::
      "calibration": [{"model", "nominal", "observed"}, ...],                        CalibrationPoint
      "gaps": [{"model", "reference", "n", "gap", "lo", "hi", "level",              MdaeGap
                "p_reference_better"}, ...],
+     "brier": [{"model", "family", "n", "brier", "share"}, ...],                    BrierScore
      "settings": {"scheme", "draws", "tune", "chains", "seed", "sampler",           ValidationSettings
                   "target_accept", "rows", "row_kind", "families", "folds"}}
 
 A row's scores (``n`` and the metrics) are one :class:`Scores` record in Python and flat
 keys of the row in the JSON, as are a fold's convergence figures (:class:`FoldConvergence`).
 
-Files written before some parts existed still load: ``overall_3bits``, ``per_cell`` and
-``gaps`` are then empty, ``settings`` fields None (``scheme`` "lofo"). A metric a model cannot
+Files written before some parts existed still load: ``overall_3bits``, ``per_cell``,
+``gaps`` and ``brier`` are then empty, ``settings`` fields None (``scheme`` "lofo"). A metric a model cannot
 give (a baseline without intervals) is NaN in the records and null in the JSON; a missing
 metric reads as NaN too. A document of another shape is refused with a message that names
 the field, e.g. ``per_cell[1].mdae: expected a number or null, got 'small'``.
@@ -133,6 +134,20 @@ class MdaeGap:
 
 
 @dataclass(frozen=True)
+class BrierScore:
+    """The Brier score of a model's P(delta > 1 nat) (evaluation/exceed.py) on the ``n``
+    held-out rows of ``family`` ("all": every fold's), where a share ``share`` of the rows
+    exceed 1 nat (the score of always answering that share on these rows is
+    share * (1 - share))."""
+
+    model: str
+    family: str
+    n: int | None = None
+    brier: float = math.nan
+    share: float = math.nan
+
+
+@dataclass(frozen=True)
 class ValidationSettings:
     """What the validation was asked: scheme ("lofo" or "forward"), sampler settings of the
     fold fits, training rows (``rows``, of kind ``row_kind``), the held-out families and
@@ -160,6 +175,7 @@ ROW_LISTS = {
     "per_cell": CellScores,
     "calibration": CalibrationPoint,
     "gaps": MdaeGap,
+    "brier": BrierScore,
 }
 REQUIRED = ("models", "overall", "per_family", "calibration")
 
@@ -176,6 +192,7 @@ class ValidationSummary:
     per_cell: tuple[CellScores, ...] = ()
     calibration: tuple[CalibrationPoint, ...]
     gaps: tuple[MdaeGap, ...] = ()
+    brier: tuple[BrierScore, ...] = ()
     settings: ValidationSettings = ValidationSettings()
 
     def to_dict(self) -> dict:

@@ -12,6 +12,13 @@ which an option has the lowest mean perplexity of all options within the budget:
 degradation, without observation noise, which is independent per row and would blur a
 comparison the posterior does settle.
 
+With a model that has a collapse regime (spec ``[collapse]``), each option also has
+``p_collapse``, its probability of collapsing. The ranking accounts for it twice: the
+predictive median perplexity is the mixture's (an option more likely than not to collapse
+has its median in the collapse), and ``p_best`` compares per draw the mixture's mean
+degradation, (1 - p) * law mean + p * collapse level, so an option with a 20% chance of
+collapsing to 10 nats carries 2 nats of expected degradation in every draw and rarely wins.
+
 ``p_best`` answers a question nobody asks: options of one method come out ordered by bits
 per weight whatever the data, because their means move together. What a user reads is
 whether the difference matters: ``p_within_tolerance`` is the probability that an option's
@@ -96,9 +103,11 @@ def memory_gb(table: pl.DataFrame) -> np.ndarray:
 
 
 def mean_ppl_draws(predictor: Predictor, rows: Prepared) -> np.ndarray:
-    """(S, N) perplexity from the mean degradation of each posterior draw (no observation noise)."""
+    """(S, N) perplexity from the mean degradation of each posterior draw (no observation
+    noise); for a model with a collapse regime, the mixture's mean degradation, so that an
+    option likely to collapse in a draw is as bad as that draw says (Predictor.expected)."""
     with np.errstate(over="ignore", invalid="ignore"):
-        mean = predictor.mean(rows)
+        mean = predictor.expected(rows)
         fp16 = rows.query.get_column("fp16_ppl").to_numpy()
         return np.exp(np.nan_to_num(mean.T.astype(np.float64), nan=np.inf, posinf=50.0)) * fp16[None, :]
 
@@ -207,7 +216,7 @@ def scored_options(
                 "eval_set",
                 "fp16_ppl",
             ),
-            pred.select("ppl_q05", "ppl_q50", "ppl_q95", *FLAGS, *PROVENANCE),
+            pred.select("ppl_q05", "ppl_q50", "ppl_q95", "p_collapse", *FLAGS, *PROVENANCE),
             *(() if observed is None else (cond.columns(q),)),
         ],
         how="horizontal",
@@ -225,6 +234,7 @@ def scored_options(
             pl.lit(None, pl.Int64).alias("group_size"),
             pl.lit(FP16_BITS).alias("bits"),
             *(pl.col("fp16_ppl").alias(c) for c in ("ppl_q05", "ppl_q50", "ppl_q95")),
+            pl.lit(None, pl.Float64).alias("p_collapse"),  # not a quantized option
             *(pl.lit(False).alias(c) for c in FLAGS),
         )  # fp16 is measured, not predicted
         table = pl.concat([quant, fp], how="vertical_relaxed")

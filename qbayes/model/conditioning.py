@@ -30,6 +30,7 @@ import polars as pl
 
 from qbayes.db.named_formats import expand as expand_formats
 from qbayes.errors import QBayesError
+from qbayes.model import collapse
 from qbayes.model.covariates import Covariates
 from qbayes.model.encoding import ReadTable
 from qbayes.model.fitfile import Fit
@@ -42,7 +43,7 @@ from qbayes.model.mean import (
     stack_theta,
     weights,
 )
-from qbayes.model.predict import Draws, Predictor, Prepared, _log_d_missing, extra_new_levels
+from qbayes.model.predict import Draws, Predictor, Prepared, _log_d_missing, extra_new_levels, law_params
 from qbayes.model.queries import QUERY_OPTIONAL, query_table
 
 # the source of the user's own measurements, and of the rows predicted from them: a level of
@@ -259,12 +260,20 @@ def location_scale(fit: Fit, p: dict[str, np.ndarray], d: Covariates, mu: np.nda
 class _Likelihood:
     """The model's log-likelihood of the observed rows per draw, for any value of the unit
     effects: the linear predictor without them is computed once, and each z adds
-    ``loading @ (sd * z)`` to it before the mean's saturation (mean.mean_degradation)."""
+    ``loading @ (sd * z)`` to it before the mean's saturation (mean.mean_degradation). A
+    [collapse] spec's rows have the mixture's density (collapse.log_density), the law's
+    ceiling being each row's collapse level, as in the fit."""
 
     def __init__(self, predictor: Predictor, d: Covariates, delta: np.ndarray, units: Units):
         fit, draws = predictor.fit, predictor.draws
         self.fit, self.d, self.units = fit, d, units
         self.base = _with_units(draws, units, np.zeros((len(units.names), draws.n)))
+        self.collapse = fit.spec.collapse
+        if self.collapse is not None:  # the law's ceiling: each row's collapse level (predict.law_params)
+            p = {k: v.astype(np.float64) for k, v in law_params(fit, d, self.base).items()}
+            self.base = Draws(p=p, log_tokens=self.base.log_tokens, seed=self.base.seed, fresh=self.base.fresh)
+            self.col_loc = np.log(p["ceiling"] + fit.spec.log_shift)
+            self.col_sd = p["collapse_sd"]
         extra = extra_new_levels(fit, d, self.base)
         self.extra = np.zeros((d.n, draws.n)) if extra is None else extra.astype(np.float64)
         self.log_d = _log_d_missing(self.base, d)
@@ -322,8 +331,18 @@ class _Likelihood:
         mu = self._mean(self.units.loading @ (self.units.sd * z))
         return location_scale(self.fit, self.base.p, self.d, mu)
 
+    def probability(self, loc: np.ndarray) -> np.ndarray:
+        """(N_obs, S) the collapse probability of rows whose law location is ``loc``."""
+        mu = np.exp(loc) - self.log_shift
+        return collapse.probability(self.base.p, self.d, mu, self.collapse, self.log_shift)
+
     def loglik(self, loc: np.ndarray, scale: np.ndarray) -> np.ndarray:
         """(S,) log-likelihood of all observed rows at location and scale (N_obs, S)."""
+        if self.collapse is not None:
+            dens = collapse.log_density(
+                self.y, loc, scale, self.nu, self.const, self.col_loc, self.col_sd, self.probability(loc)
+            )
+            return dens.sum(axis=0)
         x = (self.y - loc) / scale
         if self.nu is None:
             dens = -0.5 * x**2 - 0.5 * np.log(2 * np.pi)
@@ -335,7 +354,11 @@ class _Likelihood:
         """(N_obs, S): whether a replicate of each row, drawn per draw at location and scale,
         falls below the observation (a Monte Carlo estimate of the predictive CDF)."""
         t = rng.standard_normal(loc.shape) if self.nu is None else rng.standard_t(self.nu, size=loc.shape)
-        return loc + scale * t <= self.y
+        y = loc + scale * t
+        if self.collapse is not None:
+            u, z = rng.random(loc.shape), rng.standard_normal(loc.shape)
+            y = collapse.mix(y, self.col_loc, self.col_sd, self.probability(loc), u, z)
+        return y <= self.y
 
 
 @dataclass(frozen=True)

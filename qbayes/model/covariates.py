@@ -45,6 +45,10 @@ class Covariates:
     log2_group: np.ndarray
     act_q: np.ndarray
     act_c: np.ndarray
+    # the collapse anchor (model.collapse): ln V of the vocabulary (NaN where unknown) and
+    # ln of the unquantized perplexity
+    log_vocab: np.ndarray
+    log_fp16: np.ndarray
     idx: dict[str, np.ndarray]
     feats: np.ndarray  # (N, F) standardised feature covariates, 0 where unmeasured
     feats_missing: np.ndarray  # (N, F) True where a feature was unmeasured
@@ -142,6 +146,8 @@ def covariates(read: ReadTable) -> Covariates:
         log2_group=np.where(per_channel, 0.0, np.log2(np.where(per_channel, GROUP_REF, group) / GROUP_REF)),
         act_q=(act < 16).astype(np.float64),
         act_c=act - BITS_REF,
+        log_vocab=np.log(col("vocab_size")) if "vocab_size" in df.columns else np.full(df.height, np.nan),
+        log_fp16=np.log(col("fp16_ppl")),
         idx=idx,
         feats=feats,
         feats_missing=feats_missing,

@@ -26,6 +26,15 @@ def family_mean_tokens(df: pl.DataFrame) -> dict[str, float]:
     return dict(zip(fam["family"].to_list(), fam["train_tokens_b"].to_list()))
 
 
+def family_mean_vocab(df: pl.DataFrame) -> dict[str, float]:
+    """Family -> the geometric mean of its models' vocabulary sizes (families with none left
+    out); a family's models share one tokenizer, so this is its vocabulary."""
+    if "vocab_size" not in df.columns:
+        return {}
+    fam = df.group_by("family").agg(pl.col("vocab_size").log().mean().exp()).drop_nulls().sort("family")
+    return dict(zip(fam["family"].to_list(), fam["vocab_size"].to_list()))
+
+
 def family_tokens(df: pl.DataFrame) -> pl.DataFrame:
     """Replace each row's training tokens by the geometric mean of its family's known
     token counts (rows whose family has none stay null, to be imputed)."""
@@ -124,6 +133,11 @@ class Encoding:
     # (known_families.load()): a query's when neither it nor the fit gives one
     known_designs: dict[str, str] = field(default_factory=dict)
     known_tokens: dict[str, float] = field(default_factory=dict)
+    # vocabulary sizes of the families seen (family_mean_vocab) and known (by respell.key):
+    # a query's when it gives none; the known ones are also the population of ln V that a
+    # family known to neither draws from (model.collapse)
+    family_vocab_seen: dict[str, float] = field(default_factory=dict)
+    known_vocab: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_table(
@@ -140,6 +154,7 @@ class Encoding:
         family's from the table of known families, as in :func:`encode`; the models left
         without any each get a latent ln D."""
         known_designs, known_tokens = (known.designs, known.tokens) if known else ({}, {})
+        known_vocab = known.vocab if known else {}
         fam_tokens = family_mean_tokens(df)
         df = cls(levels={}, tokens_missing=(), family_tokens_seen=fam_tokens, known_tokens=known_tokens).fill(
             df, "train_tokens_b"
@@ -168,6 +183,8 @@ class Encoding:
             family_tokens_seen=fam_tokens,
             known_designs=dict(known_designs),
             known_tokens=dict(known_tokens),
+            family_vocab_seen=family_mean_vocab(df),
+            known_vocab=dict(known_vocab),
         )
 
     def to_dict(self) -> dict:
@@ -184,6 +201,8 @@ class Encoding:
             "family_tokens_seen": dict(self.family_tokens_seen),
             "known_designs": dict(self.known_designs),
             "known_tokens": dict(self.known_tokens),
+            "family_vocab_seen": dict(self.family_vocab_seen),
+            "known_vocab": dict(self.known_vocab),
         }
 
     @classmethod
@@ -201,11 +220,13 @@ class Encoding:
             family_tokens_seen={k: float(v) for k, v in d.get("family_tokens_seen", {}).items()},
             known_designs=dict(d.get("known_designs", {})),
             known_tokens={k: float(v) for k, v in d.get("known_tokens", {}).items()},
+            family_vocab_seen={k: float(v) for k, v in d.get("family_vocab_seen", {}).items()},
+            known_vocab={k: float(v) for k, v in d.get("known_vocab", {}).items()},
         )
 
     def _sources(self, column: str) -> dict[str, pl.Expr]:
-        """Where a row's block design (``column`` "arch") or training tokens
-        ("train_tokens_b") can come from, first choice first."""
+        """Where a row's block design (``column`` "arch"), training tokens
+        ("train_tokens_b") or vocabulary size ("vocab_size") can come from, first choice first."""
         family, dtype = pl.col("family"), STANDARD[column]
         if column == "arch":
             query, fit, known = (
@@ -213,6 +234,8 @@ class Encoding:
                 self.family_arch,
                 self.known_designs,
             )
+        elif column == "vocab_size":
+            query, fit, known = pl.col(column), self.family_vocab_seen, self.known_vocab
         else:
             query, fit, known = pl.col(column), self.family_tokens_seen, self.known_tokens
         return {
@@ -237,8 +260,8 @@ class Encoding:
 
     def read(self, table: pl.DataFrame) -> ReadTable:
         """A standard table as this fit reads it: values the fit knows under another
-        spelling respelled to its levels (:func:`respell`), then block design and training
-        tokens filled from the family where a row lacks them (:meth:`fill`)."""
+        spelling respelled to its levels (:func:`respell`), then block design, training
+        tokens and vocabulary size filled from the family where a row lacks them (:meth:`fill`)."""
         spelled, respelled = respell(table, self.levels)
         sources = pl.DataFrame(
             {
@@ -247,6 +270,8 @@ class Encoding:
             }
         )
         filled = self.fill(self.fill(spelled, "train_tokens_b"), "arch")
+        if "vocab_size" in filled.columns:  # fits' training rows saved before the column lack it
+            filled = self.fill(filled, "vocab_size")
         return ReadTable(table=filled, respelled=tuple(respelled), sources=sources, encoding=self)
 
     @property

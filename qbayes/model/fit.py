@@ -32,10 +32,12 @@ class FitOptions:
 
 
 def prepare(df: pl.DataFrame, spec: ModelSpec) -> tuple[pl.DataFrame, Encoding]:
-    """The training table as the model sees it (family tokens where the spec asks) and its
-    encoding."""
+    """The training table as the model sees it (family tokens where the spec asks; vocabulary
+    sizes only for a spec with a collapse regime, the one use of them) and its encoding."""
     if spec.tokens == "family":
         df = family_tokens(df)  # the fit keeps the covariates the model actually saw
+    if spec.collapse is None and "vocab_size" in df.columns:
+        df = df.with_columns(pl.lit(None, dtype=pl.Float64).alias("vocab_size"))
     return df, Encoding.from_table(df, spec.features, spec.within, spec.tokens_within, known_families.load())
 
 

@@ -36,7 +36,11 @@ FORMAT_VERSION = 8  # v2: block design (arch), curvature; v3: centred and nested
 #                     v6: noise terms (spec noise); v7: designs of known families (known_designs);
 #                     v8: training tokens of seen and known families (family_tokens_seen, known_tokens),
 #                         parent groupings (within) for new nested levels
-DATA_COLUMNS = {**STANDARD, "delta": pl.Float64}
+# columns of the training rows added within a format version: a fit file without them reads them
+# as null, and a column that is null throughout is left out of the data hash, so files written
+# before it keep their hash (vocab_size: the collapse level's anchor, model.collapse)
+ADDED_DATA_COLUMNS = {"vocab_size": pl.Float64}
+DATA_COLUMNS = {**{c: t for c, t in STANDARD.items() if c not in ADDED_DATA_COLUMNS}, "delta": pl.Float64}
 KIND = FileKind("fit", FORMAT, FORMAT_VERSION, ("posterior", "sample_stats", "fit_data"), "qbayes fit")
 
 
@@ -136,7 +140,8 @@ class Fit:
 
 
 def data_hash(df: pl.DataFrame) -> str:
-    return hashlib.sha256(df.select(list(DATA_COLUMNS)).write_csv().encode()).hexdigest()[:16]
+    added = [c for c in ADDED_DATA_COLUMNS if c in df.columns and df.get_column(c).null_count() < df.height]
+    return hashlib.sha256(df.select(*DATA_COLUMNS, *added).write_csv().encode()).hexdigest()[:16]
 
 
 def package_versions() -> dict[str, str]:
@@ -163,7 +168,8 @@ def package_versions() -> dict[str, str]:
 
 def _table_to_dataset(df: pl.DataFrame) -> xr.Dataset:
     out = {}
-    for name, dtype in DATA_COLUMNS.items():
+    added = {c: t for c, t in ADDED_DATA_COLUMNS.items() if c in df.columns}
+    for name, dtype in {**DATA_COLUMNS, **added}.items():
         s = df.get_column(name)
         values = s.fill_null("").to_numpy().astype(str) if dtype == pl.String else s.cast(pl.Float64).to_numpy()
         out[name] = ("row", values)
@@ -172,7 +178,10 @@ def _table_to_dataset(df: pl.DataFrame) -> xr.Dataset:
 
 def _dataset_to_table(ds: xr.Dataset) -> pl.DataFrame:
     cols = {}
-    for name, dtype in DATA_COLUMNS.items():
+    for name, dtype in {**DATA_COLUMNS, **ADDED_DATA_COLUMNS}.items():
+        if name not in ds:  # written before the column was added
+            cols[name] = pl.Series(name, [None] * ds.sizes["row"], dtype=dtype)
+            continue
         values = ds[name].values
         s = pl.Series(name, values.astype(str) if dtype == pl.String else values.astype(np.float64))
         if dtype == pl.String:

@@ -7,6 +7,9 @@ non-centred (``a = sd * z``) unless the spec centres them; a nested grouping (sp
 ``within``) sums to zero within each parent level instead.
 Missing training tokens are latent: the known ln D values are observed draws from a
 population Normal(m, s), and each model without D gets its own latent from it.
+A spec with ``[collapse]`` makes each row a mixture of the law and a collapse (collapse.py),
+marginalised over the row's regime (pm.Mixture sums the two densities with logsumexp), so
+NUTS sees a smooth density.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
+from qbayes.model import collapse
 from qbayes.model.covariates import Covariates
 from qbayes.model.encoding import Encoding
 from qbayes.model.mean import SCALAR_TERMS, mean_degradation, noise_scale, relative_noise
@@ -71,6 +75,8 @@ def build_model(spec: ModelSpec, covs: Covariates, enc: Encoding, delta: np.ndar
     pr = spec.priors
     coords = {g: list(enc.levels[g]) for g in spec.effects}
     coords["tokens_missing"] = list(enc.tokens_missing)
+    for g in spec.collapse.by if spec.collapse else ():
+        coords[g] = list(enc.levels[g])
     with pm.Model(coords=coords) as model:
         p = {name: pm.Normal(name, getattr(pr, name).mu, getattr(pr, name).sigma) for name in SCALARS}
         for f in enc.feature_names:
@@ -101,7 +107,13 @@ def build_model(spec: ModelSpec, covs: Covariates, enc: Encoding, delta: np.ndar
         p["noise_rel"] = pm.HalfNormal("noise_rel", pr.noise_rel.sigma)
         for t in spec.noise:
             p[f"noise_{t}"] = pm.Normal(f"noise_{t}", pr.noise_term.mu, pr.noise_term.sigma)
-        p["ceiling"] = pm.LogNormal("ceiling", np.log(pr.ceiling.mu), pr.ceiling.sigma)
+        if spec.collapse is None:
+            p["ceiling"] = pm.LogNormal("ceiling", np.log(pr.ceiling.mu), pr.ceiling.sigma)
+        else:  # the law saturates at the collapse level: no ceiling of its own
+            c = spec.collapse
+            gap = collapse.training_gap(covs)
+            p["collapse_log_kappa"] = pm.Normal("collapse_log_kappa", c.log_kappa.mu, c.log_kappa.sigma)
+            p["ceiling"] = collapse.level(p, gap, pt)
         mu = mean_degradation(p, covs, spec.effects, enc.levels, pt, log_d_missing, enc.feature_names, spec.curvature)
         nu = pm.Gamma("nu", alpha=pr.nu[0], beta=pr.nu[1])
         if spec.likelihood == "student_t":
@@ -111,5 +123,27 @@ def build_model(spec: ModelSpec, covs: Covariates, enc: Encoding, delta: np.ndar
             # the shift already absorbs near-zero deltas, so the scale is purely relative
             obs = None if delta is None else log_target(delta, spec.log_shift)
             sigma = relative_noise(p, covs, spec.noise, pt)
-            pm.StudentT("log_delta", nu=nu, mu=pt.log(mu + spec.log_shift), sigma=sigma, observed=obs, shape=covs.n)
+            loc = pt.log(mu + spec.log_shift)
+            if spec.collapse is None:
+                pm.StudentT("log_delta", nu=nu, mu=loc, sigma=sigma, observed=obs, shape=covs.n)
+            else:
+                _mixture(spec, covs, enc, p, mu, nu, loc, sigma, obs)
     return model
+
+
+def _mixture(spec: ModelSpec, covs: Covariates, enc: Encoding, p: dict, mu, nu, loc, sigma, obs) -> None:
+    """The observed ln(delta + shift) as a mixture of the law's Student-t and the collapse's
+    Normal around its level (collapse.py), with the row's collapse probability as weight."""
+    c = spec.collapse
+    p["collapse_sd"] = pm.HalfNormal("collapse_sd", c.level_sd.sigma)
+    p["collapse_a"] = pm.Normal("collapse_a", c.p_intercept.mu, c.p_intercept.sigma)
+    p["collapse_b"] = pm.Normal("collapse_b", c.p_slope.mu, c.p_slope.sigma)
+    for g, sd in c.by.items():
+        name = f"collapse_{g}"
+        pm.Deterministic(f"sd_{name}", pt.constant(sd))
+        p[name] = pm.Deterministic(name, sd * pm.ZeroSumNormal(f"z_{name}", sigma=1.0, dims=g), dims=g)
+    prob = pm.math.sigmoid(collapse.logit(p, covs, mu, c, spec.log_shift, pt))
+    n = covs.n
+    law = pm.StudentT.dist(nu=nu, mu=loc, sigma=sigma * pt.ones(n))
+    down = pm.Normal.dist(mu=pt.log(p["ceiling"] + spec.log_shift), sigma=p["collapse_sd"] * pt.ones(n))
+    pm.Mixture("log_delta", w=pt.stack([1.0 - prob, prob], axis=-1), comp_dists=[law, down], observed=obs, shape=n)

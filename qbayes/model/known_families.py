@@ -14,7 +14,10 @@ The shipped table ``data/known_families.csv`` records each family's norm and MLP
 Hugging Face transformers implementation builds them (column ``hf_class``), other spellings
 of the family name (``aliases``), and its published training tokens in billions
 (``train_tokens_b``, with ``tokens_source``), left empty where the count is not disclosed or
-differs by more than ~1.5x between the family's sizes. A fit stores the table (normalised
+differs by more than ~1.5x between the family's sizes, and its vocabulary size (``vocab_size``,
+the ``vocab_size`` of the family's Hugging Face config.json, with ``vocab_source``): a collapsed
+model scores near an uninformed predictor over its vocabulary, ln V nats per token, which
+anchors the collapse level of models with ``[collapse]`` (spec.Collapse). A fit stores the table (normalised
 family name -> design, -> tokens) in its encoding, so its predictions do not change with a
 later edit of the file.
 
@@ -35,25 +38,47 @@ from qbayes.names import key_expr
 from qbayes.resources import known_families_csv, read_table
 
 REGISTRY = known_families_csv()
-COLUMNS = ("family", "aliases", "norm", "mlp", "hf_class", "train_tokens_b", "tokens_source")
+COLUMNS = (
+    "family",
+    "aliases",
+    "norm",
+    "mlp",
+    "hf_class",
+    "train_tokens_b",
+    "tokens_source",
+    "vocab_size",
+    "vocab_source",
+)
 
 
 @dataclass(frozen=True)
 class KnownFamilies:
     """By normalised family name (and alias): the block design, "norm+mlp" as
-    table.arch_expr spells it, and the training tokens in billions where published."""
+    table.arch_expr spells it, the training tokens in billions where published, and the
+    vocabulary size."""
 
     designs: dict[str, str] = field(default_factory=dict)
     tokens: dict[str, float] = field(default_factory=dict)
+    vocab: dict[str, float] = field(default_factory=dict)
     families: dict[str, str] = field(default_factory=dict)  # the family each name and alias stands for
 
 
 def load(path: Path = REGISTRY) -> KnownFamilies:
     df = read_table(path, COLUMNS, what="the table of known families")
-    empty = df.filter(pl.any_horizontal(pl.col("family", "norm", "mlp", "tokens_source").is_null()))
+    required = ("family", "norm", "mlp", "tokens_source", "vocab_size", "vocab_source")
+    empty = df.filter(pl.any_horizontal(pl.col(*required).is_null()))
     if empty.height:
-        raise QBayesError(f"{path}: rows without family, norm, mlp or tokens_source: {empty['family'].to_list()}")
-    df = df.with_columns(pl.col("train_tokens_b").cast(pl.Float64, strict=False).alias("tokens"))
+        raise QBayesError(f"{path}: rows without {', '.join(required)}: {empty['family'].to_list()}")
+    df = df.with_columns(
+        pl.col("train_tokens_b").cast(pl.Float64, strict=False).alias("tokens"),
+        pl.col("vocab_size").cast(pl.Float64, strict=False).alias("vocab"),
+    )
+    bad_vocab = df.filter(~(pl.col("vocab") >= 2).fill_null(False))
+    if bad_vocab.height:
+        raise QBayesError(
+            f"{path}: vocab_size must be a whole number of tokens >= 2; "
+            f"got {bad_vocab['vocab_size'].to_list()} for {bad_vocab['family'].to_list()}"
+        )
     bad = df.filter(pl.col("train_tokens_b").is_not_null() & ~(pl.col("tokens") > 0).fill_null(False))
     if bad.height:
         raise QBayesError(
@@ -80,5 +105,6 @@ def load(path: Path = REGISTRY) -> KnownFamilies:
     return KnownFamilies(
         designs=dict(zip(names["key"].to_list(), names["arch"].to_list())),
         tokens=dict(zip(with_tokens["key"].to_list(), with_tokens["tokens"].to_list())),
+        vocab=dict(zip(names["key"].to_list(), names["vocab"].to_list())),
         families=dict(zip(names["key"].to_list(), names["family"].to_list())),
     )

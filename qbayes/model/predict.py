@@ -9,11 +9,14 @@ a second, third, ... distinct unseen level of the same grouping gets an effect o
 (:func:`extra_new_levels`).
 A model with unknown training tokens gets its latent ln D when the fit knew the model,
 otherwise a draw from the fitted population of ln D.
+A spec with ``[collapse]`` draws each row and draw from the mixture of the law and the collapse
+(collapse.py); ``p_collapse`` is the mean over draws of the collapse probability.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import zlib
 from dataclasses import dataclass, field
@@ -21,13 +24,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from qbayes.model import fitfile
+from qbayes.model import collapse, fitfile
 from qbayes.model.covariates import Covariates, covariates
 from qbayes.model.encoding import ReadTable
 from qbayes.model.fitfile import Fit
 from qbayes.model.mean import mean_degradation, noise_scale, relative_noise, weights
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+# quantiles of the predictive given no collapse ([collapse] specs): Predictor.predict's
+# delta_hold_qNN and ppl_hold_qNN, what ``qbayes predict`` prints after P(collapse)
+HOLD_QUANTILES = (0.05, 0.5, 0.95)
 CHUNK_ROWS = 1_000  # rows per chunk: (rows x draws) temporaries stay small enough to be reused
 DEFAULT_DRAWS = 1000
 # predictive draws are capped at 15 nats (a perplexity ratio of 3e6), beyond the worst
@@ -51,6 +57,8 @@ OUTPUT_COLUMNS = (
     "ppl_q95",
     "ppl_mean",
     "delta_q50",
+    # the probability that the row collapses (a [collapse] spec's mixture; null for others)
+    "p_collapse",
     *NEW_LEVEL_FLAGS.values(),
     "tokens_imputed",
     *PROVENANCE,
@@ -94,6 +102,14 @@ def draws_from_fit(fit: Fit, *, n: int | None = DEFAULT_DRAWS, seed: int = 0, dt
         for kind in e.kinds:  # a unit draw: each row scales it (covariates.new_level_scale)
             new = p[f"sd_{kind}_{g}"] * rng.standard_normal((1, s), dtype=dtype)
             p[f"{kind}_{g}"] = np.concatenate([flat(f"{kind}_{g}"), new], axis=0)
+    if fit.spec.collapse is not None:
+        for g in fit.spec.collapse.by:  # a unit draw for an unseen level, as above
+            name = f"collapse_{g}"
+            new = p[f"sd_{name}"] * rng.standard_normal((1, s), dtype=dtype)
+            p[name] = np.concatenate([flat(name), new], axis=0)
+        enc = fit.encoding
+        m, sd = collapse.population({**enc.known_vocab, **enc.family_vocab_seen})
+        p[collapse.POP_LOG_VOCAB] = (m + sd * rng.standard_normal((1, s))).astype(dtype)
     pop = p["log_tokens_mean"] + p["log_tokens_sd"] * rng.standard_normal((1, s), dtype=dtype)
     latent = flat("log_tokens_missing") if "log_tokens_missing" in post else np.empty((0, s))
     return Draws(p=p, log_tokens=np.concatenate([latent, pop], axis=0), seed=seed)
@@ -146,10 +162,19 @@ def _log_d_missing(draws: Draws, d: Covariates) -> np.ndarray | None:
     return np.where(missing[:, None], latent, np.float32(0.0))
 
 
+def law_params(fit: Fit, d: Covariates, draws: Draws) -> dict[str, np.ndarray]:
+    """The draws' parameters as the law's mean reads them for rows ``d``: for a [collapse]
+    spec, the ceiling is each row's collapse level (N, S) (collapse.py)."""
+    if fit.spec.collapse is None:
+        return draws.p
+    return {**draws.p, "ceiling": collapse.level(draws.p, collapse.gap_draws(d, draws.p), np)}
+
+
 def mean_draws(fit: Fit, d: Covariates, draws: Draws) -> np.ndarray:
-    """Mean degradation per row and draw, (N, S)."""
+    """Mean degradation per row and draw, (N, S): the law's (a [collapse] spec's collapse
+    regime is not in it; see :func:`collapse_draws`)."""
     return mean_degradation(
-        draws.p,
+        law_params(fit, d, draws),
         d,
         fit.spec.effects,
         fit.encoding.levels,
@@ -167,16 +192,63 @@ def _noise(p: dict, shape: tuple, rng: np.random.Generator) -> np.ndarray:
     return rng.standard_t(np.broadcast_to(p["nu"], shape)).astype(p["noise_rel"].dtype)
 
 
+@dataclass(frozen=True)
+class CollapseDraws:
+    """A [collapse] spec's regime per row and draw, (N, S): the collapse level (nats), the
+    probability of the collapse, and (once drawn) the law's draws of ln(delta + shift)."""
+
+    level: np.ndarray
+    probability: np.ndarray
+    law: np.ndarray | None = None
+
+
+def collapse_draws(fit: Fit, d: Covariates, draws: Draws, mu: np.ndarray) -> CollapseDraws | None:
+    """The collapse regime of rows ``d`` whose law means are ``mu``; None without [collapse]."""
+    spec = fit.spec.collapse
+    if spec is None:
+        return None
+    p = law_params(fit, d, draws)
+    return CollapseDraws(level=p["ceiling"], probability=collapse.probability(p, d, mu, spec, fit.spec.log_shift))
+
+
+def expected_draws(fit: Fit, d: Covariates, draws: Draws) -> np.ndarray:
+    """(N, S) the degradation each draw expects, without observation noise: the law's mean,
+    or for a [collapse] spec the mixture's, (1 - p) * law mean + p * collapse level."""
+    mu = mean_draws(fit, d, draws)
+    parts = collapse_draws(fit, d, draws, mu)
+    if parts is None:
+        return mu
+    return (1.0 - parts.probability) * mu + parts.probability * parts.level
+
+
 def log_shifted_draws(
-    fit: Fit, d: Covariates, draws: Draws, *, rng: np.random.Generator, independent_noise: bool = False
+    fit: Fit,
+    d: Covariates,
+    draws: Draws,
+    *,
+    rng: np.random.Generator,
+    independent_noise: bool = False,
+    regime: list | None = None,
 ) -> np.ndarray:
-    """Draws of ln(delta + shift), (N, S), for the log_student_t likelihood (capped at DELTA_MAX)."""
+    """Draws of ln(delta + shift), (N, S), for the log_student_t likelihood (capped at
+    DELTA_MAX, or collapse.DELTA_MAX for a [collapse] spec, whose rows are drawn from the
+    mixture). ``regime``, a list, receives the :class:`CollapseDraws` (None without [collapse])."""
     mu = mean_draws(fit, d, draws)
     shape = mu.shape if independent_noise else (1, draws.n)
     shift = fit.spec.log_shift
     y = np.log(mu + shift)
     y += relative_noise(draws.p, d, fit.spec.noise, np) * _noise(draws.p, shape, rng)
-    return np.minimum(y, np.float32(np.log(DELTA_MAX + shift)), out=y)
+    cap = DELTA_MAX
+    parts = collapse_draws(fit, d, draws, mu)
+    if parts is not None:
+        cap = collapse.DELTA_MAX
+        u = rng.random(shape).astype(y.dtype)
+        z = rng.standard_normal(shape).astype(y.dtype)
+        parts = dataclasses.replace(parts, law=np.minimum(y, np.float32(np.log(DELTA_MAX + shift))))
+        y = collapse.mix(y, np.log(parts.level + shift), draws.p["collapse_sd"], parts.probability, u, z)
+    if regime is not None:
+        regime.append(parts)
+    return np.minimum(y, np.float32(np.log(cap + shift)), out=y)
 
 
 def delta_draws(
@@ -215,11 +287,23 @@ def row_quantiles(y: np.ndarray, quantiles) -> np.ndarray:
     return (y[:, lo] * (1 - w) + y[:, hi] * w).T
 
 
+def weighted_row_quantiles(y: np.ndarray, w: np.ndarray, quantiles) -> np.ndarray:
+    """(len(quantiles), N): per row of ``y`` (N, S), the quantiles of its values weighted by
+    ``w`` (N, S) (the first value whose cumulative weight reaches each level)."""
+    order = np.argsort(y, axis=1)
+    ys = np.take_along_axis(y, order, axis=1)
+    cw = np.cumsum(np.take_along_axis(w, order, axis=1), axis=1, dtype=np.float64)
+    cw /= np.maximum(cw[:, -1:], 1e-300)
+    at = np.stack([(cw < q).sum(axis=1) for q in quantiles])  # (Q, N)
+    return np.take_along_axis(ys, np.minimum(at, y.shape[1] - 1).T, axis=1).T
+
+
 def _summarise_chunk(fit: Fit, d: Covariates, draws: Draws, rng, quantiles, fp16: np.ndarray) -> dict:
     """Quantiles (taken before the monotone transforms, on the log scale where possible)
     and the mean perplexity for one chunk of rows."""
+    regime = []
     if fit.spec.likelihood == "log_student_t":
-        y = log_shifted_draws(fit, d, draws, rng=rng)
+        y = log_shifted_draws(fit, d, draws, rng=rng, regime=regime)
         q = np.exp(row_quantiles(y, quantiles)) - fit.spec.log_shift
         delta = np.exp(y, out=y)
         delta -= fit.spec.log_shift
@@ -230,6 +314,12 @@ def _summarise_chunk(fit: Fit, d: Covariates, draws: Draws, rng, quantiles, fp16
     # precision than one without, and the chunks are stacked into one column
     cols = {f"delta_{_q(p)}": q[i].astype(np.float64) for i, p in enumerate(quantiles)}
     cols["delta_mean"] = delta.mean(axis=1, dtype=np.float64)
+    parts = regime[0] if regime else None
+    cols["p_collapse"] = np.full(d.n, np.nan) if parts is None else parts.probability.mean(axis=1, dtype=np.float64)
+    if parts is not None:  # the predictive given that the row does not collapse
+        hold = weighted_row_quantiles(parts.law, 1.0 - parts.probability, HOLD_QUANTILES)
+        for i, p in enumerate(HOLD_QUANTILES):
+            cols[f"delta_hold_{_q(p)}"] = np.exp(hold[i].astype(np.float64)) - fit.spec.log_shift
     cols["ppl_mean"] = np.exp(delta, out=delta).mean(axis=1, dtype=np.float64) * fp16
     return cols
 
@@ -284,6 +374,10 @@ class Predictor:
         """Mean degradation per row and draw, (N, S), without observation noise."""
         return mean_draws(self.fit, rows.covariates, self.draws)
 
+    def expected(self, rows: Prepared) -> np.ndarray:
+        """The degradation each draw expects, (N, S), collapses included (:func:`expected_draws`)."""
+        return expected_draws(self.fit, rows.covariates, self.draws)
+
     def delta(
         self, rows: Prepared, *, rng: np.random.Generator | None = None, independent_noise: bool = False
     ) -> np.ndarray:
@@ -294,7 +388,10 @@ class Predictor:
 
     def predict(self, rows: pl.DataFrame | Prepared, *, quantiles=QUANTILES) -> pl.DataFrame:
         """``rows`` (a standard table, or one prepared, in order) followed by quantiles of predicted
-        delta and perplexity (``delta_qNN``, ``ppl_qNN``, means), flags for levels the fit has
+        delta and perplexity (``delta_qNN``, ``ppl_qNN``, means), ``p_collapse`` (the mean
+        probability of the collapse regime for a [collapse] spec, null otherwise; such a spec
+        also adds ``delta_hold_qNN`` and ``ppl_hold_qNN`` at :data:`HOLD_QUANTILES`, the
+        predictive given that the row does not collapse), flags for levels the fit has
         not seen (:data:`NEW_LEVEL_FLAGS`), ``tokens_imputed`` where ln D is drawn from the
         population, and :data:`PROVENANCE`: the block design each row was predicted with and
         where it came from ("query", "fit", "known_families", or null for a design the fit
@@ -328,7 +425,13 @@ class Predictor:
             outs.append(pl.DataFrame(cols))
         res = pl.concat(outs) if outs else pl.DataFrame()
         ppl = [(pl.col(f"delta_{_q(p)}").exp() * pl.col("fp16_ppl")).alias(f"ppl_{_q(p)}") for p in quantiles]
-        return pl.concat([table, res], how="horizontal").with_columns(ppl)
+        if self.fit.spec.collapse is not None:
+            ppl += [
+                (pl.col(f"delta_hold_{_q(p)}").exp() * pl.col("fp16_ppl")).alias(f"ppl_hold_{_q(p)}")
+                for p in HOLD_QUANTILES
+            ]
+        out = pl.concat([table, res], how="horizontal").with_columns(ppl)
+        return out.with_columns(pl.col("p_collapse").fill_nan(None)) if "p_collapse" in out.columns else out
 
 
 def _q(p: float) -> str:

@@ -21,6 +21,8 @@ QUERY_REQUIRED = ("family", "model", "params_b", "method", "w_bits", "eval_set",
 QUERY_OPTIONAL = {
     "train_tokens_b": None,
     "arch": None,
+    # the model's vocabulary size; without it, the family's (encoding.Encoding.fill)
+    "vocab_size": None,
     "group_size": None,
     "act_bits": 16.0,
     "w_kind": "int",
@@ -96,6 +98,7 @@ def query_table(df: pl.DataFrame, where: str = "queries") -> pl.DataFrame:
         check(df["params_b"] <= 0, "params_b must be > 0")
         check(df["fp16_ppl"] <= 1, "fp16_ppl must be > 1")
         check(df["train_tokens_b"] <= 0, "train_tokens_b must be > 0")
+        check(df["vocab_size"] < 2, "vocab_size must be >= 2 tokens")
         check(df["group_size"] <= 0, "group_size must be > 0 (empty or -1: one scale per output channel)")
         check((df["act_bits"] <= 0) | (df["act_bits"] > 16), "act_bits must be in (0, 16]")
         check((df["bits_per_weight"] <= 0) | (df["bits_per_weight"] > 40), "bits_per_weight must be in (0, 40]")

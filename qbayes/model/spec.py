@@ -131,6 +131,23 @@ class Priors:
     nu: tuple[float, float] = (2.0, 0.1)  # Gamma(alpha, beta) on Student-t dof
 
 
+@dataclass(frozen=True)
+class Collapse:
+    """The collapse regime (model.collapse): each row either follows the law or, with a
+    probability whose logit is ``p_intercept + p_slope * ln(law mean + log_shift)`` (plus, per
+    grouping in ``by``, a zero-sum intercept per level with that fixed sd), collapses to
+    kappa * (ln V - ln ppl_fp16): kappa times what a uniform predictor over the model's V-token
+    vocabulary loses against the unquantized model, with a log-normal scatter ``level_sd``.
+    The law's mean saturates at that same level instead of a learned ceiling, so the collapse
+    level and a ceiling cannot trade places."""
+
+    log_kappa: Normal = Normal(0.0, 0.3)  # ln kappa: a collapse near uniform over the vocabulary
+    level_sd: HalfNormal = HalfNormal(0.3)  # sd of a collapsed row's ln(delta + shift) around its level
+    p_intercept: Normal = Normal(-3.0, 1.5)  # logit P(collapse) where the law's mean is 1 nat
+    p_slope: Normal = Normal(1.5, 1.0)  # its rise per unit of ln(law mean)
+    by: dict[str, float] = field(default_factory=dict)  # grouping -> fixed sd of its logit intercepts
+
+
 # Effect and Priors fields left out of a spec's canonical JSON at their defaults (to_json)
 DEFAULT_MODEL = "hierarchical"  # the spec qbayes ships a posterior of (models/hierarchical.toml)
 OMIT_AT_DEFAULT = {"effects": ("curvature", "act_slope"), "priors": ("curvature_sd", "act_slope_sd")}
@@ -155,6 +172,7 @@ class ModelSpec:
     log_shift: float = LOG_SHIFT  # nats: the likelihood models ln(delta + log_shift)
     curvature: str = "quadratic"  # see CURVATURES
     noise: tuple[str, ...] = ()  # terms the log-scale noise grows with, from NOISE_TERMS
+    collapse: Collapse | None = None  # a mixture with a collapse regime (see Collapse); None: the law alone
 
     @property
     def within(self) -> dict[str, str]:
@@ -166,6 +184,8 @@ class ModelSpec:
         out where unused, so a spec that does not use them keeps the hash of fits made
         before they existed."""
         raw = dataclasses.asdict(self)
+        if raw["collapse"] is None:
+            del raw["collapse"]
         for e in raw["effects"].values():
             for name in OMIT_AT_DEFAULT["effects"]:
                 if e.get(name) is False:
@@ -277,6 +297,7 @@ def _build(raw: dict, where: str) -> ModelSpec:
             f"{where}: 'noise' terms scale the log_student_t likelihood; "
             f"likelihood '{likelihood}' has its own noise scale (mean.noise_scale)"
         )
+    collapse = _collapse(raw.get("collapse"), likelihood, where)
     if "name" not in raw:
         raise QBayesError(f"{where}: missing 'name'")
     return ModelSpec(
@@ -292,7 +313,31 @@ def _build(raw: dict, where: str) -> ModelSpec:
         log_shift=float(log_shift),
         curvature=curvature,
         noise=tuple(noise),
+        collapse=collapse,
     )
+
+
+def _collapse(raw, likelihood: str, where: str) -> Collapse | None:
+    """The [collapse] table, checked; None where the spec has none."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise QBayesError(f"{where}: [collapse] must be a table")
+    names = [f.name for f in dataclasses.fields(Collapse)]
+    _check_keys(raw, names, f"{where} [collapse]")
+    if likelihood != "log_student_t":
+        raise QBayesError(f"{where}: [collapse] mixes with the log_student_t likelihood only (got '{likelihood}')")
+    by = raw.get("by", {})
+    if not isinstance(by, dict) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in by.values()
+    ):
+        raise QBayesError(f"{where} [collapse]: 'by' must map groupings to positive sds, e.g. {{ method = 1.0 }}")
+    for g in by:
+        if g not in GROUPINGS:
+            raise unknown(f"grouping in {where} [collapse].by", g, GROUPINGS)
+    defaults = Collapse()
+    parts = {k: _prior(v, type(getattr(defaults, k)), f"{where} collapse.{k}") for k, v in raw.items() if k != "by"}
+    return Collapse(**parts, by={g: float(v) for g, v in by.items()})
 
 
 def available() -> list[str]:

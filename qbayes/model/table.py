@@ -37,6 +37,9 @@ STANDARD = {
     "eval_set": pl.String,
     "source": pl.String,
     "fp16_ppl": pl.Float64,
+    # tokens in the model's vocabulary: ln V anchors the collapse level (model.collapse);
+    # null where unknown (encoding fills it from the family)
+    "vocab_size": pl.Float64,
     **{c: pl.Float64 for c in RAW_COLUMNS},  # measured features (null for published rows)
 }
 PUBLISHED_KINDS = ("paper", "repository")  # results.source_kind of published rows
@@ -62,7 +65,9 @@ def training_table(
     if not include_suspect:
         res = res.filter(pl.col("doubt").is_null() | (pl.col("doubt") != "suspect"))
     quant = with_baseline(res)
-    models = db.models.select("model", "family", "params_b", "train_tokens_b", arch_expr(db.models).alias("arch"))
+    models = db.models.select(
+        "model", "family", "params_b", "train_tokens_b", "vocab_size", arch_expr(db.models).alias("arch")
+    )
     df = quant.join(models, on="model", how="inner")
     if exclude_families:
         unknown_fams = set(exclude_families) - set(df["family"])

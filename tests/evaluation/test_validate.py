@@ -81,8 +81,15 @@ def test_validate_cli_holds_out_a_family_and_writes_strict_json(cli, tmp_path):
         assert np.isclose(row["mdae"], fam["mdae"]) and np.isclose(row["cov90"], fam["cov90"])
     assert len(doc["per_cell"]) == 4
     # the per-row file holds the same predictions the summary was scored from
+    # the Brier score of P(delta > 1 nat): every model, and the two classifiers made for it
+    brier = {b["model"]: b for b in doc["brier"] if b["family"] == "all"}
+    assert set(brier) == {*doc["models"], "exceed_forest", "exceed_frequency"}
+    for b in brier.values():
+        assert b["n"] == 4 and 0 <= b["brier"] <= 1
+    assert "Brier score of P(delta > 1 nat)" in r.out
     preds = pl.read_parquet(preds_path)
-    assert preds.height == 4 * 4 and set(preds["held_out"]) == {"Falcon"} and set(preds["family"]) == {"Falcon"}
+    assert preds.height == 6 * 4 and set(preds["held_out"]) == {"Falcon"} and set(preds["family"]) == {"Falcon"}
+    assert preds["p_exceed_1nat"].null_count() == 0
     for row in doc["per_family"]:
         mine = preds.filter(pl.col("predicted_by") == row["model"])
         assert mine.height == 4

@@ -141,6 +141,8 @@ def test_query_table_casts_and_fills_defaults():
         ({"fp16_ppl": ["1.0"]}, "fp16_ppl must be > 1"),
         ({"group_size": ["-2"]}, "group_size must be > 0 (empty or -1: one scale per output channel)"),
         ({"w_bits": ["three"]}, "column 'w_bits' has values that are not Float64 in rows [1]"),
+        ({"vocab_size": ["1"]}, "vocab_size must be >= 2 tokens (rows [1])"),
+        ({"vocab_size": ["32k"]}, "column 'vocab_size' has values that are not Float64 in rows [1]"),
     ],
 )
 def test_bad_queries_are_refused_with_the_reason(change, message):
