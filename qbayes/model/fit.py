@@ -17,7 +17,7 @@ from qbayes.model.encoding import Encoding, family_tokens
 from qbayes.model.fitfile import Fit, FitInfo, data_hash, package_versions
 from qbayes.model.graph import build_model
 from qbayes.model.samplers import DEFAULT_SAMPLER, SampleConfig, sample
-from qbayes.model.spec import ModelSpec
+from qbayes.model.spec import OPTIONAL_GROUPINGS, ModelSpec
 from qbayes.model.table import training_table
 
 MIN_ROWS = 10
@@ -52,7 +52,7 @@ def fit_table(df: pl.DataFrame, spec: ModelSpec, opts: FitOptions = FitOptions()
         )
         raise QBayesError(f"only {df.height} quantized rows with baselines to fit; need at least {MIN_ROWS}{hint}")
     df, enc = prepare(df, spec)
-    empty = [g for g in spec.effects if not enc.levels[g]]
+    empty = [g for g in spec.effects if not enc.levels[g] and g not in OPTIONAL_GROUPINGS]
     if empty:
         # a grouping effect needs a level to sum to zero over (and to draw a new one around)
         hint = " (a model's design comes from the models table's norm and mlp)" if "arch" in empty[0] else ""

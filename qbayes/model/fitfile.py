@@ -37,6 +37,9 @@ FORMAT_VERSION = 8  # v2: block design (arch), curvature; v3: centred and nested
 #                     v8: training tokens of seen and known families (family_tokens_seen, known_tokens),
 #                         parent groupings (within) for new nested levels
 DATA_COLUMNS = {**STANDARD, "delta": pl.Float64}
+# columns a fit file may lack, read as null: fits saved before them still load, and their
+# training rows hash as they did (data_hash leaves such a column out when it is all null)
+LATER_COLUMNS = ("format",)
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,11 @@ class Fit:
 
 
 def data_hash(df: pl.DataFrame) -> str:
-    return hashlib.sha256(df.select(list(DATA_COLUMNS)).write_csv().encode()).hexdigest()[:16]
+    """A hash of the training rows: their DATA_COLUMNS, less the LATER_COLUMNS that are null
+    in every row."""
+    unused = [c for c in LATER_COLUMNS if df.get_column(c).null_count() == df.height]
+    columns = [c for c in DATA_COLUMNS if c not in unused]
+    return hashlib.sha256(df.select(columns).write_csv().encode()).hexdigest()[:16]
 
 
 def posterior_checksum(post: xr.Dataset) -> str:
@@ -180,6 +187,9 @@ def _table_to_dataset(df: pl.DataFrame) -> xr.Dataset:
 def _dataset_to_table(ds: xr.Dataset) -> pl.DataFrame:
     cols = {}
     for name, dtype in DATA_COLUMNS.items():
+        if name not in ds and name in LATER_COLUMNS:
+            cols[name] = pl.Series(name, [None] * ds.sizes["row"], dtype=dtype)
+            continue
         values = ds[name].values
         s = pl.Series(name, values.astype(str) if dtype == pl.String else values.astype(np.float64))
         if dtype == pl.String:
