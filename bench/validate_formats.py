@@ -8,7 +8,10 @@ Llama-2-70B), every spec is fitted to all published rows but that model's named-
 rows, which are then predicted as ``qbayes validate`` predicts held-out rows (as one new
 source: a study of unknown protocol) and scored on delta: median absolute error of the
 median, 90% coverage, CRPS (qbayes.evaluation.crossval.scores). The baseline is a point
-prediction: its median error only.
+prediction: its median error only. A spec with format effects is scored twice from one fit:
+as it is, and with the held-out rows' format names left out ("... without names"), which is
+the bits-per-weight law its method and family effects give: what the format effects add,
+without a second fit.
 
     python bench/validate_formats.py --model models/hierarchical-v3a.toml \\
         --model models/hierarchical-v3f.toml --json reports/validation-formats.json
@@ -34,6 +37,7 @@ from qbayes.model.spec import load_spec
 from qbayes.model.table import training_table
 
 BASELINE = "per-format median"
+MEDIAN = int(np.argmin(np.abs(QGRID - 0.5)))  # the median's row in the quantile grid
 
 
 def per_format_median(train: pl.DataFrame, test: pl.DataFrame) -> np.ndarray:
@@ -78,9 +82,12 @@ def main() -> None:
                 f"(max R-hat {conv.max_rhat:.3f}, {conv.divergences} divergences)",
                 flush=True,
             )
-            rows.append((held, spec.name, y, q[int(np.argmin(np.abs(QGRID - 0.5)))], q))
+            rows.append((held, spec.name, y, q[MEDIAN], q))
+            if "format" in spec.effects:
+                q, _ = bayes_quantiles(fit, test.with_columns(pl.lit(None, pl.String).alias("format")), seed=args.seed)
+                rows.append((held, f"{spec.name} without names", y, q[MEDIAN], q))
     report = {"held_out": held_models, "per_model": [], "overall": []}
-    for name in [BASELINE, *(s.name for s in specs)]:
+    for name in dict.fromkeys(r[1] for r in rows):
         mine = [r for r in rows if r[1] == name]
         for held, _, y, med, q in mine:
             report["per_model"].append({"model": name, "held_out": held, **_scores(y, med, q)})

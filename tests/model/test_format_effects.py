@@ -9,8 +9,10 @@ import numpy as np
 import polars as pl
 import pytest
 
+from qbayes.db import named_formats
 from qbayes.db.named_formats import table_names
 from qbayes.model import conditioning
+from qbayes.model.choose import scored_options
 from qbayes.model.predict import Predictor
 from qbayes.model.queries import query_table
 from qbayes.suggest.gpucost import Costs
@@ -137,3 +139,22 @@ def test_suggest_ranks_a_run_of_the_targets_unseen_format_above_another_format(f
     r = rank(Predictor(format_fit, n_draws=300), targets, cands, costs=Costs(own=np.ones(2)), max_runs=2)
     same, other = r.reduction
     assert same > 2 * other
+
+
+def test_choose_reads_a_label_option_as_no_format_and_a_named_one_as_its_format(format_fit):
+    """An int4-g128 label is the grid's RTN w4 g128 option, with no format effect; Q4_K_M is
+    predicted with its effect (not flagged), IQ3_XS as a new format (flagged)."""
+    candidates = pl.DataFrame([{k: v for k, v in LLAMA_7B.items() if k != "eval_set"}])
+    scored = scored_options(
+        Predictor(format_fit, n_draws=300),
+        candidates,
+        methods=["RTN"],
+        w_bits=[4.0],
+        group_sizes=[128],
+        formats=named_formats.lookup_all(["int4-g128", "Q4_K_M", "IQ3_XS"]),
+        include_fp16=False,
+    )
+    t = scored.table
+    assert t["format"].to_list() == [None, "int4-g128", "Q4_K_M", "IQ3_XS"]
+    np.testing.assert_allclose(scored.mean[:, 0], scored.mean[:, 1], rtol=1e-5)
+    assert t["new_format"].to_list() == [False, False, False, True]
