@@ -26,7 +26,13 @@ LLAMA_7B = {
     "fp16_ppl": 5.68,
 }
 # Q4_K_M's own fields, given without its name
-Q4_K_M_FIELDS = {"method": "llama.cpp-kquant", "w_bits": 4.0, "group_size": 256, "bits_per_weight": 4.8944}
+Q4_K_M_FIELDS = {
+    "method": "llama.cpp-kquant",
+    "w_bits": 4.0,
+    "group_size": 256,
+    "w_kind": "kquant",
+    "bits_per_weight": 4.8944,
+}
 
 
 def _queries(*rows: dict) -> pl.DataFrame:
@@ -104,7 +110,7 @@ def test_an_unseen_format_is_flagged_and_drawn_from_its_methods_population(forma
     seen_kquants = format_fit.encoding.parents["format"].count("llama.cpp-kquant")
     q = _queries(
         {"format": "IQ3_XS"},
-        {"method": "llama.cpp-kquant", "w_bits": 3.0, "group_size": 256, "bits_per_weight": 3.4977},
+        {"method": "llama.cpp-kquant", "w_bits": 3.0, "group_size": 256, "w_kind": "kquant", "bits_per_weight": 3.4977},
         {"format": "nf4"},
         {"method": "RTN", "w_bits": 4.0, "group_size": 64, "w_kind": "nf", "bits_per_weight": 4.5},
     )
@@ -116,17 +122,24 @@ def test_an_unseen_format_is_flagged_and_drawn_from_its_methods_population(forma
 
 
 def test_an_observed_unseen_format_teaches_its_other_rows(format_fit):
-    """Measured IQ3_XS rows of LLaMA-7B move the conditioned prediction of IQ3_XS on
-    LLaMA-13B towards them: the conditioning updates the fresh format effect they share."""
+    """A measured IQ3_XS row of LLaMA-7B, three times worse than predicted, raises the
+    conditioned prediction of IQ3_XS on LLaMA-13B (the fresh format effect they share), and
+    barely that of IQ3_XXS, another unseen format. The queries keep their own source, so the
+    format is all that ties them to the measured row."""
     predictor = Predictor(format_fit, n_draws=1000, seed=2)
-    observed = conditioning.observed_rows(pl.DataFrame([{**LLAMA_7B, "format": "IQ3_XS", "ppl": 5.68 * np.exp(0.6)}]))
-    query = _queries({"model": "LLaMA-13B", "params_b": 13.0, "fp16_ppl": 5.09, "format": "IQ3_XS"})
-    before = predictor.predict(conditioning.as_observed_source(query))["delta_q50"][0]
-    cond = conditioning.condition(predictor, observed, query)
-    after = cond.predictor.predict(cond.rows)["delta_q50"][0]
+    expected = predictor.predict(_queries({"format": "IQ3_XS"}))["delta_q50"][0]
+    observed = conditioning.observed_rows(
+        pl.DataFrame([{**LLAMA_7B, "format": "IQ3_XS", "ppl": LLAMA_7B["fp16_ppl"] * np.exp(3 * expected)}])
+    )
+    llama_13b = {"model": "LLaMA-13B", "params_b": 13.0, "fp16_ppl": 5.09}
+    queries = _queries({**llama_13b, "format": "IQ3_XS"}, {**llama_13b, "format": "IQ3_XXS"})
+    before = predictor.predict(queries)["delta_q50"].to_numpy()
+    cond = conditioning.condition(predictor, observed, queries, same_source=False)
+    after = cond.predictor.predict(cond.rows)["delta_q50"].to_numpy()
     assert cond.update.ess > 30
-    assert any(name.endswith("_format") for name, _ in cond.update.units)
-    assert after > 1.5 * before
+    assert ("a_format", 0) in cond.update.units
+    assert after[0] > 1.4 * before[0]
+    assert abs(np.log(after[1] / before[1])) < 0.5 * np.log(after[0] / before[0])
 
 
 def test_suggest_ranks_a_run_of_the_targets_unseen_format_above_another_format(format_fit):
