@@ -123,3 +123,15 @@ def collapse_fit_path(tmp_path_factory, table):
 @pytest.fixture(scope="session")
 def collapse_fit(collapse_fit_path):
     return fitfile.load(collapse_fit_path)
+
+
+@pytest.fixture(scope="session")
+def format_fit_path(tmp_path_factory, table):
+    """The candidate with named-format effects (hierarchical-v3f) on the same rows as
+    small_fit: LLaMA-1's rows include its llama.cpp sweeps (Q2_K ... Q8_0, two models)."""
+    return _fit_two_families(tmp_path_factory, table, "hierarchical-v3f", "format.nc")
+
+
+@pytest.fixture(scope="session")
+def format_fit(format_fit_path):
+    return fitfile.load(format_fit_path)

@@ -397,7 +397,7 @@ def _print(ranked, shown: str, n_within: int, view: View, *, overhead_gb: float,
             if r[flag]:
                 what = flag.removeprefix("new_").replace("_", " ")
                 names = unseen.setdefault(what, [])
-                value = {"method": r["method"], "eval set": r["eval_set"]}.get(what, r["family"])
+                value = {"method": r["method"], "eval set": r["eval_set"], "format": r["format"]}.get(what, r["family"])
                 if value not in names:
                     names.append(value)
         for flag, what in OUTSIDE.items():

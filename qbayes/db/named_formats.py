@@ -181,6 +181,16 @@ def load(path: Path | None = None) -> FormatTable:
     return FormatTable(formats=tuple(formats), by_key=by_key)
 
 
+def table_names(values: pl.Series) -> pl.Series:
+    """Each value's name in the table when it names one of its formats, by name or alias in
+    any case or punctuation (``q4_k_m`` and ``Q4_K`` become ``Q4_K_M``); null for a label
+    (``int4-g128``, read from its bits and group size alone) and for anything else. The
+    model's ``format`` grouping (qbayes.model.spec) has these names as its levels."""
+    table = load()
+    names = {v: table.by_key[key(v)].name for v in values.drop_nulls().unique().to_list() if key(v) in table.by_key}
+    return values.cast(pl.String).replace_strict(names, default=None, return_dtype=pl.String)
+
+
 def lookup(name: str) -> NamedFormat:
     """The format ``name`` stands for, from the shipped table or a label."""
     return load().lookup(name)

@@ -36,7 +36,7 @@ import numpy as np
 import polars as pl
 
 from qbayes.db.named_formats import COLUMN as FORMAT
-from qbayes.db.named_formats import DEFAULT_METHOD, NamedFormat
+from qbayes.db.named_formats import DEFAULT_METHOD, NamedFormat, table_names
 from qbayes.errors import QBayesError
 from qbayes.model.conditioning import Conditioned, Observed, condition
 from qbayes.model.kv_cache import kv_cache_gb
@@ -49,7 +49,7 @@ DEFAULT_TOLERANCE = 0.01  # relative perplexity difference a user does not care 
 COMPARISON = ("p_within_tolerance", "diff_q05", "diff_q50", "diff_q95")
 CANDIDATE_COLUMNS = ("family", "model", "params_b", "fp16_ppl")  # required; also train_tokens_b, arch, eval_set
 # of Predictor.predict's flags, those an option can raise (its kind comes from the format)
-FLAGS = tuple(NEW_LEVEL_FLAGS[g] for g in ("family", "arch", "method", "eval_set"))
+FLAGS = tuple(NEW_LEVEL_FLAGS[g] for g in ("family", "arch", "method", "eval_set", "format"))
 
 
 def options(
@@ -62,8 +62,9 @@ def options(
     eval_set: str = "wikitext2",
 ) -> pl.DataFrame:
     """The quantized options as a standard query table (query_table) with the ``format``
-    of each (null for the grid's): candidates in order, then methods x bits x group sizes
-    (where bits and group sizes are given), then the named formats. A format that fixes its
+    of each as the user named it (a label too; null for the grid's): candidates in order,
+    then methods x bits x group sizes (where bits and group sizes are given), then the
+    named formats. A format that fixes its
     method (Q4_K_M) is one option; a label (int4-g128) is one per method, RTN without any.
     ``candidates`` has a row per model with at least CANDIDATE_COLUMNS; a candidate without
     ``eval_set`` is evaluated on ``eval_set``."""
@@ -193,10 +194,12 @@ def scored_options(
     ``on_conditioned`` is shown) and the table gains its ``obs_*`` columns."""
     q = options(candidates, methods=methods, w_bits=w_bits, group_sizes=group_sizes, formats=formats, eval_set=eval_set)
     extra = extra_memory_gb(q, overhead_gb=overhead_gb, context=context)  # before the predictions: may refuse
+    # the model reads a format by its name in the table; a label (int4-g128) names none
+    modelled = q.with_columns(table_names(q.get_column(FORMAT)).alias(FORMAT))
     if observed is None:
-        rows = predictor.prepare(q)
+        rows = predictor.prepare(modelled)
     else:
-        cond = condition(predictor, observed, q)
+        cond = condition(predictor, observed, modelled)
         predictor, rows = cond.predictor, cond.rows
         on_conditioned(cond)
     with np.errstate(over="ignore", invalid="ignore"):

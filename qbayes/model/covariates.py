@@ -18,6 +18,7 @@ import polars as pl
 
 from qbayes.model.encoding import Encoding, ReadTable, grouping_values, level_index, unseen_ids
 from qbayes.model.features import standardise
+from qbayes.model.spec import OPTIONAL_GROUPINGS
 from qbayes.model.table import BITS_REF, GROUP_REF, LOG_D_REF, LOG_N_REF
 
 
@@ -27,7 +28,9 @@ class Covariates:
     ``new_ids[g]`` numbers the distinct unseen values (0, 1, ... in order of appearance; -1
     for a seen level), so that two new families get two independent effects;
     ``new_scale[g]`` is the scale of an unseen level's effect, in units of the grouping's sd
-    (:func:`new_level_scale`); ``tokens_idx`` indexes the latent ln D of a model seen without
+    (:func:`new_level_scale`). A row without a level of an optional grouping (spec
+    OPTIONAL_GROUPINGS: no named format) has index -1, new id -1 and scale 0: no effect,
+    and not a new level. ``tokens_idx`` indexes the latent ln D of a model seen without
     D (-1 otherwise)."""
 
     bits_c: np.ndarray
@@ -60,7 +63,8 @@ class Covariates:
         return len(self.bits_c)
 
     def new_level(self, grouping: str) -> np.ndarray:
-        return self.idx[grouping] < 0
+        """Rows whose level of ``grouping`` the fit has not seen (not rows without one)."""
+        return self.new_ids[grouping] >= 0 if grouping in self.new_ids else self.idx[grouping] < 0
 
     def as_one_new_level(self, grouping: str) -> Covariates:
         """These covariates with every row's level of ``grouping`` read as one level the fit
@@ -116,6 +120,10 @@ def covariates(read: ReadTable) -> Covariates:
     idx = {g: level_index(values[g], levels) for g, levels in enc.levels.items()}
     new_ids = {g: unseen_ids(values[g], idx[g]) for g in enc.levels}
     new_scale = {g: new_level_scale(enc, g, values) for g in enc.levels}
+    for g in set(OPTIONAL_GROUPINGS) & set(enc.levels):
+        absent = values[g].is_null().to_numpy()  # no level: neither an effect nor a new level
+        new_ids[g] = unseen_ids(values[g], np.where(absent, 0, idx[g]))
+        new_scale[g] = np.where(absent, 0.0, new_scale[g])
     per_channel_by = {}
     for g, only in enc.per_channel_only.items():
         home = np.isin(idx[g], level_index(pl.Series(only, dtype=pl.String), enc.levels[g]))

@@ -17,7 +17,7 @@ from qbayes.model.encoding import Encoding, family_tokens
 from qbayes.model.fitfile import Fit, FitInfo, data_hash, package_versions
 from qbayes.model.graph import build_model
 from qbayes.model.samplers import DEFAULT_SAMPLER, SampleConfig, sample
-from qbayes.model.spec import ModelSpec
+from qbayes.model.spec import OPTIONAL_GROUPINGS, ModelSpec
 from qbayes.model.table import training_table
 
 MIN_ROWS = 10
@@ -33,11 +33,14 @@ class FitOptions:
 
 def prepare(df: pl.DataFrame, spec: ModelSpec) -> tuple[pl.DataFrame, Encoding]:
     """The training table as the model sees it (family tokens where the spec asks; vocabulary
-    sizes only for a spec with a collapse regime, the one use of them) and its encoding."""
+    sizes only for a spec with a collapse regime, named formats only for a spec with format
+    effects: the one use of each, so other fits keep their data hash) and its encoding."""
     if spec.tokens == "family":
         df = family_tokens(df)  # the fit keeps the covariates the model actually saw
     if spec.collapse is None and "vocab_size" in df.columns:
         df = df.with_columns(pl.lit(None, dtype=pl.Float64).alias("vocab_size"))
+    if "format" not in spec.effects and "format" in df.columns:
+        df = df.with_columns(pl.lit(None, dtype=pl.String).alias("format"))
     return df, Encoding.from_table(df, spec.features, spec.within, spec.tokens_within, known_families.load())
 
 
@@ -54,7 +57,7 @@ def fit_table(df: pl.DataFrame, spec: ModelSpec, opts: FitOptions = FitOptions()
         )
         raise QBayesError(f"only {df.height} quantized rows with baselines to fit; need at least {MIN_ROWS}{hint}")
     df, enc = prepare(df, spec)
-    empty = [g for g in spec.effects if not enc.levels[g]]
+    empty = [g for g in spec.effects if not enc.levels[g] and g not in OPTIONAL_GROUPINGS]
     if empty:
         # a grouping effect needs a level to sum to zero over (and to draw a new one around)
         hint = " (a model's design comes from the models table's norm and mlp)" if "arch" in empty[0] else ""

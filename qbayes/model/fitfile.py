@@ -38,8 +38,9 @@ FORMAT_VERSION = 8  # v2: block design (arch), curvature; v3: centred and nested
 #                         parent groupings (within) for new nested levels
 # columns of the training rows added within a format version: a fit file without them reads them
 # as null, and a column that is null throughout is left out of the data hash, so files written
-# before it keep their hash (vocab_size: the collapse level's anchor, model.collapse)
-ADDED_DATA_COLUMNS = {"vocab_size": pl.Float64}
+# before it keep their hash (vocab_size: the collapse level's anchor, model.collapse; format:
+# the named format of a row, for a spec with format effects)
+ADDED_DATA_COLUMNS = {"vocab_size": pl.Float64, "format": pl.String}
 DATA_COLUMNS = {**{c: t for c, t in STANDARD.items() if c not in ADDED_DATA_COLUMNS}, "delta": pl.Float64}
 KIND = FileKind("fit", FORMAT, FORMAT_VERSION, ("posterior", "sample_stats", "fit_data"), "qbayes fit")
 

@@ -46,6 +46,7 @@ NEW_LEVEL_FLAGS = {
     "method": "new_method",
     "eval_set": "new_eval_set",
     "w_kind": "new_w_kind",
+    "format": "new_format",
 }  # grouping -> flag of rows whose level the fit has not seen
 PROVENANCE = ("block_design", "block_design_from", "train_tokens_b_used", "train_tokens_from")
 # of those, what ``qbayes predict`` writes after the query's own columns
@@ -95,6 +96,8 @@ def draws_from_fit(fit: Fit, *, n: int | None = DEFAULT_DRAWS, seed: int = 0, dt
     s = len(take)
 
     def flat(name: str) -> np.ndarray:
+        if name not in post:  # the effects of an optional grouping the fit has no level of
+            return np.empty((0, s), dtype=dtype)
         return np.ascontiguousarray(post[name].values[..., take], dtype=dtype)  # (..., S)
 
     p = {name: flat(name)[None, :] for name in post.data_vars if post[name].ndim == 1}
@@ -401,8 +404,10 @@ class Predictor:
         table = rows.query
         rng = np.random.default_rng(self.seed + 1)
         fp16 = table.get_column("fp16_ppl").cast(pl.Float64).to_numpy()
-        # a block design only matters (and is only flagged as new) in a model with design effects
+        # a block design or a format only matters (and is only flagged as new) in a model
+        # with effects of it
         uses_arch = any(g in self.fit.spec.effects for g in ("arch", "arch_method"))
+        flagged = {"arch": uses_arch, "format": "format" in self.fit.spec.effects}
         read = rows.read
         none = pl.Series([None] * table.height, dtype=pl.String)
         provenance = {
@@ -417,7 +422,7 @@ class Predictor:
             d = rows.covariates.rows(sl)
             cols = _summarise_chunk(self.fit, d, self.draws, rng, quantiles, fp16[sl])
             for g, flag in NEW_LEVEL_FLAGS.items():
-                cols[flag] = d.new_level(g) if g != "arch" or uses_arch else np.zeros(d.n, dtype=bool)
+                cols[flag] = d.new_level(g) if flagged.get(g, True) else np.zeros(d.n, dtype=bool)
             cols["tokens_imputed"] = np.isnan(d.log_d_c)
             cols.update({c: v[sl] for c, v in provenance.items()})
             if self.fit.encoding.features:  # a feature model given a row without its features predicts the average

@@ -11,7 +11,7 @@ from __future__ import annotations
 import polars as pl
 
 from qbayes.db.named_formats import expand as expand_formats
-from qbayes.db.named_formats import nominal_formats
+from qbayes.db.named_formats import nominal_formats, table_names
 from qbayes.errors import QBayesError, suggest
 from qbayes.model.features import RAW_COLUMNS
 from qbayes.model.table import STANDARD, effective_bits
@@ -109,7 +109,10 @@ def query_table(df: pl.DataFrame, where: str = "queries") -> pl.DataFrame:
     if problems:
         raise QBayesError(f"{where}: " + "; ".join(problems))
     convention = effective_bits(pl.col("w_bits"), pl.col("group_size"), pl.col("w_kind"))
-    df = df.with_columns(pl.coalesce(pl.col("bits_per_weight"), convention).alias("bits"))
+    df = df.with_columns(
+        pl.coalesce(pl.col("bits_per_weight"), convention).alias("bits"),
+        table_names(df.get_column("format")).alias("format"),  # a label names no format of the table
+    )
     return df.select(*STANDARD)
 
 
@@ -117,7 +120,7 @@ def _resolve_mixes(df: pl.DataFrame, problems: list[str]) -> pl.DataFrame:
     """Rows of a mix method (llama.cpp k-quants) given by nominal bits, without a format or
     bits per weight: a k-quant "2-bit" format stores 2.4 to 3.2 bits per weight, so reading
     2 as the bits per weight predicts Q2_K far too high. Where the nominal bits (and group
-    size) name exactly one format, its row is filled from it; otherwise the row is refused
+    size) name exactly one format, its row is filled from it (and names it); otherwise the row is refused
     with the formats to name instead (appended to ``problems``)."""
     open_rows = pl.col("bits_per_weight").is_null()  # a named format has filled it
     keys = df.filter(open_rows).select("method", "w_bits", "group_size").unique(maintain_order=True)
@@ -139,7 +142,17 @@ def _resolve_mixes(df: pl.DataFrame, problems: list[str]) -> pl.DataFrame:
             )
             continue
         f = found[0]
-        fills.append((at, {"w_kind": f.w_kind, "group_size": f.group_size, "bits_per_weight": f.bits_per_weight}))
+        fills.append(
+            (
+                at,
+                {
+                    "w_kind": f.w_kind,
+                    "group_size": f.group_size,
+                    "bits_per_weight": f.bits_per_weight,
+                    "format": f.name,
+                },
+            )
+        )
     for at, values in fills:
         df = df.with_columns(
             pl.when(at).then(pl.lit(v, dtype=df.schema[c])).otherwise(pl.col(c)).alias(c) for c, v in values.items()

@@ -20,7 +20,21 @@ from qbayes.resources import spec_dir
 
 SPEC_DIR = spec_dir()
 
-GROUPINGS = ("family", "arch", "method", "w_kind", "eval_set", "source", "family_method", "arch_method")
+GROUPINGS = (
+    "family",
+    "arch",
+    "method",
+    "w_kind",
+    "eval_set",
+    "source",
+    "family_method",
+    "arch_method",
+    "format",
+)
+# groupings a row may lack on purpose: a row without a named format (int4-g128 is read from
+# its bits and group size alone) has no effect of it, where a row of no known family is a
+# new level drawn from the population; a fit whose rows have no level of it has none
+OPTIONAL_GROUPINGS = ("format",)
 # groupings whose levels are combinations of other columns' values (a level is "a|b")
 INTERACTIONS = {"family_method": ("family", "method"), "arch_method": ("arch", "method")}
 # the parts of a grouping effect: parameter prefix -> the Effect field that switches it on,

@@ -13,6 +13,7 @@ import math
 import polars as pl
 
 from qbayes.db.database import Database
+from qbayes.db.named_formats import table_names
 from qbayes.db.schema import BASELINE_METHOD
 from qbayes.errors import unknown
 from qbayes.model.features import RAW_COLUMNS, attach_raw
@@ -40,6 +41,9 @@ STANDARD = {
     # tokens in the model's vocabulary: ln V anchors the collapse level (model.collapse);
     # null where unknown (encoding fills it from the family)
     "vocab_size": pl.Float64,
+    # the named format (data/formats.csv: Q4_K_M, nf4, ...) of a row, null for one given by
+    # bits and group size or a label such as int4-g128 (named_formats.table_names)
+    "format": pl.String,
     **{c: pl.Float64 for c in RAW_COLUMNS},  # measured features (null for published rows)
 }
 PUBLISHED_KINDS = ("paper", "repository")  # results.source_kind of published rows
@@ -77,6 +81,7 @@ def training_table(
     df = df.with_columns(
         pl.coalesce("w_bits_eff", "w_bits").alias("bits"),
         (pl.col("ppl").log() - pl.col("fp16_ppl").log()).alias("delta"),
+        table_names(df.get_column("dtype_label")).alias("format"),
     )
     df = attach_raw(df, db.features)
     return df.select(*[pl.col(c).cast(t) for c, t in STANDARD.items()], "delta", "doubt")

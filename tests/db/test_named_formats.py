@@ -161,7 +161,9 @@ def test_a_format_query_uses_the_tables_bits_per_weight_as_the_bits_covariate():
     f = named_formats.lookup("Q4_K_M")
     assert (q["method"], q["w_bits"], q["group_size"], q["w_kind"]) == (f.method, f.w_bits, f.group_size, f.w_kind)
     assert q["bits"] == f.bits_per_weight and q["act_bits"] == 16.0
-    # the same configuration spelled out, with bits_per_weight, is the same query
+    # the same configuration spelled out, with bits_per_weight, is the same query but for the
+    # format's name, which gives the named query its format's effect (test_format_effects.py)
+    assert q["format"] == "Q4_K_M"
     spelled = query_table(
         _query(
             method=f.method,
@@ -171,7 +173,7 @@ def test_a_format_query_uses_the_tables_bits_per_weight_as_the_bits_covariate():
             bits_per_weight=f.bits_per_weight,
         )
     ).row(0, named=True)
-    assert spelled == q
+    assert spelled == {**q, "format": None}
 
 
 def test_a_label_query_is_the_explicit_configuration_with_the_querys_method():
