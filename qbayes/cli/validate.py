@@ -133,7 +133,15 @@ def validate(
             data,
             scheme,
             families,
-            SampleConfig(draws=draws, tune=tune, chains=chains, seed=seed, target_accept=target_accept, progress=False),
+            SampleConfig(
+                draws=draws,
+                tune=tune,
+                chains=chains,
+                seed=seed,
+                target_accept=target_accept,
+                progress=False,
+                extensions=0,
+            ),
             sampler,
             json_path,
         )
@@ -151,8 +159,9 @@ def validate(
     )
     opts = FitOptions(
         sampler=sampler,
+        # fold fits are scored on their predictions, not gated on R-hat: no extra chains
         sample=SampleConfig(
-            draws=draws, tune=tune, chains=chains, seed=seed, target_accept=target_accept, progress=False
+            draws=draws, tune=tune, chains=chains, seed=seed, target_accept=target_accept, progress=False, extensions=0
         ),
     )
     console = Console(stderr=True)
