@@ -52,6 +52,7 @@ def one_fit(sampler: str, model: str, draws: int, tune: int, chains: int, seed: 
         "ess_per_s": c.min_ess_bulk / wall,
         "max_rhat": c.max_rhat,
         "divergences": c.divergences,
+        "rounds": fit.info.rounds,  # 1 + the rounds of fresh chains the diagnostics asked for
     }
 
 
@@ -156,6 +157,9 @@ def main():
         )
         print(df)
     print(f"load average after: {os.getloadavg()[0]:.2f} (1 min)")
+    if "ess_per_s_vs_pymc" in df.columns:
+        for r in df.filter(pl.col("sampler") != "pymc").iter_rows(named=True):
+            print(f"{r['sampler']} {r['run']}: {r['ess_per_s_vs_pymc']:.1f}x PyMC's NUTS in bulk ESS per wall-second")
     if not args.no_predict:
         from qbayes.model import fitfile
         from qbayes.resources import CHECKOUT, SHIPPED_FIT

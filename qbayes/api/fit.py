@@ -47,6 +47,7 @@ def fit(
     draws: int = DEFAULTS.draws,
     tune: int = DEFAULTS.tune,
     chains: int = DEFAULTS.chains,
+    extensions: int = DEFAULTS.extensions,
     seed: int = DEFAULTS.seed,
     sampler: str = DEFAULT_SAMPLER,
     target_accept: float = DEFAULTS.target_accept,
@@ -56,7 +57,8 @@ def fit(
     default the shipped database, as ``qbayes fit`` does; MCMC, minutes at the defaults.
 
     ``observed``: a polars or pandas DataFrame of rows you measured (query layout plus
-    ``ppl``), fitted too as source 'observed'. Returns the fit: ``fit.idata`` is the
+    ``ppl``), fitted too as source 'observed'. ``extensions``: at most this many rounds of
+    ``chains`` fresh chains added while R-hat or ESS fall short of the bar. Returns the fit: ``fit.idata`` is the
     ArviZ DataTree (posterior of Δ's parameters, Δ in nats per token), ``fit.info`` says
     how it was made (``fit.info.convergence.ok``). ``qbayes.model.fitfile.save(fit, path)``
     writes it for ``qbayes.load(path)`` and ``--fit``.
@@ -76,6 +78,7 @@ def fit(
         seed=checks.integer("seed", seed),
         target_accept=checks.number("target_accept", target_accept, 0.5, 0.999),
         progress=progress,
+        extensions=checks.integer("extensions", extensions, 0),
     )
     extra = None
     if observed is not None:

@@ -136,6 +136,7 @@ def validate(
         seed=checks.integer("seed", seed),
         target_accept=checks.number("target_accept", target_accept, 0.5, 0.999),
         progress=False,
+        extensions=0,  # fold fits are scored on their predictions, not gated on R-hat
     )
     specs = [load_spec(m) for m in models]
     rows = rows or (specs[0].rows if specs else "published")
@@ -244,6 +245,7 @@ def validate_accuracy(
         seed=checks.integer("seed", seed),
         target_accept=checks.number("target_accept", target_accept, 0.5, 0.999),
         progress=False,
+        extensions=0,  # fold fits are scored on their predictions, not gated on R-hat
     )
     db = load_paths(checks.paths("data", data))
     tasks = load_tasks()

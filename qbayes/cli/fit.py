@@ -32,6 +32,13 @@ DEFAULTS = SampleConfig()  # one source for the sampling defaults
 )
 @click.option("--chains", type=click.IntRange(1), default=DEFAULTS.chains, show_default=True)
 @click.option(
+    "--extensions",
+    type=click.IntRange(0),
+    default=DEFAULTS.extensions,
+    show_default=True,
+    help="at most this many rounds of CHAINS fresh chains added while R-hat or ESS fall short of the bar",
+)
+@click.option(
     "--seed",
     type=int,
     default=DEFAULTS.seed,
@@ -79,6 +86,7 @@ def fit(
     draws,
     tune,
     chains,
+    extensions,
     seed,
     sampler,
     target_accept,
@@ -116,7 +124,9 @@ def fit(
         return
     opts = FitOptions(
         sampler=sampler,
-        sample=SampleConfig(draws=draws, tune=tune, chains=chains, seed=seed, target_accept=target_accept),
+        sample=SampleConfig(
+            draws=draws, tune=tune, chains=chains, seed=seed, target_accept=target_accept, extensions=extensions
+        ),
         exclude_families=tuple(exclude_family),
         include_suspect=include_suspect,
     )
@@ -129,6 +139,11 @@ def fit(
     conv = info.convergence
     path = fitfile.save(result, out or f"fits/{spec.name}.nc")
     click.echo(f"rows fitted: {info.n_rows} | compile {info.compile_s:.1f} s, sampling {info.sample_s:.1f} s")
+    if info.rounds > 1:
+        click.echo(
+            f"R-hat or ESS fell short with {chains} chains: drew {info.rounds - 1} more round(s) of {chains} "
+            f"fresh chains ({info.rounds * chains} chains in all)"
+        )
     click.echo(f"convergence: {conv.line()}")
     click.echo(f"saved {path} (data {info.data_hash}, spec {spec.hash})")
     cells = check_cells(result)

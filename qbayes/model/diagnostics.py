@@ -45,6 +45,13 @@ class Convergence:
     def ok(self) -> bool:
         return not self.failures
 
+    @property
+    def more_draws_help(self) -> bool:
+        """R-hat or ESS short of the bar with no divergences: more chains can settle it
+        (divergences need a different geometry or step size, not more draws)."""
+        short = not (self.max_rhat <= self.rhat_max and min(self.min_ess_bulk, self.min_ess_tail) >= self.ess_min)
+        return short and self.divergences <= DIVERGENCES_MAX
+
     def line(self) -> str:
         return (
             f"max R-hat {self.max_rhat:.3f} (<= {self.rhat_max}), min bulk ESS {self.min_ess_bulk:.0f}, "
@@ -99,3 +106,8 @@ def check(
         ess_min=ess_min,
         bfmi_min=bfmi_min,
     )
+
+
+def more_draws_help(tree: xr.DataTree) -> bool:
+    """Whether a fit's sampler should add chains (samplers.sample's ``more``)."""
+    return check(tree).more_draws_help

@@ -67,7 +67,7 @@ def fit_table(df: pl.DataFrame, spec: ModelSpec, opts: FitOptions = FitOptions()
         )
     covs = covariates(enc.read(df))
     model = build_model(spec, covs, enc, df.get_column("delta").to_numpy())
-    result = sample(model, sampler=opts.sampler, config=opts.sample)
+    result = sample(model, sampler=opts.sampler, config=opts.sample, more=diagnostics.more_draws_help)
     conv = diagnostics.check(result.tree)
     info = FitInfo(
         created=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -82,6 +82,7 @@ def fit_table(df: pl.DataFrame, spec: ModelSpec, opts: FitOptions = FitOptions()
         command=" ".join(sys.argv),
         n_rows=df.height,
         data_hash=data_hash(df),
+        rounds=result.rounds,
     )
     return Fit(spec=spec, encoding=enc, tree=result.tree, data=df, info=info)
 

@@ -66,6 +66,7 @@ class FitInfo:
     data_hash: str
     thinned_from: str | None = None  # "4 x 1000 draws": the fit a shipped posterior was thinned from
     thinned_seed: int | None = None
+    rounds: int = 1  # rounds of chains drawn: 1 + the extensions the diagnostics asked for
 
     @property
     def seed(self) -> int:
@@ -114,6 +115,7 @@ class FitInfo:
             data_hash=str(attrs["data_hash"]),
             thinned_from=opt("thinned_from", str),
             thinned_seed=opt("thinned_seed", int),
+            rounds=int(attrs.get("rounds", 1)),
         )
 
 

@@ -1,6 +1,10 @@
 """Samplers, one small unit each, behind a registry with close-match suggestions.
 
-Each returns an ArviZ DataTree with ``posterior`` and ``sample_stats`` (with a boolean
+Each sampler compiles the model once and then draws chains on demand; :func:`sample` draws
+``chains`` chains and, while the caller's check says more draws would help (R-hat or ESS
+short of the bar), up to ``extensions`` more rounds of as many fresh chains, pooled with the
+first (every chain has its own warm-up, so pooled chains are as independent as one run's).
+The result is an ArviZ DataTree with ``posterior`` and ``sample_stats`` (with a boolean
 ``diverging``), plus the wall time split into compile and sampling. nutpie is the default:
 with its low-rank mass matrix the default model takes ~15 gradient steps per draw, and it
 needs no extra dependency; ``bench/bench_fit.py`` compares every sampler's wall time and
@@ -28,7 +32,9 @@ if TYPE_CHECKING:  # pymc is imported when a sampler runs, so the CLI can read t
 @dataclass(frozen=True)
 class SampleConfig:
     draws: int = 1000
-    tune: int = 1000
+    # nutpie's low-rank adaptation settles within a few hundred steps; warm-up steps cost
+    # more than draws (longer trajectories while the step size and mass matrix adapt)
+    tune: int = 500
     chains: int = 4
     seed: int = 20261123
     cores: int = 2
@@ -39,6 +45,8 @@ class SampleConfig:
     # nutpie only: a low-rank correction of the diagonal mass matrix, which follows the
     # correlations between method, family and global terms (~100 steps per draw without it)
     low_rank_mass_matrix: bool = True
+    # rounds of ``chains`` fresh chains (seed + round) added when the caller's check fails
+    extensions: int = 2
 
 
 @dataclass
@@ -46,13 +54,22 @@ class SampleResult:
     tree: xr.DataTree
     compile_s: float
     sample_s: float
+    rounds: int = 1  # rounds of ``chains`` chains drawn: 1 + the extensions used
 
     @property
     def wall_s(self) -> float:
         return self.compile_s + self.sample_s
 
 
-SAMPLERS: Registry[Callable[[pm.Model, SampleConfig], SampleResult]] = Registry("sampler")
+@dataclass
+class Prepared:
+    """A compiled model: ``draw(seed)`` samples ``chains`` chains and returns their tree."""
+
+    compile_s: float
+    draw: Callable[[int], xr.DataTree]
+
+
+SAMPLERS: Registry[Callable[[pm.Model, SampleConfig], Prepared]] = Registry("sampler")
 
 
 def _to_tree(idata) -> xr.DataTree:
@@ -63,52 +80,65 @@ def _to_tree(idata) -> xr.DataTree:
     return xr.DataTree.from_dict(keep)
 
 
+def pool_chains(trees: list[xr.DataTree]) -> xr.DataTree:
+    """The chains of several runs of the same model as one run's, numbered 0, 1, ..."""
+    groups = {}
+    for name in ("posterior", "sample_stats"):
+        ds = xr.concat([t[name].to_dataset() for t in trees], dim="chain", coords="minimal", compat="override")
+        groups[name] = ds.assign_coords(chain=range(ds.sizes["chain"]))
+    return xr.DataTree.from_dict(groups)
+
+
 @SAMPLERS.register("nutpie")
-def _nutpie(model: pm.Model, cfg: SampleConfig) -> SampleResult:
+def _nutpie(model: pm.Model, cfg: SampleConfig) -> Prepared:
     import nutpie
 
     t0 = time.perf_counter()
     compiled = nutpie.compile_pymc_model(model)
-    t1 = time.perf_counter()
-    idata = nutpie.sample(
-        compiled,
-        draws=cfg.draws,
-        tune=cfg.tune,
-        chains=cfg.chains,
-        cores=cfg.cores,
-        seed=cfg.seed,
-        progress_bar=cfg.progress,
-        target_accept=cfg.target_accept,
-        save_warmup=False,
-        low_rank_modified_mass_matrix=cfg.low_rank_mass_matrix,
-    )
-    t2 = time.perf_counter()
-    return SampleResult(_to_tree(idata), t1 - t0, t2 - t1)
 
-
-@SAMPLERS.register("pymc")
-def _pymc(model: pm.Model, cfg: SampleConfig, nuts_sampler: str = "pymc") -> SampleResult:
-    import pymc as pm
-
-    t0 = time.perf_counter()
-    with model:
-        idata = pm.sample(
+    def draw(seed: int) -> xr.DataTree:
+        idata = nutpie.sample(
+            compiled,
             draws=cfg.draws,
             tune=cfg.tune,
             chains=cfg.chains,
-            cores=min(cfg.cores, cfg.chains),
-            random_seed=cfg.seed,
-            progressbar=cfg.progress,
+            cores=cfg.cores,
+            seed=seed,
+            progress_bar=cfg.progress,
             target_accept=cfg.target_accept,
-            nuts_sampler=nuts_sampler,
-            compute_convergence_checks=False,
+            save_warmup=False,
+            low_rank_modified_mass_matrix=cfg.low_rank_mass_matrix,
         )
+        return _to_tree(idata)
+
+    return Prepared(time.perf_counter() - t0, draw)
+
+
+@SAMPLERS.register("pymc")
+def _pymc(model: pm.Model, cfg: SampleConfig, nuts_sampler: str = "pymc") -> Prepared:
+    import pymc as pm
+
+    def draw(seed: int) -> xr.DataTree:
+        with model:
+            idata = pm.sample(
+                draws=cfg.draws,
+                tune=cfg.tune,
+                chains=cfg.chains,
+                cores=min(cfg.cores, cfg.chains),
+                random_seed=seed,
+                progressbar=cfg.progress,
+                target_accept=cfg.target_accept,
+                nuts_sampler=nuts_sampler,
+                compute_convergence_checks=False,
+            )
+        return _to_tree(idata)
+
     # PyMC compiles inside pm.sample; its compile time is counted as sampling time.
-    return SampleResult(_to_tree(idata), 0.0, time.perf_counter() - t0)
+    return Prepared(0.0, draw)
 
 
-def _jax(name: str) -> Callable[[pm.Model, SampleConfig], SampleResult]:
-    def run(model: pm.Model, cfg: SampleConfig) -> SampleResult:
+def _jax(name: str) -> Callable[[pm.Model, SampleConfig], Prepared]:
+    def run(model: pm.Model, cfg: SampleConfig) -> Prepared:
         if importlib.util.find_spec("jax") is None or importlib.util.find_spec(name) is None:
             raise QBayesError(f"sampler '{name}' needs JAX: pip install 'qbayes[jax]'")
         return _pymc(model, cfg, nuts_sampler=name)
@@ -121,5 +151,19 @@ SAMPLERS.register("blackjax", _jax("blackjax"))
 DEFAULT_SAMPLER = "nutpie"
 
 
-def sample(model: pm.Model, *, sampler: str = DEFAULT_SAMPLER, config: SampleConfig = SampleConfig()) -> SampleResult:
-    return SAMPLERS.get(sampler)(model, config)
+def sample(
+    model: pm.Model,
+    *,
+    sampler: str = DEFAULT_SAMPLER,
+    config: SampleConfig = SampleConfig(),
+    more: Callable[[xr.DataTree], bool] | None = None,
+) -> SampleResult:
+    """Draw ``config.chains`` chains; while ``more(tree)`` says more draws would help, add
+    rounds of as many fresh chains (at most ``config.extensions``)."""
+    prepared = SAMPLERS.get(sampler)(model, config)
+    t0 = time.perf_counter()
+    trees = [prepared.draw(config.seed)]
+    while more is not None and len(trees) <= config.extensions and more(pool_chains(trees)):
+        trees.append(prepared.draw(config.seed + len(trees)))
+    tree = trees[0] if len(trees) == 1 else pool_chains(trees)
+    return SampleResult(tree, prepared.compile_s, time.perf_counter() - t0, rounds=len(trees))

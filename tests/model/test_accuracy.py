@@ -40,7 +40,7 @@ def data(ppl_fit):
 def small_accuracy_fit(data, ppl_fit, tmp_path_factory):
     """The accuracy model fitted to LLaMA-1 and Mistral rows with short chains, saved and loaded."""
     sub = acc_cv.subset(data, ["LLaMA-1", "Mistral"])
-    opts = AccuracyFitOptions(sample=SampleConfig(draws=150, tune=150, chains=2, seed=3, progress=False))
+    opts = AccuracyFitOptions(sample=SampleConfig(draws=150, tune=150, chains=2, seed=3, progress=False, extensions=0))
     fit = fit_rows(sub, load_tasks(), ppl_fit, "data/default-fit.nc", opts)
     path = acc_fitfile.save(fit, tmp_path_factory.mktemp("accfit") / "acc.nc")
     return acc_fitfile.load(path)

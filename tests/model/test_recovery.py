@@ -21,7 +21,7 @@ from recovery_support import LEVEL, acceptance_band, coverage, setup, simulated_
 SIM_SEED = 1  # noise of the simulated degradations
 # short chains: the default model's posterior is well behaved (no learned sds, no funnels);
 # 2 x (300 tune + 300 draws) mixed on every data set of the study below
-FIT = FitOptions(sample=SampleConfig(draws=300, tune=300, chains=2, seed=7, progress=False))
+FIT = FitOptions(sample=SampleConfig(draws=300, tune=300, chains=2, seed=7, progress=False, extensions=0))
 
 # The acceptance band. Coverage indicators within one fit are not independent: one noise
 # draw moves correlated blocks together (the global terms and the method effects they are

@@ -33,7 +33,7 @@ def tiny_fit_path(tmp_path_factory) -> Path:
     from qbayes.model.samplers import SampleConfig
     from qbayes.model.spec import load_spec
 
-    opts = FitOptions(sample=SampleConfig(draws=100, tune=100, chains=2, progress=False))
+    opts = FitOptions(sample=SampleConfig(draws=100, tune=100, chains=2, progress=False, extensions=0))
     fit = fit_table(_tiny_table(), load_spec("hierarchical"), opts)
     return save(fit, tmp_path_factory.mktemp("fit") / "tiny.nc")
 

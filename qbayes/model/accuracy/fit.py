@@ -91,7 +91,7 @@ def fit_rows(
 ) -> AccuracyFit:
     """Fit the accuracy model to ``data`` (built with ``ppl_fit``'s posterior predictive)."""
     model, names = build_model(data, tasks)
-    result = sample(model, sampler=opts.sampler, config=opts.sample)
+    result = sample(model, sampler=opts.sampler, config=opts.sample, more=diagnostics.more_draws_help)
     conv = diagnostics.check(result.tree)
     ref = PerplexityFitRef(
         path=str(ppl_fit_path),
