@@ -30,6 +30,7 @@ def test_the_quickstart_notebook_runs(monkeypatch):
     nb = build.execute(build.notebook(EXAMPLES / "quickstart.py"), EXAMPLES, timeout=120)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
-    # two figures (intervals against memory, the trace plot) and the conditioning report
+    # two figures (intervals against memory, the trace plot), the conditioning report and a comparison
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 2
     assert any("conditioned on 1 observed rows" in o.get("text", "") for o in outputs)
+    assert any("Qwen2.5-7B Q4_K_M minus Qwen2.5-7B Q5_K_M: median" in o.get("text", "") for o in outputs)

@@ -81,6 +81,21 @@ pl.DataFrame(
 )
 
 # %% [markdown]
+# ## Compare two formats
+#
+# Every command has its Python function (docs/api.md): `model.compare` is `qbayes compare`,
+# the difference between two options' perplexity as you would measure each, draw by draw.
+
+# %%
+candidates = queries.head(1).select("family", "model", "params_b", "fp16_ppl")
+c = model.compare(candidates, "Q4_K_M", "Q5_K_M", formats=["Q4_K_M", "Q5_K_M"])
+print(
+    f"{c.first} minus {c.second}: median {c.difference[0.5]:+.3f}, "
+    f"90% [{c.difference[0.05]:+.3f}, {c.difference[0.95]:+.3f}]; "
+    f"P(within {c.tolerance:g}% of each other) {c.p_within_tolerance:.2f}"
+)
+
+# %% [markdown]
 # ## The shipped fit in ArviZ
 #
 # `model.fit.idata` is the posterior as an ArviZ DataTree: every `arviz_plots` and
