@@ -32,10 +32,12 @@ class FitOptions:
 
 
 def prepare(df: pl.DataFrame, spec: ModelSpec) -> tuple[pl.DataFrame, Encoding]:
-    """The training table as the model sees it (family tokens where the spec asks) and its
-    encoding."""
+    """The training table as the model sees it (family tokens where the spec asks; no format
+    names for a spec without format effects) and its encoding."""
     if spec.tokens == "family":
         df = family_tokens(df)  # the fit keeps the covariates the model actually saw
+    unused = [g for g in OPTIONAL_GROUPINGS if g not in spec.effects]
+    df = df.with_columns(pl.lit(None, dtype=pl.String).alias(g) for g in unused)  # and its data hash with them
     return df, Encoding.from_table(df, spec.features, spec.within, spec.tokens_within, known_families.load())
 
 
