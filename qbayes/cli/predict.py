@@ -256,7 +256,9 @@ def _print_one(r: dict, fitted) -> None:
         t.add_row(f"{r['task']} accuracy %", *(f"{r[k]:.1f}" for k in acc))
     Console().print(t)
     notes = [
-        n.replace("_", " ") for n in ("new_family", "new_arch", "new_method", "new_eval_set", "new_w_kind") if r[n]
+        n.replace("_", " ")
+        for n in ("new_family", "new_arch", "new_method", "new_eval_set", "new_w_kind", "new_format")
+        if r[n]
     ]
     if r["tokens_imputed"]:
         notes.append("training tokens imputed from the fitted population")

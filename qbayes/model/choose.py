@@ -64,8 +64,8 @@ def options(
     """The quantized options as a standard query table (query_table) with the ``format``
     of each as the user named it (a label too; null for the grid's): candidates in order,
     then methods x bits x group sizes (where bits and group sizes are given), then the
-    named formats. A format that fixes its
-    method (Q4_K_M) is one option; a label (int4-g128) is one per method, RTN without any.
+    named formats. A format that fixes its method (Q4_K_M) is one option; a label
+    (int4-g128) is one per method, RTN without any.
     ``candidates`` has a row per model with at least CANDIDATE_COLUMNS; a candidate without
     ``eval_set`` is evaluated on ``eval_set``."""
     missing = [c for c in CANDIDATE_COLUMNS if c not in candidates.columns]

@@ -39,8 +39,8 @@ def prepare(df: pl.DataFrame, spec: ModelSpec) -> tuple[pl.DataFrame, Encoding]:
         df = family_tokens(df)  # the fit keeps the covariates the model actually saw
     if spec.collapse is None and "vocab_size" in df.columns:
         df = df.with_columns(pl.lit(None, dtype=pl.Float64).alias("vocab_size"))
-    if "format" not in spec.effects and "format" in df.columns:
-        df = df.with_columns(pl.lit(None, dtype=pl.String).alias("format"))
+    unused = [g for g in OPTIONAL_GROUPINGS if g not in spec.effects]
+    df = df.with_columns(pl.lit(None, dtype=pl.String).alias(g) for g in unused)
     return df, Encoding.from_table(df, spec.features, spec.within, spec.tokens_within, known_families.load())
 
 

@@ -120,8 +120,8 @@ def _resolve_mixes(df: pl.DataFrame, problems: list[str]) -> pl.DataFrame:
     """Rows of a mix method (llama.cpp k-quants) given by nominal bits, without a format or
     bits per weight: a k-quant "2-bit" format stores 2.4 to 3.2 bits per weight, so reading
     2 as the bits per weight predicts Q2_K far too high. Where the nominal bits (and group
-    size) name exactly one format, its row is filled from it (and names it); otherwise the row is refused
-    with the formats to name instead (appended to ``problems``)."""
+    size) name exactly one format, its row is filled from it (and names it); otherwise the
+    row is refused with the formats to name instead (appended to ``problems``)."""
     open_rows = pl.col("bits_per_weight").is_null()  # a named format has filled it
     keys = df.filter(open_rows).select("method", "w_bits", "group_size").unique(maintain_order=True)
     fills = []
