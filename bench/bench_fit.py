@@ -40,13 +40,16 @@ def one_fit(sampler: str, model: str, draws: int, tune: int, chains: int, seed: 
     from qbayes.model.samplers import SampleConfig
     from qbayes.model.spec import load_spec
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     cfg = SampleConfig(draws=draws, tune=tune, chains=chains, seed=seed, progress=False)
     fit = fit_database(store.load("data"), load_spec(model), FitOptions(sampler=sampler, sample=cfg))
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     c = fit.info.convergence
     return {
         "wall_s": wall,
+        # CPU-seconds of this process, sampler threads included (PyMC's worker processes are
+        # not): on a loaded machine wall time grows with the load, CPU time much less
+        "cpu_s": cpu,
         "compile_s": fit.info.compile_s,
         "sample_s": fit.info.sample_s,
         "min_ess_bulk": c.min_ess_bulk,
@@ -91,8 +94,9 @@ def bench_fit(args) -> pl.DataFrame:
             print(f"{name}: skipped (pip install 'qbayes[jax]')")
             continue
         with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as caches:
-            for run in ("cold", "warm"):
+            for run in args.runs:
                 rows.append({"sampler": name, "run": run, **timed_fit(name, Path(caches), args)})
+                print(json.dumps(rows[-1]), flush=True)  # each run as it ends: a long bench can be stopped
     df = pl.DataFrame(rows)
     if "pymc" in df["sampler"].to_list():
         ref = df.filter(pl.col("sampler") == "pymc").select("run", pl.col("ess_per_s").alias("pymc_ess_per_s"))
@@ -137,6 +141,9 @@ def main():
     ap.add_argument("--tune", type=int, default=None, help="default: qbayes fit's")
     ap.add_argument("--chains", type=int, default=None, help="default: qbayes fit's")
     ap.add_argument("--seed", type=int, default=20261123)
+    ap.add_argument(
+        "--runs", nargs="+", choices=["cold", "warm"], default=["cold", "warm"], help="cold, then warm on its caches"
+    )
     ap.add_argument(
         "--pymc-tune", type=int, default=1000, help="PyMC's tuning steps (its own default: its adaptation needs them)"
     )

@@ -161,7 +161,7 @@ def fit(
             return
         not_shipped = "the shipped posterior was not written: " if ship else ""
         raise QBayesError(
-            f"{not_shipped}{msg}. Try more --tune/--draws, or --allow-bad-fit to keep it anyway; "
+            f"{not_shipped}{msg}. Try more --tune/--draws/--extensions, or --allow-bad-fit to keep it anyway; "
             f"the file {path} is kept for inspection"
         )
     if ship:
