@@ -36,7 +36,8 @@ DEFAULTS = SampleConfig()  # one source for the sampling defaults
     type=click.IntRange(0),
     default=DEFAULTS.extensions,
     show_default=True,
-    help="at most this many rounds of CHAINS fresh chains added while R-hat or ESS fall short of the bar",
+    help="at most this many rounds of CHAINS fresh chains added while R-hat or ESS fall short of the bar "
+    "(not with --chains 1)",
 )
 @click.option(
     "--seed",
