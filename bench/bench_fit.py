@@ -8,7 +8,9 @@ with the caches the first run left. For each run it prints the wall time of the 
 and divergences; then each sampler's ESS per second as a multiple of PyMC's own NUTS, cold
 and warm; then the time to predict 100,000 query rows. Usage:
 
-    python bench/bench_fit.py [--samplers nutpie pymc] [--draws 1000 --tune 1000] [--model hierarchical]
+    python bench/bench_fit.py [--samplers nutpie pymc] [--draws 1000 --tune 300] [--model hierarchical]
+
+PyMC's own NUTS tunes ``--pymc-tune`` steps (1,000, its default) whatever ``--tune`` says.
 
 Run it on a quiet machine (check ``uptime``) and say the load with the figures.
 """
@@ -38,13 +40,16 @@ def one_fit(sampler: str, model: str, draws: int, tune: int, chains: int, seed: 
     from qbayes.model.samplers import SampleConfig
     from qbayes.model.spec import load_spec
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     cfg = SampleConfig(draws=draws, tune=tune, chains=chains, seed=seed, progress=False)
     fit = fit_database(store.load("data"), load_spec(model), FitOptions(sampler=sampler, sample=cfg))
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     c = fit.info.convergence
     return {
         "wall_s": wall,
+        # CPU-seconds of this process, sampler threads included (PyMC's worker processes are
+        # not): on a loaded machine wall time grows with the load, CPU time much less
+        "cpu_s": cpu,
         "compile_s": fit.info.compile_s,
         "sample_s": fit.info.sample_s,
         "min_ess_bulk": c.min_ess_bulk,
@@ -70,7 +75,7 @@ def timed_fit(sampler: str, caches: Path, args) -> dict:
         "--draws",
         str(args.draws),
         "--tune",
-        str(args.tune),
+        str(args.pymc_tune if sampler == "pymc" else args.tune),
         "--chains",
         str(args.chains),
         "--seed",
@@ -89,8 +94,9 @@ def bench_fit(args) -> pl.DataFrame:
             print(f"{name}: skipped (pip install 'qbayes[jax]')")
             continue
         with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as caches:
-            for run in ("cold", "warm"):
+            for run in args.runs:
                 rows.append({"sampler": name, "run": run, **timed_fit(name, Path(caches), args)})
+                print(json.dumps(rows[-1]), flush=True)  # each run as it ends: a long bench can be stopped
     df = pl.DataFrame(rows)
     if "pymc" in df["sampler"].to_list():
         ref = df.filter(pl.col("sampler") == "pymc").select("run", pl.col("ess_per_s").alias("pymc_ess_per_s"))
@@ -135,6 +141,12 @@ def main():
     ap.add_argument("--tune", type=int, default=None, help="default: qbayes fit's")
     ap.add_argument("--chains", type=int, default=None, help="default: qbayes fit's")
     ap.add_argument("--seed", type=int, default=20261123)
+    ap.add_argument(
+        "--runs", nargs="+", choices=["cold", "warm"], default=["cold", "warm"], help="cold, then warm on its caches"
+    )
+    ap.add_argument(
+        "--pymc-tune", type=int, default=1000, help="PyMC's tuning steps (its own default: its adaptation needs them)"
+    )
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)  # one fit, figures as JSON
     ap.add_argument("--no-predict", action="store_true", help="skip the prediction benchmark")
     args = ap.parse_args()
@@ -153,7 +165,8 @@ def main():
         print(
             f"qbayes fit of model {args.model} on the shipped data, {args.chains} chains x ({args.tune} tune + "
             f"{args.draws} draws), target_accept {defaults.target_accept}; cold: empty compile caches, "
-            "warm: the caches the cold run left; each in a fresh process (process_s includes imports):"
+            "warm: the caches the cold run left; each in a fresh process (process_s includes imports); "
+            f"pymc tunes {args.pymc_tune} steps:"
         )
         print(df)
     print(f"load average after: {os.getloadavg()[0]:.2f} (1 min)")

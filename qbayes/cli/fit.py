@@ -36,7 +36,8 @@ DEFAULTS = SampleConfig()  # one source for the sampling defaults
     type=click.IntRange(0),
     default=DEFAULTS.extensions,
     show_default=True,
-    help="at most this many rounds of CHAINS fresh chains added while R-hat or ESS fall short of the bar",
+    help="at most this many rounds of CHAINS fresh chains added while R-hat or ESS fall short of the bar "
+    "(not with --chains 1)",
 )
 @click.option(
     "--seed",
@@ -161,7 +162,7 @@ def fit(
             return
         not_shipped = "the shipped posterior was not written: " if ship else ""
         raise QBayesError(
-            f"{not_shipped}{msg}. Try more --tune/--draws, or --allow-bad-fit to keep it anyway; "
+            f"{not_shipped}{msg}. Try more --tune/--draws/--extensions, or --allow-bad-fit to keep it anyway; "
             f"the file {path} is kept for inspection"
         )
     if ship:

@@ -48,9 +48,12 @@ class Convergence:
     @property
     def more_draws_help(self) -> bool:
         """R-hat or ESS short of the bar with no divergences: more chains can settle it
-        (divergences need a different geometry or step size, not more draws)."""
-        short = not (self.max_rhat <= self.rhat_max and min(self.min_ess_bulk, self.min_ess_tail) >= self.ess_min)
-        return short and self.divergences <= DIVERGENCES_MAX
+        (divergences need a different geometry or step size, not more draws). Not for a
+        single chain (R-hat NaN): whoever asked for one chain has left out the multi-chain
+        check, and gets the one chain they asked for."""
+        if np.isnan(self.max_rhat) or self.divergences > DIVERGENCES_MAX:
+            return False
+        return not (self.max_rhat <= self.rhat_max and min(self.min_ess_bulk, self.min_ess_tail) >= self.ess_min)
 
     def line(self) -> str:
         return (

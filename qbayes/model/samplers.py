@@ -32,9 +32,11 @@ if TYPE_CHECKING:  # pymc is imported when a sampler runs, so the CLI can read t
 @dataclass(frozen=True)
 class SampleConfig:
     draws: int = 1000
-    # nutpie's low-rank adaptation settles within a few hundred steps; warm-up steps cost
-    # more than draws (longer trajectories while the step size and mass matrix adapt)
-    tune: int = 500
+    # nutpie's own default. A warm-up step costs ~10 draws' gradient steps while the mass
+    # matrix adapts (the default model, 4 chains: 144k gradient steps in 1,000 warm-up
+    # steps per chain, 60k in 1,000 draws; docs/performance.md); the posterior agrees with
+    # 1,000 warm-up steps' within Monte Carlo error, and a short one is caught by R-hat
+    tune: int = 300
     chains: int = 4
     seed: int = 20261123
     cores: int = 2
