@@ -23,9 +23,10 @@ keys of the row in the JSON, as are a fold's convergence figures (:class:`FoldCo
 
 Files written before some parts existed still load: ``overall_3bits``, ``per_cell``,
 ``gaps`` and ``brier`` are then empty (``brier``, when empty, is not written back),
-``settings`` fields None (``scheme`` "lofo"). A metric a model cannot give (a baseline without intervals) is NaN in the records and null in the JSON; a missing
-metric reads as NaN too. A document of another shape is refused with a message that names
-the field, e.g. ``per_cell[1].mdae: expected a number or null, got 'small'``.
+``settings`` fields None (``scheme`` "lofo"). A metric a model cannot give (a baseline
+without intervals) is NaN in the records and null in the JSON; a missing metric reads as NaN
+too. A document of another shape is refused with a message that names the field, e.g.
+``per_cell[1].mdae: expected a number or null, got 'small'``.
 """
 
 from __future__ import annotations
