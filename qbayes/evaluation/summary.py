@@ -22,10 +22,11 @@ A row's scores (``n`` and the metrics) are one :class:`Scores` record in Python 
 keys of the row in the JSON, as are a fold's convergence figures (:class:`FoldConvergence`).
 
 Files written before some parts existed still load: ``overall_3bits``, ``per_cell``,
-``gaps`` and ``brier`` are then empty, ``settings`` fields None (``scheme`` "lofo"). A metric a model cannot
-give (a baseline without intervals) is NaN in the records and null in the JSON; a missing
-metric reads as NaN too. A document of another shape is refused with a message that names
-the field, e.g. ``per_cell[1].mdae: expected a number or null, got 'small'``.
+``gaps`` and ``brier`` are then empty (``brier``, when empty, is not written back),
+``settings`` fields None (``scheme`` "lofo"). A metric a model cannot give (a baseline
+without intervals) is NaN in the records and null in the JSON; a missing metric reads as NaN
+too. A document of another shape is refused with a message that names the field, e.g.
+``per_cell[1].mdae: expected a number or null, got 'small'``.
 """
 
 from __future__ import annotations
@@ -195,6 +196,12 @@ class ValidationSummary:
     brier: tuple[BrierScore, ...] = ()
     settings: ValidationSettings = ValidationSettings()
 
+    @property
+    def written(self) -> tuple[str, ...]:
+        """The row lists the JSON document holds: all, but ``brier`` only where there are
+        Brier scores, so that a file written before them reads and writes back unchanged."""
+        return tuple(k for k in ROW_LISTS if k != "brier" or self.brier)
+
     def to_dict(self) -> dict:
         """The JSON document (strict: NaN written as null)."""
         settings = {k: v for k, v in to_plain(self.settings).items() if v is not None}
@@ -202,7 +209,7 @@ class ValidationSummary:
         return json_safe(
             {
                 "models": self.models,
-                **{key: [to_plain(r) for r in getattr(self, key)] for key in ROW_LISTS},
+                **{key: [to_plain(r) for r in getattr(self, key)] for key in ROW_LISTS if key in self.written},
                 "settings": settings,
             }
         )
