@@ -76,6 +76,14 @@ def small_fit(small_fit_path):
 
 
 @pytest.fixture(scope="session")
+def v2_fit(tmp_path_factory, table):
+    """The previous default (hierarchical-v2: no family x method terms, no collapse regime) on
+    the rows of small_fit: a model in which one method's rows teach about another's, for the
+    tests of what conditioning on measured rows does."""
+    return fitfile.load(_fit_two_families(tmp_path_factory, table, "hierarchical-v2", "v2.nc"))
+
+
+@pytest.fixture(scope="session")
 def arch_fit_path(tmp_path_factory, table):
     """The comparison model with block-design effects (hierarchical-v1) on the same rows as
     small_fit, for what only a model with designs does: designs of unseen families, ln D

@@ -262,8 +262,10 @@ def test_validate_in_python_and_on_the_command_line_scores_the_same(tmp_path, cl
     assert set(v.overall["model"]) == {"pooled", "cell_median"}
     assert {"mdae", "cov90", "crps", "n"} <= set(v.overall.columns)
     from_cli = pl.read_csv(rows)
-    assert v.predictions.height == from_cli.height == 2 * v.overall["n"][0]
-    np.testing.assert_allclose(v.predictions["delta_q50"], from_cli["delta_q50"], rtol=1e-9)
+    # a row per held-out row and model, the classifiers of delta > 1 nat among the models
+    assert v.predictions.height == from_cli.height == v.predictions["predicted_by"].n_unique() * v.overall["n"][0]
+    assert {"pooled", "cell_median"} <= set(v.predictions["predicted_by"])
+    np.testing.assert_allclose(v.predictions["delta_q50"], from_cli["delta_q50"], rtol=1e-9)  # null: classifiers
     assert v.gaps["reference"].to_list() == ["pooled"] and v.reveal.is_empty()
 
 

@@ -292,9 +292,12 @@ def _print_one(r: dict, fitted) -> None:
 
 def collapse_line(r: dict) -> str | None:
     """For a model with a collapse regime: "P(collapse) 0.35; if it does not collapse:
-    perplexity median ... [90% ...]"; None for other models."""
+    perplexity median ... [90% ...]", or "P(collapse) below 0.01" where the table above is
+    already the answer without a collapse; None for other models."""
     if r.get("p_collapse") is None or r.get("ppl_hold_q50") is None:
         return None
+    if r["p_collapse"] < 0.01:
+        return "P(collapse) below 0.01"
     return (
         f"P(collapse) {r['p_collapse']:.2f}; if it does not collapse: perplexity median {r['ppl_hold_q50']:.3f} "
         f"[90% {r['ppl_hold_q05']:.3f}, {r['ppl_hold_q95']:.3f}]"

@@ -333,8 +333,8 @@ class _Likelihood:
 
     def probability(self, loc: np.ndarray) -> np.ndarray:
         """(N_obs, S) the collapse probability of rows whose law location is ``loc``."""
-        mu = np.exp(loc) - self.log_shift
-        return collapse.probability(self.base.p, self.d, mu, self.collapse, self.log_shift)
+        mu = np.exp(loc) - self.fit.spec.log_shift
+        return collapse.probability(self.base.p, self.d, mu, self.collapse, self.fit.spec.log_shift)
 
     def loglik(self, loc: np.ndarray, scale: np.ndarray) -> np.ndarray:
         """(S,) log-likelihood of all observed rows at location and scale (N_obs, S)."""

@@ -279,9 +279,10 @@ def test_predict_cli_takes_a_format_name(small_fit_path, cli):
     assert "new method" not in r.out
 
 
-def test_predict_cli_format_and_explicit_flags_agree(small_fit_path, tmp_path, cli):
-    """--format is the same query as its configuration spelled out, and the output file
-    says what the name was read as."""
+def test_predict_cli_format_and_explicit_flags_agree(arch_fit_path, tmp_path, cli):
+    """For a model without format effects (hierarchical-v1), --format is the same query as its
+    configuration spelled out, and the output file says what the name was read as (the default
+    model adds the format's own effect: tests/model/test_format_effects.py)."""
     src, out = tmp_path / "q.csv", tmp_path / "p.csv"
     f = named_formats.lookup("IQ4_XS")
     pl.concat(
@@ -297,7 +298,7 @@ def test_predict_cli_format_and_explicit_flags_agree(small_fit_path, tmp_path, c
         ],
         how="diagonal",
     ).write_csv(src)
-    r = cli("predict", "--fit", small_fit_path, "--input", src, "--output", out, "--draws", 200)
+    r = cli("predict", "--fit", arch_fit_path, "--input", src, "--output", out, "--draws", 200)
     assert r.code == 0, r.err
     assert "not used for prediction" not in r.err
     pred = pl.read_csv(out)

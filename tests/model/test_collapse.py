@@ -188,3 +188,12 @@ def test_choose_shows_the_collapse_probability(collapse_fit_path, cli, tmp_path)
     two, four = (table.filter(pl.col("w_bits") == b)["p_collapse"][0] for b in (2.0, 4.0))
     assert two > four
     assert table.filter(pl.col("method") == "fp16")["p_collapse"].null_count() == 1
+
+
+def test_the_collapse_line_gives_the_hold_interval_only_where_a_collapse_is_plausible():
+    from qbayes.cli.predict import collapse_line
+
+    row = {"ppl_hold_q05": 6.0, "ppl_hold_q50": 6.5, "ppl_hold_q95": 7.0}
+    assert collapse_line({**row, "p_collapse": 0.35}).startswith("P(collapse) 0.35; if it does not collapse")
+    assert collapse_line({**row, "p_collapse": 0.004}) == "P(collapse) below 0.01"
+    assert collapse_line({**row, "p_collapse": None}) is None

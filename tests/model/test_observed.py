@@ -42,20 +42,21 @@ def _log_quantiles(pred: pl.DataFrame) -> np.ndarray:
     return np.log(pred.select("delta_q05", "delta_q50", "delta_q95").to_numpy() + 0.01)
 
 
-def test_fast_update_agrees_with_refit(small_fit, table, bloom):
+def test_fast_update_agrees_with_refit(v2_fit, table, bloom):
     """The importance-sampling update and a refit with the revealed rows give the same
     predictions for the family's other rows within Monte Carlo error, and both differ from
     the fit before conditioning by more than they differ from each other."""
     shown, hidden = _split(bloom)
     observed = conditioning.observed_rows(_observed_file(shown))
     queries = hidden.drop("delta", "doubt")
-    predictor = Predictor(small_fit, n_draws=None, seed=3)
+    predictor = Predictor(v2_fit, n_draws=None, seed=3)
     cond = conditioning.condition(predictor, observed, queries)
     assert cond.update.ess > 30
     fast = _log_quantiles(cond.predictor.predict(cond.rows))
     before = _log_quantiles(predictor.predict(conditioning.as_observed_source(queries)))
     sub = table.filter(pl.col("family").is_in(["OPT", "LLaMA-1"]) & (pl.col("eval_set") == "wikitext2"))
-    refit = fit_table(pl.concat([sub, observed.training_rows().select(sub.columns)]), load_spec("hierarchical"), SMALL)
+    both = pl.concat([sub, observed.training_rows().select(sub.columns)])
+    refit = fit_table(both, load_spec("hierarchical-v2"), SMALL)
     exact = _log_quantiles(Predictor(refit, n_draws=None, seed=3).predict(conditioning.as_observed_source(queries)))
     width = exact[:, 2] - exact[:, 0]
     gap = np.median(np.abs(fast[:, 1] - exact[:, 1]) / width)
@@ -242,7 +243,7 @@ def test_validation_baselines_train_on_the_revealed_rows(table):
     assert not np.allclose(out[0].q, out[1].q)
 
 
-def test_gaussian_form_predicts_what_the_exact_update_teaches(small_fit):
+def test_gaussian_form_predicts_what_the_exact_update_teaches(v2_fit):
     """What suggest expects a run to teach (the Gaussian form of conditioning) is what the
     exact update does once the run is measured: a run of a new family, measured at values
     drawn from its own predictive, leaves the target of that family with about the variance
@@ -250,7 +251,7 @@ def test_gaussian_form_predicts_what_the_exact_update_teaches(small_fit):
     new = {"family": "NewFam", "model": "NewFam-7B", "params_b": 7.0, "eval_set": "wikitext2", "group_size": 128}
     rows = pl.DataFrame([{**new, "method": "GPTQ", "w_bits": 3.0}, {**new, "method": "AWQ", "w_bits": 4.0}])
     table = conditioning.as_observed_source(runs_table(rows, where="rows"))
-    predictor = Predictor(small_fit, n_draws=400, seed=1)
+    predictor = Predictor(v2_fit, n_draws=400, seed=1)
     ld = conditioning.likelihood_draws(predictor, table)
     a = conditioning.anomalies(ld.eta)
     noise = conditioning.effective_noise_var(scale=ld.scale[1:], nu=ld.nu)

@@ -7,6 +7,7 @@ import polars as pl
 import pytest
 
 from qbayes.errors import QBayesError
+from qbayes.model import collapse
 from qbayes.model.covariates import covariates
 from qbayes.model.encoding import Encoding
 from qbayes.model.queries import query_table
@@ -81,7 +82,8 @@ def test_pymc_likelihood_matches_numpy_mean_function(table, tokens_within, spec_
         unknown = pl.col("family") == "Llama-2"  # a family without tokens: each model a latent ln D
         sub = sub.with_columns(pl.when(unknown).then(None).otherwise(pl.col("train_tokens_b")).alias("train_tokens_b"))
         assert sub.filter(unknown).height > 0
-    enc = Encoding.from_table(sub, tokens_within=tokens_within)
+    # nested groupings (format within method) as a fit has them
+    enc = Encoding.from_table(sub, within=spec.within, tokens_within=tokens_within)
     d = covariates(enc.read(sub))
     model = build_model(spec, d, enc, sub["delta"].to_numpy())
     rng = np.random.default_rng(0)
@@ -99,11 +101,21 @@ def test_pymc_likelihood_matches_numpy_mean_function(table, tokens_within, spec_
     if missing.any():
         latent = values["log_tokens_missing"][d.tokens_idx] - d.log_d_shift
         log_d_missing = np.where(missing, latent, 0.0)[:, None]
+    if spec.collapse is not None:  # the law's ceiling is each row's collapse level (test_collapse checks the mixture)
+        assert not np.isnan(d.log_vocab).any()  # training rows have vocabularies: no population draw is read
+        p[collapse.POP_LOG_VOCAB] = np.zeros((1, 1))
+        p["ceiling"] = collapse.level(p, collapse.gap_draws(d, p), np)
     mu = mean_degradation(p, d, spec.effects, enc.levels, np, log_d_missing, curvature=spec.curvature)[:, 0]
     y = np.log(sub["delta"].to_numpy() + LOG_SHIFT)
     scale = relative_noise(p, d, spec.noise, np)[:, 0]
     assert np.ptp(scale) > 0
     expected = stats.t.logpdf(y, df=values["nu"], loc=np.log(mu + LOG_SHIFT), scale=scale).sum()
+    if spec.collapse is not None:
+        prob = collapse.probability(p, d, mu[:, None], spec.collapse, LOG_SHIFT)[:, 0]
+        level = np.log(p["ceiling"][:, 0] + LOG_SHIFT)
+        law = stats.t.logpdf(y, df=values["nu"], loc=np.log(mu + LOG_SHIFT), scale=scale)
+        broken = stats.norm.logpdf(y, loc=level, scale=float(values["collapse_sd"]))
+        expected = np.logaddexp(np.log1p(-prob) + law, np.log(prob) + broken).sum()
     logp = model.compile_logp(vars=[model["log_delta"]], sum=True)(point)
     assert np.isfinite(expected)
     assert logp == pytest.approx(expected, rel=1e-8)
