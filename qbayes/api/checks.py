@@ -11,6 +11,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from qbayes.errors import QBayesError
+from qbayes.model.samplers import SampleConfig
+
+DEFAULT_EXTENSIONS = SampleConfig().extensions
 
 
 def integer(name: str, value: Any, minimum: int | None = None) -> int:
@@ -100,3 +103,28 @@ def paths(name: str, value: Any) -> list[str | os.PathLike]:
     if not isinstance(value, Sequence):
         raise QBayesError(f"{name} must be a path or a list of paths, not {type(value).__name__}")
     return [path(name, v) for v in value]
+
+
+def sample_config(
+    *,
+    draws: Any,
+    tune: Any,
+    chains: Any,
+    seed: Any,
+    target_accept: Any,
+    progress: bool,
+    extensions: Any = DEFAULT_EXTENSIONS,
+    min_steps: int = 10,
+) -> SampleConfig:
+    """A fit's sampler settings, each argument checked by name: ``draws`` and ``tune`` at
+    least ``min_steps``, ``chains`` at least 1, ``target_accept`` in [0.5, 0.999],
+    ``extensions`` (extra rounds of chains) at least 0."""
+    return SampleConfig(
+        draws=integer("draws", draws, min_steps),
+        tune=integer("tune", tune, min_steps),
+        chains=integer("chains", chains, 1),
+        seed=integer("seed", seed),
+        target_accept=number("target_accept", target_accept, 0.5, 0.999),
+        progress=progress,
+        extensions=integer("extensions", extensions, 0),
+    )

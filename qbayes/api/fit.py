@@ -71,14 +71,14 @@ def fit(
     """
     paths = checks.paths("data", data)
     checks.flag("include_suspect", include_suspect)
-    sample = SampleConfig(
-        draws=checks.integer("draws", draws, 10),
-        tune=checks.integer("tune", tune, 10),
-        chains=checks.integer("chains", chains, 1),
-        seed=checks.integer("seed", seed),
-        target_accept=checks.number("target_accept", target_accept, 0.5, 0.999),
+    sample = checks.sample_config(
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        seed=seed,
+        target_accept=target_accept,
         progress=progress,
-        extensions=checks.integer("extensions", extensions, 0),
+        extensions=extensions,
     )
     extra = None
     if observed is not None:
@@ -131,13 +131,8 @@ def fit_accuracy(
         >>> acc = qbayes.fit_accuracy(draws=200, tune=200, chains=2)  # doctest: +SKIP
         >>> acc.info.convergence.line()  # doctest: +SKIP
     """
-    sample = SampleConfig(
-        draws=checks.integer("draws", draws, 50),
-        tune=checks.integer("tune", tune, 50),
-        chains=checks.integer("chains", chains, 1),
-        seed=checks.integer("seed", seed),
-        target_accept=checks.number("target_accept", target_accept, 0.5, 0.999),
-        progress=progress,
+    sample = checks.sample_config(
+        draws=draws, tune=tune, chains=chains, seed=seed, target_accept=target_accept, progress=progress, min_steps=50
     )
     excluded = checks.names("exclude_families", exclude_families)
     checks.flag("include_suspect", include_suspect)

@@ -129,12 +129,12 @@ def validate(
     if isinstance(reveals, (str, bytes)) or not isinstance(reveals, Sequence) or not reveals:
         raise QBayesError(f"reveals must be a non-empty list of integers, not {reveals!r}")
     reveals = sorted({checks.integer("reveals", k, 0) for k in reveals})
-    sample = SampleConfig(
-        draws=checks.integer("draws", draws, 10),
-        tune=checks.integer("tune", tune, 10),
-        chains=checks.integer("chains", chains, 1),
-        seed=checks.integer("seed", seed),
-        target_accept=checks.number("target_accept", target_accept, 0.5, 0.999),
+    sample = checks.sample_config(
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        seed=seed,
+        target_accept=target_accept,
         progress=False,
         extensions=0,  # fold fits are scored on their predictions, not gated on R-hat
     )
@@ -238,12 +238,12 @@ def validate_accuracy(
         >>> v.per_family  # doctest: +SKIP
     """
     checks.choice("scheme", scheme, crossval.SCHEMES)
-    sample = SampleConfig(
-        draws=checks.integer("draws", draws, 10),
-        tune=checks.integer("tune", tune, 10),
-        chains=checks.integer("chains", chains, 1),
-        seed=checks.integer("seed", seed),
-        target_accept=checks.number("target_accept", target_accept, 0.5, 0.999),
+    sample = checks.sample_config(
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        seed=seed,
+        target_accept=target_accept,
         progress=False,
         extensions=0,  # fold fits are scored on their predictions, not gated on R-hat
     )

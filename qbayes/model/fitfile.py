@@ -25,7 +25,7 @@ import xarray as xr
 from qbayes.errors import QBayesError
 from qbayes.model.diagnostics import Convergence
 from qbayes.model.encoding import Encoding
-from qbayes.model.fitstore import FileKind, posterior_checksum, read_fit_file, write_fit_file
+from qbayes.model.fitstore import FileKind, posterior_checksum, read_fit_file, thinned, write_fit_file
 from qbayes.model.samplers import SampleConfig
 from qbayes.model.spec import ModelSpec
 from qbayes.model.table import STANDARD
@@ -201,16 +201,8 @@ def thin(fit: Fit, *, draws: int, seed: int = 0) -> Fit:
     posterior (``qbayes fit --ship``) is a few MB instead of tens. The convergence figures
     in its attributes are those of the full fit."""
     post = fit.tree["posterior"].to_dataset()
-    stats = fit.tree["sample_stats"].to_dataset()
+    tree = thinned(post, fit.tree["sample_stats"].to_dataset(), draws=draws, seed=seed)
     chains, total = post.sizes["chain"], post.sizes["draw"]
-    per_chain = min(total, max(1, draws // chains))
-    keep = np.sort(np.random.default_rng(seed).choice(total, size=per_chain, replace=False))
-
-    def shrink(ds: xr.Dataset) -> xr.Dataset:
-        ds = ds.isel(draw=keep).assign_coords(draw=np.arange(per_chain))
-        return ds.map(lambda v: v.astype(np.float32) if v.dtype == np.float64 else v)
-
-    tree = xr.DataTree.from_dict({"posterior": shrink(post), "sample_stats": shrink(stats)})
     info = dataclasses.replace(fit.info, thinned_from=f"{chains} x {total} draws", thinned_seed=seed)
     return Fit(spec=fit.spec, encoding=fit.encoding, tree=tree, data=fit.data, info=info)
 

@@ -3,7 +3,8 @@ format name and version in its root attributes, named groups, and a checksum of 
 posterior draws. Reading refuses a file that is missing, unreadable, of another kind, of
 another format version, missing a group, or whose draws fail their checksum, with one
 message per case whatever the kind; each kind then checks what is its own (spec and data
-hashes for perplexity fits, row hashes for accuracy fits).
+hashes for perplexity fits, row hashes for accuracy fits). Thinning a fit to the draws a
+shipped file holds is shared too.
 """
 
 from __future__ import annotations
@@ -90,3 +91,18 @@ def read_fit_file(path: str | os.PathLike, kind: FileKind) -> tuple[xr.DataTree,
     if posterior_checksum(tree["posterior"].to_dataset()) != attrs.get("posterior_checksum"):
         raise QBayesError(f"{path}: corrupted {kind.label}: posterior draws do not match their checksum")
     return tree, attrs
+
+
+def thinned(post: xr.Dataset, stats: xr.Dataset, *, draws: int, seed: int = 0) -> xr.DataTree:
+    """The posterior and sampler statistics keeping ``draws`` draws in all (an equal share of
+    each chain, chosen at random without replacement) in single precision: what the shipped
+    fit files hold, a few MB instead of tens."""
+    chains, total = post.sizes["chain"], post.sizes["draw"]
+    per_chain = min(total, max(1, draws // chains))
+    keep = np.sort(np.random.default_rng(seed).choice(total, size=per_chain, replace=False))
+
+    def shrink(ds: xr.Dataset) -> xr.Dataset:
+        ds = ds.isel(draw=keep).assign_coords(draw=np.arange(per_chain))
+        return ds.map(lambda v: v.astype(np.float32) if v.dtype == np.float64 else v)
+
+    return xr.DataTree.from_dict({"posterior": shrink(post), "sample_stats": shrink(stats)})

@@ -22,7 +22,7 @@ import xarray as xr
 
 from qbayes.errors import QBayesError
 from qbayes.model.diagnostics import Convergence
-from qbayes.model.fitstore import FileKind, read_fit_file, write_fit_file
+from qbayes.model.fitstore import FileKind, read_fit_file, thinned, write_fit_file
 from qbayes.model.samplers import SampleConfig
 
 FORMAT = "qbayes-accuracy-fit"
@@ -149,16 +149,7 @@ def thin(fit: AccuracyFit, *, draws: int, seed: int = 0) -> AccuracyFit:
     in ``info`` are those of the full fit."""
     post = fit.posterior
     post = post[[v for v in post.data_vars if not v.endswith("__")]]
-    chains, total = post.sizes["chain"], post.sizes["draw"]
-    per_chain = min(total, max(1, draws // chains))
-    keep = np.sort(np.random.default_rng(seed).choice(total, size=per_chain, replace=False))
-
-    def shrink(ds: xr.Dataset) -> xr.Dataset:
-        ds = ds.isel(draw=keep).assign_coords(draw=np.arange(per_chain))
-        return ds.map(lambda v: v.astype(np.float32) if v.dtype == np.float64 else v)
-
-    stats = fit.tree["sample_stats"].to_dataset()
-    tree = xr.DataTree.from_dict({"posterior": shrink(post), "sample_stats": shrink(stats)})
+    tree = thinned(post, fit.tree["sample_stats"].to_dataset(), draws=draws, seed=seed)
     return dataclasses.replace(fit, tree=tree)
 
 
