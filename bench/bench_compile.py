@@ -77,7 +77,7 @@ def main():
     ncp._make_functions, numba.cfunc = timed_make_functions, timed_cfunc
     event.register("numba:compile", CompileTimes())
     c0 = time.process_time()
-    compiled = nutpie.compile_pymc_model(model)
+    compiled = nutpie.compile_pymc_model(model, var_names=[v.name for v in model.free_RVs])
     total = time.process_time() - c0
     ncp._make_functions, numba.cfunc = make_functions, cfunc
 

@@ -102,6 +102,38 @@ def log_density(y, loc, scale, nu, const, col_loc, col_sd, prob) -> np.ndarray:
         return np.logaddexp(np.log1p(-prob) + law, np.log(prob) + col)
 
 
+def log_density_graph(y, nu, loc, scale, logit_p, col_loc, col_sd):
+    """PyTensor twin of :func:`log_density` for the PyMC model, with the collapse probability
+    given by its logit: elementwise throughout (log-sigmoids, a two-term logaddexp), so the
+    compiled density and its gradient fuse into a few loops instead of pm.Mixture's generic
+    stack-and-logsumexp graph."""
+    import pytensor.tensor as pt
+
+    x = (y - loc) / scale
+    law = (
+        pt.gammaln((nu + 1.0) / 2.0)
+        - pt.gammaln(nu / 2.0)
+        - 0.5 * pt.log(nu * np.pi)
+        - pt.log(scale)
+        - (nu + 1.0) / 2.0 * pt.log1p(x**2 / nu)
+    )
+    z = (y - col_loc) / col_sd
+    col = -0.5 * z**2 - 0.5 * np.log(2 * np.pi) - pt.log(col_sd)
+    a = law - pt.softplus(logit_p)  # + ln(1 - p)
+    b = col - pt.softplus(-logit_p)  # + ln p
+    top = pt.maximum(a, b)
+    return top + pt.log1p(pt.exp(-pt.abs(a - b)))
+
+
+def random_draws(nu, loc, scale, logit_p, col_loc, col_sd, rng=None, size=None) -> np.ndarray:
+    """Draws of ln(delta + shift) from the mixture (prior predictive checks of the PyMC model)."""
+    rng = np.random.default_rng() if rng is None else rng
+    law = loc + scale * rng.standard_t(nu, size=size)
+    col = col_loc + col_sd * rng.standard_normal(size=size)
+    prob = 1.0 / (1.0 + np.exp(-logit_p))
+    return np.where(rng.uniform(size=size) < prob, col, law)
+
+
 def mix(law_y: np.ndarray, col_loc: np.ndarray, col_sd, prob: np.ndarray, u: np.ndarray, z: np.ndarray):
     """Draws of ln(delta + shift) from the mixture, in place of ``law_y`` (the law's draws):
     where the uniform ``u`` falls below the collapse probability, the collapse's location plus

@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 
 import numpy as np
 import polars as pl
+import xarray as xr
 
 from qbayes.db.database import Database
 from qbayes.errors import QBayesError
-from qbayes.model import diagnostics, known_families
+from qbayes.model import diagnostics, known_families, packing, whiten
 from qbayes.model.covariates import covariates
 from qbayes.model.encoding import Encoding, family_tokens
 from qbayes.model.fitfile import Fit, FitInfo, data_hash, package_versions
@@ -67,8 +68,30 @@ def fit_table(df: pl.DataFrame, spec: ModelSpec, opts: FitOptions = FitOptions()
         )
     covs = covariates(enc.read(df))
     model = build_model(spec, covs, enc, df.get_column("delta").to_numpy())
-    result = sample(model, sampler=opts.sampler, config=opts.sample, more=diagnostics.more_draws_help)
-    conv = diagnostics.check(result.tree)
+    pack = packing.plan(spec, enc)
+
+    def named(tree: xr.DataTree) -> xr.DataTree:
+        """The packed vector's draws as the named parameters (its whitened coordinates, which
+        the named ones are a linear map of, are not kept)."""
+        post = pack.expand(tree["posterior"].to_dataset(), lambda dims: list(model.coords[dims]))
+        post = post.drop_vars([v for v in (whiten.WHITE, f"{whiten.WHITE}_dim_0") if v in post.variables])
+        return xr.DataTree.from_dict({"posterior": post, "sample_stats": tree["sample_stats"].to_dataset()})
+
+    checked: dict[int, diagnostics.Convergence] = {}
+
+    def more(tree: xr.DataTree) -> bool:
+        checked[tree["posterior"].sizes["chain"]] = conv = diagnostics.check(named(tree))
+        return conv.more_draws_help
+
+    result = sample(
+        model,
+        sampler=opts.sampler,
+        config=opts.sample,
+        more=more,
+        keep=[v.name for v in model.free_RVs] + [packing.THETA],
+    )
+    tree = named(result.tree)
+    conv = checked.get(tree["posterior"].sizes["chain"]) or diagnostics.check(tree)
     info = FitInfo(
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         sampler=opts.sampler,
@@ -84,7 +107,7 @@ def fit_table(df: pl.DataFrame, spec: ModelSpec, opts: FitOptions = FitOptions()
         data_hash=data_hash(df),
         rounds=result.rounds,
     )
-    return Fit(spec=spec, encoding=enc, tree=result.tree, data=df, info=info)
+    return Fit(spec=spec, encoding=enc, tree=tree, data=df, info=info)
 
 
 def fit_database(

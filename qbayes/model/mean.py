@@ -143,6 +143,17 @@ def _linear_predictor_graph(
     return eta
 
 
+def sparse_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(I, W), both N x J: each row's nonzero columns of ``x`` and their values, padded with
+    column 0 and weight 0, so that ``x @ v == sum(W * v[I], axis=1)``. The PyMC model of a
+    spec whose parameters are all linear in its standard-normal vector (packing.py) computes
+    the linear predictor this way: one gather instead of one per effect."""
+    nonzero = x != 0
+    width = max(int(nonzero.sum(axis=1).max(initial=0)), 1)
+    index = np.argsort(~nonzero, axis=1, kind="stable")[:, :width]
+    return index, np.take_along_axis(x, index, axis=1)
+
+
 def stack_theta(
     p: dict, effects: dict[str, Effect], levels: dict[str, tuple[str, ...]], features: tuple[str, ...] = ()
 ) -> np.ndarray:
@@ -160,13 +171,17 @@ def mean_degradation(
     features: tuple[str, ...] = (),
     curvature: str = "quadratic",
     eta_extra=None,
+    eta=None,
 ):
     """Expected degradation (nats per token) for every row of ``d``: shape (N,) with
     PyTensor parameters, (N, S) with NumPy draws. ``log_d_missing`` holds ln D (centred)
     for rows whose training tokens are unknown and 0 elsewhere, or is None when all are known;
     ``eta_extra`` (N, S), or None, is added to the linear predictor (predict: the effects of
-    a query's second, third, ... unseen level of a grouping)."""
-    if xp is np:
+    a query's second, third, ... unseen level of a grouping); ``eta``, or None, is the
+    linear predictor X @ theta computed by the caller (the PyMC model, from sparse_rows)."""
+    if eta is not None:
+        pass
+    elif xp is np:
         theta = stack_theta(p, effects, levels, features)
         eta = design_matrix(d, effects, levels, curvature).astype(theta.dtype) @ theta
     else:

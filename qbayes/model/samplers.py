@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import xarray as xr
 
 from qbayes.errors import QBayesError
+from qbayes.model import whiten
 from qbayes.registry import Registry
 
 if TYPE_CHECKING:  # pymc is imported when a sampler runs, so the CLI can read the defaults cheaply
@@ -32,11 +33,10 @@ if TYPE_CHECKING:  # pymc is imported when a sampler runs, so the CLI can read t
 @dataclass(frozen=True)
 class SampleConfig:
     draws: int = 1000
-    # nutpie's own default. A warm-up step costs ~10 draws' gradient steps while the mass
-    # matrix adapts (the default model, 4 chains: 144k gradient steps in 1,000 warm-up
-    # steps per chain, 60k in 1,000 draws; docs/performance.md); the posterior agrees with
-    # 1,000 warm-up steps' within Monte Carlo error, and a short one is caught by R-hat
-    tune: int = 300
+    # the default model's packed vector is whitened at the mode before sampling (whiten.py),
+    # so warm-up needs few steps: 200 per chain cost 33k gradients in all, against 152k for
+    # 300 without whitening (docs/performance.md); a short one is caught by R-hat
+    tune: int = 200
     chains: int = 4
     seed: int = 20261123
     cores: int = 2
@@ -71,7 +71,8 @@ class Prepared:
     draw: Callable[[int], xr.DataTree]
 
 
-SAMPLERS: Registry[Callable[[pm.Model, SampleConfig], Prepared]] = Registry("sampler")
+# (model, config, variables to keep: None for all) -> a compiled sampler
+SAMPLERS: Registry[Callable[[pm.Model, SampleConfig, list[str] | None], Prepared]] = Registry("sampler")
 
 
 def _to_tree(idata) -> xr.DataTree:
@@ -92,11 +93,11 @@ def pool_chains(trees: list[xr.DataTree]) -> xr.DataTree:
 
 
 @SAMPLERS.register("nutpie")
-def _nutpie(model: pm.Model, cfg: SampleConfig) -> Prepared:
+def _nutpie(model: pm.Model, cfg: SampleConfig, keep: list[str] | None = None) -> Prepared:
     import nutpie
 
     t0 = time.perf_counter()
-    compiled = nutpie.compile_pymc_model(model)
+    compiled = whiten.precondition(nutpie.compile_pymc_model(model, var_names=keep), cfg.seed)
 
     def draw(seed: int) -> xr.DataTree:
         idata = nutpie.sample(
@@ -117,7 +118,7 @@ def _nutpie(model: pm.Model, cfg: SampleConfig) -> Prepared:
 
 
 @SAMPLERS.register("pymc")
-def _pymc(model: pm.Model, cfg: SampleConfig, nuts_sampler: str = "pymc") -> Prepared:
+def _pymc(model: pm.Model, cfg: SampleConfig, keep: list[str] | None = None, nuts_sampler: str = "pymc") -> Prepared:
     import pymc as pm
 
     def draw(seed: int) -> xr.DataTree:
@@ -131,6 +132,7 @@ def _pymc(model: pm.Model, cfg: SampleConfig, nuts_sampler: str = "pymc") -> Pre
                 progressbar=cfg.progress,
                 target_accept=cfg.target_accept,
                 nuts_sampler=nuts_sampler,
+                var_names=keep,
                 compute_convergence_checks=False,
             )
         return _to_tree(idata)
@@ -140,10 +142,10 @@ def _pymc(model: pm.Model, cfg: SampleConfig, nuts_sampler: str = "pymc") -> Pre
 
 
 def _jax(name: str) -> Callable[[pm.Model, SampleConfig], Prepared]:
-    def run(model: pm.Model, cfg: SampleConfig) -> Prepared:
+    def run(model: pm.Model, cfg: SampleConfig, keep: list[str] | None = None) -> Prepared:
         if importlib.util.find_spec("jax") is None or importlib.util.find_spec(name) is None:
             raise QBayesError(f"sampler '{name}' needs JAX: pip install 'qbayes[jax]'")
-        return _pymc(model, cfg, nuts_sampler=name)
+        return _pymc(model, cfg, keep, nuts_sampler=name)
 
     return run
 
@@ -159,10 +161,13 @@ def sample(
     sampler: str = DEFAULT_SAMPLER,
     config: SampleConfig = SampleConfig(),
     more: Callable[[xr.DataTree], bool] | None = None,
+    keep: list[str] | None = None,
 ) -> SampleResult:
     """Draw ``config.chains`` chains; while ``more(tree)`` says more draws would help, add
-    rounds of as many fresh chains (at most ``config.extensions``)."""
-    prepared = SAMPLERS.get(sampler)(model, config)
+    rounds of as many fresh chains (at most ``config.extensions``). ``keep`` names the
+    variables to store (None: all, deterministics included): the sampler compiles only what
+    computes them."""
+    prepared = SAMPLERS.get(sampler)(model, config, keep)
     t0 = time.perf_counter()
     trees = [prepared.draw(config.seed)]
     while more is not None and len(trees) <= config.extensions and more(pool_chains(trees)):

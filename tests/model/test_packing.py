@@ -1,0 +1,75 @@
+"""The packed standard-normal vector (qbayes/model/packing.py): its zero-sum basis, and the
+named parameters NumPy makes from draws of it agree with the PyMC model's own deterministics,
+for the default model (every Gaussian parameter packed, the linear predictor as one gather)
+and for a spec with learned sds and centred effects (sampled as themselves)."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+import xarray as xr
+
+from qbayes.model import packing
+from qbayes.model.covariates import covariates
+from qbayes.model.encoding import Encoding
+from qbayes.model.fit import prepare
+from qbayes.model.graph import build_model
+from qbayes.model.spec import load_spec
+
+LEARNED = """name = "learned"
+likelihood = "log_student_t"
+[effects]
+method = { intercept = true, bits_slope = true, centred = ["intercept"] }
+family = { intercept = true, per_channel = true }
+eval_set = { intercept = true, fixed_sd = { intercept = 0.5 } }
+"""
+
+
+@pytest.mark.parametrize("k", [1, 2, 5, 17])
+def test_zero_sum_basis_is_orthonormal_and_sums_to_zero(k):
+    m = packing.zero_sum_basis(k)
+    assert m.shape == (k, k - 1)
+    np.testing.assert_allclose(m.T @ m, np.eye(k - 1), atol=1e-12)
+    np.testing.assert_allclose(m.sum(axis=0), 0.0, atol=1e-12)
+
+
+def _draws_at_points(model, points):
+    """The model's unobserved variables (deterministics included) at each point, by name."""
+    outs = model.unobserved_value_vars
+    fn = model.compile_fn(outs, inputs=model.value_vars, point_fn=True, on_unused_input="ignore")
+    rows = [dict(zip([v.name for v in outs], fn(pt))) for pt in points]
+    return {name: np.stack([r[name] for r in rows]) for name in rows[0]}
+
+
+@pytest.mark.parametrize("spec_text", [None, LEARNED])
+def test_numpy_expansion_matches_the_models_deterministics(tmp_path, table, spec_text):
+    if spec_text is None:
+        spec = load_spec("hierarchical")
+    else:
+        (tmp_path / "learned.toml").write_text(spec_text)
+        spec = load_spec(str(tmp_path / "learned.toml"))
+    sub = pl.concat([table.filter(pl.col("w_bits") <= 2).head(60), table.filter(pl.col("w_bits") >= 3).head(140)])
+    df, enc = prepare(sub, spec)
+    model = build_model(spec, covariates(enc.read(df)), enc, df["delta"].to_numpy())
+    rng = np.random.default_rng(0)
+    base = model.initial_point(random_seed=1)
+    points = [{k: v + rng.normal(0, 0.5, np.shape(v)) for k, v in base.items()} for _ in range(3)]
+    truth = _draws_at_points(model, points)
+    # the sampler stores the free variables and theta only; 1 chain of 3 draws
+    kept = [v.name for v in model.free_RVs] + [packing.THETA]
+    posterior = xr.Dataset(
+        {k: xr.DataArray(truth[k][None], dims=("chain", "draw", *(f"{k}_{i}" for i in range(truth[k].ndim - 1)))) for k in kept}
+    )
+    pack = packing.plan(spec, enc)
+    named = pack.expand(posterior, lambda dims: list(model.coords[dims]))
+    assert packing.THETA not in named
+    made = [b.name for b in pack.blocks] + [b.z_name for b in pack.blocks if b.z_name]
+    assert "intercept" in made and "a_eval_set" in made and "z_a_eval_set" in made
+    for name in made + [c for b in pack.blocks for c, _ in b.const]:
+        np.testing.assert_allclose(named[name].values[0], truth[name], rtol=1e-10, atol=1e-12, err_msg=name)
+    if spec_text is None:  # every effect of the default has a fixed sd: all of it is packed
+        assert {v.name for v in model.free_RVs} == {"theta_white", "log_tokens_sd", "noise_rel", "collapse_sd", "nu"}
+    else:  # learned sds and the centred method intercept are sampled as themselves
+        assert {"sd_b_method", "sd_a_family", "a_method"} <= {v.name for v in model.free_RVs}
+        assert "a_method" not in made and "b_method" in made
