@@ -26,7 +26,7 @@ def _iid_tree(seed: int, chains: int, draws: int) -> xr.DataTree:
 def iid_sampler():
     seeds = []
 
-    def prepare(model, cfg: SampleConfig) -> Prepared:
+    def prepare(model, cfg: SampleConfig, keep=None) -> Prepared:
         def draw(seed: int) -> xr.DataTree:
             seeds.append(seed)
             return _iid_tree(seed, cfg.chains, cfg.draws)
