@@ -73,3 +73,15 @@ def test_numpy_expansion_matches_the_models_deterministics(tmp_path, table, spec
     else:  # learned sds and the centred method intercept are sampled as themselves
         assert {"sd_b_method", "sd_a_family", "a_method"} <= {v.name for v in model.free_RVs}
         assert "a_method" not in made and "b_method" in made
+
+
+def test_sparse_rows_give_the_same_product():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(30, 12)) * (rng.uniform(size=(30, 12)) < 0.3)
+    x[4] = 0.0  # a row with no entry
+    v = rng.normal(size=12)
+    from qbayes.model.mean import sparse_rows
+
+    index, weight = sparse_rows(x)
+    assert index.shape == weight.shape and index.shape[1] == int((x != 0).sum(axis=1).max())
+    np.testing.assert_allclose((weight * v[index]).sum(axis=1), x @ v, atol=1e-12)
