@@ -12,7 +12,6 @@ import xarray as xr
 
 from qbayes.model import packing
 from qbayes.model.covariates import covariates
-from qbayes.model.encoding import Encoding
 from qbayes.model.fit import prepare
 from qbayes.model.graph import build_model
 from qbayes.model.spec import load_spec
@@ -59,7 +58,10 @@ def test_numpy_expansion_matches_the_models_deterministics(tmp_path, table, spec
     # the sampler stores the free variables and theta only; 1 chain of 3 draws
     kept = [v.name for v in model.free_RVs] + [packing.THETA]
     posterior = xr.Dataset(
-        {k: xr.DataArray(truth[k][None], dims=("chain", "draw", *(f"{k}_{i}" for i in range(truth[k].ndim - 1)))) for k in kept}
+        {
+            k: xr.DataArray(truth[k][None], dims=("chain", "draw", *(f"{k}_{i}" for i in range(truth[k].ndim - 1))))
+            for k in kept
+        }
     )
     pack = packing.plan(spec, enc)
     named = pack.expand(posterior, lambda dims: list(model.coords[dims]))

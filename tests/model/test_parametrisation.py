@@ -12,8 +12,8 @@ from qbayes.model.covariates import covariates
 from qbayes.model.diagnostics import sampled_vars
 from qbayes.model.encoding import Encoding
 from qbayes.model.graph import build_model
-from qbayes.model.packing import nested_projection
 from qbayes.model.mean import design_matrix, layout, mean_degradation
+from qbayes.model.packing import nested_projection
 from qbayes.model.queries import query_table
 from qbayes.model.spec import EFFECT_PREFIXES, load_spec
 
