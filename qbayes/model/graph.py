@@ -75,7 +75,7 @@ def build_model(spec: ModelSpec, covs: Covariates, enc: Encoding, delta: np.ndar
     pr = spec.priors
     coords = {g: list(enc.levels[g]) for g in spec.effects}
     coords["tokens_missing"] = list(enc.tokens_missing)
-    for g in spec.collapse.by if spec.collapse else ():
+    for g in collapse.effect_names(spec.collapse).values() if spec.collapse else ():
         coords[g] = list(enc.levels[g])
     with pm.Model(coords=coords) as model:
         p = {name: pm.Normal(name, getattr(pr, name).mu, getattr(pr, name).sigma) for name in SCALARS}
@@ -113,7 +113,9 @@ def build_model(spec: ModelSpec, covs: Covariates, enc: Encoding, delta: np.ndar
             c = spec.collapse
             gap = collapse.training_gap(covs)
             p["collapse_log_kappa"] = pm.Normal("collapse_log_kappa", c.log_kappa.mu, c.log_kappa.sigma)
-            p["ceiling"] = collapse.level(p, gap, pt)
+            for g, sd in c.kappa_by.items():
+                p[collapse.kappa_name(g)] = _fixed_sd_effect(collapse.kappa_name(g), g, sd)
+            p["ceiling"] = collapse.level(p, gap, pt, covs, c)
         mu = mean_degradation(p, covs, spec.effects, enc.levels, pt, log_d_missing, enc.feature_names, spec.curvature)
         nu = pm.Gamma("nu", alpha=pr.nu[0], beta=pr.nu[1])
         if spec.likelihood == "student_t":
@@ -131,6 +133,12 @@ def build_model(spec: ModelSpec, covs: Covariates, enc: Encoding, delta: np.ndar
     return model
 
 
+def _fixed_sd_effect(name: str, g: str, sd: float):
+    """Zero-sum effects of grouping ``g`` with a fixed sd, non-centred (the collapse regime's)."""
+    pm.Deterministic(f"sd_{name}", pt.constant(sd))
+    return pm.Deterministic(name, sd * pm.ZeroSumNormal(f"z_{name}", sigma=1.0, dims=g), dims=g)
+
+
 def _mixture(spec: ModelSpec, covs: Covariates, enc: Encoding, p: dict, mu, nu, loc, sigma, obs) -> None:
     """The observed ln(delta + shift) as a mixture of the law's Student-t and the collapse's
     Normal around its level (collapse.py), with the row's collapse probability as weight."""
@@ -139,9 +147,7 @@ def _mixture(spec: ModelSpec, covs: Covariates, enc: Encoding, p: dict, mu, nu, 
     p["collapse_a"] = pm.Normal("collapse_a", c.p_intercept.mu, c.p_intercept.sigma)
     p["collapse_b"] = pm.Normal("collapse_b", c.p_slope.mu, c.p_slope.sigma)
     for g, sd in c.by.items():
-        name = f"collapse_{g}"
-        pm.Deterministic(f"sd_{name}", pt.constant(sd))
-        p[name] = pm.Deterministic(name, sd * pm.ZeroSumNormal(f"z_{name}", sigma=1.0, dims=g), dims=g)
+        p[f"collapse_{g}"] = _fixed_sd_effect(f"collapse_{g}", g, sd)
     prob = pm.math.sigmoid(collapse.logit(p, covs, mu, c, spec.log_shift, pt))
     n = covs.n
     law = pm.StudentT.dist(nu=nu, mu=loc, sigma=sigma * pt.ones(n))
