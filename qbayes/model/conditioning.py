@@ -216,6 +216,7 @@ class Units:
 
 def _units(predictor: Predictor, d: Covariates) -> Units:
     names, cols, act_cols, sds = [], [], [], []
+    n = d.n
     for g, e in predictor.fit.spec.effects.items():
         ids = d.new_ids.get(g)
         if ids is None:
@@ -231,7 +232,6 @@ def _units(predictor: Predictor, d: Covariates) -> Units:
                     cols.append(np.zeros(n) if act else col)
                     act_cols.append(col if act else np.zeros(n))
                     sds.append(predictor.draws.p[f"sd_{kind}_{g}"][0].astype(np.float64))
-    n = d.n
     return Units(
         names=tuple(names),
         loading=np.column_stack(cols) if cols else np.zeros((n, 0)),

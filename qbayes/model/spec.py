@@ -161,9 +161,10 @@ class Collapse:
     probability whose logit is ``p_intercept + p_slope * ln(law mean + log_shift)`` (plus, per
     grouping in ``by``, a zero-sum intercept per level with that fixed sd), collapses to
     kappa * (ln V - ln ppl_fp16): kappa times what a uniform predictor over the model's V-token
-    vocabulary loses against the unquantized model, with a log-normal scatter ``level_sd``.
-    The law's mean saturates at that same level instead of a learned ceiling, so the collapse
-    level and a ceiling cannot trade places."""
+    vocabulary loses against the unquantized model, with a log-normal scatter ``level_sd``;
+    ``kappa_by`` shifts ln kappa per level of its groupings (zero-sum, fixed sd). The law's
+    mean saturates at that same level instead of a learned ceiling, so the collapse level and
+    a ceiling cannot trade places."""
 
     log_kappa: Normal = Normal(0.0, 0.3)  # ln kappa: a collapse near uniform over the vocabulary
     level_sd: HalfNormal = HalfNormal(0.3)  # sd of a collapsed row's ln(delta + shift) around its level
@@ -368,9 +369,7 @@ def _collapse(raw, likelihood: str, where: str) -> Collapse | None:
         if not isinstance(by, dict) or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in by.values()
         ):
-            raise QBayesError(
-                f"{where} [collapse]: '{name}' must map groupings to positive sds, e.g. {{ {example} }}"
-            )
+            raise QBayesError(f"{where} [collapse]: '{name}' must map groupings to positive sds, e.g. {{ {example} }}")
         for g in by:
             if g not in GROUPINGS:
                 raise unknown(f"grouping in {where} [collapse].{name}", g, GROUPINGS)

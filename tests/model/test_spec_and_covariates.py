@@ -43,9 +43,21 @@ likelihood = "log_student_t"
 curvature = "low_bits"
 noise = ["low_bits", "per_channel"]
 [effects]
-method = { intercept = true, bits_slope = true, per_channel = true, curvature = true, act_slope = true, act_intercept = true }
-family = { intercept = true, bits_slope = true, size_slope = true, act_slope = true, act_intercept = true, fixed_sd = { act_slope = 0.3, act_intercept = 0.5 } }
 family_method = { intercept = true, bits_slope = true, per_channel = true, curvature = true }
+[effects.method]
+intercept = true
+bits_slope = true
+per_channel = true
+curvature = true
+act_slope = true
+act_intercept = true
+[effects.family]
+intercept = true
+bits_slope = true
+size_slope = true
+act_slope = true
+act_intercept = true
+fixed_sd = { act_slope = 0.3, act_intercept = 0.5 }
 """
 
 
