@@ -97,7 +97,8 @@ def arch_fit(arch_fit_path):
 
 
 # a small model with a collapse regime (spec [collapse], qbayes/model/collapse.py): few
-# effects, so that it compiles and samples in a fraction of the default model's time
+# effects, so that it compiles and samples in a fraction of the default model's time; with a
+# collapse level per family (kappa_by) and an activation-term shift per method (act_intercept)
 COLLAPSE_SPEC = """
 name = "collapse-small"
 likelihood = "log_student_t"
@@ -108,11 +109,13 @@ noise = ["low_bits", "per_channel"]
 gamma_d = { mu = 0.0, sigma = 0.25 }
 [collapse]
 by = { method = 1.0 }
+kappa_by = { family = 0.15 }
 [effects.method]
 intercept = true
 bits_slope = true
 per_channel = true
-fixed_sd = { intercept = 1.0, bits_slope = 0.3, per_channel = 0.7 }
+act_intercept = true
+fixed_sd = { intercept = 1.0, bits_slope = 0.3, per_channel = 0.7, act_intercept = 1.0 }
 [effects.family]
 intercept = true
 bits_slope = true

@@ -5,7 +5,9 @@ At 2 bits a model either holds (about 1 nat) or breaks down to a loss near that 
 uninformed predictor: a uniform guess over the V-token vocabulary scores ln V nats per token,
 ln V - ln ppl_fp16 more than the unquantized model. A collapsed row sits at kappa times that
 gap (the *level*), with a log-normal scatter; kappa is learned (published collapses sit at 1.0
-to 1.5 times the gap: a broken model can be worse than uniform). The probability of the
+to 1.5 times the gap: a broken model can be worse than uniform), optionally per level of some
+groupings (spec ``kappa_by``: LLaMA's collapses sit near 1.2 times the gap, Qwen3's near 1.45;
+a level the fit has not seen draws its shift from their population). The probability of the
 collapse rises with the law's mean degradation (a logistic in its logarithm), with optional
 intercepts per level of some groupings (spec ``by``). The law's mean saturates at the same
 level (mean.saturate's ceiling, per row), so there is no ceiling parameter that could trade
@@ -63,9 +65,36 @@ def gap_draws(d: Covariates, p: dict) -> np.ndarray:
     return np.maximum(log_v - d.log_fp16[:, None], MIN_GAP).astype(p[POP_LOG_VOCAB].dtype)
 
 
-def level(p: dict, gap, xp):
-    """The collapse level, nats: kappa * (ln V - ln ppl_fp16)."""
-    return xp.exp(p["collapse_log_kappa"]) * gap
+def _by_effect(p: dict, d: Covariates, g: str, name: str, xp):
+    """Each row's effect ``p[name]`` of grouping ``g`` ((N,) PyTensor, (N, S) NumPy): a
+    level the fit has not seen takes the draws' new-level row, scaled as the mean's effects
+    are (covariates.new_level_scale), and has 0 in the PyMC model (no training row has one)."""
+    idx = d.idx[g]
+    if xp is np:
+        scale = np.where(idx < 0, d.new_scale[g], 1.0)[:, None].astype(p[name].dtype)
+        return p[name][idx] * scale
+    seen = idx >= 0
+    return p[name][np.where(seen, idx, 0)] * seen
+
+
+def kappa_name(g: str) -> str:
+    """The parameter of grouping ``g``'s deviations of ln kappa (spec ``kappa_by``)."""
+    return f"collapse_kappa_{g}"
+
+
+def level(p: dict, gap, xp, d: Covariates | None = None, spec: Collapse | None = None):
+    """The collapse level, nats: kappa * (ln V - ln ppl_fp16), with ln kappa shifted per level
+    of each grouping of ``spec.kappa_by`` (rows ``d``)."""
+    log_kappa = p["collapse_log_kappa"]
+    for g in spec.kappa_by if spec is not None else ():
+        log_kappa = log_kappa + _by_effect(p, d, g, kappa_name(g), xp)
+    return xp.exp(log_kappa) * gap
+
+
+def effect_names(spec: Collapse) -> dict[str, str]:
+    """Parameter name -> grouping of every per-level effect of the collapse regime: the
+    logit's (``by``) and ln kappa's (``kappa_by``)."""
+    return {**{f"collapse_{g}": g for g in spec.by}, **{kappa_name(g): g for g in spec.kappa_by}}
 
 
 def logit(p: dict, d: Covariates, mu, spec: Collapse, shift: float, xp):
@@ -74,14 +103,7 @@ def logit(p: dict, d: Covariates, mu, spec: Collapse, shift: float, xp):
     new-level row, scaled as the mean's effects are (covariates.new_level_scale)."""
     out = p["collapse_a"] + p["collapse_b"] * xp.log(mu + shift)
     for g in spec.by:
-        idx = d.idx[g]
-        name = f"collapse_{g}"
-        if xp is np:
-            scale = np.where(idx < 0, d.new_scale[g], 1.0)[:, None].astype(p[name].dtype)
-            out = out + p[name][idx] * scale
-        else:
-            seen = idx >= 0
-            out = out + p[name][np.where(seen, idx, 0)] * seen
+        out = out + _by_effect(p, d, g, f"collapse_{g}", xp)
     return out
 
 

@@ -36,6 +36,8 @@ from qbayes.model.encoding import ReadTable
 from qbayes.model.fitfile import Fit
 from qbayes.model.mean import (
     design_matrix,
+    has_act_effects,
+    in_part,
     mean_degradation,
     noise_scale,
     relative_noise,
@@ -202,15 +204,19 @@ _lgamma = np.vectorize(math.lgamma, otypes=[np.float64])  # scipy.special would 
 class Units:
     """The unseen-level effects the observed rows touch: ``names[k]`` (effect name, level
     number), and ``loading`` (N_obs, K), what a unit z of each adds to each observed row's
-    linear predictor in units of the grouping's sd (``sd[k]`` (S,) its sd per draw)."""
+    linear predictor in units of the grouping's sd (``sd[k]`` (S,) its sd per draw);
+    ``act_loading`` (N_obs, K) the same for the activation term's exponent (an effect adds
+    to one of the two: mean.in_part)."""
 
     names: tuple[tuple[str, int], ...]
     loading: np.ndarray
     sd: np.ndarray  # (K, S)
+    act_loading: np.ndarray
 
 
 def _units(predictor: Predictor, d: Covariates) -> Units:
-    names, cols, sds = [], [], []
+    names, cols, act_cols, sds = [], [], [], []
+    n = d.n
     for g, e in predictor.fit.spec.effects.items():
         ids = d.new_ids.get(g)
         if ids is None:
@@ -222,13 +228,15 @@ def _units(predictor: Predictor, d: Covariates) -> Units:
                 col = on * w[kind]
                 if np.any(col != 0):
                     names.append((f"{kind}_{g}", int(j)))
-                    cols.append(col)
+                    act = in_part(kind, "act")
+                    cols.append(np.zeros(n) if act else col)
+                    act_cols.append(col if act else np.zeros(n))
                     sds.append(predictor.draws.p[f"sd_{kind}_{g}"][0].astype(np.float64))
-    n = d.n
     return Units(
         names=tuple(names),
         loading=np.column_stack(cols) if cols else np.zeros((n, 0)),
         sd=np.array(sds) if sds else np.zeros((0, predictor.draws.n)),
+        act_loading=np.column_stack(act_cols) if act_cols else np.zeros((n, 0)),
     )
 
 
@@ -276,6 +284,8 @@ class _Likelihood:
             self.col_sd = p["collapse_sd"]
         extra = extra_new_levels(fit, d, self.base)
         self.extra = np.zeros((d.n, draws.n)) if extra is None else extra.astype(np.float64)
+        extra = extra_new_levels(fit, d, self.base, "act")
+        self.act_extra = np.zeros((d.n, draws.n)) if extra is None else extra.astype(np.float64)
         self.log_d = _log_d_missing(self.base, d)
         self.nu = draws.p["nu"][0].astype(np.float64) if "nu" in draws.p else None
         self.y = delta[:, None]
@@ -289,31 +299,37 @@ class _Likelihood:
             else _lgamma((self.nu + 1) / 2) - _lgamma(self.nu / 2) - 0.5 * np.log(self.nu * np.pi)
         )
         self.eta0 = None
-        self.eta0 = self._linear_predictor()
+        self.eta0, self.act0 = self._linear_predictor()
 
-    def _linear_predictor(self) -> np.ndarray | None:
-        """The linear predictor without the unit effects, (N_obs, S), so that each z costs
-        one saturation (mean.saturate) rather than a whole mean.mean_degradation; None (the
-        slow path) if that does not reproduce mean_degradation, which stays the definition."""
+    def _linear_predictor(self) -> tuple[np.ndarray | None, np.ndarray]:
+        """The linear predictor and the activation term's exponent shift without the unit
+        effects, (N_obs, S) each, so that each z costs one saturation (mean.saturate) rather
+        than a whole mean.mean_degradation; (None, ...) (the slow path) if that does not
+        reproduce mean_degradation, which stays the definition."""
         fit, p = self.fit, self.base.p
-        theta = stack_theta(p, fit.spec.effects, fit.encoding.levels, fit.encoding.feature_names)
-        eta = design_matrix(self.d, fit.spec.effects, fit.encoding.levels, fit.spec.curvature) @ theta.astype(
-            np.float64
-        )
+        effects, levels = fit.spec.effects, fit.encoding.levels
+        theta = stack_theta(p, effects, levels, fit.encoding.feature_names).astype(np.float64)
+        eta = design_matrix(self.d, effects, levels, fit.spec.curvature) @ theta
+        act = self.act_extra
+        if has_act_effects(effects):
+            act = act + design_matrix(self.d, effects, levels, fit.spec.curvature, "act") @ theta
         if self.log_d is not None:
             eta = eta + p["gamma_d"] * self.log_d
         eta = eta + self.extra
-        if np.allclose(self._saturate(eta), self._mean(np.zeros_like(eta)), rtol=1e-4, atol=1e-7):
-            return eta
-        return None
+        zero = np.zeros_like(eta)
+        if np.allclose(self._saturate(eta, act), self._mean(zero, zero), rtol=1e-4, atol=1e-7):
+            return eta, act
+        return None, act
 
-    def _saturate(self, eta: np.ndarray) -> np.ndarray:
-        return saturate(eta, self.base.p, self.d.act_q[:, None], self.d.act_c[:, None], np).astype(np.float64)
+    def _saturate(self, eta: np.ndarray, act: np.ndarray) -> np.ndarray:
+        d = self.d
+        return saturate(eta, self.base.p, d.act_q[:, None], d.act_c[:, None], np, act).astype(np.float64)
 
-    def _mean(self, eta_units: np.ndarray) -> np.ndarray:
-        """The mean degradation with the unit effects adding ``eta_units`` (N_obs, S)."""
+    def _mean(self, eta_units: np.ndarray, act_units: np.ndarray) -> np.ndarray:
+        """The mean degradation with the unit effects adding ``eta_units`` (N_obs, S) to the
+        linear predictor and ``act_units`` to the activation term's exponent."""
         if self.eta0 is not None:
-            return self._saturate(self.eta0 + eta_units)
+            return self._saturate(self.eta0 + eta_units, self.act0 + act_units)
         return mean_degradation(
             self.base.p,
             self.d,
@@ -324,11 +340,13 @@ class _Likelihood:
             self.fit.encoding.feature_names,
             self.fit.spec.curvature,
             (self.extra + eta_units).astype(np.float32),
+            (self.act_extra + act_units).astype(np.float32),
         ).astype(np.float64)
 
     def location_scale(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N_obs, S) location and scale of the likelihood with unit effects ``z`` (K, S)."""
-        mu = self._mean(self.units.loading @ (self.units.sd * z))
+        u = self.units.sd * z
+        mu = self._mean(self.units.loading @ u, self.units.act_loading @ u)
         return location_scale(self.fit, self.base.p, self.d, mu)
 
     def probability(self, loc: np.ndarray) -> np.ndarray:

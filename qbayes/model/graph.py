@@ -46,7 +46,7 @@ def build_model(spec: ModelSpec, covs: Covariates, enc: Encoding, delta: np.ndar
     pr = spec.priors
     coords = {g: list(enc.levels[g]) for g in spec.effects}
     coords["tokens_missing"] = list(enc.tokens_missing)
-    for g in spec.collapse.by if spec.collapse else ():
+    for g in collapse.effect_names(spec.collapse).values() if spec.collapse else ():
         coords[g] = list(enc.levels[g])
     pack = packing.plan(spec, enc)
     # every parameter is inside its support by construction (positive ones are sampled on
@@ -86,7 +86,7 @@ def build_model(spec: ModelSpec, covs: Covariates, enc: Encoding, delta: np.ndar
             at = np.where(missing, covs.tokens_idx, 0)
             log_d_missing = pt.where(missing, p["log_tokens_missing"][at] - np.nan_to_num(covs.log_d_shift), 0.0)
         if spec.collapse is not None:  # the law saturates at the collapse level: no ceiling of its own
-            p["ceiling"] = collapse.level(p, collapse.training_gap(covs), pt)
+            p["ceiling"] = collapse.level(p, collapse.training_gap(covs), pt, covs, spec.collapse)
         mu = mean_degradation(
             p,
             covs,

@@ -14,7 +14,7 @@ rows x draws is one BLAS call. Inside the PyMC model the same sum is written as 
                + sum_g q_g[idx_g] * min(bits - 4, 0)^2
                + sum_g r_g[idx_g] * [act_bits < 16] * max(8 - act_bits, 0)
                + sum_k feat_k * z_k          (standardised measured features, if the spec has any)
-    mu_u = mu_w + [act_bits < 16] * exp(act_intercept - act_rate * (act_bits - 4))
+    mu_u = mu_w + [act_bits < 16] * exp(act_intercept + sum_g u_g[idx_g] - act_rate * (act_bits - 4))
     mu = mu_u / (1 + mu_u / ceiling)
 
 with ``ln D_ref = ln 1T``, or for a spec with ``tokens_within`` the mean ln D of the row's
@@ -27,6 +27,9 @@ cells sit near 9-11 nats), while exp(-bits/gamma) would.
 Each grouping contributes K + 1 columns: one per level the fit saw, and a last one for a
 level it did not see (the design's index -1). In the PyMC model that last parameter is
 fixed at 0 (no row uses it); in prediction it holds a fresh draw from the population.
+The activation-term effects (``u``, spec.ACT_KINDS) sit in theta like the others; their
+columns make a second design (:func:`design_matrix` with ``part="act"``) whose product is the
+shift of the activation term's exponent, and the law's design has zeros there.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from qbayes.model.covariates import Covariates
-from qbayes.model.spec import NOISE_TERMS, Effect
+from qbayes.model.spec import ACT_KINDS, NOISE_TERMS, Effect
 
 # exp() of the linear predictor is capped at exp(LOG_MU_MAX) ~ 30 nats (a perplexity ratio
 # of 1e13), beyond any collapse in the data; it keeps early warm-up and prior draws finite.
@@ -91,7 +94,9 @@ def _columns(d: Covariates, curvature: str) -> list[np.ndarray]:
 def weights(d: Covariates, g: str) -> dict[str, np.ndarray]:
     """The covariate each part of grouping ``g``'s effect multiplies, by kind. A curvature
     part ("q") acts below 4 bits only, whatever the spec's global curvature; an activation
-    slope ("r") per activation bit below 8, on rows whose activations are quantized."""
+    slope ("r") per activation bit below 8, on rows whose activations are quantized; an
+    activation-term shift ("u", added to the activation term's exponent, not to the law's
+    linear predictor) on rows whose activations are quantized."""
     return {
         "a": np.ones(d.n),
         "b": -d.bits_c,
@@ -99,16 +104,35 @@ def weights(d: Covariates, g: str) -> dict[str, np.ndarray]:
         "n": -d.log_n_c,
         "q": np.minimum(d.bits_c, 0.0) ** 2,
         "r": d.act_q * np.maximum(4.0 - d.act_c, 0.0),
+        "u": d.act_q,
     }
 
 
+def in_part(kind: str, part: str) -> bool:
+    """Whether effects of ``kind`` enter the linear predictor ``part``: "law" (the log-mean
+    of weight quantization) or "act" (the activation term's exponent)."""
+    return (kind in ACT_KINDS) == (part == "act")
+
+
+def has_act_effects(effects: dict[str, Effect]) -> bool:
+    return any(k in ACT_KINDS for e in effects.values() for k in e.kinds)
+
+
 def design_matrix(
-    d: Covariates, effects: dict[str, Effect], levels: dict[str, tuple[str, ...]], curvature: str = "quadratic"
+    d: Covariates,
+    effects: dict[str, Effect],
+    levels: dict[str, tuple[str, ...]],
+    curvature: str = "quadratic",
+    part: str = "law",
 ) -> np.ndarray:
-    """X (N x P): the covariate each column of theta multiplies, row by row. Rows whose
-    training tokens are unknown get 0 in the gamma_d column (see :func:`mean_degradation`)."""
+    """X (N x P): the covariate each column of theta multiplies, row by row, in the law's
+    linear predictor (``part="law"``) or in the activation term's exponent shift (``"act"``:
+    only the activation-term effects' columns are non-zero). Rows whose training tokens are
+    unknown get 0 in the gamma_d column (see :func:`mean_degradation`)."""
     n = d.n
     cols = _columns(d, curvature)
+    if part == "act":
+        cols = [np.zeros(n) for _ in cols]
     for g, e in effects.items():
         k = len(levels[g]) + 1
         onehot = np.zeros((n, k))
@@ -118,28 +142,34 @@ def design_matrix(
             onehot[unseen, -1] = d.new_scale[g][unseen]
         weights_g = weights(d, g)
         for kind in e.kinds:
-            cols.extend((onehot * weights_g[kind][:, None]).T)
+            w = weights_g[kind] if in_part(kind, part) else np.zeros(n)
+            cols.extend((onehot * w[:, None]).T)
     return np.column_stack(cols)
 
 
 def _linear_predictor_graph(
-    p: dict, d: Covariates, effects: dict[str, Effect], features: tuple[str, ...], curvature: str
+    p: dict, d: Covariates, effects: dict[str, Effect], features: tuple[str, ...], curvature: str, part: str = "law"
 ):
     """X @ theta for PyTensor parameters, as gathers: each row reads its level's effect
     instead of multiplying a mostly-zero X. Its gradient costs N per effect rather than
     N x P: logp + gradient of the model without size slopes, on the shipped data, went from
-    164 to 131 us."""
+    164 to 131 us. ``part`` as in :func:`design_matrix`."""
     import pytensor.tensor as pt
 
     names = [*SCALAR_TERMS, *(f"feat_{f}" for f in features)]
-    eta = pt.dot(np.column_stack(_columns(d, curvature)), pt.stack([p[name] for name in names]))
+    eta = (
+        pt.dot(np.column_stack(_columns(d, curvature)), pt.stack([p[name] for name in names]))
+        if part == "law"
+        else pt.zeros(d.n)
+    )
     for g, e in effects.items():
         weights_g = weights(d, g)
         idx = d.idx[g]
         seen = idx >= 0  # a level the fit did not see (-1) has effect 0 in the PyMC model
         for kind in e.kinds:
-            part = p[f"{kind}_{g}"][np.where(seen, idx, 0)] * (weights_g[kind] * seen)
-            eta = eta + part
+            if not in_part(kind, part):
+                continue
+            eta = eta + p[f"{kind}_{g}"][np.where(seen, idx, 0)] * (weights_g[kind] * seen)
     return eta
 
 
@@ -171,34 +201,46 @@ def mean_degradation(
     features: tuple[str, ...] = (),
     curvature: str = "quadratic",
     eta_extra=None,
+    act_extra=None,
     eta=None,
 ):
     """Expected degradation (nats per token) for every row of ``d``: shape (N,) with
     PyTensor parameters, (N, S) with NumPy draws. ``log_d_missing`` holds ln D (centred)
     for rows whose training tokens are unknown and 0 elsewhere, or is None when all are known;
-    ``eta_extra`` (N, S), or None, is added to the linear predictor (predict: the effects of
-    a query's second, third, ... unseen level of a grouping); ``eta``, or None, is the
-    linear predictor X @ theta computed by the caller (the PyMC model, from sparse_rows)."""
-    if eta is not None:
-        pass
-    elif xp is np:
+    ``eta_extra`` (N, S), or None, is added to the linear predictor and ``act_extra`` to the
+    activation term's exponent (predict: the effects of a query's second, third, ... unseen
+    level of a grouping); ``eta``, or None, is the law's linear predictor X @ theta computed by
+    the caller (the PyMC model, from sparse_rows)."""
+    eta_act = None
+    if xp is np:
         theta = stack_theta(p, effects, levels, features)
         eta = design_matrix(d, effects, levels, curvature).astype(theta.dtype) @ theta
+        if has_act_effects(effects):
+            eta_act = design_matrix(d, effects, levels, curvature, "act").astype(theta.dtype) @ theta
     else:
-        eta = _linear_predictor_graph(p, d, effects, features, curvature)
+        if eta is None:
+            eta = _linear_predictor_graph(p, d, effects, features, curvature)
+        if has_act_effects(effects):
+            eta_act = _linear_predictor_graph(p, d, effects, features, curvature, "act")
     if log_d_missing is not None:
         eta = eta + p["gamma_d"] * log_d_missing
     if eta_extra is not None:
         eta = eta + eta_extra
+    if act_extra is not None:
+        eta_act = act_extra if eta_act is None else eta_act + act_extra
     act_q, act_c = (d.act_q[:, None], d.act_c[:, None]) if xp is np else (d.act_q, d.act_c)
-    return saturate(eta, p, act_q, act_c, xp)
+    return saturate(eta, p, act_q, act_c, xp, eta_act)
 
 
-def saturate(eta, p: dict, act_q, act_c, xp):
-    """From the linear predictor to the mean degradation: exp, activation term, ceiling."""
+def saturate(eta, p: dict, act_q, act_c, xp, eta_act=None):
+    """From the linear predictor to the mean degradation: exp, activation term (its exponent
+    shifted by ``eta_act``, the activation-term effects, where given), ceiling."""
     mu = xp.exp(xp.minimum(eta, LOG_MU_MAX))
     if np.any(act_q):
-        mu = mu + act_q * xp.exp(xp.minimum(p["act_intercept"] - p["act_rate"] * act_c, LOG_MU_MAX))
+        log_act = p["act_intercept"] - p["act_rate"] * act_c
+        if eta_act is not None:
+            log_act = log_act + eta_act
+        mu = mu + act_q * xp.exp(xp.minimum(log_act, LOG_MU_MAX))
     return mu / (1.0 + mu / p["ceiling"])
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
+from qbayes.model import collapse
 from qbayes.model.encoding import Encoding
 from qbayes.model.mean import SCALAR_TERMS
 from qbayes.model.spec import EFFECT_KINDS, ModelSpec
@@ -234,10 +235,11 @@ def plan(spec: ModelSpec, enc: Encoding) -> Packing:
         pack.add_scalar("collapse_log_kappa", c.log_kappa.mu, c.log_kappa.sigma)
         pack.add_scalar("collapse_a", c.p_intercept.mu, c.p_intercept.sigma)
         pack.add_scalar("collapse_b", c.p_slope.mu, c.p_slope.sigma)
-        for g, sd in c.by.items():
-            name = f"collapse_{g}"
-            matrix = zero_sum_basis(len(enc.levels[g]))
-            pack.add(name, matrix, dims=g, scale=float(sd), z_name=f"z_{name}", const=((f"sd_{name}", float(sd)),))
+        per_level = [(f"collapse_{g}", g, sd) for g, sd in c.by.items()]
+        per_level += [(collapse.kappa_name(g), g, sd) for g, sd in c.kappa_by.items()]
+        for name, g, sd in per_level:
+            matrix, sd = zero_sum_basis(len(enc.levels[g])), float(sd)
+            pack.add(name, matrix, dims=g, scale=sd, z_name=f"z_{name}", const=((f"sd_{name}", sd),))
     return pack
 
 

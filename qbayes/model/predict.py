@@ -28,7 +28,7 @@ from qbayes.model import collapse, fitfile
 from qbayes.model.covariates import Covariates, covariates
 from qbayes.model.encoding import ReadTable
 from qbayes.model.fitfile import Fit
-from qbayes.model.mean import mean_degradation, noise_scale, relative_noise, weights
+from qbayes.model.mean import in_part, mean_degradation, noise_scale, relative_noise, weights
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 # quantiles of the predictive given no collapse ([collapse] specs): Predictor.predict's
@@ -106,8 +106,7 @@ def draws_from_fit(fit: Fit, *, n: int | None = DEFAULT_DRAWS, seed: int = 0, dt
             new = p[f"sd_{kind}_{g}"] * rng.standard_normal((1, s), dtype=dtype)
             p[f"{kind}_{g}"] = np.concatenate([flat(f"{kind}_{g}"), new], axis=0)
     if fit.spec.collapse is not None:
-        for g in fit.spec.collapse.by:  # a unit draw for an unseen level, as above
-            name = f"collapse_{g}"
+        for name in collapse.effect_names(fit.spec.collapse):  # a unit draw for an unseen level, as above
             new = p[f"sd_{name}"] * rng.standard_normal((1, s), dtype=dtype)
             p[name] = np.concatenate([flat(name), new], axis=0)
         enc = fit.encoding
@@ -118,9 +117,10 @@ def draws_from_fit(fit: Fit, *, n: int | None = DEFAULT_DRAWS, seed: int = 0, dt
     return Draws(p=p, log_tokens=np.concatenate([latent, pop], axis=0), seed=seed)
 
 
-def extra_new_levels(fit: Fit, d: Covariates, draws: Draws) -> np.ndarray | None:
+def extra_new_levels(fit: Fit, d: Covariates, draws: Draws, part: str = "law") -> np.ndarray | None:
     """(N, S): what the second, third, ... distinct unseen level of a grouping in ``d`` adds
-    to the linear predictor, or None if no grouping has more than one. The first unseen
+    to the linear predictor (``part`` "law"; "act": to the activation term's exponent, see
+    mean.design_matrix), or None if no grouping has more than one. The first unseen
     level takes the draws' new-level row; each further one gets its own fresh effect from the
     same population, independent of the first, so two new families (or methods) in one query
     table do not share an effect. Seeded by the draws' seed, the grouping and the level's
@@ -136,6 +136,8 @@ def extra_new_levels(fit: Fit, d: Covariates, draws: Draws) -> np.ndarray | None
         levels = np.unique(ids[rows])
         at = np.searchsorted(levels, ids[rows])
         for kind in e.kinds:
+            if not in_part(kind, part):
+                continue
             name = f"{kind}_{g}"
             first = draws.p[name][-1]
             sd = draws.p[f"sd_{name}"][0]
@@ -170,7 +172,8 @@ def law_params(fit: Fit, d: Covariates, draws: Draws) -> dict[str, np.ndarray]:
     spec, the ceiling is each row's collapse level (N, S) (collapse.py)."""
     if fit.spec.collapse is None:
         return draws.p
-    return {**draws.p, "ceiling": collapse.level(draws.p, collapse.gap_draws(d, draws.p), np)}
+    gap = collapse.gap_draws(d, draws.p)
+    return {**draws.p, "ceiling": collapse.level(draws.p, gap, np, d, fit.spec.collapse)}
 
 
 def mean_draws(fit: Fit, d: Covariates, draws: Draws) -> np.ndarray:
@@ -186,6 +189,7 @@ def mean_draws(fit: Fit, d: Covariates, draws: Draws) -> np.ndarray:
         fit.encoding.feature_names,
         fit.spec.curvature,
         extra_new_levels(fit, d, draws),
+        extra_new_levels(fit, d, draws, "act"),
     )
 
 

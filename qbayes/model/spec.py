@@ -46,6 +46,7 @@ EFFECT_KINDS = {
     "n": "size_slope",
     "q": "curvature",
     "r": "act_slope",
+    "u": "act_intercept",
 }
 SD_PRIOR = {
     "a": "group_sd",
@@ -54,7 +55,11 @@ SD_PRIOR = {
     "n": "size_slope_sd",
     "q": "curvature_sd",
     "r": "act_slope_sd",
+    "u": "act_intercept_sd",
 }
+# kinds that act on the activation term's exponent (mean.saturate) rather than on the law's
+# linear predictor: ln of what quantized activations add, shifted per level
+ACT_KINDS = ("u",)
 EFFECT_PREFIXES = tuple(f"{k}_" for k in EFFECT_KINDS)  # a_family, b_method, ...: effect vectors
 LIKELIHOODS = ("log_student_t", "student_t")
 # where the bits curvature acts: "quadratic" everywhere, (bits - 4)^2; "low_bits" only below
@@ -98,6 +103,10 @@ class Effect:
     # quantized activations: how much worse this level does at W4A4 than at W8A8 (Qwen3's
     # activation outliers make SmoothQuant W4A4 collapse where LLaMA's only degrade)
     act_slope: bool = False
+    # a shift of the activation term's log, act_intercept + u_level - act_rate * (act_bits - 4),
+    # on rows with quantized activations: SmoothQuant and OmniQuant exist to tame activation
+    # outliers, and a family's outliers (Qwen3's) make its W4A4 rows worse than another's
+    act_intercept: bool = False
     # which of these are centred, a = ZeroSumNormal(sd), rather than non-centred,
     # a = sd * ZeroSumNormal(1): centred suits effects the data pin down level by level
     centred: tuple[str, ...] = ()
@@ -111,7 +120,7 @@ class Effect:
 
     @property
     def kinds(self) -> tuple[str, ...]:
-        """Prefixes of the parts switched on ("a", "b", "c", "n", "q", "r"), in parameter order."""
+        """Prefixes of the parts switched on ("a", "b", "c", "n", "q", "r", "u"), in parameter order."""
         return tuple(k for k, f in EFFECT_KINDS.items() if getattr(self, f))
 
 
@@ -136,6 +145,7 @@ class Priors:
     size_slope_sd: HalfNormal = HalfNormal(0.2)  # sd of grouping departures from gamma_n
     curvature_sd: HalfNormal = HalfNormal(0.3)  # sd of grouping departures from the low-bit curvature
     act_slope_sd: HalfNormal = HalfNormal(0.3)  # sd of grouping slopes per activation bit below 8
+    act_intercept_sd: HalfNormal = HalfNormal(0.5)  # sd of grouping shifts of the activation term's log
     log_tokens_mean: Normal = Normal(0.0, 1.0)  # population of log(D / 1T) for missing D
     log_tokens_sd: HalfNormal = HalfNormal(1.0)
     ceiling: Normal = Normal(8.0, 0.5)  # LogNormal(ln 8, 0.5): collapse level, nats
@@ -151,20 +161,28 @@ class Collapse:
     probability whose logit is ``p_intercept + p_slope * ln(law mean + log_shift)`` (plus, per
     grouping in ``by``, a zero-sum intercept per level with that fixed sd), collapses to
     kappa * (ln V - ln ppl_fp16): kappa times what a uniform predictor over the model's V-token
-    vocabulary loses against the unquantized model, with a log-normal scatter ``level_sd``.
-    The law's mean saturates at that same level instead of a learned ceiling, so the collapse
-    level and a ceiling cannot trade places."""
+    vocabulary loses against the unquantized model, with a log-normal scatter ``level_sd``;
+    ``kappa_by`` shifts ln kappa per level of its groupings (zero-sum, fixed sd). The law's
+    mean saturates at that same level instead of a learned ceiling, so the collapse level and
+    a ceiling cannot trade places."""
 
     log_kappa: Normal = Normal(0.0, 0.3)  # ln kappa: a collapse near uniform over the vocabulary
     level_sd: HalfNormal = HalfNormal(0.3)  # sd of a collapsed row's ln(delta + shift) around its level
     p_intercept: Normal = Normal(-3.0, 1.5)  # logit P(collapse) where the law's mean is 1 nat
     p_slope: Normal = Normal(1.5, 1.0)  # its rise per unit of ln(law mean)
     by: dict[str, float] = field(default_factory=dict)  # grouping -> fixed sd of its logit intercepts
+    # grouping -> fixed sd of its levels' zero-sum deviations of ln kappa: a family's collapses
+    # sit at its own multiple of the gap (LLaMA's near 1.2, Qwen3's near 1.45)
+    kappa_by: dict[str, float] = field(default_factory=dict)
 
 
 # Effect and Priors fields left out of a spec's canonical JSON at their defaults (to_json)
 DEFAULT_MODEL = "hierarchical"  # the spec qbayes ships a posterior of (models/hierarchical.toml)
-OMIT_AT_DEFAULT = {"effects": ("curvature", "act_slope"), "priors": ("curvature_sd", "act_slope_sd")}
+OMIT_AT_DEFAULT = {
+    "effects": ("curvature", "act_slope", "act_intercept"),
+    "priors": ("curvature_sd", "act_slope_sd", "act_intercept_sd"),
+    "collapse": ("kappa_by",),
+}
 
 
 @dataclass(frozen=True)
@@ -200,6 +218,10 @@ class ModelSpec:
         raw = dataclasses.asdict(self)
         if raw["collapse"] is None:
             del raw["collapse"]
+        else:
+            for name in OMIT_AT_DEFAULT["collapse"]:
+                if not raw["collapse"][name]:
+                    del raw["collapse"][name]
         for e in raw["effects"].values():
             for name in OMIT_AT_DEFAULT["effects"]:
                 if e.get(name) is False:
@@ -341,17 +363,22 @@ def _collapse(raw, likelihood: str, where: str) -> Collapse | None:
     _check_keys(raw, names, f"{where} [collapse]")
     if likelihood != "log_student_t":
         raise QBayesError(f"{where}: [collapse] mixes with the log_student_t likelihood only (got '{likelihood}')")
-    by = raw.get("by", {})
-    if not isinstance(by, dict) or not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in by.values()
-    ):
-        raise QBayesError(f"{where} [collapse]: 'by' must map groupings to positive sds, e.g. {{ method = 1.0 }}")
-    for g in by:
-        if g not in GROUPINGS:
-            raise unknown(f"grouping in {where} [collapse].by", g, GROUPINGS)
+    tables = {}
+    for name, example in (("by", "method = 1.0"), ("kappa_by", "family = 0.1")):
+        by = raw.get(name, {})
+        if not isinstance(by, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in by.values()
+        ):
+            raise QBayesError(f"{where} [collapse]: '{name}' must map groupings to positive sds, e.g. {{ {example} }}")
+        for g in by:
+            if g not in GROUPINGS:
+                raise unknown(f"grouping in {where} [collapse].{name}", g, GROUPINGS)
+        tables[name] = {g: float(v) for g, v in by.items()}
     defaults = Collapse()
-    parts = {k: _prior(v, type(getattr(defaults, k)), f"{where} collapse.{k}") for k, v in raw.items() if k != "by"}
-    return Collapse(**parts, by={g: float(v) for g, v in by.items()})
+    parts = {
+        k: _prior(v, type(getattr(defaults, k)), f"{where} collapse.{k}") for k, v in raw.items() if k not in tables
+    }
+    return Collapse(**parts, **tables)
 
 
 def available() -> list[str]:

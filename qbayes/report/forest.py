@@ -14,6 +14,7 @@ KINDS = {
     "n": ("size slope", "change of the ln N exponent"),
     "q": ("curvature", "change of the acceleration below 4 bits"),
     "r": ("activation slope", "extra log Δ per activation bit below 8"),
+    "u": ("activation shift", "shift of the activation term's log"),
 }
 MAX_LABEL = 30
 

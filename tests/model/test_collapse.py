@@ -34,10 +34,22 @@ def test_collapse_table_parses_and_leaves_other_specs_hashes_alone():
         (HEAD + "[collapse]\nlog_kapa = { mu = 0.0, sigma = 0.3 }\n", "unknown key 'log_kapa'.*log_kappa"),
         (HEAD + "[collapse]\nby = { famly = 1.0 }\n", "unknown grouping.*famly.*family"),
         (HEAD + "[collapse]\nby = { family = -1.0 }\n", "'by' must map groupings to positive sds"),
+        (HEAD + "[collapse]\nkappa_by = { family = 0 }\n", "'kappa_by' must map groupings to positive sds"),
+        (HEAD + "[collapse]\nkappa_by = { famly = 0.1 }\n", "unknown grouping.*kappa_by.*famly.*family"),
     ],
 )
 def test_a_bad_collapse_table_is_refused(tmp_path, text, message):
     assert_spec_refused(tmp_path, text, message)
+
+
+def test_kappa_by_parses_and_leaves_the_hash_of_specs_without_it_alone():
+    default, v3i = load_spec("hierarchical"), load_spec("hierarchical-v3i")
+    assert v3i.collapse.kappa_by == {"family": 0.15} and default.collapse.kappa_by == {}
+    assert '"kappa_by"' not in default.to_json() and '"kappa_by"' in v3i.to_json()
+    # nor the activation-term shifts' switch and prior: fits of the default keep their hash
+    assert '"act_intercept": false' not in default.to_json() and '"act_intercept_sd"' not in default.to_json()
+    assert type(v3i).from_json(v3i.to_json()) == v3i
+    assert collapse.effect_names(v3i.collapse) == {"collapse_method": "method", "collapse_kappa_family": "family"}
 
 
 def test_mixture_density_integrates_to_one_and_is_the_law_without_collapse():
@@ -53,19 +65,27 @@ def test_mixture_density_integrates_to_one_and_is_the_law_without_collapse():
     assert law == pytest.approx(stats.t.logpdf(y[:, 0], df=nu, loc=loc, scale=scale), rel=1e-9)
 
 
-def test_pymc_mixture_matches_the_numpy_density(table):
+@pytest.mark.parametrize("name", ["hierarchical-v3d", "hierarchical-v3j"])
+def test_pymc_mixture_matches_the_numpy_density(table, name):
     """The graph's log-likelihood of a [collapse] spec at a random point equals the NumPy
     mixture (collapse.log_density) around the NumPy mean with each row's collapse level as
     ceiling, with the collapse probability of collapse.probability: what prediction and
-    conditioning compute."""
+    conditioning compute. v3j adds activation-term shifts per method and family and a
+    collapse level per family (kappa_by)."""
     from scipy import stats
 
     from qbayes.model.graph import LOG_SHIFT, build_model
     from qbayes.model.mean import mean_degradation, relative_noise
 
-    spec = load_spec("hierarchical-v3d")
-    sub = pl.concat([table.filter(pl.col("w_bits") <= 2).head(120), table.filter(pl.col("w_bits") >= 3).head(80)])
-    enc = Encoding.from_table(sub)
+    spec = load_spec(name)
+    sub = pl.concat(
+        [
+            table.filter(pl.col("w_bits") <= 2).head(120),
+            table.filter(pl.col("w_bits") >= 3).head(80),
+            table.filter(pl.col("act_bits") < 16).head(60),
+        ]
+    )
+    enc = Encoding.from_table(sub, within=spec.within)  # nested groupings (format within method) as a fit has them
     d = covariates(enc.read(sub))
     model = build_model(spec, d, enc, sub["delta"].to_numpy())
     assert "ceiling" not in model.named_vars  # tied to the collapse level
@@ -75,10 +95,15 @@ def test_pymc_mixture_matches_the_numpy_density(table):
     fn = model.compile_fn(outs, inputs=model.value_vars, point_fn=True, on_unused_input="ignore")
     values = dict(zip([v.name for v in outs], fn(point)))
     p = {k: np.asarray(v)[..., None] if np.ndim(v) else np.array([[float(v)]]) for k, v in values.items()}
-    for k in [k for k in p if k[:2] in ("a_", "b_", "c_") and k[2:] in spec.effects] + ["collapse_method"]:
+    effects = [k for k in p if k[:2] in ("a_", "b_", "c_", "u_") and k[2:] in spec.effects]
+    for k in effects + list(collapse.effect_names(spec.collapse)):
         p[k] = np.concatenate([p[k], np.zeros((1, 1))])  # the new-level row (unused: every level is seen)
     gap = np.maximum(d.log_vocab - d.log_fp16, collapse.MIN_GAP)[:, None]
-    p["ceiling"] = collapse.level(p, gap, np)
+    p["ceiling"] = collapse.level(p, gap, np, d, spec.collapse)
+    if spec.collapse.kappa_by:  # the level differs by family beyond the gap
+        assert np.ptp(np.log(p["ceiling"] / gap)) > 0.01
+    if any("u" in e.kinds for e in spec.effects.values()):  # and the activation term by method and family
+        assert np.ptp(p["u_method"]) > 0.01 and np.ptp(p["u_family"]) > 0.01
     mu = mean_degradation(p, d, spec.effects, enc.levels, np, curvature=spec.curvature)
     prob = collapse.probability(p, d, mu, spec.collapse, LOG_SHIFT)
     assert 0 < prob.min() and prob.max() < 1 and np.ptp(prob) > 0.01
@@ -197,3 +222,57 @@ def test_the_collapse_line_gives_the_hold_interval_only_where_a_collapse_is_plau
     assert collapse_line({**row, "p_collapse": 0.35}).startswith("P(collapse) 0.35; if it does not collapse")
     assert collapse_line({**row, "p_collapse": 0.004}) == "P(collapse) below 0.01"
     assert collapse_line({**row, "p_collapse": None}) is None
+
+
+def test_a_family_collapses_at_its_own_level_and_a_new_family_draws_one(collapse_fit):
+    """kappa_by family: the collapse level over the gap, kappa, differs between the fitted
+    families per draw, and a family the fit has not seen draws its own around their mean, so
+    its kappa spreads wider across draws than a seen family's."""
+    from qbayes.model.predict import law_params
+
+    q = collapse_fit.data.filter(pl.col("delta") > 8).head(1).drop("delta", "doubt", strict=False)
+    q = pl.concat([q.with_columns(pl.lit(f).alias("family")) for f in ("OPT", "LLaMA-1", "Newfam")])
+    q = q.with_columns(pl.lit(32000.0).alias("vocab_size"))  # one gap for all three
+    pr = Predictor(collapse_fit, n_draws=400)
+    d = pr.prepare(q).covariates
+    kappa = law_params(collapse_fit, d, pr.draws)["ceiling"] / collapse.gap_draws(d, pr.draws.p)
+    log_k = np.log(kappa.astype(np.float64))
+    assert np.std(log_k[0] - log_k[1]) > 0.01  # OPT and LLaMA-1 differ per draw
+    assert np.std(log_k[2]) > np.std(log_k[1])  # a new family is less certain
+    assert "collapse_kappa_family" in collapse_fit.posterior
+
+
+def test_a_new_method_with_quantized_activations_draws_an_activation_shift(collapse_fit):
+    """act_intercept on method: a W4A4 row of a method the fit has not seen takes a fresh
+    shift of the activation term, so its predictive is wider than a seen method's at the
+    same row; a weight-only row of the new method has no activation term to shift."""
+    sq = collapse_fit.data.filter((pl.col("method") == "SmoothQuant") & (pl.col("act_bits") == 4)).head(1)
+    assert sq.height == 1 and "u_method" in collapse_fit.posterior
+    q = pl.concat([sq, sq.with_columns(pl.lit("NewQuant").alias("method"))]).drop("delta", "doubt", strict=False)
+    pr = Predictor(collapse_fit, n_draws=400)
+    rows = pr.prepare(q)
+    log_mu = np.log(pr.mean(rows).astype(np.float64))
+    assert np.std(log_mu[1]) > np.std(log_mu[0]) + 0.1
+
+
+def test_observed_rows_of_a_new_method_update_its_activation_shift(collapse_fit):
+    """Conditioning on W4A4 rows of a method the fit has not seen updates that method's
+    activation-term shift (an effect of the activation term's exponent, not of the law's
+    linear predictor) and moves its other W4A4 predictions toward what was measured."""
+    from qbayes.model import conditioning
+
+    sq = collapse_fit.data.filter((pl.col("method") == "SmoothQuant") & (pl.col("act_bits") == 4))
+    new = sq.with_columns(pl.lit("NewQuant").alias("method"))
+    shown, hidden = new.head(2), new.slice(2, 2).drop("delta", "doubt", strict=False)
+    measured = shown.with_columns(pl.lit(9.0).alias("delta"))  # far worse than SmoothQuant
+    pr = Predictor(collapse_fit, n_draws=400, seed=2)
+    together = pr.prepare(pl.concat([measured.drop("delta", "doubt", strict=False), hidden]))
+    d = together.covariates.rows(slice(0, 2))
+    units = conditioning._units(pr, d)
+    k = units.names.index(("u_method", 0))
+    assert not units.loading[:, k].any() and units.act_loading[:, k].all()
+    update = conditioning.update(pr, d, measured["delta"].to_numpy())
+    assert ("u_method", 0) in update.units
+    before = np.median(pr.predict(together)["delta_q50"].to_numpy()[2:])
+    after = np.median(pr.with_draws(update.draws).predict(together)["delta_q50"].to_numpy()[2:])
+    assert after > 1.5 * before

@@ -41,10 +41,10 @@ def _draws_at_points(model, points):
     return {name: np.stack([r[name] for r in rows]) for name in rows[0]}
 
 
-@pytest.mark.parametrize("spec_text", [None, LEARNED])
+@pytest.mark.parametrize("spec_text", [None, "hierarchical-v3l", LEARNED])
 def test_numpy_expansion_matches_the_models_deterministics(tmp_path, table, spec_text):
-    if spec_text is None:
-        spec = load_spec("hierarchical")
+    if spec_text is None or spec_text.startswith("hierarchical"):
+        spec = load_spec(spec_text or "hierarchical")
     else:
         (tmp_path / "learned.toml").write_text(spec_text)
         spec = load_spec(str(tmp_path / "learned.toml"))
@@ -70,7 +70,9 @@ def test_numpy_expansion_matches_the_models_deterministics(tmp_path, table, spec
     assert "intercept" in made and "a_eval_set" in made and "z_a_eval_set" in made
     for name in made + [c for b in pack.blocks for c, _ in b.const]:
         np.testing.assert_allclose(named[name].values[0], truth[name], rtol=1e-10, atol=1e-12, err_msg=name)
-    if spec_text is None:  # every effect of the default has a fixed sd: all of it is packed
+    if spec_text == "hierarchical-v3l":  # activation shifts and per-family collapse levels
+        assert {"u_method", "collapse_kappa_family", "z_collapse_kappa_family"} <= set(made)
+    if spec_text is None or spec_text.startswith("hierarchical"):  # fixed sds: all packed
         assert {v.name for v in model.free_RVs} == {"theta_white", "log_tokens_sd", "noise_rel", "collapse_sd", "nu"}
     else:  # learned sds and the centred method intercept are sampled as themselves
         assert {"sd_b_method", "sd_a_family", "a_method"} <= {v.name for v in model.free_RVs}

@@ -228,6 +228,63 @@ def test_curvature_and_activation_slope_parts_act_where_they_say_and_nothing_els
     assert np.allclose(change[:5], 0.0, atol=1e-6) and change[6] == pytest.approx(0.0, abs=1e-6)  # weight-only; OPT
 
 
+ACT_SHIFTED = """name = "act-shifted"
+rows = "published"
+[effects]
+method = { intercept = true, act_intercept = true, fixed_sd = { act_intercept = 1.0 } }
+family = { intercept = true, act_intercept = true }
+"""
+
+
+def test_activation_term_shifts_act_on_the_activation_term_and_nothing_else(table, tmp_path):
+    """u_method shifts the log of the activation term, exp(act_intercept + u - act_rate *
+    (act_bits - 4)), of its method's rows with quantized activations: where that term is all
+    of the mean, ln mu moves by the shift; where the weight term is all of it, not at all;
+    weight-only rows and other methods never. Its columns are in theta (layout) but not in
+    the law's design, only in the activation design."""
+    (tmp_path / "act.toml").write_text(ACT_SHIFTED)
+    spec = load_spec(str(tmp_path / "act.toml"))
+    assert spec.effects["method"].fixed_sd == {"act_intercept": 1.0}
+    enc = Encoding.from_table(table)
+    rows = [("SmoothQuant", "4", "4"), ("SmoothQuant", "8", "8"), ("SmoothQuant", "4", "16"), ("OmniQuant", "4", "4")]
+    q = query_table(
+        pl.DataFrame(
+            {
+                "family": ["LLaMA-1"] * 4,
+                "model": ["LLaMA-7B"] * 4,
+                "params_b": ["7"] * 4,
+                "method": [r[0] for r in rows],
+                "w_bits": [r[1] for r in rows],
+                "act_bits": [r[2] for r in rows],
+                "eval_set": ["wikitext2"] * 4,
+                "fp16_ppl": ["5.68"] * 4,
+            }
+        )
+    )
+    d = covariates(enc.read(q))
+    names = [k for k, _ in layout(spec.effects, enc.levels)]
+    assert "u_method" in names and "u_family" in names
+    col = sum(w for k, w in layout(spec.effects, enc.levels) if k in names[: names.index("u_method")])
+    sq = col + list(enc.levels["method"]).index("SmoothQuant")
+    assert not design_matrix(d, spec.effects, enc.levels)[:, sq].any()
+    assert design_matrix(d, spec.effects, enc.levels, part="act")[:, sq].tolist() == [1.0, 1.0, 0.0, 0.0]
+    rng = np.random.default_rng(2)
+    p = {name: rng.normal(0, 0.2, (width, 1)) for name, width in layout(spec.effects, enc.levels)}
+    p.update(ceiling=np.array([[1e6]]), act_rate=np.array([[0.0]]))
+    method = list(enc.levels["method"]) + [None]
+
+    def change(weight_term: float, act_term: float) -> np.ndarray:
+        p.update(intercept=np.array([[weight_term]]), act_intercept=np.array([[act_term]]))
+        before = np.log(mean_degradation(p, d, spec.effects, enc.levels, np)[:, 0])
+        shifted = {**p, "u_method": p["u_method"].copy()}
+        shifted["u_method"][method.index("SmoothQuant")] += 0.5
+        return np.log(mean_degradation(shifted, d, spec.effects, enc.levels, np)[:, 0]) - before
+
+    assert change(-30.0, 0.0)[:2] == pytest.approx([0.5, 0.5], abs=1e-6)  # the activation term is the mean
+    assert np.allclose(change(-30.0, 0.0)[2:], 0.0)  # weight-only row; another method
+    assert np.allclose(change(0.0, -30.0), 0.0, atol=1e-9)  # no activation term: nothing to shift
+
+
 def test_diagnostics_cover_centred_effects_but_not_products():
     import xarray as xr
 

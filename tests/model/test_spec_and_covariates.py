@@ -43,9 +43,21 @@ likelihood = "log_student_t"
 curvature = "low_bits"
 noise = ["low_bits", "per_channel"]
 [effects]
-method = { intercept = true, bits_slope = true, per_channel = true, curvature = true, act_slope = true }
-family = { intercept = true, bits_slope = true, size_slope = true, act_slope = true, fixed_sd = { act_slope = 0.3 } }
 family_method = { intercept = true, bits_slope = true, per_channel = true, curvature = true }
+[effects.method]
+intercept = true
+bits_slope = true
+per_channel = true
+curvature = true
+act_slope = true
+act_intercept = true
+[effects.family]
+intercept = true
+bits_slope = true
+size_slope = true
+act_slope = true
+act_intercept = true
+fixed_sd = { act_slope = 0.3, act_intercept = 0.5 }
 """
 
 
@@ -55,8 +67,8 @@ def test_pymc_likelihood_matches_numpy_mean_function(table, tokens_within, spec_
     ln(delta + shift) around the NumPy mean function prediction uses, with the NumPy noise
     scale (its noise terms) prediction uses; with ln D centred within designs, also for rows
     whose training tokens are unknown (a latent ln D); and for a spec with every kind of
-    effect part (curvature and activation slopes included), on rows below 4 bits and with
-    quantized activations."""
+    effect part (curvature and activation slopes, activation-term shifts included), on rows
+    below 4 bits and with quantized activations."""
     from scipy import stats
 
     from qbayes.model.graph import LOG_SHIFT, build_model
