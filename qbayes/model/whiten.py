@@ -17,17 +17,18 @@ the gradient, and gives the compiled model those values and an initial point nea
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 
 import numpy as np
-import pytensor
-import pytensor.tensor as pt
 
 SHIFT, CHOL, INV, LOGDET = "theta_shift", "theta_chol", "theta_chol_inv", "theta_logdet"
 WHITE = "theta_white"  # the sampled vector w
-MIN_CURVATURE = 1e-6  # eigenvalues of the negative Hessian are clipped here (flat directions)
+MIN_CURVATURE = 1e-3  # |eigenvalues| of the negative Hessian are floored here (flat directions)
 
 
 def _logp(w, shift, chol, inv, logdet):
+    import pytensor.tensor as pt
+
     theta = shift + pt.dot(chol, w)
     return -0.5 * pt.sum(theta**2) - 0.5 * w.shape[-1] * np.log(2 * np.pi) + logdet
 
@@ -42,6 +43,8 @@ def standard_normal(name: str, size: int):
     """``name ~ N(0, I_size)`` in the model in context, sampled as ``w`` with ``name = shift +
     chol @ w`` (a deterministic); returns ``name``."""
     import pymc as pm
+    import pytensor
+    import pytensor.tensor as pt
 
     shared = [
         pytensor.shared(np.zeros(size), name=SHIFT),
@@ -98,8 +101,6 @@ def precondition(compiled, seed: int):
     the Laplace approximation at the mode, and chains started around the mode (uniform jitter
     of one posterior sd per coordinate, as PyMC jitters its starting points); unchanged where
     the model has no whitened vector or the mode cannot be found."""
-    import dataclasses
-
     if SHIFT not in compiled.shared_data:
         return compiled
     names, slices, _ = compiled.shape_info
@@ -109,15 +110,18 @@ def precondition(compiled, seed: int):
     mode = _mode(f, x0)
     if mode is None:
         return compiled
+    # where the optimiser stopped short of the mode (a saddle, a flat ridge) the curvature is
+    # read by its size; theta's prior is N(0, I), so no direction of it is given more than
+    # the prior's unit variance, and no other coordinate a jitter wider than 1 (as PyMC's)
     values, vectors = np.linalg.eigh(_hessian(f, mode))
-    cov = (vectors / np.maximum(values, MIN_CURVATURE)) @ vectors.T
+    cov = (vectors / np.maximum(np.abs(values), MIN_CURVATURE)) @ vectors.T
     sub = cov[block, block]
     w_vals, w_vecs = np.linalg.eigh((sub + sub.T) / 2)
-    root = w_vecs * np.sqrt(np.maximum(w_vals, MIN_CURVATURE**2))  # sub = root @ root.T
+    root = w_vecs * np.sqrt(np.clip(w_vals, MIN_CURVATURE**2, 1.0))  # sub = root @ root.T
     shift = mode[block].copy()
     new = {SHIFT: shift, CHOL: root, INV: np.linalg.inv(root), LOGDET: np.linalg.slogdet(root)[1]}
     out = compiled.with_data(**{k: v for k, v in new.items() if k in compiled.shared_data})
-    sd = np.sqrt(np.maximum(np.diag(cov), 0.0))
+    sd = np.minimum(np.sqrt(np.maximum(np.diag(cov), 0.0)), 1.0)
     start = mode.copy()
     start[block] = 0.0  # w = 0 is theta = shift
     sd[block] = 1.0
