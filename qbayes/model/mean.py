@@ -3,8 +3,10 @@
 The log-mean is linear in the parameters, so for prediction it is one matrix product
 ``X @ theta``: ``X`` (N x P) is the row design built by :func:`design_matrix` and ``theta``
 (P, S) stacks the posterior draws in the order of :func:`layout`, so a whole chunk of
-rows x draws is one BLAS call. Inside the PyMC model the same sum is written as gathers
-(each row reads its levels' effects), whose gradient is far cheaper than X's.
+rows x draws is one BLAS call. Inside the PyMC model the same sum is a gather, whose gradient
+is far cheaper than X's: where every term is linear in the packed standard-normal vector
+(packing.py) it is one gather of X's nonzero entries (:func:`sparse_rows`, built in graph.py);
+otherwise each row reads its levels' effects by name (``_linear_predictor_graph``).
 
     log mu_w = intercept + sum_g a_g[idx_g]
                - (bits_rate + sum_g b_g[idx_g]) * (bits - 4) + curvature * q(bits)

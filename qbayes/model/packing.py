@@ -60,6 +60,11 @@ class Block:
     z_name: str | None = None
     const: tuple[tuple[str, float], ...] = ()  # constant companions (an effect's fixed sd)
 
+    @property
+    def linear(self) -> bool:
+        """Whether the block is a linear map of theta alone (numeric offset and scale)."""
+        return isinstance(self.offset, float) and isinstance(self.scale, float)
+
 
 @dataclass
 class Packing:
@@ -88,9 +93,6 @@ class Packing:
     def add_scalar(self, name: str, mu: float, sigma: float) -> None:
         self.add(name, np.ones((1, 1)), offset=float(mu), scale=float(sigma))
 
-    def _numeric(self, b: Block) -> bool:
-        return isinstance(b.offset, float) and isinstance(b.scale, float)
-
     def linear(self, entries: list[tuple[str, int]]) -> tuple[np.ndarray, np.ndarray]:
         """(c, S) such that the named parameters of ``entries`` ((name, length) pairs, as
         mean.layout lists them), concatenated, are ``c + S @ theta``; an entry one longer than
@@ -102,7 +104,7 @@ class Packing:
         row = 0
         for name, n in entries:
             b = by_name[name]
-            if not self._numeric(b):
+            if not b.linear:
                 raise ValueError(f"{name} is not linear in theta")
             k = b.matrix.shape[0]
             c[row : row + k] = b.offset
@@ -112,8 +114,8 @@ class Packing:
 
     def covers(self, names: list[str]) -> bool:
         """Whether every one of ``names`` is a block linear in theta."""
-        numeric = {b.name for b in self.blocks if self._numeric(b)}
-        return all(n in numeric for n in names)
+        linear = {b.name for b in self.blocks if b.linear}
+        return all(n in linear for n in names)
 
     def build(self, theta, named: dict) -> dict:
         """The named parameters from PyTensor ``theta``: those with numeric offsets and scales
@@ -123,7 +125,7 @@ class Packing:
         import pymc as pm
         import pytensor.tensor as pt
 
-        numeric = [b for b in self.blocks if self._numeric(b)]
+        numeric = [b for b in self.blocks if b.linear]
         c, s = self.linear([(b.name, b.matrix.shape[0]) for b in numeric])
         values = c + pt.dot(s, theta)
         out: dict = {}
@@ -133,7 +135,7 @@ class Packing:
             out[b.name] = values[row] if b.dims is None else values[row : row + k]
             row += k
         for b in self.blocks:
-            if not self._numeric(b):
+            if not b.linear:
                 lookup = {**named, **out}
                 offset = b.offset if isinstance(b.offset, float) else lookup[b.offset]
                 scale = b.scale if isinstance(b.scale, float) else lookup[b.scale]
