@@ -30,6 +30,7 @@ GROUPINGS = (
     "family_method",
     "arch_method",
     "format",
+    "model",
 )
 # groupings a row may lack on purpose: a row without a named format (int4-g128 is read from
 # its bits and group size alone) has no effect of it, where a row of no known family is a

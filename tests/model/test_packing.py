@@ -41,7 +41,7 @@ def _draws_at_points(model, points):
     return {name: np.stack([r[name] for r in rows]) for name in rows[0]}
 
 
-@pytest.mark.parametrize("spec_text", [None, "hierarchical-v3l", LEARNED])
+@pytest.mark.parametrize("spec_text", [None, "hierarchical-v3l", "hierarchical-v3q", LEARNED])
 def test_numpy_expansion_matches_the_models_deterministics(tmp_path, table, spec_text):
     if spec_text is None or spec_text.startswith("hierarchical"):
         spec = load_spec(spec_text or "hierarchical")
@@ -72,6 +72,8 @@ def test_numpy_expansion_matches_the_models_deterministics(tmp_path, table, spec
         np.testing.assert_allclose(named[name].values[0], truth[name], rtol=1e-10, atol=1e-12, err_msg=name)
     if spec_text == "hierarchical-v3l":  # activation shifts and per-family collapse levels
         assert {"u_method", "collapse_kappa_family", "z_collapse_kappa_family"} <= set(made)
+    if spec_text == "hierarchical-v3q":  # per-model intercepts within families, collapse odds by family x method
+        assert {"a_model", "z_a_model", "collapse_family_method"} <= set(made)
     if spec_text is None or spec_text.startswith("hierarchical"):  # fixed sds: all packed
         assert {v.name for v in model.free_RVs} == {"theta_white", "log_tokens_sd", "noise_rel", "collapse_sd", "nu"}
     else:  # learned sds and the centred method intercept are sampled as themselves

@@ -22,6 +22,7 @@ GROUPING_NAMES = {
     "family_method": "Family × method",
     "arch_method": "Block design × method",
     "format": "Named format (within its method)",
+    "model": "Model (within its family)",
 }
 # arXiv 2411.04330 (Kumar et al., "Scaling Laws for Precision"), post-training quantization
 # fit delta_PTQ = C_T * D^gamma_D / N^gamma_N * exp(-P_post / gamma_post), on their setup.
