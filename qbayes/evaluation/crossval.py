@@ -172,6 +172,8 @@ def scores(y: np.ndarray, q: np.ndarray) -> Scores:
     med = q[_qidx(0.5)]
     ok = ~np.isnan(med)
     y, q, med = y[ok], q[:, ok], med[ok]
+    if y.size == 0:  # no row this model predicts (a baseline with no cell for them): no scores
+        return Scores(n=0)
     return Scores(
         n=int(y.size),
         mdae=as_float(np.median(np.abs(y - med))),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import warnings
 
 import numpy as np
 import polars as pl
@@ -22,6 +23,7 @@ from qbayes.evaluation.crossval import (
     make_folds,
     mdae_gaps,
     predictions_table,
+    scores,
 )
 
 from helpers import SHIPPED_DB
@@ -36,6 +38,20 @@ def test_scores_on_a_known_distribution():
     assert abs(coverage(y, q, 0.9) - 0.9) < 0.01 and abs(coverage(y, q, 0.5) - 0.5) < 0.01
     # a point forecast at the truth's median scores worse than the full predictive
     assert crps(y, q) < crps(y, np.zeros_like(q))
+
+
+def test_scores_of_rows_no_model_predicts_are_undefined_and_quiet():
+    """A baseline with no cell for a task's rows (cell_median on C-Eval) leaves NaN medians:
+    its scores there are undefined, with no NumPy warning on the user's console."""
+    y = np.array([1.0, 2.0])
+    q = np.full((QGRID.size, 2), np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = scores(y, q)
+    assert s.n == 0 and all(np.isnan([s.mdae, s.mae, s.cov50, s.cov90, s.crps]))
+    half = q.copy()
+    half[:, 0] = 1.0  # one row predicted exactly
+    assert scores(y, half).n == 1 and scores(y, half).mdae == 0.0
 
 
 def test_validate_cli_holds_out_a_family_and_writes_strict_json(cli, tmp_path):

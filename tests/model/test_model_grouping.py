@@ -35,7 +35,9 @@ def test_an_unseen_model_draws_at_its_familys_new_level_scale(two_families):
         [
             two_families.filter(pl.col("model") == "OPT-125M").head(1),  # seen
             two_families.filter(pl.col("model") == "OPT-1.3B").head(1),  # unseen, in a seen family
-            two_families.filter(pl.col("model") == "OPT-1.3B").head(1).with_columns(
+            two_families.filter(pl.col("model") == "OPT-1.3B")
+            .head(1)
+            .with_columns(
                 pl.lit("Newfam").alias("family"), pl.lit("Newfam-1B").alias("model")
             ),  # unseen, in an unseen family
         ]
