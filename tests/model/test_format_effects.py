@@ -123,23 +123,30 @@ def test_an_unseen_format_is_flagged_and_drawn_from_its_methods_population(forma
 
 def test_an_observed_unseen_format_teaches_its_other_rows(format_fit):
     """A measured IQ3_XS row of LLaMA-7B, three times worse than predicted, raises the
-    conditioned prediction of IQ3_XS on LLaMA-13B (the fresh format effect they share), and
-    barely that of IQ3_XXS, another unseen format. The queries keep their own source, so the
-    format is all that ties them to the measured row."""
+    conditioned prediction of IQ3_XS on LLaMA-13B (the fresh format effect they share) well
+    above that of IQ3_XXS, another unseen format, and barely moves Q3_K_M, a format the fit
+    has seen. The queries keep their own source. IQ3_XXS does move (by 0.16-0.40 on the log
+    scale against 0.62-0.73 for IQ3_XS, over fits and seeds): the row also informs the
+    seen LLaMA-1 x k-quant effects every k-quant row shares, so what is asserted is that the
+    measured format learns more than its neighbour, not that the neighbour stays put."""
     predictor = Predictor(format_fit, n_draws=1000, seed=2)
     expected = predictor.predict(_queries({"format": "IQ3_XS"}))["delta_q50"][0]
     observed = conditioning.observed_rows(
         pl.DataFrame([{**LLAMA_7B, "format": "IQ3_XS", "ppl": LLAMA_7B["fp16_ppl"] * np.exp(3 * expected)}])
     )
     llama_13b = {"model": "LLaMA-13B", "params_b": 13.0, "fp16_ppl": 5.09}
-    queries = _queries({**llama_13b, "format": "IQ3_XS"}, {**llama_13b, "format": "IQ3_XXS"})
+    queries = _queries(
+        {**llama_13b, "format": "IQ3_XS"}, {**llama_13b, "format": "IQ3_XXS"}, {**llama_13b, "format": "Q3_K_M"}
+    )
     before = predictor.predict(queries)["delta_q50"].to_numpy()
     cond = conditioning.condition(predictor, observed, queries, same_source=False)
     after = cond.predictor.predict(cond.rows)["delta_q50"].to_numpy()
+    moved = np.log(after / before)
     assert cond.update.ess > 30
     assert ("a_format", 0) in cond.update.units
     assert after[0] > 1.4 * before[0]
-    assert abs(np.log(after[1] / before[1])) < 0.5 * np.log(after[0] / before[0])
+    assert moved[0] - moved[1] > 0.25  # IQ3_XS rises at least 28% more than IQ3_XXS
+    assert abs(moved[2]) < 0.5 * moved[0]  # the seen format is pinned by its own rows
 
 
 def test_suggest_ranks_a_run_of_the_targets_unseen_format_above_another_format(format_fit):
