@@ -20,7 +20,7 @@ def two_families(table):
 
 
 def test_models_are_nested_in_their_family(two_families):
-    df, enc = prepare(two_families, load_spec("hierarchical-v3q"))
+    _, enc = prepare(two_families, load_spec("hierarchical-v3q"))
     assert enc.within["model"] == "family"
     parent = dict(zip(enc.levels["model"], enc.parents["model"]))
     truth = dict(two_families.select("model", "family").unique().iter_rows())
@@ -30,7 +30,7 @@ def test_models_are_nested_in_their_family(two_families):
 def test_an_unseen_model_draws_at_its_familys_new_level_scale(two_families):
     spec = load_spec("hierarchical-v3q")
     fitted = two_families.filter(pl.col("model") != "OPT-1.3B")
-    df, enc = prepare(fitted, spec)
+    _, enc = prepare(fitted, spec)
     queries = pl.concat(
         [
             two_families.filter(pl.col("model") == "OPT-125M").head(1),  # seen
@@ -50,7 +50,7 @@ def test_an_unseen_model_draws_at_its_familys_new_level_scale(two_families):
     assert d.new_ids["model"].tolist() == [-1, 0, 1]  # two unseen models: two effects
 
 
-def test_a_model_under_two_families_is_refused(two_families, tmp_path):
+def test_a_model_under_two_families_is_refused(two_families):
     clash = two_families.with_columns(
         pl.when(pl.col("model") == "BLOOM-560M").then(pl.lit("OPT-125M")).otherwise(pl.col("model")).alias("model")
     )
