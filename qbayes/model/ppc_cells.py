@@ -22,8 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import polars as pl
 
+from qbayes.model.encoding import cell_keys
 from qbayes.model.fitfile import Fit
 from qbayes.model.predict import Predictor
 
@@ -104,28 +104,6 @@ class CellCheck:
                 f"{c.predicted_median:.3g}, 90% coverage {c.coverage:.2f}, error {c.bias:+.2f} (spread {c.spread:.2f})"
             )
         return out
-
-
-def cell_keys(data: pl.DataFrame) -> pl.DataFrame:
-    """family, method, bits and grouping labels of every row, in row order."""
-
-    def num(x: pl.Expr) -> pl.Expr:
-        # 3.0 -> "3", 4.5 -> "4.5"
-        return x.round(2).cast(pl.String).str.replace(r"\.0$", "")
-
-    act = pl.col("act_bits").fill_null(16.0)
-    bits = pl.when(act < 16).then(num(pl.col("w_bits")) + "a" + num(act)).otherwise(num(pl.col("w_bits")))
-    grouping = (
-        pl.when(pl.col("group_size").is_null())
-        .then(pl.lit("per-channel"))
-        .otherwise("g" + pl.col("group_size").cast(pl.String))
-    )
-    return data.select(
-        pl.col("family").fill_null("?"),
-        pl.col("method").fill_null("?"),
-        bits.fill_null("?").alias("bits"),
-        grouping.alias("grouping"),
-    )
 
 
 def check_cells(fit: Fit, *, n_draws: int = DRAWS, seed: int = 0, min_rows: int = MIN_ROWS) -> CellCheck:

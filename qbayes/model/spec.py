@@ -31,6 +31,7 @@ GROUPINGS = (
     "arch_method",
     "format",
     "model",
+    "cell",
 )
 # groupings a row may lack on purpose: a row without a named format (int4-g128 is read from
 # its bits and group size alone) has no effect of it, where a row of no known family is a
