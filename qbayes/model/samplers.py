@@ -32,7 +32,10 @@ if TYPE_CHECKING:  # pymc is imported when a sampler runs, so the CLI can read t
 
 @dataclass(frozen=True)
 class SampleConfig:
-    draws: int = 1000
+    # 4 x 700 draws: over seeds 1-5 of the default model max R-hat 1.0065-1.0092 and bulk ESS
+    # 944-1,374 (bar 1.01 and 400), where 500 draws gave R-hat above 1.01 in 2 of 5; the extra
+    # 300 draws cost ~6 s of a cold first fit (docs/performance.md)
+    draws: int = 700
     # the default model's packed vector is whitened at the mode before sampling (whiten.py),
     # so warm-up needs few steps: 200 per chain cost 33k gradients in all, against 152k for
     # 300 without whitening (docs/performance.md); a short one is caught by R-hat
