@@ -149,6 +149,20 @@ class Packing:
             out[b.name] = pm.Deterministic(b.name, out[b.name], dims=b.dims)
         return out
 
+    def solve(self, named: dict[str, np.ndarray]) -> np.ndarray:
+        """A ``theta`` that :meth:`build` maps to the ``named`` values (one value per block,
+        and the values of any parameter a block's offset or scale names): the inverse of the
+        map, least squares within a block whose matrix has a null space (a level alone in its
+        parent, whose effect is 0 whatever theta holds there). Simulations that fix the
+        parameters at known values (tests/model/recovery_support.py) set theta so."""
+        theta = np.zeros(self.size)
+        for b in self.blocks:
+            off = b.offset if isinstance(b.offset, float) else np.asarray(named[b.offset], dtype=np.float64)
+            sc = b.scale if isinstance(b.scale, float) else np.asarray(named[b.scale], dtype=np.float64)
+            z = np.atleast_1d((np.asarray(named[b.name], dtype=np.float64) - off) / sc)
+            theta[b.start : b.start + b.size] = np.linalg.lstsq(b.matrix, z, rcond=None)[0]
+        return theta
+
     def expand(self, posterior: xr.Dataset, coords: Callable[[str], list]) -> xr.Dataset:
         """``posterior`` with every block's variables computed from its ``theta`` draws and
         ``theta`` itself dropped; ``coords(dims)`` gives a vector block's level names."""

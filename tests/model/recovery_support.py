@@ -1,17 +1,20 @@
 """Parameter recovery of the default model on the shipped covariates (test_recovery.py).
 
 The known parameters are one draw of the shipped posterior (``data/default-fit.nc``), not its
-mean: a draw lies where the data put the parameters that the data inform, and where the
-prior puts those they barely inform (the activation terms, the ceiling), so a 90% interval
-should cover it at about 90% for both kinds; the posterior mean would sit at the centre of
-every weakly informed interval and inflate the coverage. The degradations of the shipped
-rows are simulated from the default model at that draw and refitted through
-:func:`qbayes.model.fit.fit_table`, as ``qbayes fit`` does (the floor of ln(delta + shift) at
--shift/2 included: 1-2% of simulated rows reach it, as some real rows do).
+mean (the model samples its Gaussian parameters as one packed vector, packing.py; the draw's
+named values are mapped back to it with ``Packing.solve``): a draw lies where the data put the
+parameters that the data inform, and where the prior puts those they barely inform (the
+activation terms, the collapse odds), so a 90% interval should cover it at about 90% for both
+kinds; the posterior mean would sit at the centre of every weakly informed interval and inflate
+the coverage. The degradations of the shipped rows are simulated from the default model at that
+draw and refitted through :func:`qbayes.model.fit.fit_table`, as ``qbayes fit`` does (the floor
+of ln(delta + shift) at -shift/2 included: 1-2% of simulated rows reach it, as some real rows
+do).
 
-``PYTHONPATH=.:tests python tests/model/recovery_support.py [REPLICATES]`` runs the study behind
+``PYTHONPATH=.:tests:tests/model python tests/model/recovery_support.py [REPLICATES]`` runs the study behind
 the test's acceptance band: many truths and noise draws, one compile (the simulated ln
-deltas enter the model as shared data), and the spread of the coverage count across them.
+deltas enter the model as shared data; each replicate is whitened at its own mode, as a fit
+is), and the spread of the coverage count across them.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ import pymc as pm
 from scipy import stats
 
 from qbayes.db import store
-from qbayes.model import fitfile
+from qbayes.model import fitfile, packing, whiten
 from qbayes.model.covariates import covariates
+from qbayes.model.encoding import Encoding
 from qbayes.model.fit import prepare
 from qbayes.model.graph import build_model
 from qbayes.model.spec import load_spec
@@ -47,9 +51,14 @@ LEVEL = 0.9  # central posterior interval whose coverage is counted
 class Setup:
     table: pl.DataFrame  # the shipped training rows, their observed delta
     spec: object  # ModelSpec of SPEC
+    encoding: Encoding
     model: pm.Model  # the default model on those rows with the likelihood unobserved
     truth: dict[str, np.ndarray]  # free parameter -> its known value
     known: dict[str, np.ndarray]  # what recovery is counted on (draw_truth) -> its known value
+
+    @property
+    def pack(self) -> packing.Packing:
+        return packing.plan(self.spec, self.encoding)
 
 
 def setup(draw: tuple[int, int] = TRUTH_DRAW) -> Setup:
@@ -62,22 +71,36 @@ def setup(draw: tuple[int, int] = TRUTH_DRAW) -> Setup:
     model = build_model(spec, covariates(enc.read(df)), enc, None)
     shipped = fitfile.load(shipped_fit())
     # the draw belongs to these rows and levels: same spec, same levels, same row count
-    assert shipped.spec.hash == spec.hash and shipped.encoding.levels == enc.levels
+    assert shipped.spec.hash == spec.hash
+    assert all(enc.levels[g] == levels for g, levels in shipped.encoding.levels.items())
     assert shipped.data.height == table.height
-    truth, known = draw_truth(model, shipped.posterior, *draw)
-    return Setup(table, spec, model, truth, known)
+    s = Setup(table, spec, enc, model, {}, {})
+    s.truth, s.known = draw_truth(s, shipped.posterior, *draw)
+    return s
 
 
-def draw_truth(model: pm.Model, posterior, chain: int, draw: int) -> tuple[dict, dict]:
-    """From one draw of a posterior of ``model``: every free parameter's value (what the
-    simulation fixes), and the values whose recovery is counted: the scalars and noise
-    terms, and each grouping's per-level effects (effect = fixed sd * z, a Deterministic of
-    the free z), less the parameters no simulated delta informs."""
+def draw_truth(s: Setup, posterior, chain: int, draw: int) -> tuple[dict, dict]:
+    """From one draw of a posterior of the model: every free parameter's value (what the
+    simulation fixes: the packed vector, sampled whitened as ``theta_white``, which the
+    model as built maps to theta unchanged, and the positive parameters), and the values whose
+    recovery is counted: every named parameter the packed vector makes (scalars, noise and
+    collapse terms, each grouping's per-level effects) and the positive ones, less those no
+    simulated delta informs and the effect levels the nesting holds at 0 (a level alone in its
+    parent)."""
     post = posterior.isel(chain=chain, draw=draw)
-    free = [v.name for v in model.free_RVs if v.name != LIKELIHOOD]
-    truth = {n: np.asarray(post[n].values, dtype=np.float64) for n in free}
-    named = [n.removeprefix("z_") for n in free if n not in NOT_FROM_DELTA]
-    known = {n: np.asarray(post[n].values, dtype=np.float64) for n in named}
+    pack = s.pack
+    values = {n: np.asarray(post[n].values, dtype=np.float64) for n in post.data_vars}
+    free = [v.name for v in s.model.free_RVs if v.name != LIKELIHOOD]
+    truth = {n: values[n] for n in free if n != whiten.WHITE}
+    truth[whiten.WHITE] = pack.solve(values)
+    named = [b.name for b in pack.blocks] + [n for n in free if n != whiten.WHITE]
+    known = {}
+    for n in named:
+        if n in NOT_FROM_DELTA:
+            continue
+        spread = np.atleast_1d(posterior[n].std(dim=("chain", "draw")).values)
+        value = np.atleast_1d(values[n])
+        known[n] = value[spread > 0]
     return truth, known
 
 
@@ -104,7 +127,8 @@ def coverage(posterior, known: dict[str, np.ndarray], level: float = LEVEL) -> d
             out[n] = np.atleast_1d(value == 0.0)
             continue
         draws = posterior[n].values
-        draws = draws.reshape(-1, *draws.shape[2:])
+        draws = draws.reshape(draws.shape[0] * draws.shape[1], -1)
+        draws = draws[:, draws.std(axis=0) > 0] if draws.shape[1] > value.size else draws
         lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], axis=0)
         out[n] = np.atleast_1d((lo <= value) & (value <= hi))
     return out
@@ -135,17 +159,19 @@ def study(replicates: int = 40, *, draws: int = 300, tune: int = 300, chains: in
     s = setup()
     shared = pytensor.shared(np.zeros(s.table.height), name="sim_log_delta")
     observed = pm.observe(s.model, {LIKELIHOOD: shared})
-    compiled = nutpie.compile_pymc_model(observed)
+    keep = [v.name for v in observed.free_RVs] + [packing.THETA]
+    compiled = nutpie.compile_pymc_model(observed, var_names=keep)
+    pack = s.pack
     shipped = fitfile.load(shipped_fit()).posterior
     rng = np.random.default_rng(2026)
     counts, total = [], None
     for r in range(replicates):
         chain, i = int(rng.integers(shipped.sizes["chain"])), int(rng.integers(shipped.sizes["draw"]))
-        truth, known = draw_truth(s.model, shipped, chain, i)
+        truth, known = draw_truth(s, shipped, chain, i)
         sim = simulate_log(s, seed=1000 + r, truth=truth)
         y = log_target(np.exp(sim) - s.spec.log_shift, s.spec.log_shift)
         idata = nutpie.sample(
-            compiled.with_data(sim_log_delta=y),
+            whiten.precondition(compiled.with_data(sim_log_delta=y), r),
             draws=draws,
             tune=tune,
             chains=chains,
@@ -155,12 +181,13 @@ def study(replicates: int = 40, *, draws: int = 300, tune: int = 300, chains: in
             target_accept=0.9,
             low_rank_modified_mass_matrix=True,
         )
-        cov = coverage(idata.posterior, known)
+        posterior = pack.expand(idata.posterior, lambda dims: list(observed.coords[dims]))
+        cov = coverage(posterior, known)
         hits = np.concatenate(list(cov.values()))
         total = hits.size
         counts.append(int(hits.sum()))
         missed = [n for n, c in cov.items() if not c.all()]
-        rhat = max(float(v.max()) for v in az.rhat(idata.posterior).data_vars.values())
+        rhat = max(float(v.max()) for v in az.rhat(posterior[list(known)]).data_vars.values())
         div = int(idata.sample_stats["diverging"].sum())
         print(
             f"replicate {r}: truth ({chain}, {i}) nu {float(truth['nu']):.2f} covered {hits.sum()}/{hits.size}; "

@@ -1,5 +1,6 @@
 """The packed standard-normal vector (qbayes/model/packing.py): its zero-sum basis, and the
-named parameters NumPy makes from draws of it agree with the PyMC model's own deterministics,
+named parameters NumPy makes from draws of it agree with the PyMC model's own deterministics
+(and Packing.solve inverts the map),
 for the default model (every Gaussian parameter packed, the linear predictor as one gather)
 and for a spec with learned sds and centred effects (sampled as themselves)."""
 
@@ -70,6 +71,12 @@ def test_numpy_expansion_matches_the_models_deterministics(tmp_path, table, spec
     assert "intercept" in made and "a_eval_set" in made and "z_a_eval_set" in made
     for name in made + [c for b in pack.blocks for c, _ in b.const]:
         np.testing.assert_allclose(named[name].values[0], truth[name], rtol=1e-10, atol=1e-12, err_msg=name)
+    # the inverse: the theta solve() finds for the first draw's named values expands back to them
+    theta = pack.solve({k: named[k].values[0, 0] for k in named.data_vars})
+    first = posterior.isel(draw=[0]).assign({packing.THETA: (("chain", "draw", "p"), theta[None, None])})
+    again = pack.expand(first, lambda dims: list(model.coords[dims]))
+    for name in made:
+        np.testing.assert_allclose(again[name].values[0, 0], truth[name][0], rtol=1e-9, atol=1e-10, err_msg=name)
     if spec_text == "hierarchical-v3l":  # activation shifts and per-family collapse levels
         assert {"u_method", "collapse_kappa_family", "z_collapse_kappa_family"} <= set(made)
     if spec_text == "hierarchical-v3q":  # per-model intercepts within families, collapse odds by family x method
