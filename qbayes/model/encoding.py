@@ -59,6 +59,9 @@ def tokens_centre(df: pl.DataFrame, level: pl.Series) -> dict[str, float]:
     return dict(zip(fams["level"].to_list(), fams["ld"].to_list()))
 
 
+CELL_COLUMNS = ("family", "method", "w_bits", "act_bits", "group_size")  # what a row's cell is read from
+
+
 def cell_keys(df: pl.DataFrame) -> pl.DataFrame:
     """Each row's cell: family, method, bits ("3", "4.5", or "4a8" where activations are
     quantized) and grouping ("g128" or "per-channel") labels, in row order."""
@@ -67,9 +70,9 @@ def cell_keys(df: pl.DataFrame) -> pl.DataFrame:
         # 3.0 -> "3", 4.5 -> "4.5"
         return x.round(2).cast(pl.String).str.replace(r"\.0$", "")
 
-    act = pl.col("act_bits").fill_null(16.0) if "act_bits" in df.columns else pl.lit(16.0)
+    act = pl.col("act_bits").fill_null(16.0)
     bits = pl.when(act < 16).then(num(pl.col("w_bits")) + "a" + num(act)).otherwise(num(pl.col("w_bits")))
-    group = pl.col("group_size") if "group_size" in df.columns else pl.lit(None, dtype=pl.Int64)
+    group = pl.col("group_size")
     grouping = pl.when(group.is_null()).then(pl.lit("per-channel")).otherwise("g" + group.cast(pl.String))
     return df.select(
         pl.col("family").fill_null("?"),
@@ -83,13 +86,11 @@ def grouping_values(df: pl.DataFrame, g: str) -> pl.Series:
     """Each row's level of grouping ``g``: a column's value, or for an interaction the
     parts joined by "|" (null where a part is missing, or where the table lacks them); a
     ``cell`` is the row's family, method, bits and grouping (:func:`cell_keys`)."""
-    if g == "cell":
-        if not {"family", "method", "w_bits"} <= set(df.columns):
-            return pl.Series(g, [None] * df.height, dtype=pl.String)
-        return cell_keys(df).select(pl.concat_str(pl.all(), separator="|").alias(g)).to_series()
-    parts = INTERACTIONS.get(g, (g,))
+    parts = CELL_COLUMNS if g == "cell" else INTERACTIONS.get(g, (g,))
     if not all(c in df.columns for c in parts):
         return pl.Series(g, [None] * df.height, dtype=pl.String)
+    if g == "cell":
+        return cell_keys(df).select(pl.concat_str(pl.all(), separator="|").alias(g)).to_series()
     return df.select(pl.concat_str(list(parts), separator="|").alias(g)).to_series()
 
 

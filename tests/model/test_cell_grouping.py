@@ -28,6 +28,8 @@ def test_a_rows_cell_is_the_in_sample_checks_cell(two_families):
     keys = ppc_cells.cell_keys(two_families)
     assert cells == ["|".join(r) for r in keys.iter_rows()]
     assert None not in cells and len(set(cells)) > 10
+    # a table without a column the cell is read from has no cells, as for any grouping
+    assert grouping_values(two_families.drop("act_bits"), "cell").null_count() == two_families.height
 
 
 def test_cells_are_nested_in_family_method(two_families):

@@ -1,8 +1,8 @@
 """The packed standard-normal vector (qbayes/model/packing.py): its zero-sum basis, and the
 named parameters NumPy makes from draws of it agree with the PyMC model's own deterministics
-(and Packing.solve inverts the map),
-for the default model (every Gaussian parameter packed, the linear predictor as one gather)
-and for a spec with learned sds and centred effects (sampled as themselves)."""
+(and Packing.solve inverts the map), for the default model (every Gaussian parameter packed,
+the linear predictor as one gather) and for a spec with learned sds and centred effects
+(sampled as themselves)."""
 
 from __future__ import annotations
 
