@@ -37,15 +37,23 @@ from qbayes.model.fitfile import Fit
 from qbayes.model.mean import (
     design_matrix,
     has_act_effects,
-    in_part,
     mean_degradation,
     noise_scale,
+    part_of,
     relative_noise,
     saturate,
     stack_theta,
     weights,
 )
-from qbayes.model.predict import Draws, Predictor, Prepared, _log_d_missing, extra_new_levels, law_params
+from qbayes.model.predict import (
+    Draws,
+    Predictor,
+    Prepared,
+    _log_d_missing,
+    extra_new_levels,
+    law_params,
+    noise_shift_draws,
+)
 from qbayes.model.queries import QUERY_OPTIONAL, query_table
 
 # the source of the user's own measurements, and of the rows predicted from them: a level of
@@ -205,17 +213,20 @@ class Units:
     """The unseen-level effects the observed rows touch: ``names[k]`` (effect name, level
     number), and ``loading`` (N_obs, K), what a unit z of each adds to each observed row's
     linear predictor in units of the grouping's sd (``sd[k]`` (S,) its sd per draw);
-    ``act_loading`` (N_obs, K) the same for the activation term's exponent (an effect adds
-    to one of the two: mean.in_part)."""
+    ``act_loading`` (N_obs, K) the same for the activation term's exponent and
+    ``noise_loading`` for the log of the noise scale (an effect adds to one of the three:
+    mean.part_of)."""
 
     names: tuple[tuple[str, int], ...]
     loading: np.ndarray
     sd: np.ndarray  # (K, S)
     act_loading: np.ndarray
+    noise_loading: np.ndarray
 
 
 def _units(predictor: Predictor, d: Covariates) -> Units:
-    names, cols, act_cols, sds = [], [], [], []
+    names, sds = [], []
+    cols = {"law": [], "act": [], "noise": []}
     n = d.n
     for g, e in predictor.fit.spec.effects.items():
         ids = d.new_ids.get(g)
@@ -228,15 +239,16 @@ def _units(predictor: Predictor, d: Covariates) -> Units:
                 col = on * w[kind]
                 if np.any(col != 0):
                     names.append((f"{kind}_{g}", int(j)))
-                    act = in_part(kind, "act")
-                    cols.append(np.zeros(n) if act else col)
-                    act_cols.append(col if act else np.zeros(n))
+                    for part, part_cols in cols.items():
+                        part_cols.append(col if part_of(kind) == part else np.zeros(n))
                     sds.append(predictor.draws.p[f"sd_{kind}_{g}"][0].astype(np.float64))
+    loading = {part: np.column_stack(c) if c else np.zeros((n, 0)) for part, c in cols.items()}
     return Units(
         names=tuple(names),
-        loading=np.column_stack(cols) if cols else np.zeros((n, 0)),
+        loading=loading["law"],
         sd=np.array(sds) if sds else np.zeros((0, predictor.draws.n)),
-        act_loading=np.column_stack(act_cols) if act_cols else np.zeros((n, 0)),
+        act_loading=loading["act"],
+        noise_loading=loading["noise"],
     )
 
 
@@ -252,15 +264,18 @@ def _with_units(draws: Draws, units: Units, z: np.ndarray) -> Draws:
     return Draws(p=p, log_tokens=draws.log_tokens, seed=draws.seed, fresh=fresh)
 
 
-def location_scale(fit: Fit, p: dict[str, np.ndarray], d: Covariates, mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def location_scale(
+    fit: Fit, p: dict[str, np.ndarray], d: Covariates, mu: np.ndarray, noise: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The model's likelihood of rows with covariates ``d`` and mean degradation ``mu``
-    (N, S) under draws ``p``: its location and scale (N, S) per draw, on the scale the fit's
+    (N, S) under draws ``p`` (``noise`` (N, S), or None, what grouping effects add to the log
+    of the noise scale: predict.noise_shift_draws): its location and scale (N, S) per draw, on the scale the fit's
     target lives on (ln(delta + shift) for the log-scale Student-t, delta itself for the raw
     one). The one place conditioning reads the likelihood's form: the exact update of
     measured rows (:func:`update`) and the Gaussian form for rows not yet measured
     (:func:`likelihood_draws`) both go through it."""
     if fit.spec.likelihood == "log_student_t":
-        scale = relative_noise(p, d, fit.spec.noise, np).astype(np.float64)
+        scale = relative_noise(p, d, fit.spec.noise, np, noise).astype(np.float64)
         return np.log(mu + fit.spec.log_shift), np.broadcast_to(scale, mu.shape)
     return mu, noise_scale({k: v.astype(np.float64) for k, v in p.items()}, mu)
 
@@ -287,6 +302,8 @@ class _Likelihood:
         extra = extra_new_levels(fit, d, self.base, "act")
         self.act_extra = np.zeros((d.n, draws.n)) if extra is None else extra.astype(np.float64)
         self.log_d = _log_d_missing(self.base, d)
+        noise = noise_shift_draws(fit, d, self.base)  # the noise scale's effects, units at 0
+        self.noise0 = np.zeros((d.n, draws.n)) if noise is None else noise.astype(np.float64)
         self.nu = draws.p["nu"][0].astype(np.float64) if "nu" in draws.p else None
         self.y = delta[:, None]
         if fit.spec.likelihood == "log_student_t":
@@ -347,7 +364,7 @@ class _Likelihood:
         """(N_obs, S) location and scale of the likelihood with unit effects ``z`` (K, S)."""
         u = self.units.sd * z
         mu = self._mean(self.units.loading @ u, self.units.act_loading @ u)
-        return location_scale(self.fit, self.base.p, self.d, mu)
+        return location_scale(self.fit, self.base.p, self.d, mu, self.noise0 + self.units.noise_loading @ u)
 
     def probability(self, loc: np.ndarray) -> np.ndarray:
         """(N_obs, S) the collapse probability of rows whose law location is ``loc``."""
@@ -604,7 +621,7 @@ def likelihood_draws(predictor: Predictor, table: pl.DataFrame | Prepared) -> Li
     rows = table if isinstance(table, Prepared) else predictor.prepare(table)
     with np.errstate(over="ignore", invalid="ignore"):
         mu = predictor.mean(rows).astype(np.float64)
-    eta, scale = location_scale(fit, draws.p, rows.covariates, mu)
+    eta, scale = location_scale(fit, draws.p, rows.covariates, mu, noise_shift_draws(fit, rows.covariates, draws))
     nu = draws.p["nu"][0].astype(np.float64) if "nu" in draws.p else None
     shift = fit.spec.log_shift if fit.spec.likelihood == "log_student_t" else None
     return LikelihoodDraws(eta=eta, scale=scale, nu=nu, log_shift=shift)

@@ -23,7 +23,15 @@ import pytensor.tensor as pt
 from qbayes.model import collapse, packing, whiten
 from qbayes.model.covariates import Covariates
 from qbayes.model.encoding import Encoding
-from qbayes.model.mean import design_matrix, layout, mean_degradation, noise_scale, relative_noise, sparse_rows
+from qbayes.model.mean import (
+    design_matrix,
+    layout,
+    mean_degradation,
+    noise_scale,
+    noise_shift,
+    relative_noise,
+    sparse_rows,
+)
 from qbayes.model.spec import EFFECT_KINDS, LOG_SHIFT, SD_PRIOR, ModelSpec
 
 
@@ -103,7 +111,8 @@ def build_model(spec: ModelSpec, covs: Covariates, enc: Encoding, delta: np.ndar
         elif spec.likelihood == "log_student_t":
             # the shift already absorbs near-zero deltas, so the scale is purely relative
             obs = None if delta is None else log_target(delta, spec.log_shift)
-            sigma = relative_noise(p, covs, spec.noise, pt)
+            shift = noise_shift(p, covs, spec.effects, enc.levels, pt, enc.feature_names, spec.curvature)
+            sigma = relative_noise(p, covs, spec.noise, pt, shift)
             loc = pt.log(mu + spec.log_shift)
             if spec.collapse is None:
                 pm.StudentT("log_delta", nu=nu, mu=loc, sigma=sigma, observed=obs, shape=covs.n)

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from qbayes.model.covariates import Covariates
-from qbayes.model.spec import ACT_KINDS, NOISE_TERMS, Effect
+from qbayes.model.spec import ACT_KINDS, NOISE_KINDS, NOISE_TERMS, Effect
 
 # exp() of the linear predictor is capped at exp(LOG_MU_MAX) ~ 30 nats (a perplexity ratio
 # of 1e13), beyond any collapse in the data; it keeps early warm-up and prior draws finite.
@@ -107,17 +107,28 @@ def weights(d: Covariates, g: str) -> dict[str, np.ndarray]:
         "q": np.minimum(d.bits_c, 0.0) ** 2,
         "r": d.act_q * np.maximum(4.0 - d.act_c, 0.0),
         "u": d.act_q,
+        "s": np.ones(d.n),
     }
 
 
+def part_of(kind: str) -> str:
+    """The linear predictor effects of ``kind`` enter: "law" (the log-mean of weight
+    quantization), "act" (the activation term's exponent) or "noise" (the log of the
+    likelihood's scale)."""
+    return "act" if kind in ACT_KINDS else "noise" if kind in NOISE_KINDS else "law"
+
+
 def in_part(kind: str, part: str) -> bool:
-    """Whether effects of ``kind`` enter the linear predictor ``part``: "law" (the log-mean
-    of weight quantization) or "act" (the activation term's exponent)."""
-    return (kind in ACT_KINDS) == (part == "act")
+    """Whether effects of ``kind`` enter the linear predictor ``part`` (:func:`part_of`)."""
+    return part_of(kind) == part
+
+
+def has_part_effects(effects: dict[str, Effect], part: str) -> bool:
+    return any(in_part(k, part) for e in effects.values() for k in e.kinds)
 
 
 def has_act_effects(effects: dict[str, Effect]) -> bool:
-    return any(k in ACT_KINDS for e in effects.values() for k in e.kinds)
+    return has_part_effects(effects, "act")
 
 
 def design_matrix(
@@ -128,12 +139,13 @@ def design_matrix(
     part: str = "law",
 ) -> np.ndarray:
     """X (N x P): the covariate each column of theta multiplies, row by row, in the law's
-    linear predictor (``part="law"``) or in the activation term's exponent shift (``"act"``:
-    only the activation-term effects' columns are non-zero). Rows whose training tokens are
+    linear predictor (``part="law"``), in the activation term's exponent shift (``"act"``:
+    only the activation-term effects' columns are non-zero) or in the log noise scale
+    (``"noise"``, likewise). Rows whose training tokens are
     unknown get 0 in the gamma_d column (see :func:`mean_degradation`)."""
     n = d.n
     cols = _columns(d, curvature)
-    if part == "act":
+    if part != "law":
         cols = [np.zeros(n) for _ in cols]
     for g, e in effects.items():
         k = len(levels[g]) + 1
@@ -253,21 +265,45 @@ def noise_covariates(d: Covariates, terms: tuple[str, ...]) -> np.ndarray:
     return np.column_stack([cols[t]() for t in terms]) if terms else np.zeros((d.n, 0))
 
 
-def relative_noise(p: dict, d: Covariates, terms: tuple[str, ...], xp):
-    """Scale of the Student-t on ln(delta + shift): ``noise_rel * exp(sum_t noise_t * x_t)``.
-    A scalar (or (1, S) NumPy draws) without terms; (N,) with PyTensor parameters, (N, S)
-    with NumPy draws otherwise. Collapses below 4 bits and per-channel rows scatter more on
-    the log scale than grouped 4-bit rows (models/hierarchical.toml)."""
-    if not terms:
-        return p["noise_rel"]
-    x = noise_covariates(d, terms)
-    coef = [p[f"noise_{t}"] for t in terms]
+def noise_shift(
+    p: dict,
+    d: Covariates,
+    effects: dict[str, Effect],
+    levels: dict[str, tuple[str, ...]],
+    xp,
+    features=(),
+    curvature="quadratic",
+):
+    """What the grouping effects of the noise scale (spec.NOISE_KINDS) add to the log of each
+    row's scale: (N,) with PyTensor parameters, (N, S) with NumPy draws; None without them."""
+    if not has_part_effects(effects, "noise"):
+        return None
     if xp is np:
-        c = np.concatenate(coef, axis=0)  # (T, S)
-        return p["noise_rel"] * np.exp(x.astype(c.dtype) @ c)
-    import pytensor.tensor as pt
+        theta = stack_theta(p, effects, levels, features)
+        return design_matrix(d, effects, levels, curvature, "noise").astype(theta.dtype) @ theta
+    return _linear_predictor_graph(p, d, effects, features, curvature, "noise")
 
-    return p["noise_rel"] * pt.exp(pt.dot(x, pt.stack(coef)))
+
+def relative_noise(p: dict, d: Covariates, terms: tuple[str, ...], xp, shift=None):
+    """Scale of the Student-t on ln(delta + shift): ``noise_rel * exp(sum_t noise_t * x_t +
+    shift)``, ``shift`` (or None) the grouping effects' (:func:`noise_shift`). A scalar (or
+    (1, S) NumPy draws) without terms or shift; (N,) with PyTensor parameters, (N, S) with
+    NumPy draws otherwise. Collapses below 4 bits and per-channel rows scatter more on the
+    log scale than grouped 4-bit rows (models/hierarchical.toml)."""
+    log_scale = None
+    if terms:
+        x = noise_covariates(d, terms)
+        coef = [p[f"noise_{t}"] for t in terms]
+        if xp is np:
+            c = np.concatenate(coef, axis=0)  # (T, S)
+            log_scale = x.astype(c.dtype) @ c
+        else:
+            import pytensor.tensor as pt
+
+            log_scale = pt.dot(x, pt.stack(coef))
+    if shift is not None:
+        log_scale = shift if log_scale is None else log_scale + shift
+    return p["noise_rel"] if log_scale is None else p["noise_rel"] * xp.exp(log_scale)
 
 
 def noise_scale(p: dict, mu):

@@ -28,7 +28,7 @@ from qbayes.model import collapse, fitfile
 from qbayes.model.covariates import Covariates, covariates
 from qbayes.model.encoding import ReadTable
 from qbayes.model.fitfile import Fit
-from qbayes.model.mean import in_part, mean_degradation, noise_scale, relative_noise, weights
+from qbayes.model.mean import in_part, mean_degradation, noise_scale, noise_shift, relative_noise, weights
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 # quantiles of the predictive given no collapse ([collapse] specs): Predictor.predict's
@@ -193,6 +193,18 @@ def mean_draws(fit: Fit, d: Covariates, draws: Draws) -> np.ndarray:
     )
 
 
+def noise_shift_draws(fit: Fit, d: Covariates, draws: Draws) -> np.ndarray | None:
+    """(N, S) what the grouping effects of the noise scale add to its log (mean.noise_shift),
+    unseen levels included as in :func:`mean_draws`; None where the spec has none."""
+    shift = noise_shift(
+        draws.p, d, fit.spec.effects, fit.encoding.levels, np, fit.encoding.feature_names, fit.spec.curvature
+    )
+    extra = extra_new_levels(fit, d, draws, "noise")
+    if extra is not None:
+        shift = extra if shift is None else shift + extra
+    return shift
+
+
 def _noise(p: dict, shape: tuple, rng: np.random.Generator) -> np.ndarray:
     if "nu" not in p:
         return rng.standard_normal(shape).astype(p["noise_rel"].dtype)
@@ -244,7 +256,7 @@ def log_shifted_draws(
     shape = mu.shape if independent_noise else (1, draws.n)
     shift = fit.spec.log_shift
     y = np.log(mu + shift)
-    y += relative_noise(draws.p, d, fit.spec.noise, np) * _noise(draws.p, shape, rng)
+    y += relative_noise(draws.p, d, fit.spec.noise, np, noise_shift_draws(fit, d, draws)) * _noise(draws.p, shape, rng)
     cap = DELTA_MAX
     parts = collapse_draws(fit, d, draws, mu)
     if parts is not None:

@@ -49,6 +49,7 @@ EFFECT_KINDS = {
     "q": "curvature",
     "r": "act_slope",
     "u": "act_intercept",
+    "s": "noise_scale",
 }
 SD_PRIOR = {
     "a": "group_sd",
@@ -58,10 +59,14 @@ SD_PRIOR = {
     "q": "curvature_sd",
     "r": "act_slope_sd",
     "u": "act_intercept_sd",
+    "s": "noise_scale_sd",
 }
 # kinds that act on the activation term's exponent (mean.saturate) rather than on the law's
 # linear predictor: ln of what quantized activations add, shifted per level
 ACT_KINDS = ("u",)
+# kinds that act on the log of the likelihood's scale (mean.relative_noise): where a level's
+# rows scatter more or less around the law than the noise terms say
+NOISE_KINDS = ("s",)
 EFFECT_PREFIXES = tuple(f"{k}_" for k in EFFECT_KINDS)  # a_family, b_method, ...: effect vectors
 LIKELIHOODS = ("log_student_t", "student_t")
 # where the bits curvature acts: "quadratic" everywhere, (bits - 4)^2; "low_bits" only below
@@ -109,6 +114,9 @@ class Effect:
     # on rows with quantized activations: SmoothQuant and OmniQuant exist to tame activation
     # outliers, and a family's outliers (Qwen3's) make its W4A4 rows worse than another's
     act_intercept: bool = False
+    # a shift of the log of the noise scale on this level's rows: OPT's per-channel rows and
+    # Qwen3's near-lossless ones scatter around the law far more than LLaMA's
+    noise_scale: bool = False
     # which of these are centred, a = ZeroSumNormal(sd), rather than non-centred,
     # a = sd * ZeroSumNormal(1): centred suits effects the data pin down level by level
     centred: tuple[str, ...] = ()
@@ -122,7 +130,7 @@ class Effect:
 
     @property
     def kinds(self) -> tuple[str, ...]:
-        """Prefixes of the parts switched on ("a", "b", "c", "n", "q", "r", "u"), in parameter order."""
+        """Prefixes of the parts switched on ("a", "b", "c", "n", "q", "r", "u", "s"), in parameter order."""
         return tuple(k for k, f in EFFECT_KINDS.items() if getattr(self, f))
 
 
@@ -148,6 +156,7 @@ class Priors:
     curvature_sd: HalfNormal = HalfNormal(0.3)  # sd of grouping departures from the low-bit curvature
     act_slope_sd: HalfNormal = HalfNormal(0.3)  # sd of grouping slopes per activation bit below 8
     act_intercept_sd: HalfNormal = HalfNormal(0.5)  # sd of grouping shifts of the activation term's log
+    noise_scale_sd: HalfNormal = HalfNormal(0.5)  # sd of grouping shifts of the log noise scale
     log_tokens_mean: Normal = Normal(0.0, 1.0)  # population of log(D / 1T) for missing D
     log_tokens_sd: HalfNormal = HalfNormal(1.0)
     ceiling: Normal = Normal(8.0, 0.5)  # LogNormal(ln 8, 0.5): collapse level, nats
@@ -181,8 +190,8 @@ class Collapse:
 # Effect and Priors fields left out of a spec's canonical JSON at their defaults (to_json)
 DEFAULT_MODEL = "hierarchical"  # the spec qbayes ships a posterior of (models/hierarchical.toml)
 OMIT_AT_DEFAULT = {
-    "effects": ("curvature", "act_slope", "act_intercept"),
-    "priors": ("curvature_sd", "act_slope_sd", "act_intercept_sd"),
+    "effects": ("curvature", "act_slope", "act_intercept", "noise_scale"),
+    "priors": ("curvature_sd", "act_slope_sd", "act_intercept_sd", "noise_scale_sd"),
     "collapse": ("kappa_by",),
 }
 

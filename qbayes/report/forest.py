@@ -15,6 +15,7 @@ KINDS = {
     "q": ("curvature", "change of the acceleration below 4 bits"),
     "r": ("activation slope", "extra log Δ per activation bit below 8"),
     "u": ("activation shift", "shift of the activation term's log"),
+    "s": ("noise-scale shift", "change of ln(noise scale) on its rows"),
 }
 MAX_LABEL = 30
 
