@@ -111,8 +111,8 @@ def build_model(spec: ModelSpec, covs: Covariates, enc: Encoding, delta: np.ndar
         elif spec.likelihood == "log_student_t":
             # the shift already absorbs near-zero deltas, so the scale is purely relative
             obs = None if delta is None else log_target(delta, spec.log_shift)
-            shift = noise_shift(p, covs, spec.effects, enc.levels, pt, enc.feature_names, spec.curvature)
-            sigma = relative_noise(p, covs, spec.noise, pt, shift)
+            by_level = noise_shift(p, covs, spec.effects, enc.levels, pt, enc.feature_names, spec.curvature)
+            sigma = relative_noise(p, covs, spec.noise, pt, by_level)
             loc = pt.log(mu + spec.log_shift)
             if spec.collapse is None:
                 pm.StudentT("log_delta", nu=nu, mu=loc, sigma=sigma, observed=obs, shape=covs.n)

@@ -284,9 +284,9 @@ def noise_shift(
     return _linear_predictor_graph(p, d, effects, features, curvature, "noise")
 
 
-def relative_noise(p: dict, d: Covariates, terms: tuple[str, ...], xp, shift=None):
+def relative_noise(p: dict, d: Covariates, terms: tuple[str, ...], xp, by_level=None):
     """Scale of the Student-t on ln(delta + shift): ``noise_rel * exp(sum_t noise_t * x_t +
-    shift)``, ``shift`` (or None) the grouping effects' (:func:`noise_shift`). A scalar (or
+    by_level)``, ``by_level`` (or None) the grouping effects' (:func:`noise_shift`). A scalar (or
     (1, S) NumPy draws) without terms or shift; (N,) with PyTensor parameters, (N, S) with
     NumPy draws otherwise. Collapses below 4 bits and per-channel rows scatter more on the
     log scale than grouped 4-bit rows (models/hierarchical.toml)."""
@@ -301,8 +301,8 @@ def relative_noise(p: dict, d: Covariates, terms: tuple[str, ...], xp, shift=Non
             import pytensor.tensor as pt
 
             log_scale = pt.dot(x, pt.stack(coef))
-    if shift is not None:
-        log_scale = shift if log_scale is None else log_scale + shift
+    if by_level is not None:
+        log_scale = by_level if log_scale is None else log_scale + by_level
     return p["noise_rel"] if log_scale is None else p["noise_rel"] * xp.exp(log_scale)
 
 

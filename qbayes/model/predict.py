@@ -119,8 +119,8 @@ def draws_from_fit(fit: Fit, *, n: int | None = DEFAULT_DRAWS, seed: int = 0, dt
 
 def extra_new_levels(fit: Fit, d: Covariates, draws: Draws, part: str = "law") -> np.ndarray | None:
     """(N, S): what the second, third, ... distinct unseen level of a grouping in ``d`` adds
-    to the linear predictor (``part`` "law"; "act": to the activation term's exponent, see
-    mean.design_matrix), or None if no grouping has more than one. The first unseen
+    to the linear predictor (``part`` "law"; "act": to the activation term's exponent; "noise":
+    to the log of the noise scale; see mean.design_matrix), or None if no grouping has more than one. The first unseen
     level takes the draws' new-level row; each further one gets its own fresh effect from the
     same population, independent of the first, so two new families (or methods) in one query
     table do not share an effect. Seeded by the draws' seed, the grouping and the level's
