@@ -173,10 +173,14 @@ class Encoding:
         within: dict[str, str] | None = None,
         tokens_within: str | None = None,
         known: KnownFamilies | None = None,
+        min_rows: dict[str, int] | None = None,
+        groupings: tuple[str, ...] = GROUPINGS,
     ) -> Encoding:
         """``within`` maps a nested grouping to its parent grouping, ``tokens_within`` names
-        the grouping whose families' mean ln D each row's ln D is centred on (both from the
-        spec); ``known`` is known_families.load(). Rows without training tokens get their
+        the grouping whose families' mean ln D each row's ln D is centred on, ``min_rows`` the
+        rows a level of a grouping needs to be one (fewer: its rows read as an unseen level),
+        ``groupings`` the groupings to encode (all from the spec: ModelSpec.groupings);
+        ``known`` is known_families.load(). Rows without training tokens get their
         family's from the table of known families, as in :func:`encode`; the models left
         without any each get a latent ln D."""
         known_designs, known_tokens = (known.designs, known.tokens) if known else ({}, {})
@@ -185,7 +189,11 @@ class Encoding:
         df = cls(levels={}, tokens_missing=(), family_tokens_seen=fam_tokens, known_tokens=known_tokens).fill(
             df, "train_tokens_b"
         )
-        values = {g: grouping_values(df, g) for g in GROUPINGS}
+        values = {g: grouping_values(df, g) for g in groupings}
+        for g, m in (min_rows or {}).items():
+            counts = values[g].value_counts()
+            kept = set(counts.filter(pl.col("count") >= m)[g].to_list())
+            values[g] = values[g].set(~values[g].is_in(kept).fill_null(False), None)
         levels = {g: tuple(sorted(v.drop_nulls().unique().to_list())) for g, v in values.items()}
         missing = tuple(sorted(set(df.filter(pl.col("train_tokens_b").is_null())["model"])))
         arch = df.select("family", "arch").drop_nulls().unique().sort("family")

@@ -42,7 +42,9 @@ def prepare(df: pl.DataFrame, spec: ModelSpec) -> tuple[pl.DataFrame, Encoding]:
         df = df.with_columns(pl.lit(None, dtype=pl.Float64).alias("vocab_size"))
     unused = [g for g in OPTIONAL_GROUPINGS if g not in spec.effects]
     df = df.with_columns(pl.lit(None, dtype=pl.String).alias(g) for g in unused)
-    return df, Encoding.from_table(df, spec.features, spec.within, spec.tokens_within, known_families.load())
+    return df, Encoding.from_table(
+        df, spec.features, spec.within, spec.tokens_within, known_families.load(), spec.min_rows, spec.groupings
+    )
 
 
 def fit_table(df: pl.DataFrame, spec: ModelSpec, opts: FitOptions = FitOptions()) -> Fit:

@@ -33,6 +33,10 @@ GROUPINGS = (
     "model",
     "cell",
 )
+# groupings read from several columns per row at some cost (a cell's label joins five):
+# encoded only for a spec that uses them (ModelSpec.groupings), so predicting from any other
+# fit does not compute them
+DERIVED_GROUPINGS = ("cell",)
 # groupings a row may lack on purpose: a row without a named format (int4-g128 is read from
 # its bits and group size alone) has no effect of it, where a row of no known family is a
 # new level drawn from the population; a fit whose rows have no level of it has none
@@ -127,6 +131,10 @@ class Effect:
     # parts whose sd is fixed (part name -> sd) rather than learned: no sd-z funnel for
     # NUTS to follow, and a new level's spread is what the spec says (models/law.toml)
     fixed_sd: dict[str, float] = field(default_factory=dict)
+    # levels with fewer training rows than this get no effect of their own: their rows read
+    # the grouping as a level the fit has not seen (a fresh draw from the population), so a
+    # cell of one or two rows adds no coordinate its rows can barely inform; 0: every level
+    min_rows: int = 0
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -190,7 +198,7 @@ class Collapse:
 # Effect and Priors fields left out of a spec's canonical JSON at their defaults (to_json)
 DEFAULT_MODEL = "hierarchical"  # the spec qbayes ships a posterior of (models/hierarchical.toml)
 OMIT_AT_DEFAULT = {
-    "effects": ("curvature", "act_slope", "act_intercept", "noise_scale"),
+    "effects": ("curvature", "act_slope", "act_intercept", "noise_scale", "min_rows"),
     "priors": ("curvature_sd", "act_slope_sd", "act_intercept_sd", "noise_scale_sd"),
     "collapse": ("kappa_by",),
 }
@@ -222,6 +230,20 @@ class ModelSpec:
         """Nested grouping -> the grouping it is nested in."""
         return {g: e.within for g, e in self.effects.items() if e.within}
 
+    @property
+    def groupings(self) -> tuple[str, ...]:
+        """The groupings a fit of this spec encodes: every grouping in GROUPINGS, except the
+        derived ones (DERIVED_GROUPINGS) that none of its effects, nestings or collapse terms use."""
+        used = set(self.effects) | set(self.within.values())
+        if self.collapse is not None:
+            used |= set(self.collapse.by) | set(self.collapse.kappa_by)
+        return tuple(g for g in GROUPINGS if g not in DERIVED_GROUPINGS or g in used)
+
+    @property
+    def min_rows(self) -> dict[str, int]:
+        """Grouping -> the training rows a level needs for an effect of its own (where set)."""
+        return {g: e.min_rows for g, e in self.effects.items() if e.min_rows}
+
     def to_json(self) -> str:
         """Canonical JSON (hashed). Optional parts listed in :data:`OMIT_AT_DEFAULT` are left
         out where unused, so a spec that does not use them keeps the hash of fits made
@@ -235,7 +257,7 @@ class ModelSpec:
                     del raw["collapse"][name]
         for e in raw["effects"].values():
             for name in OMIT_AT_DEFAULT["effects"]:
-                if e.get(name) is False:
+                if name in e and e[name] == getattr(Effect(), name):
                     del e[name]
         for name in OMIT_AT_DEFAULT["priors"]:
             if raw["priors"][name] == dataclasses.asdict(Priors())[name]:
@@ -284,6 +306,9 @@ def _build(raw: dict, where: str) -> ModelSpec:
             raise QBayesError(
                 f"{where} effects.{g}: 'fixed_sd' must map effect parts to positive numbers, e.g. {{ intercept = 0.5 }}"
             )
+        min_rows = e.get("min_rows", 0)
+        if not isinstance(min_rows, int) or isinstance(min_rows, bool) or min_rows < 0:
+            raise QBayesError(f"{where} effects.{g}: 'min_rows' must be a whole number of rows, 0 or more")
         effects[g] = Effect(**{**e, "centred": tuple(centred), "fixed_sd": {k: float(v) for k, v in fixed.items()}})
         on = [EFFECT_KINDS[k] for k in effects[g].kinds]
         for kind in fixed:

@@ -9,11 +9,12 @@ import numpy as np
 import polars as pl
 import pytest
 
+from qbayes.errors import QBayesError
 from qbayes.model import ppc_cells
 from qbayes.model.covariates import covariates
 from qbayes.model.encoding import grouping_values
 from qbayes.model.fit import prepare
-from qbayes.model.spec import load_spec
+from qbayes.model.spec import SPEC_DIR, load_spec
 
 SPEC = "hierarchical-v3v"  # candidate v: the default plus a cell intercept
 
@@ -65,3 +66,43 @@ def test_an_unseen_configuration_draws_at_its_family_methods_new_level_scale(two
     assert d.new_level("cell").tolist() == [False, True]
     np.testing.assert_allclose(d.new_scale["cell"][1], np.sqrt(1 + 1 / k))
     assert d.new_level("family_method").tolist() == [False, False]
+
+
+def test_min_rows_leaves_sparse_cells_without_an_effect_of_their_own(two_families, tmp_path):
+    """``min_rows`` on a grouping: a cell with fewer training rows is no level of the fit, so
+    its rows read as an unseen cell of their family x method (a fresh draw at that parent's
+    new-level scale), and the levels kept, their parents and the spec's hash follow."""
+    spec_all = load_spec(SPEC)
+    path = tmp_path / "min-rows.toml"
+    text = (SPEC_DIR / f"{SPEC}.toml").read_text()
+    assert "cell = { intercept = true," in text
+    path.write_text(text.replace("cell = { intercept = true,", "cell = { intercept = true, min_rows = 5,"))
+    spec = load_spec(str(path))
+    assert spec.min_rows == {"cell": 5} and spec_all.min_rows == {}
+    assert "min_rows" in spec.to_json() and "min_rows" not in spec_all.to_json()
+    counts = grouping_values(two_families, "cell").value_counts()
+    sparse = set(counts.filter(pl.col("count") < 5)["cell"].to_list())
+    dense = set(counts.filter(pl.col("count") >= 5)["cell"].to_list())
+    assert sparse and dense
+    _, enc = prepare(two_families, spec)
+    assert set(enc.levels["cell"]) == dense
+    parent = dict(zip(enc.levels["cell"], enc.parents["cell"]))
+    assert all(parent[c] == "|".join(c.split("|")[:2]) for c in dense)
+    d = covariates(enc.read(two_families))
+    unseen = d.new_level("cell")
+    in_sparse = grouping_values(two_families, "cell").is_in(sparse).to_numpy()
+    assert np.array_equal(unseen, in_sparse)
+    assert not d.new_level("family_method").any()
+    with pytest.raises(QBayesError, match="min_rows"):
+        path.write_text(text.replace("cell = { intercept = true,", "cell = { intercept = true, min_rows = -1,"))
+        load_spec(str(path))
+
+
+def test_only_a_spec_that_uses_cells_encodes_them(two_families):
+    """A cell's label joins five columns per row: a fit whose spec has no cell term does not
+    encode the grouping, so reading rows for it (as every prediction does) computes none."""
+    _, plain = prepare(two_families, load_spec("hierarchical"))
+    _, with_cells = prepare(two_families, load_spec(SPEC))
+    assert "cell" not in plain.levels and "cell" in with_cells.levels
+    assert set(plain.levels) == set(with_cells.levels) - {"cell"}
+    assert "cell" not in covariates(plain.read(two_families)).idx
