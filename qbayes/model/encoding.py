@@ -85,12 +85,14 @@ def cell_keys(df: pl.DataFrame) -> pl.DataFrame:
 def grouping_values(df: pl.DataFrame, g: str) -> pl.Series:
     """Each row's level of grouping ``g``: a column's value, or for an interaction the
     parts joined by "|" (null where a part is missing, or where the table lacks them); a
-    ``cell`` is the row's family, method, bits and grouping (:func:`cell_keys`)."""
-    parts = CELL_COLUMNS if g == "cell" else INTERACTIONS.get(g, (g,))
+    ``cell`` is the row's family, method, bits and grouping (:func:`cell_keys`), a ``setting``
+    the same without the family (a method's configuration, shared by every family)."""
+    parts = CELL_COLUMNS if g in ("cell", "setting") else INTERACTIONS.get(g, (g,))
     if not all(c in df.columns for c in parts):
         return pl.Series(g, [None] * df.height, dtype=pl.String)
-    if g == "cell":
-        return cell_keys(df).select(pl.concat_str(pl.all(), separator="|").alias(g)).to_series()
+    if g in ("cell", "setting"):
+        keys = cell_keys(df) if g == "cell" else cell_keys(df).drop("family")
+        return keys.select(pl.concat_str(pl.all(), separator="|").alias(g)).to_series()
     return df.select(pl.concat_str(list(parts), separator="|").alias(g)).to_series()
 
 

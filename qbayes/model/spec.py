@@ -32,11 +32,12 @@ GROUPINGS = (
     "format",
     "model",
     "cell",
+    "setting",
 )
 # groupings read from several columns per row at some cost (a cell's label joins five):
 # encoded only for a spec that uses them (ModelSpec.groupings), so predicting from any other
 # fit does not compute them
-DERIVED_GROUPINGS = ("cell",)
+DERIVED_GROUPINGS = ("cell", "setting")
 # groupings a row may lack on purpose: a row without a named format (int4-g128 is read from
 # its bits and group size alone) has no effect of it, where a row of no known family is a
 # new level drawn from the population; a fit whose rows have no level of it has none

@@ -106,3 +106,19 @@ def test_only_a_spec_that_uses_cells_encodes_them(two_families):
     assert "cell" not in plain.levels and "cell" in with_cells.levels
     assert set(plain.levels) == set(with_cells.levels) - {"cell"}
     assert "cell" not in covariates(plain.read(two_families)).idx
+
+
+def test_a_setting_is_a_cell_without_its_family_nested_in_its_method(two_families):
+    """The ``setting`` grouping (candidate models/hierarchical-v3s2.toml): a row's method, bits
+    and grouping, the same level for every family, nested in the method; like the cell it is
+    encoded only for a spec that uses it."""
+    settings = grouping_values(two_families, "setting").to_list()
+    keys = ppc_cells.cell_keys(two_families).drop("family")
+    assert settings == ["|".join(r) for r in keys.iter_rows()]
+    per_family = pl.DataFrame({"s": settings, "f": two_families["family"]}).group_by("s").agg(pl.col("f").n_unique())
+    assert per_family["f"].max() == 2  # OPT and BLOOM share settings
+    _, enc = prepare(two_families, load_spec("hierarchical-v3s2"))
+    assert set(enc.levels["setting"]) == set(settings)
+    assert all(p == s.split("|")[0] for s, p in zip(enc.levels["setting"], enc.parents["setting"]))
+    _, plain = prepare(two_families, load_spec("hierarchical"))
+    assert "setting" not in plain.levels
