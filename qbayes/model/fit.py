@@ -43,7 +43,14 @@ def prepare(df: pl.DataFrame, spec: ModelSpec) -> tuple[pl.DataFrame, Encoding]:
     unused = [g for g in OPTIONAL_GROUPINGS if g not in spec.effects]
     df = df.with_columns(pl.lit(None, dtype=pl.String).alias(g) for g in unused)
     return df, Encoding.from_table(
-        df, spec.features, spec.within, spec.tokens_within, known_families.load(), spec.min_rows, spec.groupings
+        df,
+        spec.features,
+        spec.within,
+        spec.tokens_within,
+        known_families.load(),
+        spec.min_rows,
+        spec.groupings,
+        spec.min_families,
     )
 
 
@@ -60,7 +67,10 @@ def fit_table(df: pl.DataFrame, spec: ModelSpec, opts: FitOptions = FitOptions()
         )
         raise QBayesError(f"only {df.height} quantized rows with baselines to fit; need at least {MIN_ROWS}{hint}")
     df, enc = prepare(df, spec)
-    empty = [g for g in spec.effects if not enc.levels[g] and g not in OPTIONAL_GROUPINGS]
+    # a grouping whose levels need min_rows or min_families may have none in a small table:
+    # every row then reads as an unseen level, as for an optional grouping
+    may_be_empty = {*OPTIONAL_GROUPINGS, *spec.min_rows, *spec.min_families}
+    empty = [g for g in spec.effects if not enc.levels[g] and g not in may_be_empty]
     if empty:
         # a grouping effect needs a level to sum to zero over (and to draw a new one around)
         hint = " (a model's design comes from the models table's norm and mlp)" if "arch" in empty[0] else ""

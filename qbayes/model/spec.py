@@ -136,6 +136,9 @@ class Effect:
     # the grouping as a level the fit has not seen (a fresh draw from the population), so a
     # cell of one or two rows adds no coordinate its rows can barely inform; 0: every level
     min_rows: int = 0
+    # likewise for levels seen in fewer families than this: a method's setting seen in one
+    # family is that family's cell, not something a new family inherits; 0: every level
+    min_families: int = 0
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -199,7 +202,7 @@ class Collapse:
 # Effect and Priors fields left out of a spec's canonical JSON at their defaults (to_json)
 DEFAULT_MODEL = "hierarchical"  # the spec qbayes ships a posterior of (models/hierarchical.toml)
 OMIT_AT_DEFAULT = {
-    "effects": ("curvature", "act_slope", "act_intercept", "noise_scale", "min_rows"),
+    "effects": ("curvature", "act_slope", "act_intercept", "noise_scale", "min_rows", "min_families"),
     "priors": ("curvature_sd", "act_slope_sd", "act_intercept_sd", "noise_scale_sd"),
     "collapse": ("kappa_by",),
 }
@@ -244,6 +247,11 @@ class ModelSpec:
     def min_rows(self) -> dict[str, int]:
         """Grouping -> the training rows a level needs for an effect of its own (where set)."""
         return {g: e.min_rows for g, e in self.effects.items() if e.min_rows}
+
+    @property
+    def min_families(self) -> dict[str, int]:
+        """Grouping -> the families a level must be seen in for an effect of its own (where set)."""
+        return {g: e.min_families for g, e in self.effects.items() if e.min_families}
 
     def to_json(self) -> str:
         """Canonical JSON (hashed). Optional parts listed in :data:`OMIT_AT_DEFAULT` are left
@@ -307,9 +315,10 @@ def _build(raw: dict, where: str) -> ModelSpec:
             raise QBayesError(
                 f"{where} effects.{g}: 'fixed_sd' must map effect parts to positive numbers, e.g. {{ intercept = 0.5 }}"
             )
-        min_rows = e.get("min_rows", 0)
-        if not isinstance(min_rows, int) or isinstance(min_rows, bool) or min_rows < 0:
-            raise QBayesError(f"{where} effects.{g}: 'min_rows' must be a whole number of rows, 0 or more")
+        for key in ("min_rows", "min_families"):
+            value = e.get(key, 0)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise QBayesError(f"{where} effects.{g}: '{key}' must be a whole number, 0 or more")
         effects[g] = Effect(**{**e, "centred": tuple(centred), "fixed_sd": {k: float(v) for k, v in fixed.items()}})
         on = [EFFECT_KINDS[k] for k in effects[g].kinds]
         for kind in fixed:

@@ -122,3 +122,50 @@ def test_a_setting_is_a_cell_without_its_family_nested_in_its_method(two_familie
     assert all(p == s.split("|")[0] for s, p in zip(enc.levels["setting"], enc.parents["setting"]))
     _, plain = prepare(two_families, load_spec("hierarchical"))
     assert "setting" not in plain.levels
+
+
+def test_min_families_keeps_only_settings_that_families_share(two_families, tmp_path):
+    """``min_families`` on a grouping (candidate models/hierarchical-v3s4.toml): a setting seen in
+    fewer families is no level of the fit, since in one family it is that family's cell; a table
+    of one family has no level left, which is a fit whose rows all read as unseen settings, not
+    an error."""
+    text = (SPEC_DIR / "hierarchical-v3s4.toml").read_text()
+    assert "min_families = 2" in text
+    spec = load_spec(str(SPEC_DIR / "hierarchical-v3s4.toml"))
+    assert spec.min_families == {"setting": 2} and "min_families" in spec.to_json()
+    frame = pl.DataFrame({"s": grouping_values(two_families, "setting"), "f": two_families["family"]})
+    shared = set(frame.group_by("s").agg(pl.col("f").n_unique()).filter(pl.col("f") >= 2)["s"].to_list())
+    _, enc = prepare(two_families, spec)
+    assert set(enc.levels["setting"]) == shared and 0 < len(shared) < frame["s"].n_unique()
+    _, alone = prepare(two_families.filter(pl.col("family") == "OPT"), spec)
+    assert alone.levels["setting"] == ()
+    path = tmp_path / "bad.toml"
+    path.write_text(text.replace("min_families = 2", "min_families = 1.5"))
+    with pytest.raises(QBayesError, match="min_families"):
+        load_spec(str(path))
+
+
+def test_a_fit_with_no_shared_setting_predicts_every_row_as_an_unseen_one(table, tmp_path):
+    """One family's rows share no setting with another: the fit has no setting level, every
+    row reads as an unseen setting of its method, and prediction draws its effect from the
+    population (a spread of sd per draw), so the rows still get finite intervals."""
+    from qbayes.model.fit import fit_table
+    from qbayes.model.predict import Predictor
+
+    from helpers import SMALL
+
+    spec_path = tmp_path / "setting-small.toml"
+    spec_path.write_text(
+        'name = "setting-small"\nlikelihood = "log_student_t"\nrows = "published"\n'
+        "[effects.method]\nintercept = true\nbits_slope = true\nfixed_sd = { intercept = 1.0, bits_slope = 0.3 }\n"
+        '[effects.setting]\nintercept = true\nwithin = "method"\nmin_families = 2\nfixed_sd = { intercept = 0.3 }\n'
+    )
+    opt = table.filter((pl.col("family") == "OPT") & (pl.col("eval_set") == "wikitext2"))
+    fit = fit_table(opt, load_spec(str(spec_path)), SMALL)
+    assert fit.encoding.levels["setting"] == ()
+    pr = Predictor(fit, n_draws=200)
+    rows = pr.prepare(opt.head(5).drop("delta", "doubt", strict=False))
+    assert rows.covariates.new_level("setting").all()
+    pred = pr.predict(opt.head(5).drop("delta", "doubt", strict=False))
+    assert np.isfinite(pred["delta_q05"].to_numpy()).all() and np.isfinite(pred["delta_q95"].to_numpy()).all()
+    assert (pred["delta_q95"] > pred["delta_q05"]).all()
