@@ -175,15 +175,15 @@ class Encoding:
         within: dict[str, str] | None = None,
         tokens_within: str | None = None,
         known: KnownFamilies | None = None,
-        min_rows: dict[str, int] | None = None,
         groupings: tuple[str, ...] = GROUPINGS,
+        min_rows: dict[str, int] | None = None,
         min_families: dict[str, int] | None = None,
     ) -> Encoding:
         """``within`` maps a nested grouping to its parent grouping, ``tokens_within`` names
-        the grouping whose families' mean ln D each row's ln D is centred on, ``min_rows`` the
-        rows a level of a grouping needs to be one (fewer: its rows read as an unseen level)
-        and ``min_families`` the families it must be seen in (likewise),
-        ``groupings`` the groupings to encode (all from the spec: ModelSpec.groupings);
+        the grouping whose families' mean ln D each row's ln D is centred on, ``groupings`` the
+        groupings to encode, ``min_rows`` the rows a level of a grouping needs to be one (fewer:
+        its rows read as an unseen level) and ``min_families`` the families it must be seen in
+        (likewise) (all from the spec: ModelSpec.groupings, .min_rows, .min_families);
         ``known`` is known_families.load(). Rows without training tokens get their
         family's from the table of known families, as in :func:`encode`; the models left
         without any each get a latent ln D."""
@@ -194,16 +194,14 @@ class Encoding:
             df, "train_tokens_b"
         )
         values = {g: grouping_values(df, g) for g in groupings}
-        for g in set(min_rows or {}) | set(min_families or {}):
+        min_rows, min_families = min_rows or {}, min_families or {}
+        for g in set(min_rows) | set(min_families):
             seen = (
                 pl.DataFrame({"level": values[g], "family": df["family"]})
                 .drop_nulls("level")
                 .group_by("level")
                 .agg(pl.len().alias("rows"), pl.col("family").n_unique().alias("families"))
-                .filter(
-                    (pl.col("rows") >= (min_rows or {}).get(g, 0))
-                    & (pl.col("families") >= (min_families or {}).get(g, 0))
-                )
+                .filter((pl.col("rows") >= min_rows.get(g, 0)) & (pl.col("families") >= min_families.get(g, 0)))
             )
             values[g] = values[g].set(~values[g].is_in(seen["level"].to_list()).fill_null(False), None)
         levels = {g: tuple(sorted(v.drop_nulls().unique().to_list())) for g, v in values.items()}

@@ -48,9 +48,9 @@ def prepare(df: pl.DataFrame, spec: ModelSpec) -> tuple[pl.DataFrame, Encoding]:
         spec.within,
         spec.tokens_within,
         known_families.load(),
-        spec.min_rows,
-        spec.groupings,
-        spec.min_families,
+        groupings=spec.groupings,
+        min_rows=spec.min_rows,
+        min_families=spec.min_families,
     )
 
 
