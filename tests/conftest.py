@@ -136,6 +136,34 @@ def collapse_fit(collapse_fit_path):
     return fitfile.load(collapse_fit_path)
 
 
+# a small model with a noise-scale shift per method (effect part noise_scale, mean.noise_shift)
+# and no collapse regime: it compiles and samples in seconds
+NOISE_SPEC = """
+name = "noise-small"
+likelihood = "log_student_t"
+rows = "published"
+curvature = "low_bits"
+noise = ["low_bits", "per_channel"]
+[effects.method]
+intercept = true
+bits_slope = true
+per_channel = true
+noise_scale = true
+fixed_sd = { intercept = 1.0, bits_slope = 0.3, per_channel = 0.7, noise_scale = 0.5 }
+[effects.family]
+intercept = true
+fixed_sd = { intercept = 0.7 }
+"""
+
+
+@pytest.fixture(scope="session")
+def noise_fit(tmp_path_factory, table):
+    """The small noise-scale model on the rows of small_fit (OPT and LLaMA-1, wikitext2)."""
+    spec = tmp_path_factory.mktemp("spec") / "noise-small.toml"
+    spec.write_text(NOISE_SPEC)
+    return fitfile.load(_fit_two_families(tmp_path_factory, table, str(spec), "noise.nc"))
+
+
 @pytest.fixture(scope="session")
 def format_fit_path(tmp_path_factory, table):
     """The candidate with named-format effects (hierarchical-v3f) on the same rows as

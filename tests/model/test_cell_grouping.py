@@ -13,8 +13,11 @@ from qbayes.errors import QBayesError
 from qbayes.model import ppc_cells
 from qbayes.model.covariates import covariates
 from qbayes.model.encoding import grouping_values
-from qbayes.model.fit import prepare
+from qbayes.model.fit import fit_table, prepare
+from qbayes.model.predict import Predictor
 from qbayes.model.spec import SPEC_DIR, load_spec
+
+from helpers import SMALL
 
 SPEC = "hierarchical-v3v"  # candidate v: the default plus a cell intercept
 
@@ -149,11 +152,6 @@ def test_a_fit_with_no_shared_setting_predicts_every_row_as_an_unseen_one(table,
     """One family's rows share no setting with another: the fit has no setting level, every
     row reads as an unseen setting of its method, and prediction draws its effect from the
     population (a spread of sd per draw), so the rows still get finite intervals."""
-    from qbayes.model.fit import fit_table
-    from qbayes.model.predict import Predictor
-
-    from helpers import SMALL
-
     spec_path = tmp_path / "setting-small.toml"
     spec_path.write_text(
         'name = "setting-small"\nlikelihood = "log_student_t"\nrows = "published"\n'

@@ -1,6 +1,7 @@
 """Grouping effects of the noise scale (spec effect part ``noise_scale``, kind "s"): a shift of
 the log of the likelihood's scale per level, fitted, predicted and conditioned on like the
-law's effects (qbayes/model/mean.py ``noise_shift``), on a small model with one per method."""
+law's effects (qbayes/model/mean.py ``noise_shift``), on conftest's small model with one per
+method (noise_fit)."""
 
 from __future__ import annotations
 
@@ -9,41 +10,10 @@ import polars as pl
 import pytest
 
 from qbayes.errors import QBayesError
-from qbayes.model import fitfile
-from qbayes.model.fit import fit_table
-from qbayes.model.mean import design_matrix, noise_shift, relative_noise
+from qbayes.model import conditioning
+from qbayes.model.mean import design_matrix, layout, noise_shift, relative_noise
 from qbayes.model.predict import Predictor, noise_shift_draws
 from qbayes.model.spec import load_spec
-
-from helpers import SMALL
-
-# few effects, no collapse regime: it compiles and samples in seconds
-NOISE_SPEC = """
-name = "noise-small"
-likelihood = "log_student_t"
-rows = "published"
-curvature = "low_bits"
-noise = ["low_bits", "per_channel"]
-[effects.method]
-intercept = true
-bits_slope = true
-per_channel = true
-noise_scale = true
-fixed_sd = { intercept = 1.0, bits_slope = 0.3, per_channel = 0.7, noise_scale = 0.5 }
-[effects.family]
-intercept = true
-fixed_sd = { intercept = 0.7 }
-"""
-
-
-@pytest.fixture(scope="module")
-def noise_fit(tmp_path_factory, table):
-    """The small model fitted to OPT's and LLaMA-1's wikitext2 rows (as conftest's fits)."""
-    path = tmp_path_factory.mktemp("noise")
-    spec = path / "noise-small.toml"
-    spec.write_text(NOISE_SPEC)
-    sub = table.filter(pl.col("family").is_in(["OPT", "LLaMA-1"]) & (pl.col("eval_set") == "wikitext2"))
-    return fitfile.load(fitfile.save(fit_table(sub, load_spec(str(spec)), SMALL), path / "noise.nc"))
 
 
 def _spec(tmp_path, method_effect: str):
@@ -77,18 +47,13 @@ def test_noise_design_carries_only_the_noise_effects(noise_fit):
     law = design_matrix(d, effects, levels, fit.spec.curvature)
     noise = design_matrix(d, effects, levels, fit.spec.curvature, "noise")
     k = len(levels["method"]) + 1
-    cols = [name for name, width in _layout_names(fit) for _ in range(width)]
+    entries = layout(fit.spec.effects, fit.encoding.levels, fit.encoding.feature_names)
+    cols = [name for name, width in entries for _ in range(width)]
     s_cols = [i for i, c in enumerate(cols) if c == "s_method"]
     assert len(s_cols) == k
     assert not law[:, s_cols].any()
     assert np.array_equal(noise[:, s_cols].sum(axis=1), np.ones(d.n))
     assert not np.delete(noise, s_cols, axis=1).any()
-
-
-def _layout_names(fit):
-    from qbayes.model.mean import layout
-
-    return layout(fit.spec.effects, fit.encoding.levels, fit.encoding.feature_names)
 
 
 def test_a_seen_methods_noise_scale_is_its_own(noise_fit):
@@ -130,8 +95,6 @@ def test_observed_scatter_of_a_new_method_widens_its_noise(noise_fit):
     """Rows of a method the fit has not seen that scatter far around any one level teach its
     noise shift (an effect of the noise scale, not of the law's mean): conditioning on them
     raises it, and the method's other predictions get wider intervals."""
-    from qbayes.model import conditioning
-
     fit = noise_fit
     base = fit.data.filter((pl.col("method") == "GPTQ") & (pl.col("w_bits") == 4)).head(8)
     assert base.height == 8
