@@ -12,7 +12,9 @@ likelihood of the observations times N(z; 0, I) / q(z). Their mean is the draw's
 likelihood L_s; one z is then resampled per draw by those weights, and the draws themselves
 are resampled with probability proportional to L_s, which updates every effect the fit has
 seen (and the noise, dof, scalar terms) the same way. The result is a set of equally weighted
-draws that :class:`~qbayes.model.predict.Predictor` predicts with unchanged.
+draws that :class:`~qbayes.model.predict.Predictor` predicts with unchanged. A spec's [cut]
+offsets of seen cells (cells.py) are part of each draw: they enter the observed rows'
+likelihood as they are and are resampled with their draws.
 
 The effective sample size of the draw weights, (sum L)^2 / sum L^2, says how far the fast
 update can be trusted: observations far out in the posterior's tail leave few draws, and the
@@ -22,7 +24,6 @@ gets a two-sided posterior predictive p-value under the fit before conditioning.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,7 @@ import polars as pl
 from qbayes.db.named_formats import expand as expand_formats
 from qbayes.errors import QBayesError
 from qbayes.model import collapse
+from qbayes.model.cells import log_t_const, shifted_mean
 from qbayes.model.covariates import Covariates
 from qbayes.model.encoding import ReadTable
 from qbayes.model.fitfile import Fit
@@ -50,6 +52,8 @@ from qbayes.model.predict import (
     Predictor,
     Prepared,
     _log_d_missing,
+    cut_collapse_rows,
+    cut_offset_rows,
     extra_new_levels,
     law_params,
     noise_shift_draws,
@@ -205,9 +209,6 @@ def unmatched(observed: Observed, queries: pl.DataFrame) -> list[str]:
     return out
 
 
-_lgamma = np.vectorize(math.lgamma, otypes=[np.float64])  # scipy.special would add seconds to start-up
-
-
 @dataclass(frozen=True)
 class Units:
     """The unseen-level effects the observed rows touch: ``names[k]`` (effect name, level
@@ -297,6 +298,9 @@ class _Likelihood:
             self.base = Draws(p=p, log_tokens=self.base.log_tokens, seed=self.base.seed, fresh=self.base.fresh)
             self.col_loc = np.log(p["ceiling"] + fit.spec.log_shift)
             self.col_sd = p["collapse_sd"]
+            offset = cut_collapse_rows(fit, d, self.base)  # a seen cell's collapse level (cells.py)
+            if offset is not None:
+                self.col_loc = self.col_loc + offset
         extra = extra_new_levels(fit, d, self.base)
         self.extra = np.zeros((d.n, draws.n)) if extra is None else extra.astype(np.float64)
         extra = extra_new_levels(fit, d, self.base, "act")
@@ -310,13 +314,11 @@ class _Likelihood:
             # the fit's target, graph.log_target (not imported: prediction runs without PyMC)
             self.y = np.log(np.maximum(self.y, -fit.spec.log_shift / 2) + fit.spec.log_shift)
         # the Student-t density's constant per draw
-        self.const = (
-            None
-            if self.nu is None
-            else _lgamma((self.nu + 1) / 2) - _lgamma(self.nu / 2) - 0.5 * np.log(self.nu * np.pi)
-        )
+        self.const = None if self.nu is None else log_t_const(self.nu)
         self.eta0 = None
         self.eta0, self.act0 = self._linear_predictor()
+        cell = cut_offset_rows(fit, d, self.base)  # seen cells' [cut] offsets (cells.py), fixed per draw
+        self.cell = None if cell is None else cell.astype(np.float64)
 
     def _linear_predictor(self) -> tuple[np.ndarray | None, np.ndarray]:
         """The linear predictor and the activation term's exponent shift without the unit
@@ -364,6 +366,8 @@ class _Likelihood:
         """(N_obs, S) location and scale of the likelihood with unit effects ``z`` (K, S)."""
         u = self.units.sd * z
         mu = self._mean(self.units.loading @ u, self.units.act_loading @ u)
+        if self.cell is not None:
+            mu = shifted_mean(mu, self.cell, self.fit.spec.log_shift)
         return location_scale(self.fit, self.base.p, self.d, mu, self.noise0 + self.units.noise_loading @ u)
 
     def probability(self, loc: np.ndarray) -> np.ndarray:

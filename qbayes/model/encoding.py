@@ -60,6 +60,7 @@ def tokens_centre(df: pl.DataFrame, level: pl.Series) -> dict[str, float]:
 
 
 CELL_COLUMNS = ("family", "method", "w_bits", "act_bits", "group_size")  # what a row's cell is read from
+DERIVED = ("cell", "setting", "model_cell")  # groupings whose levels are read through cell_keys
 
 
 def cell_keys(df: pl.DataFrame) -> pl.DataFrame:
@@ -86,12 +87,19 @@ def grouping_values(df: pl.DataFrame, g: str) -> pl.Series:
     """Each row's level of grouping ``g``: a column's value, or for an interaction the
     parts joined by "|" (null where a part is missing, or where the table lacks them); a
     ``cell`` is the row's family, method, bits and grouping (:func:`cell_keys`), a ``setting``
-    the same without the family (a method's configuration, shared by every family)."""
-    parts = CELL_COLUMNS if g in ("cell", "setting") else INTERACTIONS.get(g, (g,))
+    the same without the family (a method's configuration, shared by every family), a
+    ``model_cell`` the same with the model in place of the family."""
+    parts = CELL_COLUMNS if g in DERIVED else INTERACTIONS.get(g, (g,))
+    if g == "model_cell":
+        parts = (*parts, "model")
     if not all(c in df.columns for c in parts):
         return pl.Series(g, [None] * df.height, dtype=pl.String)
-    if g in ("cell", "setting"):
-        keys = cell_keys(df) if g == "cell" else cell_keys(df).drop("family")
+    if g in DERIVED:
+        keys = cell_keys(df)
+        if g == "setting":
+            keys = keys.drop("family")
+        elif g == "model_cell":
+            keys = keys.with_columns(df.get_column("model").fill_null("?").alias("family"))
         return keys.select(pl.concat_str(pl.all(), separator="|").alias(g)).to_series()
     return df.select(pl.concat_str(list(parts), separator="|").alias(g)).to_series()
 

@@ -11,6 +11,9 @@ A model with unknown training tokens gets its latent ln D when the fit knew the 
 otherwise a draw from the fitted population of ln D.
 A spec with ``[collapse]`` draws each row and draw from the mixture of the law and the collapse
 (collapse.py); ``p_collapse`` is the mean over draws of the collapse probability.
+A spec with ``[cut]`` offsets the law's mean of each row in a cell (or model cell) the fit has
+seen by that level's offset (cells.py), drawn per draw from its own training rows the first
+time :meth:`Predictor.prepare` meets the level.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from qbayes.model import collapse, fitfile
+from qbayes.model import cells, collapse, fitfile
 from qbayes.model.covariates import Covariates, covariates
 from qbayes.model.encoding import ReadTable
 from qbayes.model.fitfile import Fit
@@ -47,7 +50,8 @@ NEW_LEVEL_FLAGS = {
     "eval_set": "new_eval_set",
     "w_kind": "new_w_kind",
     "format": "new_format",
-}  # grouping -> flag of rows whose level the fit has not seen
+    "cell": "new_cell",
+}  # grouping -> flag of rows whose level the fit has not seen (cell: a [cut] spec's only)
 PROVENANCE = ("block_design", "block_design_from", "train_tokens_b_used", "train_tokens_from")
 # of those, what ``qbayes predict`` writes after the query's own columns
 OUTPUT_COLUMNS = (
@@ -112,6 +116,12 @@ def draws_from_fit(fit: Fit, *, n: int | None = DEFAULT_DRAWS, seed: int = 0, dt
         enc = fit.encoding
         m, sd = collapse.population({**enc.known_vocab, **enc.family_vocab_seen})
         p[collapse.POP_LOG_VOCAB] = (m + sd * rng.standard_normal((1, s))).astype(dtype)
+    for g in fit.spec.cut:  # not drawn yet (Predictor.prepare draws them); an unseen level has none
+        n_levels = len(fit.encoding.levels[g])
+        p[cut_name(g)] = np.concatenate([np.full((n_levels, s), np.nan, dtype=dtype), np.zeros((1, s), dtype=dtype)])
+    if fit.spec.cut_collapse is not None:  # the cells' offsets of the collapse level, likewise
+        p[CUT_COLLAPSE] = np.full_like(p[cut_name("cell")], np.nan)
+        p[CUT_COLLAPSE][-1] = 0.0
     pop = p["log_tokens_mean"] + p["log_tokens_sd"] * rng.standard_normal((1, s), dtype=dtype)
     latent = flat("log_tokens_missing") if "log_tokens_missing" in post else np.empty((0, s))
     return Draws(p=p, log_tokens=np.concatenate([latent, pop], axis=0), seed=seed)
@@ -178,7 +188,15 @@ def law_params(fit: Fit, d: Covariates, draws: Draws) -> dict[str, np.ndarray]:
 
 def mean_draws(fit: Fit, d: Covariates, draws: Draws) -> np.ndarray:
     """Mean degradation per row and draw, (N, S): the law's (a [collapse] spec's collapse
-    regime is not in it; see :func:`collapse_draws`)."""
+    regime is not in it; see :func:`collapse_draws`), offset by its seen cells for a spec
+    with ``[cut]``."""
+    mu = law_mean_draws(fit, d, draws)
+    offset = cut_offset_rows(fit, d, draws)
+    return mu if offset is None else cells.shifted_mean(mu, offset, fit.spec.log_shift)
+
+
+def law_mean_draws(fit: Fit, d: Covariates, draws: Draws) -> np.ndarray:
+    """:func:`mean_draws` without the [cut] offsets: what the shared parameters alone say."""
     return mean_degradation(
         law_params(fit, d, draws),
         d,
@@ -190,6 +208,96 @@ def mean_draws(fit: Fit, d: Covariates, draws: Draws) -> np.ndarray:
         fit.spec.curvature,
         extra_new_levels(fit, d, draws),
         extra_new_levels(fit, d, draws, "act"),
+    )
+
+
+CUT_COLLAPSE = "cut_collapse"  # the Draws entry of the cells' collapse-level offsets, (C + 1, S)
+
+
+def cut_name(g: str) -> str:
+    """The Draws entry of grouping ``g``'s [cut] offsets, (L + 1, S), the last row 0 (an unseen level)."""
+    return f"cut_{g}"
+
+
+def cut_offset_rows(fit: Fit, d: Covariates, draws: Draws) -> np.ndarray | None:
+    """(N, S) the sum of each row's [cut] offsets (0 for levels the fit has not seen); None
+    for a spec without [cut]. The offsets of the rows' levels must have been drawn
+    (:func:`draw_cut_offsets`)."""
+    if not fit.spec.cut:
+        return None
+    out = sum(draws.p[cut_name(g)][d.idx[g]] for g in fit.spec.cut)
+    if np.isnan(out).any():
+        raise RuntimeError("cut offsets used before they were drawn: prepare rows with Predictor.prepare")
+    return out
+
+
+def cut_collapse_rows(fit: Fit, d: Covariates, draws: Draws) -> np.ndarray | None:
+    """(N, S) each row's cell offset of its collapse level's ln(level + shift) (0 for a cell the
+    fit has not seen); None for a spec without [cut] collapse."""
+    if fit.spec.cut_collapse is None:
+        return None
+    out = draws.p[CUT_COLLAPSE][d.idx["cell"]]
+    if np.isnan(out).any():
+        raise RuntimeError("cut offsets used before they were drawn: prepare rows with Predictor.prepare")
+    return out
+
+
+def draw_cut_offsets(fit: Fit, d: Covariates, draws: Draws, training: Prepared) -> None:
+    """Draws, in place in ``draws``, the [cut] offsets of the seen levels of rows ``d`` that
+    are not drawn yet, each from its own training rows (``training``, the fit's rows
+    prepared) given the offsets of the groupings before it."""
+    for g in fit.spec.cut:
+        _draw_levels(fit, draws, training, g, np.unique(d.idx[g]))
+
+
+def _draw_levels(fit: Fit, draws: Draws, training: Prepared, g: str, levels: np.ndarray) -> None:
+    table = draws.p[cut_name(g)]
+    todo = [int(j) for j in levels if j >= 0 and np.isnan(table[j, 0])]
+    if not todo:
+        return
+    t = training.covariates
+    at = np.flatnonzero(np.isin(t.idx[g], todo))
+    order = list(fit.spec.cut)
+    earlier = order[: order.index(g)]
+    for h in earlier:  # the levels these rows sit in, conditioned first
+        _draw_levels(fit, draws, training, h, np.unique(t.idx[h][at]))
+    shift = fit.spec.log_shift
+    y = fit.data.get_column("delta").to_numpy()[at].astype(np.float64)
+    rows = cell_rows(fit, t.rows(at), draws, np.log(np.maximum(y, -shift / 2) + shift))  # graph.log_target
+    if earlier:
+        d_at = t.rows(at)
+        before = sum(draws.p[cut_name(h)][t.idx[h][at]] for h in earlier).astype(np.float64)
+        col = cut_collapse_rows(fit, d_at, draws)
+        rows = rows.shifted(before, None if col is None else col.astype(np.float64))
+    collapse_too = g == "cell" and fit.spec.cut_collapse is not None
+    for j in todo:
+        rng = np.random.default_rng([draws.seed, zlib.crc32(g.encode()), j])
+        mine = rows.take(t.idx[g][at] == j)
+        table[j] = cells.draw_offsets(mine, fit.spec.cut[g], rng)
+        if collapse_too:  # the collapse level's offset, given the law's
+            mine = mine.shifted(table[j].astype(np.float64)[None])
+            draws.p[CUT_COLLAPSE][j] = cells.draw_offsets(mine, fit.spec.cut_collapse, rng, collapse=True)
+
+
+def cell_rows(fit: Fit, d: Covariates, draws: Draws, y: np.ndarray) -> cells.CellRows:
+    """Training rows ``d`` with targets ``y`` (ln(delta + shift)) under the draws, without
+    [cut] offsets: the likelihood a level's offset is conditioned on."""
+    p = {k: v.astype(np.float64) for k, v in law_params(fit, d, draws).items()}
+    mu = law_mean_draws(fit, d, draws).astype(np.float64)
+    shift = fit.spec.log_shift
+    noise = noise_shift_draws(fit, d, draws)
+    scale = relative_noise(p, d, fit.spec.noise, np, None if noise is None else noise.astype(np.float64))
+    loc = np.log(mu + shift)
+    nu = p["nu"][0]
+    rows = cells.CellRows(y=y, loc=loc, scale=np.broadcast_to(scale, loc.shape), nu=nu, const=cells.log_t_const(nu))
+    if fit.spec.collapse is None:
+        return rows
+    return dataclasses.replace(
+        rows,
+        logit=collapse.logit(p, d, mu, fit.spec.collapse, shift, np),
+        slope=p["collapse_b"][0],
+        col_loc=np.log(p["ceiling"] + shift),
+        col_sd=p["collapse_sd"][0],
     )
 
 
@@ -227,7 +335,11 @@ def collapse_draws(fit: Fit, d: Covariates, draws: Draws, mu: np.ndarray) -> Col
     if spec is None:
         return None
     p = law_params(fit, d, draws)
-    return CollapseDraws(level=p["ceiling"], probability=collapse.probability(p, d, mu, spec, fit.spec.log_shift))
+    level = p["ceiling"]
+    offset = cut_collapse_rows(fit, d, draws)
+    if offset is not None:  # a seen cell's collapse level, from its own rows (cells.py)
+        level = cells.shifted_mean(level, offset, fit.spec.log_shift)
+    return CollapseDraws(level=level, probability=collapse.probability(p, d, mu, spec, fit.spec.log_shift))
 
 
 def expected_draws(fit: Fit, d: Covariates, draws: Draws) -> np.ndarray:
@@ -367,6 +479,7 @@ class Predictor:
         self.draws = draws_from_fit(fit, n=n_draws, seed=seed)
         # every (column, value, level) respelling made so far, for the command line to report
         self.respelled: list[tuple[str, str, str]] = []
+        self._training: Prepared | None = None  # the fit's own rows, prepared once a [cut] offset is needed
 
     def with_draws(self, draws: Draws) -> Predictor:
         """This predictor with other draws of the same fit (conditioning.condition's)."""
@@ -387,6 +500,11 @@ class Predictor:
         covs = covariates(read)
         for g in one_new_level:
             covs = covs.as_one_new_level(g)
+        if self.fit.spec.cut:
+            if self._training is None:
+                train = self.fit.encoding.read(self.fit.data)
+                self._training = Prepared(query=self.fit.data, read=train, covariates=covariates(train))
+            draw_cut_offsets(self.fit, covs, self.draws, self._training)
         return Prepared(query=table, read=read, covariates=covs)
 
     def mean(self, rows: Prepared) -> np.ndarray:
@@ -423,7 +541,7 @@ class Predictor:
         # a block design or a format only matters (and is only flagged as new) in a model
         # with effects of it
         uses_arch = any(g in self.fit.spec.effects for g in ("arch", "arch_method"))
-        flagged = {"arch": uses_arch, "format": "format" in self.fit.spec.effects}
+        flagged = {"arch": uses_arch, "format": "format" in self.fit.spec.effects, "cell": "cell" in self.fit.spec.cut}
         read = rows.read
         none = pl.Series([None] * table.height, dtype=pl.String)
         provenance = {

@@ -33,11 +33,15 @@ GROUPINGS = (
     "model",
     "cell",
     "setting",
+    "model_cell",
 )
 # groupings read from several columns per row at some cost (a cell's label joins five):
 # encoded only for a spec that uses them (ModelSpec.groupings), so predicting from any other
 # fit does not compute them
-DERIVED_GROUPINGS = ("cell", "setting")
+DERIVED_GROUPINGS = ("cell", "setting", "model_cell")
+# the groupings a spec's [cut] may offset (model/cells.py), outer first: each is conditioned
+# given the offsets of the ones before it
+CUT_GROUPINGS = ("cell", "model_cell")
 # groupings a row may lack on purpose: a row without a named format (int4-g128 is read from
 # its bits and group size alone) has no effect of it, where a row of no known family is a
 # new level drawn from the population; a fit whose rows have no level of it has none
@@ -228,6 +232,12 @@ class ModelSpec:
     curvature: str = "quadratic"  # see CURVATURES
     noise: tuple[str, ...] = ()  # terms the log-scale noise grows with, from NOISE_TERMS
     collapse: Collapse | None = None  # a mixture with a collapse regime (see Collapse); None: the law alone
+    # grouping (from CUT_GROUPINGS) -> sd of a seen level's offset on ln(delta + shift), conditioned
+    # after the fit on that level's own training rows (the cut model of model/cells.py)
+    cut: dict[str, float] = field(default_factory=dict)
+    # [cut] collapse: sd of a seen cell's offset of its collapse level's ln(level + shift), conditioned
+    # the same way (a [collapse] spec with a cell cut only); None: the level the fit says
+    cut_collapse: float | None = None
 
     @property
     def within(self) -> dict[str, str]:
@@ -241,6 +251,7 @@ class ModelSpec:
         used = set(self.effects) | set(self.within.values())
         if self.collapse is not None:
             used |= set(self.collapse.by) | set(self.collapse.kappa_by)
+        used |= set(self.cut)
         return tuple(g for g in GROUPINGS if g not in DERIVED_GROUPINGS or g in used)
 
     @property
@@ -258,6 +269,11 @@ class ModelSpec:
         out where unused, so a spec that does not use them keeps the hash of fits made
         before they existed."""
         raw = dataclasses.asdict(self)
+        if raw["cut_collapse"] is not None:  # [cut] collapse, as the spec file writes it
+            raw["cut"]["collapse"] = raw["cut_collapse"]
+        del raw["cut_collapse"]
+        if not raw["cut"]:
+            del raw["cut"]
         if raw["collapse"] is None:
             del raw["collapse"]
         else:
@@ -299,7 +315,7 @@ def _prior(value, kind: type, where: str):
 
 
 def _build(raw: dict, where: str) -> ModelSpec:
-    _check_keys(raw, [f.name for f in dataclasses.fields(ModelSpec)], where)
+    _check_keys(raw, [f.name for f in dataclasses.fields(ModelSpec) if f.name != "cut_collapse"], where)
     effects = {}
     for g, e in raw.get("effects", {}).items():
         if g not in GROUPINGS:
@@ -380,6 +396,11 @@ def _build(raw: dict, where: str) -> ModelSpec:
             f"likelihood '{likelihood}' has its own noise scale (mean.noise_scale)"
         )
     collapse = _collapse(raw.get("collapse"), likelihood, where)
+    cut, cut_collapse = _cut(raw.get("cut", {}), likelihood, where)
+    if cut_collapse is not None and (collapse is None or "cell" not in cut):
+        raise QBayesError(
+            f"{where}: [cut] collapse offsets the collapse level of seen cells: it needs [collapse] and a cell cut"
+        )
     if "name" not in raw:
         raise QBayesError(f"{where}: missing 'name'")
     return ModelSpec(
@@ -396,7 +417,25 @@ def _build(raw: dict, where: str) -> ModelSpec:
         curvature=curvature,
         noise=tuple(noise),
         collapse=collapse,
+        cut=cut,
+        cut_collapse=cut_collapse,
     )
+
+
+def _cut(raw, likelihood: str, where: str) -> tuple[dict[str, float], float | None]:
+    """The [cut] table, checked: grouping -> sd of its offsets, in CUT_GROUPINGS order, and the
+    sd of a cell's collapse-level offset (key ``collapse``; None without)."""
+    if not isinstance(raw, dict) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in raw.values()
+    ):
+        raise QBayesError(f"{where}: [cut] must map groupings to positive sds, e.g. {{ cell = 0.5 }}")
+    for g in raw:
+        if g not in (*CUT_GROUPINGS, "collapse"):
+            raise unknown(f"grouping in {where} [cut]", g, (*CUT_GROUPINGS, "collapse"))
+    if raw and likelihood != "log_student_t":
+        raise QBayesError(f"{where}: [cut] offsets the log_student_t likelihood only (got '{likelihood}')")
+    collapse = float(raw["collapse"]) if "collapse" in raw else None
+    return {g: float(raw[g]) for g in CUT_GROUPINGS if g in raw}, collapse
 
 
 def _collapse(raw, likelihood: str, where: str) -> Collapse | None:

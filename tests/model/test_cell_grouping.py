@@ -102,9 +102,10 @@ def test_min_rows_leaves_sparse_cells_without_an_effect_of_their_own(two_familie
 
 
 def test_only_a_spec_that_uses_cells_encodes_them(two_families):
-    """A cell's label joins five columns per row: a fit whose spec has no cell term does not
-    encode the grouping, so reading rows for it (as every prediction does) computes none."""
-    _, plain = prepare(two_families, load_spec("hierarchical"))
+    """A cell's label joins five columns per row: a fit whose spec has no cell term (nor a
+    [cut] of cells) does not encode the grouping, so reading rows for it (as every prediction
+    does) computes none."""
+    _, plain = prepare(two_families, load_spec("hierarchical-v3h"))
     _, with_cells = prepare(two_families, load_spec(SPEC))
     assert "cell" not in plain.levels and "cell" in with_cells.levels
     assert set(plain.levels) == set(with_cells.levels) - {"cell"}
@@ -124,7 +125,7 @@ def test_a_setting_is_a_cell_without_its_family_nested_in_its_method(two_familie
     assert set(enc.levels["setting"]) == set(settings)
     assert all(p == s.split("|")[0] for s, p in zip(enc.levels["setting"], enc.parents["setting"]))
     _, plain = prepare(two_families, load_spec("hierarchical"))
-    assert "setting" not in plain.levels
+    assert "setting" not in plain.levels and {"cell", "model_cell"} <= set(plain.levels)
 
 
 def test_min_families_keeps_only_settings_that_families_share(two_families, tmp_path):

@@ -25,6 +25,7 @@ GROUPING_NAMES = {
     "model": "Model (within its family)",
     "cell": "Family × method × bits × grouping",
     "setting": "Method × bits × grouping (within its method)",
+    "model_cell": "Model × method × bits × grouping",
 }
 # arXiv 2411.04330 (Kumar et al., "Scaling Laws for Precision"), post-training quantization
 # fit delta_PTQ = C_T * D^gamma_D / N^gamma_N * exp(-P_post / gamma_post), on their setup.
