@@ -263,9 +263,9 @@ def _draw_levels(fit: Fit, draws: Draws, training: Prepared, g: str, levels: np.
         _draw_levels(fit, draws, training, h, np.unique(t.idx[h][at]))
     shift = fit.spec.log_shift
     y = fit.data.get_column("delta").to_numpy()[at].astype(np.float64)
-    rows = cell_rows(fit, t.rows(at), draws, np.log(np.maximum(y, -shift / 2) + shift))  # graph.log_target
+    d_at = t.rows(at)
+    rows = cell_rows(fit, d_at, draws, np.log(np.maximum(y, -shift / 2) + shift))  # graph.log_target
     if earlier:
-        d_at = t.rows(at)
         before = sum(draws.p[cut_name(h)][t.idx[h][at]] for h in earlier).astype(np.float64)
         col = cut_collapse_rows(fit, d_at, draws)
         rows = rows.shifted(before, None if col is None else col.astype(np.float64))
