@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from qbayes.model import collapse
+
 COARSE, FINE = 24, 32  # points of the grid that finds the posterior, and of the one that draws from it
 EDGE = 4.0  # the first pass spans the prior's +-EDGE sds and every residual
 FAR = 9.0  # collapse sds: a row this far from its collapse level has a collapse density below e^-40
@@ -117,16 +119,15 @@ def _grid(lo: np.ndarray, hi: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarra
 
 
 def collapse_log_likelihood(rows: CellRows, c: np.ndarray) -> np.ndarray:
-    """(G, S): :func:`log_likelihood` with offsets ``c`` (G, S) added to the collapse level's
-    location instead of the law's, for the rows that can reach it (the others add a constant)."""
+    """(G, S): the mixture's log-likelihood (collapse.log_density) with offsets ``c`` (G, S)
+    added to the collapse level's location instead of the law's, for the rows that can reach
+    it (the others add a constant)."""
     near = (np.abs(rows.y[:, None] - rows.col_loc) < FAR * rows.col_sd + np.abs(c).max(axis=0)).any(axis=1)
     r = rows.take(near)
-    x = (r.y[:, None] - r.loc) / r.scale
-    law = r.const - np.log(r.scale) - (r.nu + 1) / 2 * np.log1p(x**2 / r.nu)  # (n, S), fixed
-    soft = np.logaddexp(0.0, r.logit)  # ln(1 - p) = -soft, ln p = logit - soft
-    z = (r.y[None, :, None] - r.col_loc[None] - c[:, None]) / r.col_sd
-    col = -0.5 * z**2 - 0.5 * np.log(2 * np.pi) - np.log(r.col_sd)
-    return np.logaddexp(law[None], col + r.logit[None]).sum(axis=1) - soft.sum(axis=0)
+    with np.errstate(over="ignore"):  # a logit below -709: p = 0, the law's density alone
+        prob = 1.0 / (1.0 + np.exp(-r.logit))
+    dens = collapse.log_density(r.y[:, None], r.loc, r.scale, r.nu, r.const, r.col_loc + c[:, None], r.col_sd, prob)
+    return dens.sum(axis=1)
 
 
 def _log_posterior(loglik, b: np.ndarray, sd: float) -> np.ndarray:
