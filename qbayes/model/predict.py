@@ -225,10 +225,7 @@ def cut_offset_rows(fit: Fit, d: Covariates, draws: Draws) -> np.ndarray | None:
     (:func:`draw_cut_offsets`)."""
     if not fit.spec.cut:
         return None
-    out = sum(draws.p[cut_name(g)][d.idx[g]] for g in fit.spec.cut)
-    if np.isnan(out).any():
-        raise RuntimeError("cut offsets used before they were drawn: prepare rows with Predictor.prepare")
-    return out
+    return _drawn(sum(draws.p[cut_name(g)][d.idx[g]] for g in fit.spec.cut))
 
 
 def cut_collapse_rows(fit: Fit, d: Covariates, draws: Draws) -> np.ndarray | None:
@@ -236,10 +233,14 @@ def cut_collapse_rows(fit: Fit, d: Covariates, draws: Draws) -> np.ndarray | Non
     fit has not seen); None for a spec without [cut] collapse."""
     if fit.spec.cut_collapse is None:
         return None
-    out = draws.p[CUT_COLLAPSE][d.idx["cell"]]
-    if np.isnan(out).any():
+    return _drawn(draws.p[CUT_COLLAPSE][d.idx["cell"]])
+
+
+def _drawn(offsets: np.ndarray) -> np.ndarray:
+    """``offsets``, refused if some were never drawn (NaN: rows not read by Predictor.prepare)."""
+    if np.isnan(offsets).any():
         raise RuntimeError("cut offsets used before they were drawn: prepare rows with Predictor.prepare")
-    return out
+    return offsets
 
 
 def draw_cut_offsets(fit: Fit, d: Covariates, draws: Draws, training: Prepared) -> None:
