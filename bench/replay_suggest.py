@@ -38,7 +38,7 @@ from qbayes.jsonsafe import json_safe
 from qbayes.model import fitfile
 from qbayes.model.conditioning import anomalies, effective_noise_var, likelihood_draws, observe_gaussian
 from qbayes.model.encoding import family_tokens
-from qbayes.model.graph import log_target
+from qbayes.model.mean import log_target
 from qbayes.model.predict import DELTA_MAX, Predictor, row_quantiles
 from qbayes.model.table import STANDARD, training_table
 from qbayes.suggest.gpucost import Costs

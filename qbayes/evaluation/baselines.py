@@ -16,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from qbayes.model.graph import LOG_SHIFT, log_target
+from qbayes.model.mean import log_target
+from qbayes.model.spec import LOG_SHIFT
 from qbayes.registry import Registry
 
 MIN_CELL = 5

@@ -39,6 +39,7 @@ from qbayes.model.fitfile import Fit
 from qbayes.model.mean import (
     design_matrix,
     has_act_effects,
+    log_target,
     mean_degradation,
     noise_scale,
     part_of,
@@ -311,8 +312,7 @@ class _Likelihood:
         self.nu = draws.p["nu"][0].astype(np.float64) if "nu" in draws.p else None
         self.y = delta[:, None]
         if fit.spec.likelihood == "log_student_t":
-            # the fit's target, graph.log_target (not imported: prediction runs without PyMC)
-            self.y = np.log(np.maximum(self.y, -fit.spec.log_shift / 2) + fit.spec.log_shift)
+            self.y = log_target(self.y, fit.spec.log_shift)  # the fit's target
         # the Student-t density's constant per draw
         self.const = None if self.nu is None else log_t_const(self.nu)
         self.eta0 = None

@@ -26,19 +26,14 @@ from qbayes.model.encoding import Encoding
 from qbayes.model.mean import (
     design_matrix,
     layout,
+    log_target,
     mean_degradation,
     noise_scale,
     noise_shift,
     relative_noise,
     sparse_rows,
 )
-from qbayes.model.spec import EFFECT_KINDS, LOG_SHIFT, SD_PRIOR, ModelSpec
-
-
-def log_target(delta: np.ndarray, shift: float = LOG_SHIFT) -> np.ndarray:
-    """ln(delta + shift); deltas below -shift/2 (published tables round to 0.01 ppl; collected
-    deltas this negative are measurement noise) are floored there."""
-    return np.log(np.maximum(delta, -shift / 2) + shift)
+from qbayes.model.spec import EFFECT_KINDS, SD_PRIOR, ModelSpec
 
 
 def known_log_tokens(covs: Covariates) -> np.ndarray:

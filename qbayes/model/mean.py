@@ -42,11 +42,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from qbayes.model.covariates import Covariates
-from qbayes.model.spec import ACT_KINDS, NOISE_KINDS, NOISE_TERMS, Effect
+from qbayes.model.spec import ACT_KINDS, LOG_SHIFT, NOISE_KINDS, NOISE_TERMS, Effect
 
 # exp() of the linear predictor is capped at exp(LOG_MU_MAX) ~ 30 nats (a perplexity ratio
 # of 1e13), beyond any collapse in the data; it keeps early warm-up and prior draws finite.
 LOG_MU_MAX = 3.4
+
+
+def log_target(delta: np.ndarray, shift: float = LOG_SHIFT) -> np.ndarray:
+    """ln(delta + shift), the scale the log_student_t likelihood lives on; deltas below
+    -shift/2 (published tables round to 0.01 ppl; collected deltas this negative are
+    measurement noise) are floored there. The fit's target, and what prediction,
+    conditioning and the in-sample check compare with it."""
+    return np.log(np.maximum(delta, -shift / 2) + shift)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import numpy as np
 
 from qbayes.model.encoding import cell_keys
 from qbayes.model.fitfile import Fit
+from qbayes.model.mean import log_target
 from qbayes.model.predict import Predictor
 
 MIN_ROWS = 5
@@ -116,10 +117,8 @@ def check_cells(fit: Fit, *, n_draws: int = DRAWS, seed: int = 0, min_rows: int 
     lo, q25, med, q75, hi = np.nanquantile(rep, [(1 - NOMINAL) / 2, 0.25, 0.5, 0.75, (1 + NOMINAL) / 2], axis=1)
     obs = data.get_column("delta").to_numpy().astype(float)
     shift = fit.spec.log_shift
-    floor = -shift / 2  # log_target's floor of negative deltas
-    log_obs = np.log(np.maximum(obs, floor) + shift)
-    log_med = np.log(np.maximum(med, floor) + shift)
-    half50 = (np.log(np.maximum(q75, floor) + shift) - np.log(np.maximum(q25, floor) + shift)) / 2
+    log_obs, log_med = log_target(obs, shift), log_target(med, shift)
+    half50 = (log_target(q75, shift) - log_target(q25, shift)) / 2
     inside = (obs >= lo) & (obs <= hi)
     keys = cell_keys(data).with_row_index("row")
     cells = []

@@ -31,7 +31,7 @@ from qbayes.model import cells, collapse, fitfile
 from qbayes.model.covariates import Covariates, covariates
 from qbayes.model.encoding import ReadTable
 from qbayes.model.fitfile import Fit
-from qbayes.model.mean import in_part, mean_degradation, noise_scale, noise_shift, relative_noise, weights
+from qbayes.model.mean import in_part, log_target, mean_degradation, noise_scale, noise_shift, relative_noise, weights
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 # quantiles of the predictive given no collapse ([collapse] specs): Predictor.predict's
@@ -265,7 +265,7 @@ def _draw_levels(fit: Fit, draws: Draws, training: Prepared, g: str, levels: np.
     shift = fit.spec.log_shift
     y = fit.data.get_column("delta").to_numpy()[at].astype(np.float64)
     d_at = t.rows(at)
-    rows = cell_rows(fit, d_at, draws, np.log(np.maximum(y, -shift / 2) + shift))  # graph.log_target
+    rows = cell_rows(fit, d_at, draws, log_target(y, shift))
     if earlier:
         before = sum(draws.p[cut_name(h)][t.idx[h][at]] for h in earlier).astype(np.float64)
         col = cut_collapse_rows(fit, d_at, draws)

@@ -154,7 +154,7 @@ def study(replicates: int = 40, *, draws: int = 300, tune: int = 300, chains: in
     import nutpie
     import pytensor
 
-    from qbayes.model.graph import log_target
+    from qbayes.model.mean import log_target
 
     s = setup()
     shared = pytensor.shared(np.zeros(s.table.height), name="sim_log_delta")
