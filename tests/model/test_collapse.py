@@ -74,8 +74,9 @@ def test_pymc_mixture_matches_the_numpy_density(table, name):
     collapse level per family (kappa_by)."""
     from scipy import stats
 
-    from qbayes.model.graph import LOG_SHIFT, build_model
+    from qbayes.model.graph import build_model
     from qbayes.model.mean import mean_degradation, relative_noise
+    from qbayes.model.spec import LOG_SHIFT
 
     spec = load_spec(name)
     sub = pl.concat(

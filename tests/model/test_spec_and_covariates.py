@@ -71,8 +71,9 @@ def test_pymc_likelihood_matches_numpy_mean_function(table, tokens_within, spec_
     below 4 bits and with quantized activations."""
     from scipy import stats
 
-    from qbayes.model.graph import LOG_SHIFT, build_model
+    from qbayes.model.graph import build_model
     from qbayes.model.mean import mean_degradation, relative_noise
+    from qbayes.model.spec import LOG_SHIFT
 
     if spec_name:
         spec = load_spec(spec_name)
