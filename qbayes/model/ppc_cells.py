@@ -108,8 +108,16 @@ class CellCheck:
 
 
 def check_cells(fit: Fit, *, n_draws: int = DRAWS, seed: int = 0, min_rows: int = MIN_ROWS) -> CellCheck:
-    """Posterior predictive of every training row of ``fit``, summarised per populated cell."""
-    data = fit.data
+    """Posterior predictive of the training rows of ``fit`` in populated cells, summarised per
+    cell (rows of smaller cells are not predicted: the offsets of their cells are not drawn)."""
+    keys = cell_keys(fit.data).with_row_index("row")
+    groups = [(k, g.get_column("row").to_numpy()) for k, g in keys.group_by(["family", "method", "bits", "grouping"])]
+    groups = [(k, idx) for k, idx in groups if len(idx) >= min_rows]
+    rows_checked = sum(len(idx) for _, idx in groups)
+    if not groups:
+        return CellCheck(cells=(), rows_checked=0, rows_total=fit.data.height)
+    picked = np.sort(np.concatenate([idx for _, idx in groups]))
+    data = fit.data[picked]
     predictor = Predictor(fit, n_draws=n_draws, seed=seed)
     rows = predictor.prepare(data)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -120,12 +128,9 @@ def check_cells(fit: Fit, *, n_draws: int = DRAWS, seed: int = 0, min_rows: int 
     log_obs, log_med = log_target(obs, shift), log_target(med, shift)
     half50 = (log_target(q75, shift) - log_target(q25, shift)) / 2
     inside = (obs >= lo) & (obs <= hi)
-    keys = cell_keys(data).with_row_index("row")
     cells = []
-    for key, group in keys.group_by(["family", "method", "bits", "grouping"]):
-        idx = group.get_column("row").to_numpy()
-        if len(idx) < min_rows:
-            continue
+    for key, rows_of in groups:
+        idx = np.searchsorted(picked, rows_of)  # the cell's rows among those predicted
         cells.append(
             Cell(
                 *map(str, key),
@@ -138,4 +143,4 @@ def check_cells(fit: Fit, *, n_draws: int = DRAWS, seed: int = 0, min_rows: int 
             )
         )
     cells.sort(key=lambda c: (-c.badness, c.coverage, c.label))
-    return CellCheck(cells=tuple(cells), rows_checked=sum(c.rows for c in cells), rows_total=data.height)
+    return CellCheck(cells=tuple(cells), rows_checked=rows_checked, rows_total=fit.data.height)
