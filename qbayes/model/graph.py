@@ -123,10 +123,9 @@ def _linear_predictor(pack: packing.Packing, theta, covs: Covariates, spec: Mode
     entries = layout(spec.effects, enc.levels, enc.feature_names)
     if not pack.covers([name for name, _ in entries]):
         return None
-    c, s = pack.linear(entries)
     index, weight = sparse_rows(design_matrix(covs, spec.effects, enc.levels, spec.curvature))
-    values = c + pt.dot(s, theta)
-    return pt.sum(weight * values[index], axis=1)
+    at = pack.rows(entries)[index]  # a new-level slot is 0 in the fit: weight 0
+    return pt.sum(np.where(at < 0, 0.0, weight) * pack.values(theta)[np.maximum(at, 0)], axis=1)
 
 
 def _mixture(spec: ModelSpec, covs: Covariates, p: dict, nu, loc, sigma, obs, mu) -> None:

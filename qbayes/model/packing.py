@@ -112,6 +112,27 @@ class Packing:
             row += n
         return c, s
 
+    def values(self, theta):
+        """The named parameters of every block linear in theta, concatenated in block order,
+        as PyTensor ``c + S @ theta`` (:func:`sparse_product`)."""
+        numeric = [b for b in self.blocks if b.linear]
+        return sparse_product(*self.linear([(b.name, b.matrix.shape[0]) for b in numeric]), theta)
+
+    def rows(self, entries: list[tuple[str, int]]) -> np.ndarray:
+        """For each row of ``entries`` ((name, length) pairs, as :meth:`linear` takes them),
+        its row in :meth:`values`; -1 for an effect's new-level slot (0 in the fit)."""
+        start, row = {}, 0
+        for b in self.blocks:
+            if b.linear:
+                start[b.name] = row
+                row += b.matrix.shape[0]
+        out = []
+        for name, n in entries:
+            k = next(b for b in self.blocks if b.name == name).matrix.shape[0]
+            out.extend(range(start[name], start[name] + k))
+            out.extend([-1] * (n - k))
+        return np.asarray(out, dtype=np.int64)
+
     def covers(self, names: list[str]) -> bool:
         """Whether every one of ``names`` is a block linear in theta."""
         linear = {b.name for b in self.blocks if b.linear}
@@ -126,8 +147,7 @@ class Packing:
         import pytensor.tensor as pt
 
         numeric = [b for b in self.blocks if b.linear]
-        c, s = self.linear([(b.name, b.matrix.shape[0]) for b in numeric])
-        values = c + pt.dot(s, theta)
+        values = self.values(theta)
         out: dict = {}
         row = 0
         for b in numeric:
@@ -194,6 +214,17 @@ class Packing:
                 off, sc = _per_draw(off), _per_draw(sc)
             new[b.name] = array(off + sc * z)
         return posterior.drop_vars(THETA).assign(new)
+
+
+def sparse_product(c: np.ndarray, s: np.ndarray, v):
+    """PyTensor ``c + s @ v`` for a constant ``s`` that is mostly zeros (the blocks' matrices on
+    its diagonal): ``v`` gathered at the nonzero columns, weighted and summed into their rows.
+    The dense product read all of ``s`` twice per gradient (forward and transposed), which was
+    most of a gradient's cost (docs/performance.md)."""
+    import pytensor.tensor as pt
+
+    rows, cols = np.nonzero(s)
+    return pt.inc_subtensor(pt.as_tensor_variable(c)[rows], s[rows, cols] * v[cols])
 
 
 def nested_projection(parents: tuple[str, ...]) -> np.ndarray:

@@ -98,3 +98,23 @@ def test_sparse_rows_give_the_same_product():
     index, weight = sparse_rows(x)
     assert index.shape == weight.shape and index.shape[1] == int((x != 0).sum(axis=1).max())
     np.testing.assert_allclose((weight * v[index]).sum(axis=1), x @ v, atol=1e-12)
+
+
+def test_sparse_product_gives_the_dense_product_and_its_gradient():
+    """packing.sparse_product, which the PyMC graph uses for ``c + S @ theta``, has the dense
+    product's value and gradient, including rows with no entry and repeated columns."""
+    import pytensor
+    import pytensor.tensor as pt
+
+    from qbayes.model.packing import sparse_product
+
+    rng = np.random.default_rng(6)
+    s = rng.normal(size=(25, 10)) * (rng.uniform(size=(25, 10)) < 0.3)
+    s[3] = 0.0  # a row with no entry
+    c, v0, g = rng.normal(size=25), rng.normal(size=10), rng.normal(size=25)
+    v = pt.dvector("v")
+    out = sparse_product(c, s, v)
+    fn = pytensor.function([v], [out, pytensor.grad(pt.dot(g, out), v)])
+    value, grad = fn(v0)
+    np.testing.assert_allclose(value, c + s @ v0, atol=1e-12)
+    np.testing.assert_allclose(grad, s.T @ g, atol=1e-12)
