@@ -141,10 +141,10 @@ def log_density_graph(y, nu, loc, scale, logit_p, col_loc, col_sd):
     )
     z = (y - col_loc) / col_sd
     col = -0.5 * z**2 - 0.5 * np.log(2 * np.pi) - pt.log(col_sd)
-    a = law - pt.softplus(logit_p)  # + ln(1 - p)
-    b = col - pt.softplus(-logit_p)  # + ln p
-    top = pt.maximum(a, b)
-    return top + pt.log1p(pt.exp(-pt.abs(a - b)))
+    # ln((1 - p) law + p col) = logaddexp(law, col + logit) - softplus(logit): one softplus
+    # (and one sigmoid in the gradient) fewer per row than ln(1 - p) and ln p taken apart
+    b = col + logit_p
+    return pt.maximum(law, b) + pt.log1p(pt.exp(-pt.abs(law - b))) - pt.softplus(logit_p)
 
 
 def random_draws(nu, loc, scale, logit_p, col_loc, col_sd, rng=None, size=None) -> np.ndarray:
