@@ -219,8 +219,8 @@ class Packing:
 def sparse_product(c: np.ndarray, s: np.ndarray, v):
     """PyTensor ``c + s @ v`` for a constant ``s`` that is mostly zeros (the blocks' matrices on
     its diagonal): ``v`` gathered at the nonzero columns, weighted and summed into their rows.
-    The dense product read all of ``s`` twice per gradient (forward and transposed), which was
-    most of a gradient's cost (docs/performance.md)."""
+    For the default model that is 7,098 entries where the dense product read 74,480, twice per
+    gradient (forward and transposed); the graph it compiles is smaller too (docs/performance.md)."""
     import pytensor.tensor as pt
 
     rows, cols = np.nonzero(s)
