@@ -32,7 +32,7 @@ MIN_ROWS = 5
 COVERAGE_MIN = 0.7
 NOMINAL = 0.9
 # 500 posterior draws: 25 in each tail of a 90% interval; on the shipped fit seeds 0-5 gave
-# 83 of 83 cells and the same worst cell as 1,000 draws, in half the time (docs/performance.md)
+# 83 of 83 cells, as 1,000 draws did, in half the time (docs/performance.md)
 DRAWS = 500
 
 
