@@ -115,7 +115,6 @@ def check_cells(fit: Fit, *, n_draws: int = DRAWS, seed: int = 0, min_rows: int 
     keys = cell_keys(fit.data).with_row_index("row")
     groups = [(k, g.get_column("row").to_numpy()) for k, g in keys.group_by(["family", "method", "bits", "grouping"])]
     groups = [(k, idx) for k, idx in groups if len(idx) >= min_rows]
-    rows_checked = sum(len(idx) for _, idx in groups)
     if not groups:
         return CellCheck(cells=(), rows_checked=0, rows_total=fit.data.height)
     picked = np.sort(np.concatenate([idx for _, idx in groups]))
@@ -145,4 +144,4 @@ def check_cells(fit: Fit, *, n_draws: int = DRAWS, seed: int = 0, min_rows: int 
             )
         )
     cells.sort(key=lambda c: (-c.badness, c.coverage, c.label))
-    return CellCheck(cells=tuple(cells), rows_checked=rows_checked, rows_total=fit.data.height)
+    return CellCheck(cells=tuple(cells), rows_checked=len(picked), rows_total=fit.data.height)
