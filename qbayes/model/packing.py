@@ -121,16 +121,15 @@ class Packing:
     def rows(self, entries: list[tuple[str, int]]) -> np.ndarray:
         """For each row of ``entries`` ((name, length) pairs, as :meth:`linear` takes them),
         its row in :meth:`values`; -1 for an effect's new-level slot (0 in the fit)."""
-        start, row = {}, 0
+        span, row = {}, 0  # a linear block's first row in values() and its length
         for b in self.blocks:
             if b.linear:
-                start[b.name] = row
+                span[b.name] = (row, b.matrix.shape[0])
                 row += b.matrix.shape[0]
         out = []
         for name, n in entries:
-            k = next(b for b in self.blocks if b.name == name).matrix.shape[0]
-            out.extend(range(start[name], start[name] + k))
-            out.extend([-1] * (n - k))
+            first, k = span[name]
+            out.extend([*range(first, first + k), *[-1] * (n - k)])
         return np.asarray(out, dtype=np.int64)
 
     def covers(self, names: list[str]) -> bool:
